@@ -1,0 +1,250 @@
+"""YAML recipe -> validated Recipe; every problem is reported at once with its field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from p2p_cli.text.words import same_words, split_words
+
+DEFAULT_CROSS_REPLACE = 0.8
+DEFAULT_SELF_REPLACE = 0.4
+
+EditType = Literal["replace", "refine", "reweight"]
+Window = tuple[float, float]
+
+
+class RecipeError(ValueError):
+    """A recipe with problems; `problems` holds one "path: message" line each."""
+
+    def __init__(self, problems: list[str], source: str = "recipe"):
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def parse_window(value: Any) -> Window:
+    """A tau (float: window [0, tau)) or a [start, end] pair -> (start, end), both in [0, 1]."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number in [0, 1] or a [start, end] pair, got a boolean")
+    if isinstance(value, (int, float)):
+        start, end = 0.0, float(value)
+        if not 0.0 <= end <= 1.0:
+            raise ValueError(f"tau {value} is outside [0, 1]")
+        return start, end
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"expected [start, end] with two numbers, got {list(value)}")
+        start, end = float(value[0]), float(value[1])
+        if not 0.0 <= start <= 1.0:
+            raise ValueError(f"start {value[0]} is outside [0, 1]")
+        if not 0.0 <= end <= 1.0:
+            raise ValueError(f"end {value[1]} is above 1" if end > 1 else f"end {value[1]} is below 0")
+        if start > end:
+            raise ValueError(f"start {value[0]} is after end {value[1]}")
+        return start, end
+    raise ValueError(f"expected a number in [0, 1] or a [start, end] pair, got {value!r}")
+
+
+class CrossSchedule(BaseModel):
+    """Cross-attention injection windows: a default and optional per-word windows (paper sec. 3.2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    default: Window
+    words: dict[str, Window] = Field(default_factory=dict)
+
+
+def _parse_cross(value: Any) -> Any:
+    if isinstance(value, CrossSchedule) or value is None:
+        return value
+    if isinstance(value, dict):
+        words, problems = {}, []
+        default = (0.0, 1.0)
+        for key, window in value.items():
+            try:
+                parsed = parse_window(window)
+            except ValueError as err:
+                problems.append(f"[{key}] {err}")
+                continue
+            if key == "default":
+                default = parsed
+            else:
+                words[str(key)] = parsed
+        if problems:
+            raise ValueError("; ".join(problems))
+        return CrossSchedule(default=default, words=words)
+    return CrossSchedule(default=parse_window(value))
+
+
+def _parse_self(value: Any) -> Any:
+    return None if value is None else parse_window(value)
+
+
+def _parse_size(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected an int or [height, width]")
+    if isinstance(value, int):
+        value = [value, value]
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"expected an int or [height, width] of ints, got {value!r}")
+    h, w = value
+    for side in (h, w):
+        if side < 8 or side % 8:
+            raise ValueError(f"{side} is not a positive multiple of 8")
+    return (h, w)
+
+
+CrossField = Annotated[CrossSchedule | None, BeforeValidator(_parse_cross)]
+SelfField = Annotated[Window | None, BeforeValidator(_parse_self)]
+
+
+class LocalBlend(BaseModel):
+    """Edit only where the words are (paper sec. 3.2, local editing): mask from their cross-attention."""
+
+    model_config = ConfigDict(extra="forbid")
+    words: list[str] = Field(min_length=1)
+    threshold: float = Field(0.3, gt=0.0, lt=1.0)
+    start: float = Field(0.2, ge=0.0, le=1.0)
+    subtract: list[str] = Field(default_factory=list)
+    subtract_threshold: float = Field(0.3, gt=0.0, lt=1.0)
+
+
+class Edit(BaseModel):
+    """One target prompt and how its attention is tied to the source's."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: str = Field(min_length=1)
+    type: EditType | None = None
+    cross_replace: CrossField = None
+    self_replace: SelfField = None
+    reweight: dict[str, float] | None = None
+    local_blend: LocalBlend | None = None
+    baseline: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Edit:
+        if self.type == "reweight" and not self.reweight:
+            raise ValueError("type reweight needs reweight factors, e.g. reweight: {smiling: 5}")
+        if self.cross_replace is not None and "default" in self.cross_replace.words:
+            raise ValueError("cross_replace: 'default' is reserved")
+        return self
+
+
+class Recipe(BaseModel):
+    """A whole recipe: the source prompt, its edits and the sampling settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    model: str | None = None
+    seed: int = Field(8888, ge=0, lt=2**63)
+    steps: int = Field(50, ge=1, le=1000)
+    guidance: float = Field(7.5, ge=0.0)
+    size: Annotated[tuple[int, int] | None, BeforeValidator(_parse_size)] = None
+    negative_prompt: str = ""
+    source: str = Field(min_length=1)
+    cross_replace: CrossField = None
+    self_replace: SelfField = None
+    self_replace_max_res: int | None = Field(None, ge=1)
+    blend_res: int | None = Field(None, ge=1)
+    baseline: bool = False
+    edits: list[Edit] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _resolve_edits(self) -> Recipe:
+        problems: list[str] = []
+        for i, edit in enumerate(self.edits):
+            problems += [f"edits[{i}].{p}" for p in _resolve_edit(self, edit)]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def cross_for(self, edit: Edit) -> CrossSchedule:
+        """The edit's cross-attention schedule, falling back to the recipe's, then to the default tau 0.8."""
+        return edit.cross_replace or self.cross_replace or CrossSchedule(default=(0.0, DEFAULT_CROSS_REPLACE))
+
+    def self_for(self, edit: Edit) -> Window:
+        """The edit's self-attention window, falling back to the recipe's, then to the default tau 0.4."""
+        return edit.self_replace or self.self_replace or (0.0, DEFAULT_SELF_REPLACE)
+
+
+def infer_type(source: str, edit: Edit) -> EditType:
+    """The rule when `type` is omitted: same words + reweight -> reweight; same word count -> replace; else refine."""
+    if edit.reweight and same_words(source, edit.target):
+        return "reweight"
+    if len(split_words(source)) == len(split_words(edit.target)):
+        return "replace"
+    return "refine"
+
+
+def _resolve_edit(recipe: Recipe, edit: Edit) -> list[str]:
+    """Fill in the type and return the problems of one edit ("field: message")."""
+    problems = []
+    if edit.type is None:
+        edit.type = infer_type(recipe.source, edit)
+    n_src, n_tgt = len(split_words(recipe.source)), len(split_words(edit.target))
+    if edit.type == "replace" and n_src != n_tgt:
+        problems.append(
+            f"type: replace needs the same number of words in source ({n_src}) and target ({n_tgt});"
+            " use type: refine to add or remove words"
+        )
+    return problems
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-before[_parse_cross(), nullable[CrossSchedule]]",):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("function-" in p or p.startswith("nullable"))))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        elif e["type"] == "missing":
+            msg = "required, but missing"
+        path = _format_loc(loc)
+        for line in msg.split("\n"):  # the model validator joins per-edit problems that carry their own paths
+            lines.append(line if (not path and line.startswith("edits[")) else f"{path}: {line}" if path else line)
+    return lines
+
+
+def parse_recipe(data: Any, source: str = "recipe", default_name: str | None = None) -> Recipe:
+    """Validate a decoded YAML document; raise RecipeError listing every problem with its path."""
+    if not isinstance(data, dict):
+        raise RecipeError([f"the top level must be a mapping of keys, got {type(data).__name__}"], source)
+    if "name" not in data and default_name is not None:
+        data = {**data, "name": default_name}
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_problems(err), source) from None
+
+
+def load_recipe(path: str | Path, text: str | None = None) -> Recipe:
+    """Read and validate a recipe file ("-" with `text` for standard input)."""
+    source = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise RecipeError([f"cannot read the file: {err.strerror or err}"], source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RecipeError([f"not valid YAML: {err}"], source) from None
+    stem = "recipe" if source == "-" else Path(source).stem
+    return parse_recipe(data, source, default_name=stem)

@@ -1,0 +1,1 @@
+"""Words -> token indices, global alignment, replace/refine mappers: pure functions, no model."""
