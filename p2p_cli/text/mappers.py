@@ -1,0 +1,91 @@
+"""Token mappers from a source prompt to a target prompt (paper section 3.2: word swap and prompt refinement).
+
+A mapper M (L, L) moves the source's cross-attention maps onto the target's tokens, and `aligned` (L,)
+says which target tokens take them. With A of shape (..., pixels, L), the edited branch uses:
+
+    A_edit = aligned * (A_src @ M) + (1 - aligned) * A_target_own
+
+Column j of M holds the weights of the source tokens that target token j takes (sum 1 where aligned).
+replace: identity except at swapped words; tokens after a swap shift with the token-count difference.
+refine: global alignment of the token ids; inserted target tokens have a zero column and aligned 0.
+Positions after the target's end token (padding) take the source's padding in order (pad to pad).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from p2p_cli.text.align import global_align
+from p2p_cli.text.tokens import PromptError, WordSpan, token_ids, word_spans
+
+
+@dataclass(frozen=True)
+class TokenMap:
+    """A source -> target token mapper and which target tokens it feeds."""
+
+    mapper: torch.Tensor  # (L, L) float32, A_edit = A_src @ mapper
+    aligned: torch.Tensor  # (L,) float32, 1 where the target token's map comes from the source
+
+
+def identity_map(max_len: int = 77) -> TokenMap:
+    """The mapper that changes nothing (reweight alone)."""
+    return TokenMap(torch.eye(max_len, dtype=torch.float32), torch.ones(max_len, dtype=torch.float32))
+
+
+def _pad_source(j: int, n_source: int, n_target: int, max_len: int) -> int:
+    """Source position for target padding position j: the source's padding in order, capped at the last."""
+    return min(n_source + (j - n_target), max_len - 1)
+
+
+def _segments(spans: list[WordSpan], n_ids: int) -> list[list[int]]:
+    """Token positions cut as [start], gap, word, gap, word, ..., gap, [end] (gaps: punctuation, maybe empty)."""
+    segments, after = [[0]], 1
+    for span in spans:
+        segments += [list(range(after, span.positions[0])), list(span.positions)]
+        after = span.positions[-1] + 1
+    return segments + [list(range(after, n_ids - 1)), [n_ids - 1]]
+
+
+def replace_map(tokenizer: Any, source: str, target: str) -> TokenMap:
+    """Word-swap mapper: words compared position by position, swapped ones spread 1/len(target tokens)."""
+    max_len = tokenizer.model_max_length
+    ids_s, ids_t = token_ids(tokenizer, source), token_ids(tokenizer, target)
+    spans_s, spans_t = word_spans(tokenizer, source), word_spans(tokenizer, target)
+    if len(spans_s) != len(spans_t):
+        raise PromptError(
+            f"replace swaps words one for one, but the source has {len(spans_s)} words and the target "
+            f"{len(spans_t)}: use `type: refine` to add or remove words"
+        )
+    mapper = torch.zeros(max_len, max_len, dtype=torch.float32)  # (L source, L target)
+    aligned = torch.ones(max_len, dtype=torch.float32)  # (L,)
+    for seg_s, seg_t in zip(_segments(spans_s, len(ids_s)), _segments(spans_t, len(ids_t))):
+        if not seg_t:
+            continue
+        if not seg_s:  # punctuation only the target has: it keeps its own map
+            aligned[seg_t] = 0.0
+        elif len(seg_s) == len(seg_t):  # same token count (unchanged word, or equal-length swap): one to one
+            mapper[seg_s, seg_t] = 1.0
+        else:  # each source token spreads 1/t over the target's t tokens
+            mapper[torch.tensor(seg_s)[:, None], torch.tensor(seg_t)[None, :]] = 1.0 / len(seg_t)
+    for j in range(len(ids_t), max_len):
+        mapper[_pad_source(j, len(ids_s), len(ids_t), max_len), j] = 1.0
+    return TokenMap(mapper, aligned)
+
+
+def refine_map(tokenizer: Any, source: str, target: str) -> TokenMap:
+    """Refinement mapper: target tokens aligned to source tokens (global alignment); inserted ones unaligned."""
+    max_len = tokenizer.model_max_length
+    ids_s, ids_t = token_ids(tokenizer, source), token_ids(tokenizer, target)
+    mapper = torch.zeros(max_len, max_len, dtype=torch.float32)  # (L source, L target)
+    aligned = torch.ones(max_len, dtype=torch.float32)  # (L,)
+    for j, i in enumerate(global_align(ids_s, ids_t)):
+        if i is None:
+            aligned[j] = 0.0
+        else:
+            mapper[i, j] = 1.0
+    for j in range(len(ids_t), max_len):
+        mapper[_pad_source(j, len(ids_s), len(ids_t), max_len), j] = 1.0
+    return TokenMap(mapper, aligned)
