@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -21,6 +26,7 @@ class Model:
     dtype: torch.dtype = torch.float32
     id: str = "components"  # hub id, local path or "bundled:shapes"
     revision: str | None = None  # hub commit, when known
+    path: str | None = None  # the folder the weights were read from, when loaded from disk
 
     @property
     def vae_scale(self) -> int:
@@ -38,10 +44,183 @@ class Model:
         """Move every network to device/dtype (in place) and return self."""
         self.device, self.dtype = torch.device(device), dtype
         for net in (self.unet, self.vae, self.text_encoder):
-            net.to(device=self.device, dtype=dtype)
+            net.to(self.device)
+            if net.dtype != dtype:
+                net.to(dtype)
         return self
 
 
 def from_components(parts: dict, id: str = "components", device: str = "cpu", dtype=torch.float32) -> Model:
     """A Model from a dict of diffusers/transformers parts (as arch.tiny_components() returns)."""
     return Model(**parts, id=id).to(device, dtype)
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+BUNDLED_NAMES = ("shapes",)  # `--model shapes` (or no model at all) means the bundled model
+PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writes them
+    "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+    "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+    "text_encoder": ("model.safetensors", "pytorch_model.bin"),
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message says what to do about it."""
+
+
+def bundled_weights() -> Path:
+    """Where the bundled shapes model lives (written by the shapes training command)."""
+    return Path(__file__).resolve().parent / "shapes" / "weights"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """auto: cuda if available, else mps, else cpu; an explicit device must be usable here."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu, cuda or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("CUDA is not available on this machine: use --device cpu (or auto)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("MPS is not available on this machine: use --device cpu (or auto)")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto: fp16 on cuda, fp32 elsewhere; fp16/bf16/fp32 as asked."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
+    return DTYPES[dtype]
+
+
+def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False) -> Model:
+    """A Model from a hub id, a local save_pretrained folder or the bundled model (spec None or "shapes")."""
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    if spec is None or spec in BUNDLED_NAMES:
+        folder = bundled_weights()
+        if not folder.is_dir():
+            raise ModelLoadError(
+                f"the bundled shapes model is not installed (no folder {folder}); train it first, or pass"
+                " --model with a local folder saved by diffusers' save_pretrained or a hub id"
+            )
+        model = load_folder(folder, allow_pickle, dt, id="bundled:shapes")
+    elif (path := Path(spec).expanduser()).exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{spec} is a file; --model takes a folder saved by save_pretrained or a hub id")
+        model = load_folder(path, allow_pickle, dt, id=str(path.resolve()))
+    elif spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
+        raise ModelLoadError(
+            f"no model folder at {spec}; --model takes a local folder (with unet/, vae/, text_encoder/,"
+            " tokenizer/, scheduler/) or a hub id such as CompVis/stable-diffusion-v1-4"
+        )
+    else:
+        folder, revision = _hub_snapshot(spec, allow_pickle)
+        model = load_folder(folder, allow_pickle, dt, id=spec)
+        model.revision = revision
+    return model.to(dev, dt)
+
+
+def load_folder(
+    folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32, id: str | None = None
+) -> Model:
+    """Each part with its class's from_pretrained (on the CPU); the scheduler as DDIM with the SD settings it lacks."""
+    import diffusers
+    import transformers
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from p2p_cli.arch import SD_SCHEDULER
+
+    for lib in (diffusers, transformers):  # their loading bars and advice would drown our stderr
+        lib.utils.logging.set_verbosity_error()
+        lib.utils.logging.disable_progress_bar()
+
+    folder = Path(folder)
+    missing = [p for p in PARTS if not (folder / p).is_dir()]
+    if missing:
+        raise ModelLoadError(
+            f"{folder} is not a diffusers model folder: missing {', '.join(p + '/' for p in missing)}"
+            " (save one with pipeline.save_pretrained, or pass a hub id)"
+        )
+    for part, (safe, pickled) in _WEIGHTS.items():
+        sub = folder / part
+        has_safe = (sub / safe).exists() or any(sub.glob(safe.replace(".safetensors", "-*.safetensors")))
+        if not has_safe and not allow_pickle:
+            hint = " (only pickle weights found; pass --allow-pickle if you trust them)" if (sub / pickled).exists() else ""
+            raise ModelLoadError(f"{sub}: no {safe}{hint}")
+    use_safe = None if allow_pickle else True
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=use_safe, torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=use_safe, torch_dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=use_safe, dtype=dtype)
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+        config = DDIMScheduler.load_config(folder, subfolder="scheduler")
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
+    scheduler = DDIMScheduler.from_config({**SD_SCHEDULER, **config})  # the model's own settings win
+    return Model(
+        unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+        scheduler=scheduler, id=id or str(folder.resolve()), path=str(folder.resolve()),
+    )
+
+
+def _hub_snapshot(repo_id: str, allow_pickle: bool) -> tuple[Path, str | None]:
+    """The local snapshot folder and commit of a hub model; from the cache only when offline."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["model_index.json", "tokenizer/*", "scheduler/*"]
+    for part, (safe, pickled) in _WEIGHTS.items():
+        stem = safe.removesuffix(".safetensors")
+        patterns += [f"{part}/config.json", f"{part}/{safe}", f"{part}/{stem}-*.safetensors", f"{part}/{safe}.index.json"]
+        if allow_pickle:
+            patterns += [f"{part}/{pickled}"]
+    offline = _env_flag("HF_HUB_OFFLINE") or not _hub_reachable()
+    how = (
+        "HF_HUB_OFFLINE is set" if _env_flag("HF_HUB_OFFLINE") else "the hub is unreachable from this machine"
+    )
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline, etag_timeout=5)
+    except Exception as err:  # the hub raises many kinds: connection, not found, gated, ...
+        if offline:
+            raise ModelLoadError(
+                f"{repo_id} is not in the local Hugging Face cache and {how}. Download it on a machine with"
+                " network access (or unset HF_HUB_OFFLINE), or pass --model with a local folder saved by"
+                " diffusers' save_pretrained"
+            ) from err
+        raise ModelLoadError(f"cannot get {repo_id} from the hub: {err}. Check the id, or pass a local folder") from err
+    folder = Path(folder)
+    revision = folder.name if len(folder.name) == 40 else None  # snapshots/<commit hash>
+    return folder, revision
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint, so an offline machine fails in seconds, not minutes of retries."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # name resolution ignores socket timeouts
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])

@@ -1,0 +1,177 @@
+"""diffusers attention processors that apply Prompt-to-Prompt control: fused (SDPA) and explicit.
+
+Installed per layer by module path with unet.set_attn_processor; the sampling step arrives explicitly as
+cross_attention_kwargs["p2p_step"] (a 0-dim long tensor, so nothing syncs and torch.compile sees no new
+constants). The control acts on the conditional half of the batch only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from p2p_cli.control.edits import edit_cross_explicit, fused_gates, mapped_values
+from p2p_cli.control.store import AttentionStore, LayerInfo
+
+
+@dataclass
+class Control:
+    """Everything the processors read during one run: plan tensors, batch layout, mode, stores."""
+
+    n_prompts: int  # B: prompts in the batch, [source, targets..., baselines...]
+    n_targets: int  # n: controlled targets, rows 1..n
+    guided: bool  # UNet batch is [uncond x B, cond x B] when True, [cond x B] otherwise
+    latent_hw: tuple[int, int]
+    mapper: torch.Tensor  # (n, L, L)
+    aligned: torch.Tensor  # (n, L)
+    equalizer: torch.Tensor  # (n, L)
+    alpha: torch.Tensor  # (T, n, L) cross gate per step and token
+    self_gate: torch.Tensor  # (T, n) 1 where the target takes the source's self-attention
+    self_max_res: int  # self injection only in layers with max(h, w) <= this
+    explicit: bool = False
+    stores: list[AttentionStore] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.g_src, self.g_own = fused_gates(self.alpha, self.equalizer, self.aligned)  # (T, n, L) each
+
+    @property
+    def cond(self) -> int:
+        """Row of the source's conditional branch in the UNet batch."""
+        return self.n_prompts if self.guided else 0
+
+    def layer_hw(self, tokens: int) -> tuple[int, int]:
+        """(h, w) of a layer with `tokens` image positions, derived from the latent size."""
+        lh, lw = self.latent_hw
+        factor = math.isqrt((lh * lw) // tokens)
+        return lh // factor, lw // factor
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    return x.view(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)  # (batch, heads, seq, d)
+
+
+class P2PAttnProcessor:
+    """Attention with P2P control for one layer; plain SDPA when no step is given."""
+
+    def __init__(self, layer: LayerInfo, control: Control):
+        self.layer = layer
+        self.control = control
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 p2p_step: torch.Tensor | None = None, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        batch, _, _ = hidden_states.shape
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        elif encoder_hidden_states is None:
+            context = hidden_states
+        q = _split_heads(query, attn.heads)  # (batch, heads, Q, d)
+        k = _split_heads(attn.to_k(context), attn.heads)  # (batch, heads, K, d)
+        v = _split_heads(attn.to_v(context), attn.heads)
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+
+        if p2p_step is None or attention_mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scale)
+        else:
+            out = self._controlled(q, k, v, attn.scale, p2p_step)
+
+        out = out.transpose(1, 2).reshape(batch, -1, q.shape[1] * q.shape[-1]).to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def _controlled(self, q, k, v, scale: float, step: torch.Tensor) -> torch.Tensor:
+        ctl, layer = self.control, self.layer
+        hw = ctl.layer_hw(q.shape[2])
+        c0, n = ctl.cond, ctl.n_targets
+        rows = slice(c0 + 1, c0 + 1 + n)  # the targets' conditional rows
+        stores = [s for s in ctl.stores if s.wants(layer, max(hw))]
+        inject_self = not layer.is_cross and max(hw) <= ctl.self_max_res
+
+        if ctl.explicit or stores:
+            probs = torch.softmax((q[c0:] @ k[c0:].transpose(-1, -2)).float() * scale, dim=-1)  # (B, heads, Q, K)
+            for store in stores:
+                store.add(layer, hw, probs, step)
+        if not ctl.explicit:
+            return self._fused(q, k, v, scale, step, rows, inject_self)
+
+        a_src, a_tgt = probs[0], probs[1 : 1 + n]
+        if layer.is_cross:
+            edited = edit_cross_explicit(a_src, a_tgt, ctl.mapper, ctl.aligned, ctl.equalizer,
+                                         ctl.alpha.index_select(0, step.reshape(1))[0])
+        elif inject_self:
+            gate = ctl.self_gate.index_select(0, step.reshape(1))[0][:, None, None, None]  # (n, 1, 1, 1)
+            edited = torch.where(gate > 0, a_src.expand_as(a_tgt), a_tgt)
+        else:
+            edited = a_tgt
+        probs = torch.cat([probs[:1], edited, probs[1 + n :]])
+        cond_out = probs.to(v.dtype) @ v[c0:]
+        if c0 == 0:
+            return cond_out
+        uncond_out = F.scaled_dot_product_attention(q[:c0], k[:c0], v[:c0], scale=scale)
+        return torch.cat([uncond_out, cond_out])
+
+    def _fused(self, q, k, v, scale: float, step: torch.Tensor, rows: slice, inject_self: bool) -> torch.Tensor:
+        ctl = self.control
+        c0 = ctl.cond
+        if not self.layer.is_cross:
+            if inject_self:
+                gate = ctl.self_gate.index_select(0, step.reshape(1))[0][:, None, None, None] > 0  # (n, 1, 1, 1)
+                q = torch.cat([q[: rows.start], torch.where(gate, q[c0 : c0 + 1], q[rows]), q[rows.stop :]])
+                k = torch.cat([k[: rows.start], torch.where(gate, k[c0 : c0 + 1], k[rows]), k[rows.stop :]])
+            return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        g_src = ctl.g_src.index_select(0, step.reshape(1))[0]  # (n, L)
+        g_own = ctl.g_own.index_select(0, step.reshape(1))[0]
+        v_tgt = v[rows]
+        v_own = torch.cat([v[: rows.start], v_tgt * g_own[:, None, :, None].to(v.dtype), v[rows.stop :]])
+        out = F.scaled_dot_product_attention(q, k, v_own, scale=scale)
+        n = v_tgt.shape[0]
+        src_q = q[c0 : c0 + 1].expand(n, -1, -1, -1)
+        src_k = k[c0 : c0 + 1].expand(n, -1, -1, -1)
+        from_src = F.scaled_dot_product_attention(src_q, src_k, mapped_values(v_tgt, ctl.mapper, g_src), scale=scale)
+        out[rows] += from_src
+        return out
+
+
+def layer_infos(unet) -> dict[str, LayerInfo]:
+    """LayerInfo for every attention processor of a diffusers UNet, keyed by its module path."""
+    infos = {}
+    for name in unet.attn_processors:
+        place = "mid" if name.startswith("mid_block") else "down" if name.startswith("down_blocks") else "up"
+        infos[name] = LayerInfo(name=name, place=place, is_cross=name.endswith("attn2.processor"))
+    return infos
+
+
+@contextlib.contextmanager
+def controlled(unet, control: Control) -> Iterator[None]:
+    """Install P2P processors on every attention layer of unet for the duration of the block."""
+    previous = unet.attn_processors
+    unet.set_attn_processor({name: P2PAttnProcessor(info, control) for name, info in layer_infos(unet).items()})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(previous)

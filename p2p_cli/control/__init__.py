@@ -1,0 +1,1 @@
+"""What the attention processors apply: the edit maths, the attention store, local blend."""

@@ -1,0 +1,53 @@
+"""Local blend (paper sec. 3.2, "local editing"): keep the source's latents outside the edited words' mask."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from p2p_cli.control.store import AttentionStore
+
+
+def word_mask(maps: torch.Tensor, tokens: torch.Tensor, threshold: torch.Tensor, size: tuple[int, int], pool: bool) -> torch.Tensor:
+    """Binary mask (n, 1, h, w) where the summed maps of the chosen tokens exceed threshold x their max.
+
+    maps (n, hb, wb, L) cross-attention averages; tokens (n, L) 0/1; threshold (n,).
+    """
+    m = (maps * tokens[:, None, None, :]).sum(-1)[:, None]  # (n, 1, hb, wb)
+    if pool:
+        m = F.max_pool2d(m, 3, stride=1, padding=1)
+    m = F.interpolate(m, size=size, mode="nearest")  # (n, 1, h, w)
+    m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+    return m > threshold[:, None, None, None]
+
+
+class LocalBlend:
+    """After each step from `start`, x_edit := x_src + mask * (x_edit - x_src) for the targets that ask for it."""
+
+    def __init__(self, blend: dict[str, torch.Tensor], store: AttentionStore, side: int, n_targets: int):
+        self.b = blend  # tensors from EditPlan.blend (n, L) / (n,)
+        self.store = store
+        self.side = side
+        self.n = n_targets
+        self.last_mask: torch.Tensor | None = None  # (n, 1, h, w) float, the mask of the latest step
+
+    def mask(self, size: tuple[int, int]) -> torch.Tensor:
+        """The current mask per target, (n, 1, h, w) float in {0, 1}."""
+        maps = self.store.mean_maps("cross", self.side)  # (B, hb, wb, L)
+        src = maps[:1].expand(self.n, -1, -1, -1)
+        tgt = maps[1 : 1 + self.n]
+        b = self.b
+        mask = word_mask(src, b["src_tokens"], b["threshold"], size, True)
+        mask |= word_mask(tgt, b["tgt_tokens"], b["threshold"], size, True)
+        sub = word_mask(src, b["sub_src_tokens"], b["sub_threshold"], size, False)
+        sub |= word_mask(tgt, b["sub_tgt_tokens"], b["sub_threshold"], size, False)
+        return (mask & ~sub).float()
+
+    def __call__(self, step: int, x: torch.Tensor) -> torch.Tensor:
+        """Blend the target rows 1..n of x (B, C, h, w) after sampling step `step`."""
+        mask = self.mask(tuple(x.shape[-2:]))
+        self.last_mask = mask
+        on = (self.b["active"] & (self.b["start"] <= step))[:, None, None, None]  # (n, 1, 1, 1)
+        src, tgt = x[:1], x[1 : 1 + self.n]
+        blended = torch.where(on, src + mask.to(x.dtype) * (tgt - src), tgt)
+        return torch.cat([x[:1], blended, x[1 + self.n :]])

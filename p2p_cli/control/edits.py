@@ -1,0 +1,42 @@
+"""The Prompt-to-Prompt edit of one attention layer (paper sec. 3.2), in two equivalent forms.
+
+Explicit form (the reference approach, and our test oracle), on probabilities A = softmax(Q K^T / sqrt(d)):
+    A_edit  = aligned * (A_src @ M) + (1 - aligned) * A_tgt          # replace / refine (M: mapper)
+    A_edit *= c                                                       # reweight (equalizer)
+    A_final = alpha * A_edit + (1 - alpha) * A_tgt                     # per-step, per-token gate
+Fused form: every step above is linear in A, so A_final @ V needs no probabilities at all:
+    A_final @ V = SDPA(Q_src, K_src, M @ (g_src * V_tgt)) + SDPA(Q_tgt, K_tgt, g_own * V_tgt)
+    g_src = alpha * c * aligned,   g_own = alpha * c * (1 - aligned) + (1 - alpha)
+Self-attention injection replaces the target's maps by the source's: A_src @ V_tgt = SDPA(Q_src, K_src, V_tgt).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def fused_gates(alpha: torch.Tensor, equalizer: torch.Tensor, aligned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value gates of the fused form from alpha (T, n, L), equalizer (n, L), aligned (n, L) -> two (T, n, L)."""
+    ca = equalizer[None] * alpha  # (T, n, L)
+    return ca * aligned[None], ca * (1 - aligned[None]) + (1 - alpha)
+
+
+def edit_cross_explicit(
+    a_src: torch.Tensor,  # (heads, Q, L) the source's probabilities
+    a_tgt: torch.Tensor,  # (n, heads, Q, L) each target's own probabilities
+    mapper: torch.Tensor,  # (n, L, L)
+    aligned: torch.Tensor,  # (n, L)
+    equalizer: torch.Tensor,  # (n, L)
+    alpha: torch.Tensor,  # (n, L) this step's gate
+) -> torch.Tensor:
+    """Edited cross-attention probabilities of the targets, (n, heads, Q, L), as the reference computes them."""
+    mapped = torch.einsum("hqi,nij->nhqj", a_src, mapper)  # (n, heads, Q, L)
+    al = aligned[:, None, None, :]
+    edit = (al * mapped + (1 - al) * a_tgt) * equalizer[:, None, None, :]
+    gate = alpha[:, None, None, :]
+    return gate * edit + (1 - gate) * a_tgt
+
+
+def mapped_values(v_tgt: torch.Tensor, mapper: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """M @ (gate * V) per target: v_tgt (n, heads, L, d), mapper (n, L, L), gate (n, L) -> (n, heads, L, d)."""
+    return torch.einsum("nij,nhjd->nhid", mapper.to(v_tgt.dtype), v_tgt * gate[:, None, :, None].to(v_tgt.dtype))

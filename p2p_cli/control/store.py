@@ -1,0 +1,62 @@
+"""The attention store: per layer, the conditional branch's head-averaged maps summed over steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Where an attention layer sits: module path, UNet place (down, mid, up) and kind."""
+
+    name: str
+    place: str
+    is_cross: bool
+
+    @property
+    def kind(self) -> str:
+        return "cross" if self.is_cross else "self"
+
+
+class AttentionStore:
+    """Sums of the cond-branch maps, (B, Q, K) per layer, weighted per step (1 by default)."""
+
+    def __init__(self, wants: Callable[[LayerInfo, int], bool], step_weights: torch.Tensor):
+        self.wants = wants  # (layer, side) -> record this layer?
+        self.step_weights = step_weights  # (T,) float: 0 leaves a step out
+        self.sums: dict[str, torch.Tensor] = {}
+        self.layers: dict[str, LayerInfo] = {}
+        self.shapes: dict[str, tuple[int, int]] = {}
+
+    def add(self, layer: LayerInfo, hw: tuple[int, int], probs: torch.Tensor, step: torch.Tensor) -> None:
+        """Accumulate probs (B, heads, Q, K) of one layer at step (0-dim long tensor)."""
+        maps = probs.float().mean(1) * self.step_weights.index_select(0, step.reshape(1))[0]  # (B, Q, K)
+        if layer.name in self.sums:
+            self.sums[layer.name] += maps
+        else:
+            self.sums[layer.name] = maps
+            self.layers[layer.name] = layer
+            self.shapes[layer.name] = hw
+
+    def average(self, name: str) -> torch.Tensor:
+        """The step-average of one layer's maps, (B, Q, K)."""
+        return self.sums[name] / self.step_weights.sum().clamp_min(1e-12)
+
+    def select(self, kind: str, side: int | None = None, places: tuple[str, ...] = ("down", "up")) -> list[str]:
+        """Names of stored layers of a kind ("cross"/"self"), optionally of one side (max of h, w), in places."""
+        return [
+            n for n, info in self.layers.items()
+            if info.kind == kind and info.place in places and (side is None or max(self.shapes[n]) == side)
+        ]
+
+    def mean_maps(self, kind: str, side: int, places: tuple[str, ...] = ("down", "up")) -> torch.Tensor:
+        """Average over the selected layers (and heads, steps): (B, h, w, K)."""
+        names = self.select(kind, side, places)
+        if not names:
+            raise ValueError(f"no stored {kind}-attention layers of side {side} in {places}")
+        h, w = self.shapes[names[0]]
+        maps = torch.stack([self.average(n) for n in names]).mean(0)  # (B, Q, K)
+        return maps.reshape(maps.shape[0], h, w, maps.shape[-1])

@@ -1,0 +1,193 @@
+"""run_edit: the source and every target in ONE batched DDIM loop from ONE initial latent, with P2P control."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from p2p_cli.attention import Control, controlled
+from p2p_cli.control.blend import LocalBlend
+from p2p_cli.control.store import AttentionStore, LayerInfo
+from p2p_cli.models import Model
+from p2p_cli.plan import EditPlan, check_recipe, compile_plan, nearest_side
+from p2p_cli.recipe import Recipe, RecipeError
+from p2p_cli.sampler import Schedule, sample_ddim
+
+__all__ = ["EditResult", "run_edit", "check_recipe", "encode_prompts", "initial_latent", "decode_latents"]
+
+
+@dataclass
+class EditResult:
+    """What one run produced, in batch order."""
+
+    prompts: list[str]  # [source, edit_1..edit_n, baseline_1..]
+    roles: list[str]  # "source", "edit-1", ..., "baseline-1", ...
+    images: torch.Tensor  # (N, 3, H, W) float32 in [0, 1], CPU
+    latents: torch.Tensor  # (N, C, h, w) final latents, CPU
+    masks: dict[int, torch.Tensor]  # edit number (1-based) -> local-blend mask (H, W) in {0, 1}, CPU
+    seconds: dict[str, float]
+    plan: EditPlan
+    layout: dict = field(default_factory=dict)  # latent_hw, self_max_res, blend_res
+
+
+def encode_prompts(model: Model, prompts: list[str]) -> torch.Tensor:
+    """Text embeddings (B, L, D) as diffusers' StableDiffusionPipeline computes them (padded to 77)."""
+    tok = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
+                          truncation=True, return_tensors="pt")
+    use_mask = getattr(model.text_encoder.config, "use_attention_mask", False)
+    mask = tok.attention_mask.to(model.device) if use_mask else None
+    return model.text_encoder(tok.input_ids.to(model.device), attention_mask=mask)[0].to(model.dtype)
+
+
+def initial_latent(seed: int, channels: int, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """(1, C, h, w) standard normal from a CPU generator: the same picture for a seed on any device."""
+    gen = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn((1, channels, *latent_hw), generator=gen, dtype=torch.float32)
+
+
+def decode_latents(model: Model, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1], float32 on CPU."""
+    cfg = model.vae.config
+    shift = getattr(cfg, "shift_factor", None) or 0.0
+    out = []
+    for part in latents.split(chunk):
+        z = part.to(model.device, model.dtype) / cfg.scaling_factor + shift
+        out.append((model.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
+def level_sides(model: Model, latent_hw: tuple[int, int]) -> dict[str, int]:
+    """Side (max of h, w) of every attention layer, from its block's depth in the UNet."""
+    levels = len(model.unet.config.block_out_channels)
+    side = max(latent_hw)
+    sides = {}
+    for name in model.unet.attn_processors:
+        parts = name.split(".")
+        if parts[0] == "down_blocks":
+            depth = int(parts[1])
+        elif parts[0] == "up_blocks":
+            depth = levels - 1 - int(parts[1])
+        else:
+            depth = levels - 1
+        sides[name] = -(-side // 2**depth)
+    return sides
+
+
+def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:
+    height, width = recipe.size or model.native_size
+    multiple = model.vae_scale * 2 ** (len(model.unet.config.block_out_channels) - 1)
+    bad = [s for s in (height, width) if s % multiple]
+    if bad:
+        raise RecipeError([f"size: {bad[0]} is not a multiple of {multiple}, which this model needs"
+                           f" (its native size is {model.native_size[0]})"], source)
+    return height // model.vae_scale, width // model.vae_scale
+
+
+def run_edit(
+    model: Model,
+    recipe: Recipe,
+    *,
+    baseline: bool = False,
+    attention: str = "fused",
+    progress: Callable[[int, int], None] | None = None,
+    stores: list[AttentionStore] | None = None,
+    source_name: str = "recipe",
+    latent: torch.Tensor | None = None,
+    uncond_per_step: torch.Tensor | None = None,
+) -> EditResult:
+    """Generate the source, every edit (and baselines) of a recipe in one batch; see DEVELOPERS.md.
+
+    latent (1, C, h, w) replaces the seed's initial latent and uncond_per_step (T, L, D) the unconditional
+    embedding at each step (real-image editing: an inverted latent and null-text embeddings).
+    """
+    if attention not in ("fused", "explicit"):
+        raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
+    seconds: dict[str, float] = {}
+    tic = time.perf_counter()
+    plan = compile_plan(recipe, model.tokenizer, baseline=baseline, source_name=source_name)
+    latent_hw = _check_size(model, recipe, source_name)
+    sides = level_sides(model, latent_hw)
+    cross_sides = [s for n, s in sides.items() if n.endswith("attn2.processor") and not n.startswith("mid")]
+    if recipe.blend_res is not None and recipe.blend_res not in cross_sides:
+        raise RecipeError([f"blend_res: no cross-attention layer has side {recipe.blend_res};"
+                           f" this model's sides at this size are {sorted(set(cross_sides))}"], source_name)
+    blend_res = recipe.blend_res or nearest_side(cross_sides, max(latent_hw) // 4)
+    self_max_res = recipe.self_replace_max_res or max(latent_hw) // 4
+    device, steps = model.device, recipe.steps
+    dev_plan = plan.to(device)
+    seconds["plan"] = time.perf_counter() - tic
+
+    with torch.inference_mode():
+        tic = time.perf_counter()
+        n_prompts = len(plan.prompts)
+        guided = recipe.guidance > 1.0
+        cond = encode_prompts(model, plan.prompts)
+        uncond = encode_prompts(model, [recipe.negative_prompt] * n_prompts) if guided else None
+        seconds["encode"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        schedule = Schedule.from_scheduler(model.scheduler, steps, device)
+        if latent is None:
+            latent = initial_latent(recipe.seed, model.unet.config.in_channels, latent_hw)
+            latent = latent * model.scheduler.init_noise_sigma
+        x = latent.expand(n_prompts, -1, -1, -1).to(device)
+        if uncond_per_step is not None:
+            per_step = uncond_per_step.to(device, model.dtype)[:, None].expand(-1, n_prompts, -1, -1)  # (T, B, L, D)
+        all_stores = list(stores or [])
+        blend = None
+        if dev_plan.blend is not None:
+            wants = lambda layer, side: layer.is_cross and layer.place != "mid" and side == blend_res  # noqa: E731
+            blend_store = AttentionStore(wants, torch.ones(steps, device=device))
+            all_stores.append(blend_store)
+            blend = LocalBlend(dev_plan.blend, blend_store, blend_res, plan.n_targets)
+        control = Control(
+            n_prompts=n_prompts, n_targets=plan.n_targets, guided=guided, latent_hw=latent_hw,
+            mapper=dev_plan.mapper, aligned=dev_plan.aligned, equalizer=dev_plan.equalizer, alpha=dev_plan.alpha,
+            self_gate=dev_plan.self_gate, self_max_res=self_max_res, explicit=attention == "explicit",
+            stores=all_stores,
+        )
+        step_ids = torch.arange(steps, device=device)
+
+        def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+            inp = torch.cat([x, x]) if guided else x
+            emb = cond if not guided else torch.cat([per_step[i] if uncond_per_step is not None else uncond, cond])
+            out = model.unet(inp.to(model.dtype), t, encoder_hidden_states=emb,
+                             cross_attention_kwargs={"p2p_step": step_ids[i]}).sample
+            if not guided:
+                return out
+            out_uncond, out_cond = out.float().chunk(2)
+            return out_uncond + recipe.guidance * (out_cond - out_uncond)
+
+        def after_step(i: int, x: torch.Tensor) -> torch.Tensor:
+            if blend is not None:
+                x = blend(i, x)
+            if progress is not None:
+                progress(i + 1, steps)
+            return x
+
+        with controlled(model.unet, control):
+            latents = sample_ddim(predict, x, schedule, after_step)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds["sample"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        images = decode_latents(model, latents)
+        seconds["decode"] = time.perf_counter() - tic
+
+    masks = {}
+    if blend is not None and blend.last_mask is not None:
+        full = F.interpolate(blend.last_mask.float().cpu(), size=images.shape[-2:], mode="nearest")[:, 0]
+        masks = {k + 1: full[k] for k in range(plan.n_targets) if bool(plan.blend["active"][k])}
+    return EditResult(
+        prompts=plan.prompts, roles=plan.roles, images=images, latents=latents.float().cpu(), masks=masks,
+        seconds=seconds, plan=plan,
+        layout=dict(latent_hw=latent_hw, self_max_res=self_max_res, blend_res=blend_res),
+    )
+
+
+LayerInfo = LayerInfo  # re-exported for stores built by callers

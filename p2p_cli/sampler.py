@@ -1,0 +1,64 @@
+"""Deterministic DDIM (Song et al., 2021; eta = 0) over a narrow "predict" callable, and its inversion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+# predict(x, t, i) -> the model output at timestep t (noise, or v for v-prediction models) for step i
+Predict = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+# callback(i, x) -> x, after step i (local blend lives there); may return x unchanged
+Callback = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The DDIM timesteps and their cumulative alphas, as diffusers' DDIMScheduler sets them."""
+
+    timesteps: torch.Tensor  # (T,) long, descending
+    alpha: torch.Tensor  # (T,) alpha_cumprod at each timestep
+    alpha_prev: torch.Tensor  # (T,) alpha_cumprod at the next (less noisy) timestep
+    prediction_type: str  # "epsilon" | "v_prediction" | "sample"
+
+    @classmethod
+    def from_scheduler(cls, scheduler, steps: int, device: torch.device | str = "cpu") -> Schedule:
+        """Timesteps and alphas for `steps` steps from a diffusers scheduler's config."""
+        scheduler.set_timesteps(steps)
+        ts = scheduler.timesteps.long()
+        cum = scheduler.alphas_cumprod.double()
+        final = torch.tensor(1.0, dtype=torch.float64) if scheduler.config.set_alpha_to_one else cum[0]
+        prev_ts = ts - scheduler.config.num_train_timesteps // steps
+        prev = torch.where(prev_ts >= 0, cum[prev_ts.clamp_min(0)], final)
+        return cls(ts.to(device), cum[ts].float().to(device), prev.float().to(device),
+                   scheduler.config.prediction_type)
+
+
+def split_output(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, prediction_type: str):
+    """(predicted x0, predicted noise) from a model output at noise level alpha (0-dim)."""
+    a, s = alpha.sqrt(), (1 - alpha).sqrt()
+    if prediction_type == "epsilon":
+        return (x - s * out) / a, out
+    if prediction_type == "v_prediction":
+        return a * x - s * out, a * out + s * x
+    if prediction_type == "sample":
+        return out, (x - a * out) / s
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def ddim_step(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, alpha_next: torch.Tensor, prediction_type: str):
+    """One deterministic DDIM move of x from noise level alpha to alpha_next (either direction)."""
+    x0, eps = split_output(out, x, alpha, prediction_type)
+    return alpha_next.sqrt() * x0 + (1 - alpha_next).sqrt() * eps
+
+
+def sample_ddim(predict: Predict, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None) -> torch.Tensor:
+    """Denoise x (B, C, h, w) from the first timestep to the last; x stays float32."""
+    x = x.float()
+    for i, t in enumerate(schedule.timesteps):
+        out = predict(x, t, i).float()
+        x = ddim_step(out, x, schedule.alpha[i], schedule.alpha_prev[i], schedule.prediction_type)
+        if callback is not None:
+            x = callback(i, x)
+    return x

@@ -1,0 +1,163 @@
+"""The batched edit against independent paths: diffusers' own pipeline, explicit probabilities, single batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from p2p_cli.pipeline import initial_latent, run_edit
+from p2p_cli.recipe import RecipeError, parse_recipe
+
+SOURCE = "a painting of a squirrel eating a burger"
+STEPS = 4
+
+
+def recipe(*edits: dict, **top) -> object:
+    """A small recipe on the tiny model: few steps, self-injection in the 8x8 and 4x4 layers."""
+    data = {"source": SOURCE, "steps": STEPS, "seed": 3, "self_replace_max_res": 8, "edits": list(edits)}
+    return parse_recipe({**data, **top})
+
+
+def close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> bool:
+    return torch.allclose(a, b, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_v_model"])
+def test_uncontrolled_rows_equal_diffusers_pipeline(request, model_fixture):
+    """Source and baselines are exactly what diffusers' StableDiffusionPipeline makes from the same latent."""
+    model = request.getfixturevalue(model_fixture)
+    r = recipe({"target": "a painting of a lion eating a burger"}, negative_prompt="blurry", guidance=6.0)
+    ours = run_edit(model, r, baseline=True)
+    pipe = StableDiffusionPipeline(
+        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
+        scheduler=model.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    latent = initial_latent(r.seed, 4, (16, 16)).expand(2, -1, -1, -1)
+    theirs = pipe(
+        [SOURCE, "a painting of a lion eating a burger"], negative_prompt=["blurry"] * 2, latents=latent.clone(),
+        num_inference_steps=STEPS, guidance_scale=6.0, height=128, width=128, output_type="pt",
+    ).images
+    assert ours.roles == ["source", "edit-1", "baseline-1"]
+    assert close(ours.images[0], theirs[0])
+    assert close(ours.images[2], theirs[1])
+    assert not close(ours.images[1], theirs[1])  # the controlled edit differs from the uncontrolled target
+
+
+EDIT_CASES = {
+    "replace": {"target": "a painting of a lion eating a burger"},
+    "replace-unequal-tokens": {"target": "a painting of a squirrel eating a lasagne"},
+    "replace-per-word": {"target": "a painting of a lion eating a burger",
+                         "cross_replace": {"default": 1.0, "lion": [0.2, 0.6]}},
+    "refine": {"target": "a painting of a squirrel eating a big burger at night", "self_replace": [0.25, 0.75]},
+    "reweight": {"target": SOURCE, "reweight": {"squirrel": -1.0, "burger": 4.0}},
+    "refine+reweight": {"target": "a painting of a squirrel eating a cheese burger", "reweight": {"cheese": 3}},
+    "replace+blend": {"target": "a painting of a lion eating a burger",
+                      "local_blend": {"words": ["squirrel", "lion"], "threshold": 0.5, "start": 0.25,
+                                      "subtract": ["burger"]}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDIT_CASES))
+def test_fused_equals_explicit(tiny_model, case):
+    """The fused SDPA identity gives what explicit probability editing (the reference approach) gives."""
+    r = recipe(EDIT_CASES[case])
+    fused = run_edit(tiny_model, r)
+    explicit = run_edit(tiny_model, r, attention="explicit")
+    assert close(fused.latents, explicit.latents, atol=2e-4)
+    assert close(fused.images, explicit.images)
+
+
+def test_fused_equals_explicit_unguided(tiny_model):
+    r = recipe(EDIT_CASES["replace"], EDIT_CASES["refine"], guidance=1.0)
+    assert close(run_edit(tiny_model, r).latents, run_edit(tiny_model, r, attention="explicit").latents, atol=2e-4)
+
+
+def test_identity_edits_give_the_source(tiny_model):
+    """replace with target == source, and reweight with factors 1, leave the source unchanged."""
+    r = recipe({"target": SOURCE, "type": "replace"}, {"target": SOURCE, "reweight": {"burger": 1.0}})
+    out = run_edit(tiny_model, r)
+    assert close(out.images[1], out.images[0])
+    assert close(out.images[2], out.images[0])
+
+
+def test_zero_tau_gives_the_baseline(tiny_model):
+    """With cross and self tau 0 and no blend, the edit is the uncontrolled target."""
+    r = recipe({"target": "a painting of a lion eating a burger", "cross_replace": 0.0, "self_replace": 0.0},
+               {"target": "a painting of a squirrel eating a big burger", "cross_replace": 0.0, "self_replace": 0.0})
+    out = run_edit(tiny_model, r, baseline=True)
+    assert out.roles == ["source", "edit-1", "edit-2", "baseline-1", "baseline-2"]
+    assert close(out.images[1], out.images[3])
+    assert close(out.images[2], out.images[4])
+    assert not close(out.images[1], out.images[0])
+
+
+def test_control_changes_the_edit(tiny_model):
+    """Control is not a no-op: the default taus pull the edit towards the source."""
+    r = recipe({"target": "a painting of a lion eating a burger"})
+    out = run_edit(tiny_model, r, baseline=True)
+    to_source = (out.images[1] - out.images[0]).abs().mean()
+    baseline_to_source = (out.images[2] - out.images[0]).abs().mean()
+    assert to_source < baseline_to_source
+
+
+def test_batch_of_targets_equals_separate_batches(tiny_model):
+    """[source, e1, e2] gives the same e1 and e2 as [source, e1] and [source, e2]: targets do not interact."""
+    e1, e2 = EDIT_CASES["replace+blend"], EDIT_CASES["refine+reweight"]
+    both = run_edit(tiny_model, recipe(e1, e2))
+    only1 = run_edit(tiny_model, recipe(e1))
+    only2 = run_edit(tiny_model, recipe(e2))
+    assert close(both.images[0], only1.images[0])
+    assert close(both.images[1], only1.images[1])
+    assert close(both.images[2], only2.images[1])
+    assert close(both.masks[1], only1.masks[1])
+
+
+def test_local_blend_keeps_source_latents_outside_the_mask(tiny_model):
+    r = recipe({"target": "a painting of a lion eating a burger",
+                "local_blend": {"words": ["squirrel", "lion"], "threshold": 0.9, "start": 0.0}},
+               blend_res=16)
+    out = run_edit(tiny_model, r, baseline=True)
+    mask = torch.nn.functional.interpolate(out.masks[1][None, None], size=(16, 16), mode="nearest")[0, 0]
+    assert 0 < mask.mean() < 1, "the test needs a partial mask"
+    outside = mask == 0
+    src, edit = out.latents[0], out.latents[1]
+    assert torch.equal(edit[:, outside], src[:, outside])
+    assert not close(edit[:, ~outside], src[:, ~outside])
+    assert not close(out.latents[2][:, outside], src[:, outside])  # the baseline is not blended
+
+
+def test_seed_fixes_the_picture_and_differs_across_seeds(tiny_model):
+    a = run_edit(tiny_model, recipe(EDIT_CASES["replace"]))
+    b = run_edit(tiny_model, recipe(EDIT_CASES["replace"]))
+    c = run_edit(tiny_model, recipe(EDIT_CASES["replace"], seed=4))
+    assert torch.equal(a.images, b.images)
+    assert not close(a.images, c.images)
+
+
+def test_tokenizer_problems_are_reported_with_paths(tiny_model):
+    long_prompt = " ".join(["squirrel"] * 80)
+    r = recipe({"target": "a painting of a lion eating a burger", "reweight": {"dog": 2.0},
+                "cross_replace": {"default": 0.8, "tiger": 0.3}},
+               {"target": long_prompt, "type": "refine"},
+               {"target": "a painting of a squirrel eating a burger", "local_blend": {"words": ["cat"]}})
+    with pytest.raises(RecipeError) as info:
+        run_edit(tiny_model, r)
+    problems = info.value.problems
+    assert any(p.startswith('edits[0].reweight.dog: "dog" is not in the prompt') for p in problems), problems
+    assert any(p.startswith("edits[0].cross_replace.tiger:") for p in problems), problems
+    assert any(p.startswith("edits[1].target:") and "77" in p for p in problems), problems
+    assert any(p.startswith('edits[2].local_blend.words: "cat" is in neither prompt') for p in problems), problems
+
+
+def test_size_must_fit_the_unet(tiny_model):
+    with pytest.raises(RecipeError, match="size: 120 is not a multiple of 32"):
+        run_edit(tiny_model, recipe(EDIT_CASES["replace"], size=[120, 128]))
+
+
+def test_non_square_size_runs(tiny_model):
+    out = run_edit(tiny_model, recipe(EDIT_CASES["replace+blend"], size=[128, 192]))
+    assert out.images.shape == (2, 3, 128, 192)
+    assert out.masks[1].shape == (128, 192)
+    assert torch.isfinite(out.images).all()
