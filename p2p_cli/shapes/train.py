@@ -1,0 +1,241 @@
+"""Train the bundled shapes model: a factor-4 AutoencoderKL, then a small CLIP text encoder + UNet jointly.
+
+python -m p2p_cli.shapes.train --out DIR --seed 0 --minutes 50 [--vae-minutes 5] [--threads 2]
+
+Data is drawn on the fly from world.sample_scene with a numpy Generator seeded by --seed; torch is seeded too,
+so a run is reproducible in what it draws, though CPU thread scheduling can make it not bit-exact. EMA weights
+are saved with save_pretrained (safetensors, StableDiffusionPipeline layout) into --out every few minutes and
+at the end, so a partial run is usable. The learning-rate schedule is fixed in steps; --minutes only ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import copy
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# OpenMP threads that spin-wait slow down ~5-15x when other processes share the cores; must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from ..arch import SD_SCHEDULER, clip_tokenizer
+from .captions import caption
+from .world import render, sample_scene
+
+
+@dataclass
+class Config:
+    """Sizes and optimiser settings; defaults fit ~50 minutes on 2 CPU cores and <= 40 MB of fp32 weights."""
+
+    vae_channels: tuple[int, ...] = (16, 32, 64)  # 3 blocks: 64 px image -> 16x16x4 latent
+    vae_groups: int = 16  # GroupNorm groups, divides every vae channel count
+    unet_channels: tuple[int, ...] = (32, 64, 128)  # cross-attention blocks at 16, 8 and 4
+    unet_heads: int = 4  # diffusers' attention_head_dim (a head count for UNet2DConditionModel)
+    unet_groups: int = 16
+    text_hidden: int = 64  # the 49408 x hidden token table dominates the size on disk
+    text_layers: int = 3
+    text_heads: int = 4
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_kl: float = 1e-7  # weight of the (summed per picture) KL term
+    batch: int = 64
+    lr: float = 6e-4
+    warmup: int = 200  # steps of linear lr warm-up
+    ema: float = 0.999
+    min_snr: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023), speeds up convergence
+    caption_dropout: float = 0.1  # empty prompt, so classifier-free guidance works
+
+
+def build(cfg: Config, seed: int) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
+    """Random VAE, UNet and text encoder with the Stable Diffusion classes."""
+    torch.manual_seed(seed)
+    n = len(cfg.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels, layers_per_block=1, norm_num_groups=cfg.vae_groups,
+        mid_block_add_attention=False,  # cheaper encoding; the world has no long-range structure
+    )  # fmt: skip
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=cfg.unet_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.unet_heads, norm_num_groups=cfg.unet_groups,
+    )  # fmt: skip
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408, hidden_size=cfg.text_hidden, intermediate_size=4 * cfg.text_hidden,
+            num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads, max_position_embeddings=77,
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=cfg.text_hidden,
+        )
+    )  # fmt: skip
+    return vae, unet, text_encoder
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, file=sys.stderr, flush=True)
+
+
+BACKGROUND_DROPOUT = 0.2  # fraction of captions without "on a <colour> background"
+
+
+def batch_of(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
+    """n random training pictures as (n, 3, 64, 64) floats in [-1, 1], and their captions."""
+    scenes = [sample_scene(rng) for _ in range(n)]
+    x = np.stack([render(s) for s in scenes])  # (n, 64, 64, 3) uint8
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+    # the background phrase is left out of some captions, so that refining a prompt by adding it is meaningful
+    return x, [caption(s, background=rng.random() >= BACKGROUND_DROPOUT) for s in scenes]
+
+
+def train_vae(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, steps: int, minutes: float) -> None:
+    """Reconstruction (MSE, object pixels weighted x5) plus a small KL, for `steps` steps (at most `minutes`)."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    vae.train()
+    t0, step, avg = time.time(), 0, None
+    while step < steps and time.time() - t0 < minutes * 60:
+        x, _ = batch_of(rng, cfg.vae_batch)
+        for g in opt.param_groups:
+            g["lr"] = cfg.vae_lr * min(1.0, (step + 1) / 50)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        fg = (x != x[:, :, :1, :1]).any(1, keepdim=True).float()  # (B, 1, 64, 64) not the corner colour
+        mse = ((rec - x) ** 2 * (1 + 4 * fg)).mean()
+        loss = mse + cfg.vae_kl * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        avg = mse.item() if avg is None else 0.95 * avg + 0.05 * mse.item()
+        step += 1
+        if step % 25 == 0:
+            log(f"vae step {step} mse {avg:.5f} {step * cfg.vae_batch / (time.time() - t0):.1f} img/s")
+    vae.eval()
+    with torch.no_grad():  # scaling_factor = 1 / std of the latents, as SD's 0.18215
+        x, _ = batch_of(rng, 256)
+        z = vae.encode(x).latent_dist.mean
+        rec = vae.decode(z).sample
+    vae.register_to_config(scaling_factor=float(1 / z.std()))
+    log(f"vae done: {step} steps, eval mse {F.mse_loss(rec, x).item():.5f}, "
+        f"latent std {z.std().item():.3f}, scaling_factor {vae.config.scaling_factor:.4f}")  # fmt: skip
+
+
+class Tokens:
+    """Caption -> (77,) ids, padded to max_length as StableDiffusionPipeline does, cached."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.cache = tokenizer, {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        for c in captions:
+            if c not in self.cache:
+                self.cache[c] = self.tok(c, padding="max_length", max_length=77, truncation=True,
+                                         return_tensors="pt").input_ids[0]  # fmt: skip
+        return torch.stack([self.cache[c] for c in captions])  # (B, 77)
+
+
+def save(out: Path, vae, unet, text_encoder, tokenizer) -> None:
+    """save_pretrained the pipeline (safetensors) into out, replacing it whole."""
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, out: Path, save_every: float):
+    """Epsilon-prediction DDPM loss over SD's 1000 scaled-linear steps; UNet and text encoder trained jointly."""
+    tokenizer = clip_tokenizer()
+    tokens = Tokens(tokenizer)
+    abar = DDIMScheduler(**SD_SCHEDULER).alphas_cumprod  # (1000,)
+    snr = abar / (1 - abar)
+    weight = torch.clamp(snr, max=cfg.min_snr) / snr  # Min-SNR weights for epsilon prediction
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    unet.train(), text_encoder.train()
+    t0, last_save, step, avg = time.time(), time.time(), 0, None
+    while True:
+        done = time.time() - t0 >= minutes * 60
+        if done or time.time() - last_save >= save_every * 60:
+            save(out, vae, ema_unet, ema_text, tokenizer)
+            last_save = time.time()
+            log(f"saved step {step} to {out}")
+            if done:
+                return
+        x, caps = batch_of(rng, cfg.batch)
+        caps = ["" if rng.random() < cfg.caption_dropout else c for c in caps]
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor  # (B, 4, 16, 16)
+        noise = torch.randn_like(z)
+        t = torch.randint(0, 1000, (z.shape[0],))
+        a = abar[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * z + (1 - a).sqrt() * noise
+        cond = text_encoder(tokens(caps))[0]  # (B, 77, hidden), no attention mask, as the pipeline
+        pred = unet(noisy, t, cond).sample
+        loss = (((pred - noise) ** 2).mean((1, 2, 3)) * weight[t]).mean()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(cfg.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, net in ((ema_unet, unet), (ema_text, text_encoder)):
+                for pe, p in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(p, 1 - decay)
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 20 == 0:
+            el = time.time() - t0
+            log(f"step {step} loss {avg:.4f} {step * cfg.batch / el:.1f} img/s {el / 60:.1f} min")
+
+
+def count(net) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=50.0, help="total wall-clock budget, VAE included")
+    ap.add_argument("--vae-steps", type=int, default=800, help="autoencoder steps (~4 min on 2 free cores)")
+    ap.add_argument("--vae-minutes", type=float, default=10.0, help="cap on the autoencoder phase")
+    ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=Config.batch)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
+    cfg = Config(batch=args.batch)
+    rng = np.random.default_rng(args.seed)
+    vae, unet, text_encoder = build(cfg, args.seed)
+    log(f"params: unet {count(unet):,} vae {count(vae):,} text {count(text_encoder):,}; {cfg}")
+    t0 = time.time()
+    train_vae(vae, cfg, rng, args.vae_steps, args.vae_minutes)
+    vae.requires_grad_(False)
+    left = args.minutes - (time.time() - t0) / 60
+    train_diffusion(vae, unet, text_encoder, cfg, rng, left, args.out, args.save_every)
+    log(f"finished in {(time.time() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
