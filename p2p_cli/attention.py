@@ -153,7 +153,7 @@ class P2PAttnProcessor:
         src_q = q[c0 : c0 + 1].expand(n, -1, -1, -1)
         src_k = k[c0 : c0 + 1].expand(n, -1, -1, -1)
         from_src = F.scaled_dot_product_attention(src_q, src_k, mapped_values(v_tgt, ctl.mapper, g_src), scale=scale)
-        out[rows] += from_src
+        out[rows].add_(from_src)
         return out
 
 

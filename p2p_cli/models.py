@@ -108,9 +108,9 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
     dt = pick_dtype(dtype, dev)
     if spec is None or spec in BUNDLED_NAMES:
         folder = bundled_weights()
-        if not folder.is_dir():
+        if not all((folder / part).is_dir() for part in PARTS):
             raise ModelLoadError(
-                f"the bundled shapes model is not installed (no folder {folder}); train it first, or pass"
+                f"the bundled shapes model is not installed (no model in {folder}); train it first, or pass"
                 " --model with a local folder saved by diffusers' save_pretrained or a hub id"
             )
         model = load_folder(folder, allow_pickle, dt, id="bundled:shapes")
@@ -184,18 +184,19 @@ def _hub_snapshot(repo_id: str, allow_pickle: bool) -> tuple[Path, str | None]:
         patterns += [f"{part}/config.json", f"{part}/{safe}", f"{part}/{stem}-*.safetensors", f"{part}/{safe}.index.json"]
         if allow_pickle:
             patterns += [f"{part}/{pickled}"]
-    offline = _env_flag("HF_HUB_OFFLINE") or not _hub_reachable()
-    how = (
-        "HF_HUB_OFFLINE is set" if _env_flag("HF_HUB_OFFLINE") else "the hub is unreachable from this machine"
-    )
+    env_offline = _env_flag("HF_HUB_OFFLINE")
+    offline = env_offline or not _hub_reachable()
     try:
         folder = snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline, etag_timeout=5)
     except Exception as err:  # the hub raises many kinds: connection, not found, gated, ...
         if offline:
+            how, fix = (
+                ("HF_HUB_OFFLINE is set", "unset it to download the model") if env_offline
+                else ("the hub is unreachable from this machine", "connect to the network")
+            )
             raise ModelLoadError(
-                f"{repo_id} is not in the local Hugging Face cache and {how}. Download it on a machine with"
-                " network access (or unset HF_HUB_OFFLINE), or pass --model with a local folder saved by"
-                " diffusers' save_pretrained"
+                f"{repo_id} is not in the local Hugging Face cache and {how}: {fix}, or pass --model with a"
+                " local folder saved by diffusers' save_pretrained (pipeline.save_pretrained(folder))"
             ) from err
         raise ModelLoadError(f"cannot get {repo_id} from the hub: {err}. Check the id, or pass a local folder") from err
     folder = Path(folder)

@@ -11,13 +11,14 @@ import torch.nn.functional as F
 
 from p2p_cli.attention import Control, controlled
 from p2p_cli.control.blend import LocalBlend
-from p2p_cli.control.store import AttentionStore, LayerInfo
+from p2p_cli.control.store import AttentionStore
 from p2p_cli.models import Model
 from p2p_cli.plan import EditPlan, check_recipe, compile_plan, nearest_side
 from p2p_cli.recipe import Recipe, RecipeError
-from p2p_cli.sampler import Schedule, sample_ddim
+from p2p_cli.sampler import Predict, Schedule, sample_ddim
 
-__all__ = ["EditResult", "run_edit", "check_recipe", "encode_prompts", "initial_latent", "decode_latents"]
+__all__ = ["EditResult", "run_edit", "check_recipe", "encode_prompts", "initial_latent", "decode_latents",
+           "generate"]
 
 
 @dataclass
@@ -58,6 +59,28 @@ def decode_latents(model: Model, latents: torch.Tensor, chunk: int = 8) -> torch
         z = part.to(model.device, model.dtype) / cfg.scaling_factor + shift
         out.append((model.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
+
+
+def guided_predict(model: Model, embeddings: Callable[[int], torch.Tensor], guidance: float,
+                   attention_kwargs: Callable[[int], dict] | None = None) -> Predict:
+    """The sampler's predict(x, t, i): classifier-free guidance over [uncond x B, cond x B] when guidance > 1.
+
+    embeddings(i) gives the UNet's text batch at step i (both halves when guided), attention_kwargs(i) the
+    cross_attention_kwargs the attention processors read.
+    """
+    guided = guidance > 1.0
+
+    def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+        inp = torch.cat([x, x]) if guided else x
+        kwargs = attention_kwargs(i) if attention_kwargs is not None else None
+        out = model.unet(inp.to(model.dtype), t, encoder_hidden_states=embeddings(i),
+                         cross_attention_kwargs=kwargs).sample.float()
+        if not guided:
+            return out
+        out_uncond, out_cond = out.chunk(2)
+        return out_uncond + guidance * (out_cond - out_uncond)
+
+    return predict
 
 
 def level_sides(model: Model, latent_hw: tuple[int, int]) -> dict[str, int]:
@@ -151,16 +174,14 @@ def run_edit(
             stores=all_stores,
         )
         step_ids = torch.arange(steps, device=device)
-
-        def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
-            inp = torch.cat([x, x]) if guided else x
-            emb = cond if not guided else torch.cat([per_step[i] if uncond_per_step is not None else uncond, cond])
-            out = model.unet(inp.to(model.dtype), t, encoder_hidden_states=emb,
-                             cross_attention_kwargs={"p2p_step": step_ids[i]}).sample
-            if not guided:
-                return out
-            out_uncond, out_cond = out.float().chunk(2)
-            return out_uncond + recipe.guidance * (out_cond - out_uncond)
+        if not guided:
+            embeddings = lambda i: cond  # noqa: E731
+        elif uncond_per_step is None:
+            both = torch.cat([uncond, cond])
+            embeddings = lambda i: both  # noqa: E731
+        else:
+            embeddings = lambda i: torch.cat([per_step[i], cond])  # noqa: E731
+        predict = guided_predict(model, embeddings, recipe.guidance, lambda i: {"p2p_step": step_ids[i]})
 
         def after_step(i: int, x: torch.Tensor) -> torch.Tensor:
             if blend is not None:
@@ -190,4 +211,16 @@ def run_edit(
     )
 
 
-LayerInfo = LayerInfo  # re-exported for stores built by callers
+def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int = 50, guidance: float = 7.5,
+             negative_prompt: str = "") -> torch.Tensor:
+    """Plain text-to-image (no control), one seed per prompt, in one batch: images (N, 3, H, W) in [0, 1]."""
+    latent_hw = (model.native_size[0] // model.vae_scale, model.native_size[1] // model.vae_scale)
+    with torch.inference_mode():
+        cond = encode_prompts(model, prompts)
+        guided = guidance > 1.0
+        emb = torch.cat([encode_prompts(model, [negative_prompt] * len(prompts)), cond]) if guided else cond
+        x = torch.cat([initial_latent(s, model.unet.config.in_channels, latent_hw) for s in seeds])
+        x = (x * model.scheduler.init_noise_sigma).to(model.device)
+        predict = guided_predict(model, lambda i: emb, guidance)
+        latents = sample_ddim(predict, x, Schedule.from_scheduler(model.scheduler, steps, model.device))
+        return decode_latents(model, latents)

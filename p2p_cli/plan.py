@@ -107,14 +107,14 @@ def _token_map(tokenizer, recipe: Recipe, i: int, problems: _Problems) -> TokenM
 def _compile_edits(recipe: Recipe, tokenizer, steps: int):
     """Per-edit tensors and every tokenizer-dependent problem."""
     problems = _Problems()
-    problems.run("source", token_ids, tokenizer, recipe.source)
+    source_ok = problems.run("source", token_ids, tokenizer, recipe.source) is not None
     if recipe.negative_prompt:
         problems.run("negative_prompt", token_ids, tokenizer, recipe.negative_prompt)
     length = tokenizer.model_max_length
     per_edit = []
     for i, edit in enumerate(recipe.edits):
-        if problems.run(f"edits[{i}].target", token_ids, tokenizer, edit.target) is None:
-            continue
+        if problems.run(f"edits[{i}].target", token_ids, tokenizer, edit.target) is None or not source_ok:
+            continue  # a prompt that does not tokenize has been reported; its mapper would say it again
         tmap = _token_map(tokenizer, recipe, i, problems)
         cross = recipe.cross_for(edit)
         alpha = _gate(cross.default, steps, cross_window_steps)[:, None].repeat(1, length)  # (T, L)

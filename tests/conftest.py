@@ -26,3 +26,18 @@ def tiny_model():
 def tiny_v_model():
     """The same architecture as a v-prediction model (SD 2.x style)."""
     return from_components(tiny_components(seed=1, prediction_type="v_prediction"), id="tiny-v")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny random CLIPModel (32 px images, 16-d embeddings) saved like a real one, for the sweep's CLIP columns."""
+    from transformers import CLIPConfig, CLIPModel
+
+    text = dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                  num_attention_heads=4)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    return folder
