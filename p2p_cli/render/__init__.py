@@ -1,0 +1,1 @@
+"""Pictures from tensors: PNG files, labelled grids (the only package that imports PIL)."""

@@ -1,0 +1,134 @@
+"""A grid of the images of one edit, each with its prompt under it and the changed words marked."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from p2p_cli.render.images import to_pil
+
+_WORD = re.compile(r"[\w'’-]+", re.UNICODE)  # the same words as p2p_cli.text.words.split_words
+PAD = 8
+BACKGROUND = (255, 255, 255)
+TEXT = (20, 20, 20)
+TITLE = (110, 110, 110)
+MARK = (200, 30, 30)
+
+
+@dataclass
+class Tile:
+    """One image of the grid and what is written under it."""
+
+    image: torch.Tensor  # (3, H, W) in [0, 1]
+    title: str  # e.g. "edit-1 · replace"
+    caption: str  # the prompt
+    marked: set[str] = field(default_factory=set)  # lower-cased words of the caption to mark
+    row: int = 0
+    col: int = 0
+
+
+def changed_words(source: str, prompt: str) -> set[str]:
+    """Words of `prompt` that are not in `source` at the same place (inserted or swapped), lower-cased."""
+    src = [w.lower() for w in _WORD.findall(source)]
+    tgt = [w.lower() for w in _WORD.findall(prompt)]
+    changed = set()
+    for op, _, _, j1, j2 in difflib.SequenceMatcher(a=src, b=tgt, autojunk=False).get_opcodes():
+        if op != "equal":
+            changed.update(tgt[j1:j2])
+    return changed
+
+
+def edit_tiles(
+    images: torch.Tensor, prompts: list[str], roles: list[str], kinds: dict[int, str], reweights: dict[int, dict]
+) -> list[Tile]:
+    """Tiles for an edit run: the source and edits on the first row, each baseline-k under edit-k.
+
+    kinds: edit number -> edit type; reweights: edit number -> {word: factor} (marked, noted in the title).
+    """
+    tiles = []
+    source = prompts[roles.index("source")] if "source" in roles else prompts[0]
+    for image, prompt, role in zip(images, prompts, roles):
+        kind, _, number = role.partition("-")
+        k = int(number) if number.isdigit() else 0
+        marked = changed_words(source, prompt) if kind != "source" else set()
+        title = role
+        if kind == "edit":
+            factors = reweights.get(k) or {}
+            marked |= {w.lower() for w in factors}
+            notes = [kinds.get(k, "")] + [f"{w} x{f:g}" for w, f in factors.items()]
+            title = " · ".join([role] + [n for n in notes if n])
+        elif kind == "baseline":
+            title = f"{role} · no control"
+        tiles.append(Tile(image, title, prompt, marked, row=1 if kind == "baseline" else 0, col=k))
+    return tiles
+
+
+def make_grid(tiles: list[Tile], font_size: int | None = None) -> Image.Image:
+    """Paste tiles at (row, col) with their titles and wrapped captions under them; changed words marked."""
+    if not tiles:
+        raise ValueError("no images to put in a grid")
+    height, width = tiles[0].image.shape[-2:]
+    size = font_size or max(10, min(18, width // 20))
+    font = ImageFont.load_default(size=size)
+    line = size + size // 2
+    space = font.getlength(" ") * 1.5
+    wrapped = [_wrap(_spans(t.caption, t.marked), font, width) for t in tiles]
+    caption_h = PAD // 2 + line * (1 + max(len(w) for w in wrapped)) + PAD // 2
+    rows, cols = max(t.row for t in tiles) + 1, max(t.col for t in tiles) + 1
+    cell_w, cell_h = width + PAD, height + caption_h + PAD
+    grid = Image.new("RGB", (cols * cell_w + PAD, rows * cell_h + PAD), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    for tile, lines in zip(tiles, wrapped):
+        x, y = PAD + tile.col * cell_w, PAD + tile.row * cell_h
+        grid.paste(to_pil(tile.image), (x, y))
+        y += height + PAD // 2
+        draw.text((x, y), _fit(tile.title, font, width), font=font, fill=TITLE)
+        for words in lines:
+            y += line
+            cx = x
+            for word, marked in words:
+                draw.text((cx, y), word, font=font, fill=MARK if marked else TEXT)
+                w = font.getlength(word)
+                if marked:  # coloured and underlined
+                    draw.line([(cx, y + size + 1), (cx + w, y + size + 1)], fill=MARK, width=max(1, size // 12))
+                cx += w + space
+    return grid
+
+
+def _spans(caption: str, marked: set[str]) -> list[tuple[str, bool]]:
+    """Split a caption at spaces; a piece is marked when one of its words is."""
+    return [(piece, any(w.lower() in marked for w in _WORD.findall(piece))) for piece in caption.split()]
+
+
+def _wrap(spans: list[tuple[str, bool]], font, width: int) -> list[list[tuple[str, bool]]]:
+    """Greedy word wrap to `width` pixels (a word longer than a line gets a line of its own)."""
+    lines: list[list[tuple[str, bool]]] = [[]]
+    used = 0.0
+    for word, marked in spans:
+        w = font.getlength(word) + font.getlength(" ") * 1.5
+        if lines[-1] and used + font.getlength(word) > width:
+            lines.append([])
+            used = 0.0
+        lines[-1].append((word, marked))
+        used += w
+    return lines
+
+
+def _fit(text: str, font, width: int) -> str:
+    """Cut a one-line text to `width` pixels with an ellipsis."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def save_grid(path, tiles: list[Tile]) -> str:
+    """Write make_grid(tiles) as PNG; return the file name."""
+    grid = make_grid(tiles)
+    grid.save(path, format="PNG")
+    return path.name

@@ -1,0 +1,43 @@
+"""render: PNG files from tensors, the labelled grid and its layout."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from p2p_cli.render.grid import PAD, changed_words, edit_tiles, make_grid
+from p2p_cli.render.images import save_images, to_pil
+
+
+def test_changed_words():
+    src = "A painting of a squirrel eating a burger"
+    assert changed_words(src, "A painting of a lion eating a burger") == {"lion"}
+    assert changed_words("a photo of a house", "a photo of a house at fall") == {"at", "fall"}
+    assert changed_words(src, src) == set()
+
+
+def test_to_pil_rounds_and_clamps():
+    image = torch.zeros(3, 2, 4)
+    image[0] = 1.5  # clamped to 255
+    picture = to_pil(image)
+    assert picture.size == (4, 2) and picture.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_save_images_and_masks(tmp_path):
+    files = save_images(tmp_path, ["source", "edit-1"], torch.rand(2, 3, 16, 24), {1: torch.ones(16, 24)})
+    assert files == {"source": "source.png", "edit-1": "edit-1.png", "edit-1-mask": "edit-1-mask.png"}
+    assert Image.open(tmp_path / "edit-1.png").size == (24, 16)
+    assert Image.open(tmp_path / "edit-1-mask.png").getpixel((0, 0)) == 255
+
+
+def test_grid_layout_baselines_under_their_edits():
+    prompts = ["a smiling bunny doll", "a smiling bunny doll", "a sad bunny doll", "a sad bunny doll"]
+    roles = ["source", "edit-1", "edit-2", "baseline-2"]
+    tiles = edit_tiles(torch.rand(4, 3, 32, 48), prompts, roles, {1: "reweight", 2: "replace"}, {1: {"smiling": 5}})
+    assert [(t.row, t.col) for t in tiles] == [(0, 0), (0, 1), (0, 2), (1, 2)]
+    assert tiles[1].marked == {"smiling"} and tiles[1].title == "edit-1 · reweight · smiling x5"
+    assert tiles[2].marked == {"sad"} and tiles[3].marked == {"sad"}
+    grid = make_grid(tiles)
+    assert grid.width == 3 * (48 + PAD) + PAD
+    assert grid.height > 2 * (32 + PAD)
+    assert grid.getpixel((PAD + 2 * (48 + PAD), 0)) == (255, 255, 255)  # background between images
