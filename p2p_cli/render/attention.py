@@ -1,0 +1,156 @@
+"""Attention pictures (paper fig. 4): token heat maps over the image, self-attention components, word maps,
+local-blend masks, and the maps as numbers (maps.npz)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from p2p_cli.control.store import AttentionStore
+from p2p_cli.render.grid import Tile, make_grid
+from p2p_cli.render.images import save_png
+from p2p_cli.viz import (VizSpec, cross_maps, min_max, self_components, token_labels, upsample, word_map,
+                         word_positions)
+
+TILE = 256  # longest side of a token or component tile, in pixels (smaller images keep their size)
+COLUMNS = 10  # tiles per row
+OVERLAY = 0.5  # weight of the heat colour over the image
+DIM = 0.3  # brightness left outside a local-blend mask
+RESERVED = ("cross", "self", "mask")  # picture names a word file must not take
+# "jet" at 9 even stops: dark blue (0) .. dark red (1)
+JET = torch.tensor([
+    [0.0, 0.0, 0.5], [0.0, 0.0, 1.0], [0.0, 0.5, 1.0], [0.0, 1.0, 1.0], [0.5, 1.0, 0.5],
+    [1.0, 1.0, 0.0], [1.0, 0.5, 0.0], [1.0, 0.0, 0.0], [0.5, 0.0, 0.0],
+])
+
+
+def colorize(map_: torch.Tensor) -> torch.Tensor:
+    """(H, W) values in [0, 1] -> (3, H, W) colours, linear between the JET stops."""
+    x = map_.float().clamp(0, 1) * (len(JET) - 1)
+    low = x.floor().long().clamp(max=len(JET) - 2)  # (H, W)
+    frac = (x - low)[..., None]  # (H, W, 1)
+    rgb = JET[low] * (1 - frac) + JET[low + 1] * frac  # (H, W, 3)
+    return rgb.permute(2, 0, 1)
+
+
+def heat_over(image: torch.Tensor, map_: torch.Tensor) -> torch.Tensor:
+    """The (3, H, W) image with the (H, W) map in [0, 1] as a heat colour over it."""
+    return (1 - OVERLAY) * image + OVERLAY * colorize(map_)
+
+
+def mask_over(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The (3, H, W) image as is where the (H, W) mask is 1, dimmed where the blend kept the source."""
+    keep = mask.float().clamp(0, 1)[None]
+    return image * (keep + (1 - keep) * DIM)
+
+
+def tile_size(image_hw: tuple[int, int], longest: int = TILE) -> tuple[int, int]:
+    """(h, w) of a tile: the image's shape with its longest side at most `longest`."""
+    h, w = image_hw
+    scale = min(1.0, longest / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
+def _placed(tiles: list[Tile], columns: int = COLUMNS) -> list[Tile]:
+    for i, tile in enumerate(tiles):
+        tile.row, tile.col = divmod(i, columns)
+    return tiles
+
+
+def cross_tiles(image: torch.Tensor, maps: torch.Tensor, labels: list[tuple[int, str]]) -> list[Tile]:
+    """One tile per (position, text) label: the token's map (h, w, L), own max, smooth, over the image."""
+    size = tile_size(tuple(image.shape[-2:]))
+    small = _resize(image, size)
+    tiles = [Tile(heat_over(small, upsample(maps[..., pos], size)), str(pos), text or " ") for pos, text in labels]
+    return _placed(tiles)
+
+
+def component_tiles(components: torch.Tensor, shares: torch.Tensor, image_hw: tuple[int, int]) -> list[Tile]:
+    """One tile per self-attention component (k, h, w), min-max scaled, with its share (k,) of the variance."""
+    size = tile_size(image_hw)
+    tiles = []
+    for i, comp in enumerate(components):
+        smooth = F.interpolate(min_max(comp)[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+        tiles.append(Tile(colorize(smooth), f"component {i + 1}", f"{shares[i].item():.1%} of the variance"))
+    return _placed(tiles)
+
+
+def word_tiles(image: torch.Tensor, wmap: torch.Tensor, word: str, role: str) -> list[Tile]:
+    """The word's map at full image size: heat over the image, and the plain map (white = most) beside it."""
+    full = upsample(wmap, tuple(image.shape[-2:]))
+    title = f"{role} · {word}"
+    return [Tile(heat_over(image, full), title, "over the image", col=0),
+            Tile(full[None].expand(3, -1, -1), title, "map (white = most)", col=1)]
+
+
+def file_word(word: str) -> str:
+    """A word (phrase, word#k) as a file name part: lower case, runs of other characters as one '-'."""
+    return re.sub(r"[^\w]+", "-", word.lower(), flags=re.UNICODE).strip("-") or "word"
+
+
+def save_attention(
+    folder: Path,
+    *,
+    roles: list[str],
+    prompts: list[str],
+    images: torch.Tensor,
+    masks: dict[int, torch.Tensor],
+    store: AttentionStore,
+    tokenizer,
+    spec: VizSpec,
+    res: int,
+) -> dict[str, str]:
+    """Write the pictures of every role and maps.npz into folder (made here); picture key -> file name.
+
+    roles, prompts, images: the rows of the run to draw, in the store's batch order (row i of the store
+    is roles[i]); masks: edit number -> (H, W) local-blend mask.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    arrays: dict[str, np.ndarray] = {
+        "res": np.array(res), "places": np.array(list(spec.places)), "step_range": np.array(spec.step_range),
+    }
+    for row, (role, prompt, image) in enumerate(zip(roles, prompts, images)):
+        maps = cross_maps(store, row, res, spec.places)  # (h, w, L)
+        everything = token_labels(tokenizer, prompt, special=True)
+        arrays[role] = maps[..., : len(everything)].permute(2, 0, 1).numpy().astype(np.float32)  # (n, h, w)
+        arrays[f"{role}.tokens"] = np.array([text for _, text in everything])
+        arrays[f"{role}.prompt"] = np.array(prompt)
+        labels = everything if spec.special else everything[1:-1]
+        files[f"{role}-cross"] = _save(make_grid(cross_tiles(image, maps, labels)), folder / f"{role}-cross.png")
+        if spec.components > 0:
+            comps, shares = self_components(store, row, res, spec.places, spec.components)
+            files[f"{role}-self"] = _save(make_grid(component_tiles(comps, shares, tuple(image.shape[-2:]))),
+                                          folder / f"{role}-self.png")
+        for word in spec.words:
+            positions = word_positions(tokenizer, prompt, word)
+            if positions is None:
+                continue
+            slug = file_word(word)
+            name = f"{role}-{'word-' if slug in RESERVED else ''}{slug}"
+            files[name] = _save(make_grid(word_tiles(image, word_map(maps, positions), word, role)),
+                                folder / f"{name}.png")
+    for k, mask in sorted(masks.items()):
+        role = f"edit-{k}"
+        if role in roles:
+            picture = mask_over(images[roles.index(role)], mask)
+            files[f"{role}-mask"] = save_png(picture, folder / f"{role}-mask.png").name
+    np.savez_compressed(folder / "maps.npz", **arrays)
+    files["maps"] = "maps.npz"
+    return files
+
+
+def _save(picture, path: Path) -> str:
+    picture.save(path, format="PNG")
+    return path.name
