@@ -1,0 +1,208 @@
+"""Real images: DDIM inversion, null-text inversion (Mokady et al. 2023) and negative-prompt inversion (Miyake et al.).
+
+All three start the same way: encode the picture (VAE mean x scaling factor) and run DDIM backwards with the
+source prompt at guidance 1, keeping the trajectory z*_0 .. z*_T. They differ in the unconditional embedding
+that guided sampling then uses at each step (algorithm.md, "Real images"):
+- ddim: the negative prompt's (as for generated sources); guided sampling drifts from the trajectory;
+- null-text: optimised per step so that the guided step from the current latent lands on z*_{t-1};
+- negative-prompt: the source prompt's own embedding, so guidance cancels on the source row (no optimisation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from p2p_cli.models import Model
+from p2p_cli.pipeline import decode_latents, encode_prompts, guided_predict
+from p2p_cli.sampler import Schedule, ddim_step, sample_ddim
+
+METHODS = ("null-text", "negative-prompt", "ddim")
+# progress(done, total) after each inversion step (null-text: T backward steps, then T optimised steps)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class NullTextSettings:
+    """The reference optimiser settings (algorithm.md): Adam, lr 1e-2 x (1 - i/100), up to 10 inner steps."""
+
+    inner_steps: int = 10
+    lr: float = 1e-2  # at step i: lr x (1 - i / max(100, 2T)), the reference's decay for T <= 50
+    early_stop: float = 1e-5  # stop the inner loop once the loss is below early_stop + i x early_stop_slope
+    early_stop_slope: float = 2e-5
+
+
+@dataclass
+class Inversion:
+    """What editing a real picture needs: the initial latent and the unconditional embedding of every step."""
+
+    latent: torch.Tensor  # (1, C, h, w) z_T, float32 on the CPU
+    uncond: torch.Tensor  # (T, L, D) unconditional embedding at each sampling step, float32 on the CPU
+    method: str
+    seconds: float  # the inversion's own time (encode + DDIM backwards + optimisation)
+    settings: dict = field(default_factory=dict)  # prompt, negative_prompt, steps, guidance, method settings, ...
+    vae_psnr: float | None = None  # PSNR of encode-then-decode against the picture: the ceiling of any method
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1], both rounded to 8 bits as PNG files hold them."""
+    qa, qb = (x.detach().float().cpu().clamp(0, 1).mul(255).round() for x in (a, b))
+    mse = F.mse_loss(qa, qb).item() / 255**2
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def encode_image(model: Model, images: torch.Tensor) -> torch.Tensor:
+    """Latents (N, C, h, w), float32, of images (N, 3, H, W) in [0, 1]: the VAE posterior mean, scaled."""
+    cfg = model.vae.config
+    shift = getattr(cfg, "shift_factor", None) or 0.0
+    with torch.no_grad():
+        x = images.to(model.device, model.dtype) * 2 - 1
+        mean = model.vae.encode(x).latent_dist.mean.float()
+    return (mean - shift) * cfg.scaling_factor
+
+
+def ddim_inversion(model: Model, z0: torch.Tensor, cond: torch.Tensor, schedule: Schedule,
+                   progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """The trajectory (T + 1, C, h, w): [i] is the latent sampling step i starts from, [T] is z0 (guidance 1).
+
+    Each backward step predicts at the timestep of the step it inverts, from the less noisy latent (the
+    usual approximation, as the null-text reference code does).
+    """
+    x = z0.float()
+    trajectory = [x]
+    with torch.no_grad():
+        for n, i in enumerate(reversed(range(len(schedule.timesteps)))):
+            out = model.unet(x.to(model.dtype), schedule.timesteps[i], encoder_hidden_states=cond).sample.float()
+            x = ddim_step(out, x, schedule.alpha_prev[i], schedule.alpha[i], schedule.prediction_type)
+            trajectory.append(x)
+            if progress is not None:
+                progress(n + 1)
+    return torch.cat(trajectory[::-1])  # (T + 1, C, h, w)
+
+
+@contextmanager
+def frozen(*nets: torch.nn.Module) -> Iterator[None]:
+    """No gradients for the networks' parameters inside the block (restored after)."""
+    params = [p for net in nets for p in net.parameters()]
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+                           schedule: Schedule, guidance: float, settings: NullTextSettings = NullTextSettings(),
+                           progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Per-step unconditional embeddings (T, L, D), float32 (Mokady et al. 2023, sec. 3.2, Algorithm 1).
+
+    At step i the embedding (warm-started from step i - 1) is optimised so that the guided DDIM step from
+    the current latent lands on trajectory[i + 1]; then the latent takes that guided step, so sampling with
+    the embeddings retraces exactly this path. The only host sync per inner step is the early-stop test, made
+    before the Adam step (the reference code steps once more first), so a good embedding is kept as it is.
+    """
+    T = len(schedule.timesteps)
+    x = trajectory[:1].float()  # (1, C, h, w)
+    emb = uncond.detach().float().clone()  # (1, L, D), optimised in float32 whatever the model's dtype
+    out_embs = []
+    decay = max(100, 2 * T)
+    with frozen(model.unet), torch.enable_grad():
+        for i in range(T):
+            t, a, a_prev = schedule.timesteps[i], schedule.alpha[i], schedule.alpha_prev[i]
+            target = trajectory[i + 1 : i + 2].float()
+            with torch.no_grad():
+                out_cond = model.unet(x.to(model.dtype), t, encoder_hidden_states=cond).sample.float()
+
+            def guided_step(emb: torch.Tensor) -> torch.Tensor:  # from x, with emb as the unconditional half
+                out_uncond = model.unet(x.to(model.dtype), t, encoder_hidden_states=emb.to(model.dtype)).sample.float()
+                pred = out_uncond + guidance * (out_cond - out_uncond)
+                return ddim_step(pred, x, a, a_prev, schedule.prediction_type)
+
+            emb = emb.detach().clone().requires_grad_(True)  # a new leaf: Adam updates it in place
+            opt = torch.optim.Adam([emb], lr=settings.lr * (1 - i / decay))
+            threshold = settings.early_stop + i * settings.early_stop_slope
+            x_next = None
+            for _ in range(settings.inner_steps):
+                step = guided_step(emb)
+                loss = F.mse_loss(step, target)
+                if loss.item() < threshold:  # early stop (the one host sync): keep this embedding and its step
+                    x_next = step.detach()
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            emb = emb.detach()
+            out_embs.append(emb)
+            if x_next is None:  # the last Adam step changed the embedding: take the guided step with it
+                with torch.no_grad():
+                    x_next = guided_step(emb)
+            x = x_next
+            if progress is not None:
+                progress(i + 1)
+    return torch.cat(out_embs)  # (T, L, D)
+
+
+def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "null-text", steps: int = 50,
+           guidance: float = 7.5, negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings(),
+           progress: Progress | None = None) -> Inversion:
+    """Invert a picture (3, H, W) in [0, 1] at the model's DDIM schedule for `steps` steps."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
+    device = model.device
+    tic = time.perf_counter()
+    optimise = method == "null-text" and guidance > 1.0  # at guidance 1 the unconditional half is unused
+    total = 2 * steps if optimise else steps
+    report = (lambda base: (lambda n: progress(base + n, total))) if progress is not None else (lambda base: None)
+
+    z0 = encode_image(model, image[None])  # (1, C, h, w)
+    with torch.no_grad():
+        cond = encode_prompts(model, [prompt])  # (1, L, D)
+        negative = encode_prompts(model, [negative_prompt])
+    schedule = Schedule.from_scheduler(model.scheduler, steps, device)
+    trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
+    if optimise:
+        uncond = null_text_optimisation(model, trajectory, cond, negative, schedule, guidance, null_text, report(steps))
+    elif method == "negative-prompt":
+        uncond = cond.float().expand(steps, -1, -1)
+    else:
+        uncond = negative.float().expand(steps, -1, -1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - tic
+
+    with torch.no_grad():
+        vae_psnr = psnr(decode_latents(model, z0)[0], image)
+    settings = dict(method=method, prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance)
+    if method == "null-text":
+        settings["null_text"] = asdict(null_text)
+    return Inversion(latent=trajectory[:1].cpu(), uncond=uncond.contiguous().cpu(), method=method, seconds=seconds,
+                     settings=settings, vae_psnr=vae_psnr)
+
+
+def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance: float) -> torch.Tensor:
+    """The final latent (1, C, h, w) that guided sampling makes from an inversion with no edit (float32, CPU)."""
+    steps = inversion.uncond.shape[0]
+    with torch.inference_mode():
+        cond = encode_prompts(model, [prompt])
+        uncond = inversion.uncond.to(model.device, model.dtype)[:, None]  # (T, 1, L, D)
+        embeddings = (lambda i: torch.cat([uncond[i], cond])) if guidance > 1.0 else (lambda i: cond)
+        predict = guided_predict(model, embeddings, guidance)
+        schedule = Schedule.from_scheduler(model.scheduler, steps, model.device)
+        return sample_ddim(predict, inversion.latent.to(model.device), schedule).cpu()
+
+
+def reconstruct(model: Model, inversion: Inversion, prompt: str, guidance: float) -> torch.Tensor:
+    """The source picture (3, H, W) in [0, 1] that guided sampling makes from an inversion (no edit)."""
+    with torch.inference_mode():
+        return decode_latents(model, reconstruct_latent(model, inversion, prompt, guidance))[0]
