@@ -1,0 +1,56 @@
+"""The benchmark's pieces on the tiny model: recipes per case, one interleaved run, the report, the checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from p2p_cli.bench import BenchConfig, case_recipe, graph_breaks, markdown, run_bench, write_results
+
+
+def test_config_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown case 'nope'.*unknown variant 'fast'"):
+        BenchConfig(cases=("nope",), variants=("fast",))
+    with pytest.raises(ValueError, match="targets must be in 1..8"):
+        BenchConfig(targets=9)
+
+
+@pytest.mark.parametrize("case, kind", [("replace+blend", "replace"), ("refine+reweight", "refine")])
+def test_case_recipes_have_n_targets(case, kind):
+    recipe = case_recipe(case, BenchConfig(targets=3, steps=7, size=256))
+    assert len(recipe.edits) == 3 and {e.type for e in recipe.edits} == {kind}
+    assert recipe.steps == 7 and recipe.size == (256, 256) and recipe.guidance == 7.5
+    assert all((e.local_blend is not None) == (case == "replace+blend") for e in recipe.edits)
+    assert all(bool(e.reweight) == (case == "refine+reweight") for e in recipe.edits)
+
+
+def test_one_run_of_each_variant_makes_a_report(tmp_path):
+    cfg = BenchConfig(steps=2, repeats=2, warmup=0, memory=False, threads=1)
+    report = run_bench(cfg, command="test")
+    assert set(report.cases) == set(cfg.cases)
+    for res in report.cases.values():
+        assert {v: len(t) for v, t in res["times"].items()} == {"plain": 2, "p2p": 2, "explicit": 2}
+    text = markdown(report)
+    assert "| replace+blend |" in text and "| refine+reweight |" in text and "Command: `test`" in text
+    write_results(report, tmp_path / "R.md")
+    write_results(report, tmp_path / "R.md")
+    assert (tmp_path / "R.md").read_text().count("### tiny") == 2
+
+
+@pytest.mark.parametrize("attention", ["fused", pytest.param("explicit", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", ["replace+blend", "refine+reweight"])
+def test_no_graph_breaks_in_the_processors(tiny_model, case, attention):
+    """torch._dynamo.explain finds one graph and no break at step 0 and step 1 (about 8 s each)."""
+    found = graph_breaks(tiny_model, case_recipe(case, BenchConfig(steps=2)), attention)
+    assert found["breaks"] == [0, 0], found["reasons"]
+
+
+def test_memory_child_prints_json():
+    """The CPU memory child: one variant in a fresh process, one JSON line (about 5 s)."""
+    cmd = [sys.executable, "-m", "p2p_cli.bench", "--one", "p2p", "--cases", "refine+reweight", "--steps", "2",
+           "--warmup", "1", "--threads", "1"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    assert out["peak_mib"] > 0 and (out["run_mib"] is None or out["run_mib"] >= 0)
