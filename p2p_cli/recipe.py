@@ -14,6 +14,8 @@ DEFAULT_CROSS_REPLACE = 0.8
 DEFAULT_SELF_REPLACE = 0.4
 
 EditType = Literal["replace", "refine", "reweight"]
+InversionMethod = Literal["null-text", "negative-prompt", "ddim"]
+DEFAULT_INVERSION: InversionMethod = "null-text"
 Window = tuple[float, float]
 
 
@@ -99,6 +101,22 @@ def _parse_size(value: Any) -> Any:
     return (h, w)
 
 
+def parse_crop(value: Any) -> Any:
+    """[left, top, right, bottom] in pixels of the picture, right > left and bottom > top."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"expected [left, top, right, bottom] in pixels (4 ints), got {value!r}")
+    left, top, right, bottom = value
+    if min(value) < 0:
+        raise ValueError(f"{list(value)} has a negative coordinate")
+    if right <= left or bottom <= top:
+        raise ValueError(f"{list(value)} is empty: right must be greater than left and bottom greater than top")
+    return tuple(value)
+
+
 CrossField = Annotated[CrossSchedule | None, BeforeValidator(_parse_cross)]
 SelfField = Annotated[Window | None, BeforeValidator(_parse_self)]
 
@@ -152,16 +170,27 @@ class Recipe(BaseModel):
     self_replace_max_res: int | None = Field(None, ge=1)
     blend_res: int | None = Field(None, ge=1)
     baseline: bool = False
+    image: str | None = Field(None, min_length=1)  # a real picture to edit (relative to the recipe file)
+    crop: Annotated[tuple[int, int, int, int] | None, BeforeValidator(parse_crop)] = None  # else a centre crop
+    inversion: InversionMethod | None = None  # how `image` is inverted; None: null-text
     edits: list[Edit] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _resolve_edits(self) -> Recipe:
         problems: list[str] = []
+        if self.image is None:
+            problems += [f"{key}: only applies to a real picture (add image: path/to/picture.png)"
+                         for key in ("crop", "inversion") if getattr(self, key) is not None]
         for i, edit in enumerate(self.edits):
             problems += [f"edits[{i}].{p}" for p in _resolve_edit(self, edit)]
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def inversion_method(self) -> InversionMethod:
+        """How the picture is inverted: the recipe's `inversion`, else null-text."""
+        return self.inversion or DEFAULT_INVERSION
 
     def cross_for(self, edit: Edit) -> CrossSchedule:
         """The edit's cross-attention schedule, falling back to the recipe's, then to the default tau 0.8."""

@@ -1,0 +1,151 @@
+"""`p2p attn-viz RECIPE... | --prompt TEXT`: sample with the attention store on, draw OUT/<name>/attention/."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from p2p_cli.cli import options as o
+from p2p_cli.cli.edit import Job, _check_name, _model_key, _progress_bar, read_jobs, run_jobs
+from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
+from p2p_cli.models import pick_device, pick_dtype
+from p2p_cli.outputs import check_free
+from p2p_cli.overrides import apply_overrides
+from p2p_cli.recipe import RecipeError, parse_recipe
+from p2p_cli.text.words import split_words
+from p2p_cli.viz import VizSpec, parse_step_range, step_weights
+
+
+class Place(str, Enum):
+    down = "down"
+    mid = "mid"
+    up = "up"
+
+
+OptRecipes = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Recipe files (YAML); - reads one from standard input. Or use --prompt.",
+                   metavar="RECIPE", show_default=False),
+]
+Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="One prompt to draw, instead of recipes.")]
+Name = Annotated[Optional[str], typer.Option("--name", help="Folder name for --prompt (default: its first words).")]
+Size = Annotated[Optional[int], typer.Option("--size", min=8, help="Image side in pixels (same as --set size=N).")]
+Words = Annotated[
+    Optional[list[str]],
+    typer.Option("--words", "-w", help="Draw these words' maps at full size (repeat, or separate with commas)."),
+]
+Res = Annotated[
+    Optional[int],
+    typer.Option("--res", min=1, help="Map side (default: latent side / 4, else the nearest side the UNet has)."),
+]
+From = Annotated[
+    Optional[list[Place]],
+    typer.Option("--from", help="UNet places averaged over (repeat for several; default down and up)."),
+]
+StepRange = Annotated[
+    str, typer.Option("--step-range", metavar="A:B", help="Average over this fraction of the steps, e.g. 0:0.3.")
+]
+Components = Annotated[int, typer.Option("--components", min=0, help="Self-attention components drawn (0: none).")]
+Special = Annotated[bool, typer.Option("--special", help="Also tiles for the start and end tokens.")]
+
+
+def attn_viz(
+    recipes: OptRecipes = None,
+    prompt: Prompt = None,
+    name: Name = None,
+    out: o.OutDir = Path("outputs"),
+    model: o.ModelSpec = None,
+    device: o.DeviceOpt = o.Device.auto,
+    dtype: o.DtypeOpt = o.Dtype.auto,
+    steps: o.Steps = None,
+    seed: o.Seed = None,
+    size: Size = None,
+    set_: o.Sets = None,
+    words: Words = None,
+    res: Res = None,
+    from_: From = None,
+    step_range: StepRange = "0:1",
+    components: Components = 10,
+    special: Special = False,
+    overwrite: o.Overwrite = False,
+    json_: o.Json = False,
+    quiet: o.Quiet = False,
+    allow_pickle: o.AllowPickle = False,
+    debug: o.Debug = False,
+) -> None:
+    """Draw the attention maps of every prompt (source and targets): OUT/<name>/attention/ with <k>-cross.png
+    (one tile per token), <k>-self.png (top self-attention components), <k>-<word>.png and maps.npz."""
+    overrides = list(set_ or [])
+    overrides += [f"steps={steps}"] if steps is not None else []
+    overrides += [f"seed={seed}"] if seed is not None else []
+    overrides += [f"size={size}"] if size is not None else []
+    console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
+    log = (lambda msg: None) if quiet else console.print
+    with handled(debug):
+        spec = _spec(words, res, from_, step_range, components, special)
+        if recipes and prompt is not None:
+            raise UsageError("give recipes or --prompt, not both")
+        if prompt is not None:
+            jobs = [prompt_job(prompt, name, overrides, out, model)]
+        elif recipes:
+            if name is not None:
+                raise UsageError("--name goes with --prompt; a recipe names its folder with name:")
+            jobs = read_jobs(recipes, overrides, out, model)
+        else:
+            raise UsageError("nothing to draw: give a RECIPE or --prompt TEXT")
+        for job in jobs:
+            try:
+                step_weights(job.recipe.steps, spec.step_range)
+            except ValueError as err:
+                raise UsageError(f"{job.path}: {err}") from None
+        dev = pick_device(device.value)
+        dt = pick_dtype(dtype.value, dev)
+        for job in jobs:
+            try:
+                check_free(job.folder, overwrite)
+            except FileExistsError as err:
+                job.done, job.code = True, report(err, debug=debug)
+        bar = None if quiet or not console.is_terminal else _progress_bar(console)
+        run_jobs(jobs, dev, dt, overrides=overrides, baseline=False, overwrite=overwrite, json_=json_,
+                 attention="fused", allow_pickle=allow_pickle, log=log, bar=bar, debug=debug, viz=spec)
+    codes = {job.code for job in jobs}
+    raise typer.Exit(EXIT_INVALID if EXIT_INVALID in codes else EXIT_FAILED if EXIT_FAILED in codes else EXIT_OK)
+
+
+def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, model: str | None) -> Job:
+    """A one-prompt recipe: the source with one identity edit (target = source, taus 0), written as source only.
+
+    A recipe needs an edit and the engine samples [source, edits]; the identity edit is the source again
+    (same prompt, same noise, no control), so the batch doubles but nothing else changes.
+    """
+    where = "--prompt"
+    data = {
+        "name": name or "-".join(split_words(prompt)[:8])[:48].strip("-") or "prompt",
+        "source": prompt,
+        "edits": [{"target": prompt, "type": "replace", "cross_replace": 0, "self_replace": 0}],
+    }
+    try:
+        recipe = parse_recipe(apply_overrides(data, overrides), where)
+    except ValueError as err:
+        if isinstance(err, RecipeError):
+            raise
+        raise RecipeError([str(err)], where) from None
+    _check_name(recipe, where)
+    return Job(where, recipe, Path(out) / recipe.name, _model_key(model if model is not None else recipe.model),
+               source_only=True)
+
+
+def _spec(words, res, places, step_range, components, special) -> VizSpec:
+    """The options as a VizSpec; UsageError for a bad --step-range."""
+    try:
+        rng = parse_step_range(step_range)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    chosen = tuple(p.value for p in places) if places else ("down", "up")
+    wanted = tuple(w.strip() for item in words or [] for w in item.split(",") if w.strip())
+    return VizSpec(res=res, places=tuple(p for p in ("down", "mid", "up") if p in chosen), step_range=rng,
+                   components=components, words=tuple(dict.fromkeys(wanted)), special=special)

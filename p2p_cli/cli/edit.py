@@ -1,0 +1,273 @@
+"""`p2p edit RECIPE...`: validate every recipe, load each model once, sample, write OUT/<name>/ whole."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from p2p_cli.cli import options as o
+from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
+from p2p_cli.models import Model, load_model, pick_device, pick_dtype
+from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
+from p2p_cli.overrides import read_recipe
+from p2p_cli.recipe import Recipe, RecipeError
+
+
+@dataclass
+class Job:
+    """One recipe of the command line and where it stands."""
+
+    path: str
+    recipe: Recipe
+    folder: Path
+    spec: str  # the model: hub id, resolved local path or "shapes"
+    done: bool = False
+    code: int = EXIT_OK  # EXIT_INVALID or EXIT_FAILED once it has failed
+    seconds: dict[str, float] = field(default_factory=dict)
+    source_only: bool = False  # `p2p attn-viz --prompt`: write the source alone (its identity edit only ran)
+    image: Path | None = None  # the recipe's real picture (image:), resolved and checked
+
+
+def edit(
+    recipes: o.RecipeArgs,
+    out: o.OutDir = Path("outputs"),
+    model: o.ModelSpec = None,
+    device: o.DeviceOpt = o.Device.auto,
+    dtype: o.DtypeOpt = o.Dtype.auto,
+    steps: o.Steps = None,
+    seed: o.Seed = None,
+    set_: o.Sets = None,
+    baseline: o.Baseline = False,
+    overwrite: o.Overwrite = False,
+    json_: o.Json = False,
+    quiet: o.Quiet = False,
+    attention: o.AttentionOpt = o.Attention.fused,
+    allow_pickle: o.AllowPickle = False,
+    save_attention: o.SaveAttention = False,
+    debug: o.Debug = False,
+) -> None:
+    """Edit images as the recipes say; each recipe writes OUT/<name>/ (images, grid.png, run.json)."""
+    overrides = list(set_ or [])
+    overrides += [f"steps={steps}"] if steps is not None else []
+    overrides += [f"seed={seed}"] if seed is not None else []
+    console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
+    log = (lambda msg: None) if quiet else console.print
+    with handled(debug):
+        jobs = read_jobs(recipes, overrides, out, model)  # everything is validated before any model loads
+        dev = pick_device(device.value)
+        dt = pick_dtype(dtype.value, dev)
+        for job in jobs:
+            if not job.done:
+                try:
+                    check_free(job.folder, overwrite)
+                except FileExistsError as err:
+                    job.done, job.code = True, report(err, debug=debug)
+        bar = None if quiet or not console.is_terminal else _progress_bar(console)
+        run_jobs(jobs, dev, dt, overrides=overrides, baseline=baseline, overwrite=overwrite, json_=json_,
+                 attention=attention.value, allow_pickle=allow_pickle, log=log, bar=bar, debug=debug,
+                 viz=_default_viz() if save_attention else None)
+    codes = {job.code for job in jobs}
+    raise typer.Exit(EXIT_INVALID if EXIT_INVALID in codes else EXIT_FAILED if EXIT_FAILED in codes else EXIT_OK)
+
+
+def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None) -> list[Job]:
+    """Validate every recipe (reporting all problems of all of them); raise typer.Exit(2) if any is invalid."""
+    if paths.count("-") > 1:
+        raise UsageError("standard input (-) can hold only one recipe")
+    jobs, invalid = [], []
+    for path in paths:
+        try:
+            recipe = read_recipe(path, overrides)
+            _check_name(recipe, path)
+            image = _real_image(recipe, path)
+        except RecipeError as err:
+            invalid.append(err)
+            continue
+        spec = model if model is not None else recipe.model
+        jobs.append(Job(path, recipe, Path(out) / recipe.name, _model_key(spec), image=image))
+    if invalid:
+        for err in invalid:
+            report(err)
+        raise typer.Exit(EXIT_INVALID)
+    folders: dict[Path, str] = {}
+    for job in jobs:
+        if job.folder in folders:
+            raise UsageError(
+                f"{folders[job.folder]} and {job.path} would both write {job.folder}/; give one another name"
+                f" (name: in the recipe)"
+            )
+        folders[job.folder] = job.path
+    return jobs
+
+
+def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) -> None:
+    """Run the jobs in order, loading each model once and dropping it after its last job."""
+    from p2p_cli.pipeline import check_recipe  # the engine (torch, diffusers) only once it is needed
+
+    models: dict[str, Model] = {}
+    left = {spec: sum(1 for j in jobs if j.spec == spec and not j.done) for spec in {j.spec for j in jobs}}
+    for job in jobs:
+        if job.done:
+            continue
+        start = time.perf_counter()
+        if job.spec not in models:
+            log(f"loading model {job.spec} ({device}, {_dtype_name(dtype)})")
+            try:
+                models[job.spec] = load_model(job.spec, device.type if device.index is None else str(device),
+                                              _dtype_name(dtype), allow_pickle=how["allow_pickle"])
+            except Exception as err:  # every job of this model fails the same way
+                code = report(err, debug=debug)
+                for other in jobs:
+                    if other.spec == job.spec and not other.done:
+                        other.done, other.code = True, code
+                continue
+            job.seconds["load"] = time.perf_counter() - start
+            for other in jobs:  # tokenizer-dependent problems, before any sampling with this model
+                if other.spec == job.spec and not other.done:
+                    problems = check_recipe(other.recipe, models[job.spec].tokenizer)
+                    if problems:
+                        other.done, other.code = True, report(RecipeError(problems, other.path), debug=debug)
+        if not job.done:
+            try:
+                run_one(job, models[job.spec], start=start, log=log, bar=bar, **how)
+            except Exception as err:
+                job.done, job.code = True, report(err, where=job.path, debug=debug)
+        left[job.spec] -= 1
+        if left[job.spec] == 0:
+            models.pop(job.spec, None)  # free its memory before the next model loads
+
+
+def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseline, overwrite, json_, attention,
+            allow_pickle, viz=None) -> None:
+    """Sample one recipe and write its folder (images, grid.png, run.json; attention/ with viz) in one rename."""
+    from p2p_cli.pipeline import run_edit
+    from p2p_cli.render.grid import edit_tiles, save_grid
+    from p2p_cli.render.images import save_images
+
+    recipe = job.recipe
+    what = "source only" if job.source_only else f"{len(recipe.edits)} edit(s)"
+    log(f"{job.path}: {recipe.name}, {what}, {recipe.steps} steps")
+    store = res = None
+    if viz is not None:
+        from p2p_cli.viz import store_for
+
+        try:
+            store, res = store_for(model, recipe, viz)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    real = None
+    if job.image is not None:  # a real picture: its inversion gives the initial latent and per-step uncond
+        from p2p_cli.cli.invert import invert_source
+
+        real = invert_source(model, job.image, recipe.source, size=recipe.size, crop=recipe.crop,
+                             method=recipe.inversion_method, steps=recipe.steps, guidance=recipe.guidance,
+                             negative_prompt=recipe.negative_prompt, label=recipe.name, log=log, bar=bar,
+                             where=job.path)
+        job.seconds["invert"] = real.seconds
+    progress = None
+    if bar is not None:
+        task = bar.add_task(recipe.name, total=recipe.steps)
+        progress = lambda step, total: bar.update(task, completed=step, total=total)  # noqa: E731
+        bar.start()
+    try:
+        result = run_edit(model, recipe, baseline=baseline, attention=attention, progress=progress,
+                          source_name=job.path, stores=[store] if store is not None else None,
+                          latent=real.inversion.latent if real else None,
+                          uncond_per_step=real.inversion.uncond if real else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+            bar.remove_task(task)
+    if job.source_only:  # the identity edit row only made the batch
+        result = replace(result, prompts=result.prompts[:1], roles=result.roles[:1], images=result.images[:1],
+                         latents=result.latents[:1], masks={})
+    write_start = time.perf_counter()
+    with atomic_folder(job.folder, overwrite) as tmp:
+        files = save_images(tmp, result.roles, result.images, result.masks)
+        if real is not None:  # source.png is the reconstruction
+            files.update(real.write(tmp))
+        kinds = {k: e.type for k, e in enumerate(recipe.edits, 1)}
+        reweights = {k: e.reweight for k, e in enumerate(recipe.edits, 1) if e.reweight}
+        files["grid"] = save_grid(tmp / "grid.png", edit_tiles(result.images, result.prompts, result.roles, kinds,
+                                                                reweights))
+        drawn = {}
+        if viz is not None:
+            from p2p_cli.render.attention import save_attention
+
+            drawn = save_attention(tmp / "attention", roles=result.roles, prompts=result.prompts,
+                                   images=result.images, masks=result.masks, store=store,
+                                   tokenizer=model.tokenizer, spec=viz, res=res)
+            drawn = {key: f"attention/{name}" for key, name in drawn.items()}
+        seconds = {**job.seconds, **result.seconds, "write": time.perf_counter() - write_start}
+        seconds["total"] = time.perf_counter() - start
+        record = run_record(
+            recipe, recipe_file=job.path, overrides=overrides, model=model, size=tuple(result.images.shape[-2:]),
+            attention=attention, prompts=dict(zip(result.roles, result.prompts)), images=files,
+            seconds={k: round(v, 3) for k, v in seconds.items()},
+        )
+        if drawn:
+            record["attention"] = drawn
+        if real is not None:
+            record["inversion"] = real.record(result.images[0])
+        write_json(tmp / "run.json", record)
+    job.done = True
+    n = len(result.roles)
+    if json_:
+        line = {
+            "name": recipe.name,
+            "out": str(job.folder),
+            "images": {role: str(job.folder / name) for role, name in files.items()},
+            "run": str(job.folder / "run.json"),
+            "seconds": record["seconds"],
+        }
+        if drawn:
+            line["attention"] = {key: str(job.folder / name) for key, name in drawn.items()}
+        print(json.dumps(line), flush=True)
+    else:
+        print(f"wrote {job.folder}/ ({n} images, {seconds['total']:.1f} s)", flush=True)
+
+
+def _default_viz():
+    """The attention pictures of `p2p edit --save-attention`: attn-viz's defaults."""
+    from p2p_cli.viz import VizSpec
+
+    return VizSpec()
+
+
+def _progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def _model_key(spec: str | None) -> str:
+    """One name per model: "shapes" for the bundled one, a resolved path for local folders, else the hub id."""
+    if spec is None or spec == "shapes":
+        return "shapes"
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _dtype_name(dtype) -> str:
+    return {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}[str(dtype)]
+
+
+def _real_image(recipe: Recipe, path: str) -> Path | None:
+    """The recipe's picture (image:), checked now so that a bad one fails before any model loads."""
+    if recipe.image is None:
+        return None
+    from p2p_cli.cli.invert import resolve_image
+
+    return resolve_image(recipe, path)
+
+
+def _check_name(recipe: Recipe, path: str) -> None:
+    """The name becomes a folder: no separators, no leading dot."""
+    name = recipe.name or ""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name != name.strip():
+        raise RecipeError([f"name: {name!r} cannot be a folder name (use letters, digits, - and _)"], path)

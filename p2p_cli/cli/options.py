@@ -1,0 +1,62 @@
+"""Options shared by the commands, as Annotated aliases."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Attention(str, Enum):
+    fused = "fused"
+    explicit = "explicit"
+
+
+RecipeArgs = Annotated[
+    list[str], typer.Argument(help="Recipe files (YAML); - reads one from standard input.", metavar="RECIPE...")
+]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; each recipe writes OUT/<name>/.")]
+ModelSpec = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="Hub id, local diffusers folder or 'shapes' (overrides the recipe's model)."),
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: cuda, else mps, else cpu.")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="auto: fp16 on cuda, fp32 elsewhere.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (same as --set steps=N).")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the initial noise (same as --set seed=N).")]
+Sets = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a recipe field before validation, e.g. edits.0.cross_replace=0.6 (values are YAML).",
+    ),
+]
+Baseline = Annotated[bool, typer.Option("--baseline", help="Also render every target prompt with no control.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing output folders (once the new one is complete).")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per finished recipe and nothing else.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no log lines.")]
+AttentionOpt = Annotated[Attention, typer.Option("--attention", help="Attention kernels: fused (SDPA) or explicit.")]
+AllowPickle = Annotated[
+    bool, typer.Option("--allow-pickle", help="Also load pickle (.bin) weights; only for sources you trust.")
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks (also P2P_DEBUG=1).")]
+SaveAttention = Annotated[
+    bool, typer.Option("--save-attention", help="Also draw every prompt's attention maps into OUT/<name>/attention/.")
+]

@@ -1,0 +1,225 @@
+"""`p2p sweep RECIPE --tau A:B`: every tau of every edit as one more prompt of the batch; OUT/<name>/sweep/ whole."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from p2p_cli.cli import options as o
+from p2p_cli.cli.edit import _check_name, _model_key, _progress_bar
+from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
+from p2p_cli.metrics import CLIP_DEFAULT
+from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
+from p2p_cli.overrides import read_recipe
+from p2p_cli.recipe import RecipeError
+from p2p_cli.sweep import COLUMNS, KEPT, csv_cell, expand, parse_pick, parse_taus, pick
+
+RecipeArg = Annotated[str, typer.Argument(help="Recipe file (YAML); - reads it from standard input.", metavar="RECIPE")]
+Tau = Annotated[
+    Optional[str],
+    typer.Option("--tau", help="cross_replace values: LO:HI (step 0.2; HI included when on the grid), LO:HI:STEP"
+                 " or V1,V2,... Each replaces an edit's default window with [0, tau); per-word windows are kept."),
+]
+SelfTau = Annotated[Optional[str], typer.Option("--self-tau", help="self_replace values, written as for --tau.")]
+EditNo = Annotated[Optional[int], typer.Option("--edit", min=1, help="Sweep only edit K (1 = the first).")]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Sweep points per sampler run; each run also holds the source.")
+]
+Clip = Annotated[
+    str, typer.Option("--clip", help="CLIP model for the edit scores: hub id or local folder; 'none' skips them.")
+]
+Pick = Annotated[bool, typer.Option("--pick", help="Mark per edit the best point (see --pick-keep, --pick-by).")]
+PickKeep = Annotated[
+    str, typer.Option("--pick-keep", help=f"Points that keep enough of the source: METRIC>=V or METRIC<=V,"
+                      f" METRIC one of {', '.join(KEPT)}.")
+]
+PickBy = Annotated[str, typer.Option("--pick-by", help="Among those, the best by: clip or clip_dir.")]
+
+
+def sweep(
+    recipe: RecipeArg,
+    tau: Tau = None,
+    self_tau: SelfTau = None,
+    edit: EditNo = None,
+    batch_size: BatchSize = 8,
+    baseline: o.Baseline = False,
+    clip: Clip = CLIP_DEFAULT,
+    pick_: Pick = False,
+    pick_keep: PickKeep = "ssim>=0.5",
+    pick_by: PickBy = "clip",
+    out: o.OutDir = Path("outputs"),
+    model: o.ModelSpec = None,
+    device: o.DeviceOpt = o.Device.auto,
+    dtype: o.DtypeOpt = o.Dtype.auto,
+    steps: o.Steps = None,
+    seed: o.Seed = None,
+    set_: o.Sets = None,
+    overwrite: o.Overwrite = False,
+    json_: o.Json = False,
+    quiet: o.Quiet = False,
+    attention: o.AttentionOpt = o.Attention.fused,
+    allow_pickle: o.AllowPickle = False,
+    debug: o.Debug = False,
+) -> None:
+    """Sweep tau (cross_replace) and/or self tau of a recipe's edits; writes OUT/<name>/sweep/ (images, sweep.png,
+    metrics.csv, tradeoff.png, run.json)."""
+    overrides = list(set_ or [])
+    overrides += [f"steps={steps}"] if steps is not None else []
+    overrides += [f"seed={seed}"] if seed is not None else []
+    console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
+    log = (lambda msg: None) if quiet else console.print
+    with handled(debug):
+        taus, self_taus = _values("--tau", tau), _values("--self-tau", self_tau)
+        if taus is None and self_taus is None:
+            raise UsageError("nothing to sweep: give --tau (e.g. --tau 0.2:0.8), --self-tau, or both")
+        try:
+            rule = parse_pick(pick_keep, pick_by)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        parsed = read_recipe(recipe, overrides)
+        _check_name(parsed, recipe)
+        if getattr(parsed, "image", None) is not None:
+            raise UsageError(f"{recipe}: p2p sweep does not edit real pictures (image:) yet; sweep a generated source")
+        try:
+            plan = expand(parsed, taus, self_taus, edit, baseline=baseline)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        folder = Path(out) / parsed.name / "sweep"
+        check_free(folder, overwrite)  # before any model loads
+        run(plan, folder, recipe_file=recipe, overrides=overrides, spec=_model_key(model or parsed.model),
+            device=device.value, dtype=dtype.value, batch_size=batch_size, clip=clip, rule=rule if pick_ else None,
+            overwrite=overwrite, json_=json_, attention=attention.value, allow_pickle=allow_pickle, log=log,
+            bar=None if quiet or not console.is_terminal else _progress_bar(console))
+    raise typer.Exit(EXIT_OK)
+
+
+def _values(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return parse_taus(text)
+    except ValueError as err:
+        raise UsageError(f"{option} {text}: {err}") from None
+
+
+def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batch_size, clip, rule, overwrite, json_,
+        attention, allow_pickle, log, bar) -> None:
+    """Load the model, run the sweep's batches, score every point and write the folder in one rename."""
+    from p2p_cli.metrics import ClipScorer, Lpips, MetricUnavailable
+    from p2p_cli.models import load_model
+    from p2p_cli.pipeline import check_recipe
+    from p2p_cli.render.images import save_png
+    from p2p_cli.render.sweep import sweep_grid, tradeoff_plot
+    from p2p_cli.sweep import run_sweep, score_sweep
+
+    start = time.perf_counter()
+    recipe = plan.recipe
+    log(f"loading model {spec}")
+    sd = load_model(spec, device, dtype, allow_pickle=allow_pickle)
+    problems = check_recipe(recipe, sd.tokenizer)
+    if problems:
+        raise RecipeError(problems, recipe_file)
+    seconds = {"load": time.perf_counter() - start}
+    n_chunks = -(-len(plan.points) // batch_size)
+    log(f"{recipe_file}: {recipe.name}, {len(plan.points)} points in {n_chunks} batch(es) of at most {batch_size}"
+        f" (+ the source), {recipe.steps} steps")
+    progress = None
+    if bar is not None:
+        task = bar.add_task(recipe.name, total=recipe.steps * n_chunks)
+        progress = lambda c, n, i, t: bar.update(task, completed=(c - 1) * t + i, total=n * t)  # noqa: E731
+        bar.start()
+    try:
+        result = run_sweep(sd, plan, batch_size, attention=attention, source_name=recipe_file, progress=progress)
+    finally:
+        if bar is not None:
+            bar.stop()
+            bar.remove_task(task)
+    seconds.update(result.seconds)
+
+    tic = time.perf_counter()
+    notes, scorer, lpips = [], None, None
+    if clip.lower() == "none":
+        notes.append("CLIP columns are empty: --clip none")
+    else:
+        try:
+            scorer = ClipScorer(clip, sd.device, sd.dtype).load()
+        except MetricUnavailable as err:
+            notes.append(f"CLIP columns are empty: {err}")
+    try:
+        lpips = Lpips(sd.device)
+    except MetricUnavailable as err:
+        notes.append(f"LPIPS columns are empty: {err}")
+    rows, baseline_rows = score_sweep(plan, result, scorer, lpips)
+    picked: dict[int, int] = {}
+    if rule is not None:
+        picked, why = pick(rows, rule)
+        notes += why
+        for i in picked.values():
+            rows[i]["picked"] = True
+    seconds["metrics"] = time.perf_counter() - tic
+    for note in notes:
+        log(note)
+
+    tic = time.perf_counter()
+    files: dict[str, str] = {}
+    prompts = {"source": recipe.source}
+    with atomic_folder(folder, overwrite) as tmp:
+        files["source"] = save_png(result.source, tmp / "source.png").name
+        for k, image in sorted(result.baselines.items()):
+            files[f"baseline-{k}"] = save_png(image, tmp / f"baseline-{k}.png").name
+            prompts[f"baseline-{k}"] = recipe.edits[k - 1].target
+        for point, image, mask in zip(plan.points, result.images, result.masks):
+            files[point.name] = save_png(image, tmp / f"{point.name}.png").name
+            prompts[point.name] = recipe.edits[point.edit - 1].target
+            if mask is not None:
+                files[f"{point.name}-mask"] = save_png(mask, tmp / f"{point.name}-mask.png").name
+        chosen = set(picked.values())
+        files["grid"] = save_png(sweep_grid(plan, result, rows, baseline_rows, chosen), tmp / "sweep.png").name
+        kept = rule.keep if rule is not None else "ssim"
+        plot = tradeoff_plot(plan, rows, kept=kept, edited=rule.score if rule is not None else "clip", picked=chosen,
+                             threshold=rule.threshold if rule is not None else None)
+        files["tradeoff"] = save_png(plot, tmp / "tradeoff.png").name
+        with open(tmp / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            writer.writerows([csv_cell(row[c]) for c in COLUMNS] for row in rows)
+        files["metrics"] = "metrics.csv"
+        seconds["write"] = time.perf_counter() - tic
+        seconds["total"] = time.perf_counter() - start
+        record = run_record(recipe, recipe_file=recipe_file, overrides=overrides, model=sd,
+                            size=tuple(result.source.shape[-2:]), attention=attention, prompts=prompts, images=files,
+                            seconds={k: round(v, 3) for k, v in seconds.items()})
+        chosen_points = {f"edit-{k}": _point_json(rows[i]) for k, i in sorted(picked.items())}
+        record["sweep"] = {
+            "tau": plan.taus, "self_tau": plan.self_taus, "edits": plan.edits, "batch_size": batch_size,
+            "batches": n_chunks, "per_word_windows": "kept (a tau replaces only the default window)",
+            "source_row": "rendered in every batch as the attention donor; the same picture each time",
+            "clip": None if clip.lower() == "none" else clip, "pick": str(rule) if rule is not None else None,
+            "picked": chosen_points, "notes": notes,
+        }
+        write_json(tmp / "run.json", record)
+    if json_:
+        line = {
+            "name": recipe.name, "out": str(folder),
+            "images": {key: str(folder / name) for key, name in files.items()
+                       if key not in ("grid", "tradeoff", "metrics")},
+            "grid": str(folder / files["grid"]), "metrics": str(folder / "metrics.csv"),
+            "tradeoff": str(folder / files["tradeoff"]), "run": str(folder / "run.json"),
+            "picked": chosen_points, "notes": notes, "seconds": record["seconds"],
+        }
+        print(json.dumps(line), flush=True)
+    else:
+        best = "".join(f", {k} picks" + (f" tau {p['tau']}" if plan.taus else "")
+                       + (f" self tau {p['self_tau']}" if plan.self_taus else "") for k, p in chosen_points.items())
+        print(f"wrote {folder}/ ({len(plan.points)} points, {seconds['total']:.1f} s{best})", flush=True)
+
+
+def _point_json(row: dict) -> dict:
+    return {"tau": row["tau"], "self_tau": row["self_tau"], "image": row["image"]}
+

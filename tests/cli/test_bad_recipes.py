@@ -1,0 +1,66 @@
+"""Each bad recipe gives its one exact line, from `p2p validate` (no model) and from `p2p edit` (nothing written)."""
+
+from __future__ import annotations
+
+import pytest
+
+OK_EDIT = {"target": "a dog"}
+CASES = [
+    ("unknown key", {"source": "a cat", "edits": [{"target": "a dog", "colour": "red"}]},
+     "edits[0].colour: unknown key (remove it or check its spelling)"),
+    ("unknown top key", {"source": "a cat", "stepz": 3, "edits": [OK_EDIT]},
+     "stepz: unknown key (remove it or check its spelling)"),
+    ("tau above 1", {"source": "a cat", "edits": [{"target": "a dog", "cross_replace": 1.2}]},
+     "edits[0].cross_replace: tau 1.2 is outside [0, 1]"),
+    ("start after end", {"source": "a cat", "edits": [{"target": "a dog", "self_replace": [0.6, 0.2]}]},
+     "edits[0].self_replace: start 0.6 is after end 0.2"),
+    ("per-word end above 1", {"source": "a cat", "edits": [{"target": "a dog", "cross_replace": {"dog": [0, 1.2]}}]},
+     "edits[0].cross_replace: [dog] end 1.2 is above 1"),
+    ("replace with unequal word counts", {"source": "a cat", "edits": [{"target": "a big dog", "type": "replace"}]},
+     "edits[0].type: replace needs the same number of words in source (2) and target (3);"
+     " use type: refine to add or remove words"),
+    ("reweight without factors", {"source": "a cat", "edits": [{"target": "a cat", "type": "reweight"}]},
+     "edits[0]: type reweight needs reweight factors, e.g. reweight: {smiling: 5}"),
+    ("reweighted word not in prompt",
+     {"source": "a smiling bunny doll", "edits": [{"target": "a smiling bunny doll", "reweight": {"happy": 2}}]},
+     'edits[0].reweight.happy: "happy" is not in the prompt; its words are: a, smiling, bunny, doll'),
+    ("blend word in neither prompt",
+     {"source": "a cat", "edits": [{"target": "a dog", "local_blend": {"words": ["tiger"]}}]},
+     'edits[0].local_blend.words: "tiger" is in neither prompt; source words: a, cat; target words: a, dog'),
+    ("prompt over 77 tokens", {"source": "a cat", "edits": [{"target": " ".join(["dog"] * 80)}]},
+     "edits[0].target: the prompt has 82 tokens with start and end; the model takes at most 77: shorten it"),
+    ("bad size", {"source": "a cat", "size": 100, "edits": [OK_EDIT]}, "size: 100 is not a positive multiple of 8"),
+    ("missing source", {"edits": [OK_EDIT]}, "source: required, but missing"),
+    ("no edits", {"source": "a cat", "edits": []}, "edits: List should have at least 1 item after validation, not 0"),
+    ("not a mapping", ["a cat", "a dog"], "the top level must be a mapping of keys, got list"),
+]
+
+
+@pytest.mark.parametrize("data, line", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_validate_gives_the_line(cli, write_recipe, data, line):
+    path = write_recipe(data, name="bad")
+    result = cli("validate", path)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {path}: invalid recipe (")
+    assert f"\n  {line}\n" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("data, line", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_edit_gives_the_line_and_writes_nothing(cli, write_recipe, tiny_model_dir, tmp_path, data, line):
+    result = cli("edit", write_recipe(data, name="bad"), "--model", tiny_model_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert f"\n  {line}\n" in result.stderr
+    assert not (tmp_path / "out" / "bad").exists() and result.stdout == ""
+
+
+def test_validate_reports_every_recipe_and_summarises_good_ones(cli, write_recipe, tmp_path):
+    good = write_recipe({"source": "a smiling bunny doll", "edits": [{"target": "a smiling bunny doll",
+                                                                       "reweight": {"smiling": 5}}]}, name="good")
+    bad = write_recipe({"source": "a cat", "edits": [{"target": "a dog", "cross_replace": 2}]}, name="bad")
+    result = cli("validate", good, bad)
+    assert result.exit_code == 2
+    assert f"ok {good}\n" in result.stdout
+    assert "  edit 1: reweight 'a smiling bunny doll' (cross 0.8; self 0.4; reweight smiling x5)" in result.stdout
+    assert "edits[0].cross_replace: tau 2 is outside [0, 1]" in result.stderr
+    assert cli("validate", good).exit_code == 0

@@ -1,0 +1,75 @@
+"""`p2p invert` and `p2p edit` with image: on the tiny saved model: invert once, edit from the cache, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.cli.conftest import SMALL
+
+
+@pytest.fixture
+def picture(tmp_path):
+    """A 160x128 RGBA picture (centre-cropped to 128x128 for the tiny model)."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (16, 20, 4), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    pixels[..., 3] = 255
+    path = tmp_path / "photo.png"
+    Image.fromarray(pixels, mode="RGBA").save(path)
+    return path
+
+
+def test_invert_once_then_edit_from_the_cache(cli, write_recipe, tiny_model_dir, picture, tmp_path, monkeypatch):
+    monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    args = ("--model", tiny_model_dir, "--steps", 2, "--method", "negative-prompt", "--out", out)
+    result = cli("invert", picture, "--prompt", SMALL["source"], *args)
+    assert result.exit_code == 0, result.output
+    folder = out / "photo"
+    assert sorted(p.name for p in folder.iterdir()) == ["input.png", "inversion.safetensors", "run.json", "source.png"]
+    assert Image.open(folder / "input.png").size == (128, 128)
+    run = json.loads((folder / "run.json").read_text())
+    inv = run["inversion"]
+    assert inv["method"] == "negative-prompt" and inv["cached"] is False and inv["crop"] == "centre"
+    assert inv["seconds"] > 0 and isinstance(inv["psnr"], float) and isinstance(inv["psnr_vae_ceiling"], float)
+    assert inv["settings"]["steps"] == 2 and inv["settings"]["prompt"] == SMALL["source"]
+    assert result.stdout.startswith(f"wrote {folder}/ (negative-prompt, ") and "PSNR" in result.stdout
+    assert len(list((tmp_path / "cache" / "inversions").glob("*.safetensors"))) == 1
+
+    recipe = {**SMALL, "name": "real", "steps": 2, "image": "photo.png", "inversion": "negative-prompt"}
+    result = cli("edit", write_recipe(recipe, name="real"), "--model", tiny_model_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "reusing the negative-prompt inversion of photo.png from the cache" in result.stderr
+    folder = out / "real"
+    assert {"input.png", "source.png", "edit-1.png", "edit-2.png", "inversion.safetensors", "grid.png",
+            "run.json"} <= {p.name for p in folder.iterdir()}
+    run = json.loads((folder / "run.json").read_text())
+    assert run["inversion"]["cached"] is True and run["inversion"]["key"] == inv["key"]
+    assert run["inversion"]["image"] == str(picture.resolve())
+    assert run["images"]["input"] == "input.png" and "invert" in run["seconds"]
+    assert run["recipe"]["image"] == "photo.png" and run["recipe"]["inversion"] == "negative-prompt"
+    same = [np.asarray(Image.open(f), np.int16) for f in (out / "photo" / "source.png", folder / "source.png")]
+    assert np.abs(same[0] - same[1]).max() <= 1  # the edit's source row is the reconstruction
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        ("missing.png", "image: no picture at "),
+        ("junk.png", "image: ", ),
+    ],
+    ids=["missing", "unreadable"],
+)
+def test_bad_picture_fails_before_the_model_loads(cli, write_recipe, tiny_model_dir, tmp_path, image, message):
+    (tmp_path / "junk.png").write_text("not a picture")
+    recipe = write_recipe({**SMALL, "image": image}, name="bad")
+    result = cli("edit", recipe, "--model", tiny_model_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "loading model" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    result = cli("invert", tmp_path / image, "--prompt", "a cat", "--model", tiny_model_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "loading model" not in result.stderr
+    assert ("no picture at" if image == "missing.png" else "is not a picture Pillow can read") in result.stderr
