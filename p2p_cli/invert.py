@@ -10,7 +10,6 @@ that guided sampling then uses at each step (algorithm.md, "Real images"):
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from p2p_cli import metrics
 from p2p_cli.models import Model
 from p2p_cli.pipeline import decode_latents, encode_prompts, guided_predict
 from p2p_cli.sampler import Schedule, ddim_step, sample_ddim
@@ -52,9 +52,8 @@ class Inversion:
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of two images in [0, 1], both rounded to 8 bits as PNG files hold them."""
-    qa, qb = (x.detach().float().cpu().clamp(0, 1).mul(255).round() for x in (a, b))
-    mse = F.mse_loss(qa, qb).item() / 255**2
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+    qa, qb = (x.detach().float().cpu().clamp(0, 1).mul(255).round() / 255 for x in (a, b))
+    return metrics.psnr(qa, qb)
 
 
 def encode_image(model: Model, images: torch.Tensor) -> torch.Tensor:
