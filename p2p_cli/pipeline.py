@@ -100,6 +100,13 @@ def level_sides(model: Model, latent_hw: tuple[int, int]) -> dict[str, int]:
     return sides
 
 
+def default_blend_side(latent_hw: tuple[int, int]) -> int:
+    """Local blend's map side: latent side / 4 (16 for SD at 512 px), but at least 8 (or the latent side):
+    the mask is max-pooled 3x3, which would cover most of a smaller map."""
+    side = max(latent_hw)
+    return max(side // 4, min(8, side))
+
+
 def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:
     height, width = recipe.size or model.native_size
     multiple = model.vae_scale * 2 ** (len(model.unet.config.block_out_channels) - 1)
@@ -138,7 +145,7 @@ def run_edit(
     if recipe.blend_res is not None and recipe.blend_res not in cross_sides:
         raise RecipeError([f"blend_res: no cross-attention layer has side {recipe.blend_res};"
                            f" this model's sides at this size are {sorted(set(cross_sides))}"], source_name)
-    blend_res = recipe.blend_res or nearest_side(cross_sides, max(latent_hw) // 4)
+    blend_res = recipe.blend_res or nearest_side(cross_sides, default_blend_side(latent_hw))
     self_max_res = recipe.self_replace_max_res or max(latent_hw) // 4
     device, steps = model.device, recipe.steps
     dev_plan = plan.to(device)

@@ -222,15 +222,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=Config.batch)
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="continue from a checkpoint folder (its VAE is kept; no autoencoder phase)")
+    ap.add_argument("--lr", type=float, default=Config.lr)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
-    cfg = Config(batch=args.batch)
+    cfg = Config(batch=args.batch, lr=args.lr)
     rng = np.random.default_rng(args.seed)
     vae, unet, text_encoder = build(cfg, args.seed)
-    log(f"params: unet {count(unet):,} vae {count(vae):,} text {count(text_encoder):,}; {cfg}")
     t0 = time.time()
-    train_vae(vae, cfg, rng, args.vae_steps, args.vae_minutes)
+    if args.resume is not None:  # the checkpoint holds EMA weights; training goes on from them
+        vae = AutoencoderKL.from_pretrained(args.resume / "vae")
+        unet = UNet2DConditionModel.from_pretrained(args.resume / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(args.resume / "text_encoder")
+        log(f"resumed from {args.resume}")
+    log(f"params: unet {count(unet):,} vae {count(vae):,} text {count(text_encoder):,}; {cfg}")
+    if args.resume is None:
+        train_vae(vae, cfg, rng, args.vae_steps, args.vae_minutes)
     vae.requires_grad_(False)
     left = args.minutes - (time.time() - t0) / 60
     train_diffusion(vae, unet, text_encoder, cfg, rng, left, args.out, args.save_every)

@@ -1,0 +1,257 @@
+"""Measure on the shapes world what the paper claims: faithful generation, layout-keeping swaps, blend, refine.
+
+    python -m p2p_cli.shapes.evaluate [--n 100] [--steps 50] [--guidance 7.5] [--json results.json]
+
+Every case is a held-out prompt (its (shape, colour, position) never appears in training) with a fixed seed
+(the case number). Positions are read by the pixel oracle (oracle.py); a layout is "kept" when the edited
+object's centroid is within 3 px of the source object's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from p2p_cli.models import Model
+from p2p_cli.pipeline import generate, run_edit
+from p2p_cli.recipe import parse_recipe
+
+from .captions import caption
+from .oracle import Found, check, estimate_background, nearest, read
+from .world import (ANCHORS, BACKGROUNDS, COLOURS, POSITIONS, SHAPES, Obj, Scene, heldout_scenes, is_heldout,
+                    render)
+
+KEEP_PX = 3.0  # centroid distance (pixels) up to which the layout counts as kept
+BLEND_MAX_CHANGE = 0.03  # mean |change| (0-1 scale) outside the edited object allowed with local blend
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) floats in [0, 1] -> (N, H, W, 3) uint8."""
+    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def nearest_found(found: list[Found], xy: tuple[float, float]) -> Found | None:
+    """The found object whose centroid is closest to xy."""
+    if not found:
+        return None
+    return min(found, key=lambda f: (f.centroid[0] - xy[0]) ** 2 + (f.centroid[1] - xy[1]) ** 2)
+
+
+def anchor(o: Obj) -> tuple[float, float]:
+    row, col = divmod(POSITIONS.index(o.position), 3)
+    return float(ANCHORS[col]), float(ANCHORS[row])
+
+
+def other(values, *avoid: str) -> str:
+    """The first value (in a fixed order) not in avoid."""
+    return next(v for v in values if v not in avoid)
+
+
+@dataclass
+class SwapCase:
+    scene: Scene
+    k: int  # index of the object to edit
+    target: Scene
+    seed: int
+
+
+def swap_cases(n: int, attribute: str, seed: int = 0, two_objects: bool = False) -> list[SwapCase]:
+    """n held-out scenes, each with its first held-out object's colour or shape swapped for another."""
+    cases = []
+    for scene in heldout_scenes(20 * n, seed=seed):
+        if len(cases) == n:
+            break
+        if two_objects != (len(scene.objects) == 2):
+            continue
+        k = next(i for i, o in enumerate(scene.objects) if is_heldout(o))
+        o = scene.objects[k]
+        if attribute == "colour":
+            used = {x.colour for x in scene.objects}
+            if two_objects and len(used) < 2:
+                continue  # the blend words must name one object only
+            new = replace(o, colour=other(COLOURS, *used))
+        else:
+            new = replace(o, shape=other(SHAPES, o.shape))
+        objects = list(scene.objects)
+        objects[k] = new
+        cases.append(SwapCase(scene, k, Scene(objects, scene.background), seed=len(cases)))
+    return cases
+
+
+def edit_recipe(source: str, target: str, seed: int, steps: int, guidance: float, **edit) -> object:
+    return parse_recipe({"source": source, "seed": seed, "steps": steps, "guidance": guidance,
+                         "cross_replace": 0.8, "self_replace": 0.4,
+                         "edits": [{"target": target, "type": "replace", "baseline": True, **edit}]})
+
+
+def eval_plain(model: Model, n: int, steps: int, guidance: float, batch: int = 16) -> dict:
+    """Plain generation from held-out captions: how often the oracle reads colour, shape, position right."""
+    scenes = heldout_scenes(n, seed=1)
+    scores = []
+    for start in range(0, n, batch):
+        part = scenes[start : start + batch]
+        images = to_uint8(generate(model, [caption(s) for s in part], list(range(start, start + len(part))),
+                                   steps=steps, guidance=guidance))
+        scores += [check(s, img) for s, img in zip(part, images)]
+    return {k: float(np.mean([s[k] for s in scores])) for k in ("colour", "shape", "position", "size", "count",
+                                                                 "background")}
+
+
+def _swap_outcome(src_img, img, o: Obj, new: Obj, attribute: str) -> tuple[bool, bool]:
+    """(attribute now the target's, centroid kept within KEEP_PX) for the edited object."""
+    src_obj = nearest_found(read(src_img), anchor(o))
+    if src_obj is None:
+        return False, False
+    got = nearest_found(read(img), src_obj.centroid)
+    if got is None:
+        return False, False
+    value = got.colour_name if attribute == "colour" else got.shape
+    dist = float(np.hypot(got.centroid[0] - src_obj.centroid[0], got.centroid[1] - src_obj.centroid[1]))
+    return value == getattr(new, attribute), dist <= KEEP_PX
+
+
+def eval_swap(model: Model, attribute: str, n: int, steps: int, guidance: float) -> dict:
+    """Replace a colour or shape word (cross 0.8, self 0.4) vs the uncontrolled target from the same seed."""
+    rows = {"p2p": [], "baseline": []}
+    for case in swap_cases(n, attribute):
+        o, new = case.scene.objects[case.k], case.target.objects[case.k]
+        out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance))
+        imgs = to_uint8(out.images)  # source, edit-1, baseline-1
+        rows["p2p"].append(_swap_outcome(imgs[0], imgs[1], o, new, attribute))
+        rows["baseline"].append(_swap_outcome(imgs[0], imgs[2], o, new, attribute))
+    return {name: {"changed": float(np.mean([r[0] for r in rs])), "kept": float(np.mean([r[1] for r in rs])),
+                   "both": float(np.mean([r[0] and r[1] for r in rs])), "n": len(rs)} for name, rs in rows.items()}
+
+
+def _outside_change(src_img, img, o: Obj) -> float | None:
+    """Mean |img - src| (0-1) outside the edited object (its masks in both pictures, grown by 2 px)."""
+    src_obj = nearest_found(read(src_img), anchor(o))
+    if src_obj is None:
+        return None
+    region = src_obj.mask.copy()
+    got = nearest_found(read(img), src_obj.centroid)
+    if got is not None:
+        region |= got.mask
+    grown = torch.nn.functional.max_pool2d(torch.from_numpy(region)[None, None].float(), 5, 1, 2)[0, 0].bool()
+    outside = ~grown.numpy()
+    diff = np.abs(img.astype(np.float64) - src_img.astype(np.float64)).mean(-1) / 255.0
+    return float(diff[outside].mean())
+
+
+def eval_blend(model: Model, n: int, steps: int, guidance: float) -> dict:
+    """Two objects, one recoloured with local blend on its colour words: the rest should not change."""
+    rows = {"p2p+blend": [], "p2p": [], "colour_right": []}
+    for case in swap_cases(n, "colour", two_objects=True):
+        o, new = case.scene.objects[case.k], case.target.objects[case.k]
+        recipe = parse_recipe({
+            "source": caption(case.scene), "seed": case.seed, "steps": steps, "guidance": guidance,
+            "cross_replace": 0.8, "self_replace": 0.4,
+            "edits": [{"target": caption(case.target), "type": "replace",
+                       "local_blend": {"words": [o.colour, new.colour]}},
+                      {"target": caption(case.target), "type": "replace"}]})
+        imgs = to_uint8(run_edit(model, recipe).images)
+        blended, plain = _outside_change(imgs[0], imgs[1], o), _outside_change(imgs[0], imgs[2], o)
+        if blended is None:
+            continue
+        rows["p2p+blend"].append(blended)
+        rows["p2p"].append(plain)
+        rows["colour_right"].append(_swap_outcome(imgs[0], imgs[1], o, new, "colour")[0])
+    return {
+        "mean_change_outside_blend": float(np.mean(rows["p2p+blend"])),
+        "mean_change_outside_no_blend": float(np.mean(rows["p2p"])),
+        f"share_below_{BLEND_MAX_CHANGE}": float(np.mean(np.array(rows["p2p+blend"]) < BLEND_MAX_CHANGE)),
+        "colour_right": float(np.mean(rows["colour_right"])), "n": len(rows["p2p"]),
+    }
+
+
+def eval_refine(model: Model, n: int, steps: int, guidance: float) -> dict:
+    """Refine "a big red circle on the left" by adding " on a <colour> background": background changes,
+    object kept."""
+    rows = []
+    scenes = [s for s in heldout_scenes(4 * n, seed=2) if len(s.objects) == 1][:n]
+    for i, scene in enumerate(scenes):
+        source = caption(scene, background=False)
+        src_bg = None
+        wanted = list(BACKGROUNDS)[i % len(BACKGROUNDS)]
+        recipe = parse_recipe({"source": source, "seed": i, "steps": steps, "guidance": guidance,
+                               "cross_replace": 0.8, "self_replace": 0.4,
+                               "edits": [{"target": f"{source} on a {wanted} background", "type": "refine"}]})
+        imgs = to_uint8(run_edit(model, recipe).images)
+        src_bg = nearest(estimate_background(imgs[0]), BACKGROUNDS)
+        o = scene.objects[0]
+        src_obj = nearest_found(read(imgs[0]), anchor(o))
+        got = nearest_found(read(imgs[1]), src_obj.centroid) if src_obj is not None else None
+        kept = got is not None and src_obj is not None and got.shape == src_obj.shape \
+            and got.colour_name == src_obj.colour_name \
+            and np.hypot(got.centroid[0] - src_obj.centroid[0], got.centroid[1] - src_obj.centroid[1]) <= KEEP_PX
+        rows.append((nearest(estimate_background(imgs[1]), BACKGROUNDS) == wanted, kept, src_bg != wanted))
+    changed = [r for r in rows if r[2]]
+    return {"background_right": float(np.mean([r[0] for r in rows])),
+            "object_kept": float(np.mean([r[1] for r in rows])),
+            "both_where_source_differed": float(np.mean([r[0] and r[1] for r in changed])) if changed else None,
+            "n": len(rows), "n_source_background_differed": len(changed)}
+
+
+def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "null-text") -> dict:
+    """Pictures drawn by the world generator (not by the model): invert, then swap the colour word."""
+    from p2p_cli.invert import invert, psnr
+
+    rows, psnrs, ceilings, seconds = [], [], [], []
+    for case in swap_cases(n, "colour", seed=3):
+        picture = render(case.scene)  # (64, 64, 3) uint8
+        image = torch.from_numpy(picture).permute(2, 0, 1).float() / 255
+        inv = invert(model, image, caption(case.scene), method=method, steps=steps, guidance=guidance)
+        recipe = edit_recipe(caption(case.scene), caption(case.target), 0, steps, guidance)
+        out = run_edit(model, recipe, latent=inv.latent, uncond_per_step=inv.uncond)
+        imgs = to_uint8(out.images)
+        o, new = case.scene.objects[case.k], case.target.objects[case.k]
+        rows.append(_swap_outcome(picture, imgs[1], o, new, "colour"))
+        psnrs.append(psnr(out.images[0], image))
+        ceilings.append(inv.vae_psnr)
+        seconds.append(inv.seconds)
+    return {"method": method, "changed": float(np.mean([r[0] for r in rows])),
+            "kept": float(np.mean([r[1] for r in rows])), "both": float(np.mean([r[0] and r[1] for r in rows])),
+            "reconstruction_psnr": float(np.mean(psnrs)), "vae_ceiling_psnr": float(np.mean(ceilings)),
+            "seconds_per_inversion": float(np.median(seconds)), "n": len(rows)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Evaluate the bundled shapes model with the pixel oracle.")
+    ap.add_argument("--n", type=int, default=100, help="cases per measurement")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--n-real", type=int, default=30, help="cases for the real-picture (inversion) measurement")
+    ap.add_argument("--only", default="plain,colour,shape,blend,refine,real")
+    args = ap.parse_args(argv)
+    from p2p_cli.models import load_model
+
+    model = load_model(None, device="cpu", dtype="fp32")
+    results, t0 = {"n": args.n, "steps": args.steps, "guidance": args.guidance}, time.time()
+    evals = {"plain": lambda: eval_plain(model, args.n, args.steps, args.guidance),
+             "colour": lambda: eval_swap(model, "colour", args.n, args.steps, args.guidance),
+             "shape": lambda: eval_swap(model, "shape", args.n, args.steps, args.guidance),
+             "blend": lambda: eval_blend(model, args.n, args.steps, args.guidance),
+             "refine": lambda: eval_refine(model, args.n, args.steps, args.guidance),
+             "real": lambda: {m: eval_real(model, args.n_real, args.steps, args.guidance, m)
+                              for m in ("null-text", "negative-prompt", "ddim")}}
+    for name in args.only.split(","):
+        tic = time.time()
+        results[name] = evals[name]()
+        print(f"{name} ({time.time() - tic:.0f} s): {json.dumps(results[name])}", file=sys.stderr, flush=True)
+    results["seconds"] = round(time.time() - t0, 1)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
