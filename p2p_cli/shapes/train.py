@@ -55,6 +55,7 @@ class Config:
     ema: float = 0.999
     min_snr: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023), speeds up convergence
     caption_dropout: float = 0.1  # empty prompt, so classifier-free guidance works
+    attn_loss: float = 0.05  # weight of the word-localisation loss on the cross-attention maps (see AttentionRecorder)
 
 
 def build(cfg: Config, seed: int) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
@@ -92,11 +93,86 @@ BACKGROUND_DROPOUT = 0.2  # fraction of captions without "on a <colour> backgrou
 
 def batch_of(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
     """n random training pictures as (n, 3, 64, 64) floats in [-1, 1], and their captions."""
+    x, captions, _, _ = scenes_batch(rng, n)
+    return x, captions
+
+
+def scenes_batch(rng: np.random.Generator, n: int):
+    """Pictures (n, 3, 64, 64) in [-1, 1], captions, scenes, and whether each caption names the background."""
     scenes = [sample_scene(rng) for _ in range(n)]
     x = np.stack([render(s) for s in scenes])  # (n, 64, 64, 3) uint8
     x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
     # the background phrase is left out of some captions, so that refining a prompt by adding it is meaningful
-    return x, [caption(s, background=rng.random() >= BACKGROUND_DROPOUT) for s in scenes]
+    with_bg = [rng.random() >= BACKGROUND_DROPOUT for _ in scenes]
+    return x, [caption(s, background=b) for s, b in zip(scenes, with_bg)], scenes, with_bg
+
+
+class AttentionRecorder:
+    """Explicit cross-attention for training that keeps each layer's head-averaged maps (with gradients).
+
+    Prompt-to-Prompt needs a word's cross-attention map to sit where the word is painted, as it does in
+    Stable Diffusion. A model this small, trained briefly, spreads every token's attention almost evenly and
+    reads the text through the averaged values; a small auxiliary loss (localisation_loss) asks each object
+    word's map (size, colour, shape) and the background words' to put its mass on their region.
+    """
+
+    def __init__(self):
+        self.maps: list[torch.Tensor] = []  # (B, Q, 77) per recorded layer, this forward pass
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        b, q_len, _ = hidden_states.shape
+        q = attn.to_q(hidden_states).view(b, q_len, attn.heads, -1).transpose(1, 2)  # (B, h, Q, d)
+        k = attn.to_k(encoder_hidden_states).view(b, -1, attn.heads, q.shape[-1]).transpose(1, 2)
+        v = attn.to_v(encoder_hidden_states).view(b, -1, attn.heads, q.shape[-1]).transpose(1, 2)
+        probs = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)  # (B, h, Q, 77)
+        if q_len >= 64:  # the 16x16 and 8x8 layers
+            self.maps.append(probs.mean(1))
+        out = (probs @ v).transpose(1, 2).reshape(b, q_len, -1)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def attention_targets(scenes, with_bg, kept) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per caption token, the 16x16 fraction map of its region: (B, 77, 256), and which tokens have one (B, 77).
+
+    Caption words are single CLIP tokens (checked in train_diffusion), so word i is token i + 1.
+    """
+    from .captions import describe
+    from .world import SIZES, shape_mask
+
+    targets = torch.zeros(len(scenes), 77, 16, 16)
+    for b, (scene, bg, keep) in enumerate(zip(scenes, with_bg, kept)):
+        if not keep:
+            continue
+        word, anywhere = 0, np.zeros((64, 64), bool)
+        for o in scene.objects:
+            cx, cy = o.centre()
+            mask = torch.from_numpy(shape_mask(o.shape, cx, cy, SIZES[o.size])).float()
+            anywhere |= mask.numpy() > 0
+            small = F.avg_pool2d(mask[None, None], 4)[0, 0]  # (16, 16)
+            for offset in (1, 2, 3):  # size, colour, shape words of "a big red circle ..."
+                targets[b, word + offset + 1] = small
+            word += len(describe(o).split()) + 1  # the phrase and "and"
+        if bg:  # "... on a gray background": the colour word and "background"
+            rest = F.avg_pool2d(torch.from_numpy(~anywhere).float()[None, None], 4)[0, 0]
+            word -= 1
+            targets[b, word + 2 + 1] = rest
+            targets[b, word + 3 + 1] = rest
+    select = targets.flatten(2).sum(-1) > 0  # (B, 77)
+    return targets.flatten(2), select
+
+
+def localisation_loss(maps: list[torch.Tensor], targets: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Mean over recorded layers and selected tokens of -log(share of the token's attention in its region)."""
+    if not select.any():
+        return torch.zeros(())
+    losses = []
+    for m in maps:  # (B, Q, 77)
+        side = int(round(m.shape[1] ** 0.5))
+        region = F.adaptive_avg_pool2d(targets.view(-1, 1, 16, 16), side).view(targets.shape[0], 77, -1)
+        a = m.transpose(1, 2)  # (B, 77, Q)
+        share = (a * region).sum(-1) / a.sum(-1).clamp_min(1e-8)  # (B, 77)
+        losses.append(-(torch.log(share + 1e-4) * select).sum() / select.sum())
+    return torch.stack(losses).mean()
 
 
 def train_vae(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, steps: int, minutes: float) -> None:
@@ -170,7 +246,12 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     unet.train(), text_encoder.train()
-    t0, last_save, step, avg = time.time(), time.time(), 0, None
+    t0, last_save, step, avg, avg_aux = time.time(), time.time(), 0, None, None
+    words = {w for s in (sample_scene(np.random.default_rng(i)) for i in range(200)) for w in caption(s).split()}
+    assert all(len(tokenizer(w, add_special_tokens=False).input_ids) == 1 for w in words), "multi-token word"
+    recorder = AttentionRecorder()
+    unet.set_attn_processor({n: recorder if n.endswith("attn2.processor") else p
+                             for n, p in unet.attn_processors.items()})
     while True:
         done = time.time() - t0 >= minutes * 60
         if done or time.time() - last_save >= save_every * 60:
@@ -179,8 +260,11 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
             log(f"saved step {step} to {out}")
             if done:
                 return
-        x, caps = batch_of(rng, cfg.batch)
-        caps = ["" if rng.random() < cfg.caption_dropout else c for c in caps]
+        x, caps, scenes, with_bg = scenes_batch(rng, cfg.batch)
+        kept = [rng.random() >= cfg.caption_dropout for _ in caps]
+        caps = [c if k else "" for c, k in zip(caps, kept)]
+        targets, select = attention_targets(scenes, with_bg, kept)
+        recorder.maps.clear()
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor  # (B, 4, 16, 16)
         noise = torch.randn_like(z)
@@ -189,7 +273,9 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         cond = text_encoder(tokens(caps))[0]  # (B, 77, hidden), no attention mask, as the pipeline
         pred = unet(noisy, t, cond).sample
-        loss = (((pred - noise) ** 2).mean((1, 2, 3)) * weight[t]).mean()
+        diffusion = (((pred - noise) ** 2).mean((1, 2, 3)) * weight[t]).mean()
+        aux = localisation_loss(recorder.maps, targets, select)
+        loss = diffusion + cfg.attn_loss * aux
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
         opt.zero_grad(set_to_none=True)
@@ -202,10 +288,12 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
             for ema, net in ((ema_unet, unet), (ema_text, text_encoder)):
                 for pe, p in zip(ema.parameters(), net.parameters()):
                     pe.lerp_(p, 1 - decay)
-        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        avg = diffusion.item() if avg is None else 0.98 * avg + 0.02 * diffusion.item()
+        avg_aux = aux.item() if avg_aux is None else 0.98 * avg_aux + 0.02 * aux.item()
         if step % 20 == 0:
             el = time.time() - t0
-            log(f"step {step} loss {avg:.4f} {step * cfg.batch / el:.1f} img/s {el / 60:.1f} min")
+            log(f"step {step} loss {avg:.4f} localisation {avg_aux:.3f} {step * cfg.batch / el:.1f} img/s"
+                f" {el / 60:.1f} min")
 
 
 def count(net) -> int:
