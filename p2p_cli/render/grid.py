@@ -26,20 +26,32 @@ class Tile:
     image: torch.Tensor  # (3, H, W) in [0, 1]
     title: str  # e.g. "edit-1 · replace"
     caption: str  # the prompt
-    marked: set[str] = field(default_factory=set)  # lower-cased words of the caption to mark
+    marked: set[int] = field(default_factory=set)  # indices of the caption's words to mark
     row: int = 0
     col: int = 0
 
 
-def changed_words(source: str, prompt: str) -> set[str]:
-    """Words of `prompt` that are not in `source` at the same place (inserted or swapped), lower-cased."""
+def changed_positions(source: str, prompt: str) -> set[int]:
+    """Indices of the words of `prompt` that are not in `source` at the same place (inserted or swapped)."""
     src = [w.lower() for w in _WORD.findall(source)]
     tgt = [w.lower() for w in _WORD.findall(prompt)]
     changed = set()
     for op, _, _, j1, j2 in difflib.SequenceMatcher(a=src, b=tgt, autojunk=False).get_opcodes():
         if op != "equal":
-            changed.update(tgt[j1:j2])
+            changed.update(range(j1, j2))
     return changed
+
+
+def changed_words(source: str, prompt: str) -> set[str]:
+    """Words of `prompt` that are not in `source` at the same place (inserted or swapped), lower-cased."""
+    words = [w.lower() for w in _WORD.findall(prompt)]
+    return {words[i] for i in changed_positions(source, prompt)}
+
+
+def word_positions(prompt: str, words) -> set[int]:
+    """Indices of the prompt's words that are among `words` (case-insensitive)."""
+    wanted = {w.lower() for w in words}
+    return {i for i, w in enumerate(_WORD.findall(prompt)) if w.lower() in wanted}
 
 
 def edit_tiles(
@@ -54,11 +66,11 @@ def edit_tiles(
     for image, prompt, role in zip(images, prompts, roles):
         kind, _, number = role.partition("-")
         k = int(number) if number.isdigit() else 0
-        marked = changed_words(source, prompt) if kind != "source" else set()
+        marked = changed_positions(source, prompt) if kind != "source" else set()
         title = role
         if kind == "edit":
             factors = reweights.get(k) or {}
-            marked |= {w.lower() for w in factors}
+            marked |= word_positions(prompt, factors)
             notes = [kinds.get(k, "")] + [f"{w} x{f:g}" for w, f in factors.items()]
             title = " · ".join([role] + [n for n in notes if n])
         elif kind == "baseline":
@@ -99,9 +111,14 @@ def make_grid(tiles: list[Tile], font_size: int | None = None) -> Image.Image:
     return grid
 
 
-def _spans(caption: str, marked: set[str]) -> list[tuple[str, bool]]:
-    """Split a caption at spaces; a piece is marked when one of its words is."""
-    return [(piece, any(w.lower() in marked for w in _WORD.findall(piece))) for piece in caption.split()]
+def _spans(caption: str, marked: set[int]) -> list[tuple[str, bool]]:
+    """Split a caption at spaces; a piece is marked when one of its words (by index in the caption) is."""
+    spans, index = [], 0
+    for piece in caption.split():
+        n = len(_WORD.findall(piece))
+        spans.append((piece, any(i in marked for i in range(index, index + n))))
+        index += n
+    return spans
 
 
 def _wrap(spans: list[tuple[str, bool]], font, width: int) -> list[list[tuple[str, bool]]]:

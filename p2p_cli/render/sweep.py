@@ -7,7 +7,7 @@ import math
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from p2p_cli.render.grid import BACKGROUND, MARK, PAD, TEXT, TITLE, _fit, _spans, _wrap, changed_words
+from p2p_cli.render.grid import BACKGROUND, MARK, PAD, TEXT, TITLE, _fit, _spans, _wrap, changed_positions
 from p2p_cli.render.images import to_pil
 from p2p_cli.sweep import Sweep, SweepResult, fmt
 
@@ -62,7 +62,7 @@ def sweep_grid(sweep: Sweep, result: SweepResult, rows: list[dict], baselines: d
     for k, self_tau in sweep.columns:
         edit = recipe.edits[k - 1]
         title = " · ".join([f"edit-{k}", edit.type or ""] + ([f"self {fmt(self_tau)}"] if both else []))
-        words = _wrap(_spans(edit.target, changed_words(recipe.source, edit.target)), font, width)[:3]
+        words = _wrap(_spans(edit.target, changed_positions(recipe.source, edit.target)), font, width)[:3]
         captions.append((title, words))
     n_lines = max(len(metric_lines(r)) for r in [*rows, *baselines.values()])
     head_h = PAD + line * (1 + max(len(w) for _, w in captions))

@@ -35,9 +35,18 @@ def test_grid_layout_baselines_under_their_edits():
     roles = ["source", "edit-1", "edit-2", "baseline-2"]
     tiles = edit_tiles(torch.rand(4, 3, 32, 48), prompts, roles, {1: "reweight", 2: "replace"}, {1: {"smiling": 5}})
     assert [(t.row, t.col) for t in tiles] == [(0, 0), (0, 1), (0, 2), (1, 2)]
-    assert tiles[1].marked == {"smiling"} and tiles[1].title == "edit-1 · reweight · smiling x5"
-    assert tiles[2].marked == {"sad"} and tiles[3].marked == {"sad"}
+    assert tiles[1].marked == {1} and tiles[1].title == "edit-1 · reweight · smiling x5"  # word 1: "smiling"
+    assert tiles[2].marked == {1} and tiles[3].marked == {1}  # "sad"
     grid = make_grid(tiles)
     assert grid.width == 3 * (48 + PAD) + PAD
     assert grid.height > 2 * (32 + PAD)
     assert grid.getpixel((PAD + 2 * (48 + PAD), 0)) == (255, 255, 255)  # background between images
+
+
+def test_only_the_added_occurrence_of_a_repeated_word_is_marked():
+    from p2p_cli.render.grid import _spans, changed_positions
+
+    src, tgt = "a small yellow triangle at the top", "a small yellow triangle at the top on a black background"
+    spans = _spans(tgt, changed_positions(src, tgt))
+    assert [w for w, m in spans if m] == ["on", "a", "black", "background"]
+    assert spans[0] == ("a", False)
