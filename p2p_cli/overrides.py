@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from p2p_cli.recipe import Recipe, RecipeError, parse_recipe
+from p2p_cli.recipe import Recipe, RecipeError, default_name, parse_recipe, read_document
 
 UNSET = object()  # `--set key=` removes the key, so the field takes its default
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -85,17 +84,8 @@ def _show(path: list[str | int]) -> str:
 def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str | None = None) -> Recipe:
     """Like recipe.load_recipe, with `overrides` applied to the document first; "-" reads standard input."""
     source = str(path)
-    if source == "-":
-        text = stdin_text if stdin_text is not None else sys.stdin.read()
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise RecipeError([f"cannot read the file: {err.strerror or err}"], source) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RecipeError([f"not valid YAML: {err}"], source) from None
+    text = (stdin_text if stdin_text is not None else sys.stdin.read()) if source == "-" else None
+    data = read_document(path, text)
     if overrides:
         if data is None:
             data = {}
@@ -105,5 +95,4 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
             data = apply_overrides(data, overrides)
         except ValueError as err:
             raise RecipeError([str(err)], source) from None
-    stem = "recipe" if source == "-" else Path(source).stem
-    return parse_recipe(data, source, default_name=stem)
+    return parse_recipe(data, source, default_name=default_name(path))

@@ -263,17 +263,24 @@ def parse_recipe(data: Any, source: str = "recipe", default_name: str | None = N
         raise RecipeError(_problems(err), source) from None
 
 
-def load_recipe(path: str | Path, text: str | None = None) -> Recipe:
-    """Read and validate a recipe file ("-" with `text` for standard input)."""
-    source = str(path)
+def read_document(path: str | Path, text: str | None = None) -> Any:
+    """The decoded YAML of a recipe file (or of `text`); RecipeError when it cannot be read or parsed."""
     if text is None:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as err:
-            raise RecipeError([f"cannot read the file: {err.strerror or err}"], source) from None
+            raise RecipeError([f"cannot read the file: {err.strerror or err}"], str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise RecipeError([f"not valid YAML: {err}"], source) from None
-    stem = "recipe" if source == "-" else Path(source).stem
-    return parse_recipe(data, source, default_name=stem)
+        raise RecipeError([f"not valid YAML: {err}"], str(path)) from None
+
+
+def default_name(path: str | Path) -> str:
+    """A recipe's name when it sets none: the file's stem ("recipe" for standard input)."""
+    return "recipe" if str(path) == "-" else Path(path).stem
+
+
+def load_recipe(path: str | Path, text: str | None = None) -> Recipe:
+    """Read and validate a recipe file ("-" with `text` for standard input)."""
+    return parse_recipe(read_document(path, text), str(path), default_name=default_name(path))
