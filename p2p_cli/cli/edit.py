@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from p2p_cli.cli import options as o
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
-from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
+from p2p_cli.outputs import DTYPE_NAMES, atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -254,7 +254,7 @@ def _model_key(spec: str | None) -> str:
 
 
 def _dtype_name(dtype) -> str:
-    return {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}[str(dtype)]
+    return DTYPE_NAMES[str(dtype)]
 
 
 def _real_image(recipe: Recipe, path: str) -> Path | None:
