@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.edit import Job, _check_name, _model_key, _progress_bar, read_jobs, run_jobs
+from p2p_cli.cli.common import check_name, model_key, progress_bar
+from p2p_cli.cli.edit import Job, read_jobs, run_jobs
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.models import pick_device, pick_dtype
 from p2p_cli.outputs import check_free
@@ -109,7 +110,7 @@ def attn_viz(
                 check_free(job.folder, overwrite)
             except FileExistsError as err:
                 job.done, job.code = True, report(err, debug=debug)
-        bar = None if quiet or not console.is_terminal else _progress_bar(console)
+        bar = None if quiet or not console.is_terminal else progress_bar(console)
         run_jobs(jobs, dev, dt, overrides=overrides, baseline=False, overwrite=overwrite, json_=json_,
                  attention="fused", allow_pickle=allow_pickle, log=log, bar=bar, debug=debug, viz=spec)
     codes = {job.code for job in jobs}
@@ -134,8 +135,8 @@ def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, m
         if isinstance(err, RecipeError):
             raise
         raise RecipeError([str(err)], where) from None
-    _check_name(recipe, where)
-    return Job(where, recipe, Path(out) / recipe.name, _model_key(model if model is not None else recipe.model),
+    check_name(recipe, where)
+    return Job(where, recipe, Path(out) / recipe.name, model_key(model if model is not None else recipe.model),
                source_only=True)
 
 

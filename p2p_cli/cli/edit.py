@@ -9,12 +9,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from p2p_cli.cli import options as o
+from p2p_cli.cli.common import check_name, dtype_name, model_key, progress_bar
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
-from p2p_cli.outputs import DTYPE_NAMES, atomic_folder, check_free, run_record, write_json
+from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -68,7 +68,7 @@ def edit(
                     check_free(job.folder, overwrite)
                 except FileExistsError as err:
                     job.done, job.code = True, report(err, debug=debug)
-        bar = None if quiet or not console.is_terminal else _progress_bar(console)
+        bar = None if quiet or not console.is_terminal else progress_bar(console)
         run_jobs(jobs, dev, dt, overrides=overrides, baseline=baseline, overwrite=overwrite, json_=json_,
                  attention=attention.value, allow_pickle=allow_pickle, log=log, bar=bar, debug=debug,
                  viz=_default_viz() if save_attention else None)
@@ -84,13 +84,13 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
     for path in paths:
         try:
             recipe = read_recipe(path, overrides)
-            _check_name(recipe, path)
+            check_name(recipe, path)
             image = _real_image(recipe, path)
         except RecipeError as err:
             invalid.append(err)
             continue
         spec = model if model is not None else recipe.model
-        jobs.append(Job(path, recipe, Path(out) / recipe.name, _model_key(spec), image=image))
+        jobs.append(Job(path, recipe, Path(out) / recipe.name, model_key(spec), image=image))
     if invalid:
         for err in invalid:
             report(err)
@@ -117,10 +117,10 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) ->
             continue
         start = time.perf_counter()
         if job.spec not in models:
-            log(f"loading model {job.spec} ({device}, {_dtype_name(dtype)})")
+            log(f"loading model {job.spec} ({device}, {dtype_name(dtype)})")
             try:
                 models[job.spec] = load_model(job.spec, device.type if device.index is None else str(device),
-                                              _dtype_name(dtype), allow_pickle=how["allow_pickle"])
+                                              dtype_name(dtype), allow_pickle=how["allow_pickle"])
             except Exception as err:  # every job of this model fails the same way
                 code = report(err, debug=debug)
                 for other in jobs:
@@ -240,23 +240,6 @@ def _default_viz():
     return VizSpec()
 
 
-def _progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
-
-
-def _model_key(spec: str | None) -> str:
-    """One name per model: "shapes" for the bundled one, a resolved path for local folders, else the hub id."""
-    if spec is None or spec == "shapes":
-        return "shapes"
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
-
-
-def _dtype_name(dtype) -> str:
-    return DTYPE_NAMES[str(dtype)]
-
-
 def _real_image(recipe: Recipe, path: str) -> Path | None:
     """The recipe's picture (image:), checked now so that a bad one fails before any model loads."""
     if recipe.image is None:
@@ -264,10 +247,3 @@ def _real_image(recipe: Recipe, path: str) -> Path | None:
     from p2p_cli.cli.invert import resolve_image
 
     return resolve_image(recipe, path)
-
-
-def _check_name(recipe: Recipe, path: str) -> None:
-    """The name becomes a folder: no separators, no leading dot."""
-    name = recipe.name or ""
-    if not name or "/" in name or "\\" in name or name.startswith(".") or name != name.strip():
-        raise RecipeError([f"name: {name!r} cannot be a folder name (use letters, digits, - and _)"], path)

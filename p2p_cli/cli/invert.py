@@ -147,7 +147,7 @@ def invert(
     debug: o.Debug = False,
 ) -> None:
     """Invert a picture (cached for later edits) and write OUT/<name>/: input.png, source.png, inversion.safetensors."""
-    from p2p_cli.cli.edit import _dtype_name, _model_key, _progress_bar
+    from p2p_cli.cli.common import dtype_name, model_key, progress_bar
 
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
@@ -169,14 +169,14 @@ def invert(
         check_free(folder, overwrite)
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
-        spec = _model_key(model)
-        log(f"loading model {spec} ({dev}, {_dtype_name(dt)})")
-        net = load_model(spec, dev.type if dev.index is None else str(dev), _dtype_name(dt), allow_pickle=allow_pickle)
+        spec = model_key(model)
+        log(f"loading model {spec} ({dev}, {dtype_name(dt)})")
+        net = load_model(spec, dev.type if dev.index is None else str(dev), dtype_name(dt), allow_pickle=allow_pickle)
         n_tokens = len(net.tokenizer(prompt).input_ids)
         if n_tokens > net.tokenizer.model_max_length:
             most = net.tokenizer.model_max_length
             raise UsageError(f"--prompt has {n_tokens} tokens; the model reads at most {most}")
-        bar = None if quiet or not console.is_terminal else _progress_bar(console)
+        bar = None if quiet or not console.is_terminal else progress_bar(console)
         real = invert_source(net, image, prompt, size=None, crop=box, method=method.value, steps=steps,
                              guidance=guidance, negative_prompt=negative_prompt, label=name, log=log, bar=bar)
         from p2p_cli.invert import reconstruct

@@ -49,7 +49,9 @@ Sets = Annotated[
     ),
 ]
 Baseline = Annotated[bool, typer.Option("--baseline", help="Also render every target prompt with no control.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing output folders (once the new one is complete).")]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing output folders (once the new one is complete).")
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per finished recipe and nothing else.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no log lines.")]
 AttentionOpt = Annotated[Attention, typer.Option("--attention", help="Attention kernels: fused (SDPA) or explicit.")]

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.edit import _check_name, _model_key, _progress_bar
+from p2p_cli.cli.common import check_name, model_key, progress_bar
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.metrics import CLIP_DEFAULT
 from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
@@ -83,7 +83,7 @@ def sweep(
         except ValueError as err:
             raise UsageError(str(err)) from None
         parsed = read_recipe(recipe, overrides)
-        _check_name(parsed, recipe)
+        check_name(parsed, recipe)
         if getattr(parsed, "image", None) is not None:
             raise UsageError(f"{recipe}: p2p sweep does not edit real pictures (image:) yet; sweep a generated source")
         try:
@@ -92,10 +92,10 @@ def sweep(
             raise UsageError(str(err)) from None
         folder = Path(out) / parsed.name / "sweep"
         check_free(folder, overwrite)  # before any model loads
-        run(plan, folder, recipe_file=recipe, overrides=overrides, spec=_model_key(model or parsed.model),
+        run(plan, folder, recipe_file=recipe, overrides=overrides, spec=model_key(model or parsed.model),
             device=device.value, dtype=dtype.value, batch_size=batch_size, clip=clip, rule=rule if pick_ else None,
             overwrite=overwrite, json_=json_, attention=attention.value, allow_pickle=allow_pickle, log=log,
-            bar=None if quiet or not console.is_terminal else _progress_bar(console))
+            bar=None if quiet or not console.is_terminal else progress_bar(console))
     raise typer.Exit(EXIT_OK)
 
 
