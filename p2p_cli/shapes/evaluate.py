@@ -4,7 +4,7 @@
 
 Every case is a held-out prompt (its (shape, colour, position) never appears in training) with a fixed seed
 (the case number). Positions are read by the pixel oracle (oracle.py); a layout is "kept" when the edited
-object's centroid is within 3 px of the source object's.
+object's centroid (its bounding-box centre, for shape swaps) is within 3 px of the source object's.
 """
 
 from __future__ import annotations
@@ -103,8 +103,19 @@ def eval_plain(model: Model, n: int, steps: int, guidance: float, batch: int = 1
                                                                  "background")}
 
 
+def box_centre(f: Found) -> tuple[float, float]:
+    """The centre of the object's bounding box: where the world places a shape, whatever the shape."""
+    x0, y0, x1, y1 = f.bbox
+    return (x0 + x1) / 2, (y0 + y1) / 2
+
+
 def _swap_outcome(src_img, img, o: Obj, new: Obj, attribute: str) -> tuple[bool, bool]:
-    """(attribute now the target's, centroid kept within KEEP_PX) for the edited object."""
+    """(attribute now the target's, place kept within KEEP_PX) for the edited object.
+
+    The place is the centroid for a colour swap. For a shape swap it is the bounding-box centre: a triangle's
+    centroid lies a third of its half-height below its box centre (4 px for a big one), so a swap between a
+    triangle and a circle drawn in exactly the same place would move the centroid by more than KEEP_PX.
+    """
     src_obj = nearest_found(read(src_img), anchor(o))
     if src_obj is None:
         return False, False
@@ -112,8 +123,9 @@ def _swap_outcome(src_img, img, o: Obj, new: Obj, attribute: str) -> tuple[bool,
     if got is None:
         return False, False
     value = got.colour_name if attribute == "colour" else got.shape
-    dist = float(np.hypot(got.centroid[0] - src_obj.centroid[0], got.centroid[1] - src_obj.centroid[1]))
-    return value == getattr(new, attribute), dist <= KEEP_PX
+    place = (lambda f: f.centroid) if attribute == "colour" else box_centre
+    (x0, y0), (x1, y1) = place(src_obj), place(got)
+    return value == getattr(new, attribute), float(np.hypot(x1 - x0, y1 - y0)) <= KEEP_PX
 
 
 def eval_swap(model: Model, attribute: str, n: int, steps: int, guidance: float) -> dict:
