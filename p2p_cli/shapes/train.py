@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import copy
-import math
 import shutil
 import sys
 import time
@@ -56,6 +55,7 @@ class Config:
     min_snr: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023), speeds up convergence
     caption_dropout: float = 0.1  # empty prompt, so classifier-free guidance works
     attn_loss: float = 0.05  # weight of the word-localisation loss on the cross-attention maps (see AttentionRecorder)
+    pad_shuffle: bool = True  # give each caption another caption's end-of-text/padding embeddings (see shuffle_padding)
 
 
 def build(cfg: Config, seed: int) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
@@ -131,6 +131,32 @@ class AttentionRecorder:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+POSITION_WORDS = frozenset({"top", "bottom", "left", "right", "center"})
+
+
+def shuffle_padding(cond: torch.Tensor, ids: torch.Tensor, kept: list[bool], eos: int) -> torch.Tensor:
+    """cond (B, 77, D) with every captioned row's end-of-text and padding embeddings taken from another row.
+
+    CLIP's text encoder is causal, so the end-of-text token and the padding after it see the whole caption.
+    A text encoder trained jointly with the UNet (unlike Stable Diffusion's frozen CLIP) learns to carry the
+    whole scene in those tokens, and the UNet then reads colour and position from them rather than from the
+    words. Prompt-to-Prompt cannot work on such a model: swapping "red" for "green" changes every padding
+    value, and with them the object's place, whatever maps are injected. Padding that describes another
+    picture carries nothing the UNet can use, so it learns to read each object from its own words, as Stable
+    Diffusion does. Uncaptioned rows (caption dropout) keep their own padding: it is the unconditional prompt.
+    """
+    rows = [i for i, k in enumerate(kept) if k]
+    if len(rows) < 2:
+        return cond
+    donors = rows[1:] + rows[:1]  # a derangement of the captioned rows
+    first_eos = (ids == eos).int().argmax(1)  # (B,) position of each caption's end-of-text token
+    out = cond.clone()
+    for i, j in zip(rows, donors):
+        e = int(first_eos[i])
+        out[i, e:] = cond[j, e:]
+    return out
+
+
 def attention_targets(scenes, with_bg, kept) -> tuple[torch.Tensor, torch.Tensor]:
     """Per caption token, the 16x16 fraction map of its region: (B, 77, 256), and which tokens have one (B, 77).
 
@@ -149,9 +175,11 @@ def attention_targets(scenes, with_bg, kept) -> tuple[torch.Tensor, torch.Tensor
             mask = torch.from_numpy(shape_mask(o.shape, cx, cy, SIZES[o.size])).float()
             anywhere |= mask.numpy() > 0
             small = F.avg_pool2d(mask[None, None], 4)[0, 0]  # (16, 16)
-            for offset in (1, 2, 3):  # size, colour, shape words of "a big red circle ..."
-                targets[b, word + offset + 1] = small
-            word += len(describe(o).split()) + 1  # the phrase and "and"
+            phrase = describe(o).split()  # "a big red circle in the top left"
+            for offset, w in enumerate(phrase):  # size, colour, shape and the position's own words
+                if offset in (1, 2, 3) or w in POSITION_WORDS:
+                    targets[b, word + offset + 1] = small
+            word += len(phrase) + 1  # the phrase and "and"
         if bg:  # "... on a gray background": the colour word and "background"
             rest = F.avg_pool2d(torch.from_numpy(~anywhere).float()[None, None], 4)[0, 0]
             word -= 1
@@ -271,7 +299,10 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         t = torch.randint(0, 1000, (z.shape[0],))
         a = abar[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
-        cond = text_encoder(tokens(caps))[0]  # (B, 77, hidden), no attention mask, as the pipeline
+        ids = tokens(caps)
+        cond = text_encoder(ids)[0]  # (B, 77, hidden), no attention mask, as the pipeline
+        if cfg.pad_shuffle:
+            cond = shuffle_padding(cond, ids, kept, tokenizer.eos_token_id)
         pred = unet(noisy, t, cond).sample
         diffusion = (((pred - noise) ** 2).mean((1, 2, 3)) * weight[t]).mean()
         aux = localisation_loss(recorder.maps, targets, select)
@@ -313,10 +344,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", type=Path, default=None,
                     help="continue from a checkpoint folder (its VAE is kept; no autoencoder phase)")
     ap.add_argument("--lr", type=float, default=Config.lr)
+    ap.add_argument("--no-pad-shuffle", action="store_true", help="let the UNet read the padding embeddings")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
-    cfg = Config(batch=args.batch, lr=args.lr)
+    cfg = Config(batch=args.batch, lr=args.lr, pad_shuffle=not args.no_pad_shuffle)
     rng = np.random.default_rng(args.seed)
     vae, unet, text_encoder = build(cfg, args.seed)
     t0 = time.time()
