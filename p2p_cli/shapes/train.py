@@ -134,8 +134,36 @@ class AttentionRecorder:
 POSITION_WORDS = frozenset({"top", "bottom", "left", "right", "center"})
 
 
-def shuffle_padding(cond: torch.Tensor, ids: torch.Tensor, kept: list[bool], eos: int) -> torch.Tensor:
-    """cond (B, 77, D) with every captioned row's end-of-text and padding embeddings taken from another row.
+def donor_captions(rng: np.random.Generator, ids: torch.Tensor, kept: list[bool], tokens, eos: int,
+                   tries: int = 200) -> tuple[list[int], list[str]]:
+    """For each captioned row, a caption of another random scene with exactly as many tokens (rows, captions).
+
+    Rows whose length no draw matches within `tries` are left out (they keep their own padding).
+    """
+    first_eos = (ids == eos).int().argmax(1).tolist()  # (B,) position of each caption's end-of-text token
+    wanted = {first_eos[i] for i, k in enumerate(kept) if k}
+    found: dict[int, list[str]] = {n: [] for n in wanted}
+    need = {n: sum(1 for i, k in enumerate(kept) if k and first_eos[i] == n) for n in wanted}
+    for _ in range(tries):
+        if all(len(found[n]) >= need[n] for n in wanted):
+            break
+        scene = sample_scene(rng)
+        for bg in (True, False):
+            c = caption(scene, background=bg)
+            n = int((tokens([c])[0] == eos).int().argmax())
+            if n in found and len(found[n]) < need[n]:
+                found[n].append(c)
+    rows, donors = [], []
+    for i, k in enumerate(kept):
+        if k and found[first_eos[i]]:
+            rows.append(i)
+            donors.append(found[first_eos[i]].pop())
+    return rows, donors
+
+
+def shuffle_padding(cond: torch.Tensor, donor: torch.Tensor, rows: list[int], ids: torch.Tensor,
+                    eos: int) -> torch.Tensor:
+    """cond (B, 77, D) with rows' end-of-text and padding embeddings replaced by a same-length donor's (R, 77, D).
 
     CLIP's text encoder is causal, so the end-of-text token and the padding after it see the whole caption.
     A text encoder trained jointly with the UNet (unlike Stable Diffusion's frozen CLIP) learns to carry the
@@ -143,17 +171,16 @@ def shuffle_padding(cond: torch.Tensor, ids: torch.Tensor, kept: list[bool], eos
     words. Prompt-to-Prompt cannot work on such a model: swapping "red" for "green" changes every padding
     value, and with them the object's place, whatever maps are injected. Padding that describes another
     picture carries nothing the UNet can use, so it learns to read each object from its own words, as Stable
-    Diffusion does. Uncaptioned rows (caption dropout) keep their own padding: it is the unconditional prompt.
+    Diffusion does. The donor caption has the same number of tokens, so that what follows the caption is
+    always genuine end-of-text and padding (a longer donor would append its own words: a second, wrong
+    background phrase). Uncaptioned rows (caption dropout) keep their own padding: it is the unconditional
+    prompt.
     """
-    rows = [i for i, k in enumerate(kept) if k]
-    if len(rows) < 2:
-        return cond
-    donors = rows[1:] + rows[:1]  # a derangement of the captioned rows
-    first_eos = (ids == eos).int().argmax(1)  # (B,) position of each caption's end-of-text token
     out = cond.clone()
-    for i, j in zip(rows, donors):
+    first_eos = (ids == eos).int().argmax(1)
+    for r, i in enumerate(rows):
         e = int(first_eos[i])
-        out[i, e:] = cond[j, e:]
+        out[i, e:] = donor[r, e:]
     return out
 
 
@@ -302,7 +329,11 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         ids = tokens(caps)
         cond = text_encoder(ids)[0]  # (B, 77, hidden), no attention mask, as the pipeline
         if cfg.pad_shuffle:
-            cond = shuffle_padding(cond, ids, kept, tokenizer.eos_token_id)
+            rows, donor_caps = donor_captions(rng, ids, kept, tokens, tokenizer.eos_token_id)
+            if rows:
+                with torch.no_grad():
+                    donor = text_encoder(tokens(donor_caps))[0]
+                cond = shuffle_padding(cond, donor, rows, ids, tokenizer.eos_token_id)
         pred = unet(noisy, t, cond).sample
         diffusion = (((pred - noise) ** 2).mean((1, 2, 3)) * weight[t]).mean()
         aux = localisation_loss(recorder.maps, targets, select)

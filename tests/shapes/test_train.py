@@ -1,0 +1,51 @@
+"""Pieces of the shapes training that decide what the model learns to read (no training is run here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from p2p_cli.shapes.train import Tokens, attention_targets, donor_captions, scenes_batch, shuffle_padding
+
+
+def _eos(ids: torch.Tensor, eos: int) -> list[int]:
+    return (ids == eos).int().argmax(1).tolist()
+
+
+def test_padding_donors_have_exactly_as_many_tokens(tokenizer):
+    tokens, eos = Tokens(tokenizer), tokenizer.eos_token_id
+    rng = np.random.default_rng(0)
+    _, caps, _, _ = scenes_batch(rng, 32)
+    kept = [i % 8 != 0 for i in range(32)]
+    caps = [c if k else "" for c, k in zip(caps, kept)]
+    ids = tokens(caps)
+    rows, donors = donor_captions(rng, ids, kept, tokens, eos)
+    assert rows and all(kept[i] for i in rows)
+    assert len(rows) >= 0.9 * sum(kept)
+    assert [_eos(ids, eos)[i] for i in rows] == _eos(tokens(donors), eos)
+    assert all(caps[i] != d for i, d in zip(rows, donors))
+
+
+def test_shuffle_padding_replaces_only_what_follows_the_caption(tokenizer):
+    tokens, eos = Tokens(tokenizer), tokenizer.eos_token_id
+    caps = ["a big red circle on the left", "", "a small blue square at the top"]
+    ids = tokens(caps)
+    cond = torch.arange(3.0)[:, None, None].expand(3, 77, 4).clone()
+    donor = torch.full((2, 77, 4), -1.0)
+    out = shuffle_padding(cond, donor, [0, 2], ids, eos)
+    e0, _, e2 = _eos(ids, eos)
+    assert torch.equal(out[0, :e0], cond[0, :e0]) and (out[0, e0:] == -1).all()
+    assert torch.equal(out[1], cond[1])  # the unconditional prompt keeps its own padding
+    assert torch.equal(out[2, :e2], cond[2, :e2]) and (out[2, e2:] == -1).all()
+
+
+def test_localisation_targets_cover_the_object_words_and_its_place(tokenizer):
+    rng = np.random.default_rng(3)
+    _, caps, scenes, with_bg = scenes_batch(rng, 8)
+    targets, select = attention_targets(scenes, with_bg, [True] * 8)
+    for cap, sel in zip(caps, select):
+        ids = tokenizer(cap).input_ids
+        words = [tokenizer.decode([ids[i]]) for i in sel.nonzero()[:, 0].tolist()]
+        assert {"circle", "square", "triangle"} & set(words)
+        assert {"top", "bottom", "left", "right", "center"} & set(words)
+        assert not {"a", "the", "on", "in", "at", "and"} & set(words)
