@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from p2p_cli.shapes.train import Tokens, attention_targets, donor_captions, scenes_batch, shuffle_padding
+from p2p_cli.shapes.train import (Tokens, attention_targets, donor_captions, reading_loss, scenes_batch,
+                                   shuffle_padding)
 
 
 def _eos(ids: torch.Tensor, eos: int) -> list[int]:
@@ -49,3 +50,15 @@ def test_localisation_targets_cover_the_object_words_and_its_place(tokenizer):
         assert {"circle", "square", "triangle"} & set(words)
         assert {"top", "bottom", "left", "right", "center"} & set(words)
         assert not {"a", "the", "on", "in", "at", "and"} & set(words)
+
+
+def test_reading_loss_is_low_when_each_place_reads_its_own_words():
+    rng = np.random.default_rng(5)
+    _, _, scenes, with_bg = scenes_batch(rng, 4)
+    targets, _ = attention_targets(scenes, with_bg, [True] * 4)
+    own = (targets > 0.5).float().transpose(1, 2)  # (B, 256, 77)
+    reads_own = torch.where(own.sum(-1, keepdim=True) > 0, own / own.sum(-1, keepdim=True).clamp_min(1),
+                            torch.full_like(own, 1 / 77))
+    uniform = torch.full_like(own, 1 / 77)
+    assert reading_loss([reads_own], targets) < 1e-3
+    assert reading_loss([uniform], targets) > 2.0
