@@ -57,6 +57,7 @@ class Config:
     attn_loss: float = 0.05  # weight of the word-localisation loss on the cross-attention maps (see AttentionRecorder)
     read_loss: float = 0.0  # weight of the word-reading loss (see reading_loss); the last training stage used 0.05
     pad_shuffle: bool = True  # give each caption another caption's end-of-text/padding embeddings (see shuffle_padding)
+    pad_keeps_background: bool = False  # the donor names the same background (the last training stage: True)
 
 
 def build(cfg: Config, seed: int) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
@@ -136,29 +137,34 @@ POSITION_WORDS = frozenset({"top", "bottom", "left", "right", "center"})
 
 
 def donor_captions(rng: np.random.Generator, ids: torch.Tensor, kept: list[bool], tokens, eos: int,
-                   tries: int = 200) -> tuple[list[int], list[str]]:
+                   backgrounds: list[str | None] | None = None, tries: int = 400) -> tuple[list[int], list[str]]:
     """For each captioned row, a caption of another random scene with exactly as many tokens (rows, captions).
 
-    Rows whose length no draw matches within `tries` are left out (they keep their own padding).
+    backgrounds[i], when given, is the background row i's caption names (None: it names none); the donor then
+    names the same one, so that the padding still says what the background is and nothing else.
+    Rows whose key no draw matches within `tries` are left out (they keep their own padding).
     """
     first_eos = (ids == eos).int().argmax(1).tolist()  # (B,) position of each caption's end-of-text token
-    wanted = {first_eos[i] for i, k in enumerate(kept) if k}
-    found: dict[int, list[str]] = {n: [] for n in wanted}
-    need = {n: sum(1 for i, k in enumerate(kept) if k and first_eos[i] == n) for n in wanted}
+    bgs = backgrounds if backgrounds is not None else [None] * len(kept)
+    key = [(first_eos[i], bgs[i]) for i in range(len(kept))]
+    wanted = {key[i] for i, k in enumerate(kept) if k}
+    found: dict[tuple, list[str]] = {w: [] for w in wanted}
+    need = {w: sum(1 for i, k in enumerate(kept) if k and key[i] == w) for w in wanted}
     for _ in range(tries):
-        if all(len(found[n]) >= need[n] for n in wanted):
+        if all(len(found[w]) >= need[w] for w in wanted):
             break
         scene = sample_scene(rng)
         for bg in (True, False):
             c = caption(scene, background=bg)
             n = int((tokens([c])[0] == eos).int().argmax())
-            if n in found and len(found[n]) < need[n]:
-                found[n].append(c)
+            w = (n, scene.background if bg and backgrounds is not None else None)
+            if w in found and len(found[w]) < need[w]:
+                found[w].append(c)
     rows, donors = [], []
     for i, k in enumerate(kept):
-        if k and found[first_eos[i]]:
+        if k and found[key[i]]:
             rows.append(i)
-            donors.append(found[first_eos[i]].pop())
+            donors.append(found[key[i]].pop())
     return rows, donors
 
 
@@ -350,7 +356,9 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         ids = tokens(caps)
         cond = text_encoder(ids)[0]  # (B, 77, hidden), no attention mask, as the pipeline
         if cfg.pad_shuffle:
-            rows, donor_caps = donor_captions(rng, ids, kept, tokens, tokenizer.eos_token_id)
+            named = [sc.background if b else None for sc, b in zip(scenes, with_bg)] if cfg.pad_keeps_background \
+                else None
+            rows, donor_caps = donor_captions(rng, ids, kept, tokens, tokenizer.eos_token_id, named)
             if rows:
                 with torch.no_grad():
                     donor = text_encoder(tokens(donor_caps))[0]
@@ -399,12 +407,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="continue from a checkpoint folder (its VAE is kept; no autoencoder phase)")
     ap.add_argument("--lr", type=float, default=Config.lr)
     ap.add_argument("--read-loss", type=float, default=Config.read_loss, help="weight of the word-reading loss")
+    ap.add_argument("--pad-keeps-background", action="store_true",
+                    help="padding donors name the same background, so the padding still says it")
     ap.add_argument("--no-pad-shuffle", action="store_true", help="let the UNet read the padding embeddings")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
     cfg = Config(batch=args.batch, lr=args.lr, pad_shuffle=not args.no_pad_shuffle,
-                 read_loss=args.read_loss)
+                 read_loss=args.read_loss, pad_keeps_background=args.pad_keeps_background)
     rng = np.random.default_rng(args.seed)
     vae, unet, text_encoder = build(cfg, args.seed)
     t0 = time.time()

@@ -62,3 +62,18 @@ def test_reading_loss_is_low_when_each_place_reads_its_own_words():
     uniform = torch.full_like(own, 1 / 77)
     assert reading_loss([reads_own], targets) < 1e-3
     assert reading_loss([uniform], targets) > 2.0
+
+
+def test_padding_donors_can_name_the_same_background(tokenizer):
+    tokens, eos = Tokens(tokenizer), tokenizer.eos_token_id
+    rng = np.random.default_rng(1)
+    _, caps, scenes, with_bg = scenes_batch(rng, 32)
+    kept = [True] * 32
+    named = [s.background if b else None for s, b in zip(scenes, with_bg)]
+    rows, donors = donor_captions(rng, tokens(caps), kept, tokens, eos, named)
+    assert len(rows) >= 28
+    for i, d in zip(rows, donors):
+        if named[i] is None:
+            assert "background" not in d
+        else:
+            assert d.endswith(f"on a {named[i]} background")
