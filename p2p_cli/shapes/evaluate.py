@@ -1,6 +1,6 @@
 """Measure on the shapes world what the paper claims: faithful generation, layout-keeping swaps, blend, refine.
 
-    python -m p2p_cli.shapes.evaluate [--n 100] [--steps 50] [--guidance 7.5] [--json results.json]
+    python -m p2p_cli.shapes.evaluate [--n 100] [--steps 50] [--guidance 7.5] [--json results.json] [--model DIR]
 
 Every case is a held-out prompt (its (shape, colour, position) never appears in training) with a fixed seed
 (the case number). Positions are read by the pixel oracle (oracle.py); a layout is "kept" when the edited
@@ -247,10 +247,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--n-real", type=int, default=30, help="cases for the real-picture (inversion) measurement")
     ap.add_argument("--only", default="plain,colour,shape,blend,refine,real")
+    ap.add_argument("--model", default=None, help="a model folder (default: the bundled weights)")
     args = ap.parse_args(argv)
     from p2p_cli.models import load_model
 
-    model = load_model(None, device="cpu", dtype="fp32")
+    model = load_model(args.model, device="cpu", dtype="fp32")
     results, t0 = {"n": args.n, "steps": args.steps, "guidance": args.guidance}, time.time()
     evals = {"plain": lambda: eval_plain(model, args.n, args.steps, args.guidance),
              "colour": lambda: eval_swap(model, "colour", args.n, args.steps, args.guidance),
