@@ -55,9 +55,9 @@ class Config:
     min_snr: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023), speeds up convergence
     caption_dropout: float = 0.1  # empty prompt, so classifier-free guidance works
     attn_loss: float = 0.05  # weight of the word-localisation loss on the cross-attention maps (see AttentionRecorder)
-    read_loss: float = 0.0  # weight of the word-reading loss (see reading_loss); the last training stage used 0.05
+    read_loss: float = 0.0  # weight of the word-reading loss (see reading_loss); stage 3 of the shipped weights: 0.02
     pad_shuffle: bool = True  # give each caption another caption's end-of-text/padding embeddings (see shuffle_padding)
-    pad_keeps_background: bool = False  # the donor names the same background (the last training stage: True)
+    pad_keeps_background: bool = False  # the donor names the same background (stage 4 of the shipped weights)
 
 
 def build(cfg: Config, seed: int) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
@@ -240,9 +240,9 @@ def localisation_loss(maps: list[torch.Tensor], targets: torch.Tensor, select: t
 def reading_loss(maps: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
     """Mean over recorded layers and covered pixels of -log(share of the pixel's attention on its own words).
 
-    localisation_loss asks where a word is read; this asks what a place reads. Without it the pixels of the
-    background spread their attention over ~60 padding tokens and barely read "white" or "black", so once the
-    padding carries nothing (shuffle_padding) the background colour came out at random.
+    localisation_loss asks where a word is read; this asks what a place reads. It was added so that the
+    background pixels, once the padding carried nothing (shuffle_padding), would read "white" or "black"
+    rather than the padding; it did not bring the background back (DEVELOPERS.md), so it is off by default.
     """
     losses = []
     for m in maps:  # (B, Q, 77)
