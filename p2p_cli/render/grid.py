@@ -42,12 +42,6 @@ def changed_positions(source: str, prompt: str) -> set[int]:
     return changed
 
 
-def changed_words(source: str, prompt: str) -> set[str]:
-    """Words of `prompt` that are not in `source` at the same place (inserted or swapped), lower-cased."""
-    words = [w.lower() for w in _WORD.findall(prompt)]
-    return {words[i] for i in changed_positions(source, prompt)}
-
-
 def word_positions(prompt: str, words) -> set[int]:
     """Indices of the prompt's words that are among `words` (case-insensitive)."""
     wanted = {w.lower() for w in words}

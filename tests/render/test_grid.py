@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from p2p_cli.render.grid import PAD, changed_words, edit_tiles, make_grid
+from p2p_cli.render.grid import PAD, changed_positions, edit_tiles, make_grid
 from p2p_cli.render.images import save_images, to_pil
 
 
-def test_changed_words():
+def test_changed_positions():
     src = "A painting of a squirrel eating a burger"
-    assert changed_words(src, "A painting of a lion eating a burger") == {"lion"}
-    assert changed_words("a photo of a house", "a photo of a house at fall") == {"at", "fall"}
-    assert changed_words(src, src) == set()
+    assert changed_positions(src, "A painting of a lion eating a burger") == {4}  # "lion"
+    assert changed_positions("a photo of a house", "a photo of a house at fall") == {5, 6}  # "at", "fall"
+    assert changed_positions(src, src) == set()
 
 
 def test_to_pil_rounds_and_clamps():
