@@ -136,6 +136,11 @@ class AttentionRecorder:
 POSITION_WORDS = frozenset({"top", "bottom", "left", "right", "center"})
 
 
+def eos_positions(ids: torch.Tensor, eos: int) -> list[int]:
+    """(B, 77) token ids -> the position of each row's first end-of-text token."""
+    return (ids == eos).int().argmax(1).tolist()
+
+
 def donor_captions(rng: np.random.Generator, ids: torch.Tensor, kept: list[bool], tokens, eos: int,
                    backgrounds: list[str | None] | None = None, tries: int = 400) -> tuple[list[int], list[str]]:
     """For each captioned row, a caption of another random scene with exactly as many tokens (rows, captions).
@@ -144,7 +149,7 @@ def donor_captions(rng: np.random.Generator, ids: torch.Tensor, kept: list[bool]
     names the same one, so that the padding still says what the background is and nothing else.
     Rows whose key no draw matches within `tries` are left out (they keep their own padding).
     """
-    first_eos = (ids == eos).int().argmax(1).tolist()  # (B,) position of each caption's end-of-text token
+    first_eos = eos_positions(ids, eos)
     bgs = backgrounds if backgrounds is not None else [None] * len(kept)
     key = [(first_eos[i], bgs[i]) for i in range(len(kept))]
     wanted = {key[i] for i, k in enumerate(kept) if k}
@@ -156,7 +161,7 @@ def donor_captions(rng: np.random.Generator, ids: torch.Tensor, kept: list[bool]
         scene = sample_scene(rng)
         for bg in (True, False):
             c = caption(scene, background=bg)
-            n = int((tokens([c])[0] == eos).int().argmax())
+            n = eos_positions(tokens([c]), eos)[0]
             w = (n, scene.background if bg and backgrounds is not None else None)
             if w in found and len(found[w]) < need[w]:
                 found[w].append(c)
@@ -184,9 +189,9 @@ def shuffle_padding(cond: torch.Tensor, donor: torch.Tensor, rows: list[int], id
     prompt.
     """
     out = cond.clone()
-    first_eos = (ids == eos).int().argmax(1)
+    first_eos = eos_positions(ids, eos)
     for r, i in enumerate(rows):
-        e = int(first_eos[i])
+        e = first_eos[i]
         out[i, e:] = donor[r, e:]
     return out
 

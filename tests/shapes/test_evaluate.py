@@ -9,7 +9,7 @@ from p2p_cli.shapes.world import Obj, Scene, render
 
 
 def _pair(shape: str, new_shape: str, dx: int = 0):
-    o = Obj("triangle" if shape == "triangle" else shape, "red", "big", "center", cx=32, cy=32)
+    o = Obj(shape, "red", "big", "center", cx=32, cy=32)
     new = replace(o, shape=new_shape, cx=32 + dx)
     return render(Scene([o])), render(Scene([new])), o, new
 
