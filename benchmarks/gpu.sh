@@ -2,26 +2,33 @@
 # The GPU benchmark in one command: SD 1.5 architecture (random weights), fp16, 512 px, 50 steps, on a CUDA
 # machine with torch. Where diffusers or pydantic is missing it installs the wheels of benchmarks/wheels/
 # (made by benchmarks/fetch_wheels.sh, see benchmarks/README.md). Results go to $OUT, else benchmarks/out/:
-# RESULTS-gpu.md (sections to paste into benchmarks/RESULTS.md), one JSON per part, log.txt, env.txt.
+# RESULTS-gpu.md (sections to paste into benchmarks/RESULTS.md), one JSON per part, log.txt (environment first).
 #
-#   device tool:  run(command="bash benchmarks/gpu.sh", carry=["benchmarks/wheels"], timeout_s=560)
+#   device tool:  run(command="BUDGET_S=520 bash benchmarks/gpu.sh", carry=["benchmarks/wheels"], timeout_s=550)
 #   elsewhere:    bash benchmarks/gpu.sh
 #
-# Parts, in this order (PARTS="base check four compile" by default; each starts only while BUDGET_S lasts):
+# Parts, in this order (PARTS="base invert check four compile invert-compile" by default; each starts only
+# while BUDGET_S lasts):
 #   base     source + 1 target, both cases, plain / p2p / explicit, 5 timed runs each
+#   invert   seconds per inversion of a 512 px picture: null-text, negative-prompt, ddim (p2p_cli.bench_inversion)
 #   check    graph breaks (torch._dynamo.explain, steps 0 and 1) and GPU syncs in the sampling loop
 #            (torch.cuda.set_sync_debug_mode("error")), fused and explicit, both cases (tiny UNet on cuda)
 #   four     source + 4 targets, both cases, plain / p2p / explicit, 3 timed runs each
 #   compile  torch.compile'd UNet, source + 1 target, replace+blend, plain / p2p (TORCH_LOGS shows every
 #            graph break and recompile in log.txt)
+#   invert-compile  the same inversions with a torch.compile'd UNet
+# ARCH, STEPS, DTYPE and DEVICE change the model for a dry run elsewhere (defaults: sd15, 50, fp16, cuda).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
 OUT="${OUT:-benchmarks/out}"
 PY="${PYTHON:-python3}"
 BUDGET_S="${BUDGET_S:-530}"
-PARTS="${PARTS:-base check four compile}"
-DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu: a dry run of the script here (slow; use with PARTS=check)
+PARTS="${PARTS:-base invert check four compile invert-compile}"
+DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu ARCH=tiny STEPS=3 DTYPE=fp32: a dry run of the script here
+ARCH="${ARCH:-sd15}"
+STEPS="${STEPS:-50}"
+DTYPE="${DTYPE:-fp16}"
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 
@@ -43,31 +50,36 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # p2p_cli from this checkou
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
   "$PY" -c "import torch, diffusers, transformers, pydantic as p; print('torch', torch.__version__, torch.version.cuda, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'pydantic', p.__version__)" 2>&1
   nproc
-} | tee "$OUT/env.txt"
+} | tee "$OUT/log.txt"
 
-part() {  # part NAME BENCH-ARGS...: one bench run, cut at the budget's end, logged to $OUT/log.txt
-  local name=$1 left
-  shift
+part() {  # part NAME MODULE ARGS...: one benchmark run, cut at the budget's end, logged to $OUT/log.txt
+  local name=$1 module=$2 left
+  shift 2
   left=$(( BUDGET_S - (SECONDS - START) ))
   if [ "$left" -lt 45 ]; then
     echo "== $name: not started, ${left} s of BUDGET_S left (rerun with PARTS=$name)" | tee -a "$OUT/log.txt"
     return
   fi
-  echo "== $name (${left} s left): python -m p2p_cli.bench $*" | tee -a "$OUT/log.txt"
-  timeout "$left" "$PY" -m p2p_cli.bench "$@" --results "$OUT/RESULTS-gpu.md" --json "$OUT/$name.json" 2>&1 \
+  echo "== $name (${left} s left): python -m $module $*" | tee -a "$OUT/log.txt"
+  timeout "$left" "$PY" -m "$module" "$@" --results "$OUT/RESULTS-gpu.md" --json "$OUT/$name.json" 2>&1 \
     | grep --line-buffered -v "requires torchvision" | tee -a "$OUT/log.txt"
   echo "== $name: exit ${PIPESTATUS[0]} at $(( SECONDS - START )) s" | tee -a "$OUT/log.txt"
 }
 
-SD="--arch sd15 --device $DEVICE --dtype fp16 --steps 50"
+SD="--arch $ARCH --device $DEVICE --dtype $DTYPE --steps $STEPS"
+B=p2p_cli.bench
+INV=p2p_cli.bench_inversion
 for name in $PARTS; do
   case $name in
-    base) part base $SD --targets 1 --repeats 5 ;;
-    check) part check --arch tiny --device "$DEVICE" --dtype fp16 --steps 4 --repeats 1 --warmup 0 --no-memory --check ;;
-    four) part four $SD --targets 4 --repeats 3 ;;
-    compile) TORCH_LOGS="graph_breaks,recompiles" part compile $SD --targets 1 --repeats 3 --compile \
+    base) part base $B $SD --targets 1 --repeats 5 ;;
+    invert) part invert $INV $SD --warmup 1 --repeats 2 ;;
+    check) part check $B --arch tiny --device "$DEVICE" --dtype fp16 --steps 4 --repeats 1 --warmup 0 --no-memory --check ;;
+    four) part four $B $SD --targets 4 --repeats 3 ;;
+    compile) TORCH_LOGS="graph_breaks,recompiles" part compile $B $SD --targets 1 --repeats 3 --compile \
                --cases replace+blend --variants plain,p2p ;;
-    *) echo "gpu.sh: unknown part $name (parts: base check four compile)" | tee -a "$OUT/log.txt" ;;
+    invert-compile) TORCH_LOGS="graph_breaks,recompiles" part invert-compile $INV $SD --warmup 1 --repeats 2 \
+                      --compile --methods null-text,negative-prompt ;;
+    *) echo "gpu.sh: unknown part $name (parts: base invert check four compile invert-compile)" | tee -a "$OUT/log.txt" ;;
   esac
 done
 echo "gpu.sh: done in $(( SECONDS - START )) s; results in $OUT/RESULTS-gpu.md"

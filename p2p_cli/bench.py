@@ -445,13 +445,13 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(report: Report, path: str | Path) -> None:
-    """Append the report's markdown section to a RESULTS.md file (made with a title when new)."""
+def write_results(report: Report, path: str | Path, text: str | None = None) -> None:
+    """Append the report's markdown section (or `text`) to a RESULTS.md file (made with a title when new)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = "" if path.exists() else "# Benchmark results\n\nMade by `p2p bench`; method in benchmarks/README.md.\n"
     with path.open("a", encoding="utf-8") as f:
-        f.write(head + "\n" + markdown(report))
+        f.write(head + "\n" + (text if text is not None else markdown(report)))
 
 
 # --- command line ------------------------------------------------------------------------------------------

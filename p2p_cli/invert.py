@@ -164,18 +164,21 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     total = 2 * steps if optimise else steps
     report = (lambda base: (lambda n: progress(base + n, total))) if progress is not None else (lambda base: None)
 
-    z0 = encode_image(model, image[None])  # (1, C, h, w)
-    with torch.no_grad():
-        cond = encode_prompts(model, [prompt])  # (1, L, D)
-        negative = encode_prompts(model, [negative_prompt])
-    schedule = Schedule.from_scheduler(model.scheduler, steps, device)
-    trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
-    if optimise:
-        uncond = null_text_optimisation(model, trajectory, cond, negative, schedule, guidance, null_text, report(steps))
-    elif method == "negative-prompt":
-        uncond = cond.float().expand(steps, -1, -1)
-    else:
-        uncond = negative.float().expand(steps, -1, -1)
+    # frozen throughout: every UNet call sees the same parameter flags (one compiled graph fewer)
+    with frozen(model.unet, model.vae, model.text_encoder):
+        z0 = encode_image(model, image[None])  # (1, C, h, w)
+        with torch.no_grad():
+            cond = encode_prompts(model, [prompt])  # (1, L, D)
+            negative = encode_prompts(model, [negative_prompt])
+        schedule = Schedule.from_scheduler(model.scheduler, steps, device)
+        trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
+        if optimise:
+            uncond = null_text_optimisation(model, trajectory, cond, negative, schedule, guidance, null_text,
+                                            report(steps))
+        elif method == "negative-prompt":
+            uncond = cond.float().expand(steps, -1, -1)
+        else:
+            uncond = negative.float().expand(steps, -1, -1)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - tic
