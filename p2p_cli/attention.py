@@ -1,8 +1,10 @@
 """diffusers attention processors that apply Prompt-to-Prompt control: fused (SDPA) and explicit.
 
-Installed per layer by module path with unet.set_attn_processor; the sampling step arrives explicitly as
-cross_attention_kwargs["p2p_step"] (a 0-dim long tensor, so nothing syncs and torch.compile sees no new
-constants). The control acts on the conditional half of the batch only.
+Installed per layer by module path with unet.set_attn_processor. Each sampling step hands every layer
+cross_attention_kwargs["p2p"], that step's tensors made once before sampling (Control.step_inputs): the step
+as a 0-dim long tensor and the step's value gates and row map already in the UNet's layout and dtype, so a
+layer adds few operations, nothing syncs and torch.compile sees no new constants. The control acts on the
+conditional half of the batch only.
 """
 
 from __future__ import annotations
@@ -35,9 +37,35 @@ class Control:
     self_max_res: int  # self injection only in layers with max(h, w) <= this
     explicit: bool = False
     stores: list[AttentionStore] = field(default_factory=list)
+    dtype: torch.dtype = torch.float32  # the UNet's: the fused path's gates and mapper are made in it once
 
     def __post_init__(self) -> None:
         self.g_src, self.g_own = fused_gates(self.alpha, self.equalizer, self.aligned)  # (T, n, L) each
+        self.mapper_v = self.mapper.to(self.dtype)
+
+    def step_inputs(self) -> list[dict[str, torch.Tensor]]:
+        """Per sampling step, what the layers read (cross_attention_kwargs["p2p"]), each its own tensor:
+
+        step (0-dim long); v_gate (R, 1, L, 1): 1 except g_own on the targets' conditional rows;
+        src_gate (n, 1, L, 1): g_src; self_rows (R,): the row whose queries and keys each row takes in
+        self-injected layers (the source's cond row for an injected target, else its own). R = UNet batch rows.
+        """
+        rows_total = self.n_prompts * (2 if self.guided else 1)
+        c0, n = self.cond, self.n_targets
+        device = self.alpha.device
+        out = []
+        for i in range(self.alpha.shape[0]):
+            v_gate = torch.ones(rows_total, self.alpha.shape[-1], device=device)
+            v_gate[c0 + 1 : c0 + 1 + n] = self.g_own[i]
+            self_rows = torch.arange(rows_total, device=device)
+            self_rows[c0 + 1 : c0 + 1 + n] = torch.where(self.self_gate[i] > 0, c0, self_rows[c0 + 1 : c0 + 1 + n])
+            out.append({
+                "step": torch.tensor(i, device=device),
+                "v_gate": v_gate[:, None, :, None].to(self.dtype),
+                "src_gate": self.g_src[i][:, None, :, None].to(self.dtype).contiguous(),
+                "self_rows": self_rows,
+            })
+        return out
 
     @property
     def cond(self) -> int:
@@ -56,14 +84,14 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 class P2PAttnProcessor:
-    """Attention with P2P control for one layer; plain SDPA when no step is given."""
+    """Attention with P2P control for one layer; plain SDPA when no step inputs are given."""
 
     def __init__(self, layer: LayerInfo, control: Control):
         self.layer = layer
         self.control = control
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 p2p_step: torch.Tensor | None = None, **kwargs):
+                 p2p: dict[str, torch.Tensor] | None = None, **kwargs):
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -91,10 +119,10 @@ class P2PAttnProcessor:
         if attn.norm_k is not None:
             k = attn.norm_k(k)
 
-        if p2p_step is None or attention_mask is not None:
+        if p2p is None or attention_mask is not None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scale)
         else:
-            out = self._controlled(q, k, v, attn.scale, p2p_step)
+            out = self._controlled(q, k, v, attn.scale, p2p)
 
         out = out.transpose(1, 2).reshape(batch, -1, q.shape[1] * q.shape[-1]).to(q.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
@@ -104,8 +132,9 @@ class P2PAttnProcessor:
             out = out + residual
         return out / attn.rescale_output_factor
 
-    def _controlled(self, q, k, v, scale: float, step: torch.Tensor) -> torch.Tensor:
+    def _controlled(self, q, k, v, scale: float, p2p: dict[str, torch.Tensor]) -> torch.Tensor:
         ctl, layer = self.control, self.layer
+        step = p2p["step"]
         hw = ctl.layer_hw(q.shape[2])
         c0, n = ctl.cond, ctl.n_targets
         rows = slice(c0 + 1, c0 + 1 + n)  # the targets' conditional rows
@@ -117,7 +146,7 @@ class P2PAttnProcessor:
             for store in stores:
                 store.add(layer, hw, probs, step)
         if not ctl.explicit:
-            return self._fused(q, k, v, scale, step, rows, inject_self)
+            return self._fused(q, k, v, scale, p2p, rows, inject_self)
 
         a_src, a_tgt = probs[0], probs[1 : 1 + n]
         if layer.is_cross:
@@ -135,25 +164,20 @@ class P2PAttnProcessor:
         uncond_out = F.scaled_dot_product_attention(q[:c0], k[:c0], v[:c0], scale=scale)
         return torch.cat([uncond_out, cond_out])
 
-    def _fused(self, q, k, v, scale: float, step: torch.Tensor, rows: slice, inject_self: bool) -> torch.Tensor:
+    def _fused(self, q, k, v, scale: float, p2p: dict[str, torch.Tensor], rows: slice,
+               inject_self: bool) -> torch.Tensor:
         ctl = self.control
         c0 = ctl.cond
         if not self.layer.is_cross:
-            if inject_self:
-                gate = ctl.self_gate.index_select(0, step.reshape(1))[0][:, None, None, None] > 0  # (n, 1, 1, 1)
-                q = torch.cat([q[: rows.start], torch.where(gate, q[c0 : c0 + 1], q[rows]), q[rows.stop :]])
-                k = torch.cat([k[: rows.start], torch.where(gate, k[c0 : c0 + 1], k[rows]), k[rows.stop :]])
+            if inject_self:  # injected targets take the source's queries and keys: one gather each
+                q, k = q.index_select(0, p2p["self_rows"]), k.index_select(0, p2p["self_rows"])
             return F.scaled_dot_product_attention(q, k, v, scale=scale)
-        g_src = ctl.g_src.index_select(0, step.reshape(1))[0]  # (n, L)
-        g_own = ctl.g_own.index_select(0, step.reshape(1))[0]
-        v_tgt = v[rows]
-        v_own = torch.cat([v[: rows.start], v_tgt * g_own[:, None, :, None].to(v.dtype), v[rows.stop :]])
-        out = F.scaled_dot_product_attention(q, k, v_own, scale=scale)
-        n = v_tgt.shape[0]
+        out = F.scaled_dot_product_attention(q, k, v * p2p["v_gate"], scale=scale)
+        n = ctl.n_targets
         src_q = q[c0 : c0 + 1].expand(n, -1, -1, -1)
         src_k = k[c0 : c0 + 1].expand(n, -1, -1, -1)
-        from_src = F.scaled_dot_product_attention(src_q, src_k, mapped_values(v_tgt, ctl.mapper, g_src), scale=scale)
-        out[rows].add_(from_src)
+        mapped = mapped_values(v[rows], ctl.mapper_v, p2p["src_gate"])
+        out[rows].add_(F.scaled_dot_product_attention(src_q, src_k, mapped, scale=scale))
         return out
 
 

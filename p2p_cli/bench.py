@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -313,6 +313,35 @@ def sync_check(model: Model, recipe: Recipe, attention: str) -> str:
         model.unet = unet
 
 
+def calls_per_step(model: Model, case: str, cfg: BenchConfig, pipe=None) -> dict[str, int]:
+    """aten operator calls per sampling step of each variant (a run of 3 steps minus a run of 2).
+
+    Where the host's kernel launches set the pace (small batches on a fast GPU), each call costs time
+    whatever its size; the count is the same on every device, so it can be compared here.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for variant in cfg.variants:
+        per_run = []
+        for steps in (2, 3):
+            fn = variant_fns(model, case_recipe(case, replace(cfg, steps=steps)), pipe)[variant]
+            fn()  # the first call of a shape may differ (lazy initialisation)
+            Count.calls = 0
+            with Count():
+                fn()
+            per_run.append(Count.calls)
+        counts[variant] = per_run[1] - per_run[0]
+    return counts
+
+
 # --- the whole benchmark ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -322,6 +351,7 @@ class Report:
     command: str
     cases: dict = field(default_factory=dict)  # case -> {"times"|"cpu_times": {v: [s]}, "memory": {v: {...}}}
     checks: dict = field(default_factory=dict)  # "case/attention" -> graph breaks and sync findings
+    calls: dict = field(default_factory=dict)  # case -> {variant: aten calls per sampling step} (with check)
 
 
 def environment(device: torch.device, dtype: torch.dtype) -> dict:
@@ -367,6 +397,7 @@ def run_bench(cfg: BenchConfig, command: str = "", check: bool = False,
                 found = graph_breaks(model, recipe, attention)
                 found["sync"] = sync_check(model, recipe, attention)
                 report.checks[f"{case}/{attention}"] = found
+            report.calls[case] = calls_per_step(model, case, cfg, pipe)
         log(f"{case}: timing {', '.join(cfg.variants)}")
         fns = variant_fns(model, recipe, pipe)
         fns = {v: fns[v] for v in cfg.variants}
@@ -439,6 +470,9 @@ def markdown(report: Report) -> str:
         note += f" Memory: {'; '.join(methods)}; (run) is the peak above the resting level before the run."
     lines += ["", note]
     lines += [""] if report.checks else []
+    for case, calls in report.calls.items():
+        lines.append(f"- aten calls per sampling step, {case}: "
+                     + ", ".join(f"{v} {n}" for v, n in calls.items()) + ".")
     for key, found in report.checks.items():
         lines.append(f"- check {key}: graphs {found['graphs']}, graph breaks {found['breaks']}"
                      f"{': ' + '; '.join(found['reasons']) if found['reasons'] else ''}; {found['sync']}.")

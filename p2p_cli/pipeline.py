@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.attention import Control, controlled
+from p2p_cli.attention import Control, controlled, layer_infos
 from p2p_cli.control.blend import LocalBlend
 from p2p_cli.control.store import AttentionStore
 from p2p_cli.models import Model
@@ -178,9 +178,14 @@ def run_edit(
             n_prompts=n_prompts, n_targets=plan.n_targets, guided=guided, latent_hw=latent_hw,
             mapper=dev_plan.mapper, aligned=dev_plan.aligned, equalizer=dev_plan.equalizer, alpha=dev_plan.alpha,
             self_gate=dev_plan.self_gate, self_max_res=self_max_res, explicit=attention == "explicit",
-            stores=all_stores,
+            stores=all_stores, dtype=model.dtype,
         )
-        step_ids = torch.arange(steps, device=device)
+        step_inputs = control.step_inputs()
+        lh, lw = latent_hw
+        factor = {name: max(latent_hw) // side for name, side in sides.items()}
+        shapes = {info: (lh // factor[name], lw // factor[name]) for name, info in layer_infos(model.unet).items()}
+        for store in all_stores:
+            store.prepare(shapes, n_prompts, cond.shape[1], device)
         if not guided:
             embeddings = lambda i: cond  # noqa: E731
         elif uncond_per_step is None:
@@ -188,7 +193,7 @@ def run_edit(
             embeddings = lambda i: both  # noqa: E731
         else:
             embeddings = lambda i: torch.cat([per_step[i], cond])  # noqa: E731
-        predict = guided_predict(model, embeddings, recipe.guidance, lambda i: {"p2p_step": step_ids[i]})
+        predict = guided_predict(model, embeddings, recipe.guidance, lambda i: {"p2p": step_inputs[i]})
 
         def after_step(i: int, x: torch.Tensor) -> torch.Tensor:
             if blend is not None:

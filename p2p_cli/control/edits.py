@@ -38,5 +38,8 @@ def edit_cross_explicit(
 
 
 def mapped_values(v_tgt: torch.Tensor, mapper: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """M @ (gate * V) per target: v_tgt (n, heads, L, d), mapper (n, L, L), gate (n, L) -> (n, heads, L, d)."""
-    return torch.einsum("nij,nhjd->nhid", mapper.to(v_tgt.dtype), v_tgt * gate[:, None, :, None].to(v_tgt.dtype))
+    """M @ (gate * V) per target: v_tgt (n, heads, L, d), mapper (n, L, L), gate (n, 1, L, 1) -> (n, heads, L, d).
+
+    mapper and gate in v_tgt's dtype (the processors make them so once per run).
+    """
+    return torch.einsum("nij,nhjd->nhid", mapper, v_tgt * gate)

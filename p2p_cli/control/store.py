@@ -31,12 +31,26 @@ class AttentionStore:
         self.layers: dict[str, LayerInfo] = {}
         self.shapes: dict[str, tuple[int, int]] = {}
 
+    def prepare(self, layers: dict[LayerInfo, tuple[int, int]], rows: int, text_length: int,
+                device: torch.device) -> None:
+        """Zero sums (rows, Q, K) for every wanted layer not stored yet, given each layer's (h, w).
+
+        Made before sampling, so every step sees the same dict and a compiled UNet is traced once.
+        """
+        for layer, hw in layers.items():
+            if layer.name in self.sums or not self.wants(layer, max(hw)):
+                continue
+            keys = text_length if layer.is_cross else hw[0] * hw[1]
+            self.sums[layer.name] = torch.zeros(rows, hw[0] * hw[1], keys, device=device)
+            self.layers[layer.name] = layer
+            self.shapes[layer.name] = hw
+
     def add(self, layer: LayerInfo, hw: tuple[int, int], probs: torch.Tensor, step: torch.Tensor) -> None:
         """Accumulate probs (B, heads, Q, K) of one layer at step (0-dim long tensor)."""
         maps = probs.float().mean(1) * self.step_weights.index_select(0, step.reshape(1))[0]  # (B, Q, K)
         if layer.name in self.sums:
             self.sums[layer.name] += maps
-        else:
+        else:  # a layer prepare() was not told about
             self.sums[layer.name] = maps
             self.layers[layer.name] = layer
             self.shapes[layer.name] = hw

@@ -78,5 +78,5 @@ def test_fused_identity_on_random_maps():
     g_src, g_own = fused_gates(alpha, equalizer, aligned)
     for t in range(steps):
         explicit = edit_cross_explicit(a_src, a_tgt, mapper, aligned, equalizer, alpha[t]) @ v
-        fused = a_src @ mapped_values(v, mapper, g_src[t]) + a_tgt @ (v * g_own[t][:, None, :, None])
+        fused = a_src @ mapped_values(v, mapper, g_src[t][:, None, :, None]) + a_tgt @ (v * g_own[t][:, None, :, None])
         assert torch.allclose(explicit, fused, atol=1e-5)
