@@ -84,9 +84,11 @@ def swap_cases(n: int, attribute: str, seed: int = 0, two_objects: bool = False)
     return cases
 
 
-def edit_recipe(source: str, target: str, seed: int, steps: int, guidance: float, **edit) -> object:
+def edit_recipe(source: str, target: str, seed: int, steps: int, guidance: float, recipe: dict | None = None,
+                **edit) -> object:
+    """A replace edit at the issue's settings (cross 0.8, self 0.4); `recipe` overrides recipe-level fields."""
     return parse_recipe({"source": source, "seed": seed, "steps": steps, "guidance": guidance,
-                         "cross_replace": 0.8, "self_replace": 0.4,
+                         "cross_replace": 0.8, "self_replace": 0.4, **(recipe or {}),
                          "edits": [{"target": target, "type": "replace", "baseline": True, **edit}]})
 
 
@@ -218,8 +220,12 @@ def eval_refine(model: Model, n: int, steps: int, guidance: float) -> dict:
             "n": len(rows), "n_source_background_differed": len(changed)}
 
 
-def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "null-text") -> dict:
-    """Pictures drawn by the world generator (not by the model): invert, then swap the colour word."""
+def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "null-text",
+              recipe: dict | None = None) -> dict:
+    """Pictures drawn by the world generator (not by the model): invert, then swap the colour word.
+
+    `recipe` overrides the edit's recipe-level fields (e.g. self_replace, self_replace_max_res).
+    """
     from p2p_cli.invert import invert, psnr
 
     rows, psnrs, ceilings, seconds = [], [], [], []
@@ -227,15 +233,15 @@ def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "
         picture = render(case.scene)  # (64, 64, 3) uint8
         image = torch.from_numpy(picture).permute(2, 0, 1).float() / 255
         inv = invert(model, image, caption(case.scene), method=method, steps=steps, guidance=guidance)
-        recipe = edit_recipe(caption(case.scene), caption(case.target), 0, steps, guidance)
-        out = run_edit(model, recipe, latent=inv.latent, uncond_per_step=inv.uncond)
+        edit = edit_recipe(caption(case.scene), caption(case.target), 0, steps, guidance, recipe)
+        out = run_edit(model, edit, latent=inv.latent, uncond_per_step=inv.uncond)
         imgs = to_uint8(out.images)
         o, new = case.scene.objects[case.k], case.target.objects[case.k]
         rows.append(_swap_outcome(picture, imgs[1], o, new, "colour"))
         psnrs.append(psnr(out.images[0], image))
         ceilings.append(inv.vae_psnr)
         seconds.append(inv.seconds)
-    return {"method": method, **_swap_summary(rows), "reconstruction_psnr": float(np.mean(psnrs)),
+    return {"method": method, "settings": recipe or {}, **_swap_summary(rows), "reconstruction_psnr": float(np.mean(psnrs)),
             "vae_ceiling_psnr": float(np.mean(ceilings)), "seconds_per_inversion": float(np.median(seconds))}
 
 
@@ -248,7 +254,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-real", type=int, default=30, help="cases for the real-picture (inversion) measurement")
     ap.add_argument("--only", default="plain,colour,shape,blend,refine,real")
     ap.add_argument("--model", default=None, help="a model folder (default: the bundled weights)")
+    ap.add_argument("--real-methods", default="null-text,negative-prompt,ddim", help="inversions for --only real")
+    ap.add_argument("--real-self-replace", type=float, default=None,
+                    help="self_replace of the real-picture edits (default: the swaps' 0.4)")
+    ap.add_argument("--real-self-replace-max-res", type=int, default=None,
+                    help="self_replace_max_res of the real-picture edits (default: latent side / 4)")
     args = ap.parse_args(argv)
+    real = {k: v for k, v in (("self_replace", args.real_self_replace),
+                              ("self_replace_max_res", args.real_self_replace_max_res)) if v is not None}
     from p2p_cli.models import load_model
 
     model = load_model(args.model, device="cpu", dtype="fp32")
@@ -258,8 +271,8 @@ def main(argv: list[str] | None = None) -> None:
              "shape": lambda: eval_swap(model, "shape", args.n, args.steps, args.guidance),
              "blend": lambda: eval_blend(model, args.n, args.steps, args.guidance),
              "refine": lambda: eval_refine(model, args.n, args.steps, args.guidance),
-             "real": lambda: {m: eval_real(model, args.n_real, args.steps, args.guidance, m)
-                              for m in ("null-text", "negative-prompt", "ddim")}}
+             "real": lambda: {m: eval_real(model, args.n_real, args.steps, args.guidance, m, real)
+                              for m in args.real_methods.split(",")}}
     for name in args.only.split(","):
         tic = time.time()
         results[name] = evals[name]()

@@ -31,3 +31,14 @@ def test_colour_swap_in_place_is_kept_and_changed():
     new = replace(o, colour="blue")
     assert ev._swap_outcome(render(Scene([o])), render(Scene([new])), o, new, "colour")[:2] == (True, True)
     assert ev._swap_outcome(render(Scene([o])), render(Scene([o])), o, new, "colour")[:2] == (False, True)
+
+
+def test_edit_recipe_takes_recipe_level_overrides():
+    from p2p_cli.shapes.evaluate import edit_recipe
+
+    plain = edit_recipe("a big red circle on the left", "a big blue circle on the left", 3, 10, 7.5)
+    assert plain.self_replace_max_res is None and plain.edits[0].baseline
+    tuned = edit_recipe("a big red circle on the left", "a big blue circle on the left", 3, 10, 7.5,
+                        {"self_replace": 0.8, "self_replace_max_res": 16})
+    assert tuned.self_replace_max_res == 16 and tuned.seed == 3 and tuned.steps == 10
+    assert tuned.self_for(tuned.edits[0]) != plain.self_for(plain.edits[0])
