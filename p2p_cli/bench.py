@@ -249,17 +249,18 @@ def memory_in_children(cfg: BenchConfig, case: str, log: Callable[[str], None] =
 # --- checks: graph breaks (torch._dynamo.explain) and GPU syncs in the sampling loop -------------------------
 
 class _ProbeUNet:
-    """Stands in for model.unet: delegates everything, and runs `probe(unet, args, kwargs)` on the first calls."""
+    """Stands in for model.unet: delegates everything, and runs `probe(unet, args, kwargs)` on the first
+    `calls` calls (every call when None)."""
 
-    def __init__(self, unet, probe: Callable, calls: int):
+    def __init__(self, unet, probe: Callable, calls: int | None = None):
         self._unet, self._probe, self._left = unet, probe, calls
 
     def __getattr__(self, name):
         return getattr(self._unet, name)
 
     def __call__(self, *args, **kwargs):
-        if self._left > 0:
-            self._left -= 1
+        if self._left is None or self._left > 0:
+            self._left = None if self._left is None else self._left - 1
             self._probe(self._unet, args, kwargs)
         return self._unet(*args, **kwargs)
 

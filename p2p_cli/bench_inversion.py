@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from p2p_cli.bench import BenchConfig, _loadavg, build_model, environment, write_results
+from p2p_cli.bench import BenchConfig, _loadavg, _ProbeUNet, build_model, environment, write_results
 from p2p_cli.invert import METHODS, invert
 from p2p_cli.models import Model, load_model
 
@@ -66,20 +66,6 @@ class InversionReport:
     memory: dict = field(default_factory=dict)  # method -> peak MiB (cuda only)
 
 
-class _CountingUNet:
-    """Stands in for model.unet: delegates everything and counts the forward calls."""
-
-    def __init__(self, unet):
-        self._unet, self.calls = unet, 0
-
-    def __getattr__(self, name):
-        return getattr(self._unet, name)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self._unet(*args, **kwargs)
-
-
 def build(cfg: InversionBenchConfig) -> Model:
     if cfg.arch == "shapes":
         model = load_model(None, device=cfg.device, dtype=cfg.dtype)
@@ -103,21 +89,27 @@ def run_inversion_bench(cfg: InversionBenchConfig, command: str = "",
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model = build(cfg)
-    counter = _CountingUNet(model.unet)
-    model.unet = counter
+    calls = 0  # UNet forward calls of the inversion under way
+
+    def count(unet, args, kwargs) -> None:
+        nonlocal calls
+        calls += 1
+
+    model.unet = _ProbeUNet(model.unet, count)
     image = picture(model, cfg.size, cfg.seed)
     report = InversionReport(config=asdict(cfg) | {"size": image.shape[-1]},
                              environment=environment(model.device, model.dtype), command=command)
     cuda = model.device.type == "cuda"
 
     def once(method: str) -> float:
-        counter.calls = 0
+        nonlocal calls
+        calls = 0
         gc.collect()
         if cuda:
             torch.cuda.synchronize(model.device)
             torch.cuda.reset_peak_memory_stats(model.device)
         seconds = invert(model, image, PROMPT, method=method, steps=cfg.steps, guidance=cfg.guidance).seconds
-        report.unet_calls[method] = counter.calls
+        report.unet_calls[method] = calls
         if cuda:
             peak = torch.cuda.max_memory_allocated(model.device) / 2**20
             report.memory[method] = max(peak, report.memory.get(method, 0.0))
