@@ -221,7 +221,7 @@ def eval_refine(model: Model, n: int, steps: int, guidance: float) -> dict:
 
 
 def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "null-text",
-              recipe: dict | None = None) -> dict:
+              recipe: dict | None = None, seed: int = 3) -> dict:
     """Pictures drawn by the world generator (not by the model): invert, then swap the colour word.
 
     `recipe` overrides the edit's recipe-level fields (e.g. self_replace, self_replace_max_res).
@@ -229,7 +229,7 @@ def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "
     from p2p_cli.invert import invert, psnr
 
     rows, psnrs, ceilings, seconds = [], [], [], []
-    for case in swap_cases(n, "colour", seed=3):
+    for case in swap_cases(n, "colour", seed=seed):
         picture = render(case.scene)  # (64, 64, 3) uint8
         image = torch.from_numpy(picture).permute(2, 0, 1).float() / 255
         inv = invert(model, image, caption(case.scene), method=method, steps=steps, guidance=guidance)
@@ -255,12 +255,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="plain,colour,shape,blend,refine,real")
     ap.add_argument("--model", default=None, help="a model folder (default: the bundled weights)")
     ap.add_argument("--real-methods", default="null-text,negative-prompt,ddim", help="inversions for --only real")
+    ap.add_argument("--real-seed", type=int, default=3, help="seed of the real-picture cases (3: the reported ones)")
+    ap.add_argument("--real-cross-replace", type=float, default=None,
+                    help="cross_replace of the real-picture edits (default: the swaps' 0.8)")
     ap.add_argument("--real-self-replace", type=float, default=None,
                     help="self_replace of the real-picture edits (default: the swaps' 0.4)")
     ap.add_argument("--real-self-replace-max-res", type=int, default=None,
                     help="self_replace_max_res of the real-picture edits (default: latent side / 4)")
     args = ap.parse_args(argv)
-    real = {k: v for k, v in (("self_replace", args.real_self_replace),
+    real = {k: v for k, v in (("cross_replace", args.real_cross_replace), ("self_replace", args.real_self_replace),
                               ("self_replace_max_res", args.real_self_replace_max_res)) if v is not None}
     from p2p_cli.models import load_model
 
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
              "shape": lambda: eval_swap(model, "shape", args.n, args.steps, args.guidance),
              "blend": lambda: eval_blend(model, args.n, args.steps, args.guidance),
              "refine": lambda: eval_refine(model, args.n, args.steps, args.guidance),
-             "real": lambda: {m: eval_real(model, args.n_real, args.steps, args.guidance, m, real)
+             "real": lambda: {m: eval_real(model, args.n_real, args.steps, args.guidance, m, real, args.real_seed)
                               for m in args.real_methods.split(",")}}
     for name in args.only.split(","):
         tic = time.time()
