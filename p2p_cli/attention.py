@@ -75,7 +75,14 @@ class Control:
     def layer_hw(self, tokens: int) -> tuple[int, int]:
         """(h, w) of a layer with `tokens` image positions, derived from the latent size."""
         lh, lw = self.latent_hw
-        factor = math.isqrt((lh * lw) // tokens)
+        return self._downscaled(math.isqrt((lh * lw) // tokens))
+
+    def side_hw(self, side: int) -> tuple[int, int]:
+        """(h, w) of a layer whose longer side is `side`."""
+        return self._downscaled(max(self.latent_hw) // side)
+
+    def _downscaled(self, factor: int) -> tuple[int, int]:
+        lh, lw = self.latent_hw
         return lh // factor, lw // factor
 
 

@@ -181,9 +181,7 @@ def run_edit(
             stores=all_stores, dtype=model.dtype,
         )
         step_inputs = control.step_inputs()
-        lh, lw = latent_hw
-        factor = {name: max(latent_hw) // side for name, side in sides.items()}
-        shapes = {info: (lh // factor[name], lw // factor[name]) for name, info in layer_infos(model.unet).items()}
+        shapes = {info: control.side_hw(sides[name]) for name, info in layer_infos(model.unet).items()}
         for store in all_stores:
             store.prepare(shapes, n_prompts, cond.shape[1], device)
         if not guided:

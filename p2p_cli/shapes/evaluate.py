@@ -241,8 +241,9 @@ def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "
         psnrs.append(psnr(out.images[0], image))
         ceilings.append(inv.vae_psnr)
         seconds.append(inv.seconds)
-    return {"method": method, "settings": recipe or {}, **_swap_summary(rows), "reconstruction_psnr": float(np.mean(psnrs)),
-            "vae_ceiling_psnr": float(np.mean(ceilings)), "seconds_per_inversion": float(np.median(seconds))}
+    return {"method": method, "settings": recipe or {}, **_swap_summary(rows),
+            "reconstruction_psnr": float(np.mean(psnrs)), "vae_ceiling_psnr": float(np.mean(ceilings)),
+            "seconds_per_inversion": float(np.median(seconds))}
 
 
 def main(argv: list[str] | None = None) -> None:
