@@ -61,8 +61,10 @@ class SwapCase:
     seed: int
 
 
-def swap_cases(n: int, attribute: str, seed: int = 0, two_objects: bool = False) -> list[SwapCase]:
-    """n held-out scenes, each with its first held-out object's colour or shape swapped for another."""
+def swap_cases(n: int, attribute: str, seed: int = 0, two_objects: bool = False, first_seed: int = 0
+               ) -> list[SwapCase]:
+    """n held-out scenes, each with its first held-out object's colour or shape swapped for another; case i
+    samples from noise seed first_seed + i."""
     cases = []
     for scene in heldout_scenes(20 * n, seed=seed):
         if len(cases) == n:
@@ -80,7 +82,7 @@ def swap_cases(n: int, attribute: str, seed: int = 0, two_objects: bool = False)
             new = replace(o, shape=other(SHAPES, o.shape))
         objects = list(scene.objects)
         objects[k] = new
-        cases.append(SwapCase(scene, k, Scene(objects, scene.background), seed=len(cases)))
+        cases.append(SwapCase(scene, k, Scene(objects, scene.background), seed=first_seed + len(cases)))
     return cases
 
 
@@ -92,14 +94,21 @@ def edit_recipe(source: str, target: str, seed: int, steps: int, guidance: float
                          "edits": [{"target": target, "type": "replace", "baseline": True, **edit}]})
 
 
-def eval_plain(model: Model, n: int, steps: int, guidance: float, batch: int = 16) -> dict:
+def fresh_seeds(fresh: int, scenes: int) -> tuple[int, int]:
+    """(seed of the held-out scenes, first noise seed) of a measurement whose reported set draws its scenes
+    with seed `scenes` and its noise from 0: fresh 0 is the reported set, fresh K another one of the same kind."""
+    return scenes + 100 * fresh, 10_000 * fresh
+
+
+def eval_plain(model: Model, n: int, steps: int, guidance: float, batch: int = 16, fresh: int = 0) -> dict:
     """Plain generation from held-out captions: how often the oracle reads colour, shape, position right."""
-    scenes = heldout_scenes(n, seed=1)
+    scene_seed, first = fresh_seeds(fresh, 1)
+    scenes = heldout_scenes(n, seed=scene_seed)
     scores = []
     for start in range(0, n, batch):
         part = scenes[start : start + batch]
-        images = to_uint8(generate(model, [caption(s) for s in part], list(range(start, start + len(part))),
-                                   steps=steps, guidance=guidance))
+        seeds = list(range(first + start, first + start + len(part)))
+        images = to_uint8(generate(model, [caption(s) for s in part], seeds, steps=steps, guidance=guidance))
         scores += [check(s, img) for s, img in zip(part, images)]
     return {k: float(np.mean([s[k] for s in scores])) for k in ("colour", "shape", "position", "size", "count",
                                                                  "background")}
@@ -139,10 +148,11 @@ def _swap_summary(rows: list[tuple[bool, bool, float]]) -> dict:
             "within_1px": float(np.mean(dist <= 1.0)), "n": len(rows)}
 
 
-def eval_swap(model: Model, attribute: str, n: int, steps: int, guidance: float) -> dict:
+def eval_swap(model: Model, attribute: str, n: int, steps: int, guidance: float, fresh: int = 0) -> dict:
     """Replace a colour or shape word (cross 0.8, self 0.4) vs the uncontrolled target from the same seed."""
     rows = {"p2p": [], "baseline": []}
-    for case in swap_cases(n, attribute):
+    scene_seed, first = fresh_seeds(fresh, 0)
+    for case in swap_cases(n, attribute, seed=scene_seed, first_seed=first):
         o, new = case.scene.objects[case.k], case.target.objects[case.k]
         out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance))
         imgs = to_uint8(out.images)  # source, edit-1, baseline-1
@@ -166,10 +176,11 @@ def _outside_change(src_img, img, o: Obj) -> float | None:
     return float(diff[outside].mean())
 
 
-def eval_blend(model: Model, n: int, steps: int, guidance: float) -> dict:
+def eval_blend(model: Model, n: int, steps: int, guidance: float, fresh: int = 0) -> dict:
     """Two objects, one recoloured with local blend on its colour words: the rest should not change."""
     rows = {"p2p+blend": [], "p2p": [], "colour_right": []}
-    for case in swap_cases(n, "colour", two_objects=True):
+    scene_seed, first = fresh_seeds(fresh, 0)
+    for case in swap_cases(n, "colour", seed=scene_seed, two_objects=True, first_seed=first):
         o, new = case.scene.objects[case.k], case.target.objects[case.k]
         recipe = parse_recipe({
             "source": caption(case.scene), "seed": case.seed, "steps": steps, "guidance": guidance,
@@ -192,16 +203,17 @@ def eval_blend(model: Model, n: int, steps: int, guidance: float) -> dict:
     }
 
 
-def eval_refine(model: Model, n: int, steps: int, guidance: float) -> dict:
+def eval_refine(model: Model, n: int, steps: int, guidance: float, fresh: int = 0) -> dict:
     """Refine "a big red circle on the left" by adding " on a <colour> background": background changes,
     object kept."""
     rows = []
-    scenes = [s for s in heldout_scenes(4 * n, seed=2) if len(s.objects) == 1][:n]
+    scene_seed, first = fresh_seeds(fresh, 2)
+    scenes = [s for s in heldout_scenes(4 * n, seed=scene_seed) if len(s.objects) == 1][:n]
     for i, scene in enumerate(scenes):
         source = caption(scene, background=False)
         src_bg = None
         wanted = list(BACKGROUNDS)[i % len(BACKGROUNDS)]
-        recipe = parse_recipe({"source": source, "seed": i, "steps": steps, "guidance": guidance,
+        recipe = parse_recipe({"source": source, "seed": first + i, "steps": steps, "guidance": guidance,
                                "cross_replace": 0.8, "self_replace": 0.4,
                                "edits": [{"target": f"{source} on a {wanted} background", "type": "refine"}]})
         imgs = to_uint8(run_edit(model, recipe).images)
@@ -255,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-real", type=int, default=30, help="cases for the real-picture (inversion) measurement")
     ap.add_argument("--only", default="plain,colour,shape,blend,refine,real")
     ap.add_argument("--model", default=None, help="a model folder (default: the bundled weights)")
+    ap.add_argument("--fresh", type=int, default=0,
+                    help="K > 0: another set of held-out prompts and noise seeds for every measurement but real "
+                         "(0: the reported set); to check a choice made on the reported set")
     ap.add_argument("--real-methods", default="null-text,negative-prompt,ddim", help="inversions for --only real")
     ap.add_argument("--real-seed", type=int, default=3, help="seed of the real-picture cases (3: the reported ones)")
     ap.add_argument("--real-cross-replace", type=float, default=None,
@@ -269,12 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     from p2p_cli.models import load_model
 
     model = load_model(args.model, device="cpu", dtype="fp32")
-    results, t0 = {"n": args.n, "steps": args.steps, "guidance": args.guidance}, time.time()
-    evals = {"plain": lambda: eval_plain(model, args.n, args.steps, args.guidance),
-             "colour": lambda: eval_swap(model, "colour", args.n, args.steps, args.guidance),
-             "shape": lambda: eval_swap(model, "shape", args.n, args.steps, args.guidance),
-             "blend": lambda: eval_blend(model, args.n, args.steps, args.guidance),
-             "refine": lambda: eval_refine(model, args.n, args.steps, args.guidance),
+    results, t0 = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}, time.time()
+    common = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}
+    evals = {"plain": lambda: eval_plain(model, **common),
+             "colour": lambda: eval_swap(model, "colour", **common),
+             "shape": lambda: eval_swap(model, "shape", **common),
+             "blend": lambda: eval_blend(model, **common),
+             "refine": lambda: eval_refine(model, **common),
              "real": lambda: {m: eval_real(model, args.n_real, args.steps, args.guidance, m, real, args.real_seed)
                               for m in args.real_methods.split(",")}}
     for name in args.only.split(","):

@@ -42,3 +42,21 @@ def test_edit_recipe_takes_recipe_level_overrides():
                         {"self_replace": 0.8, "self_replace_max_res": 16})
     assert tuned.self_replace_max_res == 16 and tuned.seed == 3 and tuned.steps == 10
     assert tuned.self_for(tuned.edits[0]) != plain.self_for(plain.edits[0])
+
+
+def test_fresh_sets_are_other_held_out_cases_and_fresh_0_is_the_reported_one():
+    from p2p_cli.shapes.captions import caption
+    from p2p_cli.shapes.world import is_heldout
+
+    reported = ev.swap_cases(20, "colour")
+    scene_seed, first = ev.fresh_seeds(0, 0)
+    again = ev.swap_cases(20, "colour", seed=scene_seed, first_seed=first)
+    assert [(caption(c.scene), c.seed) for c in again] == [(caption(c.scene), c.seed) for c in reported]
+    scene_seed, first = ev.fresh_seeds(1, 0)
+    fresh = ev.swap_cases(20, "colour", seed=scene_seed, first_seed=first)
+    assert [c.scene for c in fresh] != [c.scene for c in reported]  # captions may repeat: the space is small
+    assert all(any(is_heldout(o) for o in c.scene.objects) for c in fresh)
+    assert {c.seed for c in fresh}.isdisjoint({c.seed for c in reported})
+    # every measurement's (scene seed, first noise seed) differs between sets, and from the real pictures' 3 and 4
+    used = {ev.fresh_seeds(k, base)[0] for k in range(3) for base in (0, 1, 2)}
+    assert len(used) == 9 and not used & {3, 4}
