@@ -1,6 +1,7 @@
 """Train the bundled shapes model: a factor-4 AutoencoderKL, then a small CLIP text encoder + UNet jointly.
 
 python -m p2p_cli.shapes.train --out DIR --seed 0 --minutes 50 [--vae-minutes 5] [--threads 2]
+python -m p2p_cli.shapes.train --resume DIR --out DIR2 --decoder-only --minutes 15   (the VAE decoder alone)
 
 Data is drawn on the fly from world.sample_scene with a numpy Generator seeded by --seed; torch is seeded too,
 so a run is reproducible in what it draws, though CPU thread scheduling can make it not bit-exact. EMA weights
@@ -294,6 +295,51 @@ def train_vae(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, steps: 
         f"latent std {z.std().item():.3f}, scaling_factor {vae.config.scaling_factor:.4f}")  # fmt: skip
 
 
+def finetune_decoder(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, minutes: float,
+                     latent_noise: float = 0.2, lr: float = 3e-4) -> AutoencoderKL:
+    """Train the decoder (and post_quant_conv) on, with the encoder frozen; returns an EMA copy of the VAE.
+
+    The encoder, and so the latent space the UNet was trained in, does not change: the UNet and text encoder stay
+    valid and every attention map stays where it was. The loss is the autoencoder phase's (MSE, object pixels
+    x5). Each latent gets Gaussian noise of up to `latent_noise` latent standard deviations, so the decoder learns
+    to turn slightly-off latents (what sampling ends with) into clean pictures, not only the encoder's own.
+    """
+    vae.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for q in params:
+        q.requires_grad_(True)
+    ema = copy.deepcopy(vae).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    vae.train()
+    t0, step, avg = time.time(), 0, None
+    while time.time() - t0 < minutes * 60:
+        x, _ = batch_of(rng, cfg.vae_batch)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+            scale = latent_noise * z.std() * torch.rand(z.shape[0], 1, 1, 1)
+            z = z + scale * torch.randn_like(z)
+        rec = vae.decode(z).sample
+        fg = (x != x[:, :, :1, :1]).any(1, keepdim=True).float()
+        mse = ((rec - x) ** 2 * (1 + 4 * fg)).mean()
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 50)
+        opt.zero_grad(set_to_none=True)
+        mse.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(cfg.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, q in zip(ema.parameters(), vae.parameters()):
+                pe.lerp_(q, 1 - decay)
+        avg = mse.item() if avg is None else 0.95 * avg + 0.05 * mse.item()
+        if step % 25 == 0:
+            log(f"decoder step {step} mse {avg:.5f} {step * cfg.vae_batch / (time.time() - t0):.1f} img/s")
+    vae.requires_grad_(False)
+    log(f"decoder done: {step} steps in {(time.time() - t0) / 60:.1f} min")
+    return ema
+
+
 class Tokens:
     """Caption -> (77,) ids, padded to max_length as StableDiffusionPipeline does, cached."""
 
@@ -415,7 +461,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pad-keeps-background", action="store_true",
                     help="padding donors name the same background, so the padding still says it")
     ap.add_argument("--no-pad-shuffle", action="store_true", help="let the UNet read the padding embeddings")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="with --resume: only fine-tune the VAE decoder for --minutes (encoder, UNet and text "
+                         "encoder unchanged), then save to --out")
+    ap.add_argument("--latent-noise", type=float, default=0.2,
+                    help="--decoder-only: largest noise added to the latents, in latent standard deviations")
     args = ap.parse_args(argv)
+    if args.decoder_only and args.resume is None:
+        ap.error("--decoder-only needs --resume DIR (the checkpoint whose decoder to fine-tune)")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
     cfg = Config(batch=args.batch, lr=args.lr, pad_shuffle=not args.no_pad_shuffle,
@@ -429,6 +482,11 @@ def main(argv: list[str] | None = None) -> None:
         text_encoder = CLIPTextModel.from_pretrained(args.resume / "text_encoder")
         log(f"resumed from {args.resume}")
     log(f"params: unet {count(unet):,} vae {count(vae):,} text {count(text_encoder):,}; {cfg}")
+    if args.decoder_only:
+        vae = finetune_decoder(vae, cfg, rng, args.minutes, args.latent_noise)
+        save(args.out, vae, unet, text_encoder, clip_tokenizer())
+        log(f"saved to {args.out}; finished in {(time.time() - t0) / 60:.1f} min")
+        return
     if args.resume is None:
         train_vae(vae, cfg, rng, args.vae_steps, args.vae_minutes)
     vae.requires_grad_(False)

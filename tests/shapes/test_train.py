@@ -1,4 +1,5 @@
-"""Pieces of the shapes training that decide what the model learns to read (no training is run here)."""
+"""Pieces of the shapes training that decide what the model learns to read (no training is run here beyond a
+few steps of the decoder fine-tune on a tiny VAE)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,23 @@ def test_padding_donors_can_name_the_same_background(tokenizer):
             assert "background" not in d
         else:
             assert d.endswith(f"on a {named[i]} background")
+
+
+def test_decoder_finetune_changes_only_the_decoder():
+    import numpy as np
+    import pytest
+
+    from p2p_cli.arch import tiny_components
+    from p2p_cli.shapes.train import Config, finetune_decoder, main
+
+    vae = tiny_components(0)["vae"]
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    tuned = finetune_decoder(vae, Config(vae_batch=2), np.random.default_rng(0), minutes=0.001)
+    after = tuned.state_dict()
+    moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {"decoder", "post_quant_conv"}  # the latent space, and so the UNet, is untouched
+    assert tuned.config.scaling_factor == vae.config.scaling_factor
+    assert not any(p.requires_grad for p in tuned.parameters())
+    with pytest.raises(SystemExit) as e:
+        main(["--out", "x", "--decoder-only"])
+    assert e.value.code == 2
