@@ -263,6 +263,32 @@ def reading_loss(maps: list[torch.Tensor], targets: torch.Tensor) -> torch.Tenso
     return torch.stack(losses).mean() if losses else torch.zeros(())
 
 
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """MSE of the autoencoder, object pixels (those not of the corner's colour) weighted x5."""
+    fg = (x != x[:, :, :1, :1]).any(1, keepdim=True).float()  # (B, 1, 64, 64)
+    return ((rec - x) ** 2 * (1 + 4 * fg)).mean()
+
+
+def optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, lr: float, step: int, warmup: int) -> None:
+    """One step: the learning rate warmed up linearly over `warmup` steps, gradients clipped to norm 1."""
+    for g in opt.param_groups:
+        g["lr"] = lr * min(1.0, (step + 1) / warmup)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+@torch.no_grad()
+def ema_update(pairs, step: int, ema: float) -> None:
+    """Move each (averaged, trained) network's averaged weights towards the trained ones; the decay grows
+    with the step up to `ema`."""
+    decay = min(ema, (1 + step) / (10 + step))
+    for averaged, net in pairs:
+        for pe, q in zip(averaged.parameters(), net.parameters()):
+            pe.lerp_(q, 1 - decay)
+
+
 def train_vae(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, steps: int, minutes: float) -> None:
     """Reconstruction (MSE, object pixels weighted x5) plus a small KL, for `steps` steps (at most `minutes`)."""
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
@@ -270,17 +296,9 @@ def train_vae(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, steps: 
     t0, step, avg = time.time(), 0, None
     while step < steps and time.time() - t0 < minutes * 60:
         x, _ = batch_of(rng, cfg.vae_batch)
-        for g in opt.param_groups:
-            g["lr"] = cfg.vae_lr * min(1.0, (step + 1) / 50)
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        fg = (x != x[:, :, :1, :1]).any(1, keepdim=True).float()  # (B, 1, 64, 64) not the corner colour
-        mse = ((rec - x) ** 2 * (1 + 4 * fg)).mean()
-        loss = mse + cfg.vae_kl * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        mse = reconstruction_loss(vae.decode(post.sample()).sample, x)
+        optimiser_step(opt, mse + cfg.vae_kl * post.kl().mean(), vae.parameters(), cfg.vae_lr, step, 50)
         avg = mse.item() if avg is None else 0.95 * avg + 0.05 * mse.item()
         step += 1
         if step % 25 == 0:
@@ -318,20 +336,10 @@ def finetune_decoder(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, 
             z = vae.encode(x).latent_dist.sample()
             scale = latent_noise * z.std() * torch.rand(z.shape[0], 1, 1, 1)
             z = z + scale * torch.randn_like(z)
-        rec = vae.decode(z).sample
-        fg = (x != x[:, :, :1, :1]).any(1, keepdim=True).float()
-        mse = ((rec - x) ** 2 * (1 + 4 * fg)).mean()
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 50)
-        opt.zero_grad(set_to_none=True)
-        mse.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        mse = reconstruction_loss(vae.decode(z).sample, x)
+        optimiser_step(opt, mse, params, lr, step, 50)
         step += 1
-        decay = min(cfg.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, q in zip(ema.parameters(), vae.parameters()):
-                pe.lerp_(q, 1 - decay)
+        ema_update([(ema, vae)], step, cfg.ema)
         avg = mse.item() if avg is None else 0.95 * avg + 0.05 * mse.item()
         if step % 25 == 0:
             log(f"decoder step {step} mse {avg:.5f} {step * cfg.vae_batch / (time.time() - t0):.1f} img/s")
@@ -419,18 +427,9 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         aux = localisation_loss(recorder.maps, targets, select)
         reading = reading_loss(recorder.maps, targets) if cfg.read_loss else torch.zeros(())
         loss = diffusion + cfg.attn_loss * aux + cfg.read_loss * reading
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimiser_step(opt, loss, params, cfg.lr, step, cfg.warmup)
         step += 1
-        decay = min(cfg.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for ema, net in ((ema_unet, unet), (ema_text, text_encoder)):
-                for pe, p in zip(ema.parameters(), net.parameters()):
-                    pe.lerp_(p, 1 - decay)
+        ema_update([(ema_unet, unet), (ema_text, text_encoder)], step, cfg.ema)
         avg = diffusion.item() if avg is None else 0.98 * avg + 0.02 * diffusion.item()
         avg_aux = aux.item() if avg_aux is None else 0.98 * avg_aux + 0.02 * aux.item()
         avg_read = 0.98 * avg_read + 0.02 * reading.item()
