@@ -1,6 +1,10 @@
-"""Shared fixtures: the offline CLIP tokenizer and tiny random SD components (nothing is downloaded)."""
+"""Shared fixtures: the offline CLIP tokenizer, tiny random SD components and a way to save them as a model folder
+(nothing is downloaded)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,3 +45,28 @@ def tiny_clip_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-clip")
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
     return folder
+
+
+def _save_tiny_model(folder: Path, seed: int = 0, **kwargs) -> Path:
+    """arch.tiny_components() saved with save_pretrained, laid out as a diffusers pipeline folder."""
+    for name, part in tiny_components(seed, **kwargs).items():
+        part.save_pretrained(folder / name)
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def save_tiny_model():
+    """save_tiny_model(folder, seed=0, **tiny_components options) -> folder: a tiny random SD written as a
+    diffusers pipeline folder, to load through the same path as a real model."""
+    return _save_tiny_model

@@ -4,10 +4,10 @@ python -m p2p_cli.shapes.average A B --weight 0.7 --out DIR [--overwrite]
 
 A and B are save_pretrained pipeline folders of the same architecture, B usually a fine-tuned A. Every
 *.safetensors file of A is mixed with B's file of the same path; everything else (configs, tokenizer,
-scheduler) is A's. The two must have the same settings: a JSON file of A (model_index.json, each component's config)
-that differs from B's in anything but the bookkeeping keys ("_name_or_path", "_diffusers_version", ...) is
-refused, as is a weight file whose tensors differ in name, shape or dtype. DIR is written
-whole or not at all, and an existing DIR only with --overwrite.
+scheduler) is A's. The two must have the same settings: a JSON file of A (model_index.json, each component's
+config) that differs from B's in anything but the bookkeeping keys ("_name_or_path", "_diffusers_version", ...)
+is refused, as is a weight file whose tensors differ in name, shape or dtype. DIR is written whole or not at
+all, and an existing DIR only with --overwrite.
 """
 
 from __future__ import annotations

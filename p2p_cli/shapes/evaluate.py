@@ -284,8 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     from p2p_cli.models import load_model
 
     model = load_model(args.model, device="cpu", dtype="fp32")
-    results, t0 = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}, time.time()
     common = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}
+    results, t0 = dict(common), time.time()
     evals = {"plain": lambda: eval_plain(model, **common),
              "colour": lambda: eval_swap(model, "colour", **common),
              "shape": lambda: eval_swap(model, "shape", **common),

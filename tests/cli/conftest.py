@@ -23,28 +23,8 @@ SMALL = {
 }
 
 
-def save_tiny_model(folder: Path, seed: int = 0, **kwargs) -> Path:
-    """arch.tiny_components() saved with save_pretrained, laid out as a diffusers pipeline folder."""
-    from p2p_cli.arch import tiny_components
-
-    for name, part in tiny_components(seed, **kwargs).items():
-        part.save_pretrained(folder / name)
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "safety_checker": [None, None],
-        "feature_extractor": [None, None],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    return folder
-
-
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
+def tiny_model_dir(tmp_path_factory, save_tiny_model) -> Path:
     """A tiny random SD (128 px images) on disk: loaded through the same path as a real model."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-sd"))
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from p2p_cli.arch import tiny_components
 from p2p_cli.models import load_model
 from p2p_cli.shapes.average import average, main
 
@@ -14,21 +13,10 @@ WEIGHTS = ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safet
            "vae/diffusion_pytorch_model.safetensors")
 
 
-def _save(folder, seed, **kwargs):
-    for name, part in tiny_components(seed, **kwargs).items():
-        part.save_pretrained(folder / name)
-    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
-             "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"],
-             "safety_checker": [None, None], "feature_extractor": [None, None]}
-    (folder / "model_index.json").write_text(json.dumps(index))
-    return folder
-
-
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, save_tiny_model):
     root = tmp_path_factory.mktemp("soup")
-    return _save(root / "a", 0), _save(root / "b", 1)
+    return save_tiny_model(root / "a", 0), save_tiny_model(root / "b", 1)
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
@@ -60,9 +48,9 @@ def test_the_mix_loads_and_samples_like_any_model(pair, tmp_path):
 
 
 @pytest.mark.parametrize("change", ["unet", "scheduler"])
-def test_different_settings_are_refused_and_nothing_is_written(pair, tmp_path, capsys, change):
+def test_different_settings_are_refused_and_nothing_is_written(pair, tmp_path, capsys, change, save_tiny_model):
     a, _ = pair
-    other = _save(tmp_path / "other", 0)
+    other = save_tiny_model(tmp_path / "other", 0)
     rel = "unet/config.json" if change == "unet" else "scheduler/scheduler_config.json"
     cfg = json.loads((other / rel).read_text())
     if change == "unet":
