@@ -6,7 +6,7 @@ from importlib import resources
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 # DDIM as used for SD v1.x (algorithm.md, "Batch and guidance").
 SD_SCHEDULER = dict(
@@ -119,3 +119,104 @@ def sd15_components(seed: int = 0) -> dict:
     scheduler = DDIMScheduler(**SD_SCHEDULER)
     return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
                 scheduler=scheduler)
+
+
+def _clip_text_config(hidden: int, layers: int, heads: int, intermediate: int, projection: int, **extra) -> CLIPTextConfig:
+    return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=intermediate,
+                          num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
+                          bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=projection,
+                          **extra)
+
+
+def clip_tokenizer_2() -> CLIPTokenizer:
+    """SDXL's second tokenizer: the same BPE, padded with "!" (id 0) as OpenCLIP pads."""
+    tok = clip_tokenizer()
+    tok.pad_token = "!"
+    return tok
+
+
+# SDXL's DDIM settings (its scheduler config: scaled_linear 0.00085..0.012, leading spacing, offset 1)
+SDXL_SCHEDULER = dict(SD_SCHEDULER, timestep_spacing="leading")
+
+
+def tiny_xl_components(seed: int = 0) -> dict:
+    """Tiny random SDXL-shaped components: latent 16x16 (128 px), no attention in the first level (as SDXL),
+    cross-attention at 8 and 4 with two transformer layers at the deepest level, two text encoders whose
+    penultimate states are joined (16 + 32 features), a pooled embedding and six size/crop ids."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 1, 2),
+        cross_attention_dim=48,
+        attention_head_dim=(2, 4, 8),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=32 + 6 * 8,  # pooled (text_encoder_2 projection) + 6 ids x 8
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=128,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_clip_text_config(16, 2, 2, 37, 16))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(32, 2, 4, 37, 32))
+    scheduler = DDIMScheduler(**SDXL_SCHEDULER)
+    return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
+                text_encoder_2=text_encoder_2.eval(), tokenizer_2=clip_tokenizer_2(), scheduler=scheduler)
+
+
+def sdxl_components(seed: int = 0) -> dict:
+    """The SDXL base 1.0 architecture from its published configs, random weights (for benchmarks)."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=128,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(320, 640, 1280),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10),
+        cross_attention_dim=2048,
+        attention_head_dim=(5, 10, 20),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_embed_type_num_heads=64,
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=1024,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    )
+    text_encoder = CLIPTextModel(_clip_text_config(768, 12, 12, 3072, 768, hidden_act="quick_gelu"))
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(1280, 32, 20, 5120, 1280, hidden_act="gelu"))
+    scheduler = DDIMScheduler(**SDXL_SCHEDULER)
+    return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
+                text_encoder_2=text_encoder_2.eval(), tokenizer_2=clip_tokenizer_2(), scheduler=scheduler)

@@ -13,6 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from p2p_cli.families import Geometry
 from p2p_cli.invert import Inversion, NullTextSettings, Progress, invert
 from p2p_cli.models import Model
 
@@ -42,7 +43,7 @@ def model_fingerprint(model: Model) -> str:
     if model.unet in _fingerprints:
         return _fingerprints[model.unet]
     h = hashlib.sha256()
-    for net in (model.unet, model.vae, model.text_encoder):
+    for net in model.networks():
         heads = []
         for name, p in net.named_parameters():
             h.update(f"{name}{tuple(p.shape)}".encode())
@@ -54,7 +55,8 @@ def model_fingerprint(model: Model) -> str:
 
 
 def inversion_key(image: torch.Tensor, model: Model, *, prompt: str, method: str, steps: int, guidance: float,
-                  negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings()) -> dict:
+                  negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings(),
+                  geo: Geometry | None = None) -> dict:
     """What an inversion depends on, with its hash under "key": the picture, prompt, model and settings."""
     what = {
         "format": FORMAT,
@@ -69,6 +71,9 @@ def inversion_key(image: torch.Tensor, model: Model, *, prompt: str, method: str
                   "dtype": str(model.dtype).removeprefix("torch."),
                   "scheduler": {k: v for k, v in model.scheduler.config.items() if not k.startswith("_")}},
     }
+    if model.family.uses_micro_conditioning:  # SDXL: the size and crop ids condition every step
+        geo = geo or Geometry(size=tuple(image.shape[-2:]))
+        what["geometry"] = model.family.time_ids(geo, 1)[0].tolist()
     what["key"] = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
     return what
 
@@ -86,6 +91,7 @@ def save_inversion(inversion: Inversion, path: Path, key: str) -> Path:
         "settings": json.dumps(inversion.settings, sort_keys=True),
     }
     tensors = {"latent": inversion.latent.float().contiguous(), "uncond": inversion.uncond.float().contiguous()}
+    tensors.update({f"uncond_added.{k}": v.float().contiguous() for k, v in inversion.uncond_added.items()})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=meta)
@@ -103,30 +109,32 @@ def load_inversion(path: Path, key: str | None = None) -> Inversion | None:
             if meta.get("format") != FORMAT or (key is not None and meta.get("key") != key):
                 return None
             latent, uncond = f.get_tensor("latent"), f.get_tensor("uncond")
+            added = {k.removeprefix("uncond_added."): f.get_tensor(k) for k in f.keys() if k.startswith("uncond_added.")}
         vae_psnr = float(meta["vae_psnr"]) if meta.get("vae_psnr") not in (None, "None") else None
         return Inversion(latent=latent, uncond=uncond, method=meta["method"], seconds=float(meta["seconds"]),
-                         settings=json.loads(meta["settings"]), vae_psnr=vae_psnr)
+                         settings=json.loads(meta["settings"]), vae_psnr=vae_psnr, uncond_added=added)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):  # partial or foreign: a miss
         return None
 
 
 def cached_invert(model: Model, image: torch.Tensor, *, prompt: str, method: str, steps: int, guidance: float,
                   negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings(),
-                  progress: Progress | None = None, cache: Path | None = None) -> tuple[Inversion, bool]:
+                  progress: Progress | None = None, cache: Path | None = None,
+                  geo: Geometry | None = None) -> tuple[Inversion, bool]:
     """(inversion, whether it came from the cache): invert only when no earlier inversion matches.
 
     The key (in inversion.settings["key"]) hashes the 8-bit picture, the prompts, the method and its settings,
     and the model (id, revision, weights, dtype, scheduler).
     """
     what = inversion_key(image, model, prompt=prompt, method=method, steps=steps, guidance=guidance,
-                         negative_prompt=negative_prompt, null_text=null_text)
+                         negative_prompt=negative_prompt, null_text=null_text, geo=geo)
     key = what["key"]
     path = (cache or cache_dir()) / f"{key}.safetensors"
     found = load_inversion(path, key)
     if found is not None:
         return found, True
     inversion = invert(model, image, prompt, method=method, steps=steps, guidance=guidance,
-                       negative_prompt=negative_prompt, null_text=null_text, progress=progress)
+                       negative_prompt=negative_prompt, null_text=null_text, progress=progress, geo=geo)
     inversion.settings.update(key=key, image_sha256=what["image_sha256"], model=what["model"])
     try:
         save_inversion(inversion, path, key)

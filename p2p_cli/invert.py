@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from p2p_cli import metrics
 from p2p_cli.models import Model
-from p2p_cli.pipeline import decode_latents, encode_prompts, guided_predict
+from p2p_cli.families import Conditioning, Geometry
+from p2p_cli.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict
 from p2p_cli.sampler import Schedule, ddim_step, sample_ddim
 
 METHODS = ("null-text", "negative-prompt", "ddim")
@@ -48,6 +49,8 @@ class Inversion:
     seconds: float  # the inversion's own time (encode + DDIM backwards + optimisation)
     settings: dict = field(default_factory=dict)  # prompt, negative_prompt, steps, guidance, method settings, ...
     vae_psnr: float | None = None  # PSNR of encode-then-decode against the picture: the ceiling of any method
+    # the unconditional rows' extra conditioning, one row each (SDXL: pooled embedding, ids); {} for SD
+    uncond_added: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -61,12 +64,12 @@ def encode_image(model: Model, images: torch.Tensor) -> torch.Tensor:
     cfg = model.vae.config
     shift = getattr(cfg, "shift_factor", None) or 0.0
     with torch.no_grad():
-        x = images.to(model.device, model.dtype) * 2 - 1
+        x = images.to(model.device, model.vae_dtype) * 2 - 1
         mean = model.vae.encode(x).latent_dist.mean.float()
     return (mean - shift) * cfg.scaling_factor
 
 
-def ddim_inversion(model: Model, z0: torch.Tensor, cond: torch.Tensor, schedule: Schedule,
+def ddim_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, schedule: Schedule,
                    progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """The trajectory (T + 1, C, h, w): [i] is the latent sampling step i starts from, [T] is z0 (guidance 1).
 
@@ -77,7 +80,7 @@ def ddim_inversion(model: Model, z0: torch.Tensor, cond: torch.Tensor, schedule:
     trajectory = [x]
     with torch.no_grad():
         for n, i in enumerate(reversed(range(len(schedule.timesteps)))):
-            out = model.unet(x.to(model.dtype), schedule.timesteps[i], encoder_hidden_states=cond).sample.float()
+            out = model.family.denoise(model, x, schedule.timesteps[i], cond)
             x = ddim_step(out, x, schedule.alpha_prev[i], schedule.alpha[i], schedule.prediction_type)
             trajectory.append(x)
             if progress is not None:
@@ -99,7 +102,7 @@ def frozen(*nets: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: Conditioning, uncond: Conditioning,
                            schedule: Schedule, guidance: float, settings: NullTextSettings = NullTextSettings(),
                            progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Per-step unconditional embeddings (T, L, D), float32 (Mokady et al. 2023, sec. 3.2, Algorithm 1).
@@ -111,7 +114,7 @@ def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: torch.T
     """
     T = len(schedule.timesteps)
     x = trajectory[:1].float()  # (1, C, h, w)
-    emb = uncond.detach().float().clone()  # (1, L, D), optimised in float32 whatever the model's dtype
+    emb = uncond.hidden.detach().float().clone()  # (1, L, D), optimised in float32 whatever the model's dtype
     out_embs = []
     decay = max(100, 2 * T)
     with frozen(model.unet), torch.enable_grad():
@@ -119,10 +122,10 @@ def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: torch.T
             t, a, a_prev = schedule.timesteps[i], schedule.alpha[i], schedule.alpha_prev[i]
             target = trajectory[i + 1 : i + 2].float()
             with torch.no_grad():
-                out_cond = model.unet(x.to(model.dtype), t, encoder_hidden_states=cond).sample.float()
+                out_cond = model.family.denoise(model, x, t, cond)
 
             def guided_step(emb: torch.Tensor) -> torch.Tensor:  # from x, with emb as the unconditional half
-                out_uncond = model.unet(x.to(model.dtype), t, encoder_hidden_states=emb.to(model.dtype)).sample.float()
+                out_uncond = model.family.denoise(model, x, t, uncond.with_hidden(emb))
                 pred = out_uncond + guidance * (out_cond - out_uncond)
                 return ddim_step(pred, x, a, a_prev, schedule.prediction_type)
 
@@ -152,8 +155,11 @@ def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: torch.T
 
 def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "null-text", steps: int = 50,
            guidance: float = 7.5, negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings(),
-           progress: Progress | None = None) -> Inversion:
-    """Invert a picture (3, H, W) in [0, 1] at the model's DDIM schedule for `steps` steps."""
+           progress: Progress | None = None, geo: Geometry | None = None) -> Inversion:
+    """Invert a picture (3, H, W) in [0, 1] at the model's DDIM schedule for `steps` steps.
+
+    geo: the size and crop ids the edit will use (SDXL); by default the picture's size.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if image.ndim != 3 or image.shape[0] != 3:
@@ -167,18 +173,21 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     # frozen throughout: every UNet call sees the same parameter flags (one compiled graph fewer)
     with frozen(model.unet, model.vae, model.text_encoder):
         z0 = encode_image(model, image[None])  # (1, C, h, w)
+        geo = geo or Geometry(size=tuple(image.shape[-2:]))
         with torch.no_grad():
-            cond = encode_prompts(model, [prompt])  # (1, L, D)
-            negative = encode_prompts(model, [negative_prompt])
+            cond = encode_prompts(model, [prompt], geo)  # (1, L, D) and the family's extra rows
+            negative = encode_negative(model, negative_prompt, 1, geo)
         schedule = Schedule.from_scheduler(model.scheduler, steps, device)
         trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
         if optimise:
             uncond = null_text_optimisation(model, trajectory, cond, negative, schedule, guidance, null_text,
                                             report(steps))
         elif method == "negative-prompt":
-            uncond = cond.float().expand(steps, -1, -1)
+            uncond = cond.hidden.float().expand(steps, -1, -1)
         else:
-            uncond = negative.float().expand(steps, -1, -1)
+            uncond = negative.hidden.float().expand(steps, -1, -1)
+    # the unconditional rows' extra conditioning: the prompt's where the prompt stands in for them
+    added = (cond if method == "negative-prompt" else negative).added
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - tic
@@ -189,22 +198,28 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     if method == "null-text":
         settings["null_text"] = asdict(null_text)
     return Inversion(latent=trajectory[:1].cpu(), uncond=uncond.contiguous().cpu(), method=method, seconds=seconds,
-                     settings=settings, vae_psnr=vae_psnr)
+                     settings=settings, vae_psnr=vae_psnr,
+                     uncond_added={k: v.float().contiguous().cpu() for k, v in added.items()})
 
 
-def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance: float) -> torch.Tensor:
+def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance: float,
+                       geo: Geometry | None = None) -> torch.Tensor:
     """The final latent (1, C, h, w) that guided sampling makes from an inversion with no edit (float32, CPU)."""
     steps = inversion.uncond.shape[0]
+    geo = geo or Geometry(size=(inversion.latent.shape[-2] * model.vae_scale, inversion.latent.shape[-1] * model.vae_scale))
     with torch.inference_mode():
-        cond = encode_prompts(model, [prompt])
+        cond = encode_prompts(model, [prompt], geo)
         uncond = inversion.uncond.to(model.device, model.dtype)[:, None]  # (T, 1, L, D)
-        embeddings = (lambda i: torch.cat([uncond[i], cond])) if guidance > 1.0 else (lambda i: cond)
+        rows = Conditioning(uncond[0], {k: v.to(model.device, model.dtype) for k, v in inversion.uncond_added.items()})
+        embeddings = ((lambda i: Conditioning.cat([rows.with_hidden(uncond[i]), cond])) if guidance > 1.0
+                      else (lambda i: cond))
         predict = guided_predict(model, embeddings, guidance)
         schedule = Schedule.from_scheduler(model.scheduler, steps, model.device)
         return sample_ddim(predict, inversion.latent.to(model.device), schedule).cpu()
 
 
-def reconstruct(model: Model, inversion: Inversion, prompt: str, guidance: float) -> torch.Tensor:
+def reconstruct(model: Model, inversion: Inversion, prompt: str, guidance: float,
+                geo: Geometry | None = None) -> torch.Tensor:
     """The source picture (3, H, W) in [0, 1] that guided sampling makes from an inversion (no edit)."""
     with torch.inference_mode():
-        return decode_latents(model, reconstruct_latent(model, inversion, prompt, guidance))[0]
+        return decode_latents(model, reconstruct_latent(model, inversion, prompt, guidance, geo))[0]

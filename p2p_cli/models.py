@@ -27,11 +27,36 @@ class Model:
     id: str = "components"  # hub id, local path or "bundled:shapes"
     revision: str | None = None  # hub commit, when known
     path: str | None = None  # the folder the weights were read from, when loaded from disk
+    text_encoder_2: Any = None  # SDXL: transformers CLIPTextModelWithProjection
+    tokenizer_2: Any = None  # SDXL: its tokenizer (the same BPE, "!" as padding)
+    options: dict = field(default_factory=dict)  # pipeline settings from model_index.json (force_zeros_for_empty_prompt)
+    family: Any = None  # families.Family, detected from the components when None
+    loras: list = field(default_factory=list)  # LoRA weights loaded into the networks: [{path, scale, sha256}]
+
+    def __post_init__(self) -> None:
+        if self.family is None:
+            from p2p_cli.families import detect
+
+            self.family = detect(self.parts())
+
+    def parts(self) -> dict[str, Any]:
+        """The components by their diffusers names (text_encoder_2 and tokenizer_2 only when present)."""
+        names = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def networks(self) -> list[Any]:
+        """The torch modules: UNet, VAE and every text encoder."""
+        return [n for n in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if n is not None]
 
     @property
     def vae_scale(self) -> int:
         """Pixels per latent cell (8 for SD)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent the denoiser works on (4 for SD and SDXL)."""
+        return self.unet.config.in_channels
 
     @property
     def native_size(self) -> tuple[int, int]:
@@ -43,15 +68,22 @@ class Model:
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Model:
         """Move every network to device/dtype (in place) and return self."""
         self.device, self.dtype = torch.device(device), dtype
-        for net in (self.unet, self.vae, self.text_encoder):
+        for net in self.networks():
+            want = self.family.vae_dtype(dtype, net.config) if net is self.vae else dtype
             net.to(self.device)
-            if net.dtype != dtype:
-                net.to(dtype)
+            if net.dtype != want:
+                net.to(want)
         return self
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        """The dtype the VAE runs in (SDXL keeps it in float32 under fp16, as diffusers upcasts it)."""
+        return self.vae.dtype
 
 
 def from_components(parts: dict, id: str = "components", device: str = "cpu", dtype=torch.float32) -> Model:
-    """A Model from a dict of diffusers/transformers parts (as arch.tiny_components() returns)."""
+    """A Model from a dict of diffusers/transformers parts (as arch.tiny_components() returns); the family
+    (SD or SDXL) is detected from the parts."""
     return Model(**parts, id=id).to(device, dtype)
 
 
@@ -64,7 +96,9 @@ _WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writ
     "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
     "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
     "text_encoder": ("model.safetensors", "pytorch_model.bin"),
+    "text_encoder_2": ("model.safetensors", "pytorch_model.bin"),  # SDXL only
 }
+OPTIONAL_PARTS = ("text_encoder_2", "tokenizer_2")  # SDXL's second text encoder and tokenizer
 
 
 class ModelLoadError(RuntimeError):
@@ -137,9 +171,10 @@ def load_folder(
     import diffusers
     import transformers
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from p2p_cli.arch import SD_SCHEDULER
+    from p2p_cli.families import detect
 
     for lib in (diffusers, transformers):  # their loading bars and advice would drown our stderr
         lib.utils.logging.set_verbosity_error()
@@ -152,8 +187,13 @@ def load_folder(
             f"{folder} is not a diffusers model folder: missing {', '.join(p + '/' for p in missing)}"
             " (save one with pipeline.save_pretrained, or pass a hub id)"
         )
+    xl = (folder / "text_encoder_2").is_dir()
+    if xl and not (folder / "tokenizer_2").is_dir():
+        raise ModelLoadError(f"{folder} has text_encoder_2/ but no tokenizer_2/: an SDXL folder needs both")
     for part, (safe, pickled) in _WEIGHTS.items():
         sub = folder / part
+        if part in OPTIONAL_PARTS and not sub.is_dir():
+            continue
         has_safe = (sub / safe).exists() or any(sub.glob(safe.replace(".safetensors", "-*.safetensors")))
         if not has_safe and not allow_pickle:
             hint = " (only pickle weights found; pass --allow-pickle if you trust them)" if (sub / pickled).exists() else ""
@@ -165,20 +205,40 @@ def load_folder(
         text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=use_safe, dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
         config = DDIMScheduler.load_config(folder, subfolder="scheduler")
+        extra = {}
+        if xl:
+            extra["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
+                folder / "text_encoder_2", use_safetensors=use_safe, dtype=dtype).eval()
+            extra["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
     scheduler = DDIMScheduler.from_config({**SD_SCHEDULER, **config})  # the model's own settings win
-    return Model(
-        unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-        scheduler=scheduler, id=id or str(folder.resolve()), path=str(folder.resolve()),
-    )
+    parts = dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                 scheduler=scheduler, **extra)
+    try:
+        family = detect(parts)
+    except ValueError as err:
+        raise ModelLoadError(f"{folder}: {err}") from None
+    return Model(**parts, family=family, options=_pipeline_options(folder), id=id or str(folder.resolve()),
+                 path=str(folder.resolve()))
+
+
+def _pipeline_options(folder: Path) -> dict:
+    """The pipeline-level settings in model_index.json that change what the engine does."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: index[k] for k in ("force_zeros_for_empty_prompt",) if k in index}
 
 
 def _hub_snapshot(repo_id: str, allow_pickle: bool) -> tuple[Path, str | None]:
     """The local snapshot folder and commit of a hub model; from the cache only when offline."""
     from huggingface_hub import snapshot_download
 
-    patterns = ["model_index.json", "tokenizer/*", "scheduler/*"]
+    patterns = ["model_index.json", "tokenizer/*", "tokenizer_2/*", "scheduler/*"]
     for part, (safe, pickled) in _WEIGHTS.items():
         stem = safe.removesuffix(".safetensors")
         patterns += [f"{part}/config.json", f"{part}/{safe}", f"{part}/{stem}-*.safetensors", f"{part}/{safe}.index.json"]

@@ -12,13 +12,14 @@ import torch.nn.functional as F
 from p2p_cli.attention import Control, controlled, layer_infos
 from p2p_cli.control.blend import LocalBlend
 from p2p_cli.control.store import AttentionStore
+from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
 from p2p_cli.plan import EditPlan, check_recipe, compile_plan, nearest_side
 from p2p_cli.recipe import Recipe, RecipeError
 from p2p_cli.sampler import Predict, Schedule, sample_ddim
 
-__all__ = ["EditResult", "run_edit", "check_recipe", "encode_prompts", "initial_latent", "decode_latents",
-           "generate"]
+__all__ = ["EditResult", "run_edit", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
+           "decode_latents", "generate", "geometry", "resolve_recipe"]
 
 
 @dataclass
@@ -35,13 +36,25 @@ class EditResult:
     layout: dict = field(default_factory=dict)  # latent_hw, self_max_res, blend_res
 
 
-def encode_prompts(model: Model, prompts: list[str]) -> torch.Tensor:
-    """Text embeddings (B, L, D) as diffusers' StableDiffusionPipeline computes them (padded to 77)."""
-    tok = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt")
-    use_mask = getattr(model.text_encoder.config, "use_attention_mask", False)
-    mask = tok.attention_mask.to(model.device) if use_mask else None
-    return model.text_encoder(tok.input_ids.to(model.device), attention_mask=mask)[0].to(model.dtype)
+def geometry(model: Model, recipe: Recipe | None = None, size: tuple[int, int] | None = None) -> Geometry:
+    """The pictures' size and SDXL's size/crop ids for a recipe (or the model's native size)."""
+    size = size or (recipe.size if recipe is not None else None) or model.native_size
+    if recipe is None:
+        return Geometry(size=tuple(size))
+    return Geometry(size=tuple(size), original_size=recipe.original_size,
+                    crop_top_left=recipe.crops_coords_top_left or (0, 0), target_size=recipe.target_size)
+
+
+def encode_prompts(model: Model, prompts: list[str], geo: Geometry | None = None) -> Conditioning:
+    """The denoiser's conditioning for the prompts, as the family's diffusers pipeline computes it:
+    hidden (B, L, D) (SD: CLIP's last hidden states, padded to 77; SDXL: both encoders' penultimate states
+    joined) and the family's extra per-row tensors (SDXL: pooled embedding, size/crop ids)."""
+    return model.family.encode(model, prompts, geo or geometry(model))
+
+
+def encode_negative(model: Model, negative_prompt: str, n: int, geo: Geometry | None = None) -> Conditioning:
+    """The n unconditional rows of classifier-free guidance (SDXL: zeros for an empty negative prompt)."""
+    return model.family.encode_negative(model, negative_prompt, n, geo or geometry(model))
 
 
 def initial_latent(seed: int, channels: int, latent_hw: tuple[int, int]) -> torch.Tensor:
@@ -51,21 +64,21 @@ def initial_latent(seed: int, channels: int, latent_hw: tuple[int, int]) -> torc
 
 
 def decode_latents(model: Model, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """Images (N, 3, H, W) in [0, 1], float32 on CPU."""
+    """Images (N, 3, H, W) in [0, 1], float32 on CPU (in the VAE's dtype: float32 for SDXL under fp16)."""
     cfg = model.vae.config
     shift = getattr(cfg, "shift_factor", None) or 0.0
     out = []
     for part in latents.split(chunk):
-        z = part.to(model.device, model.dtype) / cfg.scaling_factor + shift
+        z = part.to(model.device, model.vae_dtype) / cfg.scaling_factor + shift
         out.append((model.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
 
 
-def guided_predict(model: Model, embeddings: Callable[[int], torch.Tensor], guidance: float,
+def guided_predict(model: Model, conditioning: Callable[[int], Conditioning], guidance: float,
                    attention_kwargs: Callable[[int], dict] | None = None) -> Predict:
     """The sampler's predict(x, t, i): classifier-free guidance over [uncond x B, cond x B] when guidance > 1.
 
-    embeddings(i) gives the UNet's text batch at step i (both halves when guided), attention_kwargs(i) the
+    conditioning(i) gives the denoiser's rows at step i (both halves when guided), attention_kwargs(i) the
     cross_attention_kwargs the attention processors read.
     """
     guided = guidance > 1.0
@@ -73,8 +86,7 @@ def guided_predict(model: Model, embeddings: Callable[[int], torch.Tensor], guid
     def predict(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
         inp = torch.cat([x, x]) if guided else x
         kwargs = attention_kwargs(i) if attention_kwargs is not None else None
-        out = model.unet(inp.to(model.dtype), t, encoder_hidden_states=embeddings(i),
-                         cross_attention_kwargs=kwargs).sample.float()
+        out = model.family.denoise(model, inp, t, conditioning(i), kwargs)
         if not guided:
             return out
         out_uncond, out_cond = out.chunk(2)
@@ -128,18 +140,23 @@ def run_edit(
     source_name: str = "recipe",
     latent: torch.Tensor | None = None,
     uncond_per_step: torch.Tensor | None = None,
+    uncond_added: dict[str, torch.Tensor] | None = None,
 ) -> EditResult:
     """Generate the source, every edit (and baselines) of a recipe in one batch; see DEVELOPERS.md.
 
     latent (1, C, h, w) replaces the seed's initial latent and uncond_per_step (T, L, D) the unconditional
-    embedding at each step (real-image editing: an inverted latent and null-text embeddings).
+    text sequence at each step (real-image editing: an inverted latent and null-text embeddings); with it,
+    uncond_added (one row of each) is the unconditional rows' extra conditioning (SDXL: pooled embedding and
+    ids), by default the negative prompt's.
     """
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
+    recipe = resolve_recipe(model, recipe, source_name)
     seconds: dict[str, float] = {}
     tic = time.perf_counter()
     plan = compile_plan(recipe, model.tokenizer, baseline=baseline, source_name=source_name)
     latent_hw = _check_size(model, recipe, source_name)
+    geo = geometry(model, recipe, (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale))
     sides = level_sides(model, latent_hw)
     cross_sides = [s for n, s in sides.items() if n.endswith("attn2.processor") and not n.startswith("mid")]
     if recipe.blend_res is not None and recipe.blend_res not in cross_sides:
@@ -155,18 +172,21 @@ def run_edit(
         tic = time.perf_counter()
         n_prompts = len(plan.prompts)
         guided = recipe.guidance > 1.0
-        cond = encode_prompts(model, plan.prompts)
-        uncond = encode_prompts(model, [recipe.negative_prompt] * n_prompts) if guided else None
+        cond = encode_prompts(model, plan.prompts, geo)
+        uncond = encode_negative(model, recipe.negative_prompt, n_prompts, geo) if guided else None
         seconds["encode"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
         schedule = Schedule.from_scheduler(model.scheduler, steps, device)
         if latent is None:
-            latent = initial_latent(recipe.seed, model.unet.config.in_channels, latent_hw)
+            latent = initial_latent(recipe.seed, model.latent_channels, latent_hw)
             latent = latent * model.scheduler.init_noise_sigma
         x = latent.expand(n_prompts, -1, -1, -1).to(device)
-        if uncond_per_step is not None:
+        if uncond_per_step is not None and guided:
             per_step = uncond_per_step.to(device, model.dtype)[:, None].expand(-1, n_prompts, -1, -1)  # (T, B, L, D)
+            if uncond_added:
+                uncond = Conditioning(uncond.hidden, {k: v.to(device, model.dtype).expand(n_prompts, *v.shape[1:])
+                                                      for k, v in uncond_added.items()})
         all_stores = list(stores or [])
         blend = None
         if dev_plan.blend is not None:
@@ -183,14 +203,14 @@ def run_edit(
         step_inputs = control.step_inputs()
         shapes = {info: control.side_hw(sides[name]) for name, info in layer_infos(model.unet).items()}
         for store in all_stores:
-            store.prepare(shapes, n_prompts, cond.shape[1], device)
+            store.prepare(shapes, n_prompts, cond.hidden.shape[1], device)
         if not guided:
             embeddings = lambda i: cond  # noqa: E731
         elif uncond_per_step is None:
-            both = torch.cat([uncond, cond])
+            both = Conditioning.cat([uncond, cond])
             embeddings = lambda i: both  # noqa: E731
         else:
-            embeddings = lambda i: torch.cat([per_step[i], cond])  # noqa: E731
+            embeddings = lambda i: Conditioning.cat([uncond.with_hidden(per_step[i]), cond])  # noqa: E731
         predict = guided_predict(model, embeddings, recipe.guidance, lambda i: {"p2p": step_inputs[i]})
 
         def after_step(i: int, x: torch.Tensor) -> torch.Tensor:
@@ -221,16 +241,39 @@ def run_edit(
     )
 
 
-def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int = 50, guidance: float = 7.5,
+def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int = 50, guidance: float | None = None,
              negative_prompt: str = "") -> torch.Tensor:
-    """Plain text-to-image (no control), one seed per prompt, in one batch: images (N, 3, H, W) in [0, 1]."""
+    """Plain text-to-image (no control), one seed per prompt, in one batch: images (N, 3, H, W) in [0, 1].
+    guidance None: the family's default (SD 7.5, SDXL 5.0)."""
     latent_hw = (model.native_size[0] // model.vae_scale, model.native_size[1] // model.vae_scale)
+    guidance = model.family.default_guidance if guidance is None else guidance
     with torch.inference_mode():
         cond = encode_prompts(model, prompts)
         guided = guidance > 1.0
-        emb = torch.cat([encode_prompts(model, [negative_prompt] * len(prompts)), cond]) if guided else cond
-        x = torch.cat([initial_latent(s, model.unet.config.in_channels, latent_hw) for s in seeds])
+        emb = Conditioning.cat([encode_negative(model, negative_prompt, len(prompts)), cond]) if guided else cond
+        x = torch.cat([initial_latent(s, model.latent_channels, latent_hw) for s in seeds])
         x = (x * model.scheduler.init_noise_sigma).to(model.device)
         predict = guided_predict(model, lambda i: emb, guidance)
         latents = sample_ddim(predict, x, Schedule.from_scheduler(model.scheduler, steps, model.device))
         return decode_latents(model, latents)
+
+
+def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") -> Recipe:
+    """The recipe with the model family's defaults filled in (guidance when the recipe does not set it) and
+    the family's own keys checked (SDXL's size and crop ids mean nothing to SD 1.x/2.x)."""
+    family = model.family
+    if not family.uses_micro_conditioning:
+        keys = [k for k in ("original_size", "crops_coords_top_left", "target_size") if getattr(recipe, k) is not None]
+        if keys:
+            raise RecipeError([f"{k}: only SDXL models take size and crop ids; {model.id} is {family.label}"
+                               for k in keys], source_name)
+    problems = []
+    for where, prompt in [("source", recipe.source), ("negative_prompt", recipe.negative_prompt)] + [
+            (f"edits[{i}].target", e.target) for i, e in enumerate(recipe.edits)]:
+        if prompt and (problem := family.check_prompt(model, prompt)):
+            problems.append(f"{where}: {problem}")
+    if problems:
+        raise RecipeError(problems, source_name)
+    if "guidance" not in recipe.model_fields_set and recipe.guidance != family.default_guidance:
+        recipe = recipe.model_copy(update={"guidance": family.default_guidance})
+    return recipe

@@ -101,6 +101,19 @@ def _parse_size(value: Any) -> Any:
     return (h, w)
 
 
+def _parse_pair(value: Any) -> Any:
+    """[a, b] of non-negative ints (SDXL's size and crop ids, in pixels)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"expected [height, width] or [top, left] in pixels (2 ints), got {value!r}")
+    if min(value) < 0:
+        raise ValueError(f"{list(value)} has a negative number")
+    return tuple(value)
+
+
 def parse_crop(value: Any) -> Any:
     """[left, top, right, bottom] in pixels of the picture, right > left and bottom > top."""
     if value is None:
@@ -118,6 +131,7 @@ def parse_crop(value: Any) -> Any:
 
 
 CrossField = Annotated[CrossSchedule | None, BeforeValidator(_parse_cross)]
+PairField = Annotated[tuple[int, int] | None, BeforeValidator(_parse_pair)]
 SelfField = Annotated[Window | None, BeforeValidator(_parse_self)]
 
 
@@ -130,6 +144,20 @@ class LocalBlend(BaseModel):
     start: float = Field(0.2, ge=0.0, le=1.0)
     subtract: list[str] = Field(default_factory=list)
     subtract_threshold: float = Field(0.3, gt=0.0, lt=1.0)
+
+
+class Lora(BaseModel):
+    """LoRA weights to load into the model before sampling (diffusers' LoRA loader; safetensors only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1)  # a .safetensors file, relative to the recipe file
+    scale: float = Field(1.0, ge=-10.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Lora:
+        if not self.path.endswith(".safetensors"):
+            raise ValueError(f"path: {self.path} is not a .safetensors file (pickled LoRA files are not loaded)")
+        return self
 
 
 class Edit(BaseModel):
@@ -173,6 +201,11 @@ class Recipe(BaseModel):
     image: str | None = Field(None, min_length=1)  # a real picture to edit (relative to the recipe file)
     crop: Annotated[tuple[int, int, int, int] | None, BeforeValidator(parse_crop)] = None  # else a centre crop
     inversion: InversionMethod | None = None  # how `image` is inverted; None: null-text
+    # SDXL's micro-conditioning, in pixels: (height, width), (top, left), (height, width); None: the picture's
+    original_size: PairField = None
+    crops_coords_top_left: PairField = None
+    target_size: PairField = None
+    loras: list[Lora] = Field(default_factory=list)  # LoRA weights (SD 1.x, SDXL), loaded with diffusers' loader
     edits: list[Edit] = Field(min_length=1)
 
     @model_validator(mode="after")

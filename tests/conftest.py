@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from p2p_cli.arch import clip_tokenizer, tiny_components
+from p2p_cli.arch import clip_tokenizer, tiny_components, tiny_xl_components
 from p2p_cli.models import from_components
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -33,6 +33,18 @@ def tiny_v_model():
 
 
 @pytest.fixture(scope="session")
+def tiny_xl_model():
+    """Tiny SDXL-shaped model: latent 16x16 (128 px), cross-attention at 8 and 4, two text encoders."""
+    return from_components(tiny_xl_components(seed=0), id="tiny-xl")
+
+
+@pytest.fixture(scope="session", params=["tiny_model", "tiny_xl_model"], ids=["sd", "sdxl"])
+def family_model(request):
+    """Each model family's tiny model in turn: the engine's properties must hold for every family."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A tiny random CLIPModel (32 px images, 16-d embeddings) saved like a real one, for the sweep's CLIP columns."""
     from transformers import CLIPConfig, CLIPModel
@@ -47,10 +59,26 @@ def tiny_clip_dir(tmp_path_factory):
     return folder
 
 
-def _save_tiny_model(folder: Path, seed: int = 0, **kwargs) -> Path:
-    """arch.tiny_components() saved with save_pretrained, laid out as a diffusers pipeline folder."""
-    for name, part in tiny_components(seed, **kwargs).items():
+def _save_tiny_model(folder: Path, seed: int = 0, family: str = "sd", **kwargs) -> Path:
+    """arch.tiny_components() (family "sdxl": tiny_xl_components()) saved with save_pretrained, laid out as a
+    diffusers pipeline folder."""
+    parts = tiny_xl_components(seed) if family == "sdxl" else tiny_components(seed, **kwargs)
+    for name, part in parts.items():
         part.save_pretrained(folder / name)
+    if family == "sdxl":
+        index = {
+            "_class_name": "StableDiffusionXLPipeline",
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+            "force_zeros_for_empty_prompt": True,
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+        return folder
     index = {
         "_class_name": "StableDiffusionPipeline",
         "unet": ["diffusers", "UNet2DConditionModel"],

@@ -150,7 +150,9 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
     from p2p_cli.render.grid import edit_tiles, save_grid
     from p2p_cli.render.images import save_images
 
-    recipe = job.recipe
+    from p2p_cli.pipeline import geometry, resolve_recipe
+
+    recipe = job.recipe = resolve_recipe(model, job.recipe, job.path)  # the family's defaults (SDXL: guidance 5)
     what = "source only" if job.source_only else f"{len(recipe.edits)} edit(s)"
     log(f"{job.path}: {recipe.name}, {what}, {recipe.steps} steps")
     store = res = None
@@ -168,7 +170,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
         real = invert_source(model, job.image, recipe.source, size=recipe.size, crop=recipe.crop,
                              method=recipe.inversion_method, steps=recipe.steps, guidance=recipe.guidance,
                              negative_prompt=recipe.negative_prompt, label=recipe.name, log=log, bar=bar,
-                             where=job.path)
+                             where=job.path, geo=geometry(model, recipe))
         job.seconds["invert"] = real.seconds
     progress = None
     if bar is not None:
@@ -179,7 +181,8 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
         result = run_edit(model, recipe, baseline=baseline, attention=attention, progress=progress,
                           source_name=job.path, stores=[store] if store is not None else None,
                           latent=real.inversion.latent if real else None,
-                          uncond_per_step=real.inversion.uncond if real else None)
+                          uncond_per_step=real.inversion.uncond if real else None,
+                          uncond_added=real.inversion.uncond_added if real else None)
     finally:
         if bar is not None:
             bar.stop()

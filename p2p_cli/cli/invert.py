@@ -82,7 +82,7 @@ def resolve_image(recipe: Recipe, recipe_path: str) -> Path | None:
 
 def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str,
                   steps: int, guidance: float, negative_prompt: str, label: str, log, bar,
-                  where: str | None = None) -> RealSource:
+                  where: str | None = None, geo=None) -> RealSource:
     """Load the picture at the model's size and invert it, or take its inversion from the cache."""
     from p2p_cli.inversion_cache import cached_invert
     from p2p_cli.render.load import ImageError, load_image
@@ -101,7 +101,8 @@ def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int
         bar.start()
     try:
         inversion, cached = cached_invert(model, picture, prompt=prompt, method=method, steps=steps,
-                                          guidance=guidance, negative_prompt=negative_prompt, progress=progress)
+                                          guidance=guidance, negative_prompt=negative_prompt, progress=progress,
+                                          geo=geo)
     finally:
         if bar is not None:
             bar.stop()
@@ -120,7 +121,9 @@ Prompt = Annotated[str, typer.Option("--prompt", "-p", help="What the picture sh
                                      show_default=False)]
 MethodOpt = Annotated[Method, typer.Option("--method", help="null-text (faithful), negative-prompt (fast) or ddim.")]
 InvSteps = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps (edits must use the same).")]
-Guidance = Annotated[float, typer.Option("--guidance", min=0.0, help="Guidance scale (edits must use the same).")]
+Guidance = Annotated[Optional[float], typer.Option(
+    "--guidance", min=0.0, show_default=False,
+    help="Guidance scale (edits must use the same). Default: the model family's (SD 7.5, SDXL 5.0).")]
 Negative = Annotated[str, typer.Option("--negative-prompt", help="Unconditional prompt (ddim, start of null-text).")]
 Crop = Annotated[Optional[str], typer.Option("--crop", metavar="L,T,R,B",
                                              help="Crop box in pixels (default: the largest centred box).")]
@@ -132,7 +135,7 @@ def invert(
     prompt: Prompt,
     method: MethodOpt = Method(DEFAULT_INVERSION),
     steps: InvSteps = 50,
-    guidance: Guidance = 7.5,
+    guidance: Guidance = None,
     negative_prompt: Negative = "",
     crop: Crop = None,
     out: o.OutDir = Path("outputs"),
@@ -172,6 +175,7 @@ def invert(
         spec = model_key(model)
         log(f"loading model {spec} ({dev}, {dtype_name(dt)})")
         net = load_model(spec, dev.type if dev.index is None else str(dev), dtype_name(dt), allow_pickle=allow_pickle)
+        guidance = net.family.default_guidance if guidance is None else guidance
         n_tokens = len(net.tokenizer(prompt).input_ids)
         if n_tokens > net.tokenizer.model_max_length:
             most = net.tokenizer.model_max_length

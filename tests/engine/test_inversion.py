@@ -39,7 +39,7 @@ def test_null_text_retraces_better_than_ddim_and_run_edit_reproduces_it(tiny_mod
         images = {m: decode_latents(tiny_model, z)[0] for m, (_, z) in results.items()}
     assert psnr(images["null-text"], ceiling) > psnr(images["ddim"], ceiling)
     with torch.no_grad():
-        cond, empty = encode_prompts(tiny_model, [PROMPT, ""]).float().split(1)
+        cond, empty = encode_prompts(tiny_model, [PROMPT, ""]).hidden.float().split(1)
     assert torch.equal(results["negative-prompt"][0].uncond, cond.expand(STEPS, -1, -1))
     assert torch.equal(results["ddim"][0].uncond, empty.expand(STEPS, -1, -1))
     assert not torch.allclose(results["null-text"][0].uncond[0], results["null-text"][0].uncond[-1])  # per step

@@ -1,0 +1,96 @@
+"""What every model family gives the engine: conditioning for a batch of prompts, the denoiser call, decoding.
+
+The engine (plan, control, attention store, local blend, sampler, outputs) is shared. A family adapter holds
+only what differs between backbones (see docs/families.md):
+- encode: prompts -> a `Conditioning`, the text sequence the cross-attention layers read plus whatever extra
+  per-row conditioning the denoiser takes (SDXL: pooled text embedding and size/crop ids);
+- denoise: one call of the denoiser over a batch with the control's inputs;
+- the VAE's dtype rule (SDXL decodes in float32 when the model runs in fp16, as diffusers does);
+- per-family defaults (guidance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Conditioning:
+    """Per-row conditioning of a batch: what the denoiser gets besides the latent and the timestep.
+
+    hidden (B, L, D) is the text sequence the cross-attention layers attend to (token positions are the
+    tokenizer's: position 0 is the start token); added holds extra per-row tensors keyed as the denoiser
+    names them (SDXL: text_embeds (B, P) and time_ids (B, 6)); empty for SD 1.x/2.x.
+    """
+
+    hidden: torch.Tensor
+    added: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        """Rows of several conditionings, in order."""
+        keys = parts[0].added.keys()
+        return Conditioning(torch.cat([p.hidden for p in parts]),
+                            {k: torch.cat([p.added[k] for p in parts]) for k in keys})
+
+    def repeat(self, n: int) -> Conditioning:
+        """A one-row conditioning as n identical rows."""
+        if len(self) != 1:
+            raise ValueError(f"repeat needs a one-row conditioning, not {len(self)} rows")
+        return Conditioning(self.hidden.expand(n, -1, -1),
+                            {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()})
+
+    def with_hidden(self, hidden: torch.Tensor) -> Conditioning:
+        """The same extra conditioning with another text sequence (null-text inversion's per-step embedding)."""
+        return replace(self, hidden=hidden)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Conditioning:
+        return Conditioning(self.hidden.to(device, dtype), {k: v.to(device, dtype) for k, v in self.added.items()})
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The pictures' size and SDXL's micro-conditioning ids, (height, width) and (top, left) in pixels."""
+
+    size: tuple[int, int]
+    original_size: tuple[int, int] | None = None  # None: the picture's size
+    crop_top_left: tuple[int, int] = (0, 0)
+    target_size: tuple[int, int] | None = None  # None: the picture's size
+
+
+class Family:
+    """The SD 1.x/2.x behaviour; subclasses override what their backbone does differently."""
+
+    name = "sd"
+    label = "Stable Diffusion 1.x/2.x"
+    default_guidance = 7.5
+    uses_micro_conditioning = False  # SDXL's size and crop ids
+
+    def encode(self, model: Any, prompts: list[str], geometry: Geometry) -> Conditioning:
+        """Conditioning (B rows) for the prompts, as diffusers' pipeline of this family computes it."""
+        raise NotImplementedError
+
+    def encode_negative(self, model: Any, negative_prompt: str, n: int, geometry: Geometry) -> Conditioning:
+        """The unconditional rows for classifier-free guidance."""
+        return self.encode(model, [negative_prompt], geometry).repeat(n)
+
+    def denoise(self, model: Any, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                attention_kwargs: dict | None = None) -> torch.Tensor:
+        """The denoiser's output for a batch x (R, C, h, w) at timestep t, float32."""
+        added = {k: v.to(model.dtype) for k, v in cond.added.items()} or None
+        return model.unet(x.to(model.dtype), t, encoder_hidden_states=cond.hidden.to(model.dtype),
+                          added_cond_kwargs=added, cross_attention_kwargs=attention_kwargs).sample.float()
+
+    def vae_dtype(self, model_dtype: torch.dtype, vae_config: Any) -> torch.dtype:
+        """The dtype the VAE runs in when the model runs in model_dtype."""
+        return model_dtype
+
+    def check_prompt(self, model: Any, prompt: str) -> str | None:
+        """A problem with a prompt that the plan's tokenizer cannot see (a second tokenizer), or None."""
+        return None
