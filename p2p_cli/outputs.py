@@ -129,6 +129,7 @@ def run_record(
         "recipe": resolved_recipe(recipe, size, model.id),
         "seed": recipe.seed,
         "model": {"id": model.id, "revision": model.revision, "path": model.path},
+        "family": model.family.name,
         "device": str(model.device),
         "dtype": DTYPE_NAMES.get(str(model.dtype), str(model.dtype)),
         "attention": attention,
