@@ -130,6 +130,7 @@ def run_record(
         "seed": recipe.seed,
         "model": {"id": model.id, "revision": model.revision, "path": model.path},
         "family": model.family.name,
+        "loras": model.loras,  # [{path, scale, sha256}]
         "device": str(model.device),
         "dtype": DTYPE_NAMES.get(str(model.dtype), str(model.dtype)),
         "attention": attention,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from p2p_cli.text.words import same_words, split_words
 
@@ -153,11 +153,12 @@ class Lora(BaseModel):
     path: str = Field(min_length=1)  # a .safetensors file, relative to the recipe file
     scale: float = Field(1.0, ge=-10.0, le=10.0)
 
-    @model_validator(mode="after")
-    def _check(self) -> Lora:
-        if not self.path.endswith(".safetensors"):
-            raise ValueError(f"path: {self.path} is not a .safetensors file (pickled LoRA files are not loaded)")
-        return self
+    @field_validator("path")
+    @classmethod
+    def _safetensors(cls, path: str) -> str:
+        if not path.endswith(".safetensors"):
+            raise ValueError(f"{path} is not a .safetensors file (pickled LoRA files are not loaded)")
+        return path
 
 
 class Edit(BaseModel):

@@ -13,6 +13,7 @@ from rich.console import Console
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import check_name, dtype_name, model_key, progress_bar
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
+from p2p_cli.loras import apply_loras, recipe_loras
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
 from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
@@ -32,6 +33,12 @@ class Job:
     seconds: dict[str, float] = field(default_factory=dict)
     source_only: bool = False  # `p2p attn-viz --prompt`: write the source alone (its identity edit only ran)
     image: Path | None = None  # the recipe's real picture (image:), resolved and checked
+    loras: tuple[tuple[str, float], ...] = ()  # the recipe's LoRA files (resolved) and scales
+
+    @property
+    def key(self) -> tuple:
+        """Jobs with one key share one loaded model: the same weights and the same LoRAs."""
+        return (self.spec, self.loras)
 
 
 def edit(
@@ -86,11 +93,12 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
             recipe = read_recipe(path, overrides)
             check_name(recipe, path)
             image = _real_image(recipe, path)
+            loras = recipe_loras(recipe, path)
         except RecipeError as err:
             invalid.append(err)
             continue
         spec = model if model is not None else recipe.model
-        jobs.append(Job(path, recipe, Path(out) / recipe.name, model_key(spec), image=image))
+        jobs.append(Job(path, recipe, Path(out) / recipe.name, model_key(spec), image=image, loras=loras))
     if invalid:
         for err in invalid:
             report(err)
@@ -111,36 +119,39 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) ->
     from p2p_cli.pipeline import check_recipe  # the engine (torch, diffusers) only once it is needed
 
     models: dict[str, Model] = {}
-    left = {spec: sum(1 for j in jobs if j.spec == spec and not j.done) for spec in {j.spec for j in jobs}}
+    left = {key: sum(1 for j in jobs if j.key == key and not j.done) for key in {j.key for j in jobs}}
     for job in jobs:
         if job.done:
             continue
         start = time.perf_counter()
-        if job.spec not in models:
-            log(f"loading model {job.spec} ({device}, {dtype_name(dtype)})")
+        if job.key not in models:
+            log(f"loading model {job.spec} ({device}, {dtype_name(dtype)})"
+                + (f" with {len(job.loras)} LoRA(s)" if job.loras else ""))
             try:
-                models[job.spec] = load_model(job.spec, device.type if device.index is None else str(device),
-                                              dtype_name(dtype), allow_pickle=how["allow_pickle"])
+                loaded = load_model(job.spec, device.type if device.index is None else str(device),
+                                    dtype_name(dtype), allow_pickle=how["allow_pickle"])
+                apply_loras(loaded, list(job.loras))
+                models[job.key] = loaded
             except Exception as err:  # every job of this model fails the same way
                 code = report(err, debug=debug)
                 for other in jobs:
-                    if other.spec == job.spec and not other.done:
+                    if other.key == job.key and not other.done:
                         other.done, other.code = True, code
                 continue
             job.seconds["load"] = time.perf_counter() - start
             for other in jobs:  # tokenizer-dependent problems, before any sampling with this model
-                if other.spec == job.spec and not other.done:
-                    problems = check_recipe(other.recipe, models[job.spec].tokenizer)
+                if other.key == job.key and not other.done:
+                    problems = check_recipe(other.recipe, models[job.key].tokenizer)
                     if problems:
                         other.done, other.code = True, report(RecipeError(problems, other.path), debug=debug)
         if not job.done:
             try:
-                run_one(job, models[job.spec], start=start, log=log, bar=bar, **how)
+                run_one(job, models[job.key], start=start, log=log, bar=bar, **how)
             except Exception as err:
                 job.done, job.code = True, report(err, where=job.path, debug=debug)
-        left[job.spec] -= 1
-        if left[job.spec] == 0:
-            models.pop(job.spec, None)  # free its memory before the next model loads
+        left[job.key] -= 1
+        if left[job.key] == 0:
+            models.pop(job.key, None)  # free its memory before the next model loads
 
 
 def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseline, overwrite, json_, attention,

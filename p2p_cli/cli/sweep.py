@@ -113,6 +113,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     """Load the model, run the sweep's batches, score every point and write the folder in one rename."""
     from p2p_cli.metrics import ClipScorer, Lpips, MetricUnavailable
     from p2p_cli.models import load_model
+    from p2p_cli.loras import apply_loras, recipe_loras
     from p2p_cli.pipeline import check_recipe, resolve_recipe
     from p2p_cli.render.images import save_png
     from p2p_cli.render.sweep import sweep_grid, tradeoff_plot
@@ -122,6 +123,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     recipe = plan.recipe
     log(f"loading model {spec}")
     sd = load_model(spec, device, dtype, allow_pickle=allow_pickle)
+    apply_loras(sd, list(recipe_loras(recipe, recipe_file)))
     recipe = resolve_recipe(sd, recipe, recipe_file)  # the family's defaults, as each batch's run_edit takes them
     problems = check_recipe(recipe, sd.tokenizer)
     if problems:

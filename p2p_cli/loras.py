@@ -1,0 +1,100 @@
+"""LoRA weights in a model, loaded with diffusers' own LoRA loader (PEFT adapters; safetensors files only).
+
+The paper suggests combining Prompt-to-Prompt with styles; a LoRA changes the networks' weights, not the
+attention maths, so every edit, map and inversion works on a model with LoRAs as on any other. Adapters
+are added unfused, each at its scale, with the family's diffusers pipeline as the loader (SD 1.x/2.x:
+StableDiffusionPipeline, SDXL: StableDiffusionXLPipeline), so the same file means the same weights here and
+in diffusers. They need the `peft` package (`pip install 'p2p-cli[lora]'`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from p2p_cli.models import ModelLoadError
+
+
+class LoraError(ModelLoadError):
+    """A LoRA file that cannot be used; the message says why and what to do."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _loader(model: Any) -> Any:
+    """The family's diffusers pipeline around the model's own components (nothing is copied)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if model.family.name == "sdxl":
+        return StableDiffusionXLPipeline(
+            vae=model.vae, text_encoder=model.text_encoder, text_encoder_2=model.text_encoder_2,
+            tokenizer=model.tokenizer, tokenizer_2=model.tokenizer_2, unet=model.unet, scheduler=model.scheduler)
+    if model.family.name == "sd":
+        return StableDiffusionPipeline(
+            vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
+            scheduler=model.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    raise LoraError(f"LoRA weights are supported for SD 1.x/2.x and SDXL, not {model.family.label}")
+
+
+def apply_loras(model: Any, loras: list[tuple[str | Path, float]]) -> list[dict]:
+    """Load each (path, scale) into the model as a PEFT adapter and activate them all at their scales.
+
+    Returns and records in model.loras [{"path", "scale", "sha256"}]. The model is changed in place: load a
+    fresh model for another set of LoRAs.
+    """
+    if not loras:
+        return []
+    if model.loras:
+        raise LoraError("this model already has LoRA weights; load the model again for another set")
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise LoraError("LoRA weights need the peft package: pip install 'p2p-cli[lora]' (or pip install peft)") from None
+    pipe = _loader(model)
+    names, scales, records = [], [], []
+    for i, (path, scale) in enumerate(loras):
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise LoraError(f"{path}: only .safetensors LoRA files are loaded (pickled files can run code)")
+        if not path.is_file():
+            raise LoraError(f"{path}: no such file")
+        name = f"p2p_lora_{i}"
+        try:
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        except (ValueError, KeyError, OSError, RuntimeError) as err:
+            raise LoraError(f"{path}: not LoRA weights diffusers can load into {model.family.label}: {err}") from None
+        names.append(name)
+        scales.append(float(scale))
+        records.append({"path": str(path.resolve()), "scale": float(scale), "sha256": file_sha256(path)})
+    pipe.set_adapters(names, adapter_weights=scales)
+    for net in model.networks():
+        net.to(model.device)  # adapters are made on the CPU
+        if net is not model.vae and net.dtype != model.dtype:
+            net.to(model.dtype)
+    model.loras = records
+    return records
+
+
+def recipe_loras(recipe: Any, recipe_path: str) -> tuple[tuple[str, float], ...]:
+    """The recipe's LoRA files (relative to the recipe file's folder) and scales, checked before any model loads."""
+    from p2p_cli.recipe import RecipeError
+
+    found, problems = [], []
+    for i, lora in enumerate(recipe.loras):
+        path = Path(lora.path).expanduser()
+        if not path.is_absolute() and recipe_path != "-":
+            path = Path(recipe_path).parent / path
+        if not path.is_file():
+            problems.append(f"loras[{i}].path: no file at {path}")
+            continue
+        found.append((str(path.resolve()), lora.scale))
+    if problems:
+        raise RecipeError(problems, recipe_path)
+    return tuple(found)
