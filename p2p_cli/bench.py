@@ -44,7 +44,7 @@ CASES = ("replace+blend", "refine+reweight")
 class BenchConfig:
     """One benchmark configuration; every variant and case runs with these settings."""
 
-    arch: str = "tiny"  # tiny: random tiny components (CPU); sd15: the SD 1.5 architecture, random weights
+    arch: str = "tiny"  # tiny / tiny-xl: random tiny components (CPU); sd15 / sdxl: the real architectures, random weights
     device: str = "auto"  # auto: cuda if available, else cpu
     dtype: str = "auto"  # auto: fp16 on cuda, fp32 elsewhere
     size: int | None = None  # image side in pixels; None: the architecture's native size (128 tiny, 512 sd15)
@@ -64,8 +64,8 @@ class BenchConfig:
         problems = [f"unknown case {c!r} (cases: {', '.join(CASES)})" for c in self.cases if c not in CASES]
         problems += [f"unknown variant {v!r} (variants: {', '.join(VARIANTS)})"
                      for v in self.variants if v not in VARIANTS]
-        if self.arch not in ("tiny", "sd15"):
-            problems.append(f"unknown arch {self.arch!r}: use tiny or sd15")
+        if self.arch not in ARCHS:
+            problems.append(f"unknown arch {self.arch!r}: use one of {', '.join(ARCHS)}")
         if not 1 <= self.targets <= len(_ANIMALS):
             problems.append(f"targets must be in 1..{len(_ANIMALS)}, not {self.targets}")
         if self.repeats < 1 or self.warmup < 0 or self.steps < 1:
@@ -81,6 +81,9 @@ class BenchConfig:
         args += ["--threads", str(self.threads)] if self.threads else []
         args += ["--compile"] if self.compile else []
         return args
+
+
+ARCHS = {"tiny": 128, "tiny-xl": 128, "sd15": 512, "sdxl": 1024}  # arch -> native image side
 
 
 def case_recipe(case: str, cfg: BenchConfig) -> Recipe:
@@ -100,10 +103,11 @@ def case_recipe(case: str, cfg: BenchConfig) -> Recipe:
 
 def build_model(cfg: BenchConfig) -> Model:
     """Random components of cfg.arch on cfg's device and dtype; the UNet compiled when cfg.compile."""
-    from p2p_cli.arch import sd15_components, tiny_components
+    from p2p_cli.arch import sd15_components, sdxl_components, tiny_components, tiny_xl_components
 
     device = pick_device(cfg.device)
-    build = tiny_components if cfg.arch == "tiny" else sd15_components
+    build = {"tiny": tiny_components, "tiny-xl": tiny_xl_components, "sd15": sd15_components,
+             "sdxl": sdxl_components}[cfg.arch]
     with torch.device(device) if device.type == "cuda" else contextlib.nullcontext():  # random init on the GPU: fast
         parts = build(seed=cfg.seed)
     parts["scheduler"] = type(parts["scheduler"]).from_config(parts["scheduler"].config)  # its tensors on the CPU
@@ -116,9 +120,16 @@ def build_model(cfg: BenchConfig) -> Model:
 
 
 def plain_pipeline(model: Model):
-    """diffusers' own StableDiffusionPipeline (DDIM, default fused attention) on the same components."""
-    from diffusers import StableDiffusionPipeline
+    """diffusers' own pipeline of the model's family (StableDiffusionPipeline or StableDiffusionXLPipeline; DDIM,
+    default fused attention) on the same components."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    if model.family.name == "sdxl":
+        pipe = StableDiffusionXLPipeline(
+            vae=model.vae, text_encoder=model.text_encoder, text_encoder_2=model.text_encoder_2,
+            tokenizer=model.tokenizer, tokenizer_2=model.tokenizer_2, unet=model.unet, scheduler=model.scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     pipe = StableDiffusionPipeline(
         vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
         scheduler=model.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -424,7 +435,7 @@ def _time_cells(times: dict[str, list[float]]) -> tuple[dict[str, str], str, str
 def markdown(report: Report) -> str:
     """The report as a RESULTS.md section: configuration, environment, one table row per case."""
     c, e = report.config, report.environment
-    size = c["size"] or ("128" if c["arch"] == "tiny" else "512")
+    size = c["size"] or ARCHS.get(c["arch"], "?")
     lines = [
         f"### {c['arch']}, {e['device']}, {e['dtype']}, {size}x{size}, {c['steps']} steps, source + {c['targets']}"
         f" target(s){', compiled' if c['compile'] else ''} ({e['date']})",
@@ -494,7 +505,7 @@ def write_results(report: Report, path: str | Path, text: str | None = None) -> 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m p2p_cli.bench", description=__doc__.splitlines()[0])
     d = BenchConfig()
-    p.add_argument("--arch", default=d.arch, choices=("tiny", "sd15"))
+    p.add_argument("--arch", default=d.arch, choices=tuple(ARCHS))
     p.add_argument("--device", default=d.device)
     p.add_argument("--dtype", default=d.dtype, choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: native)")

@@ -149,9 +149,10 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
             )
         model = load_folder(folder, allow_pickle, dt, id="bundled:shapes")
     elif (path := Path(spec).expanduser()).exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"{spec} is a file; --model takes a folder saved by save_pretrained or a hub id")
-        model = load_folder(path, allow_pickle, dt, id=str(path.resolve()))
+        if path.is_dir():
+            model = load_folder(path, allow_pickle, dt, id=str(path.resolve()))
+        else:
+            model = load_single_file(path, dt)
     elif spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
         raise ModelLoadError(
             f"no model folder at {spec}; --model takes a local folder (with unet/, vae/, text_encoder/,"
@@ -221,6 +222,61 @@ def load_folder(
         raise ModelLoadError(f"{folder}: {err}") from None
     return Model(**parts, family=family, options=_pipeline_options(folder), id=id or str(folder.resolve()),
                  path=str(folder.resolve()))
+
+
+SINGLE_FILE_KEYS = {  # a key only that family's single-file checkpoints hold (as diffusers tells them apart)
+    "sdxl": "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",
+    "sd": "model.diffusion_model.output_blocks.11.0.skip_connection.weight",
+}
+
+
+def single_file_family(path: Path) -> str:
+    """"sdxl" or "sd" from the tensor names of a single-file .safetensors checkpoint (read from its header)."""
+    from safetensors import SafetensorError, safe_open
+
+    if path.suffix != ".safetensors":
+        raise ModelLoadError(f"{path}: only .safetensors single-file checkpoints are loaded (pickled files can run"
+                             " code); or pass a folder saved by save_pretrained")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+    except (OSError, SafetensorError) as err:
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({err})") from None
+    for family, key in SINGLE_FILE_KEYS.items():
+        if key in keys:
+            return family
+    raise ModelLoadError(f"{path}: not a Stable Diffusion 1.x/2.x or SDXL single-file checkpoint (none of the"
+                         " tensor names those hold)")
+
+
+def load_single_file(path: Path, dtype: torch.dtype = torch.float32) -> Model:
+    """A single-file checkpoint (.safetensors, as CivitAI and the original repositories ship them), read with
+    diffusers' from_single_file. diffusers takes the model's configuration from the hub (or its cache)."""
+    import diffusers
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from p2p_cli.arch import SD_SCHEDULER
+
+    family = single_file_family(path)
+    cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    offline = _env_flag("HF_HUB_OFFLINE") or not _hub_reachable()
+    try:
+        pipe = cls.from_single_file(str(path), torch_dtype=dtype, local_files_only=offline)
+    except Exception as err:  # diffusers raises many kinds (missing config, connection, bad keys)
+        why = " (the hub is unreachable and its configuration is not cached)" if offline else ""
+        raise ModelLoadError(
+            f"cannot read the single-file checkpoint {path}{why}: {err}. diffusers needs the model's configuration"
+            " files from the hub once; or convert it on a connected machine with"
+            f" {cls.__name__}.from_single_file(...).save_pretrained(folder) and pass the folder"
+        ) from None
+    parts = {k: v for k, v in pipe.components.items()
+             if k in ("unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")}
+    scheduler = DDIMScheduler.from_config({**SD_SCHEDULER, **pipe.scheduler.config})
+    options = {"force_zeros_for_empty_prompt": pipe.config.get("force_zeros_for_empty_prompt", True)} if family == "sdxl" else {}
+    return Model(**{k: (v.eval() if hasattr(v, "eval") else v) for k, v in parts.items()}, scheduler=scheduler,
+                 options=options, id=str(path.resolve()), path=str(path.resolve()))
 
 
 def _pipeline_options(folder: Path) -> dict:

@@ -88,3 +88,16 @@ def test_control_adds_few_operator_calls_per_step(tiny_model):
     for case in ("replace+blend", "refine+reweight"):
         calls = calls_per_step(tiny_model, case, BenchConfig())
         assert calls["plain"] < calls["p2p"] < 1.4 * calls["plain"] < calls["explicit"], (case, calls)
+
+
+def test_the_sdxl_family_is_benchmarked_against_diffusers_sdxl_pipeline():
+    """--arch tiny-xl runs the three variants, plain being StableDiffusionXLPipeline (sdxl: the full
+    architecture, too large for the default run)."""
+    cfg = BenchConfig(arch="tiny-xl", steps=2, repeats=1, warmup=0, memory=False, threads=1,
+                      cases=("replace+blend",))
+    report = run_bench(cfg, command="test")
+    assert {v: len(t) for v, t in report.cases["replace+blend"]["times"].items()} == {"plain": 1, "p2p": 1,
+                                                                                       "explicit": 1}
+    assert "### tiny-xl" in markdown(report) and "128x128" in markdown(report)
+    with pytest.raises(ValueError, match="unknown arch 'xl'"):
+        BenchConfig(arch="xl")

@@ -15,11 +15,14 @@ from p2p_cli.cli.errors import UsageError, handled
 
 class Arch(str, Enum):
     tiny = "tiny"
+    tiny_xl = "tiny-xl"
     sd15 = "sd15"
+    sdxl = "sdxl"
 
 
 ArchOpt = Annotated[
-    Arch, typer.Option("--arch", help="tiny: random tiny components (CPU); sd15: SD 1.5 architecture, random weights.")
+    Arch, typer.Option("--arch", help="tiny, tiny-xl: random tiny SD / SDXL components (CPU); sd15, sdxl: the SD 1.5"
+                                      " and SDXL base architectures with random weights.")
 ]
 Size = Annotated[Optional[int], typer.Option("--size", help="Image side in pixels (default: the model's native size).")]
 Steps = Annotated[int, typer.Option("--steps", help="Sampling steps.")]
