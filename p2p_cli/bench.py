@@ -414,9 +414,14 @@ def run_bench(cfg: BenchConfig, command: str = "", check: bool = False,
         fns = variant_fns(model, recipe, pipe)
         fns = {v: fns[v] for v in cfg.variants}
         times, cpu, mem = time_interleaved(fns, model.device, cfg.repeats, cfg.warmup, log)
-        if cfg.memory and model.device.type != "cuda":
-            mem = memory_in_children(cfg, case, log)
         report.cases[case] = {"times": times, "cpu_times": cpu, "memory": mem if cfg.memory else {}}
+    if cfg.memory and model.device.type != "cuda":
+        # each variant in a fresh process, after this one has let its model go: an SDXL-sized model in fp32
+        # (14 GB) twice would not fit a 24 GB machine
+        del model, pipe, fns
+        gc.collect()
+        for case in cfg.cases:
+            report.cases[case]["memory"] = memory_in_children(cfg, case, log)
     report.environment["loadavg_end"] = _loadavg()
     return report
 
