@@ -34,12 +34,15 @@ def test_recipe_validates(path, tokenizer):
         ("bunny-smiling", ["reweight"]),
         ("pink-bear", ["reweight"]),
         ("pea-soup", ["refine", "refine"]),
+        ("sdxl-cat-tiger", ["replace", "refine"]),
     ],
 )
 def test_reference_edits_have_their_types(stem, types):
     recipe = load_recipe(Path(__file__).parent.parent / "recipes" / f"{stem}.yaml")
     assert [e.type for e in recipe.edits] == types
-    if recipe.model is not None and not stem.startswith("shapes-"):
+    if stem.startswith("sdxl-"):
+        assert recipe.model == "stabilityai/stable-diffusion-xl-base-1.0"
+    elif recipe.model is not None and not stem.startswith("shapes-"):
         assert recipe.model == "CompVis/stable-diffusion-v1-4"
 
 

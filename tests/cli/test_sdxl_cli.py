@@ -63,3 +63,15 @@ def test_real_picture_inverts_and_edits_from_the_cache(cli, xl_dir, recipe_file,
     result = cli("edit", recipe_file(image="photo.png"), "--model", xl_dir, "--out", out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "xl" / "run.json").read_text())["inversion"]["cached"] is True
+
+
+def test_the_sdxl_recipe_runs_on_an_sdxl_model(cli, xl_dir, tmp_path):
+    """recipes/sdxl-cat-tiger.yaml as shipped, on the tiny SDXL at its size and two steps."""
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "recipes" / "sdxl-cat-tiger.yaml"
+    result = cli("edit", path, "--model", xl_dir, "--out", tmp_path, "--steps", 2, "--set", "size=128")
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "sdxl-cat-tiger" / "run.json").read_text())
+    assert run["family"] == "sdxl" and run["recipe"]["guidance"] == 5.0
+    assert "edit-1-mask.png" in run["images"].values() or (tmp_path / "sdxl-cat-tiger" / "edit-1-mask.png").exists()
