@@ -125,6 +125,10 @@ def test_fp16_keeps_the_sdxl_vae_in_float32_as_diffusers_upcasts_it():
     sd = from_components(tiny_components(), dtype=torch.float16)
     assert xl.unet.dtype == torch.float16 and xl.vae.dtype == torch.float32
     assert sd.vae.dtype == torch.float16
+    r = recipe(steps=2)
+    half, full = run_edit(xl, r).images, run_edit(from_components(tiny_xl_components()), r).images
+    assert torch.isfinite(half).all() and half.std() > 0.01  # no NaN or flat picture
+    assert (half - full).abs().mean() < 0.02  # the same picture up to fp16 rounding
 
 
 def test_null_text_inversion_reconstructs_an_sdxl_picture(tiny_xl_model):
