@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -17,7 +16,8 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
 from p2p_cli.outputs import DTYPE_NAMES, atomic_folder, check_free, library_versions, write_json
-from p2p_cli.recipe import DEFAULT_INVERSION, Recipe, RecipeError
+from p2p_cli.real import RealPicture, resolve_image  # noqa: F401 (resolve_image: cli.edit takes it from here)
+from p2p_cli.recipe import DEFAULT_INVERSION, RecipeError
 
 
 class Method(str, Enum):
@@ -26,93 +26,34 @@ class Method(str, Enum):
     ddim = "ddim"
 
 
-@dataclass
-class RealSource:
-    """A real picture ready to edit: the picture at the model's size, its inversion, where both came from."""
-
-    path: Path
-    crop: tuple[int, int, int, int] | None
-    picture: Any  # (3, H, W) float tensor in [0, 1]: what input.png holds
-    inversion: Any  # p2p_cli.invert.Inversion
-    cached: bool
-    seconds: float  # spent in this run (loading, hashing, inverting or reading the cache)
-
-    def write(self, folder: Path) -> dict[str, str]:
-        """input.png and inversion.safetensors in `folder`; role -> file name."""
-        from p2p_cli.inversion_cache import FILE_NAME, save_inversion
-        from p2p_cli.render.images import save_png
-
-        save_png(self.picture, folder / "input.png")
-        save_inversion(self.inversion, folder / FILE_NAME, self.inversion.settings.get("key", ""))
-        return {"input": "input.png", "inversion": FILE_NAME}
-
-    def record(self, reconstruction) -> dict[str, Any]:
-        """The run.json entry: method, seconds, reconstruction PSNR against input.png and the VAE ceiling."""
-        from p2p_cli.invert import psnr
-
-        inv = self.inversion
-        return {
-            "image": str(self.path),
-            "crop": list(self.crop) if self.crop else "centre",
-            "method": inv.method,
-            "seconds": round(inv.seconds, 3),
-            "cached": self.cached,
-            "psnr": round(psnr(reconstruction, self.picture), 2),
-            "psnr_vae_ceiling": None if inv.vae_psnr is None else round(inv.vae_psnr, 2),
-            "key": inv.settings.get("key"),
-            "settings": {k: v for k, v in inv.settings.items() if k not in ("key", "model")},
-        }
-
-
-def resolve_image(recipe: Recipe, recipe_path: str) -> Path | None:
-    """The recipe's picture (relative to the recipe file's folder), checked before any model loads."""
-    from p2p_cli.render.load import ImageError, check_picture
-
-    if recipe.image is None:
-        return None
-    path = Path(recipe.image).expanduser()
-    if not path.is_absolute() and recipe_path != "-":
-        path = Path(recipe_path).parent / path
-    try:
-        check_picture(path, recipe.crop)
-    except ImageError as err:
-        raise RecipeError([f"image: {err}"], recipe_path) from None
-    return path.resolve()
-
-
 def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str,
                   steps: int, guidance: float, negative_prompt: str, label: str, log, bar,
-                  where: str | None = None, geo=None) -> RealSource:
-    """Load the picture at the model's size and invert it, or take its inversion from the cache."""
-    from p2p_cli.inversion_cache import cached_invert
-    from p2p_cli.render.load import ImageError, load_image
+                  where: str | None = None, geo=None) -> RealPicture:
+    """real.prepare with a progress bar and a log line (a cache hit says how long the inversion once took)."""
+    from p2p_cli.real import prepare
 
-    start = time.perf_counter()
-    try:
-        picture = load_image(path, size or model.native_size, crop)
-    except ImageError as err:
-        if where is None:
-            raise UsageError(str(err)) from None
-        raise RecipeError([f"image: {err}"], where) from None
     progress, task = None, None
     if bar is not None:
         task = bar.add_task(f"{label}: inverting ({method})", total=steps)
         progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
         bar.start()
     try:
-        inversion, cached = cached_invert(model, picture, prompt=prompt, method=method, steps=steps,
-                                          guidance=guidance, negative_prompt=negative_prompt, progress=progress,
-                                          geo=geo)
+        real = prepare(model, path, prompt, size=size, crop=crop, method=method, steps=steps, guidance=guidance,
+                       negative_prompt=negative_prompt, geo=geo, where=where or str(path), progress=progress)
+    except RecipeError as err:
+        if where is None:  # `p2p invert IMAGE`: the picture is an argument, not a recipe field
+            raise UsageError(err.problems[0].removeprefix("image: ")) from None
+        raise
     finally:
         if bar is not None:
             bar.stop()
             bar.remove_task(task)
-    if cached:
+    if real.cached:
         log(f"{label}: reusing the {method} inversion of {path.name} from the cache"
-            f" (it took {inversion.seconds:.1f} s)")
+            f" (it took {real.inversion.seconds:.1f} s)")
     else:
-        log(f"{label}: inverted {path.name} ({method}, {steps} steps) in {inversion.seconds:.1f} s")
-    return RealSource(path, crop, picture, inversion, cached, time.perf_counter() - start)
+        log(f"{label}: inverted {path.name} ({method}, {steps} steps) in {real.inversion.seconds:.1f} s")
+    return real
 
 
 Image = Annotated[Path, typer.Argument(help="The picture to invert (any format Pillow reads).", metavar="IMAGE",

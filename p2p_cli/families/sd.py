@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 
 from p2p_cli.families.base import Conditioning, Family, Geometry
 

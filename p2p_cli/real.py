@@ -1,0 +1,107 @@
+"""Real pictures: the picture of a recipe found and checked, loaded at the model's size, inverted (or taken
+from the inversion cache), and what an output folder records about it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2p_cli.recipe import Recipe, RecipeError
+
+
+@dataclass
+class RealPicture:
+    """A real picture ready to edit: the picture at the model's size, its inversion, where both came from."""
+
+    path: Path
+    crop: tuple[int, int, int, int] | None
+    picture: Any  # (3, H, W) float tensor in [0, 1]: what input.png holds
+    inversion: Any  # p2p_cli.invert.Inversion
+    cached: bool
+    seconds: float  # spent in this run (loading, hashing, inverting or reading the cache)
+
+    def write(self, folder: Path) -> dict[str, str]:
+        """input.png and inversion.safetensors in `folder`; role -> file name."""
+        from p2p_cli.inversion_cache import FILE_NAME, save_inversion
+        from p2p_cli.render.images import save_png
+
+        save_png(self.picture, folder / "input.png")
+        save_inversion(self.inversion, folder / FILE_NAME, self.inversion.settings.get("key", ""))
+        return {"input": "input.png", "inversion": FILE_NAME}
+
+    def record(self, reconstruction) -> dict[str, Any]:
+        """The run.json entry: method, seconds, reconstruction PSNR against input.png and the VAE ceiling."""
+        from p2p_cli.invert import psnr
+
+        inv = self.inversion
+        return {
+            "image": str(self.path),
+            "crop": list(self.crop) if self.crop else "centre",
+            "method": inv.method,
+            "seconds": round(inv.seconds, 3),
+            "cached": self.cached,
+            "psnr": round(psnr(reconstruction, self.picture), 2),
+            "psnr_vae_ceiling": None if inv.vae_psnr is None else round(inv.vae_psnr, 2),
+            "key": inv.settings.get("key"),
+            "settings": {k: v for k, v in inv.settings.items() if k not in ("key", "model")},
+        }
+
+    def check_matches(self, recipe: Recipe, model, where: str = "recipe") -> None:
+        """An inversion serves an edit only with the same steps, guidance, prompt and model: RecipeError if not."""
+        settings = self.inversion.settings
+        problems = []
+        steps = self.inversion.uncond.shape[0]
+        if steps != recipe.steps:
+            problems.append(f"steps: the inversion was made with {steps} steps and the recipe has {recipe.steps};"
+                            f" invert again with steps={recipe.steps} (or set the recipe's steps to {steps})")
+        if "guidance" in settings and float(settings["guidance"]) != float(recipe.guidance):
+            problems.append(f"guidance: the inversion was made at guidance {settings['guidance']} and the recipe"
+                            f" has {recipe.guidance}; invert again at the recipe's guidance")
+        if "prompt" in settings and settings["prompt"] != recipe.source:
+            problems.append(f"source: the inversion was made for the prompt {settings['prompt']!r}, not"
+                            f" {recipe.source!r}; invert again with the recipe's source")
+        made_for = (settings.get("model") or {}).get("id")
+        if made_for is not None and made_for != model.id:
+            problems.append(f"model: the inversion was made with {made_for}, not {model.id}; invert again with"
+                            " this model")
+        if problems:
+            raise RecipeError(problems, where)
+
+
+def resolve_image(recipe: Recipe, recipe_path: str) -> Path | None:
+    """The recipe's picture (relative to the recipe file's folder), checked before any model loads."""
+    from p2p_cli.render.load import ImageError, check_picture
+
+    if recipe.image is None:
+        return None
+    path = Path(recipe.image).expanduser()
+    if not path.is_absolute() and recipe_path != "-":
+        path = Path(recipe_path).parent / path
+    try:
+        check_picture(path, recipe.crop)
+    except ImageError as err:
+        raise RecipeError([f"image: {err}"], recipe_path) from None
+    return path.resolve()
+
+
+def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str, steps: int,
+            guidance: float, negative_prompt: str, geo=None, where: str = "recipe",
+            progress: Callable[[int, int], None] | None = None) -> RealPicture:
+    """Load the picture at the model's size and invert it, or take its inversion from the cache.
+
+    A picture that cannot be loaded is a RecipeError on `image` (where: the recipe's name for the message).
+    """
+    from p2p_cli.inversion_cache import cached_invert
+    from p2p_cli.render.load import ImageError, load_image
+
+    start = time.perf_counter()
+    try:
+        picture = load_image(path, size or model.native_size, crop)
+    except ImageError as err:
+        raise RecipeError([f"image: {err}"], where) from None
+    inversion, cached = cached_invert(model, picture, prompt=prompt, method=method, steps=steps, guidance=guidance,
+                                      negative_prompt=negative_prompt, progress=progress, geo=geo)
+    return RealPicture(path, crop, picture, inversion, cached, time.perf_counter() - start)
