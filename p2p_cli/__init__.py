@@ -1,3 +1,43 @@
-"""p2p: Prompt-to-Prompt image editing (Hertz et al., ICLR 2023) from the command line."""
+"""p2p: Prompt-to-Prompt image editing (Hertz et al., ICLR 2023) on Stable Diffusion 1.x/2.x and SDXL.
+
+    import p2p_cli as p2p
+    model = p2p.load_model("shapes")
+    result = p2p.edit(model, p2p.load_recipe("recipes/shapes-replace.yaml"))
+
+The names below are imported on first use, so `import p2p_cli` (and the command line's --help) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_model": "p2p_cli.api",
+    "load_recipe": "p2p_cli.api",
+    "edit": "p2p_cli.api",
+    "invert": "p2p_cli.api",
+    "sweep": "p2p_cli.api",
+    "Result": "p2p_cli.api",
+    "AttentionMaps": "p2p_cli.api",
+    "Recipe": "p2p_cli.recipe",
+    "RecipeError": "p2p_cli.recipe",
+    "ModelLoadError": "p2p_cli.models",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'p2p_cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
@@ -15,7 +16,7 @@ from p2p_cli.cli.common import check_name, dtype_name, model_key, progress_bar
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.loras import apply_loras, recipe_loras
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
-from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
+from p2p_cli.outputs import check_free
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -156,82 +157,35 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) ->
 
 def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseline, overwrite, json_, attention,
             allow_pickle, viz=None) -> None:
-    """Sample one recipe and write its folder (images, grid.png, run.json; attention/ with viz) in one rename."""
-    from p2p_cli.pipeline import run_edit
-    from p2p_cli.render.grid import edit_tiles, save_grid
-    from p2p_cli.render.images import save_images
+    """Run one recipe through the API (p2p_cli.api.edit) and write its folder with Result.save, in one rename."""
+    from p2p_cli.api import MapsError
+    from p2p_cli.api import edit as run_recipe
 
-    from p2p_cli.pipeline import geometry, resolve_recipe
-
-    recipe = job.recipe = resolve_recipe(model, job.recipe, job.path)  # the family's defaults (SDXL: guidance 5)
+    recipe = job.recipe
     what = "source only" if job.source_only else f"{len(recipe.edits)} edit(s)"
     log(f"{job.path}: {recipe.name}, {what}, {recipe.steps} steps")
-    store = res = None
-    if viz is not None:
-        from p2p_cli.viz import store_for
-
-        try:
-            store, res = store_for(model, recipe, viz)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-    real = None
-    if job.image is not None:  # a real picture: its inversion gives the initial latent and per-step uncond
-        from p2p_cli.cli.invert import invert_source
-
-        real = invert_source(model, job.image, recipe.source, size=recipe.size, crop=recipe.crop,
-                             method=recipe.inversion_method, steps=recipe.steps, guidance=recipe.guidance,
-                             negative_prompt=recipe.negative_prompt, label=recipe.name, log=log, bar=bar,
-                             where=job.path, geo=geometry(model, recipe))
-        job.seconds["invert"] = real.seconds
-    progress = None
-    if bar is not None:
-        task = bar.add_task(recipe.name, total=recipe.steps)
-        progress = lambda step, total: bar.update(task, completed=step, total=total)  # noqa: E731
-        bar.start()
+    method = recipe.inversion_method
     try:
-        result = run_edit(model, recipe, baseline=baseline, attention=attention, progress=progress,
-                          source_name=job.path, stores=[store] if store is not None else None,
-                          latent=real.inversion.latent if real else None,
-                          uncond_per_step=real.inversion.uncond if real else None,
-                          uncond_added=real.inversion.uncond_added if real else None)
-    finally:
-        if bar is not None:
-            bar.stop()
-            bar.remove_task(task)
-    if job.source_only:  # the identity edit row only made the batch
-        result = replace(result, prompts=result.prompts[:1], roles=result.roles[:1], images=result.images[:1],
-                         latents=result.latents[:1], masks={})
-    write_start = time.perf_counter()
-    with atomic_folder(job.folder, overwrite) as tmp:
-        files = save_images(tmp, result.roles, result.images, result.masks)
-        if real is not None:  # source.png is the reconstruction
-            files.update(real.write(tmp))
-        kinds = {k: e.type for k, e in enumerate(recipe.edits, 1)}
-        reweights = {k: e.reweight for k, e in enumerate(recipe.edits, 1) if e.reweight}
-        files["grid"] = save_grid(tmp / "grid.png", edit_tiles(result.images, result.prompts, result.roles, kinds,
-                                                                reweights))
-        drawn = {}
-        if viz is not None:
-            from p2p_cli.render.attention import save_attention
-
-            drawn = save_attention(tmp / "attention", roles=result.roles, prompts=result.prompts,
-                                   images=result.images, masks=result.masks, store=store,
-                                   tokenizer=model.tokenizer, spec=viz, res=res)
-            drawn = {key: f"attention/{name}" for key, name in drawn.items()}
-        seconds = {**job.seconds, **result.seconds, "write": time.perf_counter() - write_start}
-        seconds["total"] = time.perf_counter() - start
-        record = run_record(
-            recipe, recipe_file=job.path, overrides=overrides, model=model, size=tuple(result.images.shape[-2:]),
-            attention=attention, prompts=dict(zip(result.roles, result.prompts)), images=files,
-            seconds={k: round(v, 3) for k, v in seconds.items()},
-        )
-        if drawn:
-            record["attention"] = drawn
-        if real is not None:
-            record["inversion"] = real.record(result.images[0])
-        write_json(tmp / "run.json", record)
+        with phase(bar, f"{recipe.name}: inverting ({method})") as invert_progress, \
+                phase(bar, recipe.name) as progress:
+            result = run_recipe(model, recipe, baseline=baseline, maps=viz or False, attention=attention,
+                                progress=progress, invert_progress=invert_progress, recipe_file=job.path,
+                                overrides=overrides, source_only=job.source_only)
+    except MapsError as err:
+        raise UsageError(str(err)) from None
+    real = result.real
+    if real is not None:
+        name = Path(real.path).name
+        if real.cached:
+            log(f"{recipe.name}: reusing the {method} inversion of {name} from the cache"
+                f" (it took {real.inversion.seconds:.1f} s)")
+        else:
+            log(f"{recipe.name}: inverted {name} ({method}, {recipe.steps} steps) in {real.inversion.seconds:.1f} s")
+    result.seconds = {**job.seconds, **result.seconds}
+    result.started = start
+    record = result.save(job.folder, overwrite)
     job.done = True
-    n = len(result.roles)
+    files = record["images"]
     if json_:
         line = {
             "name": recipe.name,
@@ -240,11 +194,34 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
             "run": str(job.folder / "run.json"),
             "seconds": record["seconds"],
         }
-        if drawn:
-            line["attention"] = {key: str(job.folder / name) for key, name in drawn.items()}
+        if isinstance(record.get("attention"), dict):  # the attention pictures (else the attention mode)
+            line["attention"] = {key: str(job.folder / name) for key, name in record["attention"].items()}
         print(json.dumps(line), flush=True)
     else:
-        print(f"wrote {job.folder}/ ({n} images, {seconds['total']:.1f} s)", flush=True)
+        print(f"wrote {job.folder}/ ({len(result.roles)} images, {record['seconds']['total']:.1f} s)", flush=True)
+
+
+@contextmanager
+def phase(bar, label: str):
+    """A progress callback (done, total) that shows one bar task while it is used; None without a bar."""
+    if bar is None:
+        yield None
+        return
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task(label, total=total)
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
+            bar.remove_task(task)
 
 
 def _default_viz():

@@ -1,0 +1,348 @@
+"""The Python API: what a notebook needs, and what every `p2p` command stands on.
+
+    import p2p_cli as p2p
+    model = p2p.load_model("shapes")
+    recipe = p2p.load_recipe("recipes/shapes-replace.yaml")
+    result = p2p.edit(model, recipe)
+    result.images        # PIL pictures: the source, then each edit in recipe order
+    result.maps.word("red", prompt=1)
+    result.save("outputs/mine")   # the files `p2p edit --save-attention` writes
+
+Inputs are checked here with the recipe's error style (RecipeError lines name the field and the fix).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from p2p_cli.models import Model
+from p2p_cli.models import load_model as _load_model
+from p2p_cli.recipe import Recipe, RecipeError, parse_recipe
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class MapsError(ValueError):
+    """Attention maps that cannot be made as asked (a word in none of the prompts, a side the model lacks)."""
+
+
+# --- models and recipes ------------------------------------------------------------------------------------
+
+def load_model(name: str | None = "shapes", *, device: str = "auto", dtype: str = "auto",
+               allow_pickle: bool = False, loras: list[tuple[str, float]] | tuple = ()) -> Model:
+    """A model by name: "shapes" (the bundled model), a hub id, a save_pretrained folder or a single-file
+    checkpoint; on `device` ("auto": cuda, else mps, else cpu) in `dtype` ("auto": fp16 on cuda, else fp32),
+    with LoRA files [(path, scale)] loaded into it."""
+    from p2p_cli.loras import apply_loras
+
+    model = _load_model(name, device, dtype, allow_pickle=allow_pickle)
+    apply_loras(model, list(loras))
+    return model
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple = ()) -> Recipe:
+    """A recipe file, validated, with `overrides` ("key=value", as `--set`) applied first. Its `image:` and
+    LoRA paths are made absolute (they are relative to the file), so the recipe stands on its own."""
+    from p2p_cli.overrides import read_recipe
+
+    recipe = read_recipe(str(path), list(overrides))
+    return anchored(recipe, str(path))
+
+
+def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
+    """The recipe with `image:` and LoRA paths made absolute against the recipe file's folder."""
+    if recipe_path == "-":
+        return recipe
+    base = Path(recipe_path).parent
+    update: dict[str, Any] = {}
+    if recipe.image is not None and not Path(recipe.image).expanduser().is_absolute():
+        update["image"] = str((base / recipe.image).resolve())
+    loras = [lora.model_copy(update={"path": str((base / lora.path).resolve())})
+             if not Path(lora.path).expanduser().is_absolute() else lora for lora in recipe.loras]
+    if loras != list(recipe.loras):
+        update["loras"] = loras
+    return recipe.model_copy(update=update) if update else recipe
+
+
+def as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
+    """A Recipe from a Recipe, a dict (as YAML would give) or a recipe file's path."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        return parse_recipe(recipe, "recipe", default_name="recipe")
+    if isinstance(recipe, (str, Path)):
+        return load_recipe(recipe)
+    raise TypeError(f"a recipe is a Recipe, a dict or a file path, not {type(recipe).__name__}")
+
+
+# --- attention maps ----------------------------------------------------------------------------------------
+
+@dataclass
+class AttentionMaps:
+    """Where each token of each prompt attended, averaged over the layers of one side, heads and steps (the
+    maps of `p2p attn-viz`); prompt i is row i of the run: 0 the source, k the k-th edit."""
+
+    store: Any  # control.store.AttentionStore
+    res: int
+    spec: Any  # viz.VizSpec
+    prompts: list[str]
+    roles: list[str]
+    tokenizer: Any
+    images: torch.Tensor  # (N, 3, H, W) in [0, 1]
+
+    def _row(self, prompt: int | str) -> int:
+        if isinstance(prompt, str):
+            if prompt not in self.roles:
+                raise ValueError(f"no prompt {prompt!r}: the rows are {', '.join(self.roles)}")
+            return self.roles.index(prompt)
+        if not 0 <= prompt < len(self.prompts):
+            raise ValueError(f"prompt {prompt}: the run has {len(self.prompts)} prompts (0 is the source)")
+        return prompt
+
+    def tokens(self, prompt: int | str = 0) -> list[tuple[int, str]]:
+        """(position, text) of each token of a prompt, start and end tokens left out."""
+        from p2p_cli.viz import token_labels
+
+        return token_labels(self.tokenizer, self.prompts[self._row(prompt)])
+
+    def cross(self, prompt: int | str = 0) -> torch.Tensor:
+        """(h, w, L) cross-attention maps of every token position of a prompt."""
+        from p2p_cli.viz import cross_maps
+
+        return cross_maps(self.store, self._row(prompt), self.res, self.spec.places)
+
+    def word(self, word: str, prompt: int | str = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(h, w) map of a word (the sum over its tokens), or scaled to its max and resized to `size`."""
+        from p2p_cli.viz import upsample, word_map, word_positions
+
+        row = self._row(prompt)
+        positions = word_positions(self.tokenizer, self.prompts[row], word)
+        if positions is None:
+            raise ValueError(f"{word!r} is not in prompt {row} ({self.prompts[row]!r})")
+        m = word_map(self.cross(row), positions)
+        return upsample(m, size) if size is not None else m
+
+    def self_components(self, prompt: int | str = 0, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top-k components of the self-attention (k, h, w) and each one's share of the variance (k,)."""
+        from p2p_cli.viz import self_components
+
+        if not self.store.select("self", self.res, self.spec.places):
+            raise ValueError("these maps hold no self-attention (made with components=0)")
+        return self_components(self.store, self._row(prompt), self.res, self.spec.places, k)
+
+    def overlay(self, word: str, prompt: int | str = 0):
+        """The word's map as a heat map over the prompt's picture (PIL)."""
+        from p2p_cli.render.attention import heat_over
+        from p2p_cli.render.images import to_pil
+
+        row = self._row(prompt)
+        image = self.images[row]
+        return to_pil(heat_over(image, self.word(word, row, tuple(image.shape[-2:]))))
+
+
+# --- edits ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """An edit run: pictures, masks, maps and what writes them as `p2p edit` does."""
+
+    recipe: Recipe  # as run: the family's defaults filled in
+    model: Model
+    run: Any  # pipeline.EditResult: tensors in batch order
+    maps: AttentionMaps | None
+    real: Any = None  # real.RealPicture for an image: recipe
+    source_only: bool = False  # attn-viz --prompt: only the source row is kept
+    attention: str = "fused"
+    recipe_file: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)  # "total" in run.json counts from here
+
+    @property
+    def roles(self) -> list[str]:
+        return self.run.roles
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.run.prompts
+
+    @property
+    def images(self) -> list:
+        """PIL pictures: the source, then each edit in recipe order (baselines in `baselines`)."""
+        from p2p_cli.render.images import to_pil
+
+        return [to_pil(img) for img, role in zip(self.run.images, self.roles) if not role.startswith("baseline")]
+
+    @property
+    def source(self):
+        """The source picture (PIL); for a real picture, its reconstruction."""
+        return self.images[0]
+
+    @property
+    def baselines(self) -> dict[int, Any]:
+        """Edit number -> the uncontrolled target (PIL), when baselines were asked for."""
+        from p2p_cli.render.images import to_pil
+
+        return {int(r.split("-")[1]): to_pil(img) for img, r in zip(self.run.images, self.roles)
+                if r.startswith("baseline-")}
+
+    @property
+    def masks(self) -> dict[int, Any]:
+        """Edit number -> the final local-blend mask (PIL, white = edited), for edits that blend."""
+        from p2p_cli.render.images import mask_to_pil
+
+        return {k: mask_to_pil(m) for k, m in self.run.masks.items()}
+
+    def grid(self):
+        """The labelled grid of `grid.png` (PIL)."""
+        from p2p_cli.render.grid import make_grid
+
+        return make_grid(self._tiles())
+
+    def _tiles(self):
+        from p2p_cli.render.grid import edit_tiles
+
+        kinds = {k: e.type for k, e in enumerate(self.recipe.edits, 1)}
+        reweights = {k: e.reweight for k, e in enumerate(self.recipe.edits, 1) if e.reweight}
+        return edit_tiles(self.run.images, self.run.prompts, self.run.roles, kinds, reweights)
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> dict[str, Any]:
+        """Write the folder `p2p edit` writes (pictures, grid.png, run.json; attention/ when maps were kept;
+        input.png and the inversion for a real picture), whole or not at all; returns its run record."""
+        from p2p_cli.outputs import atomic_folder, run_record, write_json
+        from p2p_cli.render.grid import save_grid
+        from p2p_cli.render.images import save_images
+
+        folder = Path(folder)
+        start = time.perf_counter()
+        run = self.run
+        with atomic_folder(folder, overwrite) as tmp:
+            files = save_images(tmp, run.roles, run.images, run.masks)
+            if self.real is not None:  # source.png is the reconstruction
+                files.update(self.real.write(tmp))
+            files["grid"] = save_grid(tmp / "grid.png", self._tiles())
+            drawn = {}
+            if self.maps is not None:
+                from p2p_cli.render.attention import save_attention
+
+                drawn = save_attention(tmp / "attention", roles=run.roles, prompts=run.prompts, images=run.images,
+                                       masks=run.masks, store=self.maps.store, tokenizer=self.model.tokenizer,
+                                       spec=self.maps.spec, res=self.maps.res)
+                drawn = {key: f"attention/{name}" for key, name in drawn.items()}
+            seconds = {**self.seconds, "write": time.perf_counter() - start}
+            seconds["total"] = time.perf_counter() - self.started
+            record = run_record(
+                self.recipe, recipe_file=self.recipe_file, overrides=self.overrides, model=self.model,
+                size=tuple(run.images.shape[-2:]), attention=self.attention,
+                prompts=dict(zip(run.roles, run.prompts)), images=files,
+                seconds={k: round(v, 3) for k, v in seconds.items()},
+            )
+            if drawn:
+                record["attention"] = drawn
+            if self.real is not None:
+                record["inversion"] = self.real.record(run.images[0])
+            write_json(tmp / "run.json", record)
+        return record
+
+
+def invert(model: Model, image: str | Path, prompt: str, *, method: str = "null-text", steps: int = 50,
+           guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
+           progress: Progress | None = None):
+    """Invert a picture at the model's size (cached): a real.RealPicture to pass to edit(..., inversion=...).
+    guidance None: the model family's default."""
+    from p2p_cli.invert import METHODS
+    from p2p_cli.pipeline import geometry
+    from p2p_cli.real import prepare
+    from p2p_cli.render.load import ImageError, check_picture
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if not prompt.strip():
+        raise ValueError("the prompt must describe the picture")
+    path = Path(image).expanduser()
+    try:
+        check_picture(path, crop)
+    except ImageError as err:
+        raise RecipeError([f"image: {err}"], str(path)) from None
+    guidance = model.family.default_guidance if guidance is None else guidance
+    geo = geometry(model, size=size) if size is not None else None
+    return prepare(model, path.resolve(), prompt, size=size, crop=crop, method=method, steps=steps,
+                   guidance=guidance, negative_prompt=negative_prompt, geo=geo, where=str(path), progress=progress)
+
+
+def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = False, maps: Any = True,
+         attention: str = "fused", inversion: Any = None, progress: Progress | None = None,
+         invert_progress: Progress | None = None, recipe_file: str | None = None,
+         overrides: list[str] | tuple = (), source_only: bool = False) -> Result:
+    """Run a recipe: the source and every edit in one batch from one initial latent.
+
+    A recipe with `image:` inverts the picture first (or takes its inversion from the cache, or `inversion`,
+    from invert(), which must match the recipe's steps, guidance, prompt and model). maps: True keeps the
+    attention maps at attn-viz's defaults, a viz.VizSpec chooses them, False keeps none.
+    """
+    from p2p_cli.pipeline import geometry, resolve_recipe, run_edit
+    from p2p_cli.viz import VizSpec, store_for
+
+    start = time.perf_counter()
+    if isinstance(recipe, (str, Path)) and recipe_file is None:
+        recipe_file = str(recipe)
+    recipe = as_recipe(recipe)
+    where = recipe_file or recipe.name or "recipe"
+    recipe = resolve_recipe(model, recipe, where)
+    seconds: dict[str, float] = {}
+    store = res = spec = None
+    if maps:
+        spec = maps if isinstance(maps, VizSpec) else VizSpec()
+        try:
+            store, res = store_for(model, recipe, spec)
+        except ValueError as err:
+            raise MapsError(str(err)) from None
+    real = inversion
+    if real is None and recipe.image is not None:
+        from p2p_cli.real import prepare, resolve_image
+
+        path = resolve_image(recipe, recipe_file or "-")
+        real = prepare(model, path, recipe.source, size=recipe.size, crop=recipe.crop,
+                       method=recipe.inversion_method, steps=recipe.steps, guidance=recipe.guidance,
+                       negative_prompt=recipe.negative_prompt, geo=geometry(model, recipe), where=where,
+                       progress=invert_progress)
+    if real is not None:
+        real.check_matches(recipe, model, where)
+        seconds["invert"] = real.seconds
+    run = run_edit(model, recipe, baseline=baseline, attention=attention, progress=progress, source_name=where,
+                   stores=[store] if store is not None else None,
+                   latent=real.inversion.latent if real else None,
+                   uncond_per_step=real.inversion.uncond if real else None,
+                   uncond_added=real.inversion.uncond_added if real else None)
+    if source_only:  # the identity edit row only made the batch
+        from dataclasses import replace
+
+        run = replace(run, prompts=run.prompts[:1], roles=run.roles[:1], images=run.images[:1],
+                      latents=run.latents[:1], masks={})
+    seconds.update(run.seconds)
+    attention_maps = None
+    if store is not None:
+        attention_maps = AttentionMaps(store, res, spec, run.prompts, run.roles, model.tokenizer, run.images)
+    return Result(recipe=recipe, model=model, run=run, maps=attention_maps, real=real, source_only=source_only,
+                  attention=attention, recipe_file=recipe_file, overrides=list(overrides), seconds=seconds,
+                  started=start)
+
+
+def sweep(model: Model, recipe: Recipe | dict | str | Path, *, tau: list[float] | None = None,
+          self_tau: list[float] | None = None, edit_number: int | None = None, baseline: bool = False,
+          batch_size: int = 8, attention: str = "fused", progress=None):
+    """A tau sweep of a recipe as extra batch rows from the recipe's one initial latent: (sweep plan,
+    sweep.SweepResult with a picture per point). Score it with sweep.score_sweep."""
+    from p2p_cli.pipeline import resolve_recipe
+    from p2p_cli.sweep import expand, run_sweep
+
+    recipe = resolve_recipe(model, as_recipe(recipe))
+    plan = expand(recipe, tau, self_tau, edit_number, baseline=baseline)
+    return plan, run_sweep(model, plan, batch_size, attention=attention, source_name=recipe.name or "recipe",
+                           progress=progress)
