@@ -319,12 +319,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
                    stores=[store] if store is not None else None,
                    latent=real.inversion.latent if real else None,
                    uncond_per_step=real.inversion.uncond if real else None,
-                   uncond_added=real.inversion.uncond_added if real else None)
-    if source_only:  # the identity edit row only made the batch
-        from dataclasses import replace
-
-        run = replace(run, prompts=run.prompts[:1], roles=run.roles[:1], images=run.images[:1],
-                      latents=run.latents[:1], masks={})
+                   uncond_added=real.inversion.uncond_added if real else None, source_only=source_only)
     seconds.update(run.seconds)
     attention_maps = None
     if store is not None:

@@ -141,20 +141,23 @@ def run_edit(
     latent: torch.Tensor | None = None,
     uncond_per_step: torch.Tensor | None = None,
     uncond_added: dict[str, torch.Tensor] | None = None,
+    source_only: bool = False,
 ) -> EditResult:
     """Generate the source, every edit (and baselines) of a recipe in one batch; see DEVELOPERS.md.
 
     latent (1, C, h, w) replaces the seed's initial latent and uncond_per_step (T, L, D) the unconditional
     text sequence at each step (real-image editing: an inverted latent and null-text embeddings); with it,
     uncond_added (one row of each) is the unconditional rows' extra conditioning (SDXL: pooled embedding and
-    ids), by default the negative prompt's.
+    ids), by default the negative prompt's. source_only: run the source prompt alone (the edits are checked,
+    not sampled): one row, as `p2p attn-viz --prompt` needs.
     """
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
     recipe = resolve_recipe(model, recipe, source_name)
     seconds: dict[str, float] = {}
     tic = time.perf_counter()
-    plan = compile_plan(recipe, model.tokenizer, baseline=baseline, source_name=source_name)
+    plan = compile_plan(recipe, model.tokenizer, baseline=baseline, source_name=source_name,
+                        source_only=source_only)
     latent_hw = _check_size(model, recipe, source_name)
     geo = geometry(model, recipe, (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale))
     sides = level_sides(model, latent_hw)

@@ -154,8 +154,12 @@ def _no_blend(length: int) -> dict[str, torch.Tensor]:
                 active=torch.tensor(False))
 
 
-def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_name: str = "recipe") -> EditPlan:
-    """Compile a validated recipe; raise RecipeError listing every tokenizer-dependent problem."""
+def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_name: str = "recipe",
+                 source_only: bool = False) -> EditPlan:
+    """Compile a validated recipe; raise RecipeError listing every tokenizer-dependent problem.
+
+    source_only: the recipe's edits are checked but not run: a plan of the source alone (no target rows).
+    """
     steps = recipe.steps
     per_edit, problems = _compile_edits(recipe, tokenizer, steps)
     if problems:
@@ -170,7 +174,7 @@ def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_na
         if baseline or recipe.baseline or edit.baseline:
             prompts.append(edit.target)
             roles.append(f"baseline-{k}")
-    return EditPlan(
+    plan = EditPlan(
         prompts=prompts,
         roles=roles,
         steps=steps,
@@ -182,6 +186,11 @@ def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_na
         self_gate=torch.stack([p[3] for p in per_edit], dim=1),
         blend={k: torch.stack([b[k] for b in blends]) for k in blends[0]} if has_blend else None,
     )
+    if source_only:
+        plan = replace(plan, prompts=prompts[:1], roles=roles[:1], n_targets=0, mapper=plan.mapper[:0],
+                       aligned=plan.aligned[:0], equalizer=plan.equalizer[:0], alpha=plan.alpha[:, :0],
+                       self_gate=plan.self_gate[:, :0], blend=None)
+    return plan
 
 
 def nearest_side(available: list[int], wanted: int) -> int:

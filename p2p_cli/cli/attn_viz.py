@@ -120,8 +120,7 @@ def attn_viz(
 def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, model: str | None) -> Job:
     """A one-prompt recipe: the source with one identity edit (target = source, taus 0), written as source only.
 
-    A recipe needs an edit and the engine samples [source, edits]; the identity edit is the source again
-    (same prompt, same noise, no control), so the batch doubles but nothing else changes.
+    A recipe needs an edit; the engine checks it and samples the source alone (run_edit's source_only).
     """
     where = "--prompt"
     data = {
