@@ -215,25 +215,29 @@ class Result:
     def save(self, folder: str | Path, overwrite: bool = False) -> dict[str, Any]:
         """Write the folder `p2p edit` writes (pictures, grid.png, run.json; attention/ when maps were kept;
         input.png and the inversion for a real picture), whole or not at all; returns its run record."""
-        from p2p_cli.outputs import atomic_folder, run_record, write_json
+        from p2p_cli.metadata import png_texts
+        from p2p_cli.outputs import atomic_folder, resolved_recipe, run_record, write_json
         from p2p_cli.render.grid import save_grid
         from p2p_cli.render.images import save_images
 
         folder = Path(folder)
         start = time.perf_counter()
         run = self.run
+        size = tuple(run.images.shape[-2:])
+        stored = resolved_recipe(self.recipe, size, self.model.id)
+        texts = {role: png_texts(stored, role, prompt, size) for role, prompt in zip(run.roles, run.prompts)}
         with atomic_folder(folder, overwrite) as tmp:
-            files = save_images(tmp, run.roles, run.images, run.masks)
+            files = save_images(tmp, run.roles, run.images, run.masks, texts)
             if self.real is not None:  # source.png is the reconstruction
                 files.update(self.real.write(tmp))
-            files["grid"] = save_grid(tmp / "grid.png", self._tiles())
+            files["grid"] = save_grid(tmp / "grid.png", self._tiles(), texts["source"])
             drawn = {}
             if self.maps is not None:
                 from p2p_cli.render.attention import save_attention
 
                 drawn = save_attention(tmp / "attention", roles=run.roles, prompts=run.prompts, images=run.images,
                                        masks=run.masks, store=self.maps.store, tokenizer=self.model.tokenizer,
-                                       spec=self.maps.spec, res=self.maps.res)
+                                       spec=self.maps.spec, res=self.maps.res, texts=texts)
                 drawn = {key: f"attention/{name}" for key, name in drawn.items()}
             seconds = {**self.seconds, "write": time.perf_counter() - start}
             seconds["total"] = time.perf_counter() - self.started

@@ -89,7 +89,7 @@ def from_components(parts: dict, id: str = "components", device: str = "cpu", dt
 
 # --- loading -------------------------------------------------------------------------------------------
 
-BUNDLED_NAMES = ("shapes",)  # `--model shapes` (or no model at all) means the bundled model
+BUNDLED_NAMES = ("shapes", "bundled:shapes")  # `--model shapes` (or none) means the bundled model; run.json says bundled:shapes
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writes them

@@ -300,6 +300,8 @@ def parse_recipe(data: Any, source: str = "recipe", default_name: str | None = N
 def read_document(path: str | Path, text: str | None = None) -> Any:
     """The decoded YAML of a recipe file (or of `text`); RecipeError when it cannot be read or parsed."""
     if text is None:
+        if str(path).lower().endswith(".png"):
+            return _png_document(Path(path))
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as err:
@@ -308,6 +310,25 @@ def read_document(path: str | Path, text: str | None = None) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise RecipeError([f"not valid YAML: {err}"], str(path)) from None
+
+
+def _png_document(path: Path) -> dict:
+    """The recipe a picture written by p2p holds (its "p2p-recipe" text chunk)."""
+    from p2p_cli.metadata import RECIPE, recipe_from_texts
+    from p2p_cli.render.images import read_png_texts
+
+    try:
+        texts = read_png_texts(path)
+    except OSError as err:
+        raise RecipeError([f"cannot read the picture: {getattr(err, 'strerror', None) or err}"], str(path)) from None
+    try:
+        data = recipe_from_texts(texts)
+    except ValueError as err:
+        raise RecipeError([f"its {RECIPE} text chunk is not a recipe: {err}"], str(path)) from None
+    if data is None:
+        raise RecipeError([f"this picture holds no recipe (no {RECIPE} text chunk): only pictures written by p2p"
+                           " can be run again"], str(path))
+    return data
 
 
 def default_name(path: str | Path) -> str:

@@ -8,6 +8,7 @@ from p2p_cli.cli.attn_viz import attn_viz
 from p2p_cli.cli.bench import bench
 from p2p_cli.cli.edit import edit
 from p2p_cli.cli.invert import invert
+from p2p_cli.cli.show import show
 from p2p_cli.cli.sweep import sweep
 from p2p_cli.cli.validate import validate
 
@@ -24,6 +25,7 @@ app.command("attn-viz")(attn_viz)
 app.command("invert")(invert)
 app.command("sweep")(sweep)
 app.command("bench")(bench)
+app.command("show")(show)
 
 
 def main() -> None:

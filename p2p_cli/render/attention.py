@@ -109,12 +109,14 @@ def save_attention(
     tokenizer,
     spec: VizSpec,
     res: int,
+    texts: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, str]:
     """Write the pictures of every role and maps.npz into folder (made here); picture key -> file name.
 
     roles, prompts, images: the rows of the run to draw, in the store's batch order (row i of the store
-    is roles[i]); masks: edit number -> (H, W) local-blend mask.
+    is roles[i]); masks: edit number -> (H, W) local-blend mask; texts: role -> PNG text chunks.
     """
+    texts = texts or {}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
@@ -128,11 +130,13 @@ def save_attention(
         arrays[f"{role}.tokens"] = np.array([text for _, text in everything])
         arrays[f"{role}.prompt"] = np.array(prompt)
         labels = everything if spec.special else everything[1:-1]
-        files[f"{role}-cross"] = _save(make_grid(cross_tiles(image, maps, labels)), folder / f"{role}-cross.png")
+        chunks = texts.get(role)
+        files[f"{role}-cross"] = _save(make_grid(cross_tiles(image, maps, labels)), folder / f"{role}-cross.png",
+                                       chunks)
         if spec.components > 0:
             comps, shares = self_components(store, row, res, spec.places, spec.components)
             files[f"{role}-self"] = _save(make_grid(component_tiles(comps, shares, tuple(image.shape[-2:]))),
-                                          folder / f"{role}-self.png")
+                                          folder / f"{role}-self.png", chunks)
         for word in spec.words:
             positions = word_positions(tokenizer, prompt, word)
             if positions is None:
@@ -140,17 +144,19 @@ def save_attention(
             slug = file_word(word)
             name = f"{role}-{'word-' if slug in RESERVED else ''}{slug}"
             files[name] = _save(make_grid(word_tiles(image, word_map(maps, positions), word, role)),
-                                folder / f"{name}.png")
+                                folder / f"{name}.png", chunks)
     for k, mask in sorted(masks.items()):
         role = f"edit-{k}"
         if role in roles:
             picture = mask_over(images[roles.index(role)], mask)
-            files[f"{role}-mask"] = save_png(picture, folder / f"{role}-mask.png").name
+            files[f"{role}-mask"] = save_png(picture, folder / f"{role}-mask.png", texts.get(role)).name
     np.savez_compressed(folder / "maps.npz", **arrays)
     files["maps"] = "maps.npz"
     return files
 
 
-def _save(picture, path: Path) -> str:
-    picture.save(path, format="PNG")
+def _save(picture, path: Path, texts: dict[str, str] | None = None) -> str:
+    from p2p_cli.render.images import png_info
+
+    picture.save(path, format="PNG", pnginfo=png_info(texts))
     return path.name

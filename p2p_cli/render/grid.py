@@ -138,8 +138,10 @@ def _fit(text: str, font, width: int) -> str:
     return text + "…"
 
 
-def save_grid(path, tiles: list[Tile]) -> str:
-    """Write make_grid(tiles) as PNG; return the file name."""
+def save_grid(path, tiles: list[Tile], texts: dict[str, str] | None = None) -> str:
+    """Write make_grid(tiles) as PNG (with text chunks); return the file name."""
+    from p2p_cli.render.images import png_info
+
     grid = make_grid(tiles)
-    grid.save(path, format="PNG")
+    grid.save(path, format="PNG", pnginfo=png_info(texts))
     return path.name

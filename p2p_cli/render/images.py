@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -24,23 +25,43 @@ def mask_to_pil(mask: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels.cpu().numpy(), mode="L")
 
 
-def save_png(picture: Image.Image | torch.Tensor, path: Path) -> Path:
-    """Write a picture (or a (3, H, W) / (H, W) tensor) as PNG and return the path."""
+def png_info(texts: dict[str, str] | None) -> PngInfo | None:
+    """PNG text chunks (tEXt, or iTXt for text outside Latin-1)."""
+    if not texts:
+        return None
+    info = PngInfo()
+    for key, value in texts.items():
+        info.add_text(key, value)
+    return info
+
+
+def save_png(picture: Image.Image | torch.Tensor, path: Path, texts: dict[str, str] | None = None) -> Path:
+    """Write a picture (or a (3, H, W) / (H, W) tensor) as PNG, with text chunks, and return the path."""
     if isinstance(picture, torch.Tensor):
         picture = to_pil(picture) if picture.ndim == 3 else mask_to_pil(picture)
-    picture.save(path, format="PNG")
+    picture.save(path, format="PNG", pnginfo=png_info(texts))
     return Path(path)
 
 
+def read_png_texts(path: Path) -> dict[str, str]:
+    """The text chunks of a PNG file (empty when it has none)."""
+    with Image.open(path) as im:
+        im.load()
+        return dict(getattr(im, "text", {}) or {})
+
+
 def save_images(
-    folder: Path, roles: list[str], images: torch.Tensor, masks: dict[int, torch.Tensor] | None = None
+    folder: Path, roles: list[str], images: torch.Tensor, masks: dict[int, torch.Tensor] | None = None,
+    texts: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, str]:
-    """`<role>.png` for each (3, H, W) image and `edit-<k>-mask.png` per local-blend mask; role -> file name."""
+    """`<role>.png` for each (3, H, W) image and `edit-<k>-mask.png` per local-blend mask; role -> file name.
+    texts: role -> PNG text chunks (a mask takes its edit's)."""
     if len(roles) != len(images):
         raise ValueError(f"{len(roles)} roles for {len(images)} images")
+    texts = texts or {}
     files = {}
     for role, image in zip(roles, images):
-        files[role] = save_png(image, Path(folder) / f"{role}.png").name
+        files[role] = save_png(image, Path(folder) / f"{role}.png", texts.get(role)).name
     for k, mask in sorted((masks or {}).items()):
-        files[f"edit-{k}-mask"] = save_png(mask, Path(folder) / f"edit-{k}-mask.png").name
+        files[f"edit-{k}-mask"] = save_png(mask, Path(folder) / f"edit-{k}-mask.png", texts.get(f"edit-{k}")).name
     return files
