@@ -101,8 +101,10 @@ def invert(
             raise UsageError("--prompt must describe the picture")
         box = _parse_crop(crop)
         name = name or image.stem
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise UsageError(f"--name {name!r} cannot be a folder name (use letters, digits, - and _)")
+        from p2p_cli.recipe import name_problem
+
+        if why := name_problem(name):
+            raise UsageError(f"--name {why}")
         folder = Path(out) / name
         from p2p_cli.render.load import ImageError, check_picture
 
