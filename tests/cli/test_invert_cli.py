@@ -73,3 +73,15 @@ def test_bad_picture_fails_before_the_model_loads(cli, write_recipe, tiny_model_
     result = cli("invert", tmp_path / image, "--prompt", "a cat", "--model", tiny_model_dir, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "loading model" not in result.stderr
     assert ("no picture at" if image == "missing.png" else "is not a picture Pillow can read") in result.stderr
+
+
+@pytest.mark.slow
+def test_the_documented_maximum_of_steps_runs(cli, write_recipe, tiny_model_dir, picture, tmp_path, monkeypatch):
+    """steps: 1000 crashed with "index 1000 is out of bounds" in edit and invert."""
+    monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
+    recipe = {**SMALL, "name": "long", "steps": 1000, "image": "photo.png", "inversion": "ddim",
+              "edits": SMALL["edits"][:1]}
+    result = cli("edit", write_recipe(recipe, name="long"), "--model", tiny_model_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "out" / "long" / "run.json").read_text())
+    assert run["recipe"]["steps"] == 1000 and run["inversion"]["psnr"] > 0  # a random tiny model: no more
