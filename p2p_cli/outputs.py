@@ -39,6 +39,27 @@ class OutputPathError(OSError):
         return self.args[0]
 
 
+class DegenerateResult(RuntimeError):
+    """Sampling diverged: some rows' final latents are NaN, infinite or far beyond any real picture's."""
+
+
+LATENT_LIMIT = 1e4  # a final latent's |values| sit within a few units; beyond this the picture is one flat colour
+
+
+def check_latents(latents, roles: list[str], recipe: Recipe) -> None:
+    """Raise DegenerateResult, before anything is written, when a row's final latent is not a picture's."""
+    import torch
+
+    flat = latents.detach().float().flatten(1)
+    bad = [role for role, row in zip(roles, flat) if not bool(torch.isfinite(row).all()) or
+           float(row.abs().max()) > LATENT_LIMIT]
+    if bad:
+        factors = any(e.reweight for e in recipe.edits)
+        raise DegenerateResult(
+            f"sampling diverged for {', '.join(bad)} (NaN, infinite or huge latent values), so nothing was written;"
+            f" lower guidance ({recipe.guidance:g}){' or the reweight factors' if factors else ''}")
+
+
 # Sub-folders other commands write inside a recipe's folder (`p2p sweep` -> <name>/sweep/): replacing the
 # folder keeps them, and a folder holding nothing else counts as free.
 FOREIGN = ("sweep",)

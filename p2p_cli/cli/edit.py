@@ -15,7 +15,8 @@ from p2p_cli.cli.common import check_name, dtype_name, model_key, progress_bar
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.loras import apply_loras, recipe_loras
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
-from p2p_cli.outputs import OutputPathError, atomic_folder, check_free, check_out_dir, run_record, write_json
+from p2p_cli.outputs import (OutputPathError, atomic_folder, check_free, check_latents, check_out_dir, run_record,
+                             write_json)
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -217,6 +218,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
         if bar is not None:
             bar.stop()
             bar.remove_task(task)
+    check_latents(result.latents, result.roles, recipe)  # never write pictures of NaN
     if job.source_only:  # the identity edit row only made the batch
         result = replace(result, prompts=result.prompts[:1], roles=result.roles[:1], images=result.images[:1],
                          latents=result.latents[:1], masks={})

@@ -14,7 +14,7 @@ import typer
 from p2p_cli import interrupts, outputs
 from p2p_cli.interrupts import Interrupted
 from p2p_cli.models import ModelLoadError
-from p2p_cli.outputs import OutputExistsError, OutputPathError
+from p2p_cli.outputs import DegenerateResult, OutputExistsError, OutputPathError
 from p2p_cli.recipe import RecipeError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -41,7 +41,7 @@ def describe(err: BaseException) -> tuple[str, int]:
         return str(err), EXIT_INVALID
     if isinstance(err, ModelLoadError):
         return f"cannot load the model: {err}", EXIT_FAILED
-    if isinstance(err, (OutputExistsError, OutputPathError)):
+    if isinstance(err, (OutputExistsError, OutputPathError, DegenerateResult)):
         return str(err), EXIT_FAILED
     if isinstance(err, torch.OutOfMemoryError):
         return (

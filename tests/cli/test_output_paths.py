@@ -87,3 +87,15 @@ def test_a_full_disk_while_writing_leaves_nothing(small, cli, write_recipe, tiny
     assert result.exit_code == 1, result.output
     assert "No space left on device: " in result.stderr and "Traceback" not in result.stderr
     assert entries(out) == []  # the half-written temporary folder is gone
+
+
+def test_diverged_sampling_fails_its_recipe_and_writes_no_pictures(small, cli, write_recipe, tiny_model_dir, tmp_path):
+    """guidance 1e30 makes NaN latents; they were decoded into flat pictures with exit 0."""
+    wild = write_recipe({**small, "name": "wild", "steps": 2, "guidance": 1e30}, name="wild")
+    calm = write_recipe({**small, "name": "calm", "steps": 2}, name="calm")
+    out = tmp_path / "out"
+    result = cli("edit", wild, calm, "--model", tiny_model_dir, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert (f"error: {wild}: sampling diverged for source, edit-1, edit-2 (NaN, infinite or huge latent values), so"
+            " nothing was written; lower guidance (1e+30)") in result.stderr
+    assert entries(out) == ["calm"]  # the next recipe still ran
