@@ -346,13 +346,13 @@ def _walk(data: Any) -> list[str]:
         elif isinstance(node, str):
             if len(node) > MAX_TEXT:
                 problems.append(f"{where}: {len(node)} characters; at most {MAX_TEXT} (a prompt reads 77 tokens)")
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError:
-                problems.append(f"{where}: holds a character that is not valid Unicode text (a lone surrogate)")
+            _check_unicode(node, where)
         elif isinstance(node, dict):
             for key, value in node.items():
                 count += 1
+                if isinstance(key, str):
+                    _check_unicode(key, f"{path}: the key {key.encode('utf-8', 'backslashreplace').decode()!r}"
+                                   if path else f"the key {key.encode('utf-8', 'backslashreplace').decode()!r}")
                 visit(value, f"{path}.{key}" if path else str(key), depth + 1)
         elif isinstance(node, (list, tuple)):
             for i, value in enumerate(node):
@@ -363,7 +363,15 @@ def _walk(data: Any) -> list[str]:
 
 
 class _TooBig(ValueError):
-    pass
+    """A document refused before validation: too big, too deep, or text that is not Unicode."""
+
+
+def _check_unicode(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's "\\ud800" escapes make lone surrogates, which nothing downstream can encode
+        where = where.encode("utf-8", "backslashreplace").decode()
+        raise _TooBig(f"{where}: holds a character that is not valid Unicode text (a lone surrogate)") from None
 
 
 def _bool_problems(data: dict) -> list[str]:
