@@ -74,18 +74,20 @@ def _taken(folder: Path) -> bool:
     return folder.exists() and any(p.name not in FOREIGN for p in folder.iterdir())
 
 
-def check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path, option: str | None = "--out") -> None:
     """`out` (the --out folder) is a folder or can become one: it and its nearest existing parent are folders."""
     out = Path(out)
+    head = f"{option} {out}: " if option else ""
+    advice = f"; pass another {option}" if option else ""
     for path in (out, *out.parents):
         if path.is_symlink() and not path.exists():
-            raise OutputPathError(f"--out {out}: {path} is a symbolic link to {os.readlink(path)}, which does not"
-                                  f" exist; create that folder or pass another --out")
+            raise OutputPathError(f"{head}{path} is a symbolic link to {os.readlink(path)}, which does not exist"
+                                  f"{advice or '; create that folder'}")
         if path.exists():
             if not path.is_dir():
-                raise OutputPathError(f"--out {out}: {path} exists and is not a folder; pass another --out")
+                raise OutputPathError(f"{head}{path} exists and is not a folder{advice}")
             if not os.access(path, os.W_OK | os.X_OK):
-                raise OutputPathError(f"--out {out}: cannot write in {path} (permission denied)")
+                raise OutputPathError(f"{head}cannot write in {path} (permission denied)")
             return
 
 
@@ -93,7 +95,7 @@ def check_free(folder: Path, overwrite: bool) -> None:
     """Raise before any work when `folder` cannot be written: OutputExistsError when it holds results and may not
     be replaced, OutputPathError when the path is a file, a symbolic link (without overwrite), or too long a name."""
     folder = Path(folder)
-    check_out_dir(folder.parent)
+    check_out_dir(folder.parent, option=None)
     if folder.is_symlink():
         if not overwrite:
             target = os.readlink(folder)
