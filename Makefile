@@ -33,8 +33,9 @@ test: $(VENV)/.stamp
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
+# P2P_HYPOTHESIS_PROFILE=slow: the property-based tests draw 3000 examples each instead of 150.
 test-slow: $(VENV)/.stamp
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@P2P_HYPOTHESIS_PROFILE=slow $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests" >&2; fi; exit $$rc
 
 clean-outputs:

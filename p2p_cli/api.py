@@ -290,6 +290,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
     from invert(), which must match the recipe's steps, guidance, prompt and model). maps: True keeps the
     attention maps at attn-viz's defaults, a viz.VizSpec chooses them, False keeps none.
     """
+    from p2p_cli.outputs import check_latents
     from p2p_cli.pipeline import geometry, resolve_recipe, run_edit
     from p2p_cli.viz import VizSpec, store_for
 
@@ -324,6 +325,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
                    latent=real.inversion.latent if real else None,
                    uncond_per_step=real.inversion.uncond if real else None,
                    uncond_added=real.inversion.uncond_added if real else None, source_only=source_only)
+    check_latents(run.latents, run.roles, recipe)  # diverged sampling (NaN, huge values) is a failure, not a picture
     seconds.update(run.seconds)
     attention_maps = None
     if store is not None:

@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,8 +81,16 @@ def inversion_key(image: torch.Tensor, model: Model, *, prompt: str, method: str
     return what
 
 
+class CacheEntryError(ValueError):
+    """A cache file that is there but cannot be trusted; the message says what is wrong with it."""
+
+
+LATENT_LIMIT = 1e4  # |values| of a DDIM-inverted latent sit within a few units; beyond this it is not one
+
+
 def save_inversion(inversion: Inversion, path: Path, key: str) -> Path:
-    """Write the inversion (tensors, and its settings as metadata) to `path`, atomically."""
+    """Write the inversion (tensors, and its settings as metadata) to `path`, atomically; OSError on failure
+    (a full disk included: safetensors' own SafetensorError is turned into one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -98,48 +107,122 @@ def save_inversion(inversion: Inversion, path: Path, key: str) -> Path:
     try:
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
+    except SafetensorError as err:
+        raise OSError(f"cannot write {path}: {err}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def load_inversion(path: Path, key: str | None = None) -> Inversion | None:
-    """The inversion in `path`, or None when it is missing, unreadable or made for another key."""
+def read_inversion(path: Path, key: str | None = None) -> Inversion:
+    """The inversion in `path`; CacheEntryError when the file is damaged, foreign, or made for another key.
+
+    Checks what the file claims (format, key, method, settings) and what it holds: two float32 tensors of the
+    right ranks, every value finite and of a sane size. FileNotFoundError when there is no file."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            if meta.get("format") != FORMAT or (key is not None and meta.get("key") != key):
-                return None
+            names = set(f.keys())
+            if meta.get("format") != FORMAT:
+                raise CacheEntryError(f"not a {FORMAT} file (format {meta.get('format')!r})")
+            if key is not None and meta.get("key") != key:
+                raise CacheEntryError("made for another picture, prompt, model or settings than its name says")
+            extra = {n for n in names if n.startswith("uncond_added.")}  # SDXL: the unconditional rows' extras
+            if names - extra != {"latent", "uncond"}:
+                raise CacheEntryError(f"holds the tensors {sorted(names)}, not latent and uncond")
             latent, uncond = f.get_tensor("latent"), f.get_tensor("uncond")
-            added = {k.removeprefix("uncond_added."): f.get_tensor(k) for k in f.keys() if k.startswith("uncond_added.")}
+            added = {n.removeprefix("uncond_added."): f.get_tensor(n) for n in sorted(extra)}
+    except FileNotFoundError:
+        raise
+    except CacheEntryError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, TypeError) as err:  # truncated, garbage
+        raise CacheEntryError(f"unreadable ({type(err).__name__}: {str(err)[:200]})") from None
+    try:
+        settings = json.loads(meta["settings"])
+        seconds = float(meta["seconds"])
         vae_psnr = float(meta["vae_psnr"]) if meta.get("vae_psnr") not in (None, "None") else None
-        return Inversion(latent=latent, uncond=uncond, method=meta["method"], seconds=float(meta["seconds"]),
-                         settings=json.loads(meta["settings"]), vae_psnr=vae_psnr, uncond_added=added)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):  # partial or foreign: a miss
+        method = meta["method"]
+    except (KeyError, ValueError, TypeError) as err:
+        raise CacheEntryError(f"its settings are damaged ({type(err).__name__}: {err})") from None
+    if not isinstance(settings, dict) or settings.get("method", method) != method:
+        raise CacheEntryError("its settings are damaged")
+    checks = [("latent", latent, 4), ("uncond", uncond, 3)] + [(f"uncond_added.{k}", v, None) for k, v in added.items()]
+    for name, tensor, rank in checks:
+        if tensor.dtype != torch.float32 or (rank is not None and tensor.dim() != rank) or 0 in tensor.shape:
+            raise CacheEntryError(f"{name} is {tensor.dtype} of shape {tuple(tensor.shape)}, not a float32 tensor"
+                                  + (f" of rank {rank}" if rank is not None else ""))
+        if not torch.isfinite(tensor).all():
+            raise CacheEntryError(f"{name} holds NaN or infinite values")
+        if tensor.abs().max() > LATENT_LIMIT:
+            raise CacheEntryError(f"{name} holds values beyond {LATENT_LIMIT:g}")
+    if latent.shape[0] != 1:
+        raise CacheEntryError(f"latent has shape {tuple(latent.shape)}, not one picture's")
+    return Inversion(latent=latent, uncond=uncond, method=method, seconds=seconds, settings=settings,
+                     vae_psnr=vae_psnr, uncond_added=added)
+
+
+def load_inversion(path: Path, key: str | None = None) -> Inversion | None:
+    """The inversion in `path`, or None when it is missing, unreadable, damaged or made for another key."""
+    try:
+        return read_inversion(path, key)
+    except (FileNotFoundError, CacheEntryError):
         return None
+
+
+def check_fits(inversion: Inversion, model: Model, image: torch.Tensor, *, method: str, steps: int,
+               prompt: str) -> None:
+    """CacheEntryError when a loaded inversion does not fit the run that asks for it: the latent's channels and
+    size against the model and picture, one unconditional embedding per step, the method, steps and prompt."""
+    side = model.vae_scale
+    want = (1, model.unet.config.in_channels, image.shape[-2] // side, image.shape[-1] // side)
+    if tuple(inversion.latent.shape) != want:
+        raise CacheEntryError(f"its latent has shape {tuple(inversion.latent.shape)}; this model and picture"
+                              f" need {want}")
+    if inversion.uncond.shape[0] != steps:
+        raise CacheEntryError(f"it has {inversion.uncond.shape[0]} unconditional embeddings for {steps} steps")
+    settings = inversion.settings
+    for name, value in (("method", method), ("steps", steps), ("prompt", prompt)):
+        if name in settings and settings[name] != value:
+            raise CacheEntryError(f"its settings say {name} {settings[name]!r}, not {value!r}")
+    if inversion.method != method:
+        raise CacheEntryError(f"it is a {inversion.method} inversion, not {method}")
 
 
 def cached_invert(model: Model, image: torch.Tensor, *, prompt: str, method: str, steps: int, guidance: float,
                   negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings(),
                   progress: Progress | None = None, cache: Path | None = None,
-                  geo: Geometry | None = None) -> tuple[Inversion, bool]:
+                  geo: Geometry | None = None,
+                  warn: Callable[[str], None] | None = None) -> tuple[Inversion, bool]:
     """(inversion, whether it came from the cache): invert only when no earlier inversion matches.
 
     The key (in inversion.settings["key"]) hashes the 8-bit picture, the prompts, the method and its settings,
-    and the model (id, revision, weights, dtype, scheduler).
+    and the model (id, revision, weights, dtype, scheduler). A cache entry that is damaged or does not fit is
+    dropped with a warning and the picture is inverted again; failing to write the cache (read-only, full disk)
+    is a warning too: the cache saves later runs time, it never fails this one.
     """
+    warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
     what = inversion_key(image, model, prompt=prompt, method=method, steps=steps, guidance=guidance,
                          negative_prompt=negative_prompt, null_text=null_text, geo=geo)
     key = what["key"]
     path = (cache or cache_dir()) / f"{key}.safetensors"
-    found = load_inversion(path, key)
-    if found is not None:
+    try:
+        found = read_inversion(path, key)
+        check_fits(found, model, image, method=method, steps=steps, prompt=prompt)
         return found, True
+    except FileNotFoundError:
+        pass
+    except CacheEntryError as err:
+        warn(f"the cached inversion {path} is damaged ({err}); removed it and inverting again")
+        try:
+            path.unlink()
+        except OSError:
+            pass
     inversion = invert(model, image, prompt, method=method, steps=steps, guidance=guidance,
                        negative_prompt=negative_prompt, null_text=null_text, progress=progress, geo=geo)
     inversion.settings.update(key=key, image_sha256=what["image_sha256"], model=what["model"])
     try:
         save_inversion(inversion, path, key)
-    except OSError as err:  # a read-only cache costs the next run its time, not this run its result
-        warnings.warn(f"could not cache the inversion in {path.parent}: {err.strerror or err}", stacklevel=2)
+    except OSError as err:  # a read-only cache or a full disk costs the next run its time, not this run its result
+        warn(f"could not cache the inversion in {path.parent}: {err.strerror or err}; the edit goes on")
     return inversion, False

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import p2p_cli
+from p2p_cli import interrupts
 from p2p_cli.recipe import Recipe
 
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
@@ -28,17 +29,91 @@ class OutputExistsError(FileExistsError):
         super().__init__(f"{folder}/ already exists; pass --overwrite to replace it, or --out for another folder")
 
 
+class OutputPathError(OSError):
+    """An output path that cannot become a folder: a file, a symbolic link, a name too long, a parent that is a file."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class DegenerateResult(RuntimeError):
+    """Sampling diverged: some rows' final latents are NaN, infinite or far beyond any real picture's."""
+
+
+LATENT_LIMIT = 1e4  # a final latent's |values| sit within a few units; beyond this the picture is one flat colour
+
+
+def check_latents(latents, roles: list[str], recipe: Recipe) -> None:
+    """Raise DegenerateResult, before anything is written, when a row's final latent is not a picture's."""
+    import torch
+
+    flat = latents.detach().float().flatten(1)
+    bad = [role for role, row in zip(roles, flat) if not bool(torch.isfinite(row).all()) or
+           float(row.abs().max()) > LATENT_LIMIT]
+    if bad:
+        factors = any(e.reweight for e in recipe.edits)
+        raise DegenerateResult(
+            f"sampling diverged for {', '.join(bad)} (NaN, infinite or huge latent values), so nothing was written;"
+            f" lower guidance ({recipe.guidance:g}){' or the reweight factors' if factors else ''}")
+
+
 # Sub-folders other commands write inside a recipe's folder (`p2p sweep` -> <name>/sweep/): replacing the
 # folder keeps them, and a folder holding nothing else counts as free.
 FOREIGN = ("sweep",)
+
+# Folders this process finished (renamed into place), for the message when it is interrupted.
+finished: list[Path] = []
+
+_TMP_TAG = len(".tmp-4194304-12345678.")  # what a temporary sibling adds to the name (pid up to 2**22)
 
 
 def _taken(folder: Path) -> bool:
     return folder.exists() and any(p.name not in FOREIGN for p in folder.iterdir())
 
 
+def check_out_dir(out: Path, option: str | None = "--out") -> None:
+    """`out` (the --out folder) is a folder or can become one: it and its nearest existing parent are folders."""
+    out = Path(out)
+    head = f"{option} {out}: " if option else ""
+    advice = f"; pass another {option}" if option else ""
+    for path in (out, *out.parents):
+        if path.is_symlink() and not path.exists():
+            raise OutputPathError(f"{head}{path} is a symbolic link to {os.readlink(path)}, which does not exist"
+                                  f"{advice or '; create that folder'}")
+        if path.exists():
+            if not path.is_dir():
+                raise OutputPathError(f"{head}{path} exists and is not a folder{advice}")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise OutputPathError(f"{head}cannot write in {path} (permission denied)")
+            return
+
+
 def check_free(folder: Path, overwrite: bool) -> None:
-    """Raise OutputExistsError when `folder` holds results and may not be replaced."""
+    """Raise before any work when `folder` cannot be written: OutputExistsError when it holds results and may not
+    be replaced, OutputPathError when the path is a file, a symbolic link (without overwrite), or too long a name."""
+    folder = Path(folder)
+    check_out_dir(folder.parent, option=None)
+    if folder.is_symlink():
+        if not overwrite:
+            target = os.readlink(folder)
+            state = "which does not exist" if not folder.exists() else "a folder" if folder.is_dir() else "a file"
+            raise OutputPathError(f"{folder} is a symbolic link to {target} ({state}); p2p does not write through"
+                                  f" links: remove it, or pass --overwrite to replace the link itself by the new"
+                                  f" folder ({target} is left as it is)")
+        return
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{folder} exists and is not a folder; move it away, or give the recipe another"
+                              f" name (name:) or another --out (--overwrite replaces only folders)")
+    try:
+        longest = os.pathconf(folder.parent if folder.parent.exists() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        longest = 255
+    if len(os.fsencode(folder.name)) + _TMP_TAG > longest:
+        raise OutputPathError(f"{folder.name[:40]}...: the name is too long for this file system (at most"
+                              f" {longest - _TMP_TAG} bytes here); give a shorter name (name:)")
     if _taken(folder) and not overwrite:
         raise OutputExistsError(folder)
 
@@ -47,9 +122,11 @@ def check_free(folder: Path, overwrite: bool) -> None:
 def atomic_folder(folder: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `folder` to write into; on success it becomes `folder` in one rename.
 
-    On an error the temporary folder is removed and an existing `folder` is left as it was. With
-    overwrite, the old folder is swapped out only after the new one is complete. Sub-folders that other
-    commands own (FOREIGN) are carried over into the new folder.
+    On an error or an interrupt the temporary folder is removed and an existing `folder` is left as it was. With
+    overwrite, the old folder is swapped out only after the new one is complete; a symbolic link at `folder` is
+    replaced itself (what it points to is never touched). Sub-folders that other commands own (FOREIGN) are carried
+    over into the new folder. SIGINT and SIGTERM are held back while the finished folder is renamed into place, so
+    the folder is either whole or absent; one that arrived while writing (even if swallowed) stops the commit.
     """
     folder = Path(folder)
     check_free(folder, overwrite)
@@ -59,20 +136,48 @@ def atomic_folder(folder: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if folder.exists():
-            check_free(folder, overwrite)  # it may have appeared while we were working
-            for name in FOREIGN:  # another command's results move into the new folder first
-                if (folder / name).exists() and not (tmp / name).exists():
-                    (folder / name).rename(tmp / name)
-            old = folder.parent / f".{folder.name}.old-{tag}"
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
+        interrupts.checkpoint()  # an interrupt that library code swallowed while writing: no commit
+        with interrupts.deferred():
+            _commit(tmp, folder, overwrite, tag)
+            finished.append(folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with interrupts.deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _commit(tmp: Path, folder: Path, overwrite: bool, tag: str) -> None:
+    """Rename the finished `tmp` to `folder`, swapping an old folder (or link) out and removing it after."""
+    if not (folder.is_symlink() or folder.exists()):
+        tmp.rename(folder)
+        return
+    check_free(folder, overwrite)  # it may have appeared while we were working
+    link = folder.is_symlink()
+    carried = []
+    if not link:  # another command's results move into the new folder first
+        for name in FOREIGN:
+            if (folder / name).exists() and not (tmp / name).exists():
+                (folder / name).rename(tmp / name)
+                carried.append(name)
+    old = folder.parent / f".{folder.name}.old-{tag}"
+    try:
+        folder.rename(old)
+        try:
+            tmp.rename(folder)
+        except BaseException:
+            old.rename(folder)
+            raise
+    except BaseException:
+        for name in carried:  # put them back where they were
+            (tmp / name).rename(folder / name)
+        raise
+    if link:
+        old.unlink()  # the link only; never what it points to
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            raise OutputPathError(f"{folder}/ was written, but the folder it replaced could not be removed"
+                                  f" completely: remove {old} by hand")
 
 
 def resolved_recipe(recipe: Recipe, size: tuple[int, int] | None = None, model_id: str | None = None) -> dict:

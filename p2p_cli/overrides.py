@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 import yaml
 
-from p2p_cli.recipe import Recipe, RecipeError, default_name, parse_recipe, read_document
+from p2p_cli.recipe import Recipe, RecipeError, default_name, parse_recipe, read_document, safe_load
 
 UNSET = object()  # `--set key=` removes the key, so the field takes its default
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -35,11 +34,15 @@ def parse_assignment(text: str) -> tuple[list[str | int], Any]:
     if not value:
         return path, UNSET
     try:
-        parsed = yaml.safe_load(value)
+        parsed = safe_load(value)  # the recipe's own bounds: no alias bombs, no duplicate keys
     except yaml.YAMLError as err:
         if not value.startswith(("[", "{")):
             return path, value
-        raise ValueError(f"--set {text}: the value is not valid YAML ({err.problem})") from None
+        raise ValueError(f"--set {text}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+    except RecursionError:
+        raise ValueError(f"--set {text}: the value is nested too deeply") from None
+    except ValueError as err:  # duplicate keys, too many values with aliases expanded, a bad date
+        raise ValueError(f"--set {text}: {err}") from None
     if isinstance(parsed, (list, dict)) and not value.startswith(("[", "{")):
         return path, value  # "a cat: on a mat" is a prompt, not a mapping
     return path, parsed
@@ -84,8 +87,7 @@ def _show(path: list[str | int]) -> str:
 def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str | None = None) -> Recipe:
     """Like recipe.load_recipe, with `overrides` applied to the document first; "-" reads standard input."""
     source = str(path)
-    text = (stdin_text if stdin_text is not None else sys.stdin.read()) if source == "-" else None
-    data = read_document(path, text)
+    data = read_document(path, stdin_text) if stdin_text is not None else read_document(path)
     if overrides:
         if data is None:
             data = {}

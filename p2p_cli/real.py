@@ -89,10 +89,12 @@ def resolve_image(recipe: Recipe, recipe_path: str) -> Path | None:
 
 def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str, steps: int,
             guidance: float, negative_prompt: str, geo=None, where: str = "recipe",
-            progress: Callable[[int, int], None] | None = None) -> RealPicture:
+            progress: Callable[[int, int], None] | None = None,
+            warn: Callable[[str], None] | None = None) -> RealPicture:
     """Load the picture at the model's size and invert it, or take its inversion from the cache.
 
-    A picture that cannot be loaded is a RecipeError on `image` (where: the recipe's name for the message).
+    A picture that cannot be loaded is a RecipeError on `image` (where: the recipe's name for the message). A
+    cache entry that is damaged, or a cache that cannot be written, is a warning through `warn`.
     """
     from p2p_cli.inversion_cache import cached_invert
     from p2p_cli.render.load import ImageError, load_image
@@ -103,5 +105,5 @@ def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, cro
     except ImageError as err:
         raise RecipeError([f"image: {err}"], where) from None
     inversion, cached = cached_invert(model, picture, prompt=prompt, method=method, steps=steps, guidance=guidance,
-                                      negative_prompt=negative_prompt, progress=progress, geo=geo)
+                                      negative_prompt=negative_prompt, progress=progress, geo=geo, warn=warn)
     return RealPicture(path, crop, picture, inversion, cached, time.perf_counter() - start)

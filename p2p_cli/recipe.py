@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -212,6 +214,8 @@ class Recipe(BaseModel):
     @model_validator(mode="after")
     def _resolve_edits(self) -> Recipe:
         problems: list[str] = []
+        if not self.source.strip():
+            problems.append("source: holds only spaces; describe the picture in words")
         if self.image is None:
             problems += [f"{key}: only applies to a real picture (add image: path/to/picture.png)"
                          for key in ("crop", "inversion") if getattr(self, key) is not None]
@@ -247,6 +251,8 @@ def infer_type(source: str, edit: Edit) -> EditType:
 def _resolve_edit(recipe: Recipe, edit: Edit) -> list[str]:
     """Fill in the type and return the problems of one edit ("field: message")."""
     problems = []
+    if not edit.target.strip():
+        problems.append("target: holds only spaces; write the edited prompt")
     if edit.type is None:
         edit.type = infer_type(recipe.source, edit)
     n_src, n_tgt = len(split_words(recipe.source)), len(split_words(edit.target))
@@ -270,10 +276,14 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(p for p in loc if not (isinstance(p, str) and ("function-" in p or p.startswith("nullable"))))
+
+
 def _problems(err: ValidationError) -> list[str]:
     lines = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("function-" in p or p.startswith("nullable"))))
+        loc = _clean_loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
@@ -285,16 +295,249 @@ def _problems(err: ValidationError) -> list[str]:
     return lines
 
 
+# Bounds on what a recipe may be, checked before it is parsed, validated or tokenized: a recipe is a short text.
+MAX_RECIPE_BYTES = 256 * 1024  # the file (or standard input)
+MAX_VALUES = 20_000  # keys, values and items, with YAML aliases expanded (a "billion laughs" document is refused)
+MAX_DEPTH = 32  # nesting of mappings and lists
+MAX_TEXT = 4096  # characters in one string (a prompt is read as at most 77 tokens)
+NAME_MAX_BYTES = 200  # a name becomes a folder, and its temporary sibling ".NAME.tmp-PID-XXXXXXXX" must fit in 255
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be an output folder's name, or None when it can."""
+    why = None
+    if not name or name != name.strip():
+        why = "it is empty or starts or ends with spaces"
+    elif "/" in name or "\\" in name:
+        why = "it holds a path separator"
+    elif name.startswith("."):
+        why = "it starts with a dot"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        why = "it holds a control character"
+    else:
+        try:
+            size = len(name.encode("utf-8"))
+        except UnicodeEncodeError:
+            why = "it is not valid Unicode text"
+        else:
+            if size > NAME_MAX_BYTES:
+                why = f"it is {size} bytes long; at most {NAME_MAX_BYTES}"
+    return None if why is None else f"{name[:60]!r}{'...' if len(name) > 60 else ''} cannot be a folder name: {why}" \
+        " (use letters, digits, - and _)"
+
+
+def _walk(data: Any) -> list[str]:
+    """Problems of the decoded document that the schema does not see: sizes, nesting, non-finite numbers, text
+    that is not Unicode. Raises RecipeError at once when the document is too big or too deep to look at."""
+    problems: list[str] = []
+    count = 0
+
+    def visit(node: Any, path: str, depth: int) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise _TooBig(f"the recipe holds more than {MAX_VALUES} values (with aliases expanded); a recipe is a"
+                          " short list of edits")
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"{path or 'the recipe'}: nested more than {MAX_DEPTH} levels deep")
+        where = path or "the recipe"
+        if isinstance(node, float) and not math.isfinite(node):
+            problems.append(f"{where}: {node} is not a finite number")
+        elif isinstance(node, str):
+            if len(node) > MAX_TEXT:
+                problems.append(f"{where}: {len(node)} characters; at most {MAX_TEXT} (a prompt reads 77 tokens)")
+            _check_unicode(node, where)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                count += 1
+                if isinstance(key, str):
+                    _check_unicode(key, f"{path}: the key {key.encode('utf-8', 'backslashreplace').decode()!r}"
+                                   if path else f"the key {key.encode('utf-8', 'backslashreplace').decode()!r}")
+                visit(value, f"{path}.{key}" if path else str(key), depth + 1)
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                visit(value, f"{path}[{i}]", depth + 1)
+
+    visit(data, "", 0)
+    return problems
+
+
+class _TooBig(ValueError):
+    """A document refused before validation: too big, too deep, or text that is not Unicode."""
+
+
+def _check_unicode(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's "\\ud800" escapes make lone surrogates, which nothing downstream can encode
+        where = where.encode("utf-8", "backslashreplace").decode()
+        raise _TooBig(f"{where}: holds a character that is not valid Unicode text (a lone surrogate)") from None
+
+
+def _bool_problems(data: dict) -> list[str]:
+    """Booleans given where a number goes (`steps: true`): pydantic's lax mode takes them as 1 and 0."""
+    try:
+        Recipe.model_validate(data, strict=True)
+    except ValidationError as err:
+        return [f"{_format_loc(_clean_loc(e['loc']))}: expected a number, got {str(e['input']).lower()} (a boolean)"
+                for e in err.errors() if isinstance(e.get("input"), bool) and e["type"] in ("int_type", "float_type")]
+    except Exception:  # noqa: BLE001 - strict mode is only asked about booleans
+        return []
+    return []
+
+
 def parse_recipe(data: Any, source: str = "recipe", default_name: str | None = None) -> Recipe:
     """Validate a decoded YAML document; raise RecipeError listing every problem with its path."""
     if not isinstance(data, dict):
         raise RecipeError([f"the top level must be a mapping of keys, got {type(data).__name__}"], source)
+    try:
+        early = _walk(data)
+    except _TooBig as err:
+        raise RecipeError([str(err)], source) from None
     if "name" not in data and default_name is not None:
         data = {**data, "name": default_name}
+    problems = list(early)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_problems(err), source) from None
+        recipe, problems = None, problems + _problems(err)
+    problems += _bool_problems(data)
+    if isinstance(data.get("name"), str) and (why := name_problem(data["name"])):
+        problems.append(f"name: {why}")
+    if problems:
+        seen = [p.split(": ", 1)[0] for p in early]  # one line per field: the early one says most
+        problems = list(dict.fromkeys(p for p in problems if p in early or p.split(": ", 1)[0] not in seen))
+        raise RecipeError(problems, source)
+    return recipe
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load that refuses duplicate keys (with their lines) and documents that expand beyond the bounds."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                try:
+                    key = self.construct_object(key_node)
+                    hash(key)
+                except Exception:  # noqa: BLE001 - the constructor itself reports bad keys below
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    self.duplicates.append(f"duplicate key {key!r} at line {line} (first at line {first[key]});"
+                                           " keep one")
+                else:
+                    first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_nodes(root: yaml.Node) -> None:
+    """Raise _TooBig when the composed document, aliases expanded, holds too many values or nests too deep."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    active: set[int] = set()
+
+    def visit(node: yaml.Node, level: int) -> tuple[int, int]:
+        key = id(node)
+        if key in sizes:
+            return sizes[key], depths[key]
+        if key in active:
+            raise _TooBig(f"line {node.start_mark.line + 1}: an alias refers to the mapping or list that holds it")
+        if level > MAX_DEPTH:
+            raise _TooBig(f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
+        active.add(key)
+        size, depth = 1, 0
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        for child in children:
+            s, d = visit(child, level + 1)
+            size, depth = size + s, max(depth, d + 1)
+            if size > MAX_VALUES:
+                raise _TooBig(f"the recipe holds more than {MAX_VALUES} values with its aliases expanded"
+                              f" (line {node.start_mark.line + 1}); a recipe is a short list of edits")
+        active.discard(key)
+        sizes[key], depths[key] = size, depth
+        return size, depth
+
+    visit(root, 0)
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load with the recipe's bounds: duplicate keys, alias bombs, deep nesting refused.
+
+    Raises yaml.YAMLError for malformed YAML and RecipeError-ready ValueError (_Refused) for the rest."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node)
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise _Refused(loader.duplicates)
+    return data
+
+
+class _Refused(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """The decoded YAML of `text`; RecipeError (naming `where`) for anything that cannot be a recipe."""
+    try:
+        return safe_load(text)
+    except _Refused as err:
+        raise RecipeError(err.problems, where) from None
+    except _TooBig as err:
+        raise RecipeError([str(err)], where) from None
+    except RecursionError:
+        raise RecipeError([f"nested more than {MAX_DEPTH} levels deep"], where) from None
+    except yaml.YAMLError as err:
+        raise RecipeError([f"not valid YAML: {err}"], where) from None
+    except (ValueError, TypeError, OverflowError) as err:  # e.g. a date such as 2001-02-30
+        raise RecipeError([f"not valid YAML: {err}"], where) from None
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """UTF-8 bytes (a BOM allowed) -> text; RecipeError saying where the first byte that is not UTF-8 is."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise RecipeError([f"not UTF-8 text{hint}: byte 0x{data[err.start]:02x} at line {line}, column {column};"
+                           " save the file as UTF-8"], where) from None
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of a recipe file ("-": standard input), at most MAX_RECIPE_BYTES; RecipeError otherwise."""
+    where = str(path)
+    try:
+        if where == "-":
+            stream = getattr(sys.stdin, "buffer", None)
+            data = stream.read(MAX_RECIPE_BYTES + 1) if stream is not None else \
+                sys.stdin.read(MAX_RECIPE_BYTES + 1).encode("utf-8", "surrogateescape")
+        else:
+            with open(path, "rb") as f:  # FIFOs too (`p2p edit <(...)`); the bound keeps them short
+                data = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as err:
+        raise RecipeError([f"cannot read the file: {err.strerror or err}"], where) from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError([f"more than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short text (is this the right"
+                           " file?)"], where)
+    return data
 
 
 def read_document(path: str | Path, text: str | None = None) -> Any:
@@ -302,14 +545,10 @@ def read_document(path: str | Path, text: str | None = None) -> Any:
     if text is None:
         if str(path).lower().endswith(".png"):
             return _png_document(Path(path))
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise RecipeError([f"cannot read the file: {err.strerror or err}"], str(path)) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RecipeError([f"not valid YAML: {err}"], str(path)) from None
+        text = decode_text(read_bytes(path), str(path))
+    elif len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError([f"more than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short text"], str(path))
+    return parse_yaml(text, str(path))
 
 
 def _png_document(path: Path) -> dict:

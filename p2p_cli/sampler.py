@@ -26,10 +26,13 @@ class Schedule:
     def from_scheduler(cls, scheduler, steps: int, device: torch.device | str = "cpu") -> Schedule:
         """Timesteps and alphas for `steps` steps from a diffusers scheduler's config."""
         scheduler.set_timesteps(steps)
-        ts = scheduler.timesteps.long()
+        raw = scheduler.timesteps.long()
         cum = scheduler.alphas_cumprod.double()
         final = torch.tensor(1.0, dtype=torch.float64) if scheduler.config.set_alpha_to_one else cum[0]
-        prev_ts = ts - scheduler.config.num_train_timesteps // steps
+        prev_ts = raw - scheduler.config.num_train_timesteps // steps
+        # "leading" spacing adds steps_offset: at steps == num_train_timesteps the first timestep is one past the
+        # last alpha (1000 of 0..999). Clamped, that first step goes from the noisiest level to itself (a no-op).
+        ts = raw.clamp(max=len(cum) - 1)
         prev = torch.where(prev_ts >= 0, cum[prev_ts.clamp_min(0)], final)
         return cls(ts.to(device), cum[ts].float().to(device), prev.float().to(device),
                    scheduler.config.prediction_type)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,16 @@ from p2p_cli.arch import clip_tokenizer, tiny_components, tiny_xl_components
 from p2p_cli.models import from_components
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+try:  # property-based tests: a few hundred examples by default, many more under `make test-slow`
+    from hypothesis import HealthCheck, settings
+
+    _common = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("default", max_examples=150, **_common)
+    settings.register_profile("slow", max_examples=3000, **_common)
+    settings.load_profile(os.environ.get("P2P_HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # the fuzz tests skip themselves without hypothesis
+    pass
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,14 @@ def test_the_sdxl_family_is_benchmarked_against_diffusers_sdxl_pipeline():
     assert "### tiny-xl" in markdown(report) and "128x128" in markdown(report)
     with pytest.raises(ValueError, match="unknown arch 'xl'"):
         BenchConfig(arch="xl")
+
+
+@pytest.mark.parametrize("threads", ["-1", "0"])
+def test_threads_below_one_is_a_usage_error(threads):
+    from typer.testing import CliRunner
+
+    from p2p_cli.cli.main import app
+
+    result = CliRunner().invoke(app, ["bench", "--threads", threads])
+    assert result.exit_code == 2, result.output  # was "unexpected RuntimeError" from torch.set_num_threads
+    assert "Invalid value for '--threads'" in result.stderr

@@ -11,10 +11,9 @@ from rich.console import Console
 
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import check_name, model_key, progress_bar
-from p2p_cli.cli.edit import Job, read_jobs, run_jobs
-from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
+from p2p_cli.cli.edit import Job, check_folders, check_out, read_jobs, run_jobs
+from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
 from p2p_cli.models import pick_device, pick_dtype
-from p2p_cli.outputs import check_free
 from p2p_cli.overrides import apply_overrides
 from p2p_cli.recipe import RecipeError, parse_recipe
 from p2p_cli.text.words import split_words
@@ -105,11 +104,8 @@ def attn_viz(
                 raise UsageError(f"{job.path}: {err}") from None
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
-        for job in jobs:
-            try:
-                check_free(job.folder, overwrite)
-            except FileExistsError as err:
-                job.done, job.code = True, report(err, debug=debug)
+        check_out(out)
+        check_folders(jobs, overwrite, debug)
         bar = None if quiet or not console.is_terminal else progress_bar(console)
         run_jobs(jobs, dev, dt, overrides=overrides, baseline=False, overwrite=overwrite, json_=json_,
                  attention="fused", allow_pickle=allow_pickle, log=log, bar=bar, debug=debug, viz=spec)

@@ -32,7 +32,7 @@ Warmup = Annotated[int, typer.Option("--warmup", help="Untimed runs of each vari
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet (shared by all variants).")]
 Cases = Annotated[str, typer.Option("--cases", help="Comma-separated: replace+blend, refine+reweight.")]
 Variants = Annotated[str, typer.Option("--variants", help="Comma-separated: plain, p2p, explicit.")]
-Threads = Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: torch's).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads (default: torch's).")]
 NoMemory = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
 Check = Annotated[bool, typer.Option("--check", help="Also report graph breaks (dynamo explain) and GPU syncs.")]
 Results = Annotated[Optional[str], typer.Option("--results", help="Append a markdown section to this file.")]

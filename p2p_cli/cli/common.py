@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from p2p_cli.outputs import DTYPE_NAMES
-from p2p_cli.recipe import Recipe, RecipeError
+from p2p_cli.recipe import Recipe, RecipeError, name_problem
 
 
 def progress_bar(console: Console) -> Progress:
@@ -31,7 +31,8 @@ def dtype_name(dtype) -> str:
 
 
 def check_name(recipe: Recipe, path: str) -> None:
-    """The name becomes a folder: no separators, no leading dot."""
-    name = recipe.name or ""
-    if not name or "/" in name or "\\" in name or name.startswith(".") or name != name.strip():
-        raise RecipeError([f"name: {name!r} cannot be a folder name (use letters, digits, - and _)"], path)
+    """The name becomes a folder: no separators, no leading dot, no control characters, not too long (the
+    recipe loader checks the same, so `p2p validate` and `p2p edit` agree)."""
+    why = name_problem(recipe.name or "")
+    if why:
+        raise RecipeError([f"name: {why}"], path)

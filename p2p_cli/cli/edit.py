@@ -16,7 +16,7 @@ from p2p_cli.cli.common import check_name, dtype_name, model_key, progress_bar
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.loras import apply_loras, recipe_loras
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
-from p2p_cli.outputs import check_free
+from p2p_cli.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -68,14 +68,10 @@ def edit(
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):
         jobs = read_jobs(recipes, overrides, out, model)  # everything is validated before any model loads
+        check_out(out)
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
-        for job in jobs:
-            if not job.done:
-                try:
-                    check_free(job.folder, overwrite)
-                except FileExistsError as err:
-                    job.done, job.code = True, report(err, debug=debug)
+        check_folders(jobs, overwrite, debug)
         bar = None if quiet or not console.is_terminal else progress_bar(console)
         run_jobs(jobs, dev, dt, overrides=overrides, baseline=baseline, overwrite=overwrite, json_=json_,
                  attention=attention.value, allow_pickle=allow_pickle, log=log, bar=bar, debug=debug,
@@ -115,6 +111,25 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
     return jobs
 
 
+def check_out(out: Path) -> None:
+    """--out must be a folder or able to become one (checked before any model loads)."""
+    try:
+        check_out_dir(out)
+    except OutputPathError as err:
+        raise UsageError(str(err)) from None
+
+
+def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
+    """Each job's OUT/<name> can be written (free, or replaceable with --overwrite; not a file or a link): a job
+    whose folder cannot fails alone (exit 1), before any model loads."""
+    for job in jobs:
+        if not job.done:
+            try:
+                check_free(job.folder, overwrite)
+            except (FileExistsError, OutputPathError) as err:
+                job.done, job.code = True, report(err, debug=debug)
+
+
 def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) -> None:
     """Run the jobs in order, loading each model once and dropping it after its last job."""
     from p2p_cli.pipeline import check_recipe  # the engine (torch, diffusers) only once it is needed
@@ -133,6 +148,8 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) ->
                                     dtype_name(dtype), allow_pickle=how["allow_pickle"])
                 apply_loras(loaded, list(job.loras))
                 models[job.key] = loaded
+            except BrokenPipeError:
+                raise
             except Exception as err:  # every job of this model fails the same way
                 code = report(err, debug=debug)
                 for other in jobs:
@@ -148,6 +165,8 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) ->
         if not job.done:
             try:
                 run_one(job, models[job.key], start=start, log=log, bar=bar, **how)
+            except BrokenPipeError:  # stdout's reader went away: stop quietly (errors.handled)
+                raise
             except Exception as err:
                 job.done, job.code = True, report(err, where=job.path, debug=debug)
         left[job.key] -= 1

@@ -11,11 +11,14 @@ from contextlib import contextmanager
 import click
 import typer
 
+from p2p_cli import interrupts, outputs
+from p2p_cli.interrupts import Interrupted
 from p2p_cli.models import ModelLoadError
-from p2p_cli.outputs import OutputExistsError
+from p2p_cli.outputs import DegenerateResult, OutputExistsError, OutputPathError
 from p2p_cli.recipe import RecipeError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 
 
 class UsageError(ValueError):
@@ -38,7 +41,7 @@ def describe(err: BaseException) -> tuple[str, int]:
         return str(err), EXIT_INVALID
     if isinstance(err, ModelLoadError):
         return f"cannot load the model: {err}", EXIT_FAILED
-    if isinstance(err, OutputExistsError):
+    if isinstance(err, (OutputExistsError, OutputPathError, DegenerateResult)):
         return str(err), EXIT_FAILED
     if isinstance(err, torch.OutOfMemoryError):
         return (
@@ -46,14 +49,32 @@ def describe(err: BaseException) -> tuple[str, int]:
             " or --device cpu",
             EXIT_FAILED,
         )
-    if isinstance(err, KeyboardInterrupt):
-        return "interrupted; nothing was written for the unfinished recipe", 130
+    if isinstance(err, (KeyboardInterrupt, Interrupted)):
+        return interrupted_message(err)
     if isinstance(err, OSError):
         return f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", EXIT_FAILED
     return (
         f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback, and report it if it persists)",
         EXIT_FAILED,
     )
+
+
+def interrupted_message(err: BaseException) -> tuple[str, int]:
+    """What an interrupt stopped and what it kept; exit 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
+    name, code = (err.name, err.code) if isinstance(err, Interrupted) else ("SIGINT", 130)
+    kept = [f"{folder}/" for folder in outputs.finished]
+    what = f"kept the finished {'folders' if len(kept) > 1 else 'folder'} {', '.join(kept)}; " if kept else ""
+    return f"interrupted ({name}): {what}nothing was written for the unfinished work", code
+
+
+def quiet_broken_pipe() -> int:
+    """stdout's reader went away (`p2p edit ... --json | head -1`): stop like a Unix tool, without a word."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout must not fail again
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_PIPE
 
 
 def report(err: BaseException, where: str | None = None, debug: bool = False) -> int:
@@ -68,12 +89,31 @@ def report(err: BaseException, where: str | None = None, debug: bool = False) ->
     return code
 
 
+_EXITS = (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit)
+
+
 @contextmanager
 def handled(debug: bool = False) -> Iterator[None]:
-    """Turn any error escaping a command into its message and exit code (typer's own exits pass through)."""
-    try:
-        yield
-    except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
-        raise
-    except (Exception, KeyboardInterrupt) as err:
-        raise typer.Exit(report(err, debug=debug)) from None
+    """Turn any error escaping a command into its message and exit code (typer's own exits pass through).
+
+    SIGINT and SIGTERM raise interrupts.Interrupted inside (cleaned up after like any error, exit 130 / 143); one
+    that library code swallowed is raised at the end, so an interrupt is never lost. A closed stdout ends the
+    command quietly (exit 141).
+    """
+    outputs.finished.clear()
+    with interrupts.handlers():
+        try:
+            try:
+                yield
+            except _EXITS:
+                interrupts.checkpoint()  # an exit after a swallowed interrupt is still an interrupt
+                raise
+            interrupts.checkpoint()
+        except _EXITS:
+            raise
+        except BrokenPipeError:
+            raise typer.Exit(quiet_broken_pipe()) from None
+        except (Exception, KeyboardInterrupt, Interrupted) as err:
+            code = report(err, debug=debug)
+            interrupts.clear()
+            raise typer.Exit(code) from None

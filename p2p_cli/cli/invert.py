@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import datetime, timezone
 from enum import Enum
@@ -39,7 +40,8 @@ def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int
         bar.start()
     try:
         real = prepare(model, path, prompt, size=size, crop=crop, method=method, steps=steps, guidance=guidance,
-                       negative_prompt=negative_prompt, geo=geo, where=where or str(path), progress=progress)
+                       negative_prompt=negative_prompt, geo=geo, where=where or str(path), progress=progress,
+                       warn=lambda message: print(f"warning: {label}: {message}", file=sys.stderr, flush=True))
     except RecipeError as err:
         if where is None:  # `p2p invert IMAGE`: the picture is an argument, not a recipe field
             raise UsageError(err.problems[0].removeprefix("image: ")) from None
@@ -101,8 +103,10 @@ def invert(
             raise UsageError("--prompt must describe the picture")
         box = _parse_crop(crop)
         name = name or image.stem
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise UsageError(f"--name {name!r} cannot be a folder name (use letters, digits, - and _)")
+        from p2p_cli.recipe import name_problem
+
+        if why := name_problem(name):
+            raise UsageError(f"--name {why}")
         folder = Path(out) / name
         from p2p_cli.render.load import ImageError, check_picture
 

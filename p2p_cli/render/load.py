@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +25,30 @@ def open_picture(path: str | Path) -> Image.Image:
         raise ImageError(f"no picture at {path}")
     if path.is_dir():
         raise ImageError(f"{path} is a folder, not a picture")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise ImageError(f"{path} is not a regular file (a pipe, socket or device); save the picture to a file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageError(f"{path} has more than {max_pixels():,} pixels, the most p2p reads (Pillow's"
+                         f" decompression-bomb limit, Image.MAX_IMAGE_PIXELS); scale it down first") from None
+    except UnidentifiedImageError as err:
         raise ImageError(f"{path} is not a picture Pillow can read ({type(err).__name__}: {err})") from None
     except OSError as err:  # truncated or damaged files, permissions
         raise ImageError(f"cannot read {path}: {err.strerror or err}") from None
+    except (ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError, MemoryError) as err:
+        # what Pillow's decoders raise on some damaged files
+        raise ImageError(f"{path} is a damaged picture ({type(err).__name__}: {err})") from None
     return to_rgb(im)
+
+
+def max_pixels() -> int:
+    """The largest picture read: Pillow's decompression-bomb warning limit (Image.MAX_IMAGE_PIXELS)."""
+    return int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

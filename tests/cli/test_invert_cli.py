@@ -73,3 +73,34 @@ def test_bad_picture_fails_before_the_model_loads(cli, write_recipe, tiny_model_
     result = cli("invert", tmp_path / image, "--prompt", "a cat", "--model", tiny_model_dir, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "loading model" not in result.stderr
     assert ("no picture at" if image == "missing.png" else "is not a picture Pillow can read") in result.stderr
+
+
+@pytest.mark.slow
+def test_the_documented_maximum_of_steps_runs(cli, write_recipe, tiny_model_dir, picture, tmp_path, monkeypatch):
+    """steps: 1000 crashed with "index 1000 is out of bounds" in edit and invert."""
+    monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
+    recipe = {**SMALL, "name": "long", "steps": 1000, "image": "photo.png", "inversion": "ddim",
+              "edits": SMALL["edits"][:1]}
+    result = cli("edit", write_recipe(recipe, name="long"), "--model", tiny_model_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "out" / "long" / "run.json").read_text())
+    assert run["recipe"]["steps"] == 1000 and run["inversion"]["psnr"] > 0  # a random tiny model: no more
+
+
+def test_a_tampered_cache_entry_is_a_warning_and_the_edit_goes_on(cli, tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    from tests.engine.test_inversion_cache_faults import PROMPT, rewrite
+
+    monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    args = ("invert", tmp_path / "p.png", "--prompt", PROMPT, "--model", tiny_model_dir, "--steps", 2,
+            "--method", "ddim", "--out", tmp_path / "out")
+    assert cli(*args).exit_code == 0
+    (path,) = (tmp_path / "cache" / "inversions").glob("*.safetensors")
+    rewrite(path, latent=torch.full((1, 4, 16, 16), float("nan")))
+    result = cli(*args, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert f"warning: p: the cached inversion {path} is damaged (latent holds NaN or infinite values)" in result.stderr
+    run = json.loads((tmp_path / "out" / "p" / "run.json").read_text())
+    assert run["inversion"]["cached"] is False and run["inversion"]["psnr"] > 0

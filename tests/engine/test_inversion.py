@@ -86,5 +86,6 @@ def test_cache_hit_skips_the_inversion_and_changes_miss(tiny_model, tiny_v_model
     path = next(p for p in tmp_path.glob("*.safetensors") if p.stem == first.settings["key"])
     path.write_bytes(path.read_bytes()[:100])  # a damaged file is a miss, then rewritten
     assert load_inversion(path) is None
-    _, hit = cached_invert(tiny_model, picture, **settings, cache=tmp_path)
+    with pytest.warns(UserWarning, match="is damaged .* removed it and inverting again"):
+        _, hit = cached_invert(tiny_model, picture, **settings, cache=tmp_path)
     assert not hit and load_inversion(path, first.settings["key"]) is not None

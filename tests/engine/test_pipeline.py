@@ -172,3 +172,15 @@ def test_non_square_size_runs(family_model):
     assert out.images.shape == (2, 3, 128, 192)
     assert out.masks[1].shape == (128, 192)
     assert torch.isfinite(out.images).all()
+
+
+def test_the_documented_maximum_of_steps_has_valid_timesteps(tiny_model):
+    """steps: 1000 with SD's scheduler (steps_offset 1) made timestep 1000 of alphas 0..999: index out of bounds."""
+    from p2p_cli.sampler import Schedule
+
+    cum = tiny_model.scheduler.alphas_cumprod
+    schedule = Schedule.from_scheduler(tiny_model.scheduler, 1000)
+    assert len(schedule.timesteps) == 1000 and int(schedule.timesteps.max()) == len(cum) - 1
+    assert schedule.alpha[0] == schedule.alpha_prev[0]  # the clamped first step stays at the noisiest level
+    assert torch.equal(schedule.timesteps[1:], torch.arange(999, 0, -1))
+    assert torch.allclose(schedule.alpha_prev[1:], cum[schedule.timesteps[1:] - 1].float())
