@@ -5,6 +5,11 @@ cross_attention_kwargs["p2p"], that step's tensors made once before sampling (Co
 as a 0-dim long tensor and the step's value gates and row map already in the UNet's layout and dtype, so a
 layer adds few operations, nothing syncs and torch.compile sees no new constants. The control acts on the
 conditional half of the batch only.
+
+Attention stores record, per conditional row, the probabilities that row used: for an edited target that is its
+edited cross maps (inside the cross window the source's, mapped and reweighted) and, where self-attention is
+injected, the source's self maps; as the reference, whose store holds a view of the maps the edit then overwrites.
+The fused path computes probabilities only in the layers a store wants, so only those pay for editing them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.control.edits import edit_cross_explicit, fused_gates, mapped_values
+from p2p_cli.control.edits import (
+    edit_cross_explicit,
+    edit_cross_gated,
+    fused_gates,
+    mapped_values,
+)
 from p2p_cli.control.store import AttentionStore, LayerInfo
 
 
@@ -49,6 +59,8 @@ class Control:
         step (0-dim long); v_gate (R, 1, L, 1): 1 except g_own on the targets' conditional rows;
         src_gate (n, 1, L, 1): g_src; self_rows (R,): the row whose queries and keys each row takes in
         self-injected layers (the source's cond row for an injected target, else its own). R = UNet batch rows.
+        When the fused path has stores (they record edited probabilities, float32; set them before this call):
+        probs_map (n, 1, L, L): the mapper with column j scaled by g_src[j]; probs_own (n, 1, 1, L): g_own.
         """
         rows_total = self.n_prompts * (2 if self.guided else 1)
         c0, n = self.cond, self.n_targets
@@ -65,6 +77,9 @@ class Control:
                 "src_gate": self.g_src[i][:, None, :, None].to(self.dtype).contiguous(),
                 "self_rows": self_rows,
             })
+            if self.stores and not self.explicit:
+                out[-1]["probs_map"] = (self.mapper * self.g_src[i][:, None, :])[:, None].float()
+                out[-1]["probs_own"] = self.g_own[i][:, None, None, :].float().contiguous()
         return out
 
     @property
@@ -148,28 +163,46 @@ class P2PAttnProcessor:
         stores = [s for s in ctl.stores if s.wants(layer, max(hw))]
         inject_self = not layer.is_cross and max(hw) <= ctl.self_max_res
 
-        if ctl.explicit or stores:
-            probs = torch.softmax((q[c0:] @ k[c0:].transpose(-1, -2)).float() * scale, dim=-1)  # (B, heads, Q, K)
-            for store in stores:
-                store.add(layer, hw, probs, step)
+        if not (ctl.explicit or stores):
+            return self._fused(q, k, v, scale, p2p, rows, inject_self)
+        probs = torch.softmax((q[c0:] @ k[c0:].transpose(-1, -2)).float() * scale, dim=-1)  # (B, heads, Q, K)
+        probs = self._used(probs, p2p, inject_self)
+        for store in stores:  # what each row used, as the reference's store (edited in place) holds
+            store.add(layer, hw, probs, step)
         if not ctl.explicit:
             return self._fused(q, k, v, scale, p2p, rows, inject_self)
-
-        a_src, a_tgt = probs[0], probs[1 : 1 + n]
-        if layer.is_cross:
-            edited = edit_cross_explicit(a_src, a_tgt, ctl.mapper, ctl.aligned, ctl.equalizer,
-                                         ctl.alpha.index_select(0, step.reshape(1))[0])
-        elif inject_self:
-            gate = ctl.self_gate.index_select(0, step.reshape(1))[0][:, None, None, None]  # (n, 1, 1, 1)
-            edited = torch.where(gate > 0, a_src.expand_as(a_tgt), a_tgt)
-        else:
-            edited = a_tgt
-        probs = torch.cat([probs[:1], edited, probs[1 + n :]])
         cond_out = probs.to(v.dtype) @ v[c0:]
         if c0 == 0:
             return cond_out
         uncond_out = F.scaled_dot_product_attention(q[:c0], k[:c0], v[:c0], scale=scale)
         return torch.cat([uncond_out, cond_out])
+
+    def _used(self, probs: torch.Tensor, p2p: dict[str, torch.Tensor], inject_self: bool) -> torch.Tensor:
+        """The conditional rows' probabilities (B, heads, Q, K) as each row uses them at this step (in place).
+
+        The targets' rows are edited: cross layers as edit_cross_explicit says (inside the cross window the
+        source's maps through the mapper, reweighted), injected self layers take the source's maps. The source
+        and the baselines keep their own. This is what the explicit path multiplies with V, and what every
+        attention store records (local blend's masks and the attention pictures read the maps a row used).
+        The explicit path edits in the reference's form from the plan's tensors (the fused path's oracle); the
+        fused path, which only needs them for its stores, from its step inputs (gates folded into the mapper,
+        the row map of its self injection): fewer operator calls, the same maths.
+        """
+        ctl, layer = self.control, self.layer
+        n = ctl.n_targets
+        a_src, a_tgt = probs[0], probs[1 : 1 + n]
+        if layer.is_cross and ctl.explicit:
+            step = p2p["step"].reshape(1)
+            probs[1 : 1 + n] = edit_cross_explicit(a_src, a_tgt, ctl.mapper, ctl.aligned, ctl.equalizer,
+                                                   ctl.alpha.index_select(0, step)[0])
+        elif layer.is_cross:
+            probs[1 : 1 + n] = edit_cross_gated(a_src, a_tgt, p2p["probs_map"], p2p["probs_own"])
+        elif inject_self and ctl.explicit:
+            gate = ctl.self_gate.index_select(0, p2p["step"].reshape(1))[0][:, None, None, None]  # (n, 1, 1, 1)
+            probs[1 : 1 + n] = torch.where(gate > 0, a_src.expand_as(a_tgt), a_tgt)
+        elif inject_self:  # each row takes the maps of the row whose queries and keys it uses
+            probs = probs.index_select(0, p2p["self_rows"][ctl.cond :] - ctl.cond)
+        return probs
 
     def _fused(self, q, k, v, scale: float, p2p: dict[str, torch.Tensor], rows: slice,
                inject_self: bool) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Attention maps as numbers (paper sec. 3.1, fig. 4; algorithm.md "Attention store and pictures"): pure tensors.
 
-The store holds, per layer, the conditional branch's own (pre-edit) maps averaged over heads and summed over
-the chosen steps; here they are averaged over the layers of one side and places, per prompt.
+The store holds, per layer, the conditional branch's maps as each row used them (an edited target's after the
+edit: its cross maps mapped from the source inside the cross window, the source's self maps where injected),
+averaged over heads and summed over the chosen steps; here they are averaged over the layers of one side and
+places, per prompt.
 """
 
 from __future__ import annotations

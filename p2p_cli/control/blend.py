@@ -1,4 +1,9 @@
-"""Local blend (paper sec. 3.2, "local editing"): keep the source's latents outside the edited words' mask."""
+"""Local blend (paper sec. 3.2, "local editing"): keep the source's latents outside the edited words' mask.
+
+The target's word mask comes from its cross maps as used, i.e. as edited: inside the cross window they are the
+source's maps through the mapper, reweighted by the equalizer (the store records them so, see store.py), as in the
+reference, where the target's own unedited maps would give larger masks.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ Fused form: every step above is linear in A, so A_final @ V needs no probabiliti
     A_final @ V = SDPA(Q_src, K_src, M @ (g_src * V_tgt)) + SDPA(Q_tgt, K_tgt, g_own * V_tgt)
     g_src = alpha * c * aligned,   g_own = alpha * c * (1 - aligned) + (1 - alpha)
 Self-attention injection replaces the target's maps by the source's: A_src @ V_tgt = SDPA(Q_src, K_src, V_tgt).
+Where probabilities are stored on the fused path, the same gates edit them: A_final = A_src @ (M g_src) + A_tgt g_own.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ def edit_cross_explicit(
     edit = (al * mapped + (1 - al) * a_tgt) * equalizer[:, None, None, :]
     gate = alpha[:, None, None, :]
     return gate * edit + (1 - gate) * a_tgt
+
+
+def edit_cross_gated(
+    a_src: torch.Tensor,  # (heads, Q, L) the source's probabilities
+    a_tgt: torch.Tensor,  # (n, heads, Q, L) each target's own probabilities
+    src_map: torch.Tensor,  # (n, 1, L, L) the mapper, column j times g_src[j] of this step
+    own_gate: torch.Tensor,  # (n, 1, 1, L) g_own of this step
+) -> torch.Tensor:
+    """edit_cross_explicit with the step's gates folded in: (A_src @ M) * g_src + A_tgt * g_own, (n, heads, Q, L)."""
+    return torch.matmul(a_src, src_map) + a_tgt * own_gate
 
 
 def mapped_values(v_tgt: torch.Tensor, mapper: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""The attention store: per layer, the conditional branch's head-averaged maps summed over steps."""
+"""The attention store: per layer, the conditional branch's head-averaged maps summed over steps.
+
+The maps are the ones each row used (the processors hand over edited probabilities): a target's cross maps as
+edited (inside the cross window the source's maps through the mapper, reweighted) and the source's self maps
+where self-attention is injected; the source's and the baselines' rows are their own.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,11 @@ says which target tokens take them. With A of shape (..., pixels, L), the edited
 Column j of M holds the weights of the source tokens that target token j takes (sum 1 where aligned).
 replace: identity except at swapped words; tokens after a swap shift with the token-count difference.
 refine: global alignment of the token ids; inserted target tokens have a zero column and aligned 0.
-Positions after the target's end token (padding) take the source's padding in order (pad to pad).
+Positions after the target's end token (padding) take the source's same position, j -> j, in both, as the
+reference does (its refine mapper continues with len(target) + arange, its replace mapper with the identity).
+No real target token is moved by this: it only decides which source maps the target's padding columns get, which
+is the source's padding when the source is no longer than the target (and the source's own words and end token
+at those positions when it is longer).
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ def identity_map(max_len: int = 77) -> TokenMap:
     return TokenMap(torch.eye(max_len, dtype=torch.float32), torch.ones(max_len, dtype=torch.float32))
 
 
-def _pad_source(j: int, n_source: int, n_target: int, max_len: int) -> int:
-    """Source position for target padding position j: the source's padding in order, capped at the last."""
-    return min(n_source + (j - n_target), max_len - 1)
+def _pad_tail(mapper: torch.Tensor, n_target: int) -> None:
+    """Target padding positions j >= n_target take source position j (in place on mapper (L, L))."""
+    tail = torch.arange(n_target, mapper.shape[0])
+    mapper[tail, tail] = 1.0
 
 
 def _segments(spans: list[WordSpan], n_ids: int) -> list[list[int]]:
@@ -70,8 +75,7 @@ def replace_map(tokenizer: Any, source: str, target: str) -> TokenMap:
             mapper[seg_s, seg_t] = 1.0
         else:  # each source token spreads 1/t over the target's t tokens
             mapper[torch.tensor(seg_s)[:, None], torch.tensor(seg_t)[None, :]] = 1.0 / len(seg_t)
-    for j in range(len(ids_t), max_len):
-        mapper[_pad_source(j, len(ids_s), len(ids_t), max_len), j] = 1.0
+    _pad_tail(mapper, len(ids_t))
     return TokenMap(mapper, aligned)
 
 
@@ -86,6 +90,5 @@ def refine_map(tokenizer: Any, source: str, target: str) -> TokenMap:
             aligned[j] = 0.0
         else:
             mapper[i, j] = 1.0
-    for j in range(len(ids_t), max_len):
-        mapper[_pad_source(j, len(ids_s), len(ids_t), max_len), j] = 1.0
+    _pad_tail(mapper, len(ids_t))
     return TokenMap(mapper, aligned)
