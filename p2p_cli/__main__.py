@@ -1,7 +1,7 @@
 """`python -m p2p_cli` is the `p2p` command; `main` is also its console script.
 
 The signal handlers go in before anything heavy is imported, so Ctrl-C (or SIGTERM) at any moment ends the
-command with exit 130 (143) and one line, never a traceback (p2p_cli/interrupts.py).
+command with exit 130 (143) and one line, never a traceback (p2p_cli/files/interrupts.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 def main() -> None:
     """Install the SIGINT / SIGTERM handlers, then run the typer app (errors are worded in cli/errors.py)."""
-    from p2p_cli import interrupts
+    from p2p_cli.files import interrupts
 
     interrupts.install()
     try:

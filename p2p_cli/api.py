@@ -107,19 +107,19 @@ class AttentionMaps:
 
     def tokens(self, prompt: int | str = 0) -> list[tuple[int, str]]:
         """(position, text) of each token of a prompt, start and end tokens left out."""
-        from p2p_cli.viz import token_labels
+        from p2p_cli.analysis.maps import token_labels
 
         return token_labels(self.tokenizer, self.prompts[self._row(prompt)])
 
     def cross(self, prompt: int | str = 0) -> torch.Tensor:
         """(h, w, L) cross-attention maps of every token position of a prompt."""
-        from p2p_cli.viz import cross_maps
+        from p2p_cli.analysis.maps import cross_maps
 
         return cross_maps(self.store, self._row(prompt), self.res, self.spec.places)
 
     def word(self, word: str, prompt: int | str = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
         """(h, w) map of a word (the sum over its tokens), or scaled to its max and resized to `size`."""
-        from p2p_cli.viz import upsample, word_map, word_positions
+        from p2p_cli.analysis.maps import upsample, word_map, word_positions
 
         row = self._row(prompt)
         positions = word_positions(self.tokenizer, self.prompts[row], word)
@@ -130,7 +130,7 @@ class AttentionMaps:
 
     def self_components(self, prompt: int | str = 0, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """The top-k components of the self-attention (k, h, w) and each one's share of the variance (k,)."""
-        from p2p_cli.viz import self_components
+        from p2p_cli.analysis.maps import self_components
 
         if not self.store.select("self", self.res, self.spec.places):
             raise ValueError("these maps hold no self-attention (made with components=0)")
@@ -215,8 +215,8 @@ class Result:
     def save(self, folder: str | Path, overwrite: bool = False) -> dict[str, Any]:
         """Write the folder `p2p edit` writes (pictures, grid.png, run.json; attention/ when maps were kept;
         input.png and the inversion for a real picture), whole or not at all; returns its run record."""
-        from p2p_cli.metadata import png_texts
-        from p2p_cli.outputs import atomic_folder, resolved_recipe, run_record, write_json
+        from p2p_cli.files.metadata import png_texts
+        from p2p_cli.files.outputs import atomic_folder, resolved_recipe, run_record, write_json
         from p2p_cli.render.grid import save_grid
         from p2p_cli.render.images import save_images
 
@@ -260,9 +260,9 @@ def invert(model: Model, image: str | Path, prompt: str, *, method: str = "null-
            progress: Progress | None = None):
     """Invert a picture at the model's size (cached): a real.RealPicture to pass to edit(..., inversion=...).
     guidance None: the model family's default."""
-    from p2p_cli.invert import METHODS
-    from p2p_cli.pipeline import geometry
-    from p2p_cli.real import prepare
+    from p2p_cli.engine.inversion import METHODS
+    from p2p_cli.engine.pipeline import geometry
+    from p2p_cli.files.real import prepare
     from p2p_cli.render.load import ImageError, check_picture
 
     if method not in METHODS:
@@ -290,9 +290,9 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
     from invert(), which must match the recipe's steps, guidance, prompt and model). maps: True keeps the
     attention maps at attn-viz's defaults, a viz.VizSpec chooses them, False keeps none.
     """
-    from p2p_cli.outputs import check_latents
-    from p2p_cli.pipeline import geometry, resolve_recipe, run_edit
-    from p2p_cli.viz import VizSpec, store_for
+    from p2p_cli.files.outputs import check_latents
+    from p2p_cli.engine.pipeline import geometry, resolve_recipe, run_edit
+    from p2p_cli.analysis.maps import VizSpec, store_for
 
     start = time.perf_counter()
     if isinstance(recipe, (str, Path)) and recipe_file is None:
@@ -310,7 +310,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
             raise MapsError(str(err)) from None
     real = inversion
     if real is None and recipe.image is not None:
-        from p2p_cli.real import prepare, resolve_image
+        from p2p_cli.files.real import prepare, resolve_image
 
         path = resolve_image(recipe, recipe_file or "-")
         real = prepare(model, path, recipe.source, size=recipe.size, crop=recipe.crop,
@@ -340,8 +340,8 @@ def sweep(model: Model, recipe: Recipe | dict | str | Path, *, tau: list[float] 
           batch_size: int = 8, attention: str = "fused", progress=None):
     """A tau sweep of a recipe as extra batch rows from the recipe's one initial latent: (sweep plan,
     sweep.SweepResult with a picture per point). Score it with sweep.score_sweep."""
-    from p2p_cli.pipeline import resolve_recipe
-    from p2p_cli.sweep import expand, run_sweep
+    from p2p_cli.engine.pipeline import resolve_recipe
+    from p2p_cli.analysis.tau_sweep import expand, run_sweep
 
     recipe = resolve_recipe(model, as_recipe(recipe))
     plan = expand(recipe, tau, self_tau, edit_number, baseline=baseline)

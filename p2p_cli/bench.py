@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from p2p_cli.models import Model, from_components, pick_device, pick_dtype
-from p2p_cli.pipeline import initial_latent, run_edit
+from p2p_cli.engine.pipeline import initial_latent, run_edit
 from p2p_cli.recipe import Recipe, parse_recipe
 
 VARIANTS = ("plain", "p2p", "explicit")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from p2p_cli.bench import BenchConfig, _loadavg, _ProbeUNet, build_model, environment, write_results
-from p2p_cli.invert import METHODS, invert
+from p2p_cli.engine.inversion import METHODS, invert
 from p2p_cli.models import Model, load_model
 
 PROMPT = "a big red circle on the left on a white background"

@@ -553,7 +553,7 @@ def read_document(path: str | Path, text: str | None = None) -> Any:
 
 def _png_document(path: Path) -> dict:
     """The recipe a picture written by p2p holds (its "p2p-recipe" text chunk)."""
-    from p2p_cli.metadata import RECIPE, recipe_from_texts
+    from p2p_cli.files.metadata import RECIPE, recipe_from_texts
     from p2p_cli.render.images import read_png_texts
 
     try:

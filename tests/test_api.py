@@ -14,7 +14,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import p2p_cli as p2p
-import p2p_cli.api as p2p_api  # p2p.invert once the invert module is renamed (the layout commit)
 from p2p_cli.cli.main import app
 
 ROOT = Path(__file__).parent.parent
@@ -81,7 +80,7 @@ def test_a_real_picture_and_an_inversion_that_does_not_fit(shapes, tmp_path, mon
     assert recipe.image == str(tmp_path / "photo.png")  # anchored to the recipe file
     result = p2p.edit(shapes, recipe)
     assert result.real is not None and result.real.inversion.method == "negative-prompt"
-    inv = p2p_api.invert(shapes, tmp_path / "photo.png", recipe.source, method="negative-prompt", steps=2)
+    inv = p2p.invert(shapes, tmp_path / "photo.png", recipe.source, method="negative-prompt", steps=2)
     with pytest.raises(p2p.RecipeError, match="steps: the inversion was made with 2 steps and the recipe has 4"):
         p2p.edit(shapes, recipe, inversion=inv)
     assert all("--" not in line for line in (str(e) for e in [p2p.RecipeError(["x"])]))

@@ -60,7 +60,7 @@ def test_a_compiled_unet_is_traced_once_per_edit(tiny_model):
     """torch.compile traces the controlled UNet once: no retrace between steps (store, gates) or runs."""
     import torch
 
-    from p2p_cli.pipeline import run_edit
+    from p2p_cli.engine.pipeline import run_edit
 
     traced = []
 

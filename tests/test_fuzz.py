@@ -232,7 +232,7 @@ GOOD = _good_entry()
 def test_arbitrary_bytes_as_a_cache_entry(folder, data):
     import torch
 
-    from p2p_cli.inversion_cache import CacheEntryError, load_inversion, read_inversion
+    from p2p_cli.files.inversion_cache import CacheEntryError, load_inversion, read_inversion
 
     path = folder / "k.safetensors"
     path.write_bytes(data)
@@ -251,6 +251,6 @@ def test_the_good_entry_reads():
     with tempfile.TemporaryDirectory() as name:
         path = Path(name) / "k.safetensors"
         path.write_bytes(GOOD)
-        from p2p_cli.inversion_cache import read_inversion
+        from p2p_cli.files.inversion_cache import read_inversion
 
         assert read_inversion(path, "k").method == "ddim"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from p2p_cli.metrics import (
+from p2p_cli.analysis.metrics import (
     ClipScorer, MetricUnavailable, clip_pixels, clip_score, directional_similarity, psnr, ssim,
 )
 

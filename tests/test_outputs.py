@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2p_cli.outputs import OutputExistsError, atomic_folder, resolved_recipe
+from p2p_cli.files.outputs import OutputExistsError, atomic_folder, resolved_recipe
 from p2p_cli.recipe import parse_recipe
 
 
@@ -63,7 +63,7 @@ def test_resolved_recipe_fills_defaults_and_loads_again():
 
 def test_edit_folder_and_sweep_subfolder_live_together(tmp_path):
     """`p2p sweep` writes <name>/sweep/; `p2p edit` neither refuses because of it nor deletes it."""
-    from p2p_cli.outputs import OutputExistsError, atomic_folder
+    from p2p_cli.files.outputs import OutputExistsError, atomic_folder
 
     folder = tmp_path / "recipe"
     with atomic_folder(folder / "sweep") as tmp:

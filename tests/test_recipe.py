@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from p2p_cli.pipeline import check_recipe
+from p2p_cli.engine.pipeline import check_recipe
 from p2p_cli.recipe import load_recipe, parse_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2p_cli.recipe import parse_recipe
-from p2p_cli.sweep import PickRule, expand, parse_pick, parse_taus, pick
+from p2p_cli.analysis.tau_sweep import PickRule, expand, parse_pick, parse_taus, pick
 
 SOURCE = "a painting of a squirrel eating a burger"
 

@@ -17,7 +17,7 @@ from p2p_cli.models import pick_device, pick_dtype
 from p2p_cli.overrides import apply_overrides
 from p2p_cli.recipe import RecipeError, parse_recipe
 from p2p_cli.text.words import split_words
-from p2p_cli.viz import VizSpec, parse_step_range, step_weights
+from p2p_cli.analysis.maps import VizSpec, parse_step_range, step_weights
 
 
 class Place(str, Enum):

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from p2p_cli.outputs import DTYPE_NAMES
+from p2p_cli.files.outputs import DTYPE_NAMES
 from p2p_cli.recipe import Recipe, RecipeError, name_problem
 
 

@@ -16,7 +16,7 @@ from p2p_cli.cli.common import check_name, dtype_name, model_key, progress_bar
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.loras import apply_loras, recipe_loras
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
-from p2p_cli.outputs import OutputPathError, check_free, check_out_dir
+from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -132,7 +132,7 @@ def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
 
 def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) -> None:
     """Run the jobs in order, loading each model once and dropping it after its last job."""
-    from p2p_cli.pipeline import check_recipe  # the engine (torch, diffusers) only once it is needed
+    from p2p_cli.engine.pipeline import check_recipe  # the engine (torch, diffusers) only once it is needed
 
     models: dict[str, Model] = {}
     left = {key: sum(1 for j in jobs if j.key == key and not j.done) for key in {j.key for j in jobs}}
@@ -245,7 +245,7 @@ def phase(bar, label: str):
 
 def _default_viz():
     """The attention pictures of `p2p edit --save-attention`: attn-viz's defaults."""
-    from p2p_cli.viz import VizSpec
+    from p2p_cli.analysis.maps import VizSpec
 
     return VizSpec()
 

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 import click
 import typer
 
-from p2p_cli import interrupts, outputs
-from p2p_cli.interrupts import Interrupted
+from p2p_cli.files import interrupts, outputs
+from p2p_cli.files.interrupts import Interrupted
 from p2p_cli.models import ModelLoadError
-from p2p_cli.outputs import DegenerateResult, OutputExistsError, OutputPathError
+from p2p_cli.files.outputs import DegenerateResult, OutputExistsError, OutputPathError
 from p2p_cli.recipe import RecipeError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2

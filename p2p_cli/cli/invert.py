@@ -16,8 +16,8 @@ from rich.console import Console
 from p2p_cli.cli import options as o
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.models import Model, load_model, pick_device, pick_dtype
-from p2p_cli.outputs import DTYPE_NAMES, atomic_folder, check_free, library_versions, write_json
-from p2p_cli.real import RealPicture, resolve_image  # noqa: F401 (resolve_image: cli.edit takes it from here)
+from p2p_cli.files.outputs import DTYPE_NAMES, atomic_folder, check_free, library_versions, write_json
+from p2p_cli.files.real import RealPicture, resolve_image  # noqa: F401 (resolve_image: cli.edit takes it from here)
 from p2p_cli.recipe import DEFAULT_INVERSION, RecipeError
 
 
@@ -31,7 +31,7 @@ def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int
                   steps: int, guidance: float, negative_prompt: str, label: str, log, bar,
                   where: str | None = None, geo=None) -> RealPicture:
     """real.prepare with a progress bar and a log line (a cache hit says how long the inversion once took)."""
-    from p2p_cli.real import prepare
+    from p2p_cli.files.real import prepare
 
     progress, task = None, None
     if bar is not None:
@@ -128,7 +128,7 @@ def invert(
         bar = None if quiet or not console.is_terminal else progress_bar(console)
         real = invert_source(net, image, prompt, size=None, crop=box, method=method.value, steps=steps,
                              guidance=guidance, negative_prompt=negative_prompt, label=name, log=log, bar=bar)
-        from p2p_cli.invert import reconstruct
+        from p2p_cli.engine.inversion import reconstruct
 
         tic = time.perf_counter()
         reconstruction = reconstruct(net, real.inversion, prompt, guidance)

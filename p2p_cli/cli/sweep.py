@@ -14,11 +14,11 @@ from rich.console import Console
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import check_name, model_key, progress_bar
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
-from p2p_cli.metrics import CLIP_DEFAULT
-from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
+from p2p_cli.analysis.metrics import CLIP_DEFAULT
+from p2p_cli.files.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import RecipeError
-from p2p_cli.sweep import COLUMNS, KEPT, csv_cell, expand, parse_pick, parse_taus, pick
+from p2p_cli.analysis.tau_sweep import COLUMNS, KEPT, csv_cell, expand, parse_pick, parse_taus, pick
 
 RecipeArg = Annotated[str, typer.Argument(help="Recipe file (YAML); - reads it from standard input.", metavar="RECIPE")]
 Tau = Annotated[
@@ -111,13 +111,13 @@ def _values(option: str, text: str | None) -> list[float] | None:
 def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batch_size, clip, rule, overwrite, json_,
         attention, allow_pickle, log, bar) -> None:
     """Load the model, run the sweep's batches, score every point and write the folder in one rename."""
-    from p2p_cli.metrics import ClipScorer, Lpips, MetricUnavailable
+    from p2p_cli.analysis.metrics import ClipScorer, Lpips, MetricUnavailable
     from p2p_cli.models import load_model
     from p2p_cli.loras import apply_loras, recipe_loras
-    from p2p_cli.pipeline import check_recipe, resolve_recipe
+    from p2p_cli.engine.pipeline import check_recipe, resolve_recipe
     from p2p_cli.render.images import save_png
-    from p2p_cli.render.sweep import sweep_grid, tradeoff_plot
-    from p2p_cli.sweep import run_sweep, score_sweep
+    from p2p_cli.render.sweep_plots import sweep_grid, tradeoff_plot
+    from p2p_cli.analysis.tau_sweep import run_sweep, score_sweep
 
     start = time.perf_counter()
     recipe = plan.recipe

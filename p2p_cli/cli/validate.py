@@ -67,6 +67,6 @@ def _tokenizer():
 
 def _token_problems(recipe: Recipe, tokenizer) -> list[str]:
     """Words that must be in a prompt, prompts over 77 tokens: the engine's check_recipe."""
-    from p2p_cli.pipeline import check_recipe
+    from p2p_cli.engine.pipeline import check_recipe
 
     return check_recipe(recipe, tokenizer)

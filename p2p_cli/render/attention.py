@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.control.store import AttentionStore
+from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.render.grid import Tile, make_grid
 from p2p_cli.render.images import save_png
-from p2p_cli.viz import (VizSpec, cross_maps, min_max, self_components, token_labels, upsample, word_map,
+from p2p_cli.analysis.maps import (VizSpec, cross_maps, min_max, self_components, token_labels, upsample, word_map,
                          word_positions)
 
 TILE = 256  # longest side of a token or component tile, in pixels (smaller images keep their size)

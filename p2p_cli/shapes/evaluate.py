@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from p2p_cli.models import Model
-from p2p_cli.pipeline import generate, run_edit
+from p2p_cli.engine.pipeline import generate, run_edit
 from p2p_cli.recipe import parse_recipe
 
 from .captions import caption
@@ -238,7 +238,7 @@ def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "
 
     `recipe` overrides the edit's recipe-level fields (e.g. self_replace, self_replace_max_res).
     """
-    from p2p_cli.invert import invert, psnr
+    from p2p_cli.engine.inversion import invert, psnr
 
     rows, psnrs, ceilings, seconds = [], [], [], []
     for case in swap_cases(n, "colour", seed=seed):

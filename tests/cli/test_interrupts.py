@@ -87,9 +87,9 @@ def test_a_swallowed_sigint_while_writing_is_not_lost(cli, write_recipe, tiny_mo
 
 
 def test_an_interrupt_during_the_rename_leaves_the_folder_whole_and_says_so(tmp_path, monkeypatch):
-    from p2p_cli import interrupts, outputs
+    from p2p_cli.files import interrupts, outputs
 
-    _send_during(monkeypatch, "p2p_cli.outputs", "_commit", signal.SIGINT, after=True)
+    _send_during(monkeypatch, "p2p_cli.files.outputs", "_commit", signal.SIGINT, after=True)
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "old.txt").write_text("old")

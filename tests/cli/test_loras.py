@@ -13,7 +13,7 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from p2p_cli.arch import tiny_components, tiny_xl_components
 from p2p_cli.loras import LoraError, apply_loras
 from p2p_cli.models import from_components
-from p2p_cli.pipeline import initial_latent, run_edit
+from p2p_cli.engine.pipeline import initial_latent, run_edit
 from p2p_cli.recipe import RecipeError, parse_recipe
 
 peft = pytest.importorskip("peft")

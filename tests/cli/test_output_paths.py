@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from p2p_cli.outputs import OutputPathError, atomic_folder, check_free
+from p2p_cli.files.outputs import OutputPathError, atomic_folder, check_free
 from tests.cli.conftest import SMALL
 
 
@@ -76,7 +76,7 @@ def test_too_long_a_name_for_the_file_system_is_refused(tmp_path):
 
 
 def test_a_full_disk_while_writing_leaves_nothing(small, cli, write_recipe, tiny_model_dir, tmp_path, monkeypatch):
-    import p2p_cli.outputs as outputs
+    import p2p_cli.files.outputs as outputs
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

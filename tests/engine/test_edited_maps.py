@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from p2p_cli import pipeline
-from p2p_cli.pipeline import run_edit
+from p2p_cli.engine import pipeline
+from p2p_cli.engine.pipeline import run_edit
 from p2p_cli.recipe import parse_recipe
-from p2p_cli.viz import cross_maps, self_matrix, viz_store
+from p2p_cli.analysis.maps import cross_maps, self_matrix, viz_store
 
 SOURCE = "a painting of a squirrel eating a burger"
 STEPS = 4

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p2p_cli import inversion_cache
-from p2p_cli.invert import Inversion, encode_image, invert, psnr, reconstruct, reconstruct_latent
-from p2p_cli.inversion_cache import cached_invert, load_inversion
-from p2p_cli.pipeline import decode_latents, encode_prompts, run_edit
+from p2p_cli.files import inversion_cache
+from p2p_cli.engine.inversion import Inversion, encode_image, invert, psnr, reconstruct, reconstruct_latent
+from p2p_cli.files.inversion_cache import cached_invert, load_inversion
+from p2p_cli.engine.pipeline import decode_latents, encode_prompts, run_edit
 from p2p_cli.recipe import parse_recipe
 
 PROMPT = "a big red circle on a white background"

@@ -10,8 +10,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from p2p_cli import inversion_cache
-from p2p_cli.inversion_cache import cached_invert, load_inversion
+from p2p_cli.files import inversion_cache
+from p2p_cli.files.inversion_cache import cached_invert, load_inversion
 
 PROMPT = "a big red circle on a white background"
 SETTINGS = dict(prompt=PROMPT, method="ddim", steps=2, guidance=7.5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from p2p_cli.pipeline import initial_latent, run_edit
+from p2p_cli.engine.pipeline import initial_latent, run_edit
 from p2p_cli.recipe import RecipeError, parse_recipe
 
 SOURCE = "a painting of a squirrel eating a burger"
@@ -22,7 +22,7 @@ def recipe(*edits: dict, **top) -> object:
 
 def finest_cross_side(model) -> int:
     """The largest side of a cross-attention layer at the tiny models' 16x16 latent (SD: 16; SDXL: 8)."""
-    from p2p_cli.pipeline import level_sides
+    from p2p_cli.engine.pipeline import level_sides
 
     return max(s for n, s in level_sides(model, (16, 16)).items() if n.endswith("attn2.processor"))
 
@@ -176,7 +176,7 @@ def test_non_square_size_runs(family_model):
 
 def test_the_documented_maximum_of_steps_has_valid_timesteps(tiny_model):
     """steps: 1000 with SD's scheduler (steps_offset 1) made timestep 1000 of alphas 0..999: index out of bounds."""
-    from p2p_cli.sampler import Schedule
+    from p2p_cli.engine.sampler import Schedule
 
     cum = tiny_model.scheduler.alphas_cumprod
     schedule = Schedule.from_scheduler(tiny_model.scheduler, 1000)

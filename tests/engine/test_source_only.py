@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from p2p_cli.control.store import AttentionStore
-from p2p_cli.pipeline import run_edit
+from p2p_cli.engine.control.store import AttentionStore
+from p2p_cli.engine.pipeline import run_edit
 from p2p_cli.recipe import parse_recipe
 
 SOURCE = "a painting of a squirrel eating a burger"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from p2p_cli.pipeline import run_edit
+from p2p_cli.engine.pipeline import run_edit
 from p2p_cli.recipe import parse_recipe
-from p2p_cli.sweep import expand, run_sweep
+from p2p_cli.analysis.tau_sweep import expand, run_sweep
 
 EDITS = [
     {"target": "a painting of a lion eating a burger", "cross_replace": {"default": 0.8, "lion": 0.4},

@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from p2p_cli.pipeline import initial_latent, run_edit
+from p2p_cli.engine.pipeline import initial_latent, run_edit
 from p2p_cli.recipe import parse_recipe
 from p2p_cli.render.attention import DIM, cross_tiles, mask_over, word_tiles
-from p2p_cli.viz import (cross_maps, parse_step_range, pick_res, self_components, self_matrix, step_weights,
+from p2p_cli.analysis.maps import (cross_maps, parse_step_range, pick_res, self_components, self_matrix, step_weights,
                          token_labels, viz_store, word_map, word_positions)
 
 SOURCE = "a painting of a squirrel eating a lasagne"

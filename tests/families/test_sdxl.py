@@ -8,10 +8,10 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from p2p_cli.arch import tiny_components, tiny_xl_components
-from p2p_cli.families import SD, SDXL, detect
-from p2p_cli.invert import invert, reconstruct_latent
+from p2p_cli.engine.families import SD, SDXL, detect
+from p2p_cli.engine.inversion import invert, reconstruct_latent
 from p2p_cli.models import from_components, load_model
-from p2p_cli.pipeline import encode_negative, encode_prompts, geometry, initial_latent, run_edit
+from p2p_cli.engine.pipeline import encode_negative, encode_prompts, geometry, initial_latent, run_edit
 from p2p_cli.recipe import RecipeError, parse_recipe
 
 SOURCE = "a painting of a squirrel eating a burger"
@@ -108,7 +108,7 @@ def test_conditioning_shapes(tiny_xl_model):
 
 
 def test_guidance_defaults_to_the_familys_and_the_recipe_wins(tiny_xl_model, tiny_model):
-    from p2p_cli.pipeline import resolve_recipe
+    from p2p_cli.engine.pipeline import resolve_recipe
 
     assert resolve_recipe(tiny_xl_model, recipe()).guidance == 5.0
     assert resolve_recipe(tiny_model, recipe()).guidance == 7.5
@@ -140,7 +140,7 @@ def test_null_text_inversion_reconstructs_an_sdxl_picture(tiny_xl_model):
     for m in inv:
         assert torch.equal(inv[m].latent, target)
         assert set(inv[m].uncond_added) == {"text_embeds", "time_ids"}
-    from p2p_cli.invert import encode_image
+    from p2p_cli.engine.inversion import encode_image
 
     z0 = encode_image(tiny_xl_model, picture[None])
     err = {m: (reconstruct_latent(tiny_xl_model, inv[m], SOURCE, 5.0) - z0).abs().mean().item() for m in inv}

@@ -38,7 +38,7 @@ def test_every_tensor_is_the_weighted_mean(pair, tmp_path, weight):
 
 
 def test_the_mix_loads_and_samples_like_any_model(pair, tmp_path):
-    from p2p_cli.pipeline import generate
+    from p2p_cli.engine.pipeline import generate
 
     out = tmp_path / "mixed"
     average(*pair, 0.5, out)

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.control.edits import (
+from p2p_cli.engine.control.edits import (
     edit_cross_explicit,
     edit_cross_gated,
     fused_gates,
     mapped_values,
 )
-from p2p_cli.control.store import AttentionStore, LayerInfo
+from p2p_cli.engine.control.store import AttentionStore, LayerInfo
 
 
 @dataclass

@@ -14,8 +14,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from p2p_cli.families import Geometry
-from p2p_cli.invert import Inversion, NullTextSettings, Progress, invert
+from p2p_cli.engine.families import Geometry
+from p2p_cli.engine.inversion import Inversion, NullTextSettings, Progress, invert
 from p2p_cli.models import Model
 
 FORMAT = "p2p-inversion/1"

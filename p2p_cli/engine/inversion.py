@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli import metrics
+from p2p_cli.analysis import metrics
 from p2p_cli.models import Model
-from p2p_cli.families import Conditioning, Geometry
-from p2p_cli.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict
-from p2p_cli.sampler import Schedule, ddim_step, sample_ddim
+from p2p_cli.engine.families import Conditioning, Geometry
+from p2p_cli.engine.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict
+from p2p_cli.engine.sampler import Schedule, ddim_step, sample_ddim
 
 METHODS = ("null-text", "negative-prompt", "ddim")
 # progress(done, total) after each inversion step (null-text: T backward steps, then T optimised steps)

@@ -198,7 +198,7 @@ def run_sweep(model, sweep: Sweep, batch_size: int = 8, *, attention: str = "fus
 
     run_kwargs go to every run_edit (latent, uncond_per_step: one inversion serves every chunk).
     """
-    from p2p_cli.pipeline import run_edit
+    from p2p_cli.engine.pipeline import run_edit
 
     chunks = sweep.chunks(batch_size)
     images, masks, baselines, sources = [], [], {}, []
@@ -291,7 +291,7 @@ def score_sweep(sweep: Sweep, result: SweepResult, clip=None, lpips=None) -> tup
 
     clip: a loaded metrics.ClipScorer or None; lpips: a metrics.Lpips or None.
     """
-    from p2p_cli.metrics import clip_score, directional_similarity, psnr, ssim
+    from p2p_cli.analysis.metrics import clip_score, directional_similarity, psnr, ssim
 
     recipe, src = sweep.recipe, result.source
     feats = texts = None

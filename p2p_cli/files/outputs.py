@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import p2p_cli
-from p2p_cli import interrupts
+from p2p_cli.files import interrupts
 from p2p_cli.recipe import Recipe
 
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}

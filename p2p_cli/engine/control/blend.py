@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.control.store import AttentionStore
+from p2p_cli.engine.control.store import AttentionStore
 
 
 def word_mask(maps: torch.Tensor, tokens: torch.Tensor, threshold: torch.Tensor, size: tuple[int, int], pool: bool) -> torch.Tensor:

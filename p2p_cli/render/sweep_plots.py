@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from p2p_cli.render.grid import BACKGROUND, MARK, PAD, TEXT, TITLE, _fit, _spans, _wrap, changed_positions
 from p2p_cli.render.images import to_pil
-from p2p_cli.sweep import Sweep, SweepResult, fmt
+from p2p_cli.analysis.tau_sweep import Sweep, SweepResult, fmt
 
 LABELS = {
     "ssim": "SSIM to the source",

@@ -19,13 +19,13 @@ class RealPicture:
     path: Path
     crop: tuple[int, int, int, int] | None
     picture: Any  # (3, H, W) float tensor in [0, 1]: what input.png holds
-    inversion: Any  # p2p_cli.invert.Inversion
+    inversion: Any  # p2p_cli.engine.inversion.Inversion
     cached: bool
     seconds: float  # spent in this run (loading, hashing, inverting or reading the cache)
 
     def write(self, folder: Path) -> dict[str, str]:
         """input.png and inversion.safetensors in `folder`; role -> file name."""
-        from p2p_cli.inversion_cache import FILE_NAME, save_inversion
+        from p2p_cli.files.inversion_cache import FILE_NAME, save_inversion
         from p2p_cli.render.images import save_png
 
         save_png(self.picture, folder / "input.png")
@@ -34,7 +34,7 @@ class RealPicture:
 
     def record(self, reconstruction) -> dict[str, Any]:
         """The run.json entry: method, seconds, reconstruction PSNR against input.png and the VAE ceiling."""
-        from p2p_cli.invert import psnr
+        from p2p_cli.engine.inversion import psnr
 
         inv = self.inversion
         return {
@@ -96,7 +96,7 @@ def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, cro
     A picture that cannot be loaded is a RecipeError on `image` (where: the recipe's name for the message). A
     cache entry that is damaged, or a cache that cannot be written, is a warning through `warn`.
     """
-    from p2p_cli.inversion_cache import cached_invert
+    from p2p_cli.files.inversion_cache import cached_invert
     from p2p_cli.render.load import ImageError, load_image
 
     start = time.perf_counter()

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.control.store import AttentionStore, LayerInfo
+from p2p_cli.engine.control.store import AttentionStore, LayerInfo
 from p2p_cli.models import Model
-from p2p_cli.pipeline import level_sides
-from p2p_cli.plan import nearest_side
+from p2p_cli.engine.pipeline import level_sides
+from p2p_cli.engine.plan import nearest_side
 from p2p_cli.text.tokens import find_tokens, token_ids
 
 PLACES = ("down", "mid", "up")

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.attention import Control, controlled, layer_infos
-from p2p_cli.control.blend import LocalBlend
-from p2p_cli.control.store import AttentionStore
-from p2p_cli.families import Conditioning, Geometry
+from p2p_cli.engine.attention import Control, controlled, layer_infos
+from p2p_cli.engine.control.blend import LocalBlend
+from p2p_cli.engine.control.store import AttentionStore
+from p2p_cli.engine.families import Conditioning, Geometry
 from p2p_cli.models import Model
-from p2p_cli.plan import EditPlan, check_recipe, compile_plan, nearest_side
+from p2p_cli.engine.plan import EditPlan, check_recipe, compile_plan, nearest_side
 from p2p_cli.recipe import Recipe, RecipeError
-from p2p_cli.sampler import Predict, Schedule, sample_ddim
+from p2p_cli.engine.sampler import Predict, Schedule, sample_ddim
 
 __all__ = ["EditResult", "run_edit", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
            "decode_latents", "generate", "geometry", "resolve_recipe"]

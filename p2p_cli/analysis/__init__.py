@@ -1,0 +1,1 @@
+"""Analysis: attention maps as numbers, metrics, tau sweeps."""

@@ -1,0 +1,1 @@
+"""Files: output folders, the inversion cache, real pictures, PNG metadata, interrupts around writing."""
