@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.engine.control.store import AttentionStore, LayerInfo
+from p2p_cli.engine.control.store import AttentionStore
+from p2p_cli.engine.layers import LayerInfo, cross_sides, latent_size
 from p2p_cli.models import Model
-from p2p_cli.engine.pipeline import level_sides
 from p2p_cli.engine.plan import nearest_side
 from p2p_cli.text.tokens import find_tokens, token_ids
 
@@ -60,20 +60,9 @@ def step_weights(steps: int, step_range: tuple[float, float] = (0.0, 1.0)) -> to
     return weights
 
 
-def latent_size(model: Model, size: tuple[int, int] | None) -> tuple[int, int]:
-    """(h, w) of the latent for an image size in pixels (None: the model's native size)."""
-    height, width = size or model.native_size
-    return height // model.vae_scale, width // model.vae_scale
-
-
 def map_sides(model: Model, latent_hw: tuple[int, int], places: tuple[str, ...]) -> list[int]:
     """Sorted sides of the cross-attention layers in `places`."""
-    sides = set()
-    for name, side in level_sides(model, latent_hw).items():
-        place = "mid" if name.startswith("mid_block") else "down" if name.startswith("down_blocks") else "up"
-        if name.endswith("attn2.processor") and place in places:
-            sides.add(side)
-    return sorted(sides)
+    return cross_sides(model, latent_hw, places)
 
 
 def pick_res(model: Model, latent_hw: tuple[int, int], places: tuple[str, ...], res: int | None = None) -> int:

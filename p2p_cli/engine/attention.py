@@ -28,7 +28,8 @@ from p2p_cli.engine.control.edits import (
     fused_gates,
     mapped_values,
 )
-from p2p_cli.engine.control.store import AttentionStore, LayerInfo
+from p2p_cli.engine.control.store import AttentionStore
+from p2p_cli.engine.layers import LayerInfo, layer_infos
 
 
 @dataclass
@@ -219,15 +220,6 @@ class P2PAttnProcessor:
         mapped = mapped_values(v[rows], ctl.mapper_v, p2p["src_gate"])
         out[rows].add_(F.scaled_dot_product_attention(src_q, src_k, mapped, scale=scale))
         return out
-
-
-def layer_infos(unet) -> dict[str, LayerInfo]:
-    """LayerInfo for every attention processor of a diffusers UNet, keyed by its module path."""
-    infos = {}
-    for name in unet.attn_processors:
-        place = "mid" if name.startswith("mid_block") else "down" if name.startswith("down_blocks") else "up"
-        infos[name] = LayerInfo(name=name, place=place, is_cross=name.endswith("attn2.processor"))
-    return infos
 
 
 @contextlib.contextmanager

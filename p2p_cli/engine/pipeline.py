@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.engine.attention import Control, controlled, layer_infos
+from p2p_cli.engine.attention import Control, controlled
+from p2p_cli.engine.layers import cross_sides, latent_size, layer_infos, level_sides, size_multiple
 from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.engine.families import Conditioning, Geometry
@@ -95,23 +96,6 @@ def guided_predict(model: Model, conditioning: Callable[[int], Conditioning], gu
     return predict
 
 
-def level_sides(model: Model, latent_hw: tuple[int, int]) -> dict[str, int]:
-    """Side (max of h, w) of every attention layer, from its block's depth in the UNet."""
-    levels = len(model.unet.config.block_out_channels)
-    side = max(latent_hw)
-    sides = {}
-    for name in model.unet.attn_processors:
-        parts = name.split(".")
-        if parts[0] == "down_blocks":
-            depth = int(parts[1])
-        elif parts[0] == "up_blocks":
-            depth = levels - 1 - int(parts[1])
-        else:
-            depth = levels - 1
-        sides[name] = -(-side // 2**depth)
-    return sides
-
-
 def default_blend_side(latent_hw: tuple[int, int]) -> int:
     """Local blend's map side: latent side / 4 (16 for SD at 512 px), but at least 8 (or the latent side):
     the mask is max-pooled 3x3, which would cover most of a smaller map."""
@@ -121,12 +105,12 @@ def default_blend_side(latent_hw: tuple[int, int]) -> int:
 
 def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:
     height, width = recipe.size or model.native_size
-    multiple = model.vae_scale * 2 ** (len(model.unet.config.block_out_channels) - 1)
+    multiple = size_multiple(model)
     bad = [s for s in (height, width) if s % multiple]
     if bad:
         raise RecipeError([f"size: {bad[0]} is not a multiple of {multiple}, which this model needs"
                            f" (its native size is {model.native_size[0]})"], source)
-    return height // model.vae_scale, width // model.vae_scale
+    return latent_size(model, (height, width))
 
 
 def run_edit(
@@ -161,11 +145,11 @@ def run_edit(
     latent_hw = _check_size(model, recipe, source_name)
     geo = geometry(model, recipe, (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale))
     sides = level_sides(model, latent_hw)
-    cross_sides = [s for n, s in sides.items() if n.endswith("attn2.processor") and not n.startswith("mid")]
-    if recipe.blend_res is not None and recipe.blend_res not in cross_sides:
+    blend_sides = cross_sides(model, latent_hw)  # down and up blocks: the maps local blend reads
+    if recipe.blend_res is not None and recipe.blend_res not in blend_sides:
         raise RecipeError([f"blend_res: no cross-attention layer has side {recipe.blend_res};"
-                           f" this model's sides at this size are {sorted(set(cross_sides))}"], source_name)
-    blend_res = recipe.blend_res or nearest_side(cross_sides, default_blend_side(latent_hw))
+                           f" this model's sides at this size are {blend_sides}"], source_name)
+    blend_res = recipe.blend_res or nearest_side(blend_sides, default_blend_side(latent_hw))
     self_max_res = recipe.self_replace_max_res or max(latent_hw) // 4
     device, steps = model.device, recipe.steps
     dev_plan = plan.to(device)

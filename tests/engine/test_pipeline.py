@@ -22,7 +22,7 @@ def recipe(*edits: dict, **top) -> object:
 
 def finest_cross_side(model) -> int:
     """The largest side of a cross-attention layer at the tiny models' 16x16 latent (SD: 16; SDXL: 8)."""
-    from p2p_cli.engine.pipeline import level_sides
+    from p2p_cli.engine.layers import level_sides
 
     return max(s for n, s in level_sides(model, (16, 16)).items() if n.endswith("attn2.processor"))
 

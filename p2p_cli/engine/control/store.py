@@ -8,22 +8,10 @@ where self-attention is injected; the source's and the baselines' rows are their
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """Where an attention layer sits: module path, UNet place (down, mid, up) and kind."""
-
-    name: str
-    place: str
-    is_cross: bool
-
-    @property
-    def kind(self) -> str:
-        return "cross" if self.is_cross else "self"
+from p2p_cli.engine.layers import LayerInfo
 
 
 class AttentionStore:
