@@ -35,7 +35,7 @@ class Model:
 
     def __post_init__(self) -> None:
         if self.family is None:
-            from p2p_cli.engine.families import detect
+            from p2p_cli.families import detect
 
             self.family = detect(self.parts())
 
@@ -175,7 +175,7 @@ def load_folder(
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from p2p_cli.arch import SD_SCHEDULER
-    from p2p_cli.engine.families import detect
+    from p2p_cli.families import detect
 
     for lib in (diffusers, transformers):  # their loading bars and advice would drown our stderr
         lib.utils.logging.set_verbosity_error()

@@ -543,31 +543,14 @@ def read_bytes(path: str | Path) -> bytes:
 def read_document(path: str | Path, text: str | None = None) -> Any:
     """The decoded YAML of a recipe file (or of `text`); RecipeError when it cannot be read or parsed."""
     if text is None:
-        if str(path).lower().endswith(".png"):
-            return _png_document(Path(path))
+        if str(path).lower().endswith(".png"):  # a picture p2p wrote holds its recipe (files/metadata.py)
+            from p2p_cli.files.metadata import png_document
+
+            return png_document(Path(path))
         text = decode_text(read_bytes(path), str(path))
     elif len(text) > MAX_RECIPE_BYTES:
         raise RecipeError([f"more than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short text"], str(path))
     return parse_yaml(text, str(path))
-
-
-def _png_document(path: Path) -> dict:
-    """The recipe a picture written by p2p holds (its "p2p-recipe" text chunk)."""
-    from p2p_cli.files.metadata import RECIPE, recipe_from_texts
-    from p2p_cli.render.images import read_png_texts
-
-    try:
-        texts = read_png_texts(path)
-    except OSError as err:
-        raise RecipeError([f"cannot read the picture: {getattr(err, 'strerror', None) or err}"], str(path)) from None
-    try:
-        data = recipe_from_texts(texts)
-    except ValueError as err:
-        raise RecipeError([f"its {RECIPE} text chunk is not a recipe: {err}"], str(path)) from None
-    if data is None:
-        raise RecipeError([f"this picture holds no recipe (no {RECIPE} text chunk): only pictures written by p2p"
-                           " can be run again"], str(path))
-    return data
 
 
 def default_name(path: str | Path) -> str:

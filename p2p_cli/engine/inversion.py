@@ -10,6 +10,7 @@ that guided sampling then uses at each step (algorithm.md, "Real images"):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,9 +19,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.analysis import metrics
 from p2p_cli.models import Model
-from p2p_cli.engine.families import Conditioning, Geometry
+from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.engine.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict
 from p2p_cli.engine.sampler import Schedule, ddim_step, sample_ddim
 
@@ -54,9 +54,11 @@ class Inversion:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1], both rounded to 8 bits as PNG files hold them."""
+    """Peak signal-to-noise ratio in dB of two images in [0, 1], both rounded to 8 bits as PNG files hold them
+    (inf for identical pictures)."""
     qa, qb = (x.detach().float().cpu().clamp(0, 1).mul(255).round() / 255 for x in (a, b))
-    return metrics.psnr(qa, qb)
+    mse = float(((qa - qb) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def encode_image(model: Model, images: torch.Tensor) -> torch.Tensor:

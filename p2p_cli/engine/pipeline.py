@@ -13,7 +13,7 @@ from p2p_cli.engine.attention import Control, controlled
 from p2p_cli.engine.layers import cross_sides, latent_size, layer_infos, level_sides, size_multiple
 from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
-from p2p_cli.engine.families import Conditioning, Geometry
+from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
 from p2p_cli.engine.plan import EditPlan, check_recipe, compile_plan, nearest_side
 from p2p_cli.recipe import Recipe, RecipeError

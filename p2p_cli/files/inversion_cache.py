@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from p2p_cli.engine.families import Geometry
+from p2p_cli.families import Geometry
 from p2p_cli.engine.inversion import Inversion, NullTextSettings, Progress, invert
 from p2p_cli.models import Model
 

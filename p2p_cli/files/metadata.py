@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 PARAMETERS = "parameters"
@@ -69,4 +70,23 @@ def recipe_from_texts(texts: dict[str, str]) -> dict | None:
     data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError(f"the {RECIPE} chunk does not hold a recipe")
+    return data
+
+
+def png_document(path: Path) -> dict:
+    """The recipe a picture written by p2p holds (its "p2p-recipe" text chunk)."""
+    from p2p_cli.recipe import RecipeError
+    from p2p_cli.render.images import read_png_texts
+
+    try:
+        texts = read_png_texts(path)
+    except OSError as err:
+        raise RecipeError([f"cannot read the picture: {getattr(err, 'strerror', None) or err}"], str(path)) from None
+    try:
+        data = recipe_from_texts(texts)
+    except ValueError as err:
+        raise RecipeError([f"its {RECIPE} text chunk is not a recipe: {err}"], str(path)) from None
+    if data is None:
+        raise RecipeError([f"this picture holds no recipe (no {RECIPE} text chunk): only pictures written by p2p"
+                           " can be run again"], str(path))
     return data

@@ -8,7 +8,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from p2p_cli.arch import tiny_components, tiny_xl_components
-from p2p_cli.engine.families import SD, SDXL, detect
+from p2p_cli.families import SD, SDXL, detect
 from p2p_cli.engine.inversion import invert, reconstruct_latent
 from p2p_cli.models import from_components, load_model
 from p2p_cli.engine.pipeline import encode_negative, encode_prompts, geometry, initial_latent, run_edit

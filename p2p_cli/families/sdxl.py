@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from p2p_cli.engine.families.base import Conditioning, Family, Geometry
-from p2p_cli.engine.families.sd import tokenize
+from p2p_cli.families.base import Conditioning, Family, Geometry
+from p2p_cli.families.sd import tokenize
 
 
 class StableDiffusionXL(Family):

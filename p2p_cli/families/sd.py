@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-from p2p_cli.engine.families.base import Conditioning, Family, Geometry
+from p2p_cli.families.base import Conditioning, Family, Geometry
 
 
 def tokenize(tokenizer: Any, prompts: list[str]) -> Any:

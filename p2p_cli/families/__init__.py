@@ -7,9 +7,9 @@ encoder is SD 1.x/2.x.
 
 from __future__ import annotations
 
-from p2p_cli.engine.families.base import Conditioning, Family, Geometry
-from p2p_cli.engine.families.sd import FAMILY as SD
-from p2p_cli.engine.families.sdxl import FAMILY as SDXL
+from p2p_cli.families.base import Conditioning, Family, Geometry
+from p2p_cli.families.sd import FAMILY as SD
+from p2p_cli.families.sdxl import FAMILY as SDXL
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD, SDXL)}
 

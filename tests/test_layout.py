@@ -1,0 +1,62 @@
+"""The folders show the data flow: each part imports only the parts before it (DEVELOPERS.md), and the
+engine imports neither typer, rich nor PIL."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent.parent / "p2p_cli"
+ORDER = ["text", "recipe", "overrides", "arch", "families", "models", "loras", "engine", "analysis", "render",
+         "files", "api", "bench", "bench_inversion", "shapes", "cli", "__main__"]
+# A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
+EXCEPTIONS = {("recipe", "files")}
+
+
+def part(module: str) -> str | None:
+    pieces = module.split(".")
+    return pieces[1] if len(pieces) > 1 else None  # "p2p_cli" itself (its __version__) is anyone's
+
+
+def imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("p2p_cli"):
+            found += [node.module] if node.module != "p2p_cli" else [f"p2p_cli.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("p2p_cli")]
+    return found
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if part(name) in ORDER:
+            yield name, path
+
+
+def test_every_part_is_in_the_order():
+    parts = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert parts - {"__init__", "assets"} <= set(ORDER), parts - set(ORDER)
+
+
+def test_imports_go_one_way():
+    wrong = []
+    for name, path in modules():
+        mine = part(name)
+        for target in imports(path):
+            other = part(target)
+            if other in ORDER and ORDER.index(other) > ORDER.index(mine) and (mine, other) not in EXCEPTIONS:
+                wrong.append(f"{name} imports {target}")
+    assert wrong == []
+
+
+def test_the_engine_never_imports_typer_rich_or_pil():
+    wrong = []
+    for name, path in modules():
+        if part(name) in ("text", "recipe", "families", "engine", "analysis"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                wrong += [f"{name} imports {m}" for m in mods if m.split(".")[0] in ("typer", "rich", "PIL", "click")]
+    assert wrong == []
