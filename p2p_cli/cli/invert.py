@@ -8,17 +8,19 @@ import time
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
-from p2p_cli.models import Model, load_model, pick_device, pick_dtype
 from p2p_cli.outputs import DTYPE_NAMES, atomic_folder, check_free, library_versions, write_json
 from p2p_cli.real import RealPicture, resolve_image  # noqa: F401 (resolve_image: cli.edit takes it from here)
 from p2p_cli.recipe import DEFAULT_INVERSION, RecipeError
+
+if TYPE_CHECKING:  # the engine is imported once the command runs a model, not for help
+    from p2p_cli.models import Model
 
 
 class Method(str, Enum):
@@ -90,10 +92,11 @@ def invert(
     json_: o.Json = False,
     quiet: o.Quiet = False,
     allow_pickle: o.AllowPickle = False,
+    threads: o.Threads = None,
     debug: o.Debug = False,
 ) -> None:
     """Invert a picture (cached for later edits) and write OUT/<name>/: input.png, source.png, inversion.safetensors."""
-    from p2p_cli.cli.common import dtype_name, model_key, progress_bar
+    from p2p_cli.cli.common import dtype_name, model_key, progress_bar, use_threads
 
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
@@ -115,6 +118,9 @@ def invert(
         except ImageError as err:
             raise UsageError(str(err)) from None
         check_free(folder, overwrite)
+        n_threads = use_threads(threads)
+        from p2p_cli.models import load_model, pick_device, pick_dtype
+
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
         spec = model_key(model)
@@ -147,6 +153,7 @@ def invert(
                 "model": {"id": net.id, "revision": net.revision, "path": net.path},
                 "device": str(net.device),
                 "dtype": DTYPE_NAMES.get(str(net.dtype), str(net.dtype)),
+                "threads": n_threads,
                 "versions": library_versions(),
                 "images": files,
                 "seconds": {k: round(v, 3) for k, v in seconds.items()},

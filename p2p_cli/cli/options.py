@@ -62,3 +62,8 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks (also P2P_
 SaveAttention = Annotated[
     bool, typer.Option("--save-attention", help="Also draw every prompt's attention maps into OUT/<name>/attention/.")
 ]
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, help="CPU threads for torch (default: OMP_NUM_THREADS when set, else the CPUs"
+                 " this process may use, at most 4)."),
+]

@@ -12,13 +12,14 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import check_name, model_key, progress_bar
+from p2p_cli.cli.common import check_name, model_key, progress_bar, use_threads
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
-from p2p_cli.metrics import CLIP_DEFAULT
 from p2p_cli.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import RecipeError
 from p2p_cli.sweep import COLUMNS, KEPT, csv_cell, expand, parse_pick, parse_taus, pick
+
+CLIP_DEFAULT = "openai/clip-vit-large-patch14"  # metrics.CLIP_DEFAULT (metrics imports torch; help must not)
 
 RecipeArg = Annotated[str, typer.Argument(help="Recipe file (YAML); - reads it from standard input.", metavar="RECIPE")]
 Tau = Annotated[
@@ -65,6 +66,7 @@ def sweep(
     quiet: o.Quiet = False,
     attention: o.AttentionOpt = o.Attention.fused,
     allow_pickle: o.AllowPickle = False,
+    threads: o.Threads = None,
     debug: o.Debug = False,
 ) -> None:
     """Sweep tau (cross_replace) and/or self tau of a recipe's edits; writes OUT/<name>/sweep/ (images, sweep.png,
@@ -92,6 +94,7 @@ def sweep(
             raise UsageError(str(err)) from None
         folder = Path(out) / parsed.name / "sweep"
         check_free(folder, overwrite)  # before any model loads
+        use_threads(threads)
         run(plan, folder, recipe_file=recipe, overrides=overrides, spec=model_key(model or parsed.model),
             device=device.value, dtype=dtype.value, batch_size=batch_size, clip=clip, rule=rule if pick_ else None,
             overwrite=overwrite, json_=json_, attention=attention.value, allow_pickle=allow_pickle, log=log,

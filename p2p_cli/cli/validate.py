@@ -1,56 +1,110 @@
-"""`p2p validate RECIPE...`: check recipes without loading any model."""
+"""`p2p validate RECIPE...`: check recipes without loading any model (nor torch), and show every resolved setting."""
 
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import typer
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
-from p2p_cli.overrides import read_recipe
+from p2p_cli.cli.common import STDIN_ONCE, check_name
+from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, name_edits, report
+from p2p_cli.overrides import read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
 
 def validate(recipes: o.RecipeArgs, set_: o.Sets = None, debug: o.Debug = False) -> None:
-    """Check recipes (schema, and words/tokens against the CLIP tokenizer of SD v1); print what each does."""
+    """Check recipes (schema, picture, words/tokens against the CLIP tokenizer of SD v1) without a model; print
+    every setting each resolves to."""
     code = EXIT_OK
     with handled(debug):
         if recipes.count("-") > 1:
-            raise UsageError("standard input (-) can hold only one recipe")
+            raise UsageError(STDIN_ONCE)
         tokenizer = None
         for path in recipes:
-            try:
-                recipe = read_recipe(path, list(set_ or []))
-                tokenizer = tokenizer or _tokenizer()
-                problems = _token_problems(recipe, tokenizer)
-                if problems:
-                    raise RecipeError(problems, path)
-            except RecipeError as err:
-                code = report(err, debug=debug)
-                continue
-            print(f"ok {path}")
-            print(summary(recipe))
+            for label, recipe in read_recipes(path, list(set_ or [])):
+                try:
+                    if isinstance(recipe, RecipeError):
+                        raise recipe
+                    check_name(recipe, label)
+                    image = _image(recipe, label)
+                    from p2p_cli.text.problems import clip_tokenizer, recipe_problems
+
+                    tokenizer = tokenizer or clip_tokenizer()
+                    problems = recipe_problems(recipe, tokenizer)
+                    if problems:
+                        raise RecipeError(problems, label)
+                except RecipeError as err:
+                    code = report(err, debug=debug)
+                    continue
+                warn(recipe, label)
+                print(f"ok {label}")
+                print(summary(recipe, image))
     raise typer.Exit(code if code == EXIT_OK else EXIT_INVALID)
 
 
-def summary(recipe: Recipe) -> str:
-    """A few indented lines: the source and each edit with its (inferred) type and windows."""
-    size = "x".join(map(str, recipe.size)) if recipe.size else "native"
+def warn(recipe: Recipe, label: str) -> None:
+    """Likely mistakes (text/problems.recipe_warnings) on stderr, one `warning:` line each."""
+    from p2p_cli.text.problems import recipe_warnings
+
+    for line in recipe_warnings(recipe):
+        print(f"warning: {label}: {name_edits(line)}", file=sys.stderr)
+
+
+def _image(recipe: Recipe, label: str) -> Path | None:
+    from p2p_cli.cli.invert import resolve_image
+
+    return resolve_image(recipe, label)
+
+
+def summary(recipe: Recipe, image: Path | None = None) -> str:
+    """Indented lines: every setting the recipe resolves to (defaults filled in), then each edit."""
+    geometry = _geometry(recipe.model)
+    if recipe.size:
+        size = "x".join(map(str, recipe.size))
+    else:
+        size = "native" + (f" ({geometry['size']}x{geometry['size']})" if geometry else "")
+    scale = geometry["scale"] if geometry else None
+    latent = (max(recipe.size) if recipe.size else geometry["size"]) // scale if scale else None
+    self_max = (f"{recipe.self_replace_max_res}" if recipe.self_replace_max_res
+                else f"{latent // 4} (latent side {latent} / 4)" if latent else "latent side / 4")
+    if recipe.blend_res:
+        blend_res = f"{recipe.blend_res}"
+    elif latent and geometry["cross_depths"]:  # pipeline.default_blend_side, then the nearest side there is
+        sides = sorted({-(-latent // 2**d) for d in geometry["cross_depths"]})
+        wanted = max(latent // 4, min(8, latent))
+        blend_res = f"{min(sides, key=lambda s: abs(s - wanted))} (of the cross-attention sides {sides})"
+    else:
+        blend_res = "latent side / 4, at least 8, the nearest side the UNet has"
+    model = recipe.model or "shapes"
     lines = [
-        f"  name: {recipe.name}  model: {recipe.model or 'shapes (bundled)'}  seed {recipe.seed}, {recipe.steps} steps,"
-        f" guidance {recipe.guidance:g}, size {size}",
-        f"  source: {recipe.source!r}",
+        f"  name: {recipe.name} (writes OUT/{recipe.name}/)",
+        f"  model: {model}{' (bundled)' if model == 'shapes' else ''}",
+        f"  seed: {recipe.seed}  steps: {recipe.steps}  guidance: {recipe.guidance:g}  size: {size}",
+        f"  negative_prompt: {json.dumps(recipe.negative_prompt)}",
+        f"  self_replace_max_res: {self_max}  blend_res: {blend_res}",
     ]
+    if recipe.image is not None:
+        crop = list(recipe.crop) if recipe.crop else "largest centred box"
+        lines.append(f"  image: {image or recipe.image}  crop: {crop}  inversion: {recipe.inversion_method}")
+    lines.append(f"  source: {json.dumps(recipe.source)}")
     for k, edit in enumerate(recipe.edits, 1):
         cross = recipe.cross_for(edit)
         words = "".join(f", {w} {_win(win)}" for w, win in cross.words.items())
-        parts = [f"cross {_win(cross.default)}{words}", f"self {_win(recipe.self_for(edit))}"]
+        parts = [f"cross_replace {_win(cross.default)}{words}", f"self_replace {_win(recipe.self_for(edit))}"]
         if edit.reweight:
             parts.append("reweight " + ", ".join(f"{w} x{f:g}" for w, f in edit.reweight.items()))
         if edit.local_blend:
-            parts.append("local blend " + ", ".join(edit.local_blend.words))
-        if edit.baseline or recipe.baseline:
-            parts.append("baseline")
-        lines.append(f"  edit {k}: {edit.type} {edit.target!r} ({'; '.join(parts)})")
+            lb = edit.local_blend
+            sub = f", minus {', '.join(lb.subtract)} above {lb.subtract_threshold:g}" if lb.subtract else ""
+            parts.append(f"local blend {', '.join(lb.words)} above {lb.threshold:g} of the maximum from step"
+                         f" fraction {lb.start:g}{sub}")
+        if (edit.baseline or recipe.baseline) and edit.type != "reweight":
+            parts.append(f"baseline-{k}.png")
+        lines.append(f"  edit-{k} (edits[{k - 1}]): {edit.type} {json.dumps(edit.target)}")
+        lines.append(f"      {'; '.join(parts)}")
     return "\n".join(lines)
 
 
@@ -59,14 +113,19 @@ def _win(window: tuple[float, float]) -> str:
     return f"{end:g}" if start == 0 else f"[{start:g}, {end:g}]"
 
 
-def _tokenizer():
-    from p2p_cli.arch import clip_tokenizer
-
-    return clip_tokenizer()
-
-
-def _token_problems(recipe: Recipe, tokenizer) -> list[str]:
-    """Words that must be in a prompt, prompts over 77 tokens: the engine's check_recipe."""
-    from p2p_cli.pipeline import check_recipe
-
-    return check_recipe(recipe, tokenizer)
+def _geometry(spec: str | None) -> dict | None:
+    """Native side and pixels per latent cell of the bundled model or a local folder, from its config files
+    (no weights read); None for a hub id."""
+    if spec is None or spec == "shapes":
+        folder = Path(__file__).resolve().parents[1] / "shapes" / "weights"
+    else:
+        folder = Path(spec).expanduser()
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
+        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return {"size": side * scale, "scale": scale, "cross_depths": depths}

@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ASPECT_TOLERANCE = 0.05  # a crop box may differ this much (relative) in aspect ratio from the output size
@@ -117,6 +116,8 @@ def load_image(path: str | Path, size: tuple[int, int], crop: tuple[int, int, in
         im = im.crop(box)  # first: resize(box=) would blend in pixels from outside the box
     if (w, h) != (out_w, out_h):
         im = im.resize((out_w, out_h), Image.Resampling.LANCZOS)
+    import torch  # here: checking a picture (p2p validate) needs no torch
+
     pixels = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())  # (h, w, 3)
     return pixels.permute(2, 0, 1).float() / 255  # (3, h, w)
 
