@@ -210,7 +210,8 @@ class Result:
 
         kinds = {k: e.type for k, e in enumerate(self.recipe.edits, 1)}
         reweights = {k: e.reweight for k, e in enumerate(self.recipe.edits, 1) if e.reweight}
-        return edit_tiles(self.run.images, self.run.prompts, self.run.roles, kinds, reweights)
+        return edit_tiles(self.run.images, self.run.prompts, self.run.roles, kinds, reweights, masks=self.run.masks,
+                          picture=self.real.picture if self.real is not None else None)
 
     def save(self, folder: str | Path, overwrite: bool = False, attention_only: bool = False) -> dict[str, Any]:
         """Write the folder `p2p edit` writes (pictures, grid.png, run.json; attention/ when maps were kept;
