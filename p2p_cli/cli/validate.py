@@ -30,6 +30,7 @@ def validate(recipes: o.RecipeArgs, set_: o.Sets = None, debug: o.Debug = False)
                         raise recipe
                     check_name(recipe, label)
                     image = _image(recipe, label)
+                    _check_loras(recipe, label)
                     from p2p_cli.text.problems import clip_tokenizer, recipe_problems
 
                     tokenizer = tokenizer or clip_tokenizer()
@@ -59,6 +60,19 @@ def _image(recipe: Recipe, label: str) -> Path | None:
     return resolve_image(recipe, label)
 
 
+def _check_loras(recipe: Recipe, label: str) -> None:
+    """Each LoRA file is there (loras.recipe_loras's rule, without importing the loader and torch)."""
+    problems = []
+    for i, lora in enumerate(getattr(recipe, "loras", None) or []):
+        path = Path(lora.path).expanduser()
+        if not path.is_absolute() and label != "-":
+            path = Path(label).parent / path
+        if not path.is_file():
+            problems.append(f"loras[{i}].path: no file at {path}")
+    if problems:
+        raise RecipeError(problems, label)
+
+
 def summary(recipe: Recipe, image: Path | None = None) -> str:
     """Indented lines: every setting the recipe resolves to (defaults filled in), then each edit."""
     geometry = _geometry(recipe.model)
@@ -79,16 +93,28 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     else:
         blend_res = "latent side / 4, at least 8, the nearest side the UNet has"
     model = recipe.model or "shapes"
+    if "guidance" in recipe.model_fields_set:
+        guidance = f"{recipe.guidance:g}"
+    elif geometry:
+        guidance = f"{5.0 if geometry['xl'] else recipe.guidance:g} (the model family's default)"
+    else:
+        guidance = "the model family's default (SD 7.5, SDXL 5)"
     lines = [
         f"  name: {recipe.name} (writes OUT/{recipe.name}/)",
         f"  model: {model}{' (bundled)' if model == 'shapes' else ''}",
-        f"  seed: {recipe.seed}  steps: {recipe.steps}  guidance: {recipe.guidance:g}  size: {size}",
+        f"  seed: {recipe.seed}  steps: {recipe.steps}  guidance: {guidance}  size: {size}",
         f"  negative_prompt: {json.dumps(recipe.negative_prompt)}",
         f"  self_replace_max_res: {self_max}  blend_res: {blend_res}",
     ]
     if recipe.image is not None:
         crop = list(recipe.crop) if recipe.crop else "largest centred box"
         lines.append(f"  image: {image or recipe.image}  crop: {crop}  inversion: {recipe.inversion_method}")
+    sdxl = {k: list(v) for k in ("original_size", "crops_coords_top_left", "target_size")
+            if (v := getattr(recipe, k, None)) is not None}
+    if sdxl:
+        lines.append("  " + "  ".join(f"{k}: {v}" for k, v in sdxl.items()))
+    for lora in getattr(recipe, "loras", None) or []:
+        lines.append(f"  lora: {lora.path} x{lora.scale:g}")
     lines.append(f"  source: {json.dumps(recipe.source)}")
     for k, edit in enumerate(recipe.edits, 1):
         cross = recipe.cross_for(edit)
@@ -126,6 +152,7 @@ def _geometry(spec: str | None) -> dict | None:
         side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
         depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
+        xl = (folder / "text_encoder_2").is_dir()  # SDXL's second text encoder
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    return {"size": side * scale, "scale": scale, "cross_depths": depths}
+    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": xl}

@@ -129,6 +129,12 @@ def test_validate_checks_the_picture_and_shows_every_setting(cli, write_recipe, 
     bad = write_recipe({"source": "a cat", "image": "missing.png", "edits": [{"target": "a dog"}]}, name="bad")
     result = cli("validate", bad)
     assert result.exit_code == 2 and "  image: no picture at " in result.stderr
+    bad = write_recipe({"source": "a cat", "loras": [{"path": "style.safetensors"}], "edits": [{"target": "a dog"}]},
+                       name="nolora")
+    result = cli("validate", bad)
+    assert result.exit_code == 2 and f"  loras[0].path: no file at {bad.parent / 'style.safetensors'}" in result.stderr
+    sdxl = cli("validate", ROOT / "recipes" / "sdxl-cat-tiger.yaml").stdout
+    assert "guidance: the model family's default (SD 7.5, SDXL 5)" in sdxl  # a hub id: the family is not known yet
     result = cli("validate", ROOT / "recipes" / "shapes-photo.yaml", ROOT / "recipes" / "shapes-blend.yaml")
     assert result.exit_code == 0, result.output
     text = result.stdout
