@@ -73,6 +73,7 @@ def edit_tiles(
             factors = reweights.get(k) or {}
             marked |= word_positions(prompt, factors)
             notes = [kinds.get(k, "")] + [f"{w} x{f:g}" for w, f in factors.items()]
+            notes += ["local blend"] if k in (masks or {}) else []
             title = " · ".join([role] + [n for n in notes if n])
         elif kind == "baseline":
             title = f"{role} · no control"

@@ -64,6 +64,7 @@ def test_grid_shows_the_input_and_the_blend_masks():
         ("input", 0, 0), ("source", 0, 1), ("edit-1", 0, 2), ("edit-2", 0, 3), ("baseline-1", 1, 2),
         ("edit-2", 2, 3)]
     assert tiles[-1].title == "edit-2 · blend mask" and tiles[-1].image.shape == (3, 16, 16)
+    assert tiles[3].title == "edit-2 · replace · local blend" and tiles[2].title == "edit-1 · replace"
 
 
 def test_only_the_added_occurrence_of_a_repeated_word_is_marked():
