@@ -38,7 +38,7 @@ Words = Annotated[
 ]
 Res = Annotated[
     Optional[int],
-    typer.Option("--res", min=1, help="Map side (default: latent side / 4, else the nearest side the UNet has)."),
+    typer.Option("--res", min=1, help="Map side (default: latent side / 4 but at least 16, else the nearest side the UNet has)."),
 ]
 From = Annotated[
     Optional[list[Place]],

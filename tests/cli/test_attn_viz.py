@@ -55,7 +55,7 @@ def test_step_range_changes_the_saved_maps(cli, tiny_model_dir, tmp_path):
         assert sorted(p.name for p in (out / "a-red-cube" / "attention").iterdir()) == ["maps.npz", "run.json",
                                                                                        "source-cross.png"]
         saved[rng] = np.load(out / "a-red-cube" / "attention" / "maps.npz")["source"]
-    assert saved["0:0.5"].shape == (5, 4, 4)  # default side: latent 16 / 4
+    assert saved["0:0.5"].shape == (5, 16, 16)  # default side: latent side / 4 (4) is under 16: the latent's 16
     assert not np.allclose(saved["0:0.5"], saved["0.5:1"], atol=1e-4)
 
 
