@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 
 from p2p_cli.outputs import DTYPE_NAMES
 from p2p_cli.recipe import Recipe, RecipeError, name_problem
@@ -39,9 +41,39 @@ def use_threads(threads: int | None) -> int:
 
 
 def progress_bar(console: Console) -> Progress:
-    """The one progress bar style (stderr console; gone when done)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    """The one progress bar style (stderr console; gone when done): done/total, steps per second, elapsed and
+    time left."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, transient=True)
+
+
+class _Rate(ProgressColumn):
+    """Steps per second."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f} steps/s" if task.speed else "")
+
+
+def phase_progress(bar: Progress, label: str, steps: int, phases: list[str]):
+    """A progress(done, total) callback that shows each phase of `steps` steps as its own bar: the engine counts
+    done over all phases (null-text inversion: T inversion steps, then T optimisation steps, as total 2T).
+    Returns (callback, remove) where remove() takes the phase bars away."""
+    tasks: list = []
+
+    def update(done: int, total: int) -> None:
+        phase = min((done - 1) // steps, len(phases) - 1) if done else 0
+        while len(tasks) <= phase:
+            if tasks:
+                bar.update(tasks[-1], completed=steps)
+            name = phases[len(tasks)] if total > steps else phases[0]
+            tasks.append(bar.add_task(f"{label}: {name}", total=steps))
+        bar.update(tasks[phase], completed=done - phase * steps)
+
+    def remove() -> None:
+        for task in tasks:
+            bar.remove_task(task)
+
+    return update, remove
 
 
 def model_key(spec: str | None) -> str:

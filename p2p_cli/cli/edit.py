@@ -207,7 +207,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
     log(f"{job.path}: {recipe.name}, {what}, {recipe.steps} steps")
     method = recipe.inversion_method
     try:
-        with phase(bar, f"{recipe.name}: inverting ({method})") as invert_progress, \
+        with inversion_phases(bar, recipe.name, recipe.steps, method) as invert_progress, \
                 phase(bar, recipe.name) as progress:
             result = run_recipe(model, recipe, baseline=baseline, maps=viz or False, attention=attention,
                                 progress=progress, invert_progress=invert_progress, recipe_file=job.path,
@@ -219,7 +219,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
         name = Path(real.path).name
         if real.cached:
             log(f"{recipe.name}: reusing the {method} inversion of {name} from the cache"
-                f" (it took {real.inversion.seconds:.1f} s)")
+                f" ({real.seconds:.1f} s now; inverting it took {real.inversion.seconds:.1f} s)")
         else:
             log(f"{recipe.name}: inverted {name} ({method}, {recipe.steps} steps) in {real.inversion.seconds:.1f} s")
     result.seconds = {**job.seconds, **result.seconds}
@@ -245,6 +245,34 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
         n = len(result.roles)
         print(f"wrote {job.folder}/ ({n} image{'s' if n != 1 else ''}, {record['seconds']['total']:.1f} s)",
               flush=True)
+
+
+@contextmanager
+def inversion_phases(bar, label: str, steps: int, method: str):
+    """The inversion's progress callback: one bar per phase (null-text: the DDIM inversion, then the
+    optimisation), each with its own total; None without a bar."""
+    if bar is None:
+        yield None
+        return
+    from p2p_cli.cli.common import phase_progress
+
+    phases = ["DDIM inversion", "null-text optimisation"] if method == "null-text" else [f"{method} inversion"]
+    update, remove = phase_progress(bar, label, steps, phases)
+    started = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        update(done, total)
+
+    try:
+        yield progress
+    finally:
+        if started:
+            bar.stop()
+        remove()
 
 
 @contextmanager

@@ -35,10 +35,13 @@ def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int
     """real.prepare with a progress bar and a log line (a cache hit says how long the inversion once took)."""
     from p2p_cli.real import prepare
 
-    progress, task = None, None
+    start = time.perf_counter()
+    progress, remove = None, None
     if bar is not None:
-        task = bar.add_task(f"{label}: inverting ({method})", total=steps)
-        progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        from p2p_cli.cli.common import phase_progress
+
+        phases = ["DDIM inversion", "null-text optimisation"] if method == "null-text" else [f"{method} inversion"]
+        progress, remove = phase_progress(bar, label, steps, phases)
         bar.start()
     try:
         real = prepare(model, path, prompt, size=size, crop=crop, method=method, steps=steps, guidance=guidance,
@@ -51,10 +54,10 @@ def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int
     finally:
         if bar is not None:
             bar.stop()
-            bar.remove_task(task)
+            remove()
     if real.cached:
         log(f"{label}: reusing the {method} inversion of {path.name} from the cache"
-            f" (it took {real.inversion.seconds:.1f} s)")
+            f" ({time.perf_counter() - start:.1f} s now; inverting it took {real.inversion.seconds:.1f} s)")
     else:
         log(f"{label}: inverted {path.name} ({method}, {steps} steps) in {real.inversion.seconds:.1f} s")
     return real

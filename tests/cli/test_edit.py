@@ -30,7 +30,7 @@ def test_writes_images_grid_and_run_json(small, cli, write_recipe, tiny_model_di
         assert Image.open(folder / name).size == (128, 128)
     grid = Image.open(folder / "grid.png")
     assert grid.width == 3 * (128 + PAD) + PAD  # source, edit-1, edit-2 on one row
-    assert 128 + 2 * PAD < grid.height < 2 * 128  # one row of images with captions under them
+    assert 2 * (128 + 2 * PAD) < grid.height < 4 * 128  # the images, and edit-1's blend mask under it
     assert result.stdout.startswith(f"wrote {folder}/ (3 images, ")
     assert result.stdout.count("\n") == 1
 

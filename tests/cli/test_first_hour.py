@@ -213,3 +213,26 @@ def test_bench_json_prints_one_object_on_stdout(cli):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # the whole stdout is one JSON object, as for every command's --json
     assert report["config"]["threads"] == 1 and report["cases"]
+
+
+def test_null_text_inversion_shows_one_bar_per_phase():
+    import io
+
+    from rich.console import Console
+
+    from p2p_cli.cli.common import phase_progress, progress_bar
+
+    bar = progress_bar(Console(file=io.StringIO(), force_terminal=True))
+    update, remove = phase_progress(bar, "photo", 3, ["DDIM inversion", "null-text optimisation"])
+    update(1, 6)
+    assert [(t.description, t.completed, t.total) for t in bar.tasks] == [("photo: DDIM inversion", 1, 3)]
+    for done in range(2, 7):
+        update(done, 6)
+    assert [(t.description, t.completed, t.total) for t in bar.tasks] == [
+        ("photo: DDIM inversion", 3, 3), ("photo: null-text optimisation", 3, 3)]
+    remove()
+    assert not bar.tasks
+    update, remove = phase_progress(bar, "photo", 3, ["DDIM inversion", "null-text optimisation"])
+    for done in range(1, 4):  # guidance 1: no optimisation, one phase
+        update(done, 3)
+    assert [(t.description, t.completed) for t in bar.tasks] == [("photo: DDIM inversion", 3)]
