@@ -22,10 +22,13 @@ from p2p_cli.cli.validate import validate
 
 
 def _flags_without_value(params: list) -> list:
-    """A boolean flag takes no value: show it in help without typer's `<bool>`."""
+    """A boolean flag takes no value: show it in help without typer's `<bool>`; a named argument (RECIPE, IMAGE)
+    says what it is without typer's `<list[str]>`."""
     for param in params:
         if getattr(param, "is_flag", False) and not getattr(param, "count", False) and param.metavar is None:
             param.metavar = ""
+        elif getattr(param, "param_type_name", "") == "argument" and param.metavar:
+            param.display_type_rich = lambda ctx: None
     return params
 
 
@@ -86,4 +89,4 @@ def cpu_defaults(environ=os.environ) -> None:
 def main() -> None:
     """Console script entry point (errors are worded in cli/errors.py; exit codes 0, 1, 2)."""
     cpu_defaults()
-    app()
+    app(prog_name="p2p")  # also as `python -m p2p_cli`

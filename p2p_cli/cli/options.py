@@ -29,7 +29,7 @@ class Attention(str, Enum):
 
 
 RecipeArgs = Annotated[
-    list[str], typer.Argument(help="Recipe files (YAML); - reads one from standard input.", metavar="RECIPE...")
+    list[str], typer.Argument(help="Recipe files (YAML); - reads one from standard input.", metavar="RECIPE")
 ]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; each recipe writes OUT/<name>/.")]
 ModelSpec = Annotated[
