@@ -94,6 +94,9 @@ def sweep(
             raise UsageError(str(err)) from None
         folder = Path(out) / parsed.name / "sweep"
         check_free(folder, overwrite)  # before any model loads
+        if pick_ and clip.lower() == "none":
+            raise UsageError(f"--pick by {rule.score} needs CLIP scores, but --clip is none; give --clip a CLIP"
+                             " model (local folder or hub id), or leave out --pick")
         use_threads(threads)
         run(plan, folder, recipe_file=recipe, overrides=overrides, spec=model_key(model or parsed.model),
             device=device.value, dtype=dtype.value, batch_size=batch_size, clip=clip, rule=rule if pick_ else None,
@@ -131,6 +134,18 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     problems = check_recipe(recipe, sd.tokenizer)
     if problems:
         raise RecipeError(problems, recipe_file)
+    # the scores' models before sampling: --pick by a CLIP score that cannot be had fails now, not after the sweep
+    notes, scorer = [], None
+    if clip.lower() == "none":
+        notes.append("CLIP columns are empty: --clip none")
+    else:
+        try:
+            scorer = ClipScorer(clip, sd.device, sd.dtype).load()
+        except MetricUnavailable as err:
+            if rule is not None:
+                raise UsageError(f"--pick by {rule.score} needs a CLIP model: {err}; give --clip a local folder"
+                                 " or hub id, or sweep without --pick (every point is still scored and drawn)")
+            notes.append(f"CLIP columns are empty: {err}")
     seconds = {"load": time.perf_counter() - start}
     n_chunks = -(-len(plan.points) // batch_size)
     log(f"{recipe_file}: {recipe.name}, {len(plan.points)} points in {n_chunks} batch(es) of at most {batch_size}"
@@ -149,14 +164,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     seconds.update(result.seconds)
 
     tic = time.perf_counter()
-    notes, scorer, lpips = [], None, None
-    if clip.lower() == "none":
-        notes.append("CLIP columns are empty: --clip none")
-    else:
-        try:
-            scorer = ClipScorer(clip, sd.device, sd.dtype).load()
-        except MetricUnavailable as err:
-            notes.append(f"CLIP columns are empty: {err}")
+    lpips = None
     try:
         lpips = Lpips(sd.device)
     except MetricUnavailable as err:
