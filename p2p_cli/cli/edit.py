@@ -109,7 +109,7 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
         except RecipeError as err:
             invalid.append(err)
             continue
-        warn(recipe, label)
+        warn(recipe, label, model)
         spec = model if model is not None else recipe.model
         jobs.append(Job(label, recipe, Path(out) / recipe.name, model_key(spec), image=image, loras=loras))
     if invalid:

@@ -130,6 +130,10 @@ def invert(
         log(f"loading model {spec} ({dev}, {dtype_name(dt)})")
         net = load_model(spec, dev.type if dev.index is None else str(dev), dtype_name(dt), allow_pickle=allow_pickle)
         guidance = net.family.default_guidance if guidance is None else guidance
+        from p2p_cli.text.problems import DDIM_GUIDANCE, ddim_warning
+
+        if method.value == "ddim" and guidance > DDIM_GUIDANCE:
+            print(f"warning: {ddim_warning('--method', guidance)}", file=sys.stderr)
         n_tokens = len(net.tokenizer(prompt).input_ids)
         if n_tokens > net.tokenizer.model_max_length:
             most = net.tokenizer.model_max_length

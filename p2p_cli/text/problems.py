@@ -83,6 +83,15 @@ def recipe_problems(recipe: Recipe, tokenizer: Any) -> list[str]:
 _WEIGHT_SYNTAX = re.compile(r"\([^()]*:\s*-?\d+(?:\.\d*)?\s*\)|\(\([^()]+\)\)|\[[^\[\]]+\]")
 
 
+DDIM_GUIDANCE = 2.0  # above this, plain DDIM inversion drifts visibly
+
+
+def ddim_warning(where: str, guidance: float) -> str:
+    return (f"{where}: ddim at guidance {guidance:g} drifts: plain DDIM inversion retraces the picture only without"
+            " guidance, so the reconstruction (and every edit) comes out far from it; use null-text (the default) or"
+            " negative-prompt, or guidance: 1")
+
+
 def recipe_warnings(recipe: Recipe) -> list[str]:
     """Likely mistakes that still make a valid recipe, as "path: message" lines (no tokenizer needed)."""
     warnings = []
@@ -95,6 +104,8 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
             warnings.append(f"{path}: {m.group(0)!r} looks like another tool's prompt weighting, which p2p does not"
                             f" read (the model gets the brackets and numbers as text); write the words plainly and"
                             f" weight them in an edit with reweight: {{{words}: {factor.strip() or 'FACTOR'}}}")
+    if recipe.image is not None and recipe.inversion_method == "ddim" and recipe.guidance > DDIM_GUIDANCE:
+        warnings.append(ddim_warning("inversion", recipe.guidance))
     n_words = len(split_words(recipe.source))
     for i, edit in enumerate(recipe.edits):
         if same_words(recipe.source, edit.target) and not edit.reweight:

@@ -237,3 +237,18 @@ def test_null_text_inversion_shows_one_bar_per_phase():
     for done in range(1, 4):  # guidance 1: no optimisation, one phase
         update(done, 3)
     assert [(t.description, t.completed) for t in bar.tasks] == [("photo: DDIM inversion", 3)]
+
+
+def test_words_the_bundled_model_never_saw_and_ddim_at_high_guidance_are_warned(cli, write_recipe, tmp_path):
+    picture = ROOT / "recipes" / "pictures" / "blue-circle.png"
+    path = write_recipe({"source": "a big blue dog on the left", "image": str(picture), "inversion": "ddim",
+                         "edits": [{"target": "a big red dog on the left"}]}, name="dog")
+    result = cli("validate", path)
+    assert result.exit_code == 0, result.output
+    assert "source: the bundled shapes model never saw 'dog'; it knows only the words of its captions" in \
+        result.stderr
+    assert "inversion: ddim at guidance 7.5 drifts" in result.stderr
+    quiet = cli("validate", *(ROOT / "recipes").glob("shapes-*.yaml"))
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr  # the demo recipes use its words only
+    other = cli("validate", path, "--set", "model=some/model", "--set", "guidance=1")
+    assert "warning" not in other.stderr
