@@ -210,11 +210,16 @@ class Result:
 
         kinds = {k: e.type for k, e in enumerate(self.recipe.edits, 1)}
         reweights = {k: e.reweight for k, e in enumerate(self.recipe.edits, 1) if e.reweight}
-        return edit_tiles(self.run.images, self.run.prompts, self.run.roles, kinds, reweights)
+        return edit_tiles(self.run.images, self.run.prompts, self.run.roles, kinds, reweights, masks=self.run.masks,
+                          picture=self.real.picture if self.real is not None else None)
 
-    def save(self, folder: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    def save(self, folder: str | Path, overwrite: bool = False, attention_only: bool = False) -> dict[str, Any]:
         """Write the folder `p2p edit` writes (pictures, grid.png, run.json; attention/ when maps were kept;
-        input.png and the inversion for a real picture), whole or not at all; returns its run record."""
+        input.png and the inversion for a real picture), whole or not at all; returns its run record.
+
+        attention_only (`p2p attn-viz`): `folder` gets only the attention pictures, maps.npz and run.json.
+        The record's recipe replays from the folder: for a real picture its image is input.png (the picture as
+        cropped and resized: the same pixels, so the same cached inversion), and its crop none."""
         from p2p_cli.files.metadata import png_texts
         from p2p_cli.files.outputs import atomic_folder, resolved_recipe, run_record, write_json
         from p2p_cli.render.grid import save_grid
@@ -227,18 +232,21 @@ class Result:
         stored = resolved_recipe(self.recipe, size, self.model.id)
         texts = {role: png_texts(stored, role, prompt, size) for role, prompt in zip(run.roles, run.prompts)}
         with atomic_folder(folder, overwrite) as tmp:
-            files = save_images(tmp, run.roles, run.images, run.masks, texts)
-            if self.real is not None:  # source.png is the reconstruction
-                files.update(self.real.write(tmp))
-            files["grid"] = save_grid(tmp / "grid.png", self._tiles(), texts["source"])
+            files: dict[str, str] = {}
+            if not attention_only:
+                files = save_images(tmp, run.roles, run.images, run.masks, texts)
+                if self.real is not None:  # source.png is the reconstruction
+                    files.update(self.real.write(tmp))
+                files["grid"] = save_grid(tmp / "grid.png", self._tiles(), texts["source"])
             drawn = {}
             if self.maps is not None:
                 from p2p_cli.render.attention import save_attention
 
-                drawn = save_attention(tmp / "attention", roles=run.roles, prompts=run.prompts, images=run.images,
+                where = "" if attention_only else "attention/"
+                drawn = save_attention(tmp / where, roles=run.roles, prompts=run.prompts, images=run.images,
                                        masks=run.masks, store=self.maps.store, tokenizer=self.model.tokenizer,
                                        spec=self.maps.spec, res=self.maps.res, texts=texts)
-                drawn = {key: f"attention/{name}" for key, name in drawn.items()}
+                drawn = {key: f"{where}{name}" for key, name in drawn.items()}
             seconds = {**self.seconds, "write": time.perf_counter() - start}
             seconds["total"] = time.perf_counter() - self.started
             record = run_record(
@@ -251,6 +259,10 @@ class Result:
                 record["attention"] = drawn
             if self.real is not None:
                 record["inversion"] = self.real.record(run.images[0])
+                if "input" in files:
+                    record["recipe"].update(image=files["input"], crop=None)
+                else:  # attn-viz: the original picture, absolute
+                    record["recipe"].update(image=str(Path(self.real.path).resolve()))
             write_json(tmp / "run.json", record)
         return record
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from p2p_cli.recipe import Recipe, RecipeError, default_name, parse_recipe, read_document, safe_load
+from p2p_cli.recipe import (Recipe, RecipeError, decode_text, default_name, parse_recipe, read_bytes, read_document,
+                            safe_load)
 
 UNSET = object()  # `--set key=` removes the key, so the field takes its default
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -84,10 +85,63 @@ def _show(path: list[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
 
 
-def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str | None = None) -> Recipe:
-    """Like recipe.load_recipe, with `overrides` applied to the document first; "-" reads standard input."""
+_DOC_START = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)  # a line holding only the YAML document marker
+
+
+def split_documents(text: str) -> list[str]:
+    """The recipes of one file or stream: YAML documents apart at `---` lines, or JSON lines (one object a line).
+
+    One document gives a list of one; empty documents (a leading `---`) are dropped.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for line in lines):
+        return lines  # JSON lines
+    parts = [part for part in _DOC_START.split(text) if part.strip() and part.strip() != "..."]
+    return parts or [text]
+
+
+def read_recipes(path: str, overrides: list[str] | None = None, stdin_text: str | None = None
+                 ) -> list[tuple[str, Recipe | RecipeError]]:
+    """Every recipe in a file (or "-", standard input) with its label: the path, or "path#k" (k from 1) when the
+    file holds several (a `---` YAML stream or JSON lines). Several unnamed recipes of one file are named
+    <stem>-<k>. A recipe that is invalid comes as its RecipeError, so the others can still be checked."""
+    source = str(path)
+    try:
+        if stdin_text is not None:
+            text = stdin_text
+        elif source.lower().endswith(".png"):  # a picture written by p2p holds one recipe
+            return [(source, read_recipe(path, overrides))]
+        else:
+            text = decode_text(read_bytes(path), source)  # "-": standard input
+    except RecipeError as err:
+        return [(source, err)]
+    docs = split_documents(text)
+    if len(docs) == 1:
+        try:
+            return [(source, read_recipe(path, overrides, stdin_text=text))]
+        except RecipeError as err:
+            return [(source, err)]
+    out: list[tuple[str, Recipe | RecipeError]] = []
+    for k, doc in enumerate(docs, 1):
+        label = f"{source}#{k}"
+        try:
+            recipe = read_recipe(label, overrides, stdin_text=doc, name=f"{default_name(path)}-{k}")
+            out.append((label, recipe))
+        except RecipeError as err:
+            out.append((label, err))
+    return out
+
+
+def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str | None = None,
+                name: str | None = None) -> Recipe:
+    """Like recipe.load_recipe, with `overrides` applied to the document first; "-" reads standard input.
+
+    stdin_text: the text to read instead of the file (or of standard input); name: the default name.
+    """
     source = str(path)
     data = read_document(path, stdin_text) if stdin_text is not None else read_document(path)
+    if isinstance(data, dict) and isinstance(data.get("recipe"), dict) and "versions" in data:
+        data = data["recipe"]  # a run.json: the recipe it records (its image: is relative to the run's folder)
     if overrides:
         if data is None:
             data = {}
@@ -97,4 +151,4 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
             data = apply_overrides(data, overrides)
         except ValueError as err:
             raise RecipeError([str(err)], source) from None
-    return parse_recipe(data, source, default_name=default_name(path))
+    return parse_recipe(data, source, default_name=name or default_name(path))

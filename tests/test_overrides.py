@@ -64,3 +64,15 @@ def test_read_recipe_validates_after_overrides(tmp_path):
     assert err.value.problems == ["edits[0].cross_replace: start 0.5 is after end 0.2"]
     assert err.value.source == str(path)
     assert read_recipe("-", stdin_text="source: a cat\nedits: [{target: a dog}]").name == "recipe"
+
+
+def test_split_documents_reads_yaml_streams_and_json_lines():
+    from p2p_cli.overrides import split_documents
+
+    one = "source: a cat\nedits: [{target: a dog}]\n"
+    assert split_documents(one) == [one]
+    assert split_documents("---\n" + one) == ["\n" + one]  # a leading marker is not a second recipe
+    assert len(split_documents(one + "---\n" + one + "--- # the third\n" + one)) == 3
+    assert split_documents('{"source": "a"}\n\n{"source": "b"}\n') == ['{"source": "a"}', '{"source": "b"}']
+    block = "source: |\n  a cat\n  ---\nedits: [{target: a dog}]\n"  # an indented --- is text, not a marker
+    assert split_documents(block) == [block]

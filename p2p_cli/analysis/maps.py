@@ -65,13 +65,20 @@ def map_sides(model: Model, latent_hw: tuple[int, int], places: tuple[str, ...])
     return cross_sides(model, latent_hw, places)
 
 
+def default_res(latent_hw: tuple[int, int]) -> int:
+    """Latent side / 4 (16 for SD at 512 px, the paper's maps), but at least 16 (or the latent side): on a small
+    latent, a quarter of it is a few cells that cannot place an object (4x4 on the bundled 16x16 model)."""
+    side = max(latent_hw)
+    return max(side // 4, min(16, side))
+
+
 def pick_res(model: Model, latent_hw: tuple[int, int], places: tuple[str, ...], res: int | None = None) -> int:
-    """The map side: `res` if some layer in places has it, else latent side / 4 or the nearest side there is."""
+    """The map side: `res` if some layer in places has it, else default_res's side or the nearest there is."""
     sides = map_sides(model, latent_hw, places)
     if not sides:
         raise ValueError(f"this model has no cross-attention layers in {', '.join(places)}")
     if res is None:
-        return nearest_side(sides, max(latent_hw) // 4)
+        return nearest_side(sides, default_res(latent_hw))
     if res not in sides:
         raise ValueError(f"--res {res}: no cross-attention layer in {', '.join(places)} has that side at this"
                          f" size; the sides are {', '.join(map(str, sides))}")

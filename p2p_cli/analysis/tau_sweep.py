@@ -7,10 +7,12 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from p2p_cli.recipe import CrossSchedule, Edit, Recipe, Window
+
+if TYPE_CHECKING:  # torch only where tensors are made: parsing and expanding a sweep stay light (p2p --help)
+    import torch
 
 DEFAULT_STEP = 0.2
 MAX_VALUES = 101  # per axis; a finer sweep is a typo more often than a wish
@@ -291,6 +293,8 @@ def score_sweep(sweep: Sweep, result: SweepResult, clip=None, lpips=None) -> tup
 
     clip: a loaded metrics.ClipScorer or None; lpips: a metrics.Lpips or None.
     """
+    import torch
+
     from p2p_cli.analysis.metrics import clip_score, directional_similarity, psnr, ssim
 
     recipe, src = sweep.recipe, result.source

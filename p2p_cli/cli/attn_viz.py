@@ -10,14 +10,12 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import check_name, model_key, progress_bar
+from p2p_cli.cli.common import check_name, model_key, progress_bar, use_threads
 from p2p_cli.cli.edit import Job, check_folders, check_out, read_jobs, run_jobs
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
-from p2p_cli.models import pick_device, pick_dtype
 from p2p_cli.overrides import apply_overrides
 from p2p_cli.recipe import RecipeError, parse_recipe
 from p2p_cli.text.words import split_words
-from p2p_cli.analysis.maps import VizSpec, parse_step_range, step_weights
 
 
 class Place(str, Enum):
@@ -40,7 +38,7 @@ Words = Annotated[
 ]
 Res = Annotated[
     Optional[int],
-    typer.Option("--res", min=1, help="Map side (default: latent side / 4, else the nearest side the UNet has)."),
+    typer.Option("--res", min=1, help="Map side (default: latent side / 4 but at least 16, else the nearest side the UNet has)."),
 ]
 From = Annotated[
     Optional[list[Place]],
@@ -75,10 +73,11 @@ def attn_viz(
     json_: o.Json = False,
     quiet: o.Quiet = False,
     allow_pickle: o.AllowPickle = False,
+    threads: o.Threads = None,
     debug: o.Debug = False,
 ) -> None:
-    """Draw the attention maps of every prompt (source and targets): OUT/<name>/attention/ with <k>-cross.png
-    (one tile per token), <k>-self.png (top self-attention components), <k>-<word>.png and maps.npz."""
+    """Draw the attention maps of every prompt (source and targets) into OUT/<name>/attention/: <k>-cross.png
+    (one tile per token), <k>-self.png (top self-attention components), <k>-<word>.png, maps.npz, run.json."""
     overrides = list(set_ or [])
     overrides += [f"steps={steps}"] if steps is not None else []
     overrides += [f"seed={seed}"] if seed is not None else []
@@ -97,11 +96,18 @@ def attn_viz(
             jobs = read_jobs(recipes, overrides, out, model)
         else:
             raise UsageError("nothing to draw: give a RECIPE or --prompt TEXT")
+        from p2p_cli.analysis.maps import step_weights
+
+        for job in jobs:  # attn-viz owns <name>/attention/ only: it never touches what `p2p edit` wrote
+            job.folder, job.attention_only = job.folder / "attention", True
         for job in jobs:
             try:
                 step_weights(job.recipe.steps, spec.step_range)
             except ValueError as err:
                 raise UsageError(f"{job.path}: {err}") from None
+        use_threads(threads)
+        from p2p_cli.models import pick_device, pick_dtype
+
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
         check_out(out)
@@ -135,8 +141,10 @@ def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, m
                source_only=True)
 
 
-def _spec(words, res, places, step_range, components, special) -> VizSpec:
-    """The options as a VizSpec; UsageError for a bad --step-range."""
+def _spec(words, res, places, step_range, components, special):
+    """The options as a viz.VizSpec; UsageError for a bad --step-range."""
+    from p2p_cli.analysis.maps import VizSpec, parse_step_range
+
     try:
         rng = parse_step_range(step_range)
     except ValueError as err:

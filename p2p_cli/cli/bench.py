@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
+from dataclasses import asdict
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -32,11 +34,14 @@ Warmup = Annotated[int, typer.Option("--warmup", help="Untimed runs of each vari
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet (shared by all variants).")]
 Cases = Annotated[str, typer.Option("--cases", help="Comma-separated: replace+blend, refine+reweight.")]
 Variants = Annotated[str, typer.Option("--variants", help="Comma-separated: plain, p2p, explicit.")]
-Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads (default: torch's).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads (default: as p2p edit:"
+                                                " OMP_NUM_THREADS when set, else the CPUs this process may use, at"
+                                                " most 4).")]
 NoMemory = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
 Check = Annotated[bool, typer.Option("--check", help="Also report graph breaks (dynamo explain) and GPU syncs.")]
 Results = Annotated[Optional[str], typer.Option("--results", help="Append a markdown section to this file.")]
-JsonOut = Annotated[Optional[str], typer.Option("--json", help="Write the whole report as JSON to this file.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the whole report as one JSON object instead of the"
+                                       " markdown (as --json does for every command).")]
 
 
 def bench(
@@ -55,20 +60,25 @@ def bench(
     no_memory: NoMemory = False,
     check: Check = False,
     results: Results = None,
-    json_: JsonOut = None,
+    json_: JsonOut = False,
     debug: o.Debug = False,
 ) -> None:
     """Benchmark one recipe per case: diffusers' plain pipeline, our fused P2P edit and explicit P2P, interleaved."""
-    from p2p_cli.bench import BenchConfig
-    from p2p_cli.bench import bench as run
+    from p2p_cli.cli.common import default_threads
 
     with handled(debug):
+        from p2p_cli.bench import BenchConfig, markdown, run_bench, write_results
+
         try:
+            threads = threads or default_threads()
             cfg = BenchConfig(arch=arch.value, device=device.value, dtype=dtype.value, size=size, steps=steps,
                               targets=targets, repeats=repeats, warmup=warmup, compile=compile_,
                               cases=tuple(cases.split(",")), variants=tuple(variants.split(",")), threads=threads,
                               memory=not no_memory)
         except ValueError as err:
             raise UsageError(str(err)) from None
-        run(cfg, "p2p " + shlex.join(sys.argv[1:]), check=check, results=results, json_path=json_,
-            log=lambda s: print(s, file=sys.stderr, flush=True))
+        report = run_bench(cfg, command="p2p " + shlex.join(sys.argv[1:]), check=check,
+                           log=lambda s: print(s, file=sys.stderr, flush=True))
+        print(json.dumps(asdict(report)) if json_ else markdown(report), end="\n" if json_ else "", flush=True)
+        if results:
+            write_results(report, results)

@@ -2,19 +2,78 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 
 from p2p_cli.files.outputs import DTYPE_NAMES
 from p2p_cli.recipe import Recipe, RecipeError, name_problem
 
 
+STDIN_ONCE = "name standard input (-) once; it may hold several recipes (--- between them, or JSON lines)"
+MAX_DEFAULT_THREADS = 4  # the small models this tool runs on a CPU gain little from more; more oversubscribe
+
+
+def default_threads(environ=os.environ) -> int | None:
+    """The CPU thread count when --threads is not given: None if the user set OMP_NUM_THREADS (torch reads it),
+    else the CPUs this process may run on (its affinity), at most MAX_DEFAULT_THREADS."""
+    if environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available, MAX_DEFAULT_THREADS))
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's CPU threads (--threads, else default_threads()) and return the number in use."""
+    import torch
+
+    wanted = threads or default_threads()
+    if wanted:
+        torch.set_num_threads(wanted)
+    return torch.get_num_threads()
+
+
 def progress_bar(console: Console) -> Progress:
-    """The one progress bar style (stderr console; gone when done)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    """The one progress bar style (stderr console; gone when done): done/total, steps per second, elapsed and
+    time left."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, transient=True)
+
+
+class _Rate(ProgressColumn):
+    """Steps per second."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f} steps/s" if task.speed else "")
+
+
+def phase_progress(bar: Progress, label: str, steps: int, phases: list[str]):
+    """A progress(done, total) callback that shows each phase of `steps` steps as its own bar: the engine counts
+    done over all phases (null-text inversion: T inversion steps, then T optimisation steps, as total 2T).
+    Returns (callback, remove) where remove() takes the phase bars away."""
+    tasks: list = []
+
+    def update(done: int, total: int) -> None:
+        phase = min((done - 1) // steps, len(phases) - 1) if done else 0
+        while len(tasks) <= phase:
+            if tasks:
+                bar.update(tasks[-1], completed=steps)
+            name = phases[len(tasks)] if total > steps else phases[0]
+            tasks.append(bar.add_task(f"{label}: {name}", total=steps))
+        bar.update(tasks[phase], completed=done - phase * steps)
+
+    def remove() -> None:
+        for task in tasks:
+            bar.remove_task(task)
+
+    return update, remove
 
 
 def model_key(spec: str | None) -> str:

@@ -7,18 +7,21 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import check_name, dtype_name, model_key, progress_bar
+from p2p_cli.cli.common import STDIN_ONCE, check_name, dtype_name, model_key, progress_bar, use_threads
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
-from p2p_cli.loras import apply_loras, recipe_loras
-from p2p_cli.models import Model, load_model, pick_device, pick_dtype
+from p2p_cli.cli.validate import warn
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
-from p2p_cli.overrides import read_recipe
+from p2p_cli.overrides import read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
+
+if TYPE_CHECKING:  # the engine (torch, diffusers) is imported once a command runs a model, not for help
+    from p2p_cli.models import Model
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Job:
     source_only: bool = False  # `p2p attn-viz --prompt`: write the source alone (its identity edit only ran)
     image: Path | None = None  # the recipe's real picture (image:), resolved and checked
     loras: tuple[tuple[str, float], ...] = ()  # the recipe's LoRA files (resolved) and scales
+    attention_only: bool = False  # `p2p attn-viz`: folder is <name>/attention/, with the pictures and run.json
 
     @property
     def key(self) -> tuple:
@@ -58,6 +62,7 @@ def edit(
     attention: o.AttentionOpt = o.Attention.fused,
     allow_pickle: o.AllowPickle = False,
     save_attention: o.SaveAttention = False,
+    threads: o.Threads = None,
     debug: o.Debug = False,
 ) -> None:
     """Edit images as the recipes say; each recipe writes OUT/<name>/ (images, grid.png, run.json)."""
@@ -69,6 +74,9 @@ def edit(
     with handled(debug):
         jobs = read_jobs(recipes, overrides, out, model)  # everything is validated before any model loads
         check_out(out)
+        use_threads(threads)
+        from p2p_cli.models import pick_device, pick_dtype
+
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
         check_folders(jobs, overwrite, debug)
@@ -83,19 +91,27 @@ def edit(
 def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None) -> list[Job]:
     """Validate every recipe (reporting all problems of all of them); raise typer.Exit(2) if any is invalid."""
     if paths.count("-") > 1:
-        raise UsageError("standard input (-) can hold only one recipe")
+        raise UsageError(STDIN_ONCE)
     jobs, invalid = [], []
-    for path in paths:
+    for label, recipe in (item for path in paths for item in read_recipes(path, overrides)):
         try:
-            recipe = read_recipe(path, overrides)
-            check_name(recipe, path)
-            image = _real_image(recipe, path)
-            loras = recipe_loras(recipe, path)
+            if isinstance(recipe, RecipeError):
+                raise recipe
+            check_name(recipe, label)
+            image = _real_image(recipe, label)
+            loras = ()
+            if recipe.loras:
+                from p2p_cli.api import anchored  # (these import torch)
+                from p2p_cli.loras import recipe_loras
+
+                loras = recipe_loras(recipe, label)
+                recipe = anchored(recipe, label)  # run.json's recipe names the files by absolute path
         except RecipeError as err:
             invalid.append(err)
             continue
+        warn(recipe, label, model)
         spec = model if model is not None else recipe.model
-        jobs.append(Job(path, recipe, Path(out) / recipe.name, model_key(spec), image=image, loras=loras))
+        jobs.append(Job(label, recipe, Path(out) / recipe.name, model_key(spec), image=image, loras=loras))
     if invalid:
         for err in invalid:
             report(err)
@@ -132,6 +148,10 @@ def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
 
 def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) -> None:
     """Run the jobs in order, loading each model once and dropping it after its last job."""
+    import torch
+
+    from p2p_cli.loras import apply_loras
+    from p2p_cli.models import load_model
     from p2p_cli.engine.pipeline import check_recipe  # the engine (torch, diffusers) only once it is needed
 
     models: dict[str, Model] = {}
@@ -141,7 +161,9 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) ->
             continue
         start = time.perf_counter()
         if job.key not in models:
-            log(f"loading model {job.spec} ({device}, {dtype_name(dtype)})"
+            n = torch.get_num_threads()
+            cpu = f", {n} thread{'s' if n != 1 else ''}" if device.type == "cpu" else ""
+            log(f"loading model {job.spec} ({device}, {dtype_name(dtype)}{cpu})"
                 + (f" with {len(job.loras)} LoRA(s)" if job.loras else ""))
             try:
                 loaded = load_model(job.spec, device.type if device.index is None else str(device),
@@ -185,7 +207,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
     log(f"{job.path}: {recipe.name}, {what}, {recipe.steps} steps")
     method = recipe.inversion_method
     try:
-        with phase(bar, f"{recipe.name}: inverting ({method})") as invert_progress, \
+        with inversion_phases(bar, recipe.name, recipe.steps, method) as invert_progress, \
                 phase(bar, recipe.name) as progress:
             result = run_recipe(model, recipe, baseline=baseline, maps=viz or False, attention=attention,
                                 progress=progress, invert_progress=invert_progress, recipe_file=job.path,
@@ -197,12 +219,12 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
         name = Path(real.path).name
         if real.cached:
             log(f"{recipe.name}: reusing the {method} inversion of {name} from the cache"
-                f" (it took {real.inversion.seconds:.1f} s)")
+                f" ({real.seconds:.1f} s now; inverting it took {real.inversion.seconds:.1f} s)")
         else:
             log(f"{recipe.name}: inverted {name} ({method}, {recipe.steps} steps) in {real.inversion.seconds:.1f} s")
     result.seconds = {**job.seconds, **result.seconds}
     result.started = start
-    record = result.save(job.folder, overwrite)
+    record = result.save(job.folder, overwrite, attention_only=job.attention_only)
     job.done = True
     files = record["images"]
     if json_:
@@ -216,8 +238,41 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
         if isinstance(record.get("attention"), dict):  # the attention pictures (else the attention mode)
             line["attention"] = {key: str(job.folder / name) for key, name in record["attention"].items()}
         print(json.dumps(line), flush=True)
+    elif job.attention_only:
+        n = len(record.get("attention") or {})
+        print(f"wrote {job.folder}/ ({n} files, {record['seconds']['total']:.1f} s)", flush=True)
     else:
-        print(f"wrote {job.folder}/ ({len(result.roles)} images, {record['seconds']['total']:.1f} s)", flush=True)
+        n = len(result.roles)
+        print(f"wrote {job.folder}/ ({n} image{'s' if n != 1 else ''}, {record['seconds']['total']:.1f} s)",
+              flush=True)
+
+
+@contextmanager
+def inversion_phases(bar, label: str, steps: int, method: str):
+    """The inversion's progress callback: one bar per phase (null-text: the DDIM inversion, then the
+    optimisation), each with its own total; None without a bar."""
+    if bar is None:
+        yield None
+        return
+    from p2p_cli.cli.common import phase_progress
+
+    phases = ["DDIM inversion", "null-text optimisation"] if method == "null-text" else [f"{method} inversion"]
+    update, remove = phase_progress(bar, label, steps, phases)
+    started = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        update(done, total)
+
+    try:
+        yield progress
+    finally:
+        if started:
+            bar.stop()
+        remove()
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -13,7 +14,6 @@ import typer
 
 from p2p_cli.files import interrupts, outputs
 from p2p_cli.files.interrupts import Interrupted
-from p2p_cli.models import ModelLoadError
 from p2p_cli.files.outputs import DegenerateResult, OutputExistsError, OutputPathError
 from p2p_cli.recipe import RecipeError
 
@@ -30,20 +30,31 @@ def debug_on(flag: bool = False) -> bool:
     return flag or os.environ.get("P2P_DEBUG", "").strip().lower() in ("1", "true", "yes")
 
 
+_EDIT_PATH = re.compile(r"^(\s*)(edits\[(\d+)\][^\s:]*)")
+
+
+def name_edits(line: str) -> str:
+    """"edits[0].cross_replace: ..." -> "edits[0].cross_replace (edit-1): ...": the recipe's list index (as --set
+    edits.0.cross_replace takes it) and the 1-based number the output files use (edit-1.png)."""
+    return _EDIT_PATH.sub(lambda m: f"{m.group(1)}{m.group(2)} (edit-{int(m.group(3)) + 1})", line, count=1)
+
+
 def describe(err: BaseException) -> tuple[str, int]:
     """The message (possibly several lines) and the exit code for an error."""
-    import torch
+    # torch and the model loader are looked up, not imported: a command that never loaded them (help, validate,
+    # an argument error) stays fast, and an error of theirs can only come once they are loaded.
+    models, torch = sys.modules.get("p2p_cli.models"), sys.modules.get("torch")
 
     if isinstance(err, RecipeError):
         lines = [f"{err.source}: invalid recipe ({len(err.problems)} problem{'s' if len(err.problems) != 1 else ''})"]
-        return "\n".join(lines + [f"  {p}" for p in err.problems]), EXIT_INVALID
+        return "\n".join(lines + [f"  {name_edits(p)}" for p in err.problems]), EXIT_INVALID
     if isinstance(err, UsageError):
         return str(err), EXIT_INVALID
-    if isinstance(err, ModelLoadError):
+    if models is not None and isinstance(err, models.ModelLoadError):
         return f"cannot load the model: {err}", EXIT_FAILED
     if isinstance(err, (OutputExistsError, OutputPathError, DegenerateResult)):
         return str(err), EXIT_FAILED
-    if isinstance(err, torch.OutOfMemoryError):
+    if torch is not None and isinstance(err, torch.OutOfMemoryError):
         return (
             "out of memory: try --dtype fp16 (on a GPU), a smaller size (--set size=512), fewer edits per recipe,"
             " or --device cpu",

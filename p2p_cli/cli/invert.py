@@ -8,17 +8,19 @@ import time
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
-from p2p_cli.models import Model, load_model, pick_device, pick_dtype
 from p2p_cli.files.outputs import DTYPE_NAMES, atomic_folder, check_free, library_versions, write_json
 from p2p_cli.files.real import RealPicture, resolve_image  # noqa: F401 (resolve_image: cli.edit takes it from here)
 from p2p_cli.recipe import DEFAULT_INVERSION, RecipeError
+
+if TYPE_CHECKING:  # the engine is imported once the command runs a model, not for help
+    from p2p_cli.models import Model
 
 
 class Method(str, Enum):
@@ -33,10 +35,13 @@ def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int
     """real.prepare with a progress bar and a log line (a cache hit says how long the inversion once took)."""
     from p2p_cli.files.real import prepare
 
-    progress, task = None, None
+    start = time.perf_counter()
+    progress, remove = None, None
     if bar is not None:
-        task = bar.add_task(f"{label}: inverting ({method})", total=steps)
-        progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        from p2p_cli.cli.common import phase_progress
+
+        phases = ["DDIM inversion", "null-text optimisation"] if method == "null-text" else [f"{method} inversion"]
+        progress, remove = phase_progress(bar, label, steps, phases)
         bar.start()
     try:
         real = prepare(model, path, prompt, size=size, crop=crop, method=method, steps=steps, guidance=guidance,
@@ -49,10 +54,10 @@ def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int
     finally:
         if bar is not None:
             bar.stop()
-            bar.remove_task(task)
+            remove()
     if real.cached:
         log(f"{label}: reusing the {method} inversion of {path.name} from the cache"
-            f" (it took {real.inversion.seconds:.1f} s)")
+            f" ({time.perf_counter() - start:.1f} s now; inverting it took {real.inversion.seconds:.1f} s)")
     else:
         log(f"{label}: inverted {path.name} ({method}, {steps} steps) in {real.inversion.seconds:.1f} s")
     return real
@@ -90,10 +95,11 @@ def invert(
     json_: o.Json = False,
     quiet: o.Quiet = False,
     allow_pickle: o.AllowPickle = False,
+    threads: o.Threads = None,
     debug: o.Debug = False,
 ) -> None:
     """Invert a picture (cached for later edits) and write OUT/<name>/: input.png, source.png, inversion.safetensors."""
-    from p2p_cli.cli.common import dtype_name, model_key, progress_bar
+    from p2p_cli.cli.common import dtype_name, model_key, progress_bar, use_threads
 
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
@@ -115,12 +121,19 @@ def invert(
         except ImageError as err:
             raise UsageError(str(err)) from None
         check_free(folder, overwrite)
+        n_threads = use_threads(threads)
+        from p2p_cli.models import load_model, pick_device, pick_dtype
+
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
         spec = model_key(model)
         log(f"loading model {spec} ({dev}, {dtype_name(dt)})")
         net = load_model(spec, dev.type if dev.index is None else str(dev), dtype_name(dt), allow_pickle=allow_pickle)
         guidance = net.family.default_guidance if guidance is None else guidance
+        from p2p_cli.checks import DDIM_GUIDANCE, ddim_warning
+
+        if method.value == "ddim" and guidance > DDIM_GUIDANCE:
+            print(f"warning: {ddim_warning('--method', guidance)}", file=sys.stderr)
         n_tokens = len(net.tokenizer(prompt).input_ids)
         if n_tokens > net.tokenizer.model_max_length:
             most = net.tokenizer.model_max_length
@@ -147,6 +160,7 @@ def invert(
                 "model": {"id": net.id, "revision": net.revision, "path": net.path},
                 "device": str(net.device),
                 "dtype": DTYPE_NAMES.get(str(net.dtype), str(net.dtype)),
+                "threads": n_threads,
                 "versions": library_versions(),
                 "images": files,
                 "seconds": {k: round(v, 3) for k, v in seconds.items()},

@@ -1,8 +1,16 @@
-"""The `p2p` typer app: its commands, and the entry point of the console script."""
+"""The `p2p` typer app: its commands, and the entry point of the console script.
+
+Nothing here (nor in the command modules, at import) loads torch, diffusers or transformers: `p2p --help`,
+argument errors and `p2p validate` stay fast. The engine is imported inside a command once it runs a model.
+"""
 
 from __future__ import annotations
 
+import os
+from typing import Annotated, Optional
+
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from p2p_cli.cli.attn_viz import attn_viz
 from p2p_cli.cli.bench import bench
@@ -12,22 +20,73 @@ from p2p_cli.cli.show import show
 from p2p_cli.cli.sweep import sweep
 from p2p_cli.cli.validate import validate
 
+
+def _flags_without_value(params: list) -> list:
+    """A boolean flag takes no value: show it in help without typer's `<bool>`; a named argument (RECIPE, IMAGE)
+    says what it is without typer's `<list[str]>`."""
+    for param in params:
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False) and param.metavar is None:
+            param.metavar = ""
+        elif getattr(param, "param_type_name", "") == "argument" and param.metavar:
+            param.display_type_rich = lambda ctx: None
+    return params
+
+
+class Command(TyperCommand):
+    def get_params(self, ctx):
+        return _flags_without_value(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    command_class = Command
+
+    def get_params(self, ctx):
+        return _flags_without_value(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="p2p",
+    cls=Group,
     help="Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("edit")(edit)
-app.command("validate")(validate)
-app.command("attn-viz")(attn_viz)
-app.command("invert")(invert)
-app.command("sweep")(sweep)
-app.command("bench")(bench)
-app.command("show")(show)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from p2p_cli import __version__
+
+        print(f"p2p {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion."""
+
+
+for _name, _fn in (("edit", edit), ("validate", validate), ("attn-viz", attn_viz), ("invert", invert),
+                   ("sweep", sweep), ("bench", bench), ("show", show)):
+    app.command(_name, cls=Command)(_fn)
+
+
+def cpu_defaults(environ=os.environ) -> None:
+    """Before torch is imported: OpenMP threads that sleep when idle rather than spin (OMP_WAIT_POLICY=PASSIVE).
+
+    Spinning threads made CPU runs on a shared machine up to 10x slower (issue 19). A user's own setting wins.
+    """
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main() -> None:
     """Console script entry point (errors are worded in cli/errors.py; exit codes 0, 1, 2)."""
-    app()
+    cpu_defaults()
+    app(prog_name="p2p")  # also as `python -m p2p_cli`

@@ -29,7 +29,7 @@ class Attention(str, Enum):
 
 
 RecipeArgs = Annotated[
-    list[str], typer.Argument(help="Recipe files (YAML); - reads one from standard input.", metavar="RECIPE...")
+    list[str], typer.Argument(help="Recipe files (YAML); - reads one from standard input.", metavar="RECIPE")
 ]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; each recipe writes OUT/<name>/.")]
 ModelSpec = Annotated[
@@ -61,4 +61,9 @@ AllowPickle = Annotated[
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks (also P2P_DEBUG=1).")]
 SaveAttention = Annotated[
     bool, typer.Option("--save-attention", help="Also draw every prompt's attention maps into OUT/<name>/attention/.")
+]
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, help="CPU threads for torch (default: OMP_NUM_THREADS when set, else the CPUs"
+                 " this process may use, at most 4)."),
 ]

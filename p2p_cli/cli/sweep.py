@@ -12,13 +12,14 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import check_name, model_key, progress_bar
+from p2p_cli.cli.common import check_name, model_key, progress_bar, use_threads
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
-from p2p_cli.analysis.metrics import CLIP_DEFAULT
 from p2p_cli.files.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import RecipeError
 from p2p_cli.analysis.tau_sweep import COLUMNS, KEPT, csv_cell, expand, parse_pick, parse_taus, pick
+
+CLIP_DEFAULT = "openai/clip-vit-large-patch14"  # metrics.CLIP_DEFAULT (metrics imports torch; help must not)
 
 RecipeArg = Annotated[str, typer.Argument(help="Recipe file (YAML); - reads it from standard input.", metavar="RECIPE")]
 Tau = Annotated[
@@ -65,6 +66,7 @@ def sweep(
     quiet: o.Quiet = False,
     attention: o.AttentionOpt = o.Attention.fused,
     allow_pickle: o.AllowPickle = False,
+    threads: o.Threads = None,
     debug: o.Debug = False,
 ) -> None:
     """Sweep tau (cross_replace) and/or self tau of a recipe's edits; writes OUT/<name>/sweep/ (images, sweep.png,
@@ -92,6 +94,10 @@ def sweep(
             raise UsageError(str(err)) from None
         folder = Path(out) / parsed.name / "sweep"
         check_free(folder, overwrite)  # before any model loads
+        if pick_ and clip.lower() == "none":
+            raise UsageError(f"--pick by {rule.score} needs CLIP scores, but --clip is none; give --clip a CLIP"
+                             " model (local folder or hub id), or leave out --pick")
+        use_threads(threads)
         run(plan, folder, recipe_file=recipe, overrides=overrides, spec=model_key(model or parsed.model),
             device=device.value, dtype=dtype.value, batch_size=batch_size, clip=clip, rule=rule if pick_ else None,
             overwrite=overwrite, json_=json_, attention=attention.value, allow_pickle=allow_pickle, log=log,
@@ -128,6 +134,18 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     problems = check_recipe(recipe, sd.tokenizer)
     if problems:
         raise RecipeError(problems, recipe_file)
+    # the scores' models before sampling: --pick by a CLIP score that cannot be had fails now, not after the sweep
+    notes, scorer = [], None
+    if clip.lower() == "none":
+        notes.append("CLIP columns are empty: --clip none")
+    else:
+        try:
+            scorer = ClipScorer(clip, sd.device, sd.dtype).load()
+        except MetricUnavailable as err:
+            if rule is not None:
+                raise UsageError(f"--pick by {rule.score} needs a CLIP model: {err}; give --clip a local folder"
+                                 " or hub id, or sweep without --pick (every point is still scored and drawn)")
+            notes.append(f"CLIP columns are empty: {err}")
     seconds = {"load": time.perf_counter() - start}
     n_chunks = -(-len(plan.points) // batch_size)
     log(f"{recipe_file}: {recipe.name}, {len(plan.points)} points in {n_chunks} batch(es) of at most {batch_size}"
@@ -146,14 +164,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     seconds.update(result.seconds)
 
     tic = time.perf_counter()
-    notes, scorer, lpips = [], None, None
-    if clip.lower() == "none":
-        notes.append("CLIP columns are empty: --clip none")
-    else:
-        try:
-            scorer = ClipScorer(clip, sd.device, sd.dtype).load()
-        except MetricUnavailable as err:
-            notes.append(f"CLIP columns are empty: {err}")
+    lpips = None
     try:
         lpips = Lpips(sd.device)
     except MetricUnavailable as err:

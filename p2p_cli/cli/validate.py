@@ -1,56 +1,165 @@
-"""`p2p validate RECIPE...`: check recipes without loading any model."""
+"""`p2p validate RECIPE...`: check recipes without loading any model (nor torch), and show every resolved setting."""
 
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import typer
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
-from p2p_cli.overrides import read_recipe
+from p2p_cli.cli.common import STDIN_ONCE, check_name
+from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, name_edits, report
+from p2p_cli.overrides import read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
 
 def validate(recipes: o.RecipeArgs, set_: o.Sets = None, debug: o.Debug = False) -> None:
-    """Check recipes (schema, and words/tokens against the CLIP tokenizer of SD v1); print what each does."""
+    """Check recipes (schema, picture, words/tokens against the CLIP tokenizer of SD v1) without a model; print
+    every setting each resolves to."""
     code = EXIT_OK
     with handled(debug):
         if recipes.count("-") > 1:
-            raise UsageError("standard input (-) can hold only one recipe")
+            raise UsageError(STDIN_ONCE)
         tokenizer = None
         for path in recipes:
-            try:
-                recipe = read_recipe(path, list(set_ or []))
-                tokenizer = tokenizer or _tokenizer()
-                problems = _token_problems(recipe, tokenizer)
-                if problems:
-                    raise RecipeError(problems, path)
-            except RecipeError as err:
-                code = report(err, debug=debug)
-                continue
-            print(f"ok {path}")
-            print(summary(recipe))
+            for label, recipe in read_recipes(path, list(set_ or [])):
+                try:
+                    if isinstance(recipe, RecipeError):
+                        raise recipe
+                    check_name(recipe, label)
+                    image = _image(recipe, label)
+                    _check_loras(recipe, label)
+                    from p2p_cli.checks import clip_tokenizer, recipe_problems
+
+                    tokenizer = tokenizer or clip_tokenizer()
+                    problems = recipe_problems(recipe, tokenizer)
+                    if problems:
+                        raise RecipeError(problems, label)
+                except RecipeError as err:
+                    code = report(err, debug=debug)
+                    continue
+                warn(recipe, label)
+                print(f"ok {label}")
+                print(summary(recipe, image))
     raise typer.Exit(code if code == EXIT_OK else EXIT_INVALID)
 
 
-def summary(recipe: Recipe) -> str:
-    """A few indented lines: the source and each edit with its (inferred) type and windows."""
-    size = "x".join(map(str, recipe.size)) if recipe.size else "native"
+def warn(recipe: Recipe, label: str, model: str | None = None) -> None:
+    """Likely mistakes (checks.recipe_warnings, and words the bundled model never saw) on stderr, one
+    `warning:` line each. model: --model when given (it overrides the recipe's)."""
+    from p2p_cli.checks import recipe_warnings
+
+    lines = recipe_warnings(recipe)
+    if (model if model is not None else recipe.model) in (None, "shapes"):
+        lines += _unknown_words(recipe)
+    for line in lines:
+        print(f"warning: {label}: {name_edits(line)}", file=sys.stderr)
+
+
+def bundled_vocabulary() -> list[str]:
+    """Every word of the bundled shapes model's training captions (p2p_cli/shapes/captions.py)."""
+    from p2p_cli.shapes.captions import PLACE
+    from p2p_cli.shapes.world import BACKGROUNDS, COLOURS, SHAPES, SIZES
+    from p2p_cli.text.words import split_words
+
+    words = ["a", "and", "on", "background", *SIZES, *COLOURS, *SHAPES, *BACKGROUNDS]
+    words += [w for phrase in PLACE.values() for w in split_words(phrase)]
+    return list(dict.fromkeys(words))
+
+
+def _unknown_words(recipe: Recipe) -> list[str]:
+    from p2p_cli.text.words import split_words
+
+    known = set(bundled_vocabulary())
+    lines = []
+    prompts = [("source", recipe.source)] + [(f"edits[{i}].target", e.target) for i, e in enumerate(recipe.edits)]
+    for path, prompt in prompts:
+        unknown = [w for w in dict.fromkeys(split_words(prompt)) if w not in known]
+        if unknown:
+            lines.append(f"{path}: the bundled shapes model never saw {', '.join(map(repr, unknown))}; it knows only"
+                         f" the words of its captions ({' '.join(sorted(known))})")
+    return lines
+
+
+def _image(recipe: Recipe, label: str) -> Path | None:
+    from p2p_cli.cli.invert import resolve_image
+
+    return resolve_image(recipe, label)
+
+
+def _check_loras(recipe: Recipe, label: str) -> None:
+    """Each LoRA file is there (loras.recipe_loras's rule, without importing the loader and torch)."""
+    problems = []
+    for i, lora in enumerate(getattr(recipe, "loras", None) or []):
+        path = Path(lora.path).expanduser()
+        if not path.is_absolute() and label != "-":
+            path = Path(label).parent / path
+        if not path.is_file():
+            problems.append(f"loras[{i}].path: no file at {path}")
+    if problems:
+        raise RecipeError(problems, label)
+
+
+def summary(recipe: Recipe, image: Path | None = None) -> str:
+    """Indented lines: every setting the recipe resolves to (defaults filled in), then each edit."""
+    geometry = _geometry(recipe.model)
+    if recipe.size:
+        size = "x".join(map(str, recipe.size))
+    else:
+        size = "native" + (f" ({geometry['size']}x{geometry['size']})" if geometry else "")
+    scale = geometry["scale"] if geometry else None
+    latent = (max(recipe.size) if recipe.size else geometry["size"]) // scale if scale else None
+    self_max = (f"{recipe.self_replace_max_res}" if recipe.self_replace_max_res
+                else f"{latent // 4} (latent side {latent} / 4)" if latent else "latent side / 4")
+    if recipe.blend_res:
+        blend_res = f"{recipe.blend_res}"
+    elif latent and geometry["cross_depths"]:  # pipeline.default_blend_side, then the nearest side there is
+        sides = sorted({-(-latent // 2**d) for d in geometry["cross_depths"]})
+        wanted = max(latent // 4, min(8, latent))
+        blend_res = f"{min(sides, key=lambda s: abs(s - wanted))} (of the cross-attention sides {sides})"
+    else:
+        blend_res = "latent side / 4, at least 8, the nearest side the UNet has"
+    model = recipe.model or "shapes"
+    if "guidance" in recipe.model_fields_set:
+        guidance = f"{recipe.guidance:g}"
+    elif geometry:
+        guidance = f"{5.0 if geometry['xl'] else recipe.guidance:g} (the model family's default)"
+    else:
+        guidance = "the model family's default (SD 7.5, SDXL 5)"
     lines = [
-        f"  name: {recipe.name}  model: {recipe.model or 'shapes (bundled)'}  seed {recipe.seed}, {recipe.steps} steps,"
-        f" guidance {recipe.guidance:g}, size {size}",
-        f"  source: {recipe.source!r}",
+        f"  name: {recipe.name} (writes OUT/{recipe.name}/)",
+        f"  model: {model}{' (bundled)' if model == 'shapes' else ''}",
+        f"  seed: {recipe.seed}  steps: {recipe.steps}  guidance: {guidance}  size: {size}",
+        f"  negative_prompt: {json.dumps(recipe.negative_prompt)}",
+        f"  self_replace_max_res: {self_max}  blend_res: {blend_res}",
     ]
+    if recipe.image is not None:
+        crop = list(recipe.crop) if recipe.crop else "largest centred box"
+        lines.append(f"  image: {image or recipe.image}  crop: {crop}  inversion: {recipe.inversion_method}")
+    sdxl = {k: list(v) for k in ("original_size", "crops_coords_top_left", "target_size")
+            if (v := getattr(recipe, k, None)) is not None}
+    if sdxl:
+        lines.append("  " + "  ".join(f"{k}: {v}" for k, v in sdxl.items()))
+    for lora in getattr(recipe, "loras", None) or []:
+        lines.append(f"  lora: {lora.path} x{lora.scale:g}")
+    lines.append(f"  source: {json.dumps(recipe.source)}")
     for k, edit in enumerate(recipe.edits, 1):
         cross = recipe.cross_for(edit)
         words = "".join(f", {w} {_win(win)}" for w, win in cross.words.items())
-        parts = [f"cross {_win(cross.default)}{words}", f"self {_win(recipe.self_for(edit))}"]
+        parts = [f"cross_replace {_win(cross.default)}{words}", f"self_replace {_win(recipe.self_for(edit))}"]
         if edit.reweight:
             parts.append("reweight " + ", ".join(f"{w} x{f:g}" for w, f in edit.reweight.items()))
         if edit.local_blend:
-            parts.append("local blend " + ", ".join(edit.local_blend.words))
-        if edit.baseline or recipe.baseline:
-            parts.append("baseline")
-        lines.append(f"  edit {k}: {edit.type} {edit.target!r} ({'; '.join(parts)})")
+            lb = edit.local_blend
+            sub = f", minus {', '.join(lb.subtract)} above {lb.subtract_threshold:g}" if lb.subtract else ""
+            parts.append(f"local blend {', '.join(lb.words)} above {lb.threshold:g} of the maximum from step"
+                         f" fraction {lb.start:g}{sub}")
+        if (edit.baseline or recipe.baseline) and edit.type != "reweight":
+            parts.append(f"baseline-{k}.png")
+        lines.append(f"  edit-{k} (edits[{k - 1}]): {edit.type} {json.dumps(edit.target)}")
+        lines.append(f"      {'; '.join(parts)}")
     return "\n".join(lines)
 
 
@@ -59,14 +168,20 @@ def _win(window: tuple[float, float]) -> str:
     return f"{end:g}" if start == 0 else f"[{start:g}, {end:g}]"
 
 
-def _tokenizer():
-    from p2p_cli.arch import clip_tokenizer
-
-    return clip_tokenizer()
-
-
-def _token_problems(recipe: Recipe, tokenizer) -> list[str]:
-    """Words that must be in a prompt, prompts over 77 tokens: the engine's check_recipe."""
-    from p2p_cli.engine.pipeline import check_recipe
-
-    return check_recipe(recipe, tokenizer)
+def _geometry(spec: str | None) -> dict | None:
+    """Native side and pixels per latent cell of the bundled model or a local folder, from its config files
+    (no weights read); None for a hub id."""
+    if spec is None or spec == "shapes":
+        folder = Path(__file__).resolve().parents[1] / "shapes" / "weights"
+    else:
+        folder = Path(spec).expanduser()
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
+        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
+        xl = (folder / "text_encoder_2").is_dir()  # SDXL's second text encoder
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": xl}

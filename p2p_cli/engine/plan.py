@@ -143,8 +143,13 @@ def _compile_edits(recipe: Recipe, tokenizer, steps: int):
 
 
 def check_recipe(recipe: Recipe, tokenizer) -> list[str]:
-    """Every problem that needs the tokenizer (words not in prompts, prompts too long, ...), as path lines."""
-    return _compile_edits(recipe, tokenizer, recipe.steps)[1]
+    """Every problem that needs the tokenizer (words not in prompts, prompts too long, ...), as path lines.
+
+    The same rules as _compile_edits, without making any tensor (checks.py, which `p2p validate` uses
+    without torch; tests/text/test_problems.py holds the two to the same answers)."""
+    from p2p_cli.checks import recipe_problems
+
+    return recipe_problems(recipe, tokenizer)
 
 
 def _no_blend(length: int) -> dict[str, torch.Tensor]:
@@ -171,7 +176,8 @@ def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_na
     prompts = [recipe.source] + [e.target for e in recipe.edits]
     roles = ["source"] + [f"edit-{k}" for k in range(1, len(recipe.edits) + 1)]
     for k, edit in enumerate(recipe.edits, start=1):
-        if baseline or recipe.baseline or edit.baseline:
+        # a reweight edit's prompt is the source's tokens: without control it is the source row again
+        if (baseline or recipe.baseline or edit.baseline) and edit.type != "reweight":
             prompts.append(edit.target)
             roles.append(f"baseline-{k}")
     plan = EditPlan(

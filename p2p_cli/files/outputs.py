@@ -60,9 +60,10 @@ def check_latents(latents, roles: list[str], recipe: Recipe) -> None:
             f" lower guidance ({recipe.guidance:g}){' or the reweight factors' if factors else ''}")
 
 
-# Sub-folders other commands write inside a recipe's folder (`p2p sweep` -> <name>/sweep/): replacing the
-# folder keeps them, and a folder holding nothing else counts as free.
-FOREIGN = ("sweep",)
+# Sub-folders other commands write inside a recipe's folder (`p2p sweep` -> <name>/sweep/, `p2p attn-viz` ->
+# <name>/attention/): replacing the folder keeps them (unless the new one has its own), and a folder holding
+# nothing else counts as free.
+FOREIGN = ("sweep", "attention")
 
 # Folders this process finished (renamed into place), for the message when it is interrupted.
 finished: list[Path] = []
@@ -185,6 +186,8 @@ def resolved_recipe(recipe: Recipe, size: tuple[int, int] | None = None, model_i
     data = recipe.model_dump(mode="json")
     data["size"] = list(size or recipe.size or ()) or None
     data["model"] = model_id or recipe.model
+    if data["model"] == "bundled:shapes":  # the loader's record of the bundled model; recipes name it "shapes"
+        data["model"] = "shapes"
     data["cross_replace"] = _cross_yaml(recipe.cross_replace) if recipe.cross_replace else None
     data["self_replace"] = list(recipe.self_replace) if recipe.self_replace else None
     for edit, out in zip(recipe.edits, data["edits"]):
@@ -226,6 +229,8 @@ def run_record(
     seconds: dict[str, float],
 ) -> dict[str, Any]:
     """Everything needed to make the same pictures again (run.json)."""
+    import torch  # loaded already: a model ran
+
     return {
         "name": recipe.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -238,6 +243,7 @@ def run_record(
         "loras": model.loras,  # [{path, scale, sha256}]
         "device": str(model.device),
         "dtype": DTYPE_NAMES.get(str(model.dtype), str(model.dtype)),
+        "threads": torch.get_num_threads(),
         "attention": attention,
         "versions": library_versions(),
         "prompts": prompts,

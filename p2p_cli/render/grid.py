@@ -17,6 +17,7 @@ BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 TITLE = (110, 110, 110)
 MARK = (200, 30, 30)
+MIN_TILE = 128  # smaller pictures are scaled up (nearest, whole multiples) so that labels fit and pixels show
 
 
 @dataclass
@@ -49,13 +50,19 @@ def word_positions(prompt: str, words) -> set[int]:
 
 
 def edit_tiles(
-    images: torch.Tensor, prompts: list[str], roles: list[str], kinds: dict[int, str], reweights: dict[int, dict]
+    images: torch.Tensor, prompts: list[str], roles: list[str], kinds: dict[int, str], reweights: dict[int, dict],
+    masks: dict[int, torch.Tensor] | None = None, picture: torch.Tensor | None = None,
 ) -> list[Tile]:
-    """Tiles for an edit run: the source and edits on the first row, each baseline-k under edit-k.
+    """Tiles for an edit run: the source and edits on the first row, each baseline-k under edit-k, and under
+    those each blended edit's local-blend mask; with a real picture, the input first, beside its reconstruction.
 
-    kinds: edit number -> edit type; reweights: edit number -> {word: factor} (marked, noted in the title).
+    kinds: edit number -> edit type; reweights: edit number -> {word: factor} (marked, noted in the title);
+    masks: edit number -> (H, W) local-blend mask in [0, 1]; picture: (3, H, W) the input as the model saw it.
     """
     tiles = []
+    shift = 1 if picture is not None else 0
+    if picture is not None:
+        tiles.append(Tile(picture, "input", "the picture, as cropped and resized", col=0))
     source = prompts[roles.index("source")] if "source" in roles else prompts[0]
     for image, prompt, role in zip(images, prompts, roles):
         kind, _, number = role.partition("-")
@@ -66,10 +73,16 @@ def edit_tiles(
             factors = reweights.get(k) or {}
             marked |= word_positions(prompt, factors)
             notes = [kinds.get(k, "")] + [f"{w} x{f:g}" for w, f in factors.items()]
+            notes += ["local blend"] if k in (masks or {}) else []
             title = " · ".join([role] + [n for n in notes if n])
         elif kind == "baseline":
             title = f"{role} · no control"
-        tiles.append(Tile(image, title, prompt, marked, row=1 if kind == "baseline" else 0, col=k))
+        tiles.append(Tile(image, title, prompt, marked, row=1 if kind == "baseline" else 0, col=k + shift))
+    mask_row = 1 + any(t.row == 1 for t in tiles)
+    for k, mask in sorted((masks or {}).items()):
+        mask = mask.float().expand(3, *mask.shape[-2:])
+        tiles.append(Tile(mask, f"edit-{k} · blend mask", "white: where the edit is kept", row=mask_row,
+                          col=k + shift))
     return tiles
 
 
@@ -78,21 +91,30 @@ def make_grid(tiles: list[Tile], font_size: int | None = None) -> Image.Image:
     if not tiles:
         raise ValueError("no images to put in a grid")
     height, width = tiles[0].image.shape[-2:]
+    scale = -(-MIN_TILE // min(height, width)) if min(height, width) < MIN_TILE else 1
+    height, width = height * scale, width * scale
     size = font_size or max(10, min(18, width // 20))
     font = ImageFont.load_default(size=size)
     line = size + size // 2
     space = font.getlength(" ") * 1.5
+    titles = [_wrap([(w, False) for w in t.title.split()], font, width) for t in tiles]  # wrapped, never cut
     wrapped = [_wrap(_spans(t.caption, t.marked), font, width) for t in tiles]
-    caption_h = PAD // 2 + line * (1 + max(len(w) for w in wrapped)) + PAD // 2
+    n_title = max(len(t) for t in titles)
+    caption_h = PAD // 2 + line * (n_title + max(len(w) for w in wrapped)) + PAD // 2
     rows, cols = max(t.row for t in tiles) + 1, max(t.col for t in tiles) + 1
     cell_w, cell_h = width + PAD, height + caption_h + PAD
     grid = Image.new("RGB", (cols * cell_w + PAD, rows * cell_h + PAD), BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    for tile, lines in zip(tiles, wrapped):
+    for tile, title, lines in zip(tiles, titles, wrapped):
         x, y = PAD + tile.col * cell_w, PAD + tile.row * cell_h
-        grid.paste(to_pil(tile.image), (x, y))
+        picture = to_pil(tile.image)
+        if scale > 1:
+            picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        grid.paste(picture, (x, y))
         y += height + PAD // 2
-        draw.text((x, y), _fit(tile.title, font, width), font=font, fill=TITLE)
+        for k, words in enumerate(title):
+            draw.text((x, y + k * line), " ".join(w for w, _ in words), font=font, fill=TITLE)
+        y += (n_title - 1) * line
         for words in lines:
             y += line
             cx = x

@@ -5,10 +5,13 @@ from __future__ import annotations
 import struct
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 ASPECT_TOLERANCE = 0.05  # a crop box may differ this much (relative) in aspect ratio from the output size
 WHITE = (255, 255, 255)
@@ -117,6 +120,8 @@ def load_image(path: str | Path, size: tuple[int, int], crop: tuple[int, int, in
         im = im.crop(box)  # first: resize(box=) would blend in pixels from outside the box
     if (w, h) != (out_w, out_h):
         im = im.resize((out_w, out_h), Image.Resampling.LANCZOS)
+    import torch  # here: checking a picture (p2p validate) needs no torch
+
     pixels = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())  # (h, w, 3)
     return pixels.permute(2, 0, 1).float() / 255  # (3, h, w)
 

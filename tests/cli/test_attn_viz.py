@@ -23,11 +23,12 @@ def test_prompt_draws_tokens_components_words_and_maps(cli, tiny_model_dir, tmp_
     assert result.exit_code == 0, result.output
     line = json.loads(result.stdout)
     folder = tmp_path / "a-painting-of-a-squirrel-eating-a-lasagne"
-    assert line["out"] == str(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["attention", "grid.png", "run.json", "source.png"]
+    assert line["out"] == str(folder / "attention")
+    assert sorted(p.name for p in folder.iterdir()) == ["attention"]  # attn-viz owns <name>/attention/ only
     drawn = sorted(p.name for p in (folder / "attention").iterdir())
-    assert drawn == ["maps.npz", "source-cross.png", "source-lasagne.png", "source-self.png", "source-squirrel.png"]
-    assert set(json.loads((folder / "run.json").read_text())["attention"]) == {
+    assert drawn == ["maps.npz", "run.json", "source-cross.png", "source-lasagne.png", "source-self.png",
+                     "source-squirrel.png"]
+    assert set(json.loads((folder / "attention" / "run.json").read_text())["attention"]) == {
         "source-cross", "source-self", "source-lasagne", "source-squirrel", "maps"}
 
     cross = Image.open(folder / "attention" / "source-cross.png")
@@ -51,10 +52,10 @@ def test_step_range_changes_the_saved_maps(cli, tiny_model_dir, tmp_path):
         result = cli("attn-viz", "--prompt", "a red cube", "--model", tiny_model_dir, "--out", out, "--steps", 2,
                      "--step-range", rng, "--components", 0, "--from", "down", "--from", "mid", "--quiet")
         assert result.exit_code == 0, result.output
-        assert sorted(p.name for p in (out / "a-red-cube" / "attention").iterdir()) == ["maps.npz",
+        assert sorted(p.name for p in (out / "a-red-cube" / "attention").iterdir()) == ["maps.npz", "run.json",
                                                                                        "source-cross.png"]
         saved[rng] = np.load(out / "a-red-cube" / "attention" / "maps.npz")["source"]
-    assert saved["0:0.5"].shape == (5, 4, 4)  # default side: latent 16 / 4
+    assert saved["0:0.5"].shape == (5, 16, 16)  # default side: latent side / 4 (4) is under 16: the latent's 16
     assert not np.allclose(saved["0:0.5"], saved["0.5:1"], atol=1e-4)
 
 

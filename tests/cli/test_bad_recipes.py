@@ -1,4 +1,6 @@
-"""Each bad recipe gives its one exact line, from `p2p validate` (no model) and from `p2p edit` (nothing written)."""
+"""Each bad recipe gives its one exact line, from `p2p validate` (no model) and from `p2p edit` (nothing written).
+
+An edit is named both ways: edits[0] as the recipe's list (and --set edits.0...) counts, edit-1 as the files do."""
 
 from __future__ import annotations
 
@@ -7,28 +9,28 @@ import pytest
 OK_EDIT = {"target": "a dog"}
 CASES = [
     ("unknown key", {"source": "a cat", "edits": [{"target": "a dog", "colour": "red"}]},
-     "edits[0].colour: unknown key (remove it or check its spelling)"),
+     "edits[0].colour (edit-1): unknown key (remove it or check its spelling)"),
     ("unknown top key", {"source": "a cat", "stepz": 3, "edits": [OK_EDIT]},
      "stepz: unknown key (remove it or check its spelling)"),
     ("tau above 1", {"source": "a cat", "edits": [{"target": "a dog", "cross_replace": 1.2}]},
-     "edits[0].cross_replace: tau 1.2 is outside [0, 1]"),
+     "edits[0].cross_replace (edit-1): tau 1.2 is outside [0, 1]"),
     ("start after end", {"source": "a cat", "edits": [{"target": "a dog", "self_replace": [0.6, 0.2]}]},
-     "edits[0].self_replace: start 0.6 is after end 0.2"),
+     "edits[0].self_replace (edit-1): start 0.6 is after end 0.2"),
     ("per-word end above 1", {"source": "a cat", "edits": [{"target": "a dog", "cross_replace": {"dog": [0, 1.2]}}]},
-     "edits[0].cross_replace: [dog] end 1.2 is above 1"),
+     "edits[0].cross_replace (edit-1): [dog] end 1.2 is above 1"),
     ("replace with unequal word counts", {"source": "a cat", "edits": [{"target": "a big dog", "type": "replace"}]},
-     "edits[0].type: replace needs the same number of words in source (2) and target (3);"
+     "edits[0].type (edit-1): replace needs the same number of words in source (2) and target (3);"
      " use type: refine to add or remove words"),
     ("reweight without factors", {"source": "a cat", "edits": [{"target": "a cat", "type": "reweight"}]},
-     "edits[0]: type reweight needs reweight factors, e.g. reweight: {smiling: 5}"),
+     "edits[0] (edit-1): type reweight needs reweight factors, e.g. reweight: {smiling: 5}"),
     ("reweighted word not in prompt",
      {"source": "a smiling bunny doll", "edits": [{"target": "a smiling bunny doll", "reweight": {"happy": 2}}]},
-     'edits[0].reweight.happy: "happy" is not in the prompt; its words are: a, smiling, bunny, doll'),
+     'edits[0].reweight.happy (edit-1): "happy" is not in the prompt; its words are: a, smiling, bunny, doll'),
     ("blend word in neither prompt",
      {"source": "a cat", "edits": [{"target": "a dog", "local_blend": {"words": ["tiger"]}}]},
-     'edits[0].local_blend.words: "tiger" is in neither prompt; source words: a, cat; target words: a, dog'),
+     'edits[0].local_blend.words (edit-1): "tiger" is in neither prompt; source words: a, cat; target words: a, dog'),
     ("prompt over 77 tokens", {"source": "a cat", "edits": [{"target": " ".join(["dog"] * 80)}]},
-     "edits[0].target: the prompt has 82 tokens with start and end; the model takes at most 77: shorten it"),
+     "edits[0].target (edit-1): the prompt has 82 tokens with start and end; the model takes at most 77: shorten it"),
     ("bad size", {"source": "a cat", "size": 100, "edits": [OK_EDIT]}, "size: 100 is not a positive multiple of 8"),
     ("missing source", {"edits": [OK_EDIT]}, "source: required, but missing"),
     ("no edits", {"source": "a cat", "edits": []}, "edits: List should have at least 1 item after validation, not 0"),
@@ -61,6 +63,7 @@ def test_validate_reports_every_recipe_and_summarises_good_ones(cli, write_recip
     result = cli("validate", good, bad)
     assert result.exit_code == 2
     assert f"ok {good}\n" in result.stdout
-    assert "  edit 1: reweight 'a smiling bunny doll' (cross 0.8; self 0.4; reweight smiling x5)" in result.stdout
-    assert "edits[0].cross_replace: tau 2 is outside [0, 1]" in result.stderr
+    assert '  edit-1 (edits[0]): reweight "a smiling bunny doll"\n' in result.stdout
+    assert "      cross_replace 0.8; self_replace 0.4; reweight smiling x5\n" in result.stdout
+    assert "edits[0].cross_replace (edit-1): tau 2 is outside [0, 1]" in result.stderr
     assert cli("validate", good).exit_code == 0

@@ -30,7 +30,7 @@ def test_writes_images_grid_and_run_json(small, cli, write_recipe, tiny_model_di
         assert Image.open(folder / name).size == (128, 128)
     grid = Image.open(folder / "grid.png")
     assert grid.width == 3 * (128 + PAD) + PAD  # source, edit-1, edit-2 on one row
-    assert 128 + 2 * PAD < grid.height < 2 * 128  # one row of images with captions under them
+    assert 2 * (128 + 2 * PAD) < grid.height < 4 * 128  # the images, and edit-1's blend mask under it
     assert result.stdout.startswith(f"wrote {folder}/ (3 images, ")
     assert result.stdout.count("\n") == 1
 
@@ -110,7 +110,7 @@ def test_set_overrides_fields_before_validation(cli, write_recipe, tiny_model_di
 @pytest.mark.parametrize(
     "assignment, line",
     [
-        ("edits.0.cross_replace=1.5", "edits[0].cross_replace: tau 1.5 is outside [0, 1]"),
+        ("edits.0.cross_replace=1.5", "edits[0].cross_replace (edit-1): tau 1.5 is outside [0, 1]"),
         ("edits.5.target=a cat", "--set edits.5.target=a cat: edits[5] does not exist (edits has 2 items)"),
         ("guidance", "--set guidance: expected KEY=VALUE, e.g. --set edits.0.cross_replace=0.6"),
     ],
@@ -135,7 +135,7 @@ def test_tokenizer_problems_are_reported_before_sampling(small, cli, write_recip
     data = {**small, "edits": [{**small["edits"][0], "local_blend": {"words": ["tiger"]}}]}
     result = cli("edit", write_recipe(data), "--model", tiny_model_dir, "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert '  edits[0].local_blend.words: "tiger" is in neither prompt;' in result.stderr
+    assert '  edits[0].local_blend.words (edit-1): "tiger" is in neither prompt;' in result.stderr
     assert not (tmp_path / "out" / "small").exists()
 
 

@@ -50,9 +50,23 @@ def test_invert_once_then_edit_from_the_cache(cli, write_recipe, tiny_model_dir,
     assert run["inversion"]["cached"] is True and run["inversion"]["key"] == inv["key"]
     assert run["inversion"]["image"] == str(picture.resolve())
     assert run["images"]["input"] == "input.png" and "invert" in run["seconds"]
-    assert run["recipe"]["image"] == "photo.png" and run["recipe"]["inversion"] == "negative-prompt"
+    # the stored recipe names the picture the run inverted, next to run.json: it replays from the folder
+    assert run["recipe"]["image"] == "input.png" and run["recipe"]["crop"] is None
+    assert run["recipe"]["inversion"] == "negative-prompt"
     same = [np.asarray(Image.open(f), np.int16) for f in (out / "photo" / "source.png", folder / "source.png")]
     assert np.abs(same[0] - same[1]).max() <= 1  # the edit's source row is the reconstruction
+
+    moved = tmp_path / "elsewhere" / "real"  # the folder moved: its record still replays, from the cache
+    moved.parent.mkdir()
+    folder.rename(moved)
+    result = cli("edit", moved / "run.json", "--model", tiny_model_dir, "--out", tmp_path / "again")
+    assert result.exit_code == 0, result.output
+    assert "reusing the negative-prompt inversion of input.png from the cache" in result.stderr
+    again = json.loads((tmp_path / "again" / "real" / "run.json").read_text())
+    assert again["inversion"]["key"] == inv["key"]  # input.png holds exactly the pixels that were inverted
+    for name in ("source.png", "edit-1.png", "edit-2.png"):
+        pair = [np.asarray(Image.open(d / name), np.int16) for d in (moved, tmp_path / "again" / "real")]
+        assert np.abs(pair[0] - pair[1]).max() <= 1, name
 
 
 @pytest.mark.parametrize(

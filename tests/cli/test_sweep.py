@@ -50,12 +50,11 @@ def test_sweep_writes_images_grid_metrics_and_plot(small, cli, write_recipe, tin
 
 def test_two_dimensional_sweep_without_clip_says_why(cli, write_recipe, tiny_model_dir, tmp_path):
     result = cli("sweep", write_recipe(), "--model", tiny_model_dir, "--out", tmp_path, "--steps", "2",
-                 "--tau", "0.8", "--self-tau", "0:0.4:0.4", "--edit", "2", "--clip", "none", "--pick")
+                 "--tau", "0.8", "--self-tau", "0:0.4:0.4", "--edit", "2", "--clip", "none")
     assert result.exit_code == 0, result.output
     folder = tmp_path / "small" / "sweep"
     assert {"edit-2-tau-0.8-self-0.png", "edit-2-tau-0.8-self-0.4.png"} <= {p.name for p in folder.iterdir()}
     assert result.stderr.count("CLIP columns are empty: --clip none") == 1
-    assert "edit-2: no clip scores, so no point picked" in result.stderr
     assert result.stdout.startswith(f"wrote {folder}/ (2 points, ")
     rows = list(csv.DictReader((folder / "metrics.csv").open()))
     assert [r["clip"] for r in rows] == ["", ""] and [r["self_tau"] for r in rows] == ["0", "0.4"]
@@ -69,8 +68,17 @@ def test_bad_input_is_exit_2_before_any_model(cli, write_recipe, tmp_path):
         ([], "error: nothing to sweep: give --tau"),
         (["--tau", "0.5", "--edit", "3"], "error: --edit 3: the recipe has 2 edits (1 to 2)"),
         (["--tau", "0.5", "--pick-keep", "fid>=2"], "fid is not one of ssim, psnr"),
+        (["--tau", "0.5", "--pick", "--clip", "none"], "error: --pick by clip needs CLIP scores, but --clip is none"),
     ]:
         result = cli("sweep", recipe, "--model", nowhere, "--out", tmp_path / "out", *args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_pick_without_a_clip_model_fails_before_sampling(cli, write_recipe, tiny_model_dir, tmp_path):
+    result = cli("sweep", write_recipe(), "--model", tiny_model_dir, "--out", tmp_path, "--steps", "2",
+                 "--tau", "0.8", "--pick", "--clip", str(tmp_path / "no-clip-here"))
+    assert result.exit_code == 2, result.output
+    assert "error: --pick by clip needs a CLIP model: " in result.stderr
+    assert "points in" not in result.stderr and not (tmp_path / "small").exists()  # nothing was sampled

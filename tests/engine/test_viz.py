@@ -140,8 +140,12 @@ def test_mask_picture_keeps_the_image_inside_and_dims_outside():
     assert torch.allclose(pic[:, mask == 0], image[:, mask == 0] * DIM)
 
 
-def test_res_defaults_to_a_quarter_of_the_latent_and_must_exist(tiny_model):
-    assert pick_res(tiny_model, (16, 16), ("down", "up")) == 4
+def test_res_defaults_to_a_quarter_of_the_latent_but_at_least_16_and_must_exist(tiny_model):
+    from p2p_cli.analysis.maps import default_res
+
+    assert [default_res((s, s)) for s in (8, 16, 64, 128)] == [8, 16, 16, 32]  # SD 512 px: 16, SDXL: 32
+    assert pick_res(tiny_model, (16, 16), ("down", "up")) == 16  # a 4x4 map cannot place an object
+    assert pick_res(tiny_model, (16, 16), ("mid",)) == 4  # the nearest side there is
     assert pick_res(tiny_model, (16, 16), ("down", "up"), 8) == 8
     with pytest.raises(ValueError, match="the sides are 4, 8, 16"):
         pick_res(tiny_model, (16, 16), ("down", "up"), 2)

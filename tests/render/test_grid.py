@@ -37,10 +37,34 @@ def test_grid_layout_baselines_under_their_edits():
     assert [(t.row, t.col) for t in tiles] == [(0, 0), (0, 1), (0, 2), (1, 2)]
     assert tiles[1].marked == {1} and tiles[1].title == "edit-1 · reweight · smiling x5"  # word 1: "smiling"
     assert tiles[2].marked == {1} and tiles[3].marked == {1}  # "sad"
-    grid = make_grid(tiles)
-    assert grid.width == 3 * (48 + PAD) + PAD
-    assert grid.height > 2 * (32 + PAD)
-    assert grid.getpixel((PAD + 2 * (48 + PAD), 0)) == (255, 255, 255)  # background between images
+    grid = make_grid(tiles)  # 32 px high: scaled up 4x (nearest) to MIN_TILE, so labels fit
+    assert grid.width == 3 * (4 * 48 + PAD) + PAD
+    assert grid.height > 2 * (4 * 32 + PAD)
+    assert grid.getpixel((PAD + 2 * (4 * 48 + PAD), 0)) == (255, 255, 255)  # background between images
+
+
+def test_small_pictures_are_scaled_up_nearest_and_titles_wrap_rather_than_cut():
+    from p2p_cli.render.grid import MIN_TILE, Tile
+
+    image = torch.zeros(3, 64, 64)
+    image[:, :32] = 1.0  # top half white
+    grid = make_grid([Tile(image, "edit-1 · reweight · smiling x5 · small x-1 · big x3", "a big smiling doll")])
+    assert grid.width == MIN_TILE + 2 * PAD
+    assert grid.getpixel((PAD, PAD + 63)) == (255, 255, 255) and grid.getpixel((PAD, PAD + 64)) == (0, 0, 0)
+    one_line = make_grid([Tile(image, "edit-1", "a big smiling doll")])
+    assert grid.height > one_line.height  # the long title took more lines: nothing cut
+
+
+def test_grid_shows_the_input_and_the_blend_masks():
+    prompts = ["a red cat", "a blue cat", "a green cat", "a blue cat"]
+    roles = ["source", "edit-1", "edit-2", "baseline-1"]
+    tiles = edit_tiles(torch.rand(4, 3, 16, 16), prompts, roles, {1: "replace", 2: "replace"}, {},
+                       masks={2: torch.ones(16, 16)}, picture=torch.rand(3, 16, 16))
+    assert [(t.title.split(" · ")[0], t.row, t.col) for t in tiles] == [
+        ("input", 0, 0), ("source", 0, 1), ("edit-1", 0, 2), ("edit-2", 0, 3), ("baseline-1", 1, 2),
+        ("edit-2", 2, 3)]
+    assert tiles[-1].title == "edit-2 · blend mask" and tiles[-1].image.shape == (3, 16, 16)
+    assert tiles[3].title == "edit-2 · replace · local blend" and tiles[2].title == "edit-1 · replace"
 
 
 def test_only_the_added_occurrence_of_a_repeated_word_is_marked():

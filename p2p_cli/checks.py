@@ -1,0 +1,132 @@
+"""Every problem of a recipe that needs only a tokenizer (no torch): words that must be in a prompt, prompts over
+the token limit, reweight targets that tokenize differently. plan.check_recipe is this; `p2p validate` uses it
+with the offline CLIP tokenizer, so it never imports the engine."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+from p2p_cli.recipe import Recipe
+from p2p_cli.text.tokens import PromptError, find_tokens, token_ids, word_spans
+from p2p_cli.text.words import same_words, split_words
+
+
+def clip_tokenizer():
+    """The real CLIP BPE tokenizer of SD v1 from the shipped files (as arch.clip_tokenizer, without torch)."""
+    from transformers import CLIPTokenizer  # about 0.6 s, and no torch
+
+    folder = resources.files("p2p_cli") / "assets" / "clip_tokenizer"
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77,
+                         pad_token="<|endoftext|>")
+
+
+class _Problems(list):
+    """Collects "path: message" lines."""
+
+    def run(self, path: str, fn, *args):
+        try:
+            return fn(*args)
+        except PromptError as err:
+            self.append(f"{path}: {err}")
+            return None
+
+
+def _in_either(tokenizer: Any, path: str, words: list[str], source: str, target: str, problems: _Problems) -> None:
+    for word in words:
+        found = False
+        for prompt in (source, target):
+            try:
+                find_tokens(tokenizer, prompt, word)
+                found = True
+            except PromptError:
+                pass
+        if not found:
+            problems.append(
+                f"{path}: \"{word}\" is in neither prompt; source words: {', '.join(split_words(source))};"
+                f" target words: {', '.join(split_words(target))}"
+            )
+
+
+def recipe_problems(recipe: Recipe, tokenizer: Any) -> list[str]:
+    """The problems plan.compile_plan would raise, in its order, as "path: message" lines."""
+    problems = _Problems()
+    source_ok = problems.run("source", token_ids, tokenizer, recipe.source) is not None
+    if recipe.negative_prompt:
+        problems.run("negative_prompt", token_ids, tokenizer, recipe.negative_prompt)
+    for i, edit in enumerate(recipe.edits):
+        if problems.run(f"edits[{i}].target", token_ids, tokenizer, edit.target) is None or not source_ok:
+            continue
+        if edit.type == "replace":
+            word_spans(tokenizer, recipe.source), word_spans(tokenizer, edit.target)
+        elif edit.type == "reweight":
+            if not same_words(recipe.source, edit.target):
+                problems.append(f"edits[{i}].type: reweight keeps the source's words; to change words use type"
+                                " replace or refine with reweight on top")
+            elif token_ids(tokenizer, recipe.source) != token_ids(tokenizer, edit.target):
+                problems.append(f"edits[{i}].target: reweight needs the target to tokenize as the source does"
+                                " (check punctuation)")
+        for word in recipe.cross_for(edit).words:
+            problems.run(f"edits[{i}].cross_replace.{word}", find_tokens, tokenizer, edit.target, word)
+        for word in edit.reweight or {}:
+            problems.run(f"edits[{i}].reweight.{word}", find_tokens, tokenizer, edit.target, word)
+        if edit.local_blend is not None:
+            lb = edit.local_blend
+            _in_either(tokenizer, f"edits[{i}].local_blend.words", lb.words, recipe.source, edit.target, problems)
+            _in_either(tokenizer, f"edits[{i}].local_blend.subtract", lb.subtract, recipe.source, edit.target,
+                       problems)
+    return list(problems)
+
+
+# other tools' prompt weighting, which p2p reads as plain text: `(word:1.2)`, `((word))`, `[word]`
+_WEIGHT_SYNTAX = re.compile(r"\([^()]*:\s*-?\d+(?:\.\d*)?\s*\)|\(\([^()]+\)\)|\[[^\[\]]+\]")
+
+
+DDIM_GUIDANCE = 2.0  # above this, plain DDIM inversion drifts visibly
+
+
+def ddim_warning(where: str, guidance: float) -> str:
+    return (f"{where}: ddim at guidance {guidance:g} drifts: plain DDIM inversion retraces the picture only without"
+            " guidance, so the reconstruction (and every edit) comes out far from it; use null-text (the default) or"
+            " negative-prompt, or guidance: 1")
+
+
+def recipe_warnings(recipe: Recipe) -> list[str]:
+    """Likely mistakes that still make a valid recipe, as "path: message" lines (no tokenizer needed)."""
+    warnings = []
+    prompts = [("source", recipe.source), ("negative_prompt", recipe.negative_prompt)]
+    prompts += [(f"edits[{i}].target", e.target) for i, e in enumerate(recipe.edits)]
+    for path, prompt in prompts:
+        for m in _WEIGHT_SYNTAX.finditer(prompt or ""):
+            text, _, factor = m.group(0).strip("()[]").partition(":")
+            words = " ".join(split_words(text)) or text
+            warnings.append(f"{path}: {m.group(0)!r} looks like another tool's prompt weighting, which p2p does not"
+                            f" read (the model gets the brackets and numbers as text); write the words plainly and"
+                            f" weight them in an edit with reweight: {{{words}: {factor.strip() or 'FACTOR'}}}")
+    if recipe.image is not None and recipe.inversion_method == "ddim" and recipe.guidance > DDIM_GUIDANCE:
+        warnings.append(ddim_warning("inversion", recipe.guidance))
+    n_words = len(split_words(recipe.source))
+    for i, edit in enumerate(recipe.edits):
+        if same_words(recipe.source, edit.target) and not edit.reweight:
+            warnings.append(f"edits[{i}].target: the same words as the source and no reweight: this edit renders"
+                            " the source again; change a word, or add reweight: {word: factor}")
+        for field, keys in (("reweight", list(edit.reweight or {})),
+                            ("cross_replace", list(edit.cross_replace.words) if edit.cross_replace else [])):
+            seen: dict[tuple[str, ...], str] = {}
+            for key in keys:
+                norm = tuple(split_words(key))
+                if norm in seen:
+                    warnings.append(f"edits[{i}].{field}: {seen[norm]!r} and {key!r} name the same word (words match"
+                                    f" without case or punctuation); only the last one, {key!r}, applies")
+                seen[norm] = key
+        if edit.type == "replace" and n_words >= 3:
+            changed = sum(a != b for a, b in zip(split_words(recipe.source), split_words(edit.target)))
+            if changed * 2 > n_words:
+                warnings.append(f"edits[{i}].target: this replace swaps {changed} of {n_words} words, so little"
+                                " of the source's layout carries over; check the target (a word swap changes a"
+                                " few words), or use type: refine")
+        if edit.type == "reweight" and edit.baseline:
+            warnings.append(f"edits[{i}].baseline: a reweight edit's prompt is the source's, so its baseline would"
+                            " be the source picture again; it is not rendered")
+    return warnings
