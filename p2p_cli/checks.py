@@ -103,7 +103,8 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
             words = " ".join(split_words(text)) or text
             warnings.append(f"{path}: {m.group(0)!r} looks like another tool's prompt weighting, which p2p does not"
                             f" read (the model gets the brackets and numbers as text); write the words plainly and"
-                            f" weight them in an edit with reweight: {{{words}: {factor.strip() or 'FACTOR'}}}")
+                            f" weight them in an edit with reweight: {{{words}: {factor.strip() or 'FACTOR'}}} (or use"
+                            f" `p2p edit --prompt`, whose inline syntax reads (word:1.5))")
     if recipe.image is not None and recipe.inversion_method == "ddim" and recipe.guidance > DDIM_GUIDANCE:
         warnings.append(ddim_warning("inversion", recipe.guidance))
     n_words = len(split_words(recipe.source))

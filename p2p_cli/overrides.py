@@ -152,3 +152,26 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
         except ValueError as err:
             raise RecipeError([str(err)], source) from None
     return parse_recipe(data, source, default_name=name or default_name(path))
+
+
+def inline_recipes(prompts: list[str], overrides: list[str] | None = None) -> list[tuple[str, Recipe | RecipeError]]:
+    """The recipes inline prompts expand to (text/inline.py), labelled "--prompt" (or "--prompt#k"), with the
+    overrides applied; an invalid one comes as its RecipeError."""
+    from p2p_cli.text.inline import InlineError, expand
+
+    out: list[tuple[str, Recipe | RecipeError]] = []
+    for k, text in enumerate(prompts, 1):
+        label = "--prompt" if len(prompts) == 1 else f"--prompt#{k}"
+        try:
+            data = expand(text)
+            if overrides:
+                data = apply_overrides(data, overrides)
+            out.append((label, parse_recipe(data, label)))
+        except InlineError as err:
+            out.append((label, RecipeError([f"prompt: {err}"], label)))
+        except RecipeError as err:
+            out.append((label, err))
+        except ValueError as err:
+            out.append((label, RecipeError([str(err)], label)))
+    return out
+

@@ -17,7 +17,7 @@ from p2p_cli.cli.common import STDIN_ONCE, check_name, dtype_name, model_key, pr
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.cli.validate import warn
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
-from p2p_cli.overrides import read_recipes
+from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
 if TYPE_CHECKING:  # the engine (torch, diffusers) is imported once a command runs a model, not for help
@@ -47,7 +47,8 @@ class Job:
 
 
 def edit(
-    recipes: o.RecipeArgs,
+    recipes: o.OptionalRecipeArgs = None,
+    prompt: o.InlinePrompts = None,
     out: o.OutDir = Path("outputs"),
     model: o.ModelSpec = None,
     device: o.DeviceOpt = o.Device.auto,
@@ -72,7 +73,10 @@ def edit(
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):
-        jobs = read_jobs(recipes, overrides, out, model)  # everything is validated before any model loads
+        if not recipes and not prompt:
+            raise UsageError("nothing to edit: give a RECIPE or --prompt \"a [cat->dog] on a mat\"")
+        # everything is validated before any model loads
+        jobs = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [])
         check_out(out)
         use_threads(threads)
         from p2p_cli.models import pick_device, pick_dtype
@@ -88,12 +92,15 @@ def edit(
     raise typer.Exit(EXIT_INVALID if EXIT_INVALID in codes else EXIT_FAILED if EXIT_FAILED in codes else EXIT_OK)
 
 
-def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None) -> list[Job]:
-    """Validate every recipe (reporting all problems of all of them); raise typer.Exit(2) if any is invalid."""
+def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None,
+              prompts: list[str] | tuple = ()) -> list[Job]:
+    """Validate every recipe, and the inline prompts' recipes (reporting all problems of all of them); raise
+    typer.Exit(2) if any is invalid."""
     if paths.count("-") > 1:
         raise UsageError(STDIN_ONCE)
     jobs, invalid = [], []
-    for label, recipe in (item for path in paths for item in read_recipes(path, overrides)):
+    items = [item for path in paths for item in read_recipes(path, overrides)] + inline_recipes(list(prompts), overrides)
+    for label, recipe in items:
         try:
             if isinstance(recipe, RecipeError):
                 raise recipe

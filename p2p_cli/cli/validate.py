@@ -11,20 +11,26 @@ import typer
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, name_edits, report
-from p2p_cli.overrides import read_recipes
+from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
 
-def validate(recipes: o.RecipeArgs, set_: o.Sets = None, debug: o.Debug = False) -> None:
+def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = None, set_: o.Sets = None,
+             debug: o.Debug = False) -> None:
     """Check recipes (schema, picture, words/tokens against the CLIP tokenizer of SD v1) without a model; print
     every setting each resolves to."""
     code = EXIT_OK
     with handled(debug):
+        recipes = recipes or []
+        if not recipes and not prompt:
+            raise UsageError("nothing to check: give a RECIPE or --prompt \"a [cat->dog] on a mat\"")
         if recipes.count("-") > 1:
             raise UsageError(STDIN_ONCE)
         tokenizer = None
-        for path in recipes:
-            for label, recipe in read_recipes(path, list(set_ or [])):
+        groups = [read_recipes(path, list(set_ or [])) for path in recipes]
+        groups.append(inline_recipes(list(prompt or []), list(set_ or [])))
+        for group in groups:
+            for label, recipe in group:
                 try:
                     if isinstance(recipe, RecipeError):
                         raise recipe
@@ -42,8 +48,21 @@ def validate(recipes: o.RecipeArgs, set_: o.Sets = None, debug: o.Debug = False)
                     continue
                 warn(recipe, label)
                 print(f"ok {label}")
+                if label.startswith("--prompt"):  # what the inline prompt expands to, as a recipe file
+                    print(expansion(recipe))
                 print(summary(recipe, image))
     raise typer.Exit(code if code == EXIT_OK else EXIT_INVALID)
+
+
+def expansion(recipe: Recipe) -> str:
+    """The recipe an inline prompt expands to, as YAML lines (indented), ready to paste into a file."""
+    import yaml
+
+    data = {"name": recipe.name, "source": recipe.source,
+            "edits": [{k: v for k, v in (("target", e.target), ("type", e.type), ("reweight", e.reweight))
+                       if v is not None} for e in recipe.edits]}
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip()
+    return "  expands to:\n" + "\n".join("    " + line for line in text.splitlines())
 
 
 def warn(recipe: Recipe, label: str, model: str | None = None) -> None:

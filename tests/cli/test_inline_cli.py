@@ -1,0 +1,31 @@
+"""`p2p edit --prompt` and `p2p validate --prompt`: an inline edit runs like the recipe it expands to."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_edit_an_inline_prompt(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    result = cli("edit", "--prompt", "a painting of a [squirrel->lion|tiger] eating a (burger:2)",
+                 "--model", tiny_model_dir, "--out", out, "--steps", 2, "--json")
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)
+    folder = out / "a-painting-of-a-squirrel-eating-a-burger"
+    assert line["out"] == str(folder)
+    run = json.loads((folder / "run.json").read_text())
+    assert [e["target"] for e in run["recipe"]["edits"]] == ["a painting of a lion eating a burger",
+                                                              "a painting of a tiger eating a burger"]
+    assert run["recipe"]["edits"][0]["reweight"] == {"burger": 2.0}
+    assert run["recipe_file"] == "--prompt"
+
+
+def test_validate_shows_the_expansion_and_a_bad_prompt_is_exit_2(cli, tmp_path):
+    result = cli("validate", "--prompt", "a [cat->dog] on a mat")
+    assert result.exit_code == 0, result.output
+    assert "expands to:" in result.stdout and "target: a dog on a mat" in result.stdout
+    bad = cli("edit", "--prompt", "a [cat on a mat", "--out", tmp_path)
+    assert bad.exit_code == 2
+    assert "--prompt: invalid recipe" in bad.stderr and "unmatched or malformed '['" in bad.stderr
+    none = cli("edit", "--out", tmp_path)
+    assert none.exit_code == 2 and "nothing to edit" in none.stderr
