@@ -60,3 +60,15 @@ def test_the_engine_never_imports_typer_rich_or_pil():
                     [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
                 wrong += [f"{name} imports {m}" for m in mods if m.split(".")[0] in ("typer", "rich", "PIL", "click")]
     assert wrong == []
+
+
+def test_no_command_module_imports_another():
+    """cli/: each command's module stands on the API and the shared cli modules, never on another command."""
+    commands = {"edit", "validate", "attn_viz", "invert", "sweep", "bench", "show"}
+    wrong = []
+    for name in commands:
+        for target in imports(PACKAGE / "cli" / f"{name}.py"):
+            other = target.split(".")[2] if target.startswith("p2p_cli.cli.") else None
+            if other in commands and other != name:
+                wrong.append(f"cli/{name}.py imports {target}")
+    assert wrong == []

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import check_name, model_key, progress_bar, use_threads
-from p2p_cli.cli.edit import Job, check_folders, check_out, read_jobs, run_jobs
+from p2p_cli.cli.jobs import Job, check_folders, check_out, read_jobs, run_jobs
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
 from p2p_cli.overrides import apply_overrides
 from p2p_cli.recipe import RecipeError, parse_recipe

@@ -16,7 +16,7 @@ from rich.console import Console
 from p2p_cli.cli import options as o
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.files.outputs import DTYPE_NAMES, atomic_folder, check_free, library_versions, write_json
-from p2p_cli.files.real import RealPicture, resolve_image  # noqa: F401 (resolve_image: cli.edit takes it from here)
+from p2p_cli.files.real import RealPicture
 from p2p_cli.recipe import DEFAULT_INVERSION, RecipeError
 
 if TYPE_CHECKING:  # the engine is imported once the command runs a model, not for help

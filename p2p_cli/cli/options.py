@@ -34,13 +34,13 @@ RecipeArgs = Annotated[
 OptionalRecipeArgs = Annotated[
     Optional[list[str]],
     typer.Argument(help="Recipe files (YAML, JSON lines, or a PNG p2p wrote); - reads standard input.",
-                   metavar="[RECIPE]...", show_default=False),
+                   metavar="RECIPE", show_default=False),
 ]
 InlinePrompts = Annotated[
     Optional[list[str]],
-    typer.Option("--prompt", "-p", show_default=False,
-                 help='An inline edit instead of a recipe: "a [cat->dog] on a mat", "a (smiling:5) doll",'
-                      ' "a house [->in winter]"; repeatable.'),
+    typer.Option("--prompt", "-p", show_default=False, metavar="TEXT",
+                 help='An inline edit instead of a recipe: "a \\[cat->dog] on a mat", "a (smiling:5) doll",'
+                      ' "a house \\[->in winter]"; repeatable.'),
 ]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; each recipe writes OUT/<name>/.")]
 ModelSpec = Annotated[

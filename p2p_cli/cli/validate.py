@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
 
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
-from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, name_edits, report
+from p2p_cli.cli.jobs import warn
+from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -65,45 +65,8 @@ def expansion(recipe: Recipe) -> str:
     return "  expands to:\n" + "\n".join("    " + line for line in text.splitlines())
 
 
-def warn(recipe: Recipe, label: str, model: str | None = None) -> None:
-    """Likely mistakes (checks.recipe_warnings, and words the bundled model never saw) on stderr, one
-    `warning:` line each. model: --model when given (it overrides the recipe's)."""
-    from p2p_cli.checks import recipe_warnings
-
-    lines = recipe_warnings(recipe)
-    if (model if model is not None else recipe.model) in (None, "shapes"):
-        lines += _unknown_words(recipe)
-    for line in lines:
-        print(f"warning: {label}: {name_edits(line)}", file=sys.stderr)
-
-
-def bundled_vocabulary() -> list[str]:
-    """Every word of the bundled shapes model's training captions (p2p_cli/shapes/captions.py)."""
-    from p2p_cli.shapes.captions import PLACE
-    from p2p_cli.shapes.world import BACKGROUNDS, COLOURS, SHAPES, SIZES
-    from p2p_cli.text.words import split_words
-
-    words = ["a", "and", "on", "background", *SIZES, *COLOURS, *SHAPES, *BACKGROUNDS]
-    words += [w for phrase in PLACE.values() for w in split_words(phrase)]
-    return list(dict.fromkeys(words))
-
-
-def _unknown_words(recipe: Recipe) -> list[str]:
-    from p2p_cli.text.words import split_words
-
-    known = set(bundled_vocabulary())
-    lines = []
-    prompts = [("source", recipe.source)] + [(f"edits[{i}].target", e.target) for i, e in enumerate(recipe.edits)]
-    for path, prompt in prompts:
-        unknown = [w for w in dict.fromkeys(split_words(prompt)) if w not in known]
-        if unknown:
-            lines.append(f"{path}: the bundled shapes model never saw {', '.join(map(repr, unknown))}; it knows only"
-                         f" the words of its captions ({' '.join(sorted(known))})")
-    return lines
-
-
 def _image(recipe: Recipe, label: str) -> Path | None:
-    from p2p_cli.cli.invert import resolve_image
+    from p2p_cli.files.real import resolve_image
 
     return resolve_image(recipe, label)
 

@@ -46,7 +46,7 @@ def test_help_validate_and_argument_errors_do_not_import_torch(args, code):
 def test_help_shows_flags_without_a_value_and_offers_completion():
     text = probe("edit", "--help").stdout
     assert "--overwrite" in text and "--threads" in text and "<bool>" not in text and "<list[str]>" not in text
-    assert "Usage: p2p edit [OPTIONS] {RECIPE}..." in text  # also as python -m p2p_cli
+    assert "Usage: p2p edit [OPTIONS] [RECIPE]..." in text  # also as python -m p2p_cli (recipes, or --prompt)
     assert "--install-completion" in probe("--help").stdout
     assert probe("--version").stdout.strip().startswith("p2p ")
 

@@ -139,7 +139,7 @@ def test_sigterm_in_a_real_process_while_sampling(write_recipe, tiny_model_dir, 
 
 def test_a_closed_stdout_stops_the_command_quietly(small, cli, write_recipe, tiny_model_dir, tmp_path, monkeypatch):
     """The JSON line of the first recipe meets a closed pipe: no error line, exit 141, the second recipe not run."""
-    import p2p_cli.cli.edit as edit
+    import p2p_cli.cli.jobs as edit
 
     def closed(*args, **kwargs):
         raise BrokenPipeError(32, "Broken pipe")
