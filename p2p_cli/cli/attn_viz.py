@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import check_name, model_key, progress_bar, use_threads
+from p2p_cli.cli.common import check_name, exit_code, model_key, overrides_from, progress_bar, use_threads
 from p2p_cli.cli.jobs import Job, check_folders, check_out, read_jobs, run_jobs
-from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
+from p2p_cli.cli.errors import UsageError, handled
 from p2p_cli.overrides import apply_overrides
 from p2p_cli.recipe import RecipeError, parse_recipe
 from p2p_cli.text.words import split_words
@@ -78,10 +78,7 @@ def attn_viz(
 ) -> None:
     """Draw the attention maps of every prompt (source and targets) into OUT/<name>/attention/: <k>-cross.png
     (one tile per token), <k>-self.png (top self-attention components), <k>-<word>.png, maps.npz, run.json."""
-    overrides = list(set_ or [])
-    overrides += [f"steps={steps}"] if steps is not None else []
-    overrides += [f"seed={seed}"] if seed is not None else []
-    overrides += [f"size={size}"] if size is not None else []
+    overrides = overrides_from(set_, steps=steps, seed=seed, size=size)
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):
@@ -115,8 +112,7 @@ def attn_viz(
         bar = None if quiet or not console.is_terminal else progress_bar(console)
         run_jobs(jobs, dev, dt, overrides=overrides, baseline=False, overwrite=overwrite, json_=json_,
                  attention="fused", allow_pickle=allow_pickle, log=log, bar=bar, debug=debug, viz=spec)
-    codes = {job.code for job in jobs}
-    raise typer.Exit(EXIT_INVALID if EXIT_INVALID in codes else EXIT_FAILED if EXIT_FAILED in codes else EXIT_OK)
+    raise typer.Exit(exit_code(job.code for job in jobs))
 
 
 def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, model: str | None) -> Job:

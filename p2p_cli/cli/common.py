@@ -95,3 +95,17 @@ def check_name(recipe: Recipe, path: str) -> None:
     why = name_problem(recipe.name or "")
     if why:
         raise RecipeError([f"name: {why}"], path)
+
+
+def overrides_from(sets: list[str] | None, **fields) -> list[str]:
+    """--set KEY=VALUE lines, then the shortcut options (--steps N is steps=N, ...) that were given."""
+    return list(sets or []) + [f"{key}={value}" for key, value in fields.items() if value is not None]
+
+
+def exit_code(codes) -> int:
+    """The command's exit code from its recipes' codes: 2 if any was invalid, else 1 if any failed, else 0."""
+    from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+
+    codes = set(codes)
+    return EXIT_INVALID if EXIT_INVALID in codes else EXIT_FAILED if EXIT_FAILED in codes else EXIT_OK
+

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import progress_bar, use_threads
-from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
+from p2p_cli.cli.common import exit_code, overrides_from, progress_bar, use_threads
+from p2p_cli.cli.errors import UsageError, handled
 from p2p_cli.cli.jobs import check_folders, check_out, default_viz, read_jobs, run_jobs
 
 
@@ -35,9 +35,7 @@ def edit(
     debug: o.Debug = False,
 ) -> None:
     """Edit images as the recipes say; each recipe writes OUT/<name>/ (images, grid.png, run.json)."""
-    overrides = list(set_ or [])
-    overrides += [f"steps={steps}"] if steps is not None else []
-    overrides += [f"seed={seed}"] if seed is not None else []
+    overrides = overrides_from(set_, steps=steps, seed=seed)
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):
@@ -56,5 +54,4 @@ def edit(
         run_jobs(jobs, dev, dt, overrides=overrides, baseline=baseline, overwrite=overwrite, json_=json_,
                  attention=attention.value, allow_pickle=allow_pickle, log=log, bar=bar, debug=debug,
                  viz=default_viz() if save_attention else None)
-    codes = {job.code for job in jobs}
-    raise typer.Exit(EXIT_INVALID if EXIT_INVALID in codes else EXIT_FAILED if EXIT_FAILED in codes else EXIT_OK)
+    raise typer.Exit(exit_code(job.code for job in jobs))

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import check_name, model_key, progress_bar, use_threads
+from p2p_cli.cli.common import check_name, model_key, overrides_from, progress_bar, use_threads
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.files.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
@@ -71,9 +71,7 @@ def sweep(
 ) -> None:
     """Sweep tau (cross_replace) and/or self tau of a recipe's edits; writes OUT/<name>/sweep/ (images, sweep.png,
     metrics.csv, tradeoff.png, run.json)."""
-    overrides = list(set_ or [])
-    overrides += [f"steps={steps}"] if steps is not None else []
-    overrides += [f"seed={seed}"] if seed is not None else []
+    overrides = overrides_from(set_, steps=steps, seed=seed)
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):
