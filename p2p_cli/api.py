@@ -29,7 +29,12 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 
 class MapsError(ValueError):
-    """Attention maps that cannot be made as asked (a word in none of the prompts, a side the model lacks)."""
+    """Attention maps that cannot be made as asked (a word in none of the prompts, a side the model lacks);
+    `spec_error` is the analysis.maps.SpecError behind it (its field names the VizSpec setting)."""
+
+    def __init__(self, err):
+        self.spec_error = err
+        super().__init__(str(err))
 
 
 # --- models and recipes ------------------------------------------------------------------------------------
@@ -319,7 +324,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
         try:
             store, res = store_for(model, recipe, spec)
         except ValueError as err:
-            raise MapsError(str(err)) from None
+            raise MapsError(err) from None
     real = inversion
     if real is None and recipe.image is not None:
         from p2p_cli.files.real import prepare, resolve_image

@@ -95,3 +95,17 @@ def test_readme_python_section_runs(tmp_path, monkeypatch):
     code = "\n".join(blocks).replace('"outputs/my-edit"', repr(str(tmp_path / "my-edit")))
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "my-edit" / "grid.png").exists()
+
+
+def test_library_errors_name_fields_not_command_line_flags(shapes):
+    from p2p_cli.analysis.maps import VizSpec
+    from p2p_cli.api import MapsError
+
+    recipe = p2p.load_recipe(ROOT / "recipes" / "shapes-replace.yaml").model_copy(update=FAST)
+    with pytest.raises(MapsError) as info:
+        p2p.edit(shapes, recipe, maps=VizSpec(words=("dog",)))
+    assert str(info.value).startswith("words dog: in none of the prompts") and "--" not in str(info.value)
+    with pytest.raises(MapsError, match=r"^res 3: no cross-attention layer"):
+        p2p.edit(shapes, recipe, maps=VizSpec(res=3))
+    with pytest.raises(ValueError, match=r"^edit 5: the recipe has"):
+        p2p.sweep(shapes, recipe, tau=[0.2], edit_number=5)

@@ -80,7 +80,7 @@ def test_two_dimensional_sweep_of_one_edit():
 
 
 def test_bad_edit_number_and_empty_sweep():
-    with pytest.raises(ValueError, match=r"--edit 3: the recipe has 2 edits \(1 to 2\)"):
+    with pytest.raises(ValueError, match=r"^edit 3: the recipe has 2 edits \(1 to 2\)"):
         expand(two_edits(), [0.5], None, edit=3)
     with pytest.raises(ValueError, match="nothing to sweep"):
         expand(two_edits(), None, None)

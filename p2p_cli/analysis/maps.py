@@ -22,6 +22,18 @@ from p2p_cli.text.tokens import find_tokens, token_ids
 PLACES = ("down", "mid", "up")
 
 
+class SpecError(ValueError):
+    """A VizSpec (or sweep) setting that cannot work; `field` names it (the CLI shows its option instead)."""
+
+    def __init__(self, field: str, detail: str):
+        self.field, self.detail = field, detail
+        super().__init__(f"{field} {detail}")
+
+    def as_option(self) -> str:
+        """The message with the field as its command-line option (res -> --res, step_range -> --step-range)."""
+        return f"--{self.field.replace('_', '-')} {self.detail}"
+
+
 @dataclass(frozen=True)
 class VizSpec:
     """Which attention pictures to make and how to average their maps."""
@@ -54,7 +66,7 @@ def step_weights(steps: int, step_range: tuple[float, float] = (0.0, 1.0)) -> to
     a, b = step_range
     first, stop = int(a * steps), int(b * steps)
     if stop <= first:
-        raise ValueError(f"--step-range {a:g}:{b:g} holds none of the {steps} steps; widen it")
+        raise SpecError("step_range", f"{a:g}:{b:g} holds none of the {steps} steps; widen it")
     weights = torch.zeros(steps)
     weights[first:stop] = 1.0
     return weights
@@ -80,7 +92,7 @@ def pick_res(model: Model, latent_hw: tuple[int, int], places: tuple[str, ...], 
     if res is None:
         return nearest_side(sides, default_res(latent_hw))
     if res not in sides:
-        raise ValueError(f"--res {res}: no cross-attention layer in {', '.join(places)} has that side at this"
+        raise SpecError("res", f"{res}: no cross-attention layer in {', '.join(places)} has that side at this"
                          f" size; the sides are {', '.join(map(str, sides))}")
     return res
 
@@ -165,6 +177,6 @@ def store_for(model: Model, recipe, spec: VizSpec) -> tuple[AttentionStore, int]
     prompts = [recipe.source] + [e.target for e in recipe.edits]
     lost = missing_words(model.tokenizer, prompts, spec.words)
     if lost:
-        raise ValueError(f"--words {', '.join(lost)}: in none of the prompts ({' / '.join(prompts)})")
+        raise SpecError("words", f"{', '.join(lost)}: in none of the prompts ({' / '.join(prompts)})")
     res = pick_res(model, latent_size(model, recipe.size), spec.places, spec.res)
     return viz_store(recipe.steps, res, spec.places, spec.step_range, spec.components > 0, model.device), res

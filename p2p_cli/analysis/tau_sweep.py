@@ -156,10 +156,12 @@ def expand(recipe: Recipe, taus: list[float] | None, self_taus: list[float] | No
     its self window with [0, self_tau). An axis that is not swept keeps the edit's own (resolved) window.
     """
     if taus is None and self_taus is None:
-        raise ValueError("nothing to sweep: give --tau, --self-tau or both")
+        raise ValueError("nothing to sweep: give tau (--tau), self_tau (--self-tau) or both")
     n = len(recipe.edits)
     if edit is not None and not 1 <= edit <= n:
-        raise ValueError(f"--edit {edit}: the recipe has {n} edit{'s' if n != 1 else ''} (1 to {n})")
+        from p2p_cli.analysis.maps import SpecError
+
+        raise SpecError("edit", f"{edit}: the recipe has {n} edit{'s' if n != 1 else ''} (1 to {n})")
     numbers = [edit] if edit is not None else list(range(1, n + 1))
     wants_baseline = [k for k in numbers if baseline or recipe.baseline or recipe.edits[k - 1].baseline]
     sweep = Sweep(recipe, taus, self_taus, numbers, wants_baseline)

@@ -93,15 +93,15 @@ def attn_viz(
             jobs = read_jobs(recipes, overrides, out, model)
         else:
             raise UsageError("nothing to draw: give a RECIPE or --prompt TEXT")
-        from p2p_cli.analysis.maps import step_weights
+        from p2p_cli.analysis.maps import SpecError, step_weights
 
         for job in jobs:  # attn-viz owns <name>/attention/ only: it never touches what `p2p edit` wrote
             job.folder, job.attention_only = job.folder / "attention", True
         for job in jobs:
             try:
                 step_weights(job.recipe.steps, spec.step_range)
-            except ValueError as err:
-                raise UsageError(f"{job.path}: {err}") from None
+            except SpecError as err:
+                raise UsageError(f"{job.path}: {err.as_option()}") from None
         use_threads(threads)
         from p2p_cli.models import pick_device, pick_dtype
 

@@ -173,7 +173,8 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
                                 progress=progress, invert_progress=invert_progress, recipe_file=job.path,
                                 overrides=overrides, source_only=job.source_only)
     except MapsError as err:
-        raise UsageError(str(err)) from None
+        spec_error = err.spec_error
+        raise UsageError(spec_error.as_option() if hasattr(spec_error, "as_option") else str(err)) from None
     real = result.real
     if real is not None:
         name = Path(real.path).name

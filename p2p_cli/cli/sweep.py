@@ -86,10 +86,12 @@ def sweep(
         check_name(parsed, recipe)
         if getattr(parsed, "image", None) is not None:
             raise UsageError(f"{recipe}: p2p sweep does not edit real pictures (image:) yet; sweep a generated source")
+        if taus is None and self_taus is None:
+            raise UsageError("nothing to sweep: give --tau, --self-tau or both")
         try:
             plan = expand(parsed, taus, self_taus, edit, baseline=baseline)
         except ValueError as err:
-            raise UsageError(str(err)) from None
+            raise UsageError(err.as_option() if hasattr(err, "as_option") else str(err)) from None
         folder = Path(out) / parsed.name / "sweep"
         check_free(folder, overwrite)  # before any model loads
         if pick_ and clip.lower() == "none":
