@@ -15,9 +15,7 @@ The fused path computes probabilities only in the layers a store wants, so only 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,81 +23,10 @@ import torch.nn.functional as F
 from p2p_cli.engine.control.edits import (
     edit_cross_explicit,
     edit_cross_gated,
-    fused_gates,
     mapped_values,
 )
-from p2p_cli.engine.control.store import AttentionStore
+from p2p_cli.engine.control.run import Control
 from p2p_cli.engine.layers import LayerInfo, layer_infos
-
-
-@dataclass
-class Control:
-    """Everything the processors read during one run: plan tensors, batch layout, mode, stores."""
-
-    n_prompts: int  # B: prompts in the batch, [source, targets..., baselines...]
-    n_targets: int  # n: controlled targets, rows 1..n
-    guided: bool  # UNet batch is [uncond x B, cond x B] when True, [cond x B] otherwise
-    latent_hw: tuple[int, int]
-    mapper: torch.Tensor  # (n, L, L)
-    aligned: torch.Tensor  # (n, L)
-    equalizer: torch.Tensor  # (n, L)
-    alpha: torch.Tensor  # (T, n, L) cross gate per step and token
-    self_gate: torch.Tensor  # (T, n) 1 where the target takes the source's self-attention
-    self_max_res: int  # self injection only in layers with max(h, w) <= this
-    explicit: bool = False
-    stores: list[AttentionStore] = field(default_factory=list)
-    dtype: torch.dtype = torch.float32  # the UNet's: the fused path's gates and mapper are made in it once
-
-    def __post_init__(self) -> None:
-        self.g_src, self.g_own = fused_gates(self.alpha, self.equalizer, self.aligned)  # (T, n, L) each
-        self.mapper_v = self.mapper.to(self.dtype)
-
-    def step_inputs(self) -> list[dict[str, torch.Tensor]]:
-        """Per sampling step, what the layers read (cross_attention_kwargs["p2p"]), each its own tensor:
-
-        step (0-dim long); v_gate (R, 1, L, 1): 1 except g_own on the targets' conditional rows;
-        src_gate (n, 1, L, 1): g_src; self_rows (R,): the row whose queries and keys each row takes in
-        self-injected layers (the source's cond row for an injected target, else its own). R = UNet batch rows.
-        When the fused path has stores (they record edited probabilities, float32; set them before this call):
-        probs_map (n, 1, L, L): the mapper with column j scaled by g_src[j]; probs_own (n, 1, 1, L): g_own.
-        """
-        rows_total = self.n_prompts * (2 if self.guided else 1)
-        c0, n = self.cond, self.n_targets
-        device = self.alpha.device
-        out = []
-        for i in range(self.alpha.shape[0]):
-            v_gate = torch.ones(rows_total, self.alpha.shape[-1], device=device)
-            v_gate[c0 + 1 : c0 + 1 + n] = self.g_own[i]
-            self_rows = torch.arange(rows_total, device=device)
-            self_rows[c0 + 1 : c0 + 1 + n] = torch.where(self.self_gate[i] > 0, c0, self_rows[c0 + 1 : c0 + 1 + n])
-            out.append({
-                "step": torch.tensor(i, device=device),
-                "v_gate": v_gate[:, None, :, None].to(self.dtype),
-                "src_gate": self.g_src[i][:, None, :, None].to(self.dtype).contiguous(),
-                "self_rows": self_rows,
-            })
-            if self.stores and not self.explicit:
-                out[-1]["probs_map"] = (self.mapper * self.g_src[i][:, None, :])[:, None].float()
-                out[-1]["probs_own"] = self.g_own[i][:, None, None, :].float().contiguous()
-        return out
-
-    @property
-    def cond(self) -> int:
-        """Row of the source's conditional branch in the UNet batch."""
-        return self.n_prompts if self.guided else 0
-
-    def layer_hw(self, tokens: int) -> tuple[int, int]:
-        """(h, w) of a layer with `tokens` image positions, derived from the latent size."""
-        lh, lw = self.latent_hw
-        return self._downscaled(math.isqrt((lh * lw) // tokens))
-
-    def side_hw(self, side: int) -> tuple[int, int]:
-        """(h, w) of a layer whose longer side is `side`."""
-        return self._downscaled(max(self.latent_hw) // side)
-
-    def _downscaled(self, factor: int) -> tuple[int, int]:
-        lh, lw = self.latent_hw
-        return lh // factor, lw // factor
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

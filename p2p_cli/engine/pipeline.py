@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.engine.attention import Control, controlled
+from p2p_cli.engine.attention import controlled
+from p2p_cli.engine.control.run import Control
 from p2p_cli.engine.layers import cross_sides, latent_size, layer_infos, level_sides, size_multiple
 from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
