@@ -272,7 +272,7 @@ class Result:
         return record
 
 
-def invert(model: Model, image: str | Path, prompt: str, *, method: str = "null-text", steps: int = 50,
+def invert(model: Model, image: str | Path, prompt: str, *, method: str = "direct", steps: int = 50,
            guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
            progress: Progress | None = None):
     """Invert a picture at the model's size (cached): a real.RealPicture to pass to edit(..., inversion=...).
@@ -341,7 +341,8 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
                    stores=[store] if store is not None else None,
                    latent=real.inversion.latent if real else None,
                    uncond_per_step=real.inversion.uncond if real else None,
-                   uncond_added=real.inversion.uncond_added if real else None, source_only=source_only)
+                   uncond_added=real.inversion.uncond_added if real else None, source_only=source_only,
+                   source_trajectory=real.inversion.trajectory if real else None)
     check_latents(run.latents, run.roles, recipe)  # diverged sampling (NaN, huge values) is a failure, not a picture
     seconds.update(run.seconds)
     attention_maps = None

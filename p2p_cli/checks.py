@@ -88,7 +88,7 @@ DDIM_GUIDANCE = 2.0  # above this, plain DDIM inversion drifts visibly
 
 def ddim_warning(where: str, guidance: float) -> str:
     return (f"{where}: ddim at guidance {guidance:g} drifts: plain DDIM inversion retraces the picture only without"
-            " guidance, so the reconstruction (and every edit) comes out far from it; use null-text (the default) or"
+            " guidance, so the reconstruction (and every edit) comes out far from it; use direct (the default), null-text or"
             " negative-prompt, or guidance: 1")
 
 

@@ -16,8 +16,8 @@ DEFAULT_CROSS_REPLACE = 0.8
 DEFAULT_SELF_REPLACE = 0.4
 
 EditType = Literal["replace", "refine", "reweight"]
-InversionMethod = Literal["null-text", "negative-prompt", "ddim"]
-DEFAULT_INVERSION: InversionMethod = "null-text"
+InversionMethod = Literal["direct", "null-text", "negative-prompt", "ddim"]
+DEFAULT_INVERSION: InversionMethod = "direct"
 Window = tuple[float, float]
 
 
@@ -203,7 +203,7 @@ class Recipe(BaseModel):
     baseline: bool = False
     image: str | None = Field(None, min_length=1)  # a real picture to edit (relative to the recipe file)
     crop: Annotated[tuple[int, int, int, int] | None, BeforeValidator(parse_crop)] = None  # else a centre crop
-    inversion: InversionMethod | None = None  # how `image` is inverted; None: null-text
+    inversion: InversionMethod | None = None  # how `image` is inverted; None: direct
     # SDXL's micro-conditioning, in pixels: (height, width), (top, left), (height, width); None: the picture's
     original_size: PairField = None
     crops_coords_top_left: PairField = None
@@ -227,7 +227,7 @@ class Recipe(BaseModel):
 
     @property
     def inversion_method(self) -> InversionMethod:
-        """How the picture is inverted: the recipe's `inversion`, else null-text."""
+        """How the picture is inverted: the recipe's `inversion`, else direct."""
         return self.inversion or DEFAULT_INVERSION
 
     def cross_for(self, edit: Edit) -> CrossSchedule:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the engine is imported once the command runs a model, not f
 
 
 class Method(str, Enum):
+    direct = "direct"
     null_text = "null-text"
     negative_prompt = "negative-prompt"
     ddim = "ddim"
@@ -67,7 +68,8 @@ Image = Annotated[Path, typer.Argument(help="The picture to invert (any format P
                                        show_default=False)]
 Prompt = Annotated[str, typer.Option("--prompt", "-p", help="What the picture shows: the source prompt of later edits.",
                                      show_default=False)]
-MethodOpt = Annotated[Method, typer.Option("--method", help="null-text (faithful), negative-prompt (fast) or ddim.")]
+MethodOpt = Annotated[Method, typer.Option(
+    "--method", help="direct (exact and fast; the default), null-text (optimised), negative-prompt (fast) or ddim.")]
 InvSteps = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps (edits must use the same).")]
 Guidance = Annotated[Optional[float], typer.Option(
     "--guidance", min=0.0, show_default=False,

@@ -1,9 +1,16 @@
-"""Real images: DDIM inversion, null-text inversion (Mokady et al. 2023) and negative-prompt inversion (Miyake et al.).
+"""Real images: direct inversion (Ju et al., "PnP Inversion", ICLR 2024), null-text inversion (Mokady et al. 2023),
+negative-prompt inversion (Miyake et al.) and plain DDIM inversion.
 
-All three start the same way: encode the picture (VAE mean x scaling factor) and run DDIM backwards with the
-source prompt at guidance 1, keeping the trajectory z*_0 .. z*_T. They differ in the unconditional embedding
-that guided sampling then uses at each step (algorithm.md, "Real images"):
-- ddim: the negative prompt's (as for generated sources); guided sampling drifts from the trajectory;
+All four start the same way: encode the picture (VAE mean x scaling factor) and run DDIM backwards with the
+source prompt at guidance 1, keeping the trajectory z*_0 .. z*_T. They differ in how guided sampling then
+stays on that trajectory:
+- direct: the source row is put back on the trajectory after every step (the paper's "add the difference"
+  z*_{t-1} - x_src to the source branch, which sets it to z*_{t-1}), so the source reconstructs the picture's
+  VAE encoding exactly and the targets edit from it; the unconditional embedding is the negative prompt's. No
+  optimisation, no extra UNet call: the difference is applied in the edit's own loop (the paper computes it
+  in a separate guided pass first; the source row's guided step from z*_t is the same in both, since the
+  control never changes the source row);
+- ddim: the negative prompt's embedding (as for generated sources); guided sampling drifts from the trajectory;
 - null-text: optimised per step so that the guided step from the current latent lands on z*_{t-1};
 - negative-prompt: the source prompt's own embedding, so guidance cancels on the source row (no optimisation).
 """
@@ -24,7 +31,7 @@ from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.engine.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict
 from p2p_cli.engine.sampler import Schedule, ddim_step, sample_ddim
 
-METHODS = ("null-text", "negative-prompt", "ddim")
+METHODS = ("direct", "null-text", "negative-prompt", "ddim")
 # progress(done, total) after each inversion step (null-text: T backward steps, then T optimised steps)
 Progress = Callable[[int, int], None]
 
@@ -51,6 +58,8 @@ class Inversion:
     vae_psnr: float | None = None  # PSNR of encode-then-decode against the picture: the ceiling of any method
     # the unconditional rows' extra conditioning, one row each (SDXL: pooled embedding, ids); {} for SD
     uncond_added: dict[str, torch.Tensor] = field(default_factory=dict)
+    # direct: the DDIM trajectory (T + 1, C, h, w), [i] the latent sampling step i starts from, [T] the picture's
+    trajectory: torch.Tensor | None = None
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -201,13 +210,16 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
         settings["null_text"] = asdict(null_text)
     return Inversion(latent=trajectory[:1].cpu(), uncond=uncond.contiguous().cpu(), method=method, seconds=seconds,
                      settings=settings, vae_psnr=vae_psnr,
-                     uncond_added={k: v.float().contiguous().cpu() for k, v in added.items()})
+                     uncond_added={k: v.float().contiguous().cpu() for k, v in added.items()},
+                     trajectory=trajectory.float().contiguous().cpu() if method == "direct" else None)
 
 
 def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance: float,
                        geo: Geometry | None = None) -> torch.Tensor:
     """The final latent (1, C, h, w) that guided sampling makes from an inversion with no edit (float32, CPU)."""
     steps = inversion.uncond.shape[0]
+    if inversion.trajectory is not None:  # direct: the source row is held on the trajectory, which ends at z0
+        return inversion.trajectory[-1:].float().cpu()
     geo = geo or Geometry(size=(inversion.latent.shape[-2] * model.vae_scale, inversion.latent.shape[-1] * model.vae_scale))
     with torch.inference_mode():
         cond = encode_prompts(model, [prompt], geo)

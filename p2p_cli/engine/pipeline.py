@@ -127,6 +127,7 @@ def run_edit(
     uncond_per_step: torch.Tensor | None = None,
     uncond_added: dict[str, torch.Tensor] | None = None,
     source_only: bool = False,
+    source_trajectory: torch.Tensor | None = None,
 ) -> EditResult:
     """Generate the source, every edit (and baselines) of a recipe in one batch; see DEVELOPERS.md.
 
@@ -134,7 +135,9 @@ def run_edit(
     text sequence at each step (real-image editing: an inverted latent and null-text embeddings); with it,
     uncond_added (one row of each) is the unconditional rows' extra conditioning (SDXL: pooled embedding and
     ids), by default the negative prompt's. source_only: run the source prompt alone (the edits are checked,
-    not sampled): one row, as `p2p attn-viz --prompt` needs.
+    not sampled): one row, as `p2p attn-viz --prompt` needs. source_trajectory (T + 1, C, h, w): direct
+    inversion: after every step the source row is set to the trajectory's next latent (before local blend
+    reads it), so the source is the inverted picture and the targets edit from it.
     """
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
@@ -201,7 +204,15 @@ def run_edit(
             embeddings = lambda i: Conditioning.cat([uncond.with_hidden(per_step[i]), cond])  # noqa: E731
         predict = guided_predict(model, embeddings, recipe.guidance, lambda i: {"p2p": step_inputs[i]})
 
+        trajectory = None
+        if source_trajectory is not None:
+            if source_trajectory.shape[0] != steps + 1:
+                raise ValueError(f"the trajectory has {source_trajectory.shape[0] - 1} steps, the recipe {steps}")
+            trajectory = source_trajectory.to(device, torch.float32)
+
         def after_step(i: int, x: torch.Tensor) -> torch.Tensor:
+            if trajectory is not None:  # direct inversion: the source row back on the inverted trajectory
+                x = torch.cat([trajectory[i + 1 : i + 2], x[1:]])
             if blend is not None:
                 x = blend(i, x)
             if progress is not None:
