@@ -74,7 +74,7 @@ InvSteps = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM st
 Guidance = Annotated[Optional[float], typer.Option(
     "--guidance", min=0.0, show_default=False,
     help="Guidance scale (edits must use the same). Default: the model family's (SD 7.5, SDXL 5.0).")]
-Negative = Annotated[str, typer.Option("--negative-prompt", help="Unconditional prompt (ddim, start of null-text).")]
+Negative = Annotated[str, typer.Option("--negative-prompt", help="Unconditional prompt (direct, ddim, start of null-text).")]
 Crop = Annotated[Optional[str], typer.Option("--crop", metavar="L,T,R,B",
                                              help="Crop box in pixels (default: the largest centred box).")]
 Name = Annotated[Optional[str], typer.Option("--name", help="Output folder name (default: the picture's file stem).")]
