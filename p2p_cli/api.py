@@ -66,13 +66,20 @@ def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
         return recipe
     base = Path(recipe_path).parent
     update: dict[str, Any] = {}
-    if recipe.image is not None and not Path(recipe.image).expanduser().is_absolute():
-        update["image"] = str((base / recipe.image).resolve())
+    for key in ("image", "mask"):
+        value = getattr(recipe, key)
+        if value is not None and not Path(value).expanduser().is_absolute():
+            update[key] = str((base / value).resolve())
     loras = [lora.model_copy(update={"path": str((base / lora.path).resolve())})
              if not Path(lora.path).expanduser().is_absolute() else lora for lora in recipe.loras]
     if loras != list(recipe.loras):
         update["loras"] = loras
     return recipe.model_copy(update=update) if update else recipe
+
+
+def _anchor(path: str, recipe_path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or recipe_path == "-" else (Path(recipe_path).parent / p).resolve()
 
 
 def as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
@@ -315,6 +322,8 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
     if isinstance(recipe, (str, Path)) and recipe_file is None:
         recipe_file = str(recipe)
     recipe = as_recipe(recipe)
+    if recipe_file is not None and recipe.mask is not None:
+        recipe = recipe.model_copy(update={"mask": str(_anchor(recipe.mask, recipe_file))})  # replays from anywhere
     where = recipe_file or recipe.name or "recipe"
     recipe = resolve_recipe(model, recipe, where)
     seconds: dict[str, float] = {}
@@ -337,12 +346,18 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
     if real is not None:
         real.check_matches(recipe, model, where)
         seconds["invert"] = real.seconds
+    mask = None
+    if recipe.mask is not None:
+        from p2p_cli.files.real import user_mask
+
+        size = tuple(real.picture.shape[-2:]) if real is not None else tuple(recipe.size or model.native_size)
+        mask = user_mask(recipe, recipe_file or "-", size, Path(real.path) if real is not None else None)
     run = run_edit(model, recipe, baseline=baseline, attention=attention, progress=progress, source_name=where,
                    stores=[store] if store is not None else None,
                    latent=real.inversion.latent if real else None,
                    uncond_per_step=real.inversion.uncond if real else None,
                    uncond_added=real.inversion.uncond_added if real else None, source_only=source_only,
-                   source_trajectory=real.inversion.trajectory if real else None)
+                   source_trajectory=real.inversion.trajectory if real else None, user_mask=mask)
     check_latents(run.latents, run.roles, recipe)  # diverged sampling (NaN, huge values) is a failure, not a picture
     seconds.update(run.seconds)
     attention_maps = None

@@ -202,6 +202,7 @@ class Recipe(BaseModel):
     blend_res: int | None = Field(None, ge=1)
     baseline: bool = False
     image: str | None = Field(None, min_length=1)  # a real picture to edit (relative to the recipe file)
+    mask: str | None = Field(None, min_length=1)  # where the edits may change the picture (white), relative too
     crop: Annotated[tuple[int, int, int, int] | None, BeforeValidator(parse_crop)] = None  # else a centre crop
     inversion: InversionMethod | None = None  # how `image` is inverted; None: direct
     # SDXL's micro-conditioning, in pixels: (height, width), (top, left), (height, width); None: the picture's

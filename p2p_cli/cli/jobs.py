@@ -16,6 +16,7 @@ import typer
 from p2p_cli.cli.common import STDIN_ONCE, check_name, dtype_name, model_key
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, name_edits, report
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
+from p2p_cli.files.real import resolve_mask
 from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -59,6 +60,7 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
                 raise recipe
             check_name(recipe, label)
             image = _real_image(recipe, label)
+            resolve_mask(recipe, label)
             loras = ()
             if recipe.loras:
                 from p2p_cli.api import anchored  # (these import torch)

@@ -36,6 +36,9 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
                         raise recipe
                     check_name(recipe, label)
                     image = _image(recipe, label)
+                    from p2p_cli.files.real import resolve_mask
+
+                    resolve_mask(recipe, label)
                     _check_loras(recipe, label)
                     from p2p_cli.checks import clip_tokenizer, recipe_problems
 

@@ -128,6 +128,7 @@ def run_edit(
     uncond_added: dict[str, torch.Tensor] | None = None,
     source_only: bool = False,
     source_trajectory: torch.Tensor | None = None,
+    user_mask: torch.Tensor | None = None,
 ) -> EditResult:
     """Generate the source, every edit (and baselines) of a recipe in one batch; see DEVELOPERS.md.
 
@@ -137,7 +138,10 @@ def run_edit(
     ids), by default the negative prompt's. source_only: run the source prompt alone (the edits are checked,
     not sampled): one row, as `p2p attn-viz --prompt` needs. source_trajectory (T + 1, C, h, w): direct
     inversion: after every step the source row is set to the trajectory's next latent (before local blend
-    reads it), so the source is the inverted picture and the targets edit from it.
+    reads it), so the source is the inverted picture and the targets edit from it. user_mask (H, W) in [0, 1]
+    at picture size (white = may change, grey soft): after every step each target is confined to it,
+    x_edit := x_src + m * (x_edit - x_src) with m averaged down to the latent; with local blend the edit may
+    change only where both allow (their product), and the masks returned are that product.
     """
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
@@ -210,11 +214,18 @@ def run_edit(
                 raise ValueError(f"the trajectory has {source_trajectory.shape[0] - 1} steps, the recipe {steps}")
             trajectory = source_trajectory.to(device, torch.float32)
 
+        latent_mask = None
+        if user_mask is not None:
+            latent_mask = F.adaptive_avg_pool2d(user_mask.float()[None, None].to(device), latent_hw)  # (1, 1, h, w)
+
         def after_step(i: int, x: torch.Tensor) -> torch.Tensor:
             if trajectory is not None:  # direct inversion: the source row back on the inverted trajectory
                 x = torch.cat([trajectory[i + 1 : i + 2], x[1:]])
             if blend is not None:
                 x = blend(i, x)
+            if latent_mask is not None and plan.n_targets:  # the user's mask confines every target
+                n = plan.n_targets
+                x = torch.cat([x[:1], x[:1] + latent_mask * (x[1 : 1 + n] - x[:1]), x[1 + n :]])
             if progress is not None:
                 progress(i + 1, steps)
             return x
@@ -233,6 +244,10 @@ def run_edit(
     if blend is not None and blend.last_mask is not None:
         full = F.interpolate(blend.last_mask.float().cpu(), size=images.shape[-2:], mode="nearest")[:, 0]
         masks = {k + 1: full[k] for k in range(plan.n_targets) if bool(plan.blend["active"][k])}
+    if user_mask is not None:
+        shown = F.interpolate(user_mask.float()[None, None].cpu(), size=images.shape[-2:], mode="bilinear",
+                              align_corners=False)[0, 0].clamp(0, 1)
+        masks = {k: shown * masks[k] if k in masks else shown for k in range(1, plan.n_targets + 1)}
     return EditResult(
         prompts=plan.prompts, roles=plan.roles, images=images, latents=latents.float().cpu(), masks=masks,
         seconds=seconds, plan=plan,

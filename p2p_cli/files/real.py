@@ -107,3 +107,34 @@ def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, cro
     inversion, cached = cached_invert(model, picture, prompt=prompt, method=method, steps=steps, guidance=guidance,
                                       negative_prompt=negative_prompt, progress=progress, geo=geo, warn=warn)
     return RealPicture(path, crop, picture, inversion, cached, time.perf_counter() - start)
+
+
+def resolve_mask(recipe: Recipe, recipe_path: str) -> Path | None:
+    """The recipe's mask (relative to the recipe file's folder), checked before any model loads."""
+    from p2p_cli.render.load import ImageError, check_picture
+
+    if recipe.mask is None:
+        return None
+    path = Path(recipe.mask).expanduser()
+    if not path.is_absolute() and recipe_path != "-":
+        path = Path(recipe_path).parent / path
+    try:
+        check_picture(path)
+    except ImageError as err:
+        raise RecipeError([f"mask: {err}"], recipe_path) from None
+    return path.resolve()
+
+
+def user_mask(recipe: Recipe, recipe_path: str, size: tuple[int, int], picture: Path | None = None):
+    """The recipe's mask at the output size (h, w), (h, w) float in [0, 1]; over a real picture it is scaled to
+    the picture and cut with its crop, so it covers the same pixels. None without a mask."""
+    from p2p_cli.render.load import ImageError, check_picture, load_mask
+
+    path = resolve_mask(recipe, recipe_path)
+    if path is None:
+        return None
+    picture_size = check_picture(picture) if picture is not None else None
+    try:
+        return load_mask(path, size, recipe.crop, picture_size)
+    except ImageError as err:
+        raise RecipeError([f"mask: {err}"], recipe_path) from None

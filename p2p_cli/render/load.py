@@ -132,3 +132,27 @@ def check_picture(path: str | Path, crop: tuple[int, int, int, int] | None = Non
     if crop is not None and (crop[2] > im.width or crop[3] > im.height):
         raise ImageError(f"crop {list(crop)} goes outside the {im.width}x{im.height} picture")
     return im.size
+
+
+def load_mask(path: str | Path, size: tuple[int, int], crop: tuple[int, int, int, int] | None = None,
+              picture_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A user mask (white = may change, grey levels soft) as (h, w) float in [0, 1] at size (h, w).
+
+    With a real picture (picture_size (width, height)) the mask is first scaled to the picture's size, whatever
+    its own, then cut with the picture's crop (or centre box) and resized, so it stays over the same pixels;
+    without one it is centre-cropped to the output's aspect and resized, as a picture would be.
+    """
+    im = open_picture(path)
+    grey = im.convert("L") if im.mode not in ("RGBA", "LA", "P") else to_rgb(im).convert("L")
+    if picture_size is not None and grey.size != tuple(picture_size):
+        grey = grey.resize(tuple(picture_size), Image.Resampling.BILINEAR)
+    width, height = grey.size
+    box = tuple(crop) if crop is not None and picture_size is not None else centre_box(width, height, size)
+    if box != (0, 0, width, height):
+        grey = grey.crop(box)
+    out_h, out_w = size
+    if grey.size != (out_w, out_h):
+        grey = grey.resize((out_w, out_h), Image.Resampling.BILINEAR)
+    import torch
+
+    return torch.from_numpy(np.asarray(grey, dtype=np.uint8).copy()).float() / 255  # (h, w)
