@@ -281,9 +281,10 @@ class Result:
 
 def invert(model: Model, image: str | Path, prompt: str, *, method: str = "direct", steps: int = 50,
            guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
-           progress: Progress | None = None):
-    """Invert a picture at the model's size (cached): a real.RealPicture to pass to edit(..., inversion=...).
-    guidance None: the model family's default."""
+           progress: Progress | None = None, warn: Callable[[str], None] | None = None):
+    """Invert a picture at the model's size (cached): a files.real.RealPicture to pass to edit(...,
+    inversion=...); its .reconstruction(model) is the source picture guided sampling makes from it. guidance
+    None: the model family's default; warn(message) hears about a damaged or unwritable cache."""
     from p2p_cli.engine.inversion import METHODS
     from p2p_cli.engine.pipeline import geometry
     from p2p_cli.files.real import prepare
@@ -301,7 +302,8 @@ def invert(model: Model, image: str | Path, prompt: str, *, method: str = "direc
     guidance = model.family.default_guidance if guidance is None else guidance
     geo = geometry(model, size=size) if size is not None else None
     return prepare(model, path.resolve(), prompt, size=size, crop=crop, method=method, steps=steps,
-                   guidance=guidance, negative_prompt=negative_prompt, geo=geo, where=str(path), progress=progress)
+                   guidance=guidance, negative_prompt=negative_prompt, geo=geo, where=str(path), progress=progress,
+                   warn=warn)
 
 
 def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = False, maps: Any = True,
@@ -368,15 +370,19 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
                   started=start)
 
 
-def sweep(model: Model, recipe: Recipe | dict | str | Path, *, tau: list[float] | None = None,
-          self_tau: list[float] | None = None, edit_number: int | None = None, baseline: bool = False,
-          batch_size: int = 8, attention: str = "fused", progress=None):
+def sweep(model: Model, recipe, *, tau: list[float] | None = None, self_tau: list[float] | None = None,
+          edit_number: int | None = None, baseline: bool = False, batch_size: int = 8, attention: str = "fused",
+          progress=None, source_name: str | None = None):
     """A tau sweep of a recipe as extra batch rows from the recipe's one initial latent: (sweep plan,
-    sweep.SweepResult with a picture per point). Score it with sweep.score_sweep."""
+    analysis.tau_sweep.SweepResult with a picture per point); score it with tau_sweep.score_sweep. `recipe`
+    may also be a plan tau_sweep.expand made (the CLI checks it before loading the model)."""
+    from p2p_cli.analysis.tau_sweep import Sweep, expand, run_sweep
     from p2p_cli.engine.pipeline import resolve_recipe
-    from p2p_cli.analysis.tau_sweep import expand, run_sweep
 
-    recipe = resolve_recipe(model, as_recipe(recipe))
-    plan = expand(recipe, tau, self_tau, edit_number, baseline=baseline)
-    return plan, run_sweep(model, plan, batch_size, attention=attention, source_name=recipe.name or "recipe",
-                           progress=progress)
+    if isinstance(recipe, Sweep):
+        plan = recipe
+    else:
+        recipe = resolve_recipe(model, as_recipe(recipe))
+        plan = expand(recipe, tau, self_tau, edit_number, baseline=baseline)
+    name = source_name or plan.recipe.name or "recipe"
+    return plan, run_sweep(model, plan, batch_size, attention=attention, source_name=name, progress=progress)

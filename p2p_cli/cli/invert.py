@@ -31,10 +31,9 @@ class Method(str, Enum):
 
 
 def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str,
-                  steps: int, guidance: float, negative_prompt: str, label: str, log, bar,
-                  where: str | None = None, geo=None) -> RealPicture:
-    """real.prepare with a progress bar and a log line (a cache hit says how long the inversion once took)."""
-    from p2p_cli.files.real import prepare
+                  steps: int, guidance: float, negative_prompt: str, label: str, log, bar) -> RealPicture:
+    """api.invert with a progress bar and a log line (a cache hit says how long the inversion once took)."""
+    from p2p_cli.api import invert as invert_picture
 
     start = time.perf_counter()
     progress, remove = None, None
@@ -45,13 +44,11 @@ def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int
         progress, remove = phase_progress(bar, label, steps, phases)
         bar.start()
     try:
-        real = prepare(model, path, prompt, size=size, crop=crop, method=method, steps=steps, guidance=guidance,
-                       negative_prompt=negative_prompt, geo=geo, where=where or str(path), progress=progress,
-                       warn=lambda message: print(f"warning: {label}: {message}", file=sys.stderr, flush=True))
-    except RecipeError as err:
-        if where is None:  # `p2p invert IMAGE`: the picture is an argument, not a recipe field
-            raise UsageError(err.problems[0].removeprefix("image: ")) from None
-        raise
+        real = invert_picture(model, path, prompt, method=method, steps=steps, guidance=guidance, crop=crop,
+                              size=size, negative_prompt=negative_prompt, progress=progress,
+                              warn=lambda message: print(f"warning: {label}: {message}", file=sys.stderr, flush=True))
+    except RecipeError as err:  # `p2p invert IMAGE`: the picture is an argument, not a recipe field
+        raise UsageError(err.problems[0].removeprefix("image: ")) from None
     finally:
         if bar is not None:
             bar.stop()
@@ -124,13 +121,15 @@ def invert(
             raise UsageError(str(err)) from None
         check_free(folder, overwrite)
         n_threads = use_threads(threads)
-        from p2p_cli.models import load_model, pick_device, pick_dtype
+        from p2p_cli.api import load_model
+        from p2p_cli.models import pick_device, pick_dtype
 
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
         spec = model_key(model)
         log(f"loading model {spec} ({dev}, {dtype_name(dt)})")
-        net = load_model(spec, dev.type if dev.index is None else str(dev), dtype_name(dt), allow_pickle=allow_pickle)
+        net = load_model(spec, device=dev.type if dev.index is None else str(dev), dtype=dtype_name(dt),
+                         allow_pickle=allow_pickle)
         guidance = net.family.default_guidance if guidance is None else guidance
         from p2p_cli.checks import DDIM_GUIDANCE, ddim_warning
 
@@ -143,10 +142,8 @@ def invert(
         bar = None if quiet or not console.is_terminal else progress_bar(console)
         real = invert_source(net, image, prompt, size=None, crop=box, method=method.value, steps=steps,
                              guidance=guidance, negative_prompt=negative_prompt, label=name, log=log, bar=bar)
-        from p2p_cli.engine.inversion import reconstruct
-
         tic = time.perf_counter()
-        reconstruction = reconstruct(net, real.inversion, prompt, guidance)
+        reconstruction = real.reconstruction(net)
         seconds = {"invert": real.seconds, "reconstruct": time.perf_counter() - tic}
         with atomic_folder(folder, overwrite) as tmp:
             from p2p_cli.render.images import save_png

@@ -118,18 +118,17 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
         attention, allow_pickle, log, bar) -> None:
     """Load the model, run the sweep's batches, score every point and write the folder in one rename."""
     from p2p_cli.analysis.metrics import ClipScorer, Lpips, MetricUnavailable
-    from p2p_cli.models import load_model
-    from p2p_cli.loras import apply_loras, recipe_loras
+    from p2p_cli.api import load_model, sweep as run_sweep
+    from p2p_cli.loras import recipe_loras
     from p2p_cli.engine.pipeline import check_recipe, resolve_recipe
     from p2p_cli.render.images import save_png
     from p2p_cli.render.sweep_plots import sweep_grid, tradeoff_plot
-    from p2p_cli.analysis.tau_sweep import run_sweep, score_sweep
+    from p2p_cli.analysis.tau_sweep import score_sweep
 
     start = time.perf_counter()
     recipe = plan.recipe
     log(f"loading model {spec}")
-    sd = load_model(spec, device, dtype, allow_pickle=allow_pickle)
-    apply_loras(sd, list(recipe_loras(recipe, recipe_file)))
+    sd = load_model(spec, device=device, dtype=dtype, allow_pickle=allow_pickle, loras=recipe_loras(recipe, recipe_file))
     recipe = resolve_recipe(sd, recipe, recipe_file)  # the family's defaults, as each batch's run_edit takes them
     problems = check_recipe(recipe, sd.tokenizer)
     if problems:
@@ -156,7 +155,8 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
         progress = lambda c, n, i, t: bar.update(task, completed=(c - 1) * t + i, total=n * t)  # noqa: E731
         bar.start()
     try:
-        result = run_sweep(sd, plan, batch_size, attention=attention, source_name=recipe_file, progress=progress)
+        _, result = run_sweep(sd, plan, batch_size=batch_size, attention=attention, progress=progress,
+                              source_name=recipe_file)
     finally:
         if bar is not None:
             bar.stop()

@@ -49,6 +49,13 @@ class RealPicture:
             "settings": {k: v for k, v in inv.settings.items() if k not in ("key", "model")},
         }
 
+    def reconstruction(self, model):
+        """The source picture (3, H, W) in [0, 1] that guided sampling makes from this inversion, no edit."""
+        from p2p_cli.engine.inversion import reconstruct
+
+        settings = self.inversion.settings
+        return reconstruct(model, self.inversion, settings["prompt"], float(settings["guidance"]))
+
     def check_matches(self, recipe: Recipe, model, where: str = "recipe") -> None:
         """An inversion serves an edit only with the same steps, guidance, prompt and model: RecipeError if not."""
         settings = self.inversion.settings
