@@ -22,7 +22,7 @@ def clip_tokenizer():
                          pad_token="<|endoftext|>")
 
 
-class _Problems(list):
+class Problems(list):
     """Collects "path: message" lines."""
 
     def run(self, path: str, fn, *args):
@@ -33,7 +33,7 @@ class _Problems(list):
             return None
 
 
-def _in_either(tokenizer: Any, path: str, words: list[str], source: str, target: str, problems: _Problems) -> None:
+def _in_either(tokenizer: Any, path: str, words: list[str], source: str, target: str, problems: Problems) -> None:
     for word in words:
         found = False
         for prompt in (source, target):
@@ -51,7 +51,7 @@ def _in_either(tokenizer: Any, path: str, words: list[str], source: str, target:
 
 def recipe_problems(recipe: Recipe, tokenizer: Any) -> list[str]:
     """The problems plan.compile_plan would raise, in its order, as "path: message" lines."""
-    problems = _Problems()
+    problems = Problems()
     source_ok = problems.run("source", token_ids, tokenizer, recipe.source) is not None
     if recipe.negative_prompt:
         problems.run("negative_prompt", token_ids, tokenizer, recipe.negative_prompt)

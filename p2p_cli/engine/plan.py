@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from p2p_cli.checks import Problems
 from p2p_cli.recipe import Recipe, RecipeError, Window
 from p2p_cli.text.mappers import TokenMap, identity_map, refine_map, replace_map
 from p2p_cli.text.tokens import PromptError, find_tokens, token_ids
@@ -56,18 +57,7 @@ def _gate(window: Window, steps: int, to_steps) -> torch.Tensor:
     return gate  # (T,)
 
 
-class _Problems(list):
-    """Collects "path: message" lines."""
-
-    def run(self, path: str, fn, *args):
-        try:
-            return fn(*args)
-        except PromptError as err:
-            self.append(f"{path}: {err}")
-            return None
-
-
-def _words_in_either(tokenizer, path: str, words: list[str], source: str, target: str, problems: _Problems):
+def _words_in_either(tokenizer, path: str, words: list[str], source: str, target: str, problems: Problems):
     """0/1 token vectors (L,) for words looked up in source and in target; a word in neither is a problem."""
     length = tokenizer.model_max_length
     src, tgt = torch.zeros(length), torch.zeros(length)
@@ -87,7 +77,7 @@ def _words_in_either(tokenizer, path: str, words: list[str], source: str, target
     return src, tgt
 
 
-def _token_map(tokenizer, recipe: Recipe, i: int, problems: _Problems) -> TokenMap | None:
+def _token_map(tokenizer, recipe: Recipe, i: int, problems: Problems) -> TokenMap | None:
     edit = recipe.edits[i]
     if edit.type == "replace":
         return problems.run(f"edits[{i}].type", replace_map, tokenizer, recipe.source, edit.target)
@@ -106,7 +96,7 @@ def _token_map(tokenizer, recipe: Recipe, i: int, problems: _Problems) -> TokenM
 
 def _compile_edits(recipe: Recipe, tokenizer, steps: int):
     """Per-edit tensors and every tokenizer-dependent problem."""
-    problems = _Problems()
+    problems = Problems()
     source_ok = problems.run("source", token_ids, tokenizer, recipe.source) is not None
     if recipe.negative_prompt:
         problems.run("negative_prompt", token_ids, tokenizer, recipe.negative_prompt)
