@@ -7,7 +7,8 @@ import math
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from p2p_cli.render.grid import BACKGROUND, MARK, PAD, TEXT, TITLE, _fit, _spans, _wrap, changed_positions
+from p2p_cli.render.grid import (BACKGROUND, MARK, MIN_TILE, PAD, TEXT, TITLE, _fit, _spans, _wrap,
+                                 changed_positions)
 from p2p_cli.render.images import to_pil
 from p2p_cli.analysis.tau_sweep import Sweep, SweepResult, fmt
 
@@ -46,11 +47,29 @@ def metric_lines(row: dict) -> list[str]:
     return lines
 
 
+def wrap_pieces(text: str, font, width: int, sep: str = " · ") -> list[str]:
+    """A label as lines of at most `width` pixels, broken between its " · " pieces (a piece too long for a line is
+    broken between words): nothing is cut, so what tells two tiles apart (e.g. "self 0.4") always shows."""
+    lines: list[str] = []
+    for piece in text.split(sep):
+        words = [" ".join(w for w, _ in ws) for ws in _wrap([(w, False) for w in piece.split()], font, width)]
+        for k, chunk in enumerate(words):
+            joined = f"{lines[-1]}{sep}{chunk}" if lines and k == 0 else None
+            if joined is not None and font.getlength(joined) <= width:
+                lines[-1] = joined
+            else:
+                lines.append(chunk)
+    return lines or [""]
+
+
 def sweep_grid(sweep: Sweep, result: SweepResult, rows: list[dict], baselines: dict[int, dict],
                picked: set[int] = frozenset(), font_size: int | None = None) -> Image.Image:
     """Rows: the swept values; columns: the edits (x self tau in a 2-D sweep); the first column holds the row
-    labels under the source; the header row holds the uncontrolled targets; numbers under every image."""
+    labels under the source; the header row holds the uncontrolled targets; numbers under every image.
+    Pictures smaller than MIN_TILE are scaled up (nearest); labels wrap, never cut."""
     height, width = result.source.shape[-2:]
+    scale = -(-MIN_TILE // min(height, width)) if min(height, width) < MIN_TILE else 1
+    height, width = height * scale, width * scale
     size = font_size or max(10, min(18, width // 20))
     font, big = ImageFont.load_default(size=size), ImageFont.load_default(size=round(size * 1.5))
     line = size + size // 2
@@ -58,57 +77,75 @@ def sweep_grid(sweep: Sweep, result: SweepResult, rows: list[dict], baselines: d
     both = sweep.taus is not None and sweep.self_taus is not None
     row_name = "tau" if sweep.taus is not None else "self tau"
 
+    def tile_title(i: int, point) -> str:
+        title = f"{row_name} {fmt(sweep.row_value(point))}" + (f" · self {fmt(point.self_tau)}" if both else "")
+        return title + (" · picked" if i in picked else "")
+
+    def tile_lines(title: str, numbers: list[str]) -> list[tuple[str, bool]]:
+        """(text, is_title) lines under a picture."""
+        return ([(t, True) for t in wrap_pieces(title, font, width)]
+                + [(t, False) for n in numbers for t in wrap_pieces(n, font, width)])
+
     captions = []
     for k, self_tau in sweep.columns:
         edit = recipe.edits[k - 1]
-        title = " · ".join([f"edit-{k}", edit.type or ""] + ([f"self {fmt(self_tau)}"] if both else []))
-        words = _wrap(_spans(edit.target, changed_positions(recipe.source, edit.target)), font, width)[:3]
-        captions.append((title, words))
-    n_lines = max(len(metric_lines(r)) for r in [*rows, *baselines.values()])
-    head_h = PAD + line * (1 + max(len(w) for _, w in captions))
-    text_h = PAD // 2 + line * (n_lines + 1) + PAD // 2
+        title = " · ".join([f"edit-{k}"] + ([edit.type] if edit.type else []) + ([f"self {fmt(self_tau)}"] if both else []))
+        words = _wrap(_spans(edit.target, changed_positions(recipe.source, edit.target)), font, width)
+        captions.append((wrap_pieces(title, font, width), words))
+    under = [tile_lines(tile_title(i, p), metric_lines(r)) for i, (p, r) in enumerate(zip(sweep.points, rows))]
+    under += [tile_lines(f"baseline-{k} · no control", metric_lines(b)) for k, b in baselines.items()]
+    source_lines = [("source", True)] + [(t, False) for t in _wrap_text(recipe.source, font, width, 99)]
+    n_lines = max(len(u) for u in [*under, source_lines])
+    corner = wrap_pieces(f"{row_name} sweep · seed {recipe.seed} · {recipe.steps} steps", font, width)
+    head_h = PAD + line * max(len(corner), max(len(t) + len(w) for t, w in captions))
+    text_h = PAD // 2 + line * n_lines + PAD // 2
     cell_w, cell_h = width + PAD, height + text_h
     cols = 1 + len(sweep.columns)
     grid = Image.new("RGB", (cols * cell_w + PAD, head_h + (1 + len(sweep.rows)) * cell_h + PAD), BACKGROUND)
     draw = ImageDraw.Draw(grid)
 
-    def put(image: torch.Tensor, x: int, y: int, title: str, lines: list[str], mark: bool = False) -> None:
-        grid.paste(to_pil(image), (x, y))
+    def put(image: torch.Tensor, x: int, y: int, lines: list[tuple[str, bool]], mark: bool = False) -> None:
+        picture = to_pil(image)
+        if scale > 1:
+            picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        grid.paste(picture, (x, y))
         if mark:
             draw.rectangle([x - 3, y - 3, x + width + 2, y + height + 2], outline=MARK, width=3)
         ty = y + height + PAD // 2
-        draw.text((x, ty), _fit(title, font, width), font=font, fill=MARK if mark else TITLE)
-        for text in lines:
+        for text, is_title in lines:
+            draw.text((x, ty), text, font=font, fill=(MARK if mark else TITLE) if is_title else TEXT)
             ty += line
-            draw.text((x, ty), _fit(text, font, width), font=font, fill=TEXT)
 
-    corner = f"{row_name} sweep · seed {recipe.seed} · {recipe.steps} steps"
-    draw.text((PAD, PAD), _fit(corner, font, width), font=font, fill=TITLE)
+    for k, text in enumerate(corner):
+        draw.text((PAD, PAD + k * line), text, font=font, fill=TITLE)
     for c, (title, words) in enumerate(captions, start=1):  # column labels
         x, y = PAD + c * cell_w, PAD
-        draw.text((x, y), _fit(title, font, width), font=font, fill=TITLE)
-        for pieces in words:
+        for text in title:
+            draw.text((x, y), text, font=font, fill=TITLE)
             y += line
+        for pieces in words:
             cx = x
             for word, marked in pieces:
                 draw.text((cx, y), word, font=font, fill=MARK if marked else TEXT)
                 cx += font.getlength(word) + font.getlength(" ") * 1.5
+            y += line
 
     top = head_h
-    put(result.source, PAD, top, "source", _wrap_text(recipe.source, font, width, n_lines))
+    put(result.source, PAD, top, source_lines)
     shown = set()
     for c, (k, _) in enumerate(sweep.columns, start=1):  # the header row: uncontrolled targets, once per edit
         if k in result.baselines and k not in shown:
             shown.add(k)
-            put(result.baselines[k], PAD + c * cell_w, top, f"baseline-{k} · no control", metric_lines(baselines[k]))
+            put(result.baselines[k], PAD + c * cell_w, top,
+                tile_lines(f"baseline-{k} · no control", metric_lines(baselines[k])))
     for r, value in enumerate(sweep.rows):  # row labels in the first column
         y = top + (r + 1) * cell_h + height // 2 - size
-        draw.text((PAD, y), f"{row_name} {fmt(value)}", font=big, fill=TEXT)
+        for text in wrap_pieces(f"{row_name} {fmt(value)}", big, width):
+            draw.text((PAD, y), text, font=big, fill=TEXT)
+            y += round(line * 1.5)
     for i, (point, row) in enumerate(zip(sweep.points, rows)):
         r, c = sweep.place(point)
-        title = f"{row_name} {fmt(sweep.row_value(point))}" + (f" · self {fmt(point.self_tau)}" if both else "")
-        title += " · picked" if i in picked else ""
-        put(result.images[i], PAD + (c + 1) * cell_w, top + (r + 1) * cell_h, title, metric_lines(row), i in picked)
+        put(result.images[i], PAD + (c + 1) * cell_w, top + (r + 1) * cell_h, under[i], i in picked)
     return grid
 
 
