@@ -21,8 +21,13 @@ LABELS = {
     "lpips_bg": "background LPIPS",
     "clip": "CLIP score: edited image vs target prompt",
     "clip_dir": "directional CLIP similarity",
+    "change_in": "change inside the blend mask (1 - SSIM)",
+    "change": "mean pixel change to the source",
 }
 SHORT = {"ssim": "ssim", "psnr": "psnr", "lpips": "lpips", "clip": "clip", "clip_dir": "dir"}
+EDIT_AXES = ("clip", "change_in", "change")  # the x axis when the one asked for has no values, in this order
+MARKERS = ("circle", "square", "triangle", "diamond", "down", "cross")
+DASHES = (None, (10, 5), (3, 4))  # solid, dashed, dotted (on, off pixels)
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 GRID_LINE = (225, 225, 225)
@@ -175,16 +180,86 @@ def _span(values: list[float], extra: list[float] = ()) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+def _marker(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: float, colour) -> None:
+    if shape == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+    elif shape == "square":
+        draw.rectangle([x - r * 0.85, y - r * 0.85, x + r * 0.85, y + r * 0.85], fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(x, y - r * 1.2), (x - r * 1.1, y + r * 0.8), (x + r * 1.1, y + r * 0.8)], fill=colour)
+    elif shape == "down":
+        draw.polygon([(x, y + r * 1.2), (x - r * 1.1, y - r * 0.8), (x + r * 1.1, y - r * 0.8)], fill=colour)
+    elif shape == "diamond":
+        draw.polygon([(x, y - r * 1.3), (x + r * 1.1, y), (x, y + r * 1.3), (x - r * 1.1, y)], fill=colour)
+    else:  # cross
+        draw.line([(x - r, y - r), (x + r, y + r)], fill=colour, width=3)
+        draw.line([(x - r, y + r), (x + r, y - r)], fill=colour, width=3)
+
+
+def _polyline(draw: ImageDraw.ImageDraw, xy: list[tuple[float, float]], colour, dash, width: int = 2) -> None:
+    """A line through the points, solid (dash None) or dashed with (on, off) pixels, the pattern running on."""
+    if dash is None:
+        draw.line(xy, fill=colour, width=width)
+        return
+    on, off = dash
+    phase = 0.0
+    for (xa, ya), (xb, yb) in zip(xy, xy[1:]):
+        length = math.hypot(xb - xa, yb - ya)
+        t = 0.0
+        while t < length:
+            cycle = phase % (on + off)
+            run = (on - cycle) if cycle < on else (on + off - cycle)
+            end = min(length, t + run)
+            if cycle < on:
+                f0, f1 = t / length, end / length
+                draw.line([(xa + (xb - xa) * f0, ya + (yb - ya) * f0), (xa + (xb - xa) * f1, ya + (yb - ya) * f1)],
+                          fill=colour, width=width)
+            phase += end - t
+            t = end
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_label(text: str, px: float, py: float, font, taken: list, area: tuple) -> tuple | None:
+    """Where to write `text` beside the point (px, py): the first of some spots around it (near, then farther)
+    whose box is inside `area` and clear of the boxes in `taken`; None when the same text is already written
+    next to this point (another curve's point at the same place: written once). The box is added to `taken`."""
+    w, h = font.getlength(text), font.size
+    for box, label, (qx, qy) in [t for t in taken if len(t) == 3]:
+        if label == text and abs(qx - px) < 6 and abs(qy - py) < 6:
+            return None
+    best = None
+    for d in (6, 14, 24):
+        for dx, dy in ((d, -h - d / 2), (d, d / 2), (-w - d, -h - d / 2), (-w - d, d / 2), (-w / 2, -h - d - 4),
+                       (-w / 2, d + 4)):
+            box = (px + dx, py + dy, px + dx + w, py + dy + h + 2)
+            inside = area[0] <= box[0] and box[2] <= area[2] and area[1] <= box[1] and box[3] <= area[3]
+            hits = sum(_overlaps(box, (t[0] if len(t) == 3 else t)) for t in taken)
+            if inside and hits == 0:
+                taken.append((box, text, (px, py)))
+                return box
+            if best is None or (inside and hits < best[0]):
+                best = (hits if inside else 10**6, box)
+    taken.append((best[1], text, (px, py)))
+    return best[1]
+
+
 def tradeoff_plot(sweep: Sweep, rows: list[dict], *, kept: str = "ssim", edited: str = "clip",
                   picked: set[int] = frozenset(), threshold: float | None = None, size: tuple[int, int] = (860, 540)
                   ) -> Image.Image:
-    """How much of the source is kept (y) against how much of the edit happened (x), one curve per grid column,
-    points labelled by the swept value (the paper's tau ablation). Without `edited` scores x is the swept value."""
+    """How much of the source is kept (y) against how much of the edit happened (x), one curve per grid column
+    (its own colour, marker and line style), points labelled by the swept value (the paper's tau ablation).
+    Without `edited` scores (no CLIP model) x is the first of EDIT_AXES that has values: the change inside the
+    blend mask, else the mean change to the source; the swept value only when no edit measure has any."""
     def finite(v) -> bool:
-        return isinstance(v, (int, float)) and math.isfinite(v)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    has_x = any(finite(row.get(edited)) for row in rows)
     row_name = "tau" if sweep.taus is not None else "self tau"
+    asked = edited
+    edited = next((m for m in (edited, *EDIT_AXES) if any(finite(row.get(m)) for row in rows)), None)
+    has_x = edited is not None
     x_of = (lambda i, row: row.get(edited)) if has_x else (lambda i, row: sweep.row_value(sweep.points[i]))
     curves: dict[tuple, list[tuple[float, float, float, int]]] = {}
     for i, (point, row) in enumerate(zip(sweep.points, rows)):
@@ -198,14 +273,14 @@ def tradeoff_plot(sweep: Sweep, rows: list[dict], *, kept: str = "ssim", edited:
     plot = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(plot)
     title = f"{LABELS.get(kept, kept)} vs {LABELS.get(edited, edited) if has_x else row_name}"
-    if not has_x:
-        title += f" (no {edited} scores)"
+    if edited != asked:
+        title += f" (no {asked} scores)"
     draw.text((left, 10), _fit(title, font, width - left - 10), font=font, fill=TEXT)
     x0, y0, x1, y1 = left, top, width - right, height - bottom  # the plot area
     draw.rectangle([x0, y0, x1, y1], outline=TEXT)
     points = [p for pts in curves.values() for p in pts]
     if not points:
-        draw.text((x0 + 20, (y0 + y1) // 2), f"no finite {kept} / {edited} values to plot", font=font, fill=TITLE)
+        draw.text((x0 + 20, (y0 + y1) // 2), f"no finite {kept} / {asked} values to plot", font=font, fill=TITLE)
         return plot
     lines_at = [threshold] if threshold is not None and math.isfinite(threshold) else []
     xlo, xhi = _span([p[1] for p in points])
@@ -224,26 +299,39 @@ def tradeoff_plot(sweep: Sweep, rows: list[dict], *, kept: str = "ssim", edited:
     draw.text(((x0 + x1 - font.getlength(x_label)) / 2, y1 + 28), x_label, font=font, fill=TEXT)
     up = "higher" if kept not in ("lpips", "lpips_bg") else "lower"
     draw.text((8, y0 - 22), f"{LABELS.get(kept, kept)} (more kept: {up})", font=small, fill=TEXT)
+    taken: list = []
     for value in lines_at:  # the pick threshold, dashed
         for xa in range(x0, x1, 12):
             draw.line([(xa, sy(value)), (min(xa + 6, x1), sy(value))], fill=MARK, width=1)
-        draw.text((x1 - 90, sy(value) - 16), f"pick: {kept} {fmt(value)}", font=small, fill=MARK)
+        text = f"pick: {kept} {fmt(value)}"
+        draw.text((x1 - 90, sy(value) - 16), text, font=small, fill=MARK)
+        taken.append((x1 - 90, sy(value) - 16, x1 - 90 + small.getlength(text), sy(value) - 2))
     recipe = sweep.recipe
-    for n, (column, pts) in enumerate(curves.items()):
-        colour = PALETTE[n % len(PALETTE)]
+    styled = []
+    for n, (column, pts) in enumerate(curves.items()):  # lines first, so no marker hides under another curve
+        colour, marker, dash = PALETTE[n % len(PALETTE)], MARKERS[n % len(MARKERS)], DASHES[n % len(DASHES)]
         pts = sorted(pts)
         xy = [(sx(x), sy(y)) for _, x, y, _ in pts]
         if len(xy) > 1:
-            draw.line(xy, fill=colour, width=2)
-        for m, ((value, _, _, i), (px, py)) in enumerate(zip(pts, xy)):
-            draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
+            _polyline(draw, xy, colour, dash)
+        styled.append((n, column, pts, xy, colour, marker, dash))
+    for n, column, pts, xy, colour, marker, dash in styled:
+        radius = max(3.0, 5.5 - 1.0 * n)  # later curves smaller: one drawn on another still shows both
+        for (value, _, _, i), (px, py) in zip(pts, xy):
+            _marker(draw, marker, px, py, radius, colour)
+            taken.append((px - radius, py - radius, px + radius, py + radius))
             if i in picked:
-                draw.ellipse([px - 9, py - 9, px + 9, py + 9], outline=MARK, width=2)
-            draw.text((px + 6, py - 18 if m % 2 == 0 else py + 4), fmt(value), font=small, fill=colour)
+                draw.ellipse([px - 10, py - 10, px + 10, py + 10], outline=MARK, width=2)
+    for n, column, pts, xy, colour, marker, dash in styled:  # labels last, clear of every marker and label
+        for (value, _, _, _), (px, py) in zip(pts, xy):
+            box = place_label(fmt(value), px, py, small, taken, (x0 + 2, y0 + 2, x1 - 2, y1 - 2))
+            if box is not None:
+                draw.text((box[0], box[1]), fmt(value), font=small, fill=colour)
         k, self_tau = column
         name = f"edit-{k}" + (f" · self {fmt(self_tau)}" if self_tau is not None else "")
         ly = y0 + 4 + n * 36
-        draw.line([(x1 + 14, ly + 8), (x1 + 34, ly + 8)], fill=colour, width=3)
-        draw.text((x1 + 40, ly), name, font=small, fill=TEXT)
-        draw.text((x1 + 40, ly + 15), _fit(recipe.edits[k - 1].target, small, right - 46), font=small, fill=TITLE)
+        _polyline(draw, [(x1 + 10, ly + 8), (x1 + 38, ly + 8)], colour, dash, width=3)
+        _marker(draw, marker, x1 + 24, ly + 8, 5, colour)
+        draw.text((x1 + 44, ly), name, font=small, fill=TEXT)
+        draw.text((x1 + 44, ly + 15), _fit(recipe.edits[k - 1].target, small, right - 50), font=small, fill=TITLE)
     return plot
