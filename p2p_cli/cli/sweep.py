@@ -132,7 +132,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     from p2p_cli.api import load_model, sweep as run_sweep
     from p2p_cli.loras import recipe_loras
     from p2p_cli.engine.pipeline import check_recipe, resolve_recipe
-    from p2p_cli.render.images import save_png
+    from p2p_cli.render.images import save_png, smooth_mask
     from p2p_cli.render.sweep_plots import sweep_grid, tradeoff_plot
     from p2p_cli.analysis.tau_sweep import CLIP_SCORES, score_sweep
 
@@ -208,7 +208,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
             files[point.name] = save_png(image, tmp / f"{point.name}.png").name
             prompts[point.name] = recipe.edits[point.edit - 1].target
             if mask is not None:
-                files[f"{point.name}-mask"] = save_png(mask, tmp / f"{point.name}-mask.png").name
+                files[f"{point.name}-mask"] = save_png(smooth_mask(mask), tmp / f"{point.name}-mask.png").name
         chosen = set(picked.values())
         files["grid"] = save_png(sweep_grid(plan, result, rows, baseline_rows, chosen), tmp / "sweep.png").name
         plot = tradeoff_plot(plan, rows, kept=rule.keep if do_pick else "ssim", edited=rule.score, picked=chosen,

@@ -12,14 +12,13 @@ import torch.nn.functional as F
 
 from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.render.grid import PAD, Tile, make_grid
-from p2p_cli.render.images import save_png, to_pil
+from p2p_cli.render.images import DIM, mask_over, save_png, smooth_mask, to_pil  # noqa: F401 (DIM: re-exported)
 from p2p_cli.analysis.maps import (VizSpec, cross_maps, min_max, self_components, token_labels, upsample, word_map,
                          word_positions)
 
 TILE = 256  # longest side of a token or component tile, in pixels (smaller images keep their size)
 COLUMNS = 10  # tiles per row
 OVERLAY = 0.5  # weight of the heat colour over the image
-DIM = 0.3  # brightness left outside a local-blend mask
 RESERVED = ("cross", "self", "mask")  # picture names a word file must not take
 # "jet" at 9 even stops: dark blue (0) .. dark red (1)
 JET = torch.tensor([
@@ -74,12 +73,6 @@ def with_colour_bar(picture, low: str, high: str, note: str = ""):
     if note:
         draw.text((PAD, y + BAR_HEIGHT + PAD // 2), note, font=font, fill=(110, 110, 110))
     return out
-
-
-def mask_over(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The (3, H, W) image as is where the (H, W) mask is 1, dimmed where the blend kept the source."""
-    keep = mask.float().clamp(0, 1)[None]
-    return image * (keep + (1 - keep) * DIM)
 
 
 def tile_size(image_hw: tuple[int, int], longest: int = TILE) -> tuple[int, int]:
@@ -155,6 +148,7 @@ def save_attention(
     spec: VizSpec,
     res: int,
     texts: dict[str, dict[str, str]] | None = None,
+    latent_hw: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """Write the pictures of every role and maps.npz into folder (made here); picture key -> file name.
 
@@ -195,7 +189,7 @@ def save_attention(
     for k, mask in sorted(masks.items()):
         role = f"edit-{k}"
         if role in roles:
-            picture = mask_over(images[roles.index(role)], mask)
+            picture = mask_over(images[roles.index(role)], smooth_mask(mask, latent_hw))
             files[f"{role}-mask"] = save_png(picture, folder / f"{role}-mask.png", texts.get(role)).name
     np.savez_compressed(folder / "maps.npz", **arrays)
     files["maps"] = "maps.npz"
