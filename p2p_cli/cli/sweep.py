@@ -100,7 +100,8 @@ def sweep(
             raise UsageError(err.as_option() if hasattr(err, "as_option") else str(err)) from None
         folder = Path(out) / parsed.name / "sweep"
         check_free(folder, overwrite)  # before any model loads
-        all_blend = all(parsed.edits[k - 1].local_blend is not None for k in plan.edits)
+        all_blend = (getattr(parsed, "mask", None) is not None  # a recipe's mask confines every edit
+                     or all(parsed.edits[k - 1].local_blend is not None for k in plan.edits))
         try:  # before any model loads: a score that cannot be had stops the sweep now
             rule = replace(rule, score=pick_score(rule.score, clip.lower() != "none", all_blend))
         except ValueError as err:

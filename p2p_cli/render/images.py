@@ -34,23 +34,27 @@ def block_size(mask: torch.Tensor, largest: int = 16) -> int:
     h, w = mask.shape
     for f in (16, 8, 4, 2):
         if f <= largest and h % f == 0 and w % f == 0:
-            low = mask[::f, ::f]
-            if torch.equal(low.repeat_interleave(f, 0).repeat_interleave(f, 1), mask):
+            if _blocky(mask, f):
                 return f
     return 1
 
 
+def _blocky(mask: torch.Tensor, f: int) -> bool:
+    low = mask[::f, ::f]
+    return torch.equal(low.repeat_interleave(f, 0).repeat_interleave(f, 1), mask)
+
+
 def smooth_mask(mask: torch.Tensor, latent_hw: tuple[int, int] | None = None) -> torch.Tensor:
-    """The (H, W) local-blend mask as applied, at picture size without the latent's blocks: the mask at the
-    latent's resolution (latent_hw, or the block size found in it) upsampled bilinearly. (H, W) in [0, 1]."""
+    """The (H, W) mask as applied, at picture size without the latent's blocks: a mask made of blocks of the
+    latent's grid (latent_hw, or the block size found in it; local blend's, nearest-upsampled) is taken on that
+    grid and upsampled bilinearly. A mask that is not blocky (a recipe's own mask, already smooth) is kept as is.
+    (H, W) in [0, 1]."""
     mask = mask.detach().float().cpu()
     h, w = mask.shape
-    if latent_hw is None:
-        f = block_size(mask)
-        latent_hw = (h // f, w // f)
-    if tuple(latent_hw) == (h, w):
+    f = block_size(mask) if latent_hw is None else h // latent_hw[0]
+    if f <= 1 or h % f or w % f or not _blocky(mask, f):
         return mask.clamp(0, 1)
-    low = F.interpolate(mask[None, None], size=tuple(latent_hw), mode="area")
+    low = mask[::f, ::f][None, None]
     return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
 
 

@@ -99,3 +99,10 @@ def test_blend_mask_files_are_smooth_at_picture_size_and_laid_over_the_edit(tmp_
     edit = images[1].permute(1, 2, 0).numpy()
     keep = smooth_mask(blocky, (4, 4)).numpy()[..., None]
     assert np.abs(over - edit * (keep + (1 - keep) * DIM)).max() <= 1 / 255 + 1e-6
+
+
+def test_a_mask_that_is_not_blocky_is_saved_as_it_is():
+    from p2p_cli.render.images import smooth_mask
+
+    soft = torch.linspace(0, 1, 32)[None].expand(32, -1).contiguous()  # a recipe's own mask, already smooth
+    assert torch.equal(smooth_mask(soft, (4, 4)), soft) and torch.equal(smooth_mask(soft), soft)
