@@ -241,12 +241,13 @@ class Result:
         start = time.perf_counter()
         run = self.run
         size = tuple(run.images.shape[-2:])
+        latent_hw = tuple(run.latents.shape[-2:])  # the local-blend masks' grid
         stored = resolved_recipe(self.recipe, size, self.model.id)
         texts = {role: png_texts(stored, role, prompt, size) for role, prompt in zip(run.roles, run.prompts)}
         with atomic_folder(folder, overwrite) as tmp:
             files: dict[str, str] = {}
             if not attention_only:
-                files = save_images(tmp, run.roles, run.images, run.masks, texts)
+                files = save_images(tmp, run.roles, run.images, run.masks, texts, latent_hw=latent_hw)
                 if self.real is not None:  # source.png is the reconstruction
                     files.update(self.real.write(tmp))
                 files["grid"] = save_grid(tmp / "grid.png", self._tiles(), texts["source"])
@@ -257,7 +258,7 @@ class Result:
                 where = "" if attention_only else "attention/"
                 drawn = save_attention(tmp / where, roles=run.roles, prompts=run.prompts, images=run.images,
                                        masks=run.masks, store=self.maps.store, tokenizer=self.model.tokenizer,
-                                       spec=self.maps.spec, res=self.maps.res, texts=texts)
+                                       spec=self.maps.spec, res=self.maps.res, texts=texts, latent_hw=latent_hw)
                 drawn = {key: f"{where}{name}" for key, name in drawn.items()}
             seconds = {**self.seconds, "write": time.perf_counter() - start}
             seconds["total"] = time.perf_counter() - self.started

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2p_cli.recipe import parse_recipe
-from p2p_cli.analysis.tau_sweep import PickRule, expand, parse_pick, parse_taus, pick
+from p2p_cli.analysis.tau_sweep import PickRule, expand, parse_pick, parse_taus, pick, pick_score
 
 SOURCE = "a painting of a squirrel eating a burger"
 
@@ -109,7 +109,22 @@ def test_pick_the_best_edit_among_points_that_keep_enough():
     assert notes == ["edit-2: no point has ssim>=0.5, so none picked", "edit-3: no clip scores, so no point picked"]
     assert parse_pick("lpips<=0.3", "clip_dir") == PickRule("lpips", "<=", 0.3, "clip_dir")
     for keep, by, message in [("ssim>0.5", "clip", "expected METRIC>=VALUE"), ("fid>=1", "clip", "fid is not one of"),
-                              ("ssim>=0.5", "psnr", "--pick-by 'psnr': expected one of clip, clip_dir")]:
+                              ("ssim>=0.5", "psnr", "--pick-by 'psnr': expected auto or one of clip, clip_dir, change_in, change")]:
         with pytest.raises(ValueError) as info:
             parse_pick(keep, by)
         assert message in str(info.value)
+
+
+def test_pick_by_a_score_without_clip_is_checked_before_sampling():
+    assert parse_pick("ssim>=0.5", "change") == PickRule("ssim", ">=", 0.5, "change")
+    assert parse_pick("ssim>=0.5", "auto").score == "auto"
+    assert pick_score("auto", True, False) == "clip"
+    assert pick_score("auto", False, True) == "change_in" and pick_score("auto", False, False) == "change"
+    assert pick_score("change", False, False) == "change"
+    with pytest.raises(ValueError, match="--pick-by clip_dir needs CLIP scores"):
+        pick_score("clip_dir", False, True)
+    with pytest.raises(ValueError, match="needs a local_blend mask in every swept edit"):
+        pick_score("change_in", True, False)
+    rows = [{"edit": 1, "ssim": 0.9, "change": 0.1}, {"edit": 1, "ssim": 0.7, "change": 0.3},
+            {"edit": 1, "ssim": 0.4, "change": 0.5}]
+    assert pick(rows, PickRule("ssim", ">=", 0.5, "change")) == ({1: 1}, [])

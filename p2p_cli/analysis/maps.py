@@ -44,6 +44,7 @@ class VizSpec:
     components: int = 10  # self-attention components drawn (0: none)
     words: tuple[str, ...] = ()  # words (or phrases, word#k) drawn at full size
     special: bool = False  # also tiles for the start and end tokens
+    background: str = "image"  # under the heat colours: "image" (the picture) or "grey" (it in greyscale)
 
 
 def parse_step_range(text: str) -> tuple[float, float]:

@@ -17,7 +17,10 @@ if TYPE_CHECKING:  # torch only where tensors are made: parsing and expanding a 
 DEFAULT_STEP = 0.2
 MAX_VALUES = 101  # per axis; a finer sweep is a typo more often than a wish
 KEPT = ("ssim", "psnr", "lpips", "ssim_bg", "psnr_bg", "lpips_bg")  # how much of the source is kept
-EDITED = ("clip", "clip_dir")  # how much of the edit happened
+EDITED = ("clip", "clip_dir", "change_in", "change")  # how much of the edit happened (higher: more)
+CLIP_SCORES = ("clip", "clip_dir")  # the ones that need a CLIP model
+# change_in: 1 - SSIM to the source inside the local-blend mask (the edited words' region); change: the mean
+# absolute pixel change to the source over the whole picture. Both need no model.
 LOWER_IS_BETTER = ("lpips", "lpips_bg")
 
 
@@ -253,13 +256,27 @@ def parse_pick(keep: str, score: str) -> PickRule:
     metric, op, value = match.groups()
     if metric not in KEPT:
         raise ValueError(f"--pick-keep {keep!r}: {metric} is not one of {', '.join(KEPT)}")
-    if score not in EDITED:
-        raise ValueError(f"--pick-by {score!r}: expected one of {', '.join(EDITED)}")
+    if score not in (*EDITED, "auto"):
+        raise ValueError(f"--pick-by {score!r}: expected auto or one of {', '.join(EDITED)}")
     try:
         threshold = float(value)
     except ValueError:
         raise ValueError(f"--pick-keep {keep!r}: {value!r} is not a number") from None
     return PickRule(metric, op, threshold, score)
+
+
+def pick_score(requested: str, has_clip: bool, all_blend: bool) -> str:
+    """The score --pick-by names, checked before sampling: "auto" is clip when a CLIP model is there, else the
+    change inside the blend mask when every swept edit blends, else the overall change. ValueError says why a
+    score cannot be had (a CLIP score without CLIP, change_in for an edit without local_blend)."""
+    if requested == "auto":
+        return "clip" if has_clip else "change_in" if all_blend else "change"
+    if requested in CLIP_SCORES and not has_clip:
+        raise ValueError(f"--pick-by {requested} needs CLIP scores; without a CLIP model pick by change_in (edits"
+                         " with local_blend) or change, or leave --pick-by at auto")
+    if requested == "change_in" and not all_blend:
+        raise ValueError("--pick-by change_in needs a local_blend mask in every swept edit; use --pick-by change")
+    return requested
 
 
 def pick(rows: list[dict], rule: PickRule) -> tuple[dict[int, int], list[str]]:
@@ -314,6 +331,9 @@ def score_sweep(sweep: Sweep, result: SweepResult, clip=None, lpips=None) -> tup
         row["ssim_bg"] = None if keep is None else ssim(src, image, keep)
         row["psnr_bg"] = None if keep is None else psnr(src, image, keep)
         row["lpips_bg"] = None if keep is None or lpips is None else lpips(src, image, keep)
+        inside = None if mask is None else ssim(src, image, mask)
+        row["change_in"] = None if inside is None else 1.0 - inside
+        row["change"] = float((image.float() - src.float()).abs().mean())
         if feats is not None:
             row["clip"] = clip_score(feats[feature_row], texts[edit])
             row["clip_dir"] = directional_similarity(feats[0], feats[feature_row], texts[0], texts[edit])

@@ -24,6 +24,16 @@ class Place(str, Enum):
     up = "up"
 
 
+class Background(str, Enum):
+    image = "image"
+    grey = "grey"
+
+
+BackgroundOpt = Annotated[
+    Background,
+    typer.Option("--background", help="Under the heat colours: the image, or it in grey (the heat colours then"
+                 " stand apart from the picture's own)."),
+]
 OptRecipes = Annotated[
     Optional[list[str]],
     typer.Argument(help="Recipe files (YAML); - reads one from standard input. Or use --prompt.",
@@ -69,6 +79,7 @@ def attn_viz(
     step_range: StepRange = "0:1",
     components: Components = 10,
     special: Special = False,
+    background: BackgroundOpt = Background.image,
     overwrite: o.Overwrite = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -82,7 +93,7 @@ def attn_viz(
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):
-        spec = _spec(words, res, from_, step_range, components, special)
+        spec = _spec(words, res, from_, step_range, components, special, background.value)
         if recipes and prompt is not None:
             raise UsageError("give recipes or --prompt, not both")
         if prompt is not None:
@@ -137,7 +148,7 @@ def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, m
                source_only=True)
 
 
-def _spec(words, res, places, step_range, components, special):
+def _spec(words, res, places, step_range, components, special, background="image"):
     """The options as a viz.VizSpec; UsageError for a bad --step-range."""
     from p2p_cli.analysis.maps import VizSpec, parse_step_range
 
@@ -148,4 +159,5 @@ def _spec(words, res, places, step_range, components, special):
     chosen = tuple(p.value for p in places) if places else ("down", "up")
     wanted = tuple(w.strip() for item in words or [] for w in item.split(",") if w.strip())
     return VizSpec(res=res, places=tuple(p for p in ("down", "mid", "up") if p in chosen), step_range=rng,
-                   components=components, words=tuple(dict.fromkeys(wanted)), special=special)
+                   components=components, words=tuple(dict.fromkeys(wanted)), special=special,
+                   background=background)

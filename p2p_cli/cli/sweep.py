@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,7 +18,8 @@ from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.files.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
 from p2p_cli.recipe import RecipeError
-from p2p_cli.analysis.tau_sweep import COLUMNS, KEPT, csv_cell, expand, parse_pick, parse_taus, pick
+from p2p_cli.analysis.tau_sweep import (COLUMNS, EDITED, KEPT, csv_cell, expand, parse_pick, parse_taus, pick,
+                                        pick_score)
 
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"  # metrics.CLIP_DEFAULT (metrics imports torch; help must not)
 
@@ -40,7 +42,11 @@ PickKeep = Annotated[
     str, typer.Option("--pick-keep", help=f"Points that keep enough of the source: METRIC>=V or METRIC<=V,"
                       f" METRIC one of {', '.join(KEPT)}.")
 ]
-PickBy = Annotated[str, typer.Option("--pick-by", help="Among those, the best by: clip or clip_dir.")]
+PickBy = Annotated[
+    str, typer.Option("--pick-by", help=f"Among those, the best by: {', '.join(EDITED)} (change_in: 1 - SSIM inside"
+                      " the blend mask; change: mean pixel change), or auto: clip when a CLIP model loads, else"
+                      " change_in when every swept edit blends, else change.")
+]
 
 
 def sweep(
@@ -53,7 +59,7 @@ def sweep(
     clip: Clip = CLIP_DEFAULT,
     pick_: Pick = False,
     pick_keep: PickKeep = "ssim>=0.5",
-    pick_by: PickBy = "clip",
+    pick_by: PickBy = "auto",
     out: o.OutDir = Path("outputs"),
     model: o.ModelSpec = None,
     device: o.DeviceOpt = o.Device.auto,
@@ -94,12 +100,18 @@ def sweep(
             raise UsageError(err.as_option() if hasattr(err, "as_option") else str(err)) from None
         folder = Path(out) / parsed.name / "sweep"
         check_free(folder, overwrite)  # before any model loads
-        if pick_ and clip.lower() == "none":
-            raise UsageError(f"--pick by {rule.score} needs CLIP scores, but --clip is none; give --clip a CLIP"
-                             " model (local folder or hub id), or leave out --pick")
+        all_blend = (getattr(parsed, "mask", None) is not None  # a recipe's mask confines every edit
+                     or all(parsed.edits[k - 1].local_blend is not None for k in plan.edits))
+        try:  # before any model loads: a score that cannot be had stops the sweep now
+            rule = replace(rule, score=pick_score(rule.score, clip.lower() != "none", all_blend))
+        except ValueError as err:
+            if pick_:
+                raise UsageError(f"{err} (--clip is {clip})" if clip.lower() == "none" else str(err)) from None
+            rule = replace(rule, score=pick_score("auto", clip.lower() != "none", all_blend))
         use_threads(threads)
         run(plan, folder, recipe_file=recipe, overrides=overrides, spec=model_key(model or parsed.model),
-            device=device.value, dtype=dtype.value, batch_size=batch_size, clip=clip, rule=rule if pick_ else None,
+            device=device.value, dtype=dtype.value, batch_size=batch_size, clip=clip, rule=rule, do_pick=pick_,
+            auto=pick_by == "auto", all_blend=all_blend,
             overwrite=overwrite, json_=json_, attention=attention.value, allow_pickle=allow_pickle, log=log,
             bar=None if quiet or not console.is_terminal else progress_bar(console))
     raise typer.Exit(EXIT_OK)
@@ -114,16 +126,16 @@ def _values(option: str, text: str | None) -> list[float] | None:
         raise UsageError(f"{option} {text}: {err}") from None
 
 
-def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batch_size, clip, rule, overwrite, json_,
-        attention, allow_pickle, log, bar) -> None:
+def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batch_size, clip, rule, do_pick, auto,
+        all_blend, overwrite, json_, attention, allow_pickle, log, bar) -> None:
     """Load the model, run the sweep's batches, score every point and write the folder in one rename."""
     from p2p_cli.analysis.metrics import ClipScorer, Lpips, MetricUnavailable
     from p2p_cli.api import load_model, sweep as run_sweep
     from p2p_cli.loras import recipe_loras
     from p2p_cli.engine.pipeline import check_recipe, resolve_recipe
-    from p2p_cli.render.images import save_png
+    from p2p_cli.render.images import save_png, smooth_mask
     from p2p_cli.render.sweep_plots import sweep_grid, tradeoff_plot
-    from p2p_cli.analysis.tau_sweep import score_sweep
+    from p2p_cli.analysis.tau_sweep import CLIP_SCORES, score_sweep
 
     start = time.perf_counter()
     recipe = plan.recipe
@@ -141,10 +153,15 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
         try:
             scorer = ClipScorer(clip, sd.device, sd.dtype).load()
         except MetricUnavailable as err:
-            if rule is not None:
+            if do_pick and rule.score in CLIP_SCORES and not auto:
                 raise UsageError(f"--pick by {rule.score} needs a CLIP model: {err}; give --clip a local folder"
-                                 " or hub id, or sweep without --pick (every point is still scored and drawn)")
+                                 " or hub id, pick by a score without CLIP (--pick-by change_in or change), or sweep"
+                                 " without --pick (every point is still scored and drawn)")
             notes.append(f"CLIP columns are empty: {err}")
+            if rule.score in CLIP_SCORES:
+                rule = replace(rule, score=pick_score("auto", False, all_blend))
+                if do_pick:
+                    notes.append(f"picking by {rule.score} instead of CLIP")
     seconds = {"load": time.perf_counter() - start}
     n_chunks = -(-len(plan.points) // batch_size)
     log(f"{recipe_file}: {recipe.name}, {len(plan.points)} points in {n_chunks} batch(es) of at most {batch_size}"
@@ -171,7 +188,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
         notes.append(f"LPIPS columns are empty: {err}")
     rows, baseline_rows = score_sweep(plan, result, scorer, lpips)
     picked: dict[int, int] = {}
-    if rule is not None:
+    if do_pick:
         picked, why = pick(rows, rule)
         notes += why
         for i in picked.values():
@@ -192,12 +209,11 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
             files[point.name] = save_png(image, tmp / f"{point.name}.png").name
             prompts[point.name] = recipe.edits[point.edit - 1].target
             if mask is not None:
-                files[f"{point.name}-mask"] = save_png(mask, tmp / f"{point.name}-mask.png").name
+                files[f"{point.name}-mask"] = save_png(smooth_mask(mask), tmp / f"{point.name}-mask.png").name
         chosen = set(picked.values())
         files["grid"] = save_png(sweep_grid(plan, result, rows, baseline_rows, chosen), tmp / "sweep.png").name
-        kept = rule.keep if rule is not None else "ssim"
-        plot = tradeoff_plot(plan, rows, kept=kept, edited=rule.score if rule is not None else "clip", picked=chosen,
-                             threshold=rule.threshold if rule is not None else None)
+        plot = tradeoff_plot(plan, rows, kept=rule.keep if do_pick else "ssim", edited=rule.score, picked=chosen,
+                             threshold=rule.threshold if do_pick else None)
         files["tradeoff"] = save_png(plot, tmp / "tradeoff.png").name
         with open(tmp / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -214,7 +230,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
             "tau": plan.taus, "self_tau": plan.self_taus, "edits": plan.edits, "batch_size": batch_size,
             "batches": n_chunks, "per_word_windows": "kept (a tau replaces only the default window)",
             "source_row": "rendered in every batch as the attention donor; the same picture each time",
-            "clip": None if clip.lower() == "none" else clip, "pick": str(rule) if rule is not None else None,
+            "clip": None if clip.lower() == "none" else clip, "pick": str(rule) if do_pick else None,
             "picked": chosen_points, "notes": notes,
         }
         write_json(tmp / "run.json", record)

@@ -11,15 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from p2p_cli.engine.control.store import AttentionStore
-from p2p_cli.render.grid import Tile, make_grid
-from p2p_cli.render.images import save_png
+from p2p_cli.render.grid import PAD, Tile, make_grid
+from p2p_cli.render.images import DIM, mask_over, save_png, smooth_mask, to_pil  # noqa: F401 (DIM: re-exported)
 from p2p_cli.analysis.maps import (VizSpec, cross_maps, min_max, self_components, token_labels, upsample, word_map,
                          word_positions)
 
 TILE = 256  # longest side of a token or component tile, in pixels (smaller images keep their size)
 COLUMNS = 10  # tiles per row
 OVERLAY = 0.5  # weight of the heat colour over the image
-DIM = 0.3  # brightness left outside a local-blend mask
 RESERVED = ("cross", "self", "mask")  # picture names a word file must not take
 # "jet" at 9 even stops: dark blue (0) .. dark red (1)
 JET = torch.tensor([
@@ -37,15 +36,43 @@ def colorize(map_: torch.Tensor) -> torch.Tensor:
     return rgb.permute(2, 0, 1)
 
 
-def heat_over(image: torch.Tensor, map_: torch.Tensor) -> torch.Tensor:
-    """The (3, H, W) image with the (H, W) map in [0, 1] as a heat colour over it."""
-    return (1 - OVERLAY) * image + OVERLAY * colorize(map_)
+BACKGROUNDS = ("image", "grey")
+BAR_HEIGHT = 12  # the colour bar under a heat-map picture, in pixels
 
 
-def mask_over(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The (3, H, W) image as is where the (H, W) mask is 1, dimmed where the blend kept the source."""
-    keep = mask.float().clamp(0, 1)[None]
-    return image * (keep + (1 - keep) * DIM)
+def grey(image: torch.Tensor) -> torch.Tensor:
+    """The (3, H, W) image in greyscale (Rec. 601 luma), still 3 channels."""
+    luma = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+    return luma[None].expand(3, -1, -1)
+
+
+def heat_over(image: torch.Tensor, map_: torch.Tensor, background: str = "image") -> torch.Tensor:
+    """The (3, H, W) image with the (H, W) map in [0, 1] as a heat colour over it; background "grey" lays the
+    heat over the image in greyscale, so the heat colours are not mixed with the picture's own."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background {background!r}: expected one of {', '.join(BACKGROUNDS)}")
+    under = grey(image) if background == "grey" else image
+    return (1 - OVERLAY) * under + OVERLAY * colorize(map_)
+
+
+def with_colour_bar(picture, low: str, high: str, note: str = ""):
+    """The picture (PIL) with a colour scale under it: the JET ramp from `low` (value 0) to `high`, and a note."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=12)
+    bar_w = max(64, min(256, picture.width - 2 * PAD - 120))
+    out = Image.new("RGB", (picture.width, picture.height + BAR_HEIGHT + 3 * PAD + 14), (255, 255, 255))
+    out.paste(picture, (0, 0))
+    ramp = colorize(torch.linspace(0, 1, bar_w)[None].expand(BAR_HEIGHT, -1))  # (3, BAR_HEIGHT, bar_w)
+    x, y = PAD + font.getlength(low) + 6, picture.height + PAD
+    out.paste(to_pil(ramp), (round(x), y))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle([round(x) - 1, y - 1, round(x) + bar_w, y + BAR_HEIGHT], outline=(20, 20, 20))
+    draw.text((PAD, y - 1), low, font=font, fill=(20, 20, 20))
+    draw.text((round(x) + bar_w + 6, y - 1), high, font=font, fill=(20, 20, 20))
+    if note:
+        draw.text((PAD, y + BAR_HEIGHT + PAD // 2), note, font=font, fill=(110, 110, 110))
+    return out
 
 
 def tile_size(image_hw: tuple[int, int], longest: int = TILE) -> tuple[int, int]:
@@ -67,12 +94,21 @@ def _placed(tiles: list[Tile], columns: int = COLUMNS) -> list[Tile]:
     return tiles
 
 
-def cross_tiles(image: torch.Tensor, maps: torch.Tensor, labels: list[tuple[int, str]]) -> list[Tile]:
-    """One tile per (position, text) label: the token's map (h, w, L), own max, smooth, over the image."""
+def cross_tiles(image: torch.Tensor, maps: torch.Tensor, labels: list[tuple[int, str]],
+                background: str = "image") -> list[Tile]:
+    """One tile per (position, text) label: the token's map (h, w, L), own max, smooth, over the image; the
+    title holds the position and the map's min and max (the colour scale's top is that max)."""
     size = tile_size(tuple(image.shape[-2:]))
     small = _resize(image, size)
-    tiles = [Tile(heat_over(small, upsample(maps[..., pos], size)), str(pos), text or " ") for pos, text in labels]
+    tiles = []
+    for pos, text in labels:
+        m = maps[..., pos]
+        title = f"{pos} · {float(m.min()):.2g}-{float(m.max()):.2g}"
+        tiles.append(Tile(heat_over(small, upsample(m, size), background), title, text or " "))
     return _placed(tiles)
+
+
+CROSS_SCALE = ("0", "tile max", "colour: attention from 0 to each tile's own max (title: the map's min-max)")
 
 
 def component_tiles(components: torch.Tensor, shares: torch.Tensor, image_hw: tuple[int, int]) -> list[Tile]:
@@ -85,11 +121,13 @@ def component_tiles(components: torch.Tensor, shares: torch.Tensor, image_hw: tu
     return _placed(tiles)
 
 
-def word_tiles(image: torch.Tensor, wmap: torch.Tensor, word: str, role: str) -> list[Tile]:
+def word_tiles(image: torch.Tensor, wmap: torch.Tensor, word: str, role: str, background: str = "image"
+               ) -> list[Tile]:
     """The word's map at full image size: heat over the image, and the plain map (white = most) beside it."""
     full = upsample(wmap, tuple(image.shape[-2:]))
     title = f"{role} · {word}"
-    return [Tile(heat_over(image, full), title, "over the image", col=0),
+    return [Tile(heat_over(image, full, background), title, f"over the image · {float(wmap.min()):.2g}-"
+                 f"{float(wmap.max()):.2g}", col=0),
             Tile(full[None].expand(3, -1, -1), title, "map (white = most)", col=1)]
 
 
@@ -110,6 +148,7 @@ def save_attention(
     spec: VizSpec,
     res: int,
     texts: dict[str, dict[str, str]] | None = None,
+    latent_hw: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """Write the pictures of every role and maps.npz into folder (made here); picture key -> file name.
 
@@ -131,8 +170,9 @@ def save_attention(
         arrays[f"{role}.prompt"] = np.array(prompt)
         labels = everything if spec.special else everything[1:-1]
         chunks = texts.get(role)
-        files[f"{role}-cross"] = _save(make_grid(cross_tiles(image, maps, labels)), folder / f"{role}-cross.png",
-                                       chunks)
+        background = getattr(spec, "background", "image")
+        files[f"{role}-cross"] = _save(with_colour_bar(make_grid(cross_tiles(image, maps, labels, background)),
+                                                       *CROSS_SCALE), folder / f"{role}-cross.png", chunks)
         if spec.components > 0:
             comps, shares = self_components(store, row, res, spec.places, spec.components)
             files[f"{role}-self"] = _save(make_grid(component_tiles(comps, shares, tuple(image.shape[-2:]))),
@@ -143,12 +183,13 @@ def save_attention(
                 continue
             slug = file_word(word)
             name = f"{role}-{'word-' if slug in RESERVED else ''}{slug}"
-            files[name] = _save(make_grid(word_tiles(image, word_map(maps, positions), word, role)),
-                                folder / f"{name}.png", chunks)
+            tiles = word_tiles(image, word_map(maps, positions), word, role, background)
+            files[name] = _save(with_colour_bar(make_grid(tiles), "0", "max", "colour: the word's attention, 0 to"
+                                                " its max (caption: min-max)"), folder / f"{name}.png", chunks)
     for k, mask in sorted(masks.items()):
         role = f"edit-{k}"
         if role in roles:
-            picture = mask_over(images[roles.index(role)], mask)
+            picture = mask_over(images[roles.index(role)], smooth_mask(mask, latent_hw))
             files[f"{role}-mask"] = save_png(picture, folder / f"{role}-mask.png", texts.get(role)).name
     np.savez_compressed(folder / "maps.npz", **arrays)
     files["maps"] = "maps.npz"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -23,6 +24,44 @@ def mask_to_pil(mask: torch.Tensor) -> Image.Image:
         raise ValueError(f"expected an (H, W) mask, got shape {tuple(mask.shape)}")
     pixels = (mask.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return Image.fromarray(pixels.cpu().numpy(), mode="L")
+
+
+DIM = 0.3  # brightness left outside a local-blend mask
+
+
+def block_size(mask: torch.Tensor, largest: int = 16) -> int:
+    """The side of the square blocks a nearest-upsampled (H, W) mask is made of (1 when it is not blocky)."""
+    h, w = mask.shape
+    for f in (16, 8, 4, 2):
+        if f <= largest and h % f == 0 and w % f == 0:
+            if _blocky(mask, f):
+                return f
+    return 1
+
+
+def _blocky(mask: torch.Tensor, f: int) -> bool:
+    low = mask[::f, ::f]
+    return torch.equal(low.repeat_interleave(f, 0).repeat_interleave(f, 1), mask)
+
+
+def smooth_mask(mask: torch.Tensor, latent_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """The (H, W) mask as applied, at picture size without the latent's blocks: a mask made of blocks of the
+    latent's grid (latent_hw, or the block size found in it; local blend's, nearest-upsampled) is taken on that
+    grid and upsampled bilinearly. A mask that is not blocky (a recipe's own mask, already smooth) is kept as is.
+    (H, W) in [0, 1]."""
+    mask = mask.detach().float().cpu()
+    h, w = mask.shape
+    f = block_size(mask) if latent_hw is None else h // latent_hw[0]
+    if f <= 1 or h % f or w % f or not _blocky(mask, f):
+        return mask.clamp(0, 1)
+    low = mask[::f, ::f][None, None]
+    return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
+
+
+def mask_over(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The (3, H, W) image as is where the (H, W) mask is 1, dimmed where the blend kept the source."""
+    keep = mask.float().clamp(0, 1)[None]
+    return image * (keep + (1 - keep) * DIM)
 
 
 def png_info(texts: dict[str, str] | None) -> PngInfo | None:
@@ -52,10 +91,11 @@ def read_png_texts(path: Path) -> dict[str, str]:
 
 def save_images(
     folder: Path, roles: list[str], images: torch.Tensor, masks: dict[int, torch.Tensor] | None = None,
-    texts: dict[str, dict[str, str]] | None = None,
+    texts: dict[str, dict[str, str]] | None = None, latent_hw: tuple[int, int] | None = None,
 ) -> dict[str, str]:
-    """`<role>.png` for each (3, H, W) image and `edit-<k>-mask.png` per local-blend mask; role -> file name.
-    texts: role -> PNG text chunks (a mask takes its edit's)."""
+    """`<role>.png` for each (3, H, W) image; per local-blend mask `edit-<k>-mask.png` (white: edited; at picture
+    size, smoothed: smooth_mask) and `edit-<k>-mask-over.png` (the edit, dimmed where the source was kept);
+    role -> file name. texts: role -> PNG text chunks (a mask takes its edit's); latent_hw: the mask's grid."""
     if len(roles) != len(images):
         raise ValueError(f"{len(roles)} roles for {len(images)} images")
     texts = texts or {}
@@ -63,5 +103,10 @@ def save_images(
     for role, image in zip(roles, images):
         files[role] = save_png(image, Path(folder) / f"{role}.png", texts.get(role)).name
     for k, mask in sorted((masks or {}).items()):
-        files[f"edit-{k}-mask"] = save_png(mask, Path(folder) / f"edit-{k}-mask.png", texts.get(f"edit-{k}")).name
+        smooth = smooth_mask(mask, latent_hw)
+        files[f"edit-{k}-mask"] = save_png(smooth, Path(folder) / f"edit-{k}-mask.png", texts.get(f"edit-{k}")).name
+        if f"edit-{k}" in roles:
+            over = mask_over(images[roles.index(f"edit-{k}")].float().cpu(), smooth)
+            files[f"edit-{k}-mask-over"] = save_png(over, Path(folder) / f"edit-{k}-mask-over.png",
+                                                    texts.get(f"edit-{k}")).name
     return files

@@ -91,3 +91,22 @@ def test_bad_options_are_usage_errors(cli, tiny_model_dir, write_recipe, tmp_pat
         assert result.exit_code == 2, (args, result.output)
         assert message in result.stderr, (args, result.stderr)
     assert not any(tmp_path.glob("a-cat*"))
+
+
+def test_cross_pictures_have_a_colour_scale_and_a_grey_background(cli, tiny_model_dir, tmp_path):
+    from p2p_cli.render.attention import JET
+
+    result = cli("attn-viz", "--prompt", "a red cube", "--model", tiny_model_dir, "--out", tmp_path, "--steps", 2,
+                 "--components", 0, "--background", "grey", "--words", "cube", "--quiet")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "a-red-cube" / "attention"
+    for name in ("source-cross.png", "source-cube.png"):
+        picture = pixels(folder / name)
+        bottom = picture[:, -40:]  # the colour bar under the tiles: both ends of the JET scale are there
+        for end in (JET[0], JET[-1]):
+            close = ((bottom - end[:, None, None]).abs().amax(0) < 0.02).sum()
+            assert close >= 8, (name, end)
+    assert json.loads((folder / "run.json").read_text())["seconds"]  # the run was recorded
+    bad = cli("attn-viz", "--prompt", "a red cube", "--model", tiny_model_dir, "--out", tmp_path / "b",
+              "--background", "sepia")
+    assert bad.exit_code == 2

@@ -25,8 +25,9 @@ def test_writes_images_grid_and_run_json(small, cli, write_recipe, tiny_model_di
     assert result.exit_code == 0, result.output
     folder = out / "small"
     assert files_in(out) == ["small"]  # no temporary folder left behind
-    assert files_in(folder) == ["edit-1-mask.png", "edit-1.png", "edit-2.png", "grid.png", "run.json", "source.png"]
-    for name in ("source.png", "edit-1.png", "edit-2.png", "edit-1-mask.png"):
+    assert files_in(folder) == ["edit-1-mask-over.png", "edit-1-mask.png", "edit-1.png", "edit-2.png", "grid.png",
+                                "run.json", "source.png"]
+    for name in ("source.png", "edit-1.png", "edit-2.png", "edit-1-mask.png", "edit-1-mask-over.png"):
         assert Image.open(folder / name).size == (128, 128)
     grid = Image.open(folder / "grid.png")
     assert grid.width == 3 * (128 + PAD) + PAD  # source, edit-1, edit-2 on one row

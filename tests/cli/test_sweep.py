@@ -68,7 +68,9 @@ def test_bad_input_is_exit_2_before_any_model(cli, write_recipe, tmp_path):
         ([], "error: nothing to sweep: give --tau"),
         (["--tau", "0.5", "--edit", "3"], "error: --edit 3: the recipe has 2 edits (1 to 2)"),
         (["--tau", "0.5", "--pick-keep", "fid>=2"], "fid is not one of ssim, psnr"),
-        (["--tau", "0.5", "--pick", "--clip", "none"], "error: --pick by clip needs CLIP scores, but --clip is none"),
+        (["--tau", "0.5", "--pick", "--pick-by", "clip", "--clip", "none"],
+         "error: --pick-by clip needs CLIP scores; without a CLIP model pick by change_in"),
+        (["--tau", "0.5", "--pick", "--pick-by", "change_in"], "change_in needs a local_blend mask in every swept"),
     ]:
         result = cli("sweep", recipe, "--model", nowhere, "--out", tmp_path / "out", *args)
         assert result.exit_code == 2, (args, result.output)
@@ -78,7 +80,22 @@ def test_bad_input_is_exit_2_before_any_model(cli, write_recipe, tmp_path):
 
 def test_pick_without_a_clip_model_fails_before_sampling(cli, write_recipe, tiny_model_dir, tmp_path):
     result = cli("sweep", write_recipe(), "--model", tiny_model_dir, "--out", tmp_path, "--steps", "2",
-                 "--tau", "0.8", "--pick", "--clip", str(tmp_path / "no-clip-here"))
+                 "--tau", "0.8", "--pick", "--pick-by", "clip", "--clip", str(tmp_path / "no-clip-here"))
     assert result.exit_code == 2, result.output
     assert "error: --pick by clip needs a CLIP model: " in result.stderr
     assert "points in" not in result.stderr and not (tmp_path / "small").exists()  # nothing was sampled
+
+
+def test_pick_without_clip_picks_by_the_change_inside_the_blend_mask(small, cli, write_recipe, tiny_model_dir,
+                                                                      tmp_path):
+    small.update(seed=3, blend_res=16)
+    small["edits"][0]["local_blend"].update(threshold=0.9, start=0.0)
+    result = cli("sweep", write_recipe(small), "--model", tiny_model_dir, "--out", tmp_path, "--steps", "2",
+                 "--tau", "0.2,0.6", "--edit", "1", "--clip", "none", "--pick", "--pick-keep", "ssim>=0", "--json")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "small" / "sweep"
+    rows = list(csv.DictReader((folder / "metrics.csv").open()))
+    assert all(0 <= float(r["change_in"]) <= 2 and 0 < float(r["change"]) < 1 for r in rows)
+    best = max(range(2), key=lambda i: float(rows[i]["change_in"]))
+    assert [r["picked"] for r in rows] == ["1" if i == best else "0" for i in range(2)]
+    assert json.loads((folder / "run.json").read_text())["sweep"]["pick"] == "best change_in where ssim>=0"

@@ -151,3 +151,18 @@ def test_res_defaults_to_a_quarter_of_the_latent_but_at_least_16_and_must_exist(
         pick_res(tiny_model, (16, 16), ("down", "up"), 2)
     with pytest.raises(ValueError, match="the sides are 4$"):
         pick_res(tiny_model, (16, 16), ("mid",), 8)
+
+
+def test_grey_background_keeps_the_heat_colours_apart_from_the_picture():
+    from p2p_cli.render.attention import OVERLAY, colorize, grey, heat_over
+
+    image = torch.zeros(3, 8, 8)
+    image[0] = 1.0  # a red picture
+    map_ = torch.linspace(0, 1, 64).reshape(8, 8)
+    over_grey = heat_over(image, map_, "grey")
+    luma = 0.299
+    assert torch.allclose(over_grey, (1 - OVERLAY) * luma + OVERLAY * colorize(map_))
+    assert torch.allclose(grey(image)[1], grey(image)[2])  # no colour left under the heat
+    assert not torch.allclose(heat_over(image, map_), over_grey)
+    with pytest.raises(ValueError, match="expected one of image, grey"):
+        heat_over(image, map_, "sepia")

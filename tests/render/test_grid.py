@@ -25,7 +25,8 @@ def test_to_pil_rounds_and_clamps():
 
 def test_save_images_and_masks(tmp_path):
     files = save_images(tmp_path, ["source", "edit-1"], torch.rand(2, 3, 16, 24), {1: torch.ones(16, 24)})
-    assert files == {"source": "source.png", "edit-1": "edit-1.png", "edit-1-mask": "edit-1-mask.png"}
+    assert files == {"source": "source.png", "edit-1": "edit-1.png", "edit-1-mask": "edit-1-mask.png",
+                     "edit-1-mask-over": "edit-1-mask-over.png"}
     assert Image.open(tmp_path / "edit-1.png").size == (24, 16)
     assert Image.open(tmp_path / "edit-1-mask.png").getpixel((0, 0)) == 255
 
@@ -74,3 +75,34 @@ def test_only_the_added_occurrence_of_a_repeated_word_is_marked():
     spans = _spans(tgt, changed_positions(src, tgt))
     assert [w for w, m in spans if m] == ["on", "a", "black", "background"]
     assert spans[0] == ("a", False)
+
+
+def test_blend_mask_files_are_smooth_at_picture_size_and_laid_over_the_edit(tmp_path):
+    import numpy as np
+
+    from p2p_cli.render.images import DIM, block_size, smooth_mask
+
+    low = torch.zeros(4, 4)
+    low[1:3, 1:3] = 1.0  # the mask as applied, on a 4x4 latent
+    blocky = low.repeat_interleave(8, 0).repeat_interleave(8, 1)  # (32, 32), as run_edit gives it (nearest)
+    assert block_size(blocky) == 8
+    images = torch.rand(2, 3, 32, 32)
+    files = save_images(tmp_path, ["source", "edit-1"], images, {1: blocky}, latent_hw=(4, 4))
+    assert files["edit-1-mask-over"] == "edit-1-mask-over.png"
+    saved = np.asarray(Image.open(tmp_path / "edit-1-mask.png"), dtype=np.float32) / 255
+    assert saved.shape == (32, 32)
+    assert len(np.unique(saved)) > 8  # smooth edges, not two values in 8x8 blocks
+    assert saved[16, 16] == 1.0 and saved[0, 0] == 0.0  # inside and outside as applied
+    assert 0.2 < saved[8, 16] < 0.8  # the edge is a ramp
+    assert torch.equal(smooth_mask(blocky), smooth_mask(blocky, (4, 4)))  # the grid found from the blocks
+    over = np.asarray(Image.open(tmp_path / "edit-1-mask-over.png"), dtype=np.float32) / 255
+    edit = images[1].permute(1, 2, 0).numpy()
+    keep = smooth_mask(blocky, (4, 4)).numpy()[..., None]
+    assert np.abs(over - edit * (keep + (1 - keep) * DIM)).max() <= 1 / 255 + 1e-6
+
+
+def test_a_mask_that_is_not_blocky_is_saved_as_it_is():
+    from p2p_cli.render.images import smooth_mask
+
+    soft = torch.linspace(0, 1, 32)[None].expand(32, -1).contiguous()  # a recipe's own mask, already smooth
+    assert torch.equal(smooth_mask(soft, (4, 4)), soft) and torch.equal(smooth_mask(soft), soft)
