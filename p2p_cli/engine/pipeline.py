@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from p2p_cli.checks import size_problem
 from p2p_cli.engine.attention import controlled
 from p2p_cli.engine.control.run import Control
 from p2p_cli.engine.layers import cross_sides, latent_size, layer_infos, level_sides, size_multiple
@@ -107,10 +108,9 @@ def default_blend_side(latent_hw: tuple[int, int]) -> int:
 def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:
     height, width = recipe.size or model.native_size
     multiple = size_multiple(model)
-    bad = [s for s in (height, width) if s % multiple]
-    if bad:
-        raise RecipeError([f"size: {bad[0]} is not a multiple of {multiple}, which this model needs"
-                           f" (its native size is {model.native_size[0]})"], source)
+    problems = [size_problem(s, multiple, model.native_size[0]) for s in dict.fromkeys((height, width))]
+    if any(problems):
+        raise RecipeError([p for p in problems if p], source)
     return latent_size(model, (height, width))
 
 
