@@ -116,7 +116,8 @@ def word_spans(tokenizer: Any, prompt: str) -> list[WordSpan]:
             owned[best].append(pos)  # otherwise punctuation: no word's token
     for k, (_, s, e) in enumerate(words):
         if not owned[k]:  # a token spanning several words ("^_^" is one token): each of them has it
-            owned[k] = [pos for pos, (start, end) in enumerate(offsets, start=1) if min(max(end, start + 1), e) > max(start, s)]
+            owned[k] = [pos for pos, (start, end) in enumerate(offsets, start=1)
+                        if min(max(end, start + 1), e) > max(start, s)]
         if not owned[k]:
             raise PromptError(f'"{words[k][0]}" gives no tokens (the tokenizer drops it): remove it from the prompt')
     spans, seen = [], {}
