@@ -4,8 +4,10 @@ with the offline CLIP tokenizer, so it never imports the engine."""
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from p2p_cli.recipe import Recipe
@@ -131,3 +133,41 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
             warnings.append(f"edits[{i}].baseline: a reweight edit's prompt is the source's, so its baseline would"
                             " be the source picture again; it is not rendered")
     return warnings
+
+
+def model_geometry(spec: str | None) -> dict | None:
+    """Native side, pixels per latent cell and size multiple of the bundled model or a local folder, from its
+    config files (no weights read, no torch); None for a hub id or a single-file checkpoint."""
+    if spec is None or spec == "shapes":
+        folder = Path(__file__).resolve().parent / "shapes" / "weights"
+    else:
+        folder = Path(spec).expanduser()
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
+        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
+        multiple = scale * 2 ** (len(unet["block_out_channels"]) - 1)  # engine.layers.size_multiple
+        xl = (folder / "text_encoder_2").is_dir()  # SDXL's second text encoder
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": xl, "multiple": multiple}
+
+
+def size_problem(side: int, multiple: int, native: int) -> str | None:
+    """The line for a picture side the model cannot run (its VAE and UNet halve it until it must stay whole)."""
+    if side % multiple == 0:
+        return None
+    return (f"size: {side} is not a multiple of {multiple}, which this model needs (the VAE and the UNet's"
+            f" downsampling); use a multiple of {multiple}, e.g. its native size {native}")
+
+
+def size_problems(recipe: Recipe, spec: str | None) -> list[str]:
+    """`size` against the model's size multiple, before any model loads, where the model's config files are here
+    (the bundled model, a local folder); a hub id is checked once loaded (engine.pipeline)."""
+    geometry = model_geometry(spec) if recipe.size else None
+    if geometry is None:
+        return []
+    lines = [size_problem(side, geometry["multiple"], geometry["size"]) for side in dict.fromkeys(recipe.size)]
+    return [line for line in lines if line]

@@ -54,6 +54,9 @@ def describe(err: BaseException) -> tuple[str, int]:
         return f"cannot load the model: {err}", EXIT_FAILED
     if isinstance(err, (OutputExistsError, OutputPathError, DegenerateResult)):
         return str(err), EXIT_FAILED
+    memory = sys.modules.get("p2p_cli.engine.memory")
+    if memory is not None and isinstance(err, memory.NotEnoughMemory):  # the estimate before sampling
+        return str(err), EXIT_FAILED
     if torch is not None and isinstance(err, torch.OutOfMemoryError):
         return (
             "out of memory: try --dtype fp16 (on a GPU), a smaller size (--set size=512), fewer edits per recipe,"

@@ -15,6 +15,7 @@ import typer
 
 from p2p_cli.cli.common import STDIN_ONCE, check_name, dtype_name, model_key
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, name_edits, report
+from p2p_cli.checks import size_problems
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.files.real import resolve_mask
 from p2p_cli.overrides import inline_recipes, read_recipes
@@ -59,6 +60,9 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
             if isinstance(recipe, RecipeError):
                 raise recipe
             check_name(recipe, label)
+            spec = model if model is not None else recipe.model
+            if problems := size_problems(recipe, model_key(spec)):  # local and bundled models: before loading
+                raise RecipeError(problems, label)
             image = _real_image(recipe, label)
             resolve_mask(recipe, label)
             loras = ()

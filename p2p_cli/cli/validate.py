@@ -11,6 +11,7 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
+from p2p_cli.checks import model_geometry, size_problems
 from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -40,6 +41,8 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
 
                     resolve_mask(recipe, label)
                     _check_loras(recipe, label)
+                    if problems := size_problems(recipe, recipe.model):
+                        raise RecipeError(problems, label)
                     from p2p_cli.checks import clip_tokenizer, recipe_problems
 
                     tokenizer = tokenizer or clip_tokenizer()
@@ -89,7 +92,7 @@ def _check_loras(recipe: Recipe, label: str) -> None:
 
 def summary(recipe: Recipe, image: Path | None = None) -> str:
     """Indented lines: every setting the recipe resolves to (defaults filled in), then each edit."""
-    geometry = _geometry(recipe.model)
+    geometry = model_geometry(recipe.model)
     if recipe.size:
         size = "x".join(map(str, recipe.size))
     else:
@@ -151,22 +154,3 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
 def _win(window: tuple[float, float]) -> str:
     start, end = window
     return f"{end:g}" if start == 0 else f"[{start:g}, {end:g}]"
-
-
-def _geometry(spec: str | None) -> dict | None:
-    """Native side and pixels per latent cell of the bundled model or a local folder, from its config files
-    (no weights read); None for a hub id."""
-    if spec is None or spec == "shapes":
-        folder = Path(__file__).resolve().parents[1] / "shapes" / "weights"
-    else:
-        folder = Path(spec).expanduser()
-    try:
-        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
-        side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
-        scale = 2 ** (len(vae["block_out_channels"]) - 1)
-        depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
-        xl = (folder / "text_encoder_2").is_dir()  # SDXL's second text encoder
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None
-    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": xl}

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from p2p_cli.checks import size_problem
 from p2p_cli.engine.attention import controlled
 from p2p_cli.engine.control.run import Control
+from p2p_cli.engine.memory import Layers, check_fits, estimate_bytes
 from p2p_cli.engine.layers import cross_sides, latent_size, layer_infos, level_sides, size_multiple
 from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
@@ -20,7 +22,7 @@ from p2p_cli.engine.plan import EditPlan, check_recipe, compile_plan, nearest_si
 from p2p_cli.recipe import Recipe, RecipeError
 from p2p_cli.engine.sampler import Predict, Schedule, sample_ddim
 
-__all__ = ["EditResult", "run_edit", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
+__all__ = ["EditResult", "run_edit", "run_bytes", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
            "decode_latents", "generate", "geometry", "resolve_recipe"]
 
 
@@ -107,11 +109,32 @@ def default_blend_side(latent_hw: tuple[int, int]) -> int:
 def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:
     height, width = recipe.size or model.native_size
     multiple = size_multiple(model)
-    bad = [s for s in (height, width) if s % multiple]
-    if bad:
-        raise RecipeError([f"size: {bad[0]} is not a multiple of {multiple}, which this model needs"
-                           f" (its native size is {model.native_size[0]})"], source)
+    problems = [size_problem(s, multiple, model.native_size[0]) for s in dict.fromkeys((height, width))]
+    if any(problems):
+        raise RecipeError([p for p in problems if p], source)
     return latent_size(model, (height, width))
+
+
+def run_bytes(model: Model, latent_hw: tuple[int, int], n_prompts: int, guided: bool, stores: list[AttentionStore],
+              explicit: bool, text_length: int) -> int:
+    """memory.estimate_bytes for a run of this model at a latent size, with these stores (before they allocate)."""
+    sides = level_sides(model, latent_hw)
+    maps, stored = [], []
+    for name, info in layer_infos(model.unet).items():
+        factor = max(latent_hw) // sides[name]
+        q = (latent_hw[0] // factor) * (latent_hw[1] // factor)
+        k = text_length if info.is_cross else q
+        recorded = any(store.wants(info, sides[name]) for store in stores)
+        if recorded:
+            stored.append((q, k))
+        if recorded or explicit:
+            heads = getattr(model.unet.get_submodule(name.removesuffix(".processor")), "heads", 1)
+            maps.append((heads, q, k))
+    return estimate_bytes(
+        latent_hw=latent_hw, prompts=n_prompts, guided=guided, unet_channels=model.unet.config.block_out_channels[0],
+        unet_bytes=torch.finfo(model.dtype).bits // 8, vae_channels=model.vae.config.block_out_channels[0],
+        vae_scale=model.vae_scale, vae_bytes=torch.finfo(model.vae_dtype).bits // 8,
+        latent_channels=model.latent_channels, layers=Layers(tuple(maps), tuple(stored)))
 
 
 def run_edit(
@@ -197,6 +220,10 @@ def run_edit(
         )
         step_inputs = control.step_inputs()
         shapes = {info: control.side_hw(sides[name]) for name, info in layer_infos(model.unet).items()}
+        size = (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale)
+        check_fits(lambda hw: run_bytes(model, (hw[0] // model.vae_scale, hw[1] // model.vae_scale), n_prompts, guided,
+                                        all_stores, attention == "explicit", cond.hidden.shape[1]),
+                   size, size_multiple(model), device, explicit=attention == "explicit")
         for store in all_stores:
             store.prepare(shapes, n_prompts, cond.hidden.shape[1], device)
         if not guided:

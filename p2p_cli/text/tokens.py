@@ -8,14 +8,14 @@ from typing import Any
 
 import regex
 
-from p2p_cli.text.words import split_words
+from p2p_cli.text.words import WORD_PATTERN, split_words
 
 # CLIP's pre-tokenisation pieces (openai/CLIP simple_tokenizer.py); BPE never crosses a piece.
 _CLIP_PIECE = regex.compile(
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
     regex.IGNORECASE,
 )
-_WORD = re.compile(r"[\w'’-]+", re.UNICODE)  # same pattern as words.split_words, with spans
+_WORD = regex.compile(WORD_PATTERN)  # words.split_words' pattern, with spans
 _OCCURRENCE = re.compile(r"^(.*)#\s*(\d+)\s*$", re.DOTALL)
 
 
@@ -100,7 +100,8 @@ def _token_offsets(tokenizer: Any, prompt: str, ids: list[int]) -> list[tuple[in
 
 
 def word_spans(tokenizer: Any, prompt: str) -> list[WordSpan]:
-    """One WordSpan per split_words() word, in order; a token goes to the word it overlaps most."""
+    """One WordSpan per split_words() word, in order; a token goes to the word it overlaps most (a word that none
+    has gets the tokens it overlaps: "^_^" is one token, which its three words share)."""
     ids = token_ids(tokenizer, prompt)
     offsets = _token_offsets(tokenizer, prompt, ids)
     words = [(m.group(0).lower(), m.start(), m.end()) for m in _WORD.finditer(prompt)]
@@ -113,11 +114,17 @@ def word_spans(tokenizer: Any, prompt: str) -> list[WordSpan]:
         best = max(range(len(words)), key=lambda k: (overlaps[k], -k), default=None)
         if best is not None and overlaps[best] > 0:
             owned[best].append(pos)  # otherwise punctuation: no word's token
+    for k, (_, s, e) in enumerate(words):
+        if not owned[k]:  # a token spanning several words ("^_^" is one token): each of them has it
+            owned[k] = [pos for pos, (start, end) in enumerate(offsets, start=1)
+                        if min(max(end, start + 1), e) > max(start, s)]
+        if not owned[k]:
+            raise PromptError(f'"{words[k][0]}" gives no tokens (the tokenizer drops it): remove it from the prompt')
     spans, seen = [], {}
     for k, ((word, _, _), positions) in enumerate(zip(words, owned)):
-        if not positions or positions != list(range(positions[0], positions[-1] + 1)):
+        if positions != list(range(positions[0], positions[-1] + 1)):
             raise AssertionError(f"cannot map the tokens of {prompt!r} to its words (word {word!r}: {positions})")
-        if spans and positions[0] <= spans[-1].positions[-1]:
+        if spans and positions[0] < spans[-1].positions[0]:
             raise AssertionError(f"tokens of {prompt!r} out of order at word {word!r}")
         seen[word] = seen.get(word, 0) + 1
         spans.append(WordSpan(word, k, seen[word], tuple(positions)))

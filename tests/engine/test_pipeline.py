@@ -163,7 +163,7 @@ def test_tokenizer_problems_are_reported_with_paths(tiny_model):
 
 
 def test_size_must_fit_the_unet(tiny_model):
-    with pytest.raises(RecipeError, match="size: 120 is not a multiple of 32"):
+    with pytest.raises(RecipeError, match="size: 120 is not a multiple of 32, which this model needs"):
         run_edit(tiny_model, recipe(EDIT_CASES["replace"], size=[120, 128]))
 
 

@@ -28,6 +28,7 @@ PROMPTS = [
     "2 cats and 13 dogs at 3:45pm",
     "a-,-b x\u200by",
     "red car, red car, red CAR",
+    "a 🐱 on a mat, 👨‍👩‍👧 ❤️ $5 🇫🇷🐶",
 ]
 
 
@@ -163,3 +164,20 @@ def test_occurrence_too_large_says_how_many(tokenizer):
         find_tokens(tokenizer, "a dog", "dog#2")
     with pytest.raises(PromptError, match="from 1"):
         find_tokens(tokenizer, "a dog", "dog#0")
+
+
+def test_emoji_and_symbols_are_words_that_can_be_named(tokenizer):
+    prompt = "a 🐱 on a mat, 👨‍👩‍👧 ❤️ $5 🇫🇷🐶"
+    assert split_words(prompt) == ["a", "🐱", "on", "a", "mat", "👨\u200d👩\u200d👧", "❤️", "$", "5", "🇫🇷", "🐶"]
+    assert find_tokens(tokenizer, prompt, "🐱") == [2]
+    assert find_tokens(tokenizer, prompt, "👨‍👩‍👧") == [7, 8, 9, 10]  # one family, four byte tokens
+    assert find_tokens(tokenizer, prompt, "🐶") == [find_tokens(tokenizer, prompt, "🇫🇷")[-1] + 1]
+    with pytest.raises(WordNotFound, match="its words are: a, 🐱, on, a, mat, "):
+        find_tokens(tokenizer, prompt, "🦊")
+
+
+def test_a_token_shared_by_several_words_belongs_to_each(tokenizer):
+    spans = word_spans(tokenizer, "a ^_^ face")
+    assert [s.word for s in spans] == ["a", "^", "_", "^", "face"]
+    assert spans[1].positions == spans[2].positions == spans[3].positions == (2,)
+    assert find_tokens(tokenizer, "a ^_^ face", "face") == [3]
