@@ -171,3 +171,29 @@ def size_problems(recipe: Recipe, spec: str | None) -> list[str]:
         return []
     lines = [size_problem(side, geometry["multiple"], geometry["size"]) for side in dict.fromkeys(recipe.size)]
     return [line for line in lines if line]
+
+
+FAR_FROM_NATIVE = 4.0  # an area this many times larger or smaller than the native one composes poorly
+CROP_KEEPS = 0.8  # a centre crop that keeps less of the picture than this is worth a word
+
+
+def size_warning(size: tuple[int, int], native: int) -> str | None:
+    """A size far from the one the model was trained at (it still runs, but composes poorly)."""
+    ratio = size[0] * size[1] / (native * native)
+    if 1 / FAR_FROM_NATIVE <= ratio <= FAR_FROM_NATIVE:
+        return None
+    return (f"size: {size[1]}x{size[0]} is {'far above' if ratio > 1 else 'far below'} this model's native"
+            f" {native}x{native} ({ratio:.2g}x the pixels); models compose poorly far from the size they were trained"
+            f" at (repeated or cut-off objects); prefer a size near {native}")
+
+
+def crop_warning(picture_wh: tuple[int, int], size: tuple[int, int]) -> str | None:
+    """A centre crop that cuts away much of the picture (its shape differs from the model's)."""
+    width, height = picture_wh
+    out_h, out_w = size
+    keep = min(width * out_h / (height * out_w), height * out_w / (width * out_h))
+    if keep >= CROP_KEEPS:
+        return None
+    return (f"image: the centre crop keeps {keep:.0%} of the {width}x{height} picture, whose shape is not the"
+            f" model's {out_w}x{out_h}; give crop: [left, top, right, bottom] to choose the part, or size: with"
+            " the picture's shape")

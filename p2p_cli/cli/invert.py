@@ -171,7 +171,7 @@ def invert(
                           "images": {k: str(folder / v) for k, v in files.items()}, "inversion": inv}), flush=True)
     else:
         print(f"wrote {folder}/ ({inv['method']}{', cached' if inv['cached'] else ''}, {inv['seconds']:.1f} s;"
-              f" PSNR {inv['psnr']:.2f} dB, VAE ceiling {inv['psnr_vae_ceiling']:.2f} dB)", flush=True)
+              f" PSNR {inv['psnr']:.2f} dB, VAE round trip {inv['psnr_vae_ceiling']:.2f} dB)", flush=True)
     raise typer.Exit(EXIT_OK)
 
 

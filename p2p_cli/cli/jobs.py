@@ -287,10 +287,35 @@ def warn(recipe: Recipe, label: str, model: str | None = None) -> None:
     from p2p_cli.checks import recipe_warnings
 
     lines = recipe_warnings(recipe)
-    if (model if model is not None else recipe.model) in (None, "shapes"):
+    spec = model if model is not None else recipe.model
+    if spec in (None, "shapes"):
         lines += _unknown_words(recipe)
+    lines += _input_warnings(recipe, label, spec)
     for line in lines:
         print(f"warning: {label}: {name_edits(line)}", file=sys.stderr)
+
+
+def _input_warnings(recipe: Recipe, label: str, spec: str | None) -> list[str]:
+    """A size far from the model's native one, a centre crop that cuts much of the picture (where the model's
+    config files are here: the bundled model or a local folder)."""
+    from p2p_cli.checks import crop_warning, model_geometry, size_warning
+
+    geometry = model_geometry(spec)
+    if geometry is None:
+        return []
+    native = geometry["size"]
+    size = tuple(recipe.size or (native, native))
+    lines = [line for line in [size_warning(size, native)] if line]
+    if recipe.image is not None and recipe.crop is None:
+        from p2p_cli.files.real import resolve_image
+        from p2p_cli.render.load import check_picture
+
+        try:
+            picture = check_picture(resolve_image(recipe, label))
+        except (RecipeError, OSError, ValueError):
+            return lines  # reported as an error elsewhere
+        lines += [line for line in [crop_warning(picture, size)] if line]
+    return lines
 
 
 def bundled_vocabulary() -> list[str]:
