@@ -88,7 +88,9 @@ def test_thread_defaults(monkeypatch):
     from p2p_cli.cli.main import cpu_defaults
 
     assert default_threads({"OMP_NUM_THREADS": "3"}) is None  # the user's setting: torch reads it
-    assert default_threads({}) == min(len(os.sched_getaffinity(0)), MAX_DEFAULT_THREADS)
+    assert default_threads({}) == max(1, min(len(os.sched_getaffinity(0)) // 2, MAX_DEFAULT_THREADS))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert default_threads({}) == 1  # half of 2 cores: the other is left to the rest of the machine
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     assert default_threads({}) == MAX_DEFAULT_THREADS
     env = {}
