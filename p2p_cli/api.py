@@ -225,7 +225,8 @@ class Result:
         return edit_tiles(self.run.images, self.run.prompts, self.run.roles, kinds, reweights, masks=self.run.masks,
                           picture=self.real.picture if self.real is not None else None)
 
-    def save(self, folder: str | Path, overwrite: bool = False, attention_only: bool = False) -> dict[str, Any]:
+    def save(self, folder: str | Path, overwrite: bool = False, attention_only: bool = False,
+             extra: dict | None = None) -> dict[str, Any]:
         """Write the folder `p2p edit` writes (pictures, grid.png, run.json; attention/ when maps were kept;
         input.png and the inversion for a real picture), whole or not at all; returns its run record.
 
@@ -276,6 +277,7 @@ class Result:
                     record["recipe"].update(image=files["input"], crop=None)
                 else:  # attn-viz: the original picture, absolute
                     record["recipe"].update(image=str(Path(self.real.path).resolve()))
+            record.update(extra or {})  # e.g. the CLI's input_sha256 (--resume)
             write_json(tmp / "run.json", record)
         return record
 

@@ -40,6 +40,8 @@ class Job:
     image: Path | None = None  # the recipe's real picture (image:), resolved and checked
     loras: tuple[tuple[str, float], ...] = ()  # the recipe's LoRA files (resolved) and scales
     attention_only: bool = False  # `p2p attn-viz`: folder is <name>/attention/, with the pictures and run.json
+    digest: str | None = None  # scale.fingerprint: what makes the folder; run.json records it (--resume)
+    kept: bool = False  # --resume found this folder finished
 
     @property
     def key(self) -> tuple:
@@ -191,7 +193,8 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
             log(f"{recipe.name}: inverted {name} ({method}, {recipe.steps} steps) in {real.inversion.seconds:.1f} s")
     result.seconds = {**job.seconds, **result.seconds}
     result.started = start
-    record = result.save(job.folder, overwrite, attention_only=job.attention_only)
+    record = result.save(job.folder, overwrite, attention_only=job.attention_only,
+                         extra={"input_sha256": job.digest} if job.digest else None)
     job.done = True
     files = record["images"]
     if json_:

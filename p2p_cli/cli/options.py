@@ -78,3 +78,8 @@ Threads = Annotated[
     typer.Option("--threads", min=1, help="CPU threads for torch (default: OMP_NUM_THREADS when set, else the CPUs"
                  " this process may use, at most 4)."),
 ]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Keep each recipe's folder that a finished run of the same recipe wrote;"
+                                         " run only the rest (a killed run, started again).")
+]
+

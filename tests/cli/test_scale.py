@@ -1,0 +1,88 @@
+"""Many recipes: each launched process takes a balanced, deterministic share; --resume keeps finished folders;
+under torchrun, rank 0 writes one index.jsonl of everything done."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from p2p_cli.cli.scale import cost, launch, shard
+from p2p_cli.recipe import parse_recipe
+
+SOURCE = "a painting of a squirrel eating a burger"
+
+
+def job(name: str, steps: int, edits: int):
+    recipe = parse_recipe({"name": name, "source": SOURCE, "steps": steps,
+                           "edits": [{"target": SOURCE + " at night"}] * edits})
+    return SimpleNamespace(recipe=recipe, name=name)
+
+
+def test_shards_are_balanced_disjoint_deterministic_and_keep_order():
+    jobs = [job(f"r{i}", steps, edits) for i, (steps, edits) in enumerate([(50, 1), (10, 1), (50, 3), (20, 2),
+                                                                            (5, 1), (40, 1), (30, 2)])]
+    parts = [shard(jobs, r, 3) for r in range(3)]
+    names = [[j.name for j in p] for p in parts]
+    assert sorted(n for p in names for n in p) == sorted(j.name for j in jobs)  # each recipe exactly once
+    assert all(p == sorted(p, key=lambda n: int(n[1:])) for p in names)  # command-line order kept
+    loads = [sum(cost(j) for j in p) for p in parts]
+    assert max(loads) - min(loads) <= max(cost(j) for j in jobs)  # greedy balance bound
+    assert [[j.name for j in shard(jobs, r, 3)] for r in range(3)] == names  # the same split every time
+    assert shard(jobs, 0, 1) == jobs
+
+
+def test_launch_reads_the_launchers_environment(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert launch() == (0, 1, 0)
+    monkeypatch.setenv("WORLD_SIZE", "4"), monkeypatch.setenv("RANK", "2"), monkeypatch.setenv("LOCAL_RANK", "1")
+    assert launch() == (2, 4, 1)
+
+
+def write(tmp_path: Path, name: str, **top) -> Path:
+    data = {"name": name, "source": SOURCE, "steps": 2, "size": 128,
+            "edits": [{"target": "a painting of a lion eating a burger"}], **top}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_resume_keeps_finished_folders_and_runs_the_rest(cli, tiny_model_dir, tmp_path):
+    a, b = write(tmp_path, "a"), write(tmp_path, "b")
+    out = tmp_path / "out"
+    assert cli("edit", a, b, "--model", tiny_model_dir, "--out", out).exit_code == 0
+    before = (out / "a" / "grid.png").stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(out / "b")  # as if the run had died before b
+    again = cli("edit", a, b, "--model", tiny_model_dir, "--out", out, "--resume")
+    assert again.exit_code == 0, again.output
+    assert f"kept {out / 'a'}/ (finished earlier: --resume)" in again.stdout
+    assert (out / "b" / "run.json").exists() and (out / "a" / "grid.png").stat().st_mtime_ns == before
+    changed = write(tmp_path, "a", seed=5)  # another recipe under the same name is not "finished"
+    third = cli("edit", changed, "--model", tiny_model_dir, "--out", out, "--resume")
+    assert third.exit_code == 1 and "already exists" in third.stderr
+
+
+def test_torchrun_splits_the_recipes_and_rank_0_writes_the_index(tiny_model_dir, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    paths = [str(write(tmp_path, name, steps=steps)) for name, steps in (("x", 2), ("y", 3), ("z", 2))]
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "29517", "-m", "p2p_cli", "edit",
+                           *paths, "--model", str(tiny_model_dir), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert [e["name"] for e in index] == ["x", "y", "z"] and {e["status"] for e in index} == {"ok"}
+    assert {e["rank"] for e in index} == {0, 1}  # both processes worked
+    for name in "xyz":
+        assert (out / name / "run.json").exists()
