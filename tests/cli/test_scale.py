@@ -84,5 +84,12 @@ def test_torchrun_splits_the_recipes_and_rank_0_writes_the_index(tiny_model_dir,
     index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
     assert [e["name"] for e in index] == ["x", "y", "z"] and {e["status"] for e in index} == {"ok"}
     assert {e["rank"] for e in index} == {0, 1}  # both processes worked
+    alone = tmp_path / "alone"  # the same recipes in one process: the same pixels
+    subprocess.run([sys.executable, "-m", "p2p_cli", "edit", *paths, "--model", str(tiny_model_dir), "--out",
+                    str(alone), "--quiet"], check=True, capture_output=True, env=env, timeout=240)
+    from PIL import Image
+
     for name in "xyz":
         assert (out / name / "run.json").exists()
+        for picture in ("source.png", "edit-1.png"):
+            assert Image.open(out / name / picture).tobytes() == Image.open(alone / name / picture).tobytes()
