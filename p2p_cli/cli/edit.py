@@ -10,8 +10,8 @@ from rich.console import Console
 
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import exit_code, overrides_from, progress_bar, use_threads
-from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
-from p2p_cli.cli.jobs import check_folders, check_out, default_viz, read_jobs, run_jobs
+from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
+from p2p_cli.cli.jobs import check_folders, check_out, default_viz, is_manifest_line, read_jobs, run_jobs
 from p2p_cli.cli.scale import finished, fingerprint, gather_index, launch, shard
 
 
@@ -45,7 +45,8 @@ def edit(
         if not recipes and not prompt:
             raise UsageError("nothing to edit: give a RECIPE or --prompt \"a [cat->dog] on a mat\"")
         # everything is validated before any model loads
-        every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [])
+        skipped: list[dict] = []  # a manifest's invalid lines: reported, and the others run
+        every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [], skipped=skipped)
         check_out(out)
         rank, world, local_rank = launch()
         jobs = shard(every, rank, world)  # all of them without a launcher
@@ -76,4 +77,25 @@ def edit(
                         "status": "kept" if job.kept else "ok" if job.code == EXIT_OK else "failed",
                         "exit": job.code} for job in jobs]
             gather_index(entries, out, rank, world)
-    raise typer.Exit(exit_code(job.code for job in jobs))
+        failures = skipped + [{"recipe": job.path, "line": int(job.path.rsplit("#", 1)[1]), "status": "failed",
+                               "exit": job.code} for job in jobs if is_manifest_line(job.path)
+                              and job.code != EXIT_OK]
+        if failures and rank == 0:
+            write_failures(out, failures)
+    codes = [job.code for job in jobs]
+    if skipped:  # a manifest that lost lines still ran the rest: exit 1, the lines in failures.jsonl
+        codes = [code if code != EXIT_INVALID else EXIT_FAILED for code in codes] + [EXIT_FAILED]
+    raise typer.Exit(exit_code(codes))
+
+
+def write_failures(out: Path, failures: list[dict]) -> Path:
+    """OUT/failures.jsonl: one line per manifest recipe that was invalid or failed, written whole."""
+    import json
+    import os
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path, tmp = out / "failures.jsonl", out / f".failures.jsonl.{os.getpid()}.tmp"
+    tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

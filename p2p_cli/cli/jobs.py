@@ -50,7 +50,7 @@ class Job:
 
 
 def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None,
-              prompts: list[str] | tuple = ()) -> list[Job]:
+              prompts: list[str] | tuple = (), skipped: list | None = None) -> list[Job]:
     """Validate every recipe, and the inline prompts' recipes (reporting all problems of all of them); raise
     typer.Exit(2) if any is invalid."""
     if paths.count("-") > 1:
@@ -75,6 +75,11 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
                 loras = recipe_loras(recipe, label)
                 recipe = anchored(recipe, label)  # run.json's recipe names the files by absolute path
         except RecipeError as err:
+            if skipped is not None and is_manifest_line(label):  # a manifest goes on without its bad lines
+                report(err)
+                skipped.append({"recipe": label, "line": int(label.rsplit("#", 1)[1]), "status": "invalid",
+                                "exit": EXIT_INVALID, "problems": err.problems})
+                continue
             invalid.append(err)
             continue
         warn(recipe, label, model)
@@ -93,6 +98,12 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
             )
         folders[job.folder] = job.path
     return jobs
+
+
+def is_manifest_line(label: str) -> bool:
+    """Whether a job's label names one recipe of a file of several ("path#k": a YAML stream or JSON lines)."""
+    head, sep, tail = label.rpartition("#")
+    return bool(sep and head and tail.isdigit())
 
 
 def check_out(out: Path) -> None:

@@ -93,3 +93,24 @@ def test_torchrun_splits_the_recipes_and_rank_0_writes_the_index(tiny_model_dir,
         assert (out / name / "run.json").exists()
         for picture in ("source.png", "edit-1.png"):
             assert Image.open(out / name / picture).tobytes() == Image.open(alone / name / picture).tobytes()
+
+
+def test_a_manifest_runs_its_good_lines_and_lists_the_bad_ones(cli, tiny_model_dir, tmp_path):
+    line = {"source": SOURCE, "steps": 2, "size": 128, "edits": [{"target": "a painting of a lion eating a burger"}]}
+    manifest = tmp_path / "edits.jsonl"
+    manifest.write_text("\n".join(json.dumps(d) for d in [
+        {**line, "name": "one"},
+        {**line, "name": "two", "edits": [{"target": "a painting of a lion eating a burger", "cross_replace": 3}]},
+        {**line, "name": "three"},
+    ]) + "\n")
+    out = tmp_path / "out"
+    result = cli("edit", manifest, "--model", tiny_model_dir, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert f"error: {manifest}#2: invalid recipe" in result.stderr
+    assert (out / "one" / "run.json").exists() and (out / "three" / "run.json").exists()
+    assert not (out / "two").exists()
+    [failure] = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert failure["recipe"] == f"{manifest}#2" and failure["line"] == 2 and failure["status"] == "invalid"
+    assert any("cross_replace" in p for p in failure["problems"])
+    single = write(tmp_path, "bad", steps=0)  # one recipe per file: invalid input stops everything, exit 2
+    assert cli("edit", single, "--model", tiny_model_dir, "--out", tmp_path / "o2").exit_code == 2
