@@ -23,7 +23,7 @@ import torch
 
 from p2p_cli.models import Model
 from p2p_cli.models import load_model as _load_model
-from p2p_cli.recipe import Recipe, RecipeError, parse_recipe
+from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -64,22 +64,16 @@ def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
     """The recipe with `image:` and LoRA paths made absolute against the recipe file's folder."""
     if recipe_path == "-":
         return recipe
-    base = Path(recipe_path).parent
     update: dict[str, Any] = {}
     for key in ("image", "mask"):
         value = getattr(recipe, key)
         if value is not None and not Path(value).expanduser().is_absolute():
-            update[key] = str((base / value).resolve())
-    loras = [lora.model_copy(update={"path": str((base / lora.path).resolve())})
+            update[key] = str(beside_recipe(value, recipe_path).resolve())
+    loras = [lora.model_copy(update={"path": str(beside_recipe(lora.path, recipe_path).resolve())})
              if not Path(lora.path).expanduser().is_absolute() else lora for lora in recipe.loras]
     if loras != list(recipe.loras):
         update["loras"] = loras
     return recipe.model_copy(update=update) if update else recipe
-
-
-def _anchor(path: str, recipe_path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or recipe_path == "-" else (Path(recipe_path).parent / p).resolve()
 
 
 def as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
@@ -328,7 +322,9 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
         recipe_file = str(recipe)
     recipe = as_recipe(recipe)
     if recipe_file is not None and recipe.mask is not None:
-        recipe = recipe.model_copy(update={"mask": str(_anchor(recipe.mask, recipe_file))})  # replays from anywhere
+        mask = beside_recipe(recipe.mask, recipe_file)
+        mask = mask if Path(recipe.mask).expanduser().is_absolute() else mask.resolve()
+        recipe = recipe.model_copy(update={"mask": str(mask)})  # run.json's recipe replays from anywhere
     where = recipe_file or recipe.name or "recipe"
     recipe = resolve_recipe(model, recipe, where)
     seconds: dict[str, float] = {}

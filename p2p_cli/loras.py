@@ -80,21 +80,3 @@ def apply_loras(model: Any, loras: list[tuple[str | Path, float]]) -> list[dict]
             net.to(model.dtype)
     model.loras = records
     return records
-
-
-def recipe_loras(recipe: Any, recipe_path: str) -> tuple[tuple[str, float], ...]:
-    """The recipe's LoRA files (relative to the recipe file's folder) and scales, checked before any model loads."""
-    from p2p_cli.recipe import RecipeError
-
-    found, problems = [], []
-    for i, lora in enumerate(recipe.loras):
-        path = Path(lora.path).expanduser()
-        if not path.is_absolute() and recipe_path != "-":
-            path = Path(recipe_path).parent / path
-        if not path.is_file():
-            problems.append(f"loras[{i}].path: no file at {path}")
-            continue
-        found.append((str(path.resolve()), lora.scale))
-    if problems:
-        raise RecipeError(problems, recipe_path)
-    return tuple(found)

@@ -554,6 +554,13 @@ def read_document(path: str | Path, text: str | None = None) -> Any:
     return parse_yaml(text, str(path))
 
 
+def beside_recipe(path: str, recipe_path: str) -> Path:
+    """A file a recipe names (image, mask, LoRA): ~ expanded, and a relative path taken from the recipe file's
+    folder (as given for standard input, "-")."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or recipe_path == "-" else Path(recipe_path).parent / p
+
+
 def default_name(path: str | Path) -> str:
     """A recipe's name when it sets none: the file's stem ("recipe" for standard input)."""
     return "recipe" if str(path) == "-" else Path(path).stem

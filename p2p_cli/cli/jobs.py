@@ -70,7 +70,7 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
             loras = ()
             if recipe.loras:
                 from p2p_cli.api import anchored  # (these import torch)
-                from p2p_cli.loras import recipe_loras
+                from p2p_cli.files.real import recipe_loras
 
                 loras = recipe_loras(recipe, label)
                 recipe = anchored(recipe, label)  # run.json's recipe names the files by absolute path

@@ -131,7 +131,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     """Load the model, run the sweep's batches, score every point and write the folder in one rename."""
     from p2p_cli.analysis.metrics import ClipScorer, Lpips, MetricUnavailable
     from p2p_cli.api import load_model, sweep as run_sweep
-    from p2p_cli.loras import recipe_loras
+    from p2p_cli.files.real import recipe_loras
     from p2p_cli.engine.pipeline import check_recipe, resolve_recipe
     from p2p_cli.render.images import save_png, smooth_mask
     from p2p_cli.render.sweep_plots import sweep_grid, tradeoff_plot

@@ -12,6 +12,7 @@ from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
 from p2p_cli.checks import model_geometry, size_problems
+from p2p_cli.files.real import recipe_loras
 from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
@@ -40,7 +41,7 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
                     from p2p_cli.files.real import resolve_mask
 
                     resolve_mask(recipe, label)
-                    _check_loras(recipe, label)
+                    recipe_loras(recipe, label)
                     if problems := size_problems(recipe, recipe.model):
                         raise RecipeError(problems, label)
                     from p2p_cli.checks import clip_tokenizer, recipe_problems
@@ -75,19 +76,6 @@ def _image(recipe: Recipe, label: str) -> Path | None:
     from p2p_cli.files.real import resolve_image
 
     return resolve_image(recipe, label)
-
-
-def _check_loras(recipe: Recipe, label: str) -> None:
-    """Each LoRA file is there (loras.recipe_loras's rule, without importing the loader and torch)."""
-    problems = []
-    for i, lora in enumerate(getattr(recipe, "loras", None) or []):
-        path = Path(lora.path).expanduser()
-        if not path.is_absolute() and label != "-":
-            path = Path(label).parent / path
-        if not path.is_file():
-            problems.append(f"loras[{i}].path: no file at {path}")
-    if problems:
-        raise RecipeError(problems, label)
 
 
 def summary(recipe: Recipe, image: Path | None = None) -> str:

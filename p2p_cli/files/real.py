@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.recipe import Recipe, RecipeError
+from p2p_cli.recipe import Recipe, RecipeError, beside_recipe
 
 
 @dataclass
@@ -78,20 +78,23 @@ class RealPicture:
             raise RecipeError(problems, where)
 
 
-def resolve_image(recipe: Recipe, recipe_path: str) -> Path | None:
-    """The recipe's picture (relative to the recipe file's folder), checked before any model loads."""
+def _checked_picture(field: str, value: str | None, recipe_path: str, crop=None) -> Path | None:
+    """A picture file a recipe names in `field` (relative to the recipe file), checked before any model loads."""
     from p2p_cli.render.load import ImageError, check_picture
 
-    if recipe.image is None:
+    if value is None:
         return None
-    path = Path(recipe.image).expanduser()
-    if not path.is_absolute() and recipe_path != "-":
-        path = Path(recipe_path).parent / path
+    path = beside_recipe(value, recipe_path)
     try:
-        check_picture(path, recipe.crop)
+        check_picture(path, crop)
     except ImageError as err:
-        raise RecipeError([f"image: {err}"], recipe_path) from None
+        raise RecipeError([f"{field}: {err}"], recipe_path) from None
     return path.resolve()
+
+
+def resolve_image(recipe: Recipe, recipe_path: str) -> Path | None:
+    """The recipe's picture (relative to the recipe file's folder), checked before any model loads."""
+    return _checked_picture("image", recipe.image, recipe_path, recipe.crop)
 
 
 def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str, steps: int,
@@ -118,18 +121,22 @@ def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, cro
 
 def resolve_mask(recipe: Recipe, recipe_path: str) -> Path | None:
     """The recipe's mask (relative to the recipe file's folder), checked before any model loads."""
-    from p2p_cli.render.load import ImageError, check_picture
+    return _checked_picture("mask", recipe.mask, recipe_path)
 
-    if recipe.mask is None:
-        return None
-    path = Path(recipe.mask).expanduser()
-    if not path.is_absolute() and recipe_path != "-":
-        path = Path(recipe_path).parent / path
-    try:
-        check_picture(path)
-    except ImageError as err:
-        raise RecipeError([f"mask: {err}"], recipe_path) from None
-    return path.resolve()
+
+def recipe_loras(recipe: Recipe, recipe_path: str) -> tuple[tuple[str, float], ...]:
+    """The recipe's LoRA files (relative to the recipe file's folder) and scales, checked before any model loads
+    (no torch: `p2p validate` runs it too)."""
+    found, problems = [], []
+    for i, lora in enumerate(recipe.loras):
+        path = beside_recipe(lora.path, recipe_path)
+        if not path.is_file():
+            problems.append(f"loras[{i}].path: no file at {path}")
+            continue
+        found.append((str(path.resolve()), lora.scale))
+    if problems:
+        raise RecipeError(problems, recipe_path)
+    return tuple(found)
 
 
 def user_mask(recipe: Recipe, recipe_path: str, size: tuple[int, int], picture: Path | None = None):
