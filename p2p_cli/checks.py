@@ -35,12 +35,16 @@ class Problems(list):
             return None
 
 
-def _in_either(tokenizer: Any, path: str, words: list[str], source: str, target: str, problems: Problems) -> None:
+def words_in_either(tokenizer: Any, path: str, words: list[str], source: str, target: str,
+                    problems: Problems) -> tuple[list[int], list[int]]:
+    """Token positions of the words in the source and in the target (local blend looks a word up in both); a
+    word in neither prompt is a problem."""
+    positions: tuple[list[int], list[int]] = ([], [])
     for word in words:
         found = False
-        for prompt in (source, target):
+        for prompt, into in zip((source, target), positions):
             try:
-                find_tokens(tokenizer, prompt, word)
+                into += find_tokens(tokenizer, prompt, word)
                 found = True
             except PromptError:
                 pass
@@ -49,6 +53,7 @@ def _in_either(tokenizer: Any, path: str, words: list[str], source: str, target:
                 f"{path}: \"{word}\" is in neither prompt; source words: {', '.join(split_words(source))};"
                 f" target words: {', '.join(split_words(target))}"
             )
+    return positions
 
 
 def recipe_problems(recipe: Recipe, tokenizer: Any) -> list[str]:
@@ -75,9 +80,10 @@ def recipe_problems(recipe: Recipe, tokenizer: Any) -> list[str]:
             problems.run(f"edits[{i}].reweight.{word}", find_tokens, tokenizer, edit.target, word)
         if edit.local_blend is not None:
             lb = edit.local_blend
-            _in_either(tokenizer, f"edits[{i}].local_blend.words", lb.words, recipe.source, edit.target, problems)
-            _in_either(tokenizer, f"edits[{i}].local_blend.subtract", lb.subtract, recipe.source, edit.target,
-                       problems)
+            words_in_either(tokenizer, f"edits[{i}].local_blend.words", lb.words, recipe.source, edit.target,
+                            problems)
+            words_in_either(tokenizer, f"edits[{i}].local_blend.subtract", lb.subtract, recipe.source, edit.target,
+                            problems)
     return list(problems)
 
 

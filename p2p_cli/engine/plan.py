@@ -6,11 +6,11 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from p2p_cli.checks import Problems
+from p2p_cli.checks import Problems, words_in_either
 from p2p_cli.recipe import Recipe, RecipeError, Window
 from p2p_cli.text.mappers import TokenMap, identity_map, refine_map, replace_map
-from p2p_cli.text.tokens import PromptError, find_tokens, token_ids
-from p2p_cli.text.words import same_words, split_words
+from p2p_cli.text.tokens import find_tokens, token_ids
+from p2p_cli.text.words import same_words
 
 
 @dataclass
@@ -61,19 +61,8 @@ def _words_in_either(tokenizer, path: str, words: list[str], source: str, target
     """0/1 token vectors (L,) for words looked up in source and in target; a word in neither is a problem."""
     length = tokenizer.model_max_length
     src, tgt = torch.zeros(length), torch.zeros(length)
-    for word in words:
-        found = False
-        for prompt, vec in ((source, src), (target, tgt)):
-            try:
-                vec[find_tokens(tokenizer, prompt, word)] = 1.0
-                found = True
-            except PromptError:
-                pass
-        if not found:
-            problems.append(
-                f"{path}: \"{word}\" is in neither prompt; source words: {', '.join(split_words(source))};"
-                f" target words: {', '.join(split_words(target))}"
-            )
+    in_source, in_target = words_in_either(tokenizer, path, words, source, target, problems)
+    src[in_source], tgt[in_target] = 1.0, 1.0
     return src, tgt
 
 
