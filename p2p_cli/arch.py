@@ -1,4 +1,5 @@
-"""Stable Diffusion component sets built from config with random weights: tiny (tests, CPU bench) and sd15."""
+"""Model component sets built from config with random weights: tiny ones for tests and CPU benchmarks (SD, SDXL,
+SD3, FLUX) and the published SD 1.5 and SDXL architectures."""
 
 from __future__ import annotations
 
@@ -216,3 +217,70 @@ def sdxl_components(seed: int = 0) -> dict:
     scheduler = DDIMScheduler(**SDXL_SCHEDULER)
     return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
                 text_encoder_2=text_encoder_2.eval(), tokenizer_2=clip_tokenizer_2(), scheduler=scheduler)
+
+
+def t5_tokenizer():
+    """A small T5-style SentencePiece (Unigram) tokenizer for tests, built offline by
+    scripts/build_t5_tokenizer.py into assets/t5_tokenizer/ (the real T5 vocabulary is a hub download)."""
+    from pathlib import Path
+
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast.from_pretrained(Path(__file__).parent / "assets" / "t5_tokenizer")
+
+
+def _tiny_t5(seed: int, d_model: int):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    return T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer()), d_model=d_model, d_ff=37, d_kv=8, num_layers=2,
+                                   num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0)).eval()
+
+
+def _tiny_flow_vae(seed: int, scaling_factor: float, shift_factor: float) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), latent_channels=4,
+                         norm_num_groups=8, sample_size=128, scaling_factor=scaling_factor,
+                         shift_factor=shift_factor).eval()
+
+
+def tiny_sd3_components(seed: int = 0, t5: bool = True) -> dict:
+    """Tiny random SD3-shaped components: latent 16x16 (128 px), patch 2 (an 8x8 token grid), two joint blocks,
+    CLIP-L/CLIP-G stand-ins (16 + 32 features, zero-padded to T5's 64) and a T5 encoder (or none: zeros), the
+    flow-matching scheduler with SD3's shift 3.0; the VAE has SD3's scaling and shift factors."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                                        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32,
+                                        pooled_projection_dim=48, out_channels=4, pos_embed_max_size=32)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(_clip_text_config(16, 2, 2, 37, 16))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(32, 2, 4, 37, 32))
+    parts = dict(transformer=transformer.eval(), vae=_tiny_flow_vae(seed, 1.5305, 0.0609),
+                 text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(), text_encoder_2=text_encoder_2.eval(),
+                 tokenizer_2=clip_tokenizer_2(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    if t5:
+        parts.update(text_encoder_3=_tiny_t5(seed + 2, 64), tokenizer_3=t5_tokenizer())
+    return parts
+
+
+def tiny_flux_components(seed: int = 0, guidance: bool = True) -> dict:
+    """Tiny random FLUX.1-shaped components: latent 16x16 (128 px) packed 2x2 (an 8x8 token grid), two double- and
+    two single-stream blocks, a CLIP stand-in for the pooled embedding and a T5 encoder for the sequence, the
+    dynamically shifted flow-matching scheduler; guidance=False is schnell's layout (no guidance input)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=2, num_single_layers=2,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, guidance_embeds=guidance, axes_dims_rope=(4, 4, 8))
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_clip_text_config(32, 2, 4, 37, 32))
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=_tiny_flow_vae(seed, 0.3611, 0.1159), text_encoder=text_encoder.eval(),
+                tokenizer=clip_tokenizer(), text_encoder_2=_tiny_t5(seed + 2, 32), tokenizer_2=t5_tokenizer(),
+                scheduler=scheduler)

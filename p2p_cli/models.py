@@ -15,20 +15,23 @@ import torch
 
 @dataclass
 class Model:
-    """The Stable Diffusion parts the engine needs, on one device and dtype."""
+    """The parts of a text-to-image model the engine needs, on one device and dtype."""
 
-    unet: Any  # diffusers UNet2DConditionModel
-    vae: Any  # diffusers AutoencoderKL
-    text_encoder: Any  # transformers CLIPTextModel
-    tokenizer: Any  # transformers CLIPTokenizer
-    scheduler: Any  # diffusers DDIMScheduler (only its config is used)
+    unet: Any = None  # diffusers UNet2DConditionModel (SD, SDXL); None for transformer families
+    vae: Any = None  # diffusers AutoencoderKL
+    text_encoder: Any = None  # transformers CLIPTextModel (SD3: CLIPTextModelWithProjection)
+    tokenizer: Any = None  # transformers CLIPTokenizer
+    scheduler: Any = None  # diffusers DDIMScheduler, or FlowMatchEulerDiscreteScheduler (only its config is used)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     id: str = "components"  # hub id, local path or "bundled:shapes"
     revision: str | None = None  # hub commit, when known
     path: str | None = None  # the folder the weights were read from, when loaded from disk
-    text_encoder_2: Any = None  # SDXL: transformers CLIPTextModelWithProjection
-    tokenizer_2: Any = None  # SDXL: its tokenizer (the same BPE, "!" as padding)
+    text_encoder_2: Any = None  # SDXL, SD3: CLIPTextModelWithProjection; FLUX: T5EncoderModel
+    tokenizer_2: Any = None  # its tokenizer (SDXL, SD3: the same BPE, "!" as padding; FLUX: T5's)
+    transformer: Any = None  # SD3Transformer2DModel or FluxTransformer2DModel
+    text_encoder_3: Any = None  # SD3: T5EncoderModel (may be absent: zeros)
+    tokenizer_3: Any = None  # SD3: T5's tokenizer
     options: dict = field(default_factory=dict)  # pipeline settings from model_index.json (force_zeros_for_empty_prompt)
     family: Any = None  # families.Family, detected from the components when None
     loras: list = field(default_factory=list)  # LoRA weights loaded into the networks: [{path, scale, sha256}]
@@ -41,12 +44,19 @@ class Model:
 
     def parts(self) -> dict[str, Any]:
         """The components by their diffusers names (text_encoder_2 and tokenizer_2 only when present)."""
-        names = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
+        names = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2",
+                 "transformer", "text_encoder_3", "tokenizer_3")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def networks(self) -> list[Any]:
-        """The torch modules: UNet, VAE and every text encoder."""
-        return [n for n in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if n is not None]
+        """The torch modules: the denoiser, VAE and every text encoder."""
+        return [n for n in (self.unet, self.transformer, self.vae, self.text_encoder, self.text_encoder_2,
+                            self.text_encoder_3) if n is not None]
+
+    @property
+    def denoiser(self) -> Any:
+        """The network that denoises: the UNet, or the transformer of SD3 / FLUX."""
+        return self.unet if self.unet is not None else self.transformer
 
     @property
     def vae_scale(self) -> int:
@@ -55,14 +65,13 @@ class Model:
 
     @property
     def latent_channels(self) -> int:
-        """Channels of the latent the denoiser works on (4 for SD and SDXL)."""
-        return self.unet.config.in_channels
+        """Channels of the (unpacked) latent (4 for SD and SDXL, 16 for SD3 and FLUX)."""
+        return self.family.latent_channels(self)
 
     @property
     def native_size(self) -> tuple[int, int]:
-        """The (height, width) in pixels the UNet was trained at."""
-        side = self.unet.config.sample_size
-        side = side if isinstance(side, int) else side[0]
+        """The (height, width) in pixels the denoiser was trained at."""
+        side = self.family.native_side(self)
         return side * self.vae_scale, side * self.vae_scale
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Model:

@@ -200,6 +200,11 @@ class Recipe(BaseModel):
     self_replace: SelfField = None
     self_replace_max_res: int | None = Field(None, ge=1)
     blend_res: int | None = Field(None, ge=1)
+    # transformer families (SD3, FLUX): the blocks (numbered from 0; FLUX: double-stream first) whose image-image
+    # attention a target takes from the source (the analogue of self_replace_max_res), and whose text maps local
+    # blend reads; None: the family's default (SD3: every block; FLUX: Stable Flow's vital layers) / every block
+    self_blocks: list[Annotated[int, Field(ge=0)]] | None = None
+    blend_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     baseline: bool = False
     image: str | None = Field(None, min_length=1)  # a real picture to edit (relative to the recipe file)
     mask: str | None = Field(None, min_length=1)  # where the edits may change the picture (white), relative too

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from p2p_cli.arch import clip_tokenizer, tiny_components, tiny_xl_components
+from p2p_cli.arch import clip_tokenizer, tiny_components, tiny_flux_components, tiny_sd3_components, tiny_xl_components
 from p2p_cli.models import from_components
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -47,6 +47,24 @@ def tiny_v_model():
 def tiny_xl_model():
     """Tiny SDXL-shaped model: latent 16x16 (128 px), cross-attention at 8 and 4, two text encoders."""
     return from_components(tiny_xl_components(seed=0), id="tiny-xl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_model():
+    """Tiny SD3-shaped model: an MMDiT with two joint blocks on an 8x8 token grid, CLIP + T5 text (77 + 256)."""
+    return from_components(tiny_sd3_components(seed=0), id="tiny-sd3")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_model():
+    """Tiny FLUX.1-dev-shaped model: two double- and two single-stream blocks, T5 text (512), distilled guidance."""
+    return from_components(tiny_flux_components(seed=0), id="tiny-flux")
+
+
+@pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model"], ids=["sd3", "flux"])
+def joint_model(request):
+    """Each joint-attention (transformer, flow-matching) family's tiny model in turn."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="session", params=["tiny_model", "tiny_xl_model"], ids=["sd", "sdxl"])

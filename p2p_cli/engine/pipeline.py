@@ -1,7 +1,9 @@
-"""run_edit: the source and every target in ONE batched DDIM loop from ONE initial latent, with P2P control."""
+"""run_edit: the source and every target in ONE batched sampling loop (DDIM, or flow matching for SD3 / FLUX)
+from ONE initial latent, with P2P control."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,14 +15,15 @@ from p2p_cli.checks import size_problem
 from p2p_cli.engine.attention import controlled
 from p2p_cli.engine.control.run import Control
 from p2p_cli.engine.memory import Layers, check_fits, estimate_bytes
-from p2p_cli.engine.layers import cross_sides, latent_size, layer_infos, level_sides, size_multiple
+from p2p_cli.engine.joint_attention import controlled_joint
+from p2p_cli.engine.layers import cross_sides, latent_size, layer_grid, layer_infos, level_sides, model_layers, size_multiple
 from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
 from p2p_cli.engine.plan import EditPlan, check_recipe, compile_plan, nearest_side
 from p2p_cli.recipe import Recipe, RecipeError
-from p2p_cli.engine.sampler import Predict, Schedule, sample_ddim
+from p2p_cli.engine.sampler import FlowSchedule, Predict, Schedule, sample_ddim, sample_flow
 
 __all__ = ["EditResult", "run_edit", "run_bytes", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
            "decode_latents", "generate", "geometry", "resolve_recipe"]
@@ -169,19 +172,28 @@ def run_edit(
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
     recipe = resolve_recipe(model, recipe, source_name)
+    family = model.family
+    joint = family.denoiser == "transformer"
     seconds: dict[str, float] = {}
     tic = time.perf_counter()
-    plan = compile_plan(recipe, model.tokenizer, baseline=baseline, source_name=source_name,
+    plan = compile_plan(recipe, text_tokenizers(model), baseline=baseline, source_name=source_name,
                         source_only=source_only)
     latent_hw = _check_size(model, recipe, source_name)
     geo = geometry(model, recipe, (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale))
-    sides = level_sides(model, latent_hw)
-    blend_sides = cross_sides(model, latent_hw)  # down and up blocks: the maps local blend reads
-    if recipe.blend_res is not None and recipe.blend_res not in blend_sides:
-        raise RecipeError([f"blend_res: no cross-attention layer has side {recipe.blend_res};"
-                           f" this model's sides at this size are {blend_sides}"], source_name)
-    blend_res = recipe.blend_res or nearest_side(blend_sides, default_blend_side(latent_hw))
-    self_max_res = recipe.self_replace_max_res or max(latent_hw) // 4
+    if joint:
+        blend_res, self_max_res, blend_places = _joint_layout(model, recipe, latent_hw, source_name)
+        self_blocks = family.self_blocks(model, recipe.self_blocks)
+        blend_blocks = set(recipe.blend_blocks or range(len(family.blocks(model))))
+        blend_wants = lambda layer, side: layer.is_cross and layer.place == "joint" and layer.block in blend_blocks  # noqa: E731
+    else:
+        blend_sides = cross_sides(model, latent_hw)  # down and up blocks: the maps local blend reads
+        if recipe.blend_res is not None and recipe.blend_res not in blend_sides:
+            raise RecipeError([f"blend_res: no cross-attention layer has side {recipe.blend_res};"
+                               f" this model's sides at this size are {blend_sides}"], source_name)
+        blend_res = recipe.blend_res or nearest_side(blend_sides, default_blend_side(latent_hw))
+        self_max_res = recipe.self_replace_max_res or max(latent_hw) // 4
+        self_blocks, blend_places = frozenset(), ("down", "up")
+        blend_wants = lambda layer, side: layer.is_cross and layer.place != "mid" and side == blend_res  # noqa: E731
     device, steps = model.device, recipe.steps
     dev_plan = plan.to(device)
     seconds["plan"] = time.perf_counter() - tic
@@ -189,16 +201,15 @@ def run_edit(
     with torch.inference_mode():
         tic = time.perf_counter()
         n_prompts = len(plan.prompts)
-        guided = recipe.guidance > 1.0
-        cond = encode_prompts(model, plan.prompts, geo)
+        guided = recipe.guidance > 1.0 and family.cfg
+        cond = family.with_guidance(model, encode_prompts(model, plan.prompts, geo), recipe.guidance)
         uncond = encode_negative(model, recipe.negative_prompt, n_prompts, geo) if guided else None
         seconds["encode"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        schedule = Schedule.from_scheduler(model.scheduler, steps, device)
         if latent is None:
             latent = initial_latent(recipe.seed, model.latent_channels, latent_hw)
-            latent = latent * model.scheduler.init_noise_sigma
+            latent = latent * getattr(model.scheduler, "init_noise_sigma", 1.0)
         x = latent.expand(n_prompts, -1, -1, -1).to(device)
         if uncond_per_step is not None and guided:
             per_step = uncond_per_step.to(device, model.dtype)[:, None].expand(-1, n_prompts, -1, -1)  # (T, B, L, D)
@@ -208,22 +219,23 @@ def run_edit(
         all_stores = list(stores or [])
         blend = None
         if dev_plan.blend is not None:
-            wants = lambda layer, side: layer.is_cross and layer.place != "mid" and side == blend_res  # noqa: E731
-            blend_store = AttentionStore(wants, torch.ones(steps, device=device))
+            blend_store = AttentionStore(blend_wants, torch.ones(steps, device=device))
             all_stores.append(blend_store)
-            blend = LocalBlend(dev_plan.blend, blend_store, blend_res, plan.n_targets)
+            blend = LocalBlend(dev_plan.blend, blend_store, blend_res, plan.n_targets, places=blend_places)
         control = Control(
             n_prompts=n_prompts, n_targets=plan.n_targets, guided=guided, latent_hw=latent_hw,
             mapper=dev_plan.mapper, aligned=dev_plan.aligned, equalizer=dev_plan.equalizer, alpha=dev_plan.alpha,
             self_gate=dev_plan.self_gate, self_max_res=self_max_res, explicit=attention == "explicit",
-            stores=all_stores, dtype=model.dtype,
+            stores=all_stores, dtype=model.dtype, joint=joint, self_blocks=self_blocks,
         )
         step_inputs = control.step_inputs()
-        shapes = {info: control.side_hw(sides[name]) for name, info in layer_infos(model.unet).items()}
-        size = (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale)
-        check_fits(lambda hw: run_bytes(model, (hw[0] // model.vae_scale, hw[1] // model.vae_scale), n_prompts, guided,
-                                        all_stores, attention == "explicit", cond.hidden.shape[1]),
-                   size, size_multiple(model), device, explicit=attention == "explicit")
+        grids = layer_grid(model, latent_hw)
+        shapes = {info: grids[name] for name, info in model_layers(model).items()}
+        if not joint:
+            size = (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale)
+            check_fits(lambda hw: run_bytes(model, (hw[0] // model.vae_scale, hw[1] // model.vae_scale), n_prompts,
+                                            guided, all_stores, attention == "explicit", cond.hidden.shape[1]),
+                       size, size_multiple(model), device, explicit=attention == "explicit")
         for store in all_stores:
             store.prepare(shapes, n_prompts, cond.hidden.shape[1], device)
         if not guided:
@@ -233,7 +245,8 @@ def run_edit(
             embeddings = lambda i: both  # noqa: E731
         else:
             embeddings = lambda i: Conditioning.cat([uncond.with_hidden(per_step[i]), cond])  # noqa: E731
-        predict = guided_predict(model, embeddings, recipe.guidance, lambda i: {"p2p": step_inputs[i]})
+        predict = guided_predict(model, embeddings, recipe.guidance if guided else 1.0,
+                                 lambda i: {"p2p": step_inputs[i]})
 
         trajectory = None
         if source_trajectory is not None:
@@ -257,8 +270,8 @@ def run_edit(
                 progress(i + 1, steps)
             return x
 
-        with controlled(model.unet, control):
-            latents = sample_ddim(predict, x, schedule, after_step)
+        with control_installed(model, control):
+            latents = sample(model, predict, x, steps, latent_hw, after_step)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds["sample"] = time.perf_counter() - tic
@@ -282,6 +295,53 @@ def run_edit(
     )
 
 
+def text_tokenizers(model: Model):
+    """What the plan maps words with: the tokenizer, or the family's text parts in order (SD3: CLIP, then T5)."""
+    parts = model.family.text_parts(model)
+    return parts[0] if len(parts) == 1 and not isinstance(parts[0], int) else parts
+
+
+def _joint_layout(model: Model, recipe: Recipe, latent_hw: tuple[int, int], source_name: str):
+    """A transformer's (blend side, self side, blend places): one token grid; UNet-only keys are refused, as are
+    blocks the model does not have."""
+    grid = max(model.family.token_grid(model, latent_hw))
+    problems = []
+    if recipe.self_replace_max_res is not None:
+        problems.append(f"self_replace_max_res: {model.family.label} has no resolution levels; choose the blocks"
+                        " that take the source's image attention with self_blocks: [0, 1, ...]")
+    if recipe.blend_res is not None and recipe.blend_res != grid:
+        problems.append(f"blend_res: {model.family.label} has one token grid, of side {grid} at this size;"
+                        " choose blocks with blend_blocks instead")
+    count = len(model.family.blocks(model))
+    for key in ("self_blocks", "blend_blocks"):
+        wrong = [b for b in getattr(recipe, key) or [] if b >= count]
+        if wrong:
+            problems.append(f"{key}: this model has blocks 0 to {count - 1}, not {wrong}")
+    if problems:
+        raise RecipeError(problems, source_name)
+    return grid, grid, ("joint",)
+
+
+@contextlib.contextmanager
+def control_installed(model: Model, control: Control):
+    """The P2P attention processors on the model's denoiser for the duration of the block."""
+    if model.family.denoiser == "transformer":
+        with controlled_joint(model, control):
+            yield
+    else:
+        with controlled(model.unet, control):
+            yield
+
+
+def sample(model: Model, predict, x: torch.Tensor, steps: int, latent_hw: tuple[int, int], callback=None) -> torch.Tensor:
+    """The family's sampler from the initial latent: DDIM, or flow matching's Euler ODE."""
+    if model.family.sampler == "flow":
+        schedule = FlowSchedule.from_scheduler(model.scheduler, steps, model.device,
+                                               **model.family.scheduler_kwargs(model, steps, latent_hw))
+        return sample_flow(predict, x, schedule, callback)
+    return sample_ddim(predict, x, Schedule.from_scheduler(model.scheduler, steps, model.device), callback)
+
+
 def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int = 50, guidance: float | None = None,
              negative_prompt: str = "") -> torch.Tensor:
     """Plain text-to-image (no control), one seed per prompt, in one batch: images (N, 3, H, W) in [0, 1].
@@ -290,12 +350,13 @@ def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int =
     guidance = model.family.default_guidance if guidance is None else guidance
     with torch.inference_mode():
         cond = encode_prompts(model, prompts)
-        guided = guidance > 1.0
+        guided = guidance > 1.0 and model.family.cfg
+        cond = model.family.with_guidance(model, cond, guidance)
         emb = Conditioning.cat([encode_negative(model, negative_prompt, len(prompts)), cond]) if guided else cond
         x = torch.cat([initial_latent(s, model.latent_channels, latent_hw) for s in seeds])
-        x = (x * model.scheduler.init_noise_sigma).to(model.device)
-        predict = guided_predict(model, lambda i: emb, guidance)
-        latents = sample_ddim(predict, x, Schedule.from_scheduler(model.scheduler, steps, model.device))
+        x = (x * getattr(model.scheduler, "init_noise_sigma", 1.0)).to(model.device)
+        predict = guided_predict(model, lambda i: emb, guidance if guided else 1.0)
+        latents = sample(model, predict, x, steps, latent_hw)
         return decode_latents(model, latents)
 
 

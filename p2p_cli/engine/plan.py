@@ -138,17 +138,74 @@ def _no_blend(length: int) -> dict[str, torch.Tensor]:
                 active=torch.tensor(False))
 
 
+def _filler(per_edit: list, length: int) -> list:
+    """A text part no tokenizer reads (SD3's T5 half when the model has no T5: zeros): identity mappers, no
+    reweight, the cross gate of the first part's last (padding) position, no blend words."""
+    out = []
+    for tmap, alpha, _, self_gate, blend in per_edit:
+        filler = TokenMap(torch.eye(length), torch.ones(length))
+        out.append((filler, alpha[:, -1:].expand(-1, length).clone(), torch.ones(length), self_gate,
+                    None if blend is None else {**blend, **{k: torch.zeros(length) for k in _TOKEN_KEYS}}))
+    return out
+
+
+_TOKEN_KEYS = ("src_tokens", "tgt_tokens", "sub_src_tokens", "sub_tgt_tokens")
+
+
+def _joined(parts: list[list]) -> list:
+    """Per-edit tensors of several text parts (each over its own token positions) as one sequence: mappers
+    block-diagonal, the rest concatenated along the token axis."""
+    joined = []
+    for edit_parts in zip(*parts):
+        maps = [p[0] for p in edit_parts]
+        mapper = torch.block_diag(*[m.mapper for m in maps])
+        aligned = torch.cat([m.aligned for m in maps])
+        alpha = torch.cat([p[1] for p in edit_parts], dim=1)
+        equalizer = torch.cat([p[2] for p in edit_parts])
+        blends = [p[4] for p in edit_parts]
+        blend = None
+        if blends[0] is not None:
+            blend = {**blends[0], **{k: torch.cat([b[k] for b in blends]) for k in _TOKEN_KEYS}}
+        joined.append((TokenMap(mapper, aligned), alpha, equalizer, edit_parts[0][3], blend))
+    return joined
+
+
+def text_length(tokenizer) -> int:
+    """Positions of the text sequence: a tokenizer's model_max_length, or the sum over a list of text parts."""
+    if isinstance(tokenizer, (list, tuple)):
+        return sum(p if isinstance(p, int) else p.model_max_length for p in tokenizer)
+    return tokenizer.model_max_length
+
+
+def _compile_parts(recipe: Recipe, tokenizer, steps: int):
+    """_compile_edits over each text part of a list (tokenizers in the sequence's order, or an int: a filler of
+    that many positions), joined; a problem found by several tokenizers is listed once."""
+    if not isinstance(tokenizer, (list, tuple)):
+        return _compile_edits(recipe, tokenizer, steps)
+    tokenizers = [p for p in tokenizer if not isinstance(p, int)]
+    compiled = [_compile_edits(recipe, t, steps) for t in tokenizers]
+    problems = list(dict.fromkeys(p for _, found in compiled for p in found))
+    if problems:
+        return [], problems
+    by_tokenizer = iter(c[0] for c in compiled)
+    parts = [_filler(compiled[0][0], p) if isinstance(p, int) else next(by_tokenizer) for p in tokenizer]
+    return _joined(parts), []
+
+
 def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_name: str = "recipe",
                  source_only: bool = False) -> EditPlan:
     """Compile a validated recipe; raise RecipeError listing every tokenizer-dependent problem.
 
+    tokenizer: one tokenizer, or the text parts of the denoiser's sequence in order (SD3: CLIP's 77 positions,
+    then T5's; an int for a part no tokenizer reads): each part is planned with its own tokenizer (CLIP BPE and
+    T5 SentencePiece split words differently) and the parts are joined, mappers block-diagonal.
     source_only: the recipe's edits are checked but not run: a plan of the source alone (no target rows).
     """
     steps = recipe.steps
-    per_edit, problems = _compile_edits(recipe, tokenizer, steps)
+    per_edit, problems = _compile_parts(recipe, tokenizer, steps)
     if problems:
         raise RecipeError(problems, source_name)
-    length = tokenizer.model_max_length
+    length = text_length(tokenizer)
     maps = [p[0] for p in per_edit]
     blends = [p[4] or _no_blend(length) for p in per_edit]
     has_blend = any(p[4] is not None for p in per_edit)

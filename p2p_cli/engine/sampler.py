@@ -65,3 +65,33 @@ def sample_ddim(predict: Predict, x: torch.Tensor, schedule: Schedule, callback:
         if callback is not None:
             x = callback(i, x)
     return x
+
+
+@dataclass(frozen=True)
+class FlowSchedule:
+    """Flow matching's sigmas (noise level 1 -> 0) and the timesteps the denoiser is given, as diffusers'
+    FlowMatchEulerDiscreteScheduler sets them for a pipeline (the family says with which shift / sigmas)."""
+
+    timesteps: torch.Tensor  # (T,) float, sigma * num_train_timesteps
+    sigmas: torch.Tensor  # (T + 1,) float32, the last 0
+
+    @classmethod
+    def from_scheduler(cls, scheduler, steps: int, device: torch.device | str = "cpu", **kwargs) -> FlowSchedule:
+        scheduler.set_timesteps(steps, device="cpu", **kwargs)
+        return cls(scheduler.timesteps.float().to(device), scheduler.sigmas.float().to(device))
+
+
+def euler_step(v: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """One Euler move of the flow ODE dx/dsigma = v from sigma to sigma_next (either direction)."""
+    return x + (sigma_next - sigma) * v
+
+
+def sample_flow(predict: Predict, x: torch.Tensor, schedule: FlowSchedule, callback: Callback | None = None) -> torch.Tensor:
+    """Integrate x (B, C, h, w) from sigma 1 to 0 with Euler steps; x stays float32 (as diffusers' scheduler)."""
+    x = x.float()
+    for i, t in enumerate(schedule.timesteps):
+        v = predict(x, t, i).float()
+        x = euler_step(v, x, schedule.sigmas[i], schedule.sigmas[i + 1])
+        if callback is not None:
+            x = callback(i, x)
+    return x

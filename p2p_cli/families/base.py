@@ -71,6 +71,31 @@ class Family:
     label = "Stable Diffusion 1.x/2.x"
     default_guidance = 7.5
     uses_micro_conditioning = False  # SDXL's size and crop ids
+    denoiser = "unet"  # the component that denoises: "unet", or "transformer" (joint attention, flow matching)
+    sampler = "ddim"  # "ddim" (our DDIM over the scheduler's alphas) or "flow" (Euler over the family's sigmas)
+    cfg = True  # guidance > 1 runs classifier-free guidance over an unconditional batch (FLUX: distilled, no batch)
+
+    def text_parts(self, model: Any) -> list:
+        """The tokenizers of the text sequence the denoiser reads, in order (an int: positions no tokenizer
+        reads, zeros); each with model_max_length = its number of positions. The plan maps words per part."""
+        return [model.tokenizer]
+
+    def with_guidance(self, model: Any, cond: Conditioning, guidance: float) -> Conditioning:
+        """The conditioning with the run's guidance where the denoiser takes it as an input (FLUX.1-dev)."""
+        return cond
+
+    def latent_channels(self, model: Any) -> int:
+        """Channels of the (unpacked) latent."""
+        return model.unet.config.in_channels
+
+    def native_side(self, model: Any) -> int:
+        """The latent side the denoiser was trained at."""
+        side = model.unet.config.sample_size
+        return side if isinstance(side, int) else side[0]
+
+    def downsampling(self, model: Any) -> int:
+        """How much the denoiser shrinks the latent (picture sides must be multiples of VAE factor x this)."""
+        return 2 ** (len(model.unet.config.block_out_channels) - 1)
 
     def encode(self, model: Any, prompts: list[str], geometry: Geometry) -> Conditioning:
         """Conditioning (B rows) for the prompts, as diffusers' pipeline of this family computes it."""

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from p2p_cli.text.align import global_align
-from p2p_cli.text.tokens import PromptError, WordSpan, token_ids, word_spans
+from p2p_cli.text.tokens import PromptError, WordSpan, lead_tokens, token_ids, word_spans
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,10 @@ def _pad_tail(mapper: torch.Tensor, n_target: int) -> None:
     mapper[tail, tail] = 1.0
 
 
-def _segments(spans: list[WordSpan], n_ids: int) -> list[list[int]]:
-    """Token positions cut as [start], gap, word, gap, word, ..., gap, [end] (gaps: punctuation, maybe empty)."""
-    segments, after = [[0]], 1
+def _segments(spans: list[WordSpan], n_ids: int, lead: int) -> list[list[int]]:
+    """Token positions cut as [start], gap, word, gap, word, ..., gap, [end] (gaps: punctuation, maybe empty;
+    [start] is empty for a tokenizer without a start token, T5)."""
+    segments, after = [list(range(lead))], lead
     for span in spans:
         segments += [list(range(after, span.positions[0])), list(span.positions)]
         after = span.positions[-1] + 1
@@ -59,6 +60,7 @@ def replace_map(tokenizer: Any, source: str, target: str) -> TokenMap:
     max_len = tokenizer.model_max_length
     ids_s, ids_t = token_ids(tokenizer, source), token_ids(tokenizer, target)
     spans_s, spans_t = word_spans(tokenizer, source), word_spans(tokenizer, target)
+    lead = lead_tokens(tokenizer)
     if len(spans_s) != len(spans_t):
         raise PromptError(
             f"replace swaps words one for one, but the source has {len(spans_s)} words and the target "
@@ -66,7 +68,7 @@ def replace_map(tokenizer: Any, source: str, target: str) -> TokenMap:
         )
     mapper = torch.zeros(max_len, max_len, dtype=torch.float32)  # (L source, L target)
     aligned = torch.ones(max_len, dtype=torch.float32)  # (L,)
-    for seg_s, seg_t in zip(_segments(spans_s, len(ids_s)), _segments(spans_t, len(ids_t))):
+    for seg_s, seg_t in zip(_segments(spans_s, len(ids_s), lead), _segments(spans_t, len(ids_t), lead)):
         if not seg_t:
             continue
         if not seg_s:  # punctuation only the target has: it keeps its own map

@@ -1,4 +1,9 @@
-"""Prompt -> CLIP token ids and the token positions of each word (positions count the start token)."""
+"""Prompt -> token ids and the token positions of each word, for CLIP's BPE and T5's SentencePiece alike.
+
+Positions are those of the padded sequence the text encoder reads: with CLIP position 0 is the start token and
+the first word starts at 1; T5 has no start token, so its first word starts at 0 (`lead_tokens`). Both end with
+one end token.
+"""
 
 from __future__ import annotations
 
@@ -50,12 +55,17 @@ class WordNotFound(PromptError):
 
 @dataclass(frozen=True)
 class WordSpan:
-    """One word of a prompt and its token positions in the padded sequence (0 = start token)."""
+    """One word of a prompt and its token positions in the padded sequence (CLIP: 0 = start token)."""
 
     word: str  # as split_words gives it (lower case, no punctuation)
     index: int  # its number among the prompt's words, from 0
     occurrence: int  # 1 for the first time this word appears, 2 for the second...
-    positions: tuple[int, ...]  # token positions, the first word starts at 1
+    positions: tuple[int, ...]  # token positions, the first word starts at 1 (CLIP) or 0 (T5)
+
+
+def lead_tokens(tokenizer: Any) -> int:
+    """How many special tokens come before a prompt's first token: 1 for CLIP (<|startoftext|>), 0 for T5."""
+    return len(tokenizer("", add_special_tokens=True, verbose=False).input_ids) - 1
 
 
 def token_ids(tokenizer: Any, prompt: str) -> list[int]:
@@ -89,12 +99,12 @@ def _offsets_by_piece(tokenizer: Any, prompt: str) -> tuple[list[int], list[tupl
 
 
 def _token_offsets(tokenizer: Any, prompt: str, ids: list[int]) -> list[tuple[int, int]]:
-    """Character span in `prompt` of each token between start and end; checked against `ids`."""
+    """Character span in `prompt` of each token between the lead tokens and the end; checked against `ids`."""
     try:
         inner, spans = _offsets_fast(tokenizer, prompt)
     except NotImplementedError:  # a slow (pure Python) tokenizer has no offsets
         inner, spans = _offsets_by_piece(tokenizer, prompt)
-    if inner != ids[1:-1]:
+    if inner != ids[lead_tokens(tokenizer) : -1]:
         raise AssertionError(f"cannot locate the tokens of {prompt!r}: tokenizing it in pieces gives other ids")
     return spans
 
@@ -104,11 +114,12 @@ def word_spans(tokenizer: Any, prompt: str) -> list[WordSpan]:
     has gets the tokens it overlaps: "^_^" is one token, which its three words share)."""
     ids = token_ids(tokenizer, prompt)
     offsets = _token_offsets(tokenizer, prompt, ids)
+    lead = lead_tokens(tokenizer)
     words = [(m.group(0).lower(), m.start(), m.end()) for m in _WORD.finditer(prompt)]
     if [w for w, _, _ in words] != split_words(prompt):
         raise AssertionError(f"word pattern out of step with split_words for {prompt!r}")
     owned: list[list[int]] = [[] for _ in words]
-    for pos, (start, end) in enumerate(offsets, start=1):
+    for pos, (start, end) in enumerate(offsets, start=lead):
         end = max(end, start + 1)  # an empty span still sits at a character
         overlaps = [min(end, e) - max(start, s) for _, s, e in words]
         best = max(range(len(words)), key=lambda k: (overlaps[k], -k), default=None)
@@ -116,7 +127,7 @@ def word_spans(tokenizer: Any, prompt: str) -> list[WordSpan]:
             owned[best].append(pos)  # otherwise punctuation: no word's token
     for k, (_, s, e) in enumerate(words):
         if not owned[k]:  # a token spanning several words ("^_^" is one token): each of them has it
-            owned[k] = [pos for pos, (start, end) in enumerate(offsets, start=1)
+            owned[k] = [pos for pos, (start, end) in enumerate(offsets, start=lead)
                         if min(max(end, start + 1), e) > max(start, s)]
         if not owned[k]:
             raise PromptError(f'"{words[k][0]}" gives no tokens (the tokenizer drops it): remove it from the prompt')

@@ -29,8 +29,10 @@ def word_mask(maps: torch.Tensor, tokens: torch.Tensor, threshold: torch.Tensor,
 class LocalBlend:
     """After each step from `start`, x_edit := x_src + mask * (x_edit - x_src) for the targets that ask for it."""
 
-    def __init__(self, blend: dict[str, torch.Tensor], store: AttentionStore, side: int, n_targets: int):
+    def __init__(self, blend: dict[str, torch.Tensor], store: AttentionStore, side: int, n_targets: int,
+                 places: tuple[str, ...] = ("down", "up")):
         self.b = blend  # tensors from EditPlan.blend (n, L) / (n,)
+        self.places = places  # the layers read: the UNet's down and up blocks, or a transformer's joint blocks
         self.store = store
         self.side = side
         self.n = n_targets
@@ -38,7 +40,7 @@ class LocalBlend:
 
     def mask(self, size: tuple[int, int]) -> torch.Tensor:
         """The current mask per target, (n, 1, h, w) float in {0, 1}."""
-        maps = self.store.mean_maps("cross", self.side)  # (B, hb, wb, L)
+        maps = self.store.mean_maps("cross", self.side, self.places)  # (B, hb, wb, L)
         src = maps[:1].expand(self.n, -1, -1, -1)
         tgt = maps[1 : 1 + self.n]
         b = self.b

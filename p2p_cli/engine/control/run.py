@@ -29,10 +29,14 @@ class Control:
     explicit: bool = False
     stores: list[AttentionStore] = field(default_factory=list)
     dtype: torch.dtype = torch.float32  # the UNet's: the fused path's gates and mapper are made in it once
+    joint: bool = False  # a transformer's joint attention (engine/joint_attention.py)
+    self_blocks: frozenset = frozenset()  # joint: the blocks whose image-image attention targets take
 
     def __post_init__(self) -> None:
         self.g_src, self.g_own = fused_gates(self.alpha, self.equalizer, self.aligned)  # (T, n, L) each
         self.mapper_v = self.mapper.to(self.dtype)
+        if self.joint:  # the gates without reweighting: the text mass the image block leaves (joint_attention.py)
+            self.m_src, self.m_own = fused_gates(self.alpha, torch.ones_like(self.equalizer), self.aligned)
 
     def step_inputs(self) -> list[dict[str, torch.Tensor]]:
         """Per sampling step, what the layers read (cross_attention_kwargs["p2p"]), each its own tensor:
@@ -58,10 +62,23 @@ class Control:
                 "src_gate": self.g_src[i][:, None, :, None].to(self.dtype).contiguous(),
                 "self_rows": self_rows,
             })
+            if self.joint:
+                out[-1].update(self._joint_inputs(i))
             if self.stores and not self.explicit:
                 out[-1]["probs_map"] = (self.mapper * self.g_src[i][:, None, :])[:, None].float()
                 out[-1]["probs_own"] = self.g_own[i][:, None, None, :].float().contiguous()
         return out
+
+    def _joint_inputs(self, i: int) -> dict[str, torch.Tensor]:
+        """A joint layer's step inputs: own_gate (n, 1, L, 1) g_own; mass_src (n, 1, L): per source key, the
+        unweighted text mass it carries to the target through the mapper (M @ g_src without factors); mass_own
+        (n, 1, L): g_own without factors; inject (n, 1, 1, 1) bool: the self window is open."""
+        return {
+            "own_gate": self.g_own[i][:, None, :, None].to(self.dtype).contiguous(),
+            "mass_src": (self.mapper @ self.m_src[i][:, :, None])[:, None, :, 0].to(self.dtype).contiguous(),
+            "mass_own": self.m_own[i][:, None, :].to(self.dtype).contiguous(),
+            "inject": (self.self_gate[i] > 0)[:, None, None, None],
+        }
 
     @property
     def cond(self) -> int:

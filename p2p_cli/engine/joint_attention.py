@@ -1,0 +1,225 @@
+"""Prompt-to-Prompt on joint attention (SD3's MMDiT, FLUX's double- and single-stream blocks): fused and explicit.
+
+In a joint layer one softmax runs over [text; image] keys (FLUX: text first; SD3: image first). For an image
+query, the text-key block of its probabilities plays the part of the paper's cross-attention map and the
+image-key block the part of its self-attention map. The text stream's own queries are not controlled.
+
+The edit of a target's row (image queries, conditional half), with P its own probabilities and S the source's:
+    E_text  = the UNet edit of the text block (edits.edit_cross_explicit: inside the cross window the source's
+              text block through the mapper, refine's aligned mix, the reweight factors, per-token gates)
+    E_image = X * (1 - m) / sum(X)
+              X = the source's image block in the self-injected blocks inside the self window, else the target's
+              own; m = the text mass of E_text before reweighting (its row sum with factors 1).
+So, as in a softmax, the image block takes the mass the text block leaves, and reweighting then scales words
+on top as the paper's reweight does (rows need not sum to 1). Outside every window E = P exactly; an identity
+edit gives the source exactly. This is a choice (the paper has no joint attention); docs/families.md says why.
+
+Fused form: everything above is linear in the probabilities except the scalar 1 / sum(X), so two SDPA calls per
+layer give it without any (image x image) map: values get extra channels, [text values | image values | mass |
+text indicator], zero on the other block's keys; the calls use the source's queries and keys (mapped, gated
+text values; the image values for injection) and the target's own (gated own text values; its image values).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from p2p_cli.engine.control.edits import edit_cross_explicit, mapped_values
+from p2p_cli.engine.control.run import Control
+from p2p_cli.engine.layers import LayerInfo, joint_views
+
+EPS = 1e-6
+
+
+class JointControl:
+    """The control of one joint layer, whatever the family's processor around it."""
+
+    def __init__(self, block: int, path: str, control: Control):
+        self.text_view, self.image_view = joint_views(block, path)
+        self.block = block
+        self.control = control
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text: slice, image: slice,
+               p2p: dict[str, torch.Tensor] | None, scale: float | None = None) -> torch.Tensor:
+        """Attention over (B, heads, S, d) with the control applied to the targets' image queries."""
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+        if p2p is None:
+            return out
+        ctl = self.control
+        scale = scale if scale is not None else q.shape[-1] ** -0.5
+        c0, n = ctl.cond, ctl.n_targets
+        grid = ctl.layer_hw(q[:, :, image].shape[2])
+        side = max(grid)
+        inject = self.block in ctl.self_blocks
+        stores = [(s, view) for s in ctl.stores for view in (self.text_view, self.image_view) if s.wants(view, side)]
+        if ctl.explicit or stores:
+            probs = torch.softmax((q[c0:, :, image] @ k[c0:].transpose(-1, -2)).float() * scale, dim=-1)
+            used = self._used(probs, p2p, text, image, inject)  # (Bc, heads, N, S)
+            for store, view in stores:
+                store.add(view, grid, used[..., text] if view.is_cross else used[..., image], p2p["step"])
+            if ctl.explicit:
+                out[c0:, :, image] = (used.to(v.dtype) @ v[c0:]).to(out.dtype)
+                return out
+        if n:
+            out[c0 + 1 : c0 + 1 + n, :, image] = self._fused(q, k, v, scale, p2p, text, image, inject).to(out.dtype)
+        return out
+
+    def _used(self, probs: torch.Tensor, p2p: dict[str, torch.Tensor], text: slice, image: slice,
+              inject: bool) -> torch.Tensor:
+        """The conditional rows' joint probabilities as each row uses them: the targets' edited (module doc)."""
+        ctl = self.control
+        n = ctl.n_targets
+        if not n:
+            return probs
+        step = p2p["step"].reshape(1)
+        src, tgt = probs[0], probs[1 : 1 + n]
+        alpha = ctl.alpha.index_select(0, step)[0]  # (n, L)
+        e_text = edit_cross_explicit(src[..., text], tgt[..., text], ctl.mapper, ctl.aligned, ctl.equalizer, alpha)
+        mass = edit_cross_explicit(src[..., text], tgt[..., text], ctl.mapper, ctl.aligned,
+                                   torch.ones_like(ctl.equalizer), alpha).sum(-1, keepdim=True)  # (n, heads, N, 1)
+        x = tgt[..., image]
+        if inject:
+            gate = ctl.self_gate.index_select(0, step)[0][:, None, None, None] > 0  # (n, 1, 1, 1)
+            x = torch.where(gate, src[..., image].expand_as(x), x)
+        e_image = x * (1 - mass) / x.sum(-1, keepdim=True).clamp_min(EPS)
+        edited = torch.empty_like(tgt)
+        edited[..., text], edited[..., image] = e_text, e_image
+        return torch.cat([probs[:1], edited, probs[1 + n :]])
+
+    def _fused(self, q, k, v, scale: float, p2p: dict[str, torch.Tensor], text: slice, image: slice,
+               inject: bool) -> torch.Tensor:
+        """The targets' image-query outputs (n, heads, N, d) by two SDPA calls with widened values."""
+        ctl = self.control
+        c0, n = ctl.cond, ctl.n_targets
+        rows = slice(c0 + 1, c0 + 1 + n)
+        vt = v[rows]  # (n, heads, S, d)
+        d = vt.shape[-1]
+        heads = vt.shape[1]
+
+        def widened(text_values: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+            wide = vt.new_zeros(*vt.shape[:-1], 2 * d + 2)
+            wide[:, :, text, :d] = text_values
+            wide[:, :, image, d : 2 * d] = vt[:, :, image]
+            wide[:, :, text, 2 * d] = mass.expand(-1, heads, -1)
+            wide[:, :, text, 2 * d + 1] = 1
+            return wide
+
+        from_src = widened(mapped_values(vt[:, :, text], ctl.mapper_v, p2p["src_gate"]), p2p["mass_src"])
+        from_own = widened(vt[:, :, text] * p2p["own_gate"], p2p["mass_own"])
+        a = F.scaled_dot_product_attention(q[c0 : c0 + 1, :, image].expand(n, -1, -1, -1),
+                                           k[c0 : c0 + 1].expand(n, -1, -1, -1), from_src, scale=scale)
+        b = F.scaled_dot_product_attention(q[rows, :, image], k[rows], from_own, scale=scale)
+        text_out = a[..., :d] + b[..., :d]
+        mass = a[..., 2 * d] + b[..., 2 * d]  # (n, heads, N)
+        img, text_mass = b[..., d : 2 * d], b[..., 2 * d + 1]
+        if inject:
+            pick = p2p["inject"]  # (n, 1, 1, 1) bool
+            img = torch.where(pick, a[..., d : 2 * d], img)
+            text_mass = torch.where(pick[..., 0], a[..., 2 * d + 1], text_mass)
+        return text_out + img * ((1 - mass) / (1 - text_mass).clamp_min(EPS))[..., None]
+
+
+class SD3JointProcessor:
+    """diffusers' JointAttnProcessor2_0 (SD3's MMDiT: [image; text]) with the control in the attention."""
+
+    def __init__(self, joint: JointControl):
+        self.joint = joint
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 p2p: dict[str, torch.Tensor] | None = None, **kwargs):
+        residual = hidden_states
+        batch = hidden_states.shape[0]
+
+        def heads(x):
+            return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+        q, k, v = heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states)), heads(attn.to_v(hidden_states))
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        if encoder_hidden_states is None:  # SD3.5's image-only attn2: not controlled
+            out = F.scaled_dot_product_attention(q, k, v)
+            out = out.transpose(1, 2).reshape(batch, -1, attn.heads * q.shape[-1]).to(q.dtype)
+            return attn.to_out[1](attn.to_out[0](out))
+        eq = heads(attn.add_q_proj(encoder_hidden_states))
+        ek = heads(attn.add_k_proj(encoder_hidden_states))
+        ev = heads(attn.add_v_proj(encoder_hidden_states))
+        if attn.norm_added_q is not None:
+            eq = attn.norm_added_q(eq)
+        if attn.norm_added_k is not None:
+            ek = attn.norm_added_k(ek)
+        n_img = residual.shape[1]
+        q, k, v = torch.cat([q, eq], dim=2), torch.cat([k, ek], dim=2), torch.cat([v, ev], dim=2)
+        out = self.joint.attend(q, k, v, text=slice(n_img, None), image=slice(0, n_img), p2p=p2p)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * q.shape[-1]).to(q.dtype)
+        hidden, encoder = out[:, :n_img], out[:, n_img:]
+        if not attn.context_pre_only:
+            encoder = attn.to_add_out(encoder)
+        hidden = attn.to_out[1](attn.to_out[0](hidden))
+        return hidden, encoder
+
+
+class FluxJointProcessor:
+    """diffusers' FluxAttnProcessor ([text; image], rotary embeddings; single-stream blocks get the joined
+    sequence) with the control in the attention."""
+
+    def __init__(self, joint: JointControl, text_length: int):
+        self.joint = joint
+        self.text_length = text_length
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None,
+                 p2p: dict[str, torch.Tensor] | None = None, **kwargs):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        if attn.fused_projections:
+            raise ValueError("fused QKV projections are not supported with P2P control: unfuse them first")
+        q = attn.to_q(hidden_states).unflatten(-1, (-1, attn.head_dim))
+        k = attn.to_k(hidden_states).unflatten(-1, (-1, attn.head_dim))
+        v = attn.to_v(hidden_states).unflatten(-1, (-1, attn.head_dim))
+        q, k = attn.norm_q(q), attn.norm_k(k)
+        joined = encoder_hidden_states is not None and attn.added_kv_proj_dim is not None
+        if joined:
+            eq = attn.norm_added_q(attn.add_q_proj(encoder_hidden_states).unflatten(-1, (-1, attn.head_dim)))
+            ek = attn.norm_added_k(attn.add_k_proj(encoder_hidden_states).unflatten(-1, (-1, attn.head_dim)))
+            ev = attn.add_v_proj(encoder_hidden_states).unflatten(-1, (-1, attn.head_dim))
+            q, k, v = torch.cat([eq, q], dim=1), torch.cat([ek, k], dim=1), torch.cat([ev, v], dim=1)
+        if image_rotary_emb is not None:
+            q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1)
+            k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)
+        n_text = encoder_hidden_states.shape[1] if joined else self.text_length
+        out = self.joint.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), text=slice(0, n_text),
+                                image=slice(n_text, None), p2p=p2p, scale=None)
+        out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)
+        if not joined:
+            return out
+        encoder, hidden = out[:, :n_text], out[:, n_text:]
+        hidden = attn.to_out[1](attn.to_out[0](hidden.contiguous()))
+        return hidden, attn.to_add_out(encoder.contiguous())
+
+
+@contextlib.contextmanager
+def controlled_joint(model, control: Control) -> Iterator[None]:
+    """Install joint P2P processors on every joint attention layer of the model's transformer."""
+    transformer = model.transformer
+    previous = transformer.attn_processors
+    text_length = control.mapper.shape[-1]
+    processors = dict(previous)
+    for block, path in model.family.blocks(model):
+        joint = JointControl(block, path, control)
+        proc = SD3JointProcessor(joint) if model.family.name == "sd3" else FluxJointProcessor(joint, text_length)
+        processors[f"{path}.processor"] = proc
+    transformer.set_attn_processor(processors)
+    try:
+        yield
+    finally:
+        transformer.set_attn_processor(previous)
+
+
+def views(model) -> list[LayerInfo]:
+    """Both views of every joint layer (what stores are prepared for)."""
+    return [view for block, path in model.family.blocks(model) for view in joint_views(block, path)]
