@@ -151,16 +151,28 @@ def model_geometry(spec: str | None) -> dict | None:
     else:
         folder = Path(spec).expanduser()
     try:
-        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
-        side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
+            config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+            flux = "guidance_embeds" in config  # FluxTransformer2DModel's config has it, SD3's has not
+            side, patch = (128, 2) if flux else (config["sample_size"], config["patch_size"])
+            return {"size": side * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale * patch,
+                    "family": "flux" if flux else "sd3"}
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
         depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
         multiple = scale * 2 ** (len(unet["block_out_channels"]) - 1)  # engine.layers.size_multiple
         xl = (folder / "text_encoder_2").is_dir()  # SDXL's second text encoder
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": xl, "multiple": multiple}
+    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": xl, "multiple": multiple,
+            "family": "sdxl" if xl else "sd"}
+
+
+# each family's default guidance (families/*.py hold them; this copy stays torch-free for `p2p validate`,
+# tests/families/test_joint.py holds the two equal)
+DEFAULT_GUIDANCE = {"sd": 7.5, "sdxl": 5.0, "sd3": 7.0, "flux": 3.5}
 
 
 def size_problem(side: int, multiple: int, native: int) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,11 @@ _WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writ
     "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
     "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
     "text_encoder": ("model.safetensors", "pytorch_model.bin"),
-    "text_encoder_2": ("model.safetensors", "pytorch_model.bin"),  # SDXL only
+    "text_encoder_2": ("model.safetensors", "pytorch_model.bin"),  # SDXL, SD3, FLUX
+    "transformer": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),  # SD3, FLUX
+    "text_encoder_3": ("model.safetensors", "pytorch_model.bin"),  # SD3's T5 (may be absent)
 }
-OPTIONAL_PARTS = ("text_encoder_2", "tokenizer_2")  # SDXL's second text encoder and tokenizer
+OPTIONAL_PARTS = ("text_encoder_2", "tokenizer_2", "transformer", "text_encoder_3")  # not every family has them
 
 
 class ModelLoadError(RuntimeError):
@@ -164,8 +167,8 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
             model = load_single_file(path, dt)
     elif spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
         raise ModelLoadError(
-            f"no model folder at {spec}; --model takes a local folder (with unet/, vae/, text_encoder/,"
-            " tokenizer/, scheduler/) or a hub id such as CompVis/stable-diffusion-v1-4"
+            f"no model folder at {spec}; --model takes a local folder saved by diffusers (unet/ or transformer/,"
+            " vae/, text encoders, tokenizers, scheduler/) or a hub id such as CompVis/stable-diffusion-v1-4"
         )
     else:
         folder, revision = _hub_snapshot(spec, allow_pickle)
@@ -191,6 +194,8 @@ def load_folder(
         lib.utils.logging.disable_progress_bar()
 
     folder = Path(folder)
+    if (folder / "transformer").is_dir():
+        return load_transformer_folder(folder, allow_pickle, dtype, id)
     missing = [p for p in PARTS if not (folder / p).is_dir()]
     if missing:
         raise ModelLoadError(
@@ -231,6 +236,52 @@ def load_folder(
         raise ModelLoadError(f"{folder}: {err}") from None
     return Model(**parts, family=family, options=_pipeline_options(folder), id=id or str(folder.resolve()),
                  path=str(folder.resolve()))
+
+
+def _check_safe(folder: Path, allow_pickle: bool) -> None:
+    """Every network's weights in safetensors (pickle files only with allow_pickle: they can run code)."""
+    for part, (safe, pickled) in _WEIGHTS.items():
+        sub = folder / part
+        if not sub.is_dir():
+            continue
+        has_safe = (sub / safe).exists() or any(sub.glob(safe.replace(".safetensors", "-*.safetensors")))
+        if not has_safe and not allow_pickle:
+            hint = " (only pickle weights found; pass --allow-pickle if you trust them)" if (sub / pickled).exists() else ""
+            raise ModelLoadError(f"{sub}: no {safe}{hint}")
+
+
+def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
+                            id: str | None = None) -> Model:
+    """An SD3 / SD3.5 or FLUX.1 folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
+    family's diffusers pipeline class as it reads a hub snapshot."""
+    import json
+
+    import diffusers
+    import transformers
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    for lib in (diffusers, transformers):
+        lib.utils.logging.set_verbosity_error()
+        lib.utils.logging.disable_progress_bar()
+    try:
+        name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"{folder}: a transformer model folder needs its model_index.json ({err})") from None
+    pipelines = {"StableDiffusion3Pipeline": StableDiffusion3Pipeline, "FluxPipeline": FluxPipeline}
+    if name not in pipelines:
+        raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3 and FLUX.1 (text-to-image)")
+    _check_safe(folder, allow_pickle)
+    try:
+        with warnings.catch_warnings():  # newer diffusers rename torch_dtype; older ones know only it
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = pipelines[name].from_pretrained(folder, torch_dtype=dtype,
+                                                   use_safetensors=None if allow_pickle else True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
+    keep = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3",
+            "tokenizer_3", "scheduler")
+    parts = {k: (v.eval() if hasattr(v, "eval") else v) for k, v in pipe.components.items() if k in keep and v is not None}
+    return Model(**parts, options=_pipeline_options(folder), id=id or str(folder.resolve()), path=str(folder.resolve()))
 
 
 SINGLE_FILE_KEYS = {  # a key only that family's single-file checkpoints hold (as diffusers tells them apart)
@@ -303,7 +354,7 @@ def _hub_snapshot(repo_id: str, allow_pickle: bool) -> tuple[Path, str | None]:
     """The local snapshot folder and commit of a hub model; from the cache only when offline."""
     from huggingface_hub import snapshot_download
 
-    patterns = ["model_index.json", "tokenizer/*", "tokenizer_2/*", "scheduler/*"]
+    patterns = ["model_index.json", "tokenizer/*", "tokenizer_2/*", "tokenizer_3/*", "scheduler/*"]
     for part, (safe, pickled) in _WEIGHTS.items():
         stem = safe.removesuffix(".safetensors")
         patterns += [f"{part}/config.json", f"{part}/{safe}", f"{part}/{stem}-*.safetensors", f"{part}/{safe}.index.json"]

@@ -11,7 +11,7 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
-from p2p_cli.checks import model_geometry, size_problems
+from p2p_cli.checks import DEFAULT_GUIDANCE, model_geometry, size_problems
 from p2p_cli.files.real import recipe_loras
 from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
@@ -101,15 +101,21 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     if "guidance" in recipe.model_fields_set:
         guidance = f"{recipe.guidance:g}"
     elif geometry:
-        guidance = f"{5.0 if geometry['xl'] else recipe.guidance:g} (the model family's default)"
+        guidance = f"{DEFAULT_GUIDANCE[geometry['family']]:g} (the model family's default)"
     else:
-        guidance = "the model family's default (SD 7.5, SDXL 5)"
+        guidance = "the model family's default (SD 7.5, SDXL 5, SD3 7, FLUX.1 3.5)"
+    joint = bool(geometry) and geometry["family"] in ("sd3", "flux")
+    layers = f"  self_replace_max_res: {self_max}  blend_res: {blend_res}"
+    if joint:
+        default = "every block" if geometry["family"] == "sd3" else "Stable Flow's vital layers"
+        self_blocks = recipe.self_blocks if recipe.self_blocks is not None else default
+        layers = f"  self_blocks: {self_blocks}  blend_blocks: {recipe.blend_blocks or 'every block'}"
     lines = [
         f"  name: {recipe.name} (writes OUT/{recipe.name}/)",
         f"  model: {model}{' (bundled)' if model == 'shapes' else ''}",
         f"  seed: {recipe.seed}  steps: {recipe.steps}  guidance: {guidance}  size: {size}",
         f"  negative_prompt: {json.dumps(recipe.negative_prompt)}",
-        f"  self_replace_max_res: {self_max}  blend_res: {blend_res}",
+        layers,
     ]
     if recipe.image is not None:
         crop = list(recipe.crop) if recipe.crop else "largest centred box"

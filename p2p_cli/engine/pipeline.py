@@ -362,13 +362,19 @@ def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int =
 
 def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") -> Recipe:
     """The recipe with the model family's defaults filled in (guidance when the recipe does not set it) and
-    the family's own keys checked (SDXL's size and crop ids mean nothing to SD 1.x/2.x)."""
+    the family's own keys checked (SDXL's size and crop ids mean nothing to SD 1.x/2.x, a transformer's blocks
+    nothing to a UNet)."""
     family = model.family
     if not family.uses_micro_conditioning:
         keys = [k for k in ("original_size", "crops_coords_top_left", "target_size") if getattr(recipe, k) is not None]
         if keys:
             raise RecipeError([f"{k}: only SDXL models take size and crop ids; {model.id} is {family.label}"
                                for k in keys], source_name)
+    if family.denoiser == "unet":
+        keys = [k for k in ("self_blocks", "blend_blocks") if getattr(recipe, k) is not None]
+        if keys:
+            raise RecipeError([f"{k}: only transformer models (SD3, FLUX.1) have blocks; {model.id} is {family.label}:"
+                               " use self_replace_max_res / blend_res" for k in keys], source_name)
     problems = []
     for where, prompt in [("source", recipe.source), ("negative_prompt", recipe.negative_prompt)] + [
             (f"edits[{i}].target", e.target) for i, e in enumerate(recipe.edits)]:

@@ -1,0 +1,212 @@
+"""SD3 and FLUX.1 (joint attention, flow matching) against independent paths: diffusers' own pipelines, the
+explicit joint probabilities, the T5 tokenizer's own word positions; and the recipe errors of these families."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+from p2p_cli.arch import tiny_flux_components, tiny_sd3_components
+from p2p_cli.engine.control.run import Control
+from p2p_cli.engine.joint_attention import JointControl
+from p2p_cli.engine.pipeline import initial_latent, run_edit, text_tokenizers
+from p2p_cli.engine.plan import compile_plan
+from p2p_cli.families.flux import pack
+from p2p_cli.models import from_components
+from p2p_cli.recipe import RecipeError, parse_recipe
+from p2p_cli.text.mappers import replace_map
+from p2p_cli.text.tokens import find_tokens
+
+SOURCE, TARGET = "a big red circle on the left", "a big blue circle on the left"
+STEPS = 4
+
+
+def recipe(**top):
+    data = {"source": SOURCE, "steps": STEPS, "seed": 5, "size": 128, "edits": [{"target": TARGET}]}
+    return parse_recipe({**data, **top})
+
+
+VARIANTS = {
+    "sd3": (tiny_sd3_components, {}),
+    "sd3-without-t5": (tiny_sd3_components, {"t5": False}),
+    "flux-dev": (tiny_flux_components, {}),
+    "flux-schnell": (tiny_flux_components, {"guidance": False}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_uncontrolled_rows_equal_the_diffusers_pipeline(variant):
+    """With windows of 0 the source and the edit are what StableDiffusion3Pipeline / FluxPipeline make from the
+    same initial noise: drawn (1, C, h, w) on a CPU generator by the project's rule, packed afterwards for FLUX."""
+    make, kwargs = VARIANTS[variant]
+    parts = make(**kwargs)
+    model = from_components(dict(parts))
+    r = recipe(cross_replace=0.0, self_replace=0.0, negative_prompt="blurry" if variant.startswith("sd3") else "")
+    ours = run_edit(model, r)
+    latent = initial_latent(r.seed, model.latent_channels, (16, 16)).expand(2, -1, -1, -1)
+    common = dict(num_inference_steps=STEPS, height=128, width=128, output_type="pt",
+                  guidance_scale=model.family.default_guidance)
+    if variant.startswith("sd3"):
+        parts.setdefault("text_encoder_3", None)
+        parts.setdefault("tokenizer_3", None)
+        pipe = StableDiffusion3Pipeline(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        theirs = pipe([SOURCE, TARGET], negative_prompt=["blurry"] * 2, latents=latent.clone(), **common).images
+    else:
+        pipe = FluxPipeline(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        theirs = pipe([SOURCE, TARGET], latents=pack(latent.clone()), max_sequence_length=model.family.t5_length(model),
+                      **common).images
+    assert torch.allclose(ours.images, theirs, atol=1e-4, rtol=0)
+    assert (ours.images[0] - ours.images[1]).abs().max() > 1e-3  # the prompts matter: the check can fail
+
+
+def test_flux_dev_guidance_is_an_input_and_schnell_has_none(tiny_flux_model):
+    """FLUX.1-dev's distilled guidance changes the picture without an unconditional batch; schnell ignores it."""
+    a = run_edit(tiny_flux_model, recipe(guidance=1.5)).latents
+    b = run_edit(tiny_flux_model, recipe(guidance=4.0)).latents
+    assert not torch.allclose(a, b, atol=1e-5)
+    schnell = from_components(tiny_flux_components(guidance=False))
+    assert torch.equal(run_edit(schnell, recipe(guidance=1.5)).latents, run_edit(schnell, recipe(guidance=4.0)).latents)
+
+
+def test_sd3_plan_maps_words_on_both_tokenizers(tiny_sd3_model):
+    """SD3's text sequence is CLIP's 77 positions then T5's 256: each part's mapper is its own tokenizer's."""
+    parts = text_tokenizers(tiny_sd3_model)
+    clip, t5 = parts
+    assert (clip.model_max_length, t5.model_max_length) == (77, 256)
+    source, target = "a photo of a zebra at sunset", "a photo of a lemon at sunset"  # "zebra": T5 pieces
+    plan = compile_plan(recipe(source=source, edits=[{"target": target}]), parts)
+    assert plan.mapper.shape == (1, 333, 333)
+    assert torch.equal(plan.mapper[0, :77, :77], replace_map(clip, source, target).mapper)
+    assert torch.equal(plan.mapper[0, 77:, 77:], replace_map(t5, source, target).mapper)
+    assert plan.mapper[0, :77, 77:].abs().sum() == 0 and plan.mapper[0, 77:, :77].abs().sum() == 0
+    # the word's T5 positions differ from its CLIP positions: T5 has no start token and splits "zebra"
+    assert find_tokens(clip, source, "zebra") == [5]
+    z = find_tokens(t5, source, "zebra")
+    assert len(z) > 1 and z[0] == 4
+    r = recipe(source=source, edits=[{"target": source, "reweight": {"zebra": 3.0}}])
+    eq = compile_plan(r, parts).equalizer[0]
+    assert eq[5] == 3.0 and all(eq[77 + p] == 3.0 for p in z) and eq.sum() == 333 + 2 * (1 + len(z))
+
+
+def test_sd3_without_t5_plans_the_zero_part_as_padding():
+    model = from_components(tiny_sd3_components(t5=False))
+    parts = text_tokenizers(model)
+    assert parts[1] == 256
+    plan = compile_plan(recipe(), parts)
+    assert torch.equal(plan.mapper[0, 77:, 77:], torch.eye(256))
+
+
+def test_flux_plans_the_t5_sequence(tiny_flux_model):
+    (t5,) = [text_tokenizers(tiny_flux_model)]
+    assert t5.model_max_length == 512
+    plan = compile_plan(recipe(), t5)
+    red, blue = find_tokens(t5, SOURCE, "red"), find_tokens(t5, TARGET, "blue")
+    assert red == blue == [2]
+    assert plan.mapper[0, 2, 2] == 1
+
+
+@pytest.mark.parametrize("edit, problem", [
+    ({"target": TARGET, "reweight": {"zebra": 2}}, 'edits[0].reweight.zebra: "zebra" is not in the prompt'),
+    ({"target": "a big blue circle on the left " + "and a dog " * 200}, "edits[0].target: the prompt has"),
+])
+def test_word_and_length_problems_name_the_field(joint_model, edit, problem):
+    with pytest.raises(RecipeError) as err:
+        run_edit(joint_model, recipe(edits=[edit]))
+    assert any(line.startswith(problem) for line in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize("top, problem", [
+    ({"self_replace_max_res": 8}, "self_replace_max_res: "),
+    ({"blend_res": 16}, "blend_res: "),
+    ({"self_blocks": [0, 9]}, "self_blocks: this model has blocks 0 to"),
+    ({"blend_blocks": [7]}, "blend_blocks: this model has blocks 0 to"),
+])
+def test_unet_keys_and_missing_blocks_are_refused(joint_model, top, problem):
+    with pytest.raises(RecipeError) as err:
+        run_edit(joint_model, recipe(**top))
+    assert any(line.startswith(problem) for line in err.value.problems), err.value.problems
+
+
+def test_block_keys_are_refused_by_unet_models(tiny_model):
+    with pytest.raises(RecipeError) as err:
+        run_edit(tiny_model, parse_recipe({"source": SOURCE, "steps": 2, "self_blocks": [0],
+                                           "edits": [{"target": TARGET}]}))
+    assert any(line.startswith("self_blocks: ") for line in err.value.problems)
+
+
+def test_self_blocks_choose_where_the_source_image_attention_is_taken(tiny_sd3_model):
+    """Injecting in no block is the same as a closed self window; in some blocks it changes the edit."""
+    none = run_edit(tiny_sd3_model, recipe(self_blocks=[], self_replace=1.0)).latents
+    closed = run_edit(tiny_sd3_model, recipe(self_replace=0.0)).latents
+    first = run_edit(tiny_sd3_model, recipe(self_blocks=[0], self_replace=1.0)).latents
+    assert torch.allclose(none, closed, atol=1e-6)
+    assert not torch.allclose(first[1], closed[1], atol=1e-6)
+
+
+# --- the joint rule, on random probabilities -----------------------------------------------------------
+
+def _joint_control(n_text: int, inject: bool, equalizer=None) -> Control:
+    L, n = n_text, 1
+    mapper = torch.eye(L)[None].clone()
+    mapper[0, 1, 1], mapper[0, 1, 2], mapper[0, 2, 2] = 0.0, 1.0, 0.0  # target token 2 takes source token 1
+    eq = torch.ones(n, L) if equalizer is None else equalizer
+    return Control(n_prompts=2, n_targets=n, guided=False, latent_hw=(4, 4), mapper=mapper,
+                   aligned=torch.ones(n, L), equalizer=eq, alpha=torch.ones(1, n, L),
+                   self_gate=torch.ones(1, n) if inject else torch.zeros(1, n), self_max_res=0,
+                   explicit=True, joint=True, self_blocks=frozenset({0}))
+
+
+def _probs(n_text: int, n_image: int) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.softmax(torch.randn(2, 2, n_image, n_text + n_image) * 2, dim=-1)  # (rows, heads, N, S)
+
+
+@pytest.mark.parametrize("inject", [False, True])
+def test_edited_joint_rows_are_distributions(inject):
+    """Inside the windows (no reweight) the edited row sums to 1: the image block takes the mass the edited text
+    block leaves. Putting the source's text block beside the target's own image block, unscaled, does not."""
+    ctl = _joint_control(5, inject)
+    joint = JointControl(0, "transformer_blocks.0.attn", ctl)
+    probs = _probs(5, 16)
+    step = ctl.step_inputs()[0]
+    text, image = slice(16, None), slice(0, 16)
+    used = joint._used(probs.clone(), step, text, image, inject)
+    assert torch.allclose(used[1].sum(-1), torch.ones(2, 16), atol=1e-6)
+    src, tgt = probs[0], probs[1]
+    mapped = src[..., text] @ ctl.mapper[0]
+    assert torch.allclose(used[1][..., text], mapped, atol=1e-6)  # the text block: the source's, mapped
+    naive = mapped.sum(-1) + (src if inject else tgt)[..., image].sum(-1)
+    if not inject:
+        assert (naive - 1).abs().max() > 1e-2
+    own_image = (src if inject else tgt)[..., image]
+    scaled = own_image * (1 - mapped.sum(-1, keepdim=True)) / own_image.sum(-1, keepdim=True)
+    assert torch.allclose(used[1][..., image], scaled, atol=1e-6)
+
+
+def test_reweight_scales_words_on_top_of_the_rescaled_image_block():
+    eq = torch.ones(1, 5)
+    eq[0, 2] = 3.0
+    ctl = _joint_control(5, False, eq)
+    plain = JointControl(0, "b", _joint_control(5, False))._used(_probs(5, 16), _joint_control(5, False).step_inputs()[0],
+                                                               slice(16, None), slice(0, 16), False)
+    used = JointControl(0, "b", ctl)._used(_probs(5, 16), ctl.step_inputs()[0], slice(16, None), slice(0, 16), False)
+    assert torch.allclose(used[1][..., 16 + 2], 3 * plain[1][..., 16 + 2], atol=1e-6)
+    assert torch.allclose(used[1][..., :16], plain[1][..., :16], atol=1e-6)  # the image block is unchanged
+
+
+def test_fused_joint_attention_equals_explicit_on_random_inputs():
+    """The two-call fused form against the explicit probabilities times V, for one layer."""
+    for inject in (False, True):
+        explicit = _joint_control(5, inject, torch.tensor([[1.0, 2.0, 0.5, 1.0, 1.0]]))
+        fused = _joint_control(5, inject, torch.tensor([[1.0, 2.0, 0.5, 1.0, 1.0]]))
+        fused.explicit = False
+        torch.manual_seed(1)
+        q, k, v = torch.randn(3, 2, 2, 21, 8).unbind(0)
+        text, image = slice(16, None), slice(0, 16)
+        a = JointControl(0, "b", explicit).attend(q, k, v, text, image, explicit.step_inputs()[0])
+        b = JointControl(0, "b", fused).attend(q, k, v, text, image, fused.step_inputs()[0])
+        assert torch.allclose(a, b, atol=1e-5)
+        assert not torch.allclose(a[1], torch.nn.functional.scaled_dot_product_attention(q, k, v)[1], atol=1e-3)
