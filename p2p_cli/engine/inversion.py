@@ -28,10 +28,11 @@ import torch.nn.functional as F
 
 from p2p_cli.models import Model
 from p2p_cli.families import Conditioning, Geometry
-from p2p_cli.engine.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict
-from p2p_cli.engine.sampler import Schedule, ddim_step, sample_ddim
+from p2p_cli.engine.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict, sample, schedule_for
+from p2p_cli.engine.sampler import FlowSchedule, Schedule
 
 METHODS = ("direct", "null-text", "negative-prompt", "ddim")
+NEEDS_CFG = ("null-text", "negative-prompt")  # not for FLUX.1 (no unconditional batch)
 # progress(done, total) after each inversion step (null-text: T backward steps, then T optimised steps)
 Progress = Callable[[int, int], None]
 
@@ -80,19 +81,20 @@ def encode_image(model: Model, images: torch.Tensor) -> torch.Tensor:
     return (mean - shift) * cfg.scaling_factor
 
 
-def ddim_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, schedule: Schedule,
+def ddim_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, schedule: Schedule | FlowSchedule,
                    progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """The trajectory (T + 1, C, h, w): [i] is the latent sampling step i starts from, [T] is z0 (guidance 1).
 
     Each backward step predicts at the timestep of the step it inverts, from the less noisy latent (the
-    usual approximation, as the null-text reference code does).
+    usual approximation, as the null-text reference code does); for flow models the same holds for the Euler
+    ODE (the velocity at the lower noise level).
     """
     x = z0.float()
     trajectory = [x]
     with torch.no_grad():
         for n, i in enumerate(reversed(range(len(schedule.timesteps)))):
             out = model.family.denoise(model, x, schedule.timesteps[i], cond)
-            x = ddim_step(out, x, schedule.alpha_prev[i], schedule.alpha[i], schedule.prediction_type)
+            x = schedule.unstep(out, x, i)
             trajectory.append(x)
             if progress is not None:
                 progress(n + 1)
@@ -114,7 +116,7 @@ def frozen(*nets: torch.nn.Module) -> Iterator[None]:
 
 
 def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: Conditioning, uncond: Conditioning,
-                           schedule: Schedule, guidance: float, settings: NullTextSettings = NullTextSettings(),
+                           schedule: Schedule | FlowSchedule, guidance: float, settings: NullTextSettings = NullTextSettings(),
                            progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Per-step unconditional embeddings (T, L, D), float32 (Mokady et al. 2023, sec. 3.2, Algorithm 1).
 
@@ -128,9 +130,9 @@ def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: Conditi
     emb = uncond.hidden.detach().float().clone()  # (1, L, D), optimised in float32 whatever the model's dtype
     out_embs = []
     decay = max(100, 2 * T)
-    with frozen(model.unet), torch.enable_grad():
+    with frozen(model.denoiser), torch.enable_grad():
         for i in range(T):
-            t, a, a_prev = schedule.timesteps[i], schedule.alpha[i], schedule.alpha_prev[i]
+            t = schedule.timesteps[i]
             target = trajectory[i + 1 : i + 2].float()
             with torch.no_grad():
                 out_cond = model.family.denoise(model, x, t, cond)
@@ -138,7 +140,7 @@ def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: Conditi
             def guided_step(emb: torch.Tensor) -> torch.Tensor:  # from x, with emb as the unconditional half
                 out_uncond = model.family.denoise(model, x, t, uncond.with_hidden(emb))
                 pred = out_uncond + guidance * (out_cond - out_uncond)
-                return ddim_step(pred, x, a, a_prev, schedule.prediction_type)
+                return schedule.step(pred, x, i)
 
             emb = emb.detach().clone().requires_grad_(True)  # a new leaf: Adam updates it in place
             opt = torch.optim.Adam([emb], lr=settings.lr * (1 - i / decay))
@@ -173,6 +175,9 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method in NEEDS_CFG and not model.family.cfg:
+        raise ValueError(f"{method} inversion works on the unconditional half of classifier-free guidance, which"
+                         f" {model.family.label} does not run (its guidance is distilled): use direct or ddim")
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
     device = model.device
@@ -182,13 +187,13 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     report = (lambda base: (lambda n: progress(base + n, total))) if progress is not None else (lambda base: None)
 
     # frozen throughout: every UNet call sees the same parameter flags (one compiled graph fewer)
-    with frozen(model.unet, model.vae, model.text_encoder):
+    with frozen(model.denoiser, model.vae, model.text_encoder):
         z0 = encode_image(model, image[None])  # (1, C, h, w)
         geo = geo or Geometry(size=tuple(image.shape[-2:]))
         with torch.no_grad():
-            cond = encode_prompts(model, [prompt], geo)  # (1, L, D) and the family's extra rows
-            negative = encode_negative(model, negative_prompt, 1, geo)
-        schedule = Schedule.from_scheduler(model.scheduler, steps, device)
+            cond = model.family.with_guidance(model, encode_prompts(model, [prompt], geo), guidance)
+            negative = encode_negative(model, negative_prompt, 1, geo)  # (1, L, D) and the family's extra rows
+        schedule = schedule_for(model, steps, tuple(z0.shape[-2:]))
         trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
         if optimise:
             uncond = null_text_optimisation(model, trajectory, cond, negative, schedule, guidance, null_text,
@@ -222,14 +227,14 @@ def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance
         return inversion.trajectory[-1:].float().cpu()
     geo = geo or Geometry(size=(inversion.latent.shape[-2] * model.vae_scale, inversion.latent.shape[-1] * model.vae_scale))
     with torch.inference_mode():
-        cond = encode_prompts(model, [prompt], geo)
+        cond = model.family.with_guidance(model, encode_prompts(model, [prompt], geo), guidance)
         uncond = inversion.uncond.to(model.device, model.dtype)[:, None]  # (T, 1, L, D)
         rows = Conditioning(uncond[0], {k: v.to(model.device, model.dtype) for k, v in inversion.uncond_added.items()})
-        embeddings = ((lambda i: Conditioning.cat([rows.with_hidden(uncond[i]), cond])) if guidance > 1.0
+        guided = guidance > 1.0 and model.family.cfg
+        embeddings = ((lambda i: Conditioning.cat([rows.with_hidden(uncond[i]), cond])) if guided
                       else (lambda i: cond))
-        predict = guided_predict(model, embeddings, guidance)
-        schedule = Schedule.from_scheduler(model.scheduler, steps, model.device)
-        return sample_ddim(predict, inversion.latent.to(model.device), schedule).cpu()
+        predict = guided_predict(model, embeddings, guidance if guided else 1.0)
+        return sample(model, predict, inversion.latent.to(model.device), steps, tuple(inversion.latent.shape[-2:])).cpu()
 
 
 def reconstruct(model: Model, inversion: Inversion, prompt: str, guidance: float,

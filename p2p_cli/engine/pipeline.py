@@ -333,13 +333,20 @@ def control_installed(model: Model, control: Control):
             yield
 
 
+def schedule_for(model: Model, steps: int, latent_hw: tuple[int, int]) -> Schedule | FlowSchedule:
+    """The family's schedule for `steps` steps at a latent size: DDIM's alphas, or flow matching's sigmas."""
+    if model.family.sampler == "flow":
+        return FlowSchedule.from_scheduler(model.scheduler, steps, model.device,
+                                           **model.family.scheduler_kwargs(model, steps, latent_hw))
+    return Schedule.from_scheduler(model.scheduler, steps, model.device)
+
+
 def sample(model: Model, predict, x: torch.Tensor, steps: int, latent_hw: tuple[int, int], callback=None) -> torch.Tensor:
     """The family's sampler from the initial latent: DDIM, or flow matching's Euler ODE."""
+    schedule = schedule_for(model, steps, latent_hw)
     if model.family.sampler == "flow":
-        schedule = FlowSchedule.from_scheduler(model.scheduler, steps, model.device,
-                                               **model.family.scheduler_kwargs(model, steps, latent_hw))
         return sample_flow(predict, x, schedule, callback)
-    return sample_ddim(predict, x, Schedule.from_scheduler(model.scheduler, steps, model.device), callback)
+    return sample_ddim(predict, x, schedule, callback)
 
 
 def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int = 50, guidance: float | None = None,
@@ -375,6 +382,10 @@ def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") ->
         if keys:
             raise RecipeError([f"{k}: only transformer models (SD3, FLUX.1) have blocks; {model.id} is {family.label}:"
                                " use self_replace_max_res / blend_res" for k in keys], source_name)
+    if recipe.image is not None and not family.cfg and recipe.inversion_method in ("null-text", "negative-prompt"):
+        raise RecipeError([f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
+                           f" batch, which {family.label} does not run (its guidance is distilled); use direct"
+                           " (the default) or ddim"], source_name)
     problems = []
     for where, prompt in [("source", recipe.source), ("negative_prompt", recipe.negative_prompt)] + [
             (f"edits[{i}].target", e.target) for i, e in enumerate(recipe.edits)]:

@@ -1,4 +1,6 @@
-"""Deterministic DDIM (Song et al., 2021; eta = 0) over a narrow "predict" callable, and its inversion."""
+"""Deterministic samplers over a narrow "predict" callable, and their inversion: DDIM (Song et al., 2021; eta = 0)
+for SD and SDXL, and flow matching's Euler ODE for SD3 and FLUX. Both schedules have step(out, x, i) and
+unstep(out, x, i) (inversion), so the loops and the inversion code serve both."""
 
 from __future__ import annotations
 
@@ -36,6 +38,14 @@ class Schedule:
         prev = torch.where(prev_ts >= 0, cum[prev_ts.clamp_min(0)], final)
         return cls(ts.to(device), cum[ts].float().to(device), prev.float().to(device),
                    scheduler.config.prediction_type)
+
+    def step(self, out: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Sampling step i: from the noise level of timestep i to the next."""
+        return ddim_step(out, x, self.alpha[i], self.alpha_prev[i], self.prediction_type)
+
+    def unstep(self, out: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Step i backwards (inversion): from the level step i ends at to the one it starts from."""
+        return ddim_step(out, x, self.alpha_prev[i], self.alpha[i], self.prediction_type)
 
 
 def split_output(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, prediction_type: str):
@@ -79,6 +89,14 @@ class FlowSchedule:
     def from_scheduler(cls, scheduler, steps: int, device: torch.device | str = "cpu", **kwargs) -> FlowSchedule:
         scheduler.set_timesteps(steps, device="cpu", **kwargs)
         return cls(scheduler.timesteps.float().to(device), scheduler.sigmas.float().to(device))
+
+    def step(self, out: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+        return euler_step(out, x, self.sigmas[i], self.sigmas[i + 1])
+
+    def unstep(self, out: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Step i backwards: the Euler move from sigma_{i+1} up to sigma_i with the velocity at the lower level
+        (the usual first-order inversion of a flow ODE)."""
+        return euler_step(out, x, self.sigmas[i + 1], self.sigmas[i])
 
 
 def euler_step(v: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:

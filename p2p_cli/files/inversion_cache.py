@@ -41,8 +41,8 @@ _fingerprints: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # unet -
 
 def model_fingerprint(model: Model) -> str:
     """A hash of the first values of every weight (and each shape): retrained weights under one id differ."""
-    if model.unet in _fingerprints:
-        return _fingerprints[model.unet]
+    if model.denoiser in _fingerprints:
+        return _fingerprints[model.denoiser]
     h = hashlib.sha256()
     for net in model.networks():
         heads = []
@@ -51,7 +51,7 @@ def model_fingerprint(model: Model) -> str:
             heads.append(p.detach().flatten()[:4].float())
         h.update(torch.cat(heads).cpu().numpy().tobytes())  # one transfer per network
     digest = h.hexdigest()
-    _fingerprints[model.unet] = digest
+    _fingerprints[model.denoiser] = digest
     return digest
 
 
@@ -184,7 +184,7 @@ def check_fits(inversion: Inversion, model: Model, image: torch.Tensor, *, metho
     """CacheEntryError when a loaded inversion does not fit the run that asks for it: the latent's channels and
     size against the model and picture, one unconditional embedding per step, the method, steps and prompt."""
     side = model.vae_scale
-    want = (1, model.unet.config.in_channels, image.shape[-2] // side, image.shape[-1] // side)
+    want = (1, model.latent_channels, image.shape[-2] // side, image.shape[-1] // side)
     if tuple(inversion.latent.shape) != want:
         raise CacheEntryError(f"its latent has shape {tuple(inversion.latent.shape)}; this model and picture"
                               f" need {want}")

@@ -53,3 +53,33 @@ def test_unet_keys_fail_with_the_fix(cli, joint_dir, recipe_file, tmp_path):
     assert result.exit_code != 0
     assert "self_replace_max_res:" in result.stderr and "self_blocks" in result.stderr
     assert not (tmp_path / "out" / "joint").exists()
+
+
+def test_a_real_picture_edits_with_direct_inversion(cli, joint_dir, recipe_file, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    _, folder = joint_dir
+    picture = tmp_path / "photo.png"
+    gen = np.random.default_rng(0)
+    Image.fromarray(gen.integers(0, 255, (16, 16, 3), dtype=np.uint8)).resize((128, 128)).save(picture)
+    out = tmp_path / "out"
+    result = cli("edit", recipe_file(image=str(picture)), "--model", folder, "--out", out,
+                 env={"P2P_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "joint" / "run.json").read_text())
+    assert run["recipe"]["inversion"] in (None, "direct")
+    assert (out / "joint" / "input.png").exists()
+
+
+def test_flux_refuses_null_text_as_a_recipe_error(cli, joint_dir, recipe_file, tmp_path):
+    family, folder = joint_dir
+    if family != "flux":
+        pytest.skip("SD3 runs classifier-free guidance: null-text applies")
+    from PIL import Image
+
+    Image.new("RGB", (128, 128), (200, 30, 30)).save(tmp_path / "photo.png")
+    result = cli("edit", recipe_file(image=str(tmp_path / "photo.png"), inversion="null-text"), "--model", folder,
+                 "--out", tmp_path / "out")
+    assert result.exit_code != 0
+    assert "inversion: null-text" in result.stderr and "use direct" in result.stderr
