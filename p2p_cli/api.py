@@ -248,11 +248,12 @@ class Result:
                 files["grid"] = save_grid(tmp / "grid.png", self._tiles(), texts["source"])
             drawn = {}
             if self.maps is not None:
+                from p2p_cli.analysis.maps import viz_tokenizer
                 from p2p_cli.render.attention import save_attention
 
                 where = "" if attention_only else "attention/"
                 drawn = save_attention(tmp / where, roles=run.roles, prompts=run.prompts, images=run.images,
-                                       masks=run.masks, store=self.maps.store, tokenizer=self.model.tokenizer,
+                                       masks=run.masks, store=self.maps.store, tokenizer=viz_tokenizer(self.model),
                                        spec=self.maps.spec, res=self.maps.res, texts=texts, latent_hw=latent_hw)
                 drawn = {key: f"{where}{name}" for key, name in drawn.items()}
             seconds = {**self.seconds, "write": time.perf_counter() - start}
@@ -315,7 +316,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
     """
     from p2p_cli.files.outputs import check_latents
     from p2p_cli.engine.pipeline import geometry, resolve_recipe, run_edit
-    from p2p_cli.analysis.maps import VizSpec, store_for
+    from p2p_cli.analysis.maps import VizSpec, store_for, viz_tokenizer
 
     start = time.perf_counter()
     if isinstance(recipe, (str, Path)) and recipe_file is None:
@@ -363,7 +364,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
     seconds.update(run.seconds)
     attention_maps = None
     if store is not None:
-        attention_maps = AttentionMaps(store, res, spec, run.prompts, run.roles, model.tokenizer, run.images)
+        attention_maps = AttentionMaps(store, res, spec, run.prompts, run.roles, viz_tokenizer(model), run.images)
     return Result(recipe=recipe, model=model, run=run, maps=attention_maps, real=real, source_only=source_only,
                   attention=attention, recipe_file=recipe_file, overrides=list(overrides), seconds=seconds,
                   started=start)

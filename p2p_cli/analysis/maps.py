@@ -17,7 +17,7 @@ from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.engine.layers import LayerInfo, cross_sides, latent_size
 from p2p_cli.models import Model
 from p2p_cli.engine.plan import nearest_side
-from p2p_cli.text.tokens import find_tokens, token_ids
+from p2p_cli.text.tokens import find_tokens, lead_tokens, token_ids
 
 PLACES = ("down", "mid", "up")
 
@@ -74,8 +74,15 @@ def step_weights(steps: int, step_range: tuple[float, float] = (0.0, 1.0)) -> to
 
 
 def map_sides(model: Model, latent_hw: tuple[int, int], places: tuple[str, ...]) -> list[int]:
-    """Sorted sides of the cross-attention layers in `places`."""
+    """Sorted sides of the cross-attention layers in `places` (a transformer: its one token grid, every block)."""
+    if model.family.denoiser == "transformer":
+        return [max(model.family.token_grid(model, latent_hw))]
     return cross_sides(model, latent_hw, places)
+
+
+def viz_tokenizer(model: Model):
+    """The tokenizer whose positions the maps' first text part holds (SD, SDXL, SD3: CLIP's; FLUX: T5's)."""
+    return model.family.text_parts(model)[0]
 
 
 def default_res(latent_hw: tuple[int, int]) -> int:
@@ -102,8 +109,8 @@ def viz_store(steps: int, res: int, places: tuple[str, ...], step_range: tuple[f
               self_maps: bool = True, device: torch.device | str = "cpu") -> AttentionStore:
     """A store of the cross (and self) maps of the layers of side `res` in `places`, over the chosen steps."""
 
-    def wants(layer: LayerInfo, side: int) -> bool:
-        return side == res and layer.place in places and (layer.is_cross or self_maps)
+    def wants(layer: LayerInfo, side: int) -> bool:  # a transformer's joint layers are in every place
+        return side == res and (layer.place in places or layer.place == "joint") and (layer.is_cross or self_maps)
 
     return AttentionStore(wants, step_weights(steps, step_range).to(device))
 
@@ -138,8 +145,8 @@ def self_components(store: AttentionStore, prompt_index: int, res: int, places: 
 def token_labels(tokenizer, prompt: str, special: bool = False) -> list[tuple[int, str]]:
     """(position, text) of each token of the prompt; start and end tokens only when `special`."""
     ids = token_ids(tokenizer, prompt)
-    labels = [(pos, tokenizer.decode([i]).strip()) for pos, i in enumerate(ids)]
-    return labels if special else labels[1:-1]
+    labels = [(pos, tokenizer.decode([i]).strip() or "▁") for pos, i in enumerate(ids)]
+    return labels if special else labels[lead_tokens(tokenizer) : -1]
 
 
 def word_positions(tokenizer, prompt: str, word: str) -> list[int] | None:
@@ -176,7 +183,7 @@ def missing_words(tokenizer, prompts: list[str], words: tuple[str, ...]) -> list
 def store_for(model: Model, recipe, spec: VizSpec) -> tuple[AttentionStore, int]:
     """The store a run of `recipe` fills for spec's pictures, and its map side; ValueError on a bad option."""
     prompts = [recipe.source] + [e.target for e in recipe.edits]
-    lost = missing_words(model.tokenizer, prompts, spec.words)
+    lost = missing_words(viz_tokenizer(model), prompts, spec.words)
     if lost:
         raise SpecError("words", f"{', '.join(lost)}: in none of the prompts ({' / '.join(prompts)})")
     res = pick_res(model, latent_size(model, recipe.size), spec.places, spec.res)

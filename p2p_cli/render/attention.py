@@ -168,7 +168,7 @@ def save_attention(
         arrays[role] = maps[..., : len(everything)].permute(2, 0, 1).numpy().astype(np.float32)  # (n, h, w)
         arrays[f"{role}.tokens"] = np.array([text for _, text in everything])
         arrays[f"{role}.prompt"] = np.array(prompt)
-        labels = everything if spec.special else everything[1:-1]
+        labels = everything if spec.special else token_labels(tokenizer, prompt)
         chunks = texts.get(role)
         background = getattr(spec, "background", "image")
         files[f"{role}-cross"] = _save(with_colour_bar(make_grid(cross_tiles(image, maps, labels, background)),

@@ -83,3 +83,23 @@ def test_flux_refuses_null_text_as_a_recipe_error(cli, joint_dir, recipe_file, t
                  "--out", tmp_path / "out")
     assert result.exit_code != 0
     assert "inversion: null-text" in result.stderr and "use direct" in result.stderr
+
+
+def test_attention_pictures_on_the_token_grid(cli, joint_dir, recipe_file, tmp_path):
+    """attn-viz and --save-attention read the joint layers' text block (maps on the 8x8 token grid), with the
+    word positions of the tokenizer of the sequence's first part (SD3: CLIP, FLUX: T5)."""
+    _, folder = joint_dir
+    out = tmp_path / "out"
+    result = cli("edit", recipe_file(), "--model", folder, "--out", out, "--save-attention")
+    assert result.exit_code == 0, result.output
+    drawn = {p.name for p in (out / "joint" / "attention").iterdir()}
+    assert {"source-cross.png", "edit-1-cross.png", "edit-1-self.png", "maps.npz"} <= drawn, drawn
+    import numpy as np
+
+    maps = np.load(out / "joint" / "attention" / "maps.npz")
+    assert maps["source"].shape[1:] == (8, 8)  # the token grid
+    tokens = list(maps["source.tokens"])
+    assert "squirrel" in "".join(tokens).replace("▁", "")
+    result = cli("attn-viz", recipe_file(), "--model", folder, "--out", tmp_path / "viz", "--words", "burger")
+    assert result.exit_code == 0, result.output
+    assert any("burger" in p.name for p in (tmp_path / "viz").rglob("*.png"))

@@ -53,10 +53,12 @@ class AttentionStore:
         return self.sums[name] / self.step_weights.sum().clamp_min(1e-12)
 
     def select(self, kind: str, side: int | None = None, places: tuple[str, ...] = ("down", "up")) -> list[str]:
-        """Names of stored layers of a kind ("cross"/"self"), optionally of one side (max of h, w), in places."""
+        """Names of stored layers of a kind ("cross"/"self"), optionally of one side (max of h, w), in places (a
+        transformer's joint layers belong to every place)."""
         return [
             n for n, info in self.layers.items()
-            if info.kind == kind and info.place in places and (side is None or max(self.shapes[n]) == side)
+            if info.kind == kind and (info.place in places or info.place == "joint")
+            and (side is None or max(self.shapes[n]) == side)
         ]
 
     def mean_maps(self, kind: str, side: int, places: tuple[str, ...] = ("down", "up")) -> torch.Tensor:
