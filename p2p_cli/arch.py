@@ -284,3 +284,64 @@ def tiny_flux_components(seed: int = 0, guidance: bool = True) -> dict:
     return dict(transformer=transformer.eval(), vae=_tiny_flow_vae(seed, 0.3611, 0.1159), text_encoder=text_encoder.eval(),
                 tokenizer=clip_tokenizer(), text_encoder_2=_tiny_t5(seed + 2, 32), tokenizer_2=t5_tokenizer(),
                 scheduler=scheduler)
+
+
+def bench_sd3_components(seed: int = 0) -> dict:
+    """SD3's layout scaled down for CPU benchmarks: 16 latent channels, patch 2, 4 joint blocks of 8 heads x 64
+    (SD3-medium: 24 blocks of 24 heads), CLIP-L / CLIP-G stand-ins and a small T5 (77 + 256 text positions, as SD3)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=16, num_layers=4, attention_head_dim=64,
+                                        num_attention_heads=8, joint_attention_dim=512, caption_projection_dim=512,
+                                        pooled_projection_dim=384, out_channels=16, pos_embed_max_size=96)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64), latent_channels=16,
+                        norm_num_groups=16, sample_size=256, scaling_factor=1.5305, shift_factor=0.0609)
+    text_encoder = CLIPTextModelWithProjection(_clip_text_config(128, 2, 4, 256, 128))
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(256, 2, 4, 512, 256))
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
+                text_encoder_2=text_encoder_2.eval(), tokenizer_2=clip_tokenizer_2(), text_encoder_3=_tiny_t5(seed, 512),
+                tokenizer_3=t5_tokenizer(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
+def bench_flux_components(seed: int = 0) -> dict:
+    """FLUX.1-dev's layout scaled down for CPU benchmarks: 16 latent channels packed 2x2, 2 double- and 4
+    single-stream blocks of 8 heads x 64 (dev: 19 + 38 blocks of 24 heads x 128), guidance input, small T5 (512)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4,
+                                         attention_head_dim=64, num_attention_heads=8, joint_attention_dim=512,
+                                         pooled_projection_dim=128, guidance_embeds=True, axes_dims_rope=(16, 24, 24))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64), latent_channels=16,
+                        norm_num_groups=16, sample_size=256, scaling_factor=0.3611, shift_factor=0.1159)
+    text_encoder = CLIPTextModel(_clip_text_config(128, 2, 4, 256, 128))
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
+                text_encoder_2=_tiny_t5(seed, 512), tokenizer_2=t5_tokenizer(), scheduler=scheduler)
+
+
+def flux_dev_components(seed: int = 0) -> dict:
+    """FLUX.1-dev's published architecture (transformer, VAE; CLIP-L and T5-XXL text encoders), random weights: for
+    GPU benchmarks (about 12B + 4.7B parameters)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                                         attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                                         pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
+                        layers_per_block=2, latent_channels=16, sample_size=1024, scaling_factor=0.3611,
+                        shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
+    text_encoder = CLIPTextModel(_clip_text_config(768, 12, 12, 3072, 768, hidden_act="quick_gelu"))
+    t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_layers=24, num_heads=64,
+                                 feed_forward_proj="gated-gelu", dropout_rate=0.0))
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
+                text_encoder_2=t5.eval(), tokenizer_2=t5_tokenizer(), scheduler=scheduler)

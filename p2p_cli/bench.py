@@ -83,7 +83,10 @@ class BenchConfig:
         return args
 
 
-ARCHS = {"tiny": 128, "tiny-xl": 128, "sd15": 512, "sdxl": 1024}  # arch -> native image side
+# arch -> native image side. sd3 / flux: the families' layouts scaled down to run on a CPU (bench_sd3_components,
+# bench_flux_components); flux-dev: FLUX.1-dev's published architecture (12B parameters: a GPU's)
+ARCHS = {"tiny": 128, "tiny-xl": 128, "sd15": 512, "sdxl": 1024, "sd3": 256, "flux": 256, "flux-dev": 1024}
+JOINT_ARCHS = ("sd3", "flux", "flux-dev")
 
 
 def case_recipe(case: str, cfg: BenchConfig) -> Recipe:
@@ -96,18 +99,21 @@ def case_recipe(case: str, cfg: BenchConfig) -> Recipe:
                  for a in _ADJECTIVES[: cfg.targets]]
     else:
         raise ValueError(f"unknown case {case!r}")
-    size = [cfg.size, cfg.size] if cfg.size else None
-    return parse_recipe({"name": case, "source": SOURCE, "steps": cfg.steps, "seed": cfg.seed, "guidance": 7.5,
-                         "size": size, "edits": edits})
+    size = [cfg.size, cfg.size] if cfg.size else [ARCHS[cfg.arch]] * 2
+    guidance = {} if cfg.arch in JOINT_ARCHS else {"guidance": 7.5}  # SD3 / FLUX: the family's default
+    return parse_recipe({"name": case, "source": SOURCE, "steps": cfg.steps, "seed": cfg.seed, "size": size,
+                         "edits": edits, **guidance})
 
 
 def build_model(cfg: BenchConfig) -> Model:
     """Random components of cfg.arch on cfg's device and dtype; the UNet compiled when cfg.compile."""
-    from p2p_cli.arch import sd15_components, sdxl_components, tiny_components, tiny_xl_components
+    from p2p_cli.arch import (bench_flux_components, bench_sd3_components, flux_dev_components, sd15_components,
+                              sdxl_components, tiny_components, tiny_xl_components)
 
     device = pick_device(cfg.device)
     build = {"tiny": tiny_components, "tiny-xl": tiny_xl_components, "sd15": sd15_components,
-             "sdxl": sdxl_components}[cfg.arch]
+             "sdxl": sdxl_components, "sd3": bench_sd3_components, "flux": bench_flux_components,
+             "flux-dev": flux_dev_components}[cfg.arch]
     with torch.device(device) if device.type == "cuda" else contextlib.nullcontext():  # random init on the GPU: fast
         parts = build(seed=cfg.seed)
     parts["scheduler"] = type(parts["scheduler"]).from_config(parts["scheduler"].config)  # its tensors on the CPU
@@ -115,15 +121,25 @@ def build_model(cfg: BenchConfig) -> Model:
     if cfg.compile:
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)  # one graph per variant
         torch._dynamo.config.automatic_dynamic_shapes = False  # static shapes: every variant has one batch size
-        model.unet = torch.compile(model.unet)
+        if model.unet is not None:
+            model.unet = torch.compile(model.unet)
+        else:
+            model.transformer = torch.compile(model.transformer)
     return model
 
 
 def plain_pipeline(model: Model):
-    """diffusers' own pipeline of the model's family (StableDiffusionPipeline or StableDiffusionXLPipeline; DDIM,
-    default fused attention) on the same components."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    """diffusers' own pipeline of the model's family (StableDiffusionPipeline, StableDiffusionXLPipeline, DDIM;
+    StableDiffusion3Pipeline, FluxPipeline, flow matching; default fused attention) on the same components."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    if model.family.denoiser == "transformer":
+        parts = {k: v for k, v in model.parts().items() if k != "unet"}
+        if model.family.name == "sd3":
+            parts = {"text_encoder_3": None, "tokenizer_3": None, **parts}
+        pipe = (StableDiffusion3Pipeline if model.family.name == "sd3" else FluxPipeline)(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     if model.family.name == "sdxl":
         pipe = StableDiffusionXLPipeline(
             vae=model.vae, text_encoder=model.text_encoder, text_encoder_2=model.text_encoder_2,
@@ -143,13 +159,20 @@ def variant_fns(model: Model, recipe: Recipe, pipe=None) -> dict[str, Callable[[
     pipe = pipe or plain_pipeline(model)
     prompts = [recipe.source] + [e.target for e in recipe.edits]
     h, w = recipe.size or model.native_size
-    latent = initial_latent(recipe.seed, model.unet.config.in_channels, (h // model.vae_scale, w // model.vae_scale))
+    latent = initial_latent(recipe.seed, model.latent_channels, (h // model.vae_scale, w // model.vae_scale))
     latents = latent.expand(len(prompts), -1, -1, -1).to(model.device, model.dtype)
+    guidance = recipe.guidance if "guidance" in recipe.model_fields_set else model.family.default_guidance
+    extra = {}
+    if model.family.name == "flux":
+        from p2p_cli.families.flux import pack
+
+        latents = pack(latents)
+        extra = {"max_sequence_length": model.family.t5_length(model)}
 
     def plain():
         with torch.inference_mode():
-            return pipe(prompts, latents=latents.clone(), num_inference_steps=recipe.steps,
-                        guidance_scale=recipe.guidance, height=h, width=w, output_type="pt").images.float().cpu()
+            return pipe(prompts, latents=latents.clone(), num_inference_steps=recipe.steps, guidance_scale=guidance,
+                        height=h, width=w, output_type="pt", **extra).images.float().cpu()
 
     return {"plain": plain, "p2p": lambda: run_edit(model, recipe).images,
             "explicit": lambda: run_edit(model, recipe, attention="explicit").images}

@@ -20,11 +20,16 @@ class Arch(str, Enum):
     tiny_xl = "tiny-xl"
     sd15 = "sd15"
     sdxl = "sdxl"
+    sd3 = "sd3"
+    flux = "flux"
+    flux_dev = "flux-dev"
 
 
 ArchOpt = Annotated[
     Arch, typer.Option("--arch", help="tiny, tiny-xl: random tiny SD / SDXL components (CPU); sd15, sdxl: the SD 1.5"
-                                      " and SDXL base architectures with random weights.")
+                                      " and SDXL base architectures with random weights; sd3, flux: the SD3 and FLUX.1"
+                                      " layouts scaled down for a CPU (256 px); flux-dev: FLUX.1-dev's architecture"
+                                      " (a GPU's).")
 ]
 Size = Annotated[Optional[int], typer.Option("--size", help="Image side in pixels (default: the model's native size).")]
 Steps = Annotated[int, typer.Option("--steps", help="Sampling steps.")]

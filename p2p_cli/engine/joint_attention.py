@@ -61,9 +61,9 @@ class JointControl:
             used = self._used(probs, p2p, text, image, inject)  # (Bc, heads, N, S)
             for store, view in stores:
                 store.add(view, grid, used[..., text] if view.is_cross else used[..., image], p2p["step"])
-            if ctl.explicit:
-                out[c0:, :, image] = (used.to(v.dtype) @ v[c0:]).to(out.dtype)
-                return out
+            # the probabilities are made: multiplying them by V costs one attention, the fused form about four
+            out[c0:, :, image] = (used.to(v.dtype) @ v[c0:]).to(out.dtype)
+            return out
         if n:
             out[c0 + 1 : c0 + 1 + n, :, image] = self._fused(q, k, v, scale, p2p, text, image, inject).to(out.dtype)
         return out
