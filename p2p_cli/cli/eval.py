@@ -39,7 +39,8 @@ class EditType(str, Enum):
 def pie_bench(
     folder: Annotated[Path, typer.Argument(help="The PIE-Bench data folder: mapping_file.json and annotation_images/.",
                                            metavar="DIR", show_default=False)],
-    out: o.OutDir = Path("outputs/pie-bench"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results: OUT/<entry id>/ and"
+                                                         " OUT/pie-bench.json.")] = Path("outputs/pie-bench"),
     model: o.ModelSpec = None,
     inversion: Annotated[Inversion, typer.Option("--inversion", help="How each picture is inverted.")]
     = Inversion.direct,
