@@ -119,7 +119,8 @@ def pie_bench(
             from p2p_cli.pie_bench import SUMMARY_FILE, table
 
             print(table(summary), flush=True)
-            log(f"wrote {out / SUMMARY_FILE} ({summary['entries_done']} entries, {summary['failed']} failed)")
+            done = summary["entries_done"]
+            log(f"wrote {out / SUMMARY_FILE} ({done} entr{'y' if done == 1 else 'ies'}, {summary['failed']} failed)")
     raise typer.Exit(EXIT_FAILED if summary["failed"] else EXIT_OK)
 
 
@@ -162,7 +163,8 @@ def run(folder: Path, entries, out: Path, settings: Settings, *, model, device, 
                     allow_pickle=allow_pickle)
     scorers = load_scorers(sd.device, dino=dino, clip=clip, lpips=lpips,
                            warn=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
-    log(f"{folder}: {len(entries)} entries, {settings.inversion} inversion, writing {out}/")
+    n = len(entries)
+    log(f"{folder}: {n} entr{'y' if n == 1 else 'ies'}, {settings.inversion} inversion, writing {out}/")
 
     def failed(err: BaseException, where: str) -> str:
         report(err, where=where, debug=debug)
