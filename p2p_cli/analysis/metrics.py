@@ -1,5 +1,6 @@
 """Edit metrics on (3, H, W) images in [0, 1]: how much of the source is kept (SSIM, PSNR, LPIPS, also outside a
-mask) and how much of the edit happened (CLIP score, directional CLIP similarity), as the field reports them."""
+mask) and how much of the edit happened (CLIP score, directional CLIP similarity), as the field reports them; and
+PIE-Bench's seven measures as its evaluator computes them (`pie_*`, DinoStructure; docs/pie-bench.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import torch.nn.functional as F
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DINO_DEFAULT = "facebook/dino-vitb8"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MetricUnavailable(RuntimeError):
@@ -75,26 +79,36 @@ def psnr(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> 
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-class Lpips:
-    """LPIPS (AlexNet) from the `lpips` package, only when it and torchvision's AlexNet weights are already here."""
+LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}  # torchvision's
 
-    def __init__(self, device: torch.device | str = "cpu"):
+
+class Lpips:
+    """LPIPS from the `lpips` package (backbone `net`: "alex", or "squeeze" as PIE-Bench scores), only when it and
+    torchvision's backbone weights are already here; or `network`, any module taking two (1, 3, H, W) pictures in
+    [-1, 1] and giving their distance (tests pass a small one)."""
+
+    def __init__(self, device: torch.device | str = "cpu", net: str = "alex", network=None):
+        self.device = torch.device(device)
+        if network is not None:
+            self.net = network.eval().to(self.device) if hasattr(network, "eval") else network
+            return
+        if net not in LPIPS_BACKBONES:
+            raise ValueError(f"LPIPS net must be one of {', '.join(LPIPS_BACKBONES)}, not {net!r}")
         if importlib.util.find_spec("lpips") is None:
             raise MetricUnavailable("LPIPS needs the `lpips` package (pip install lpips)")
-        weights = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+        weights = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONES[net]
         if not weights.exists():
-            raise MetricUnavailable(f"LPIPS needs torchvision's AlexNet weights at {weights}; they are not downloaded")
+            raise MetricUnavailable(f"LPIPS needs torchvision's {net} weights at {weights}; they are not downloaded")
         import lpips
 
         try:
-            self.net = lpips.LPIPS(net="alex", verbose=False).eval().to(device)
+            self.net = lpips.LPIPS(net=net, verbose=False).eval().to(self.device)
         except Exception as err:  # noqa: BLE001 - a broken install is reported, not raised
             raise MetricUnavailable(f"LPIPS could not be set up: {err}") from err
-        self.device = torch.device(device)
 
     @torch.inference_mode()
     def __call__(self, a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> float | None:
-        """LPIPS distance (lower = more alike); with keep, of the images zeroed outside it."""
+        """LPIPS distance (lower = more alike); with keep, of the images zeroed outside it (as PIE-Bench does)."""
         a, b, keep = _pair(a, b, keep)
         if keep.sum() == 0:
             return None
@@ -189,16 +203,22 @@ def directional_similarity(src_image: torch.Tensor, image: torch.Tensor, src_tex
 
 
 def _clip_folder(spec: str) -> Path:
-    """A local folder, or the hub snapshot of an id (from the cache only when offline); MetricUnavailable if not."""
+    """A local CLIP folder, or the hub snapshot of an id (from the cache only when offline)."""
+    return hub_folder(spec, "CLIP", "--clip", "a CLIPModel folder")
+
+
+def hub_folder(spec: str, what: str, option: str, kind: str) -> Path:
+    """A local folder, or the hub snapshot of an id (config and safetensors weights; from the cache only when
+    offline); MetricUnavailable naming `what` and the `option` that takes another if it cannot be had."""
     from p2p_cli.models import _env_flag, _hub_reachable
 
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            raise MetricUnavailable(f"{spec} has no config.json; --clip takes a CLIPModel folder or a hub id")
+            raise MetricUnavailable(f"{spec} has no config.json; {option} takes {kind} or a hub id")
         return path
     if spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
-        raise MetricUnavailable(f"no CLIP model folder at {spec}; --clip takes a local folder or a hub id")
+        raise MetricUnavailable(f"no {what} model folder at {spec}; {option} takes a local folder or a hub id")
     from huggingface_hub import snapshot_download
 
     patterns = ["config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json"]
@@ -206,9 +226,132 @@ def _clip_folder(spec: str) -> Path:
     offline = forced or not _hub_reachable()
     try:
         return Path(snapshot_download(spec, allow_patterns=patterns, local_files_only=offline, etag_timeout=5))
-    except Exception as err:  # noqa: BLE001 - connection, not found, gated, ...: all mean "no CLIP here"
+    except Exception as err:  # noqa: BLE001 - connection, not found, gated, ...: all mean "no model here"
         if offline:
             how = "HF_HUB_OFFLINE is set" if forced else "the hub is unreachable"
-            raise MetricUnavailable(f"CLIP {spec} is not in the local Hugging Face cache and {how}"
-                                    " (pass --clip with a local folder)") from err
-        raise MetricUnavailable(f"cannot get CLIP {spec} from the hub: {err}") from err
+            raise MetricUnavailable(f"{what} {spec} is not in the local Hugging Face cache and {how}"
+                                    f" (pass {option} with a local folder)") from err
+        raise MetricUnavailable(f"cannot get {what} {spec} from the hub: {err}") from err
+
+
+# --- PIE-Bench (Ju et al., "PnP Inversion", ICLR 2024) -----------------------------------------------------------
+# Its evaluator (evaluation/matrics_calculator.py of cure-lab/PnPInversion) scores 512x512 pictures. The pixel
+# measures zero both pictures outside the kept region and then average over the WHOLE picture (the zeroed pixels
+# count as agreeing): not the mean over the kept pixels that psnr()/ssim() above compute. docs/pie-bench.md.
+
+SSIM_BORDER = 5  # the (11 - 1) / 2 pixels of reflected padding the evaluator's torchmetrics SSIM leaves out
+
+
+def pie_mse(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> float | None:
+    """Mean squared difference of the two pictures zeroed outside keep, over every pixel and channel."""
+    a, b, keep = _pair(a, b, keep)
+    if keep.sum() == 0:
+        return None
+    return float(((a * keep - b * keep) ** 2).mean())
+
+
+def pie_psnr(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> float | None:
+    """10 log10(1 / pie_mse) in dB (data range 1); inf for identical kept pixels."""
+    mse = pie_mse(a, b, keep)
+    if mse is None:
+        return None
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def pie_ssim(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> float | None:
+    """SSIM (11x11 Gaussian, sigma 1.5, data range 1) of the pictures zeroed outside keep, averaged over the
+    channels and the picture less its SSIM_BORDER-pixel border (reflected borders, as the evaluator's
+    torchmetrics did)."""
+    a, b, keep = _pair(a, b, keep)
+    if keep.sum() == 0:
+        return None
+    values = ssim_map(a * keep, b * keep)  # (1, 3, H, W)
+    e = SSIM_BORDER
+    return float(values[..., e:-e, e:-e].mean())
+
+
+def pie_clip_region(image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """The picture black outside `region` (H, W; 1 = the edited part): what the evaluator's edited-part CLIP
+    score sees."""
+    return image * (region > 0.5).to(image.dtype)
+
+
+class DinoStructure:
+    """PIE-Bench's structure distance: the mean squared difference of the self-similarity of the keys of the last
+    block of DINO ViT-B/8 (Tumanyan et al.'s Splice measure) between two pictures.
+
+    The picture is scaled to [0, 255] (the evaluator feeds 0-255 values to the ImageNet normalisation: kept, so
+    the numbers compare), resized to 224 on its shorter side (bilinear, no antialiasing, longer side at most
+    480), normalised with ImageNet's mean and std, and run through a transformers ViTModel; the keys of every
+    token (the class token included), all heads side by side, give the cosine self-similarity (T, T).
+    `model`: a ViTModel to use instead of loading `spec` (tests pass a tiny random one).
+    """
+
+    SHORT_SIDE, MAX_SIDE = 224, 480
+
+    def __init__(self, spec: str = DINO_DEFAULT, device: torch.device | str = "cpu", model=None):
+        self.spec, self.device = spec, torch.device(device)
+        self._model = None if model is None else model.eval().to(self.device)
+
+    def load(self) -> DinoStructure:
+        """Load the ViT now; raise MetricUnavailable saying why it cannot be."""
+        if self._model is not None:
+            return self
+        from transformers import ViTModel
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        folder = hub_folder(self.spec, "DINO", "--dino", "a ViTModel folder")
+        try:
+            model = ViTModel.from_pretrained(folder, add_pooling_layer=False, use_safetensors=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise MetricUnavailable(f"cannot load DINO from {folder}: {err}") from err
+        self._model = model.eval().to(self.device)
+        return self
+
+    @property
+    def model(self):
+        return self.load()._model
+
+    def pixels(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) in [0, 1] -> the ViT's input (1, 3, h, w)."""
+        h, w = image.shape[-2:]
+        short, long = min(h, w), max(h, w)
+        new_short, new_long = self.SHORT_SIDE, int(self.SHORT_SIDE * long / short)
+        if new_long > self.MAX_SIDE:
+            new_short, new_long = int(self.MAX_SIDE * new_short / new_long), self.MAX_SIDE
+        size = (new_short, new_long) if h <= w else (new_long, new_short)
+        x = image.float()[None].to(self.device) * 255
+        if (h, w) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device)[None, :, None, None]
+        std = torch.tensor(IMAGENET_STD, device=x.device)[None, :, None, None]
+        return (x - mean) / std
+
+    @torch.inference_mode()
+    def keys_self_similarity(self, image: torch.Tensor) -> torch.Tensor:
+        """(T, T) cosine similarity between the last block's keys of every pair of tokens, float32 on the CPU."""
+        model = self.model
+        keys = []
+        hook = last_key_projection(model).register_forward_hook(lambda module, args, out: keys.append(out))
+        try:
+            x = self.pixels(image)
+            size = model.config.image_size
+            model(pixel_values=x, interpolate_pos_encoding=tuple(x.shape[-2:]) != (size, size))
+        finally:
+            hook.remove()
+        k = keys[0][0].float()  # (T, hidden): the heads' keys side by side
+        norms = k.norm(dim=-1, keepdim=True)
+        return ((k @ k.T) / (norms @ norms.T).clamp(min=1e-8)).cpu()
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """Structure distance between two (3, H, W) pictures in [0, 1] (0: the same structure)."""
+        return float(((self.keys_self_similarity(a) - self.keys_self_similarity(b)) ** 2).mean())
+
+
+def last_key_projection(model) -> torch.nn.Module:
+    """The key projection (Linear) of a transformers ViTModel's last block: `layers[-1].attention.k_proj` in
+    transformers 5, `encoder.layer[-1].attention.attention.key` before."""
+    layers = model.layers if hasattr(model, "layers") else model.encoder.layer
+    attention = layers[-1].attention
+    return attention.k_proj if hasattr(attention, "k_proj") else attention.attention.key

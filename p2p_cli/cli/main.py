@@ -15,6 +15,7 @@ from typer.core import TyperCommand, TyperGroup
 from p2p_cli.cli.attn_viz import attn_viz
 from p2p_cli.cli.bench import bench
 from p2p_cli.cli.edit import edit
+from p2p_cli.cli.eval import pie_bench
 from p2p_cli.cli.invert import invert
 from p2p_cli.cli.show import show
 from p2p_cli.cli.sweep import sweep
@@ -76,6 +77,17 @@ def _root(
 for _name, _fn in (("edit", edit), ("validate", validate), ("attn-viz", attn_viz), ("invert", invert),
                    ("sweep", sweep), ("bench", bench), ("show", show)):
     app.command(_name, cls=Command)(_fn)
+
+eval_app = typer.Typer(
+    name="eval",
+    cls=Group,
+    help="Benchmarks: edit a benchmark's pictures and score the edits as the benchmark does.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+eval_app.command("pie-bench", cls=Command)(pie_bench)
+app.add_typer(eval_app, name="eval")
 
 
 def cpu_defaults(environ=os.environ) -> None:

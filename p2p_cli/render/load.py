@@ -126,6 +126,20 @@ def load_image(path: str | Path, size: tuple[int, int], crop: tuple[int, int, in
     return pixels.permute(2, 0, 1).float() / 255  # (3, h, w)
 
 
+def picture_at(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
+    """Any picture centre-cropped to the aspect of size (h, w) and resized to it (Lanczos), whatever its own size:
+    (3, h, w) float in [0, 1]. For scoring (a 64 px edit scored at a benchmark's 512 px), not for editing."""
+    im = open_picture(path)
+    box = centre_box(im.width, im.height, size)
+    if box != (0, 0, im.width, im.height):
+        im = im.crop(box)
+    if im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+    import torch
+
+    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+
+
 def check_picture(path: str | Path, crop: tuple[int, int, int, int] | None = None) -> tuple[int, int]:
     """Cheap early check (before any model loads): the file is a readable picture and the crop lies inside it."""
     im = open_picture(path)

@@ -37,7 +37,9 @@ def probe(*args: str) -> subprocess.CompletedProcess:
     (["validate", "recipes/shapes-replace.yaml", "recipes/shapes-photo.yaml"], 0),
     (["edit", "recipes/shapes-replace.yaml", "--steps", "many"], 2),  # an argument error
     (["edit", "recipes/no-such.yaml"], 2),  # an invalid recipe: nothing loads
-], ids=["help", "h", "version", "edit-h", "validate", "bad-argument", "missing-recipe"])
+    (["eval", "pie-bench", "-h"], 0),
+    (["eval", "pie-bench", "recipes"], 2),  # not a PIE-Bench folder: checked before anything loads
+], ids=["help", "h", "version", "edit-h", "validate", "bad-argument", "missing-recipe", "eval-h", "eval-bad-folder"])
 def test_help_validate_and_argument_errors_do_not_import_torch(args, code):
     done = probe(*args)
     assert f"HEAVY [] EXIT {code}" in done.stderr, done.stderr[-2000:]

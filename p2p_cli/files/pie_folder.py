@@ -1,0 +1,240 @@
+"""PIE-Bench folders (Ju et al., "PnP Inversion", ICLR 2024): mapping_file.json read and checked, each entry's
+mask decoded from its run-length code, and each entry turned into a p2p recipe (docs/pie-bench.md).
+
+No torch here: `p2p eval pie-bench` checks a folder before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from p2p_cli.overrides import apply_overrides
+from p2p_cli.text.words import split_words
+
+MAPPING_FILE = "mapping_file.json"
+IMAGES = "annotation_images"
+MASK_SIDE = 512  # the masks' run-length code counts pixels of a 512x512 picture, row by row
+KINDS = {  # editing_type_id -> name (the benchmark's ten folders, 0_random_140 .. 9_change_style_80)
+    0: "random", 1: "change-object", 2: "add-object", 3: "delete-object", 4: "change-content", 5: "change-pose",
+    6: "change-color", 7: "change-material", 8: "change-background", 9: "change-style",
+}
+# P2P's settings in the benchmark's own runs (run_editing_p2p.py of cure-lab/PnPInversion)
+CROSS_REPLACE, SELF_REPLACE, REWEIGHT = 0.4, 0.6, 2.0
+
+
+class PieBenchError(ValueError):
+    """A folder or entries that cannot be run; `problems` are lines naming the entry and field."""
+
+    def __init__(self, problems: list[str], folder: str | Path):
+        self.problems, self.folder = list(problems), str(folder)
+        head = f"{folder}: not a PIE-Bench folder p2p can run ({len(problems)} problem{'s' * (len(problems) != 1)})"
+        super().__init__("\n".join([head, *(f"  {p}" for p in problems)]))
+
+
+@dataclass
+class PieEntry:
+    """One picture of the benchmark and its edit."""
+
+    id: str  # the mapping file's key, e.g. "000000000000"; the output folder's name
+    image: Path  # resolved picture file
+    source: str  # original_prompt without the brackets that mark the edited words
+    target: str  # editing_prompt, likewise
+    kind: int  # editing_type_id, 0-9 (KINDS)
+    blended: list[str]  # blended_word split at spaces: the source's word, then the target's ("cat dog")
+    mask: list[int]  # run-length code: start, length, start, length, ... (flat index into 512x512)
+    instruction: str = ""
+
+    @property
+    def kind_name(self) -> str:
+        return KINDS[self.kind]
+
+
+def plain(prompt: str) -> str:
+    """A prompt without the brackets PIE-Bench marks edited words with ("a [red] car" -> "a red car")."""
+    return prompt.replace("[", "").replace("]", "")
+
+
+def decode_mask(code: list[int], side: int = MASK_SIDE) -> np.ndarray:
+    """(side, side) float32 mask, 1 where the picture is edited: each (start, length) pair sets `length` pixels
+    from flat index `start` (row-major; a run is cut at the picture's end). The outermost row and column on each
+    side are set to 1 as the benchmark's decoder does ("to avoid annotation errors in boundary"), so they are
+    never scored as background."""
+    n = side * side
+    flat = np.zeros(n, dtype=np.float32)
+    for start, length in zip(code[0::2], code[1::2]):
+        if 0 <= start < n and length > 0:
+            flat[start:start + min(length, n - start)] = 1
+    mask = flat.reshape(side, side)
+    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 1
+    return mask
+
+
+def parse_kinds(text: str | None) -> list[int] | None:
+    """--kinds "1,change-style,6" -> [1, 9, 6]: ids 0-9 or names (KINDS; "_" for "-" too); ValueError names
+    the bad one. None / "" / "all": every kind."""
+    if text is None or not text.strip() or text.strip().lower() == "all":
+        return None
+    names = {name: k for k, name in KINDS.items()}
+    kinds = []
+    for part in text.split(","):
+        word = part.strip().lower().replace("_", "-").replace(" ", "-")
+        if word.isdigit() and int(word) in KINDS:
+            kinds.append(int(word))
+        elif word in names:
+            kinds.append(names[word])
+        else:
+            listed = ", ".join(f"{k} {name}" for k, name in KINDS.items())
+            raise ValueError(f"unknown kind {part.strip()!r}; give ids or names, comma-separated: {listed}")
+    return list(dict.fromkeys(kinds))
+
+
+def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int | None = None) -> list[PieEntry]:
+    """The entries of a PIE-Bench folder (the one holding mapping_file.json and annotation_images/) in the mapping
+    file's order, only those of `kinds`, at most `limit`; PieBenchError lists every problem of the folder and of
+    the chosen entries (a picture that is missing included)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise PieBenchError([f"{folder} is not a folder; give the PIE-Bench data folder (the one holding"
+                             f" {MAPPING_FILE} and {IMAGES}/)"], folder)
+    path = folder / MAPPING_FILE
+    if not path.is_file():
+        raise PieBenchError([f"no {MAPPING_FILE} in {folder}; give the PIE-Bench data folder (the one holding"
+                             f" {MAPPING_FILE} and {IMAGES}/)"], folder)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise PieBenchError([f"{MAPPING_FILE}: not UTF-8 text ({err.reason} at byte {err.start})"], folder) from None
+    except json.JSONDecodeError as err:
+        raise PieBenchError([f"{MAPPING_FILE}: not JSON: {err.msg} at line {err.lineno}, column {err.colno}"],
+                            folder) from None
+    if not isinstance(data, dict) or not data:
+        raise PieBenchError([f"{MAPPING_FILE}: expected an object of entries {{\"000000000000\": {{...}}, ...}},"
+                             f" got {'an empty one' if data == {} else type(data).__name__}"], folder)
+    root = folder / IMAGES if (folder / IMAGES).is_dir() else folder
+    entries, problems = [], []
+    for key, item in data.items():
+        if not isinstance(item, dict):
+            problems.append(f"{key}: expected an object with image_path, original_prompt, editing_prompt,"
+                            f" editing_type_id and mask, got {type(item).__name__}")
+            continue
+        kind = _kind(key, item, problems)
+        if kind is None or (kinds is not None and kind not in kinds):
+            continue
+        if limit is not None and len(entries) >= limit:
+            break
+        entry = _entry(key, item, kind, root, problems)
+        if entry is not None:
+            entries.append(entry)
+    if problems:
+        raise PieBenchError(problems, folder)
+    return entries
+
+
+def _kind(key: str, item: dict, problems: list[str]) -> int | None:
+    value = item.get("editing_type_id")
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not text.isdigit() or int(text) not in KINDS:
+        problems.append(f"{key}.editing_type_id: expected an id 0-9 (\"0\" random ... \"9\" change style),"
+                        f" got {value!r}")
+        return None
+    return int(text)
+
+
+def _entry(key: str, item: dict, kind: int, root: Path, problems: list[str]) -> PieEntry | None:
+    found = len(problems)
+    name_problem = _folder_name_problem(key)
+    if name_problem:
+        problems.append(f"{key}: {name_problem}")
+    texts = {}
+    for name in ("image_path", "original_prompt", "editing_prompt"):
+        value = item.get(name)
+        if not isinstance(value, str) or not plain(value).strip():
+            problems.append(f"{key}.{name}: expected text, got {_short(value)}")
+        texts[name] = value if isinstance(value, str) else ""
+    blended = item.get("blended_word", "")
+    if not isinstance(blended, str):
+        problems.append(f"{key}.blended_word: expected text (\"cat dog\": the source's word, then the target's),"
+                        f" got {blended!r}")
+        blended = ""
+    code = item.get("mask")
+    if not isinstance(code, list) or len(code) % 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in code):
+        problems.append(f"{key}.mask: expected the run-length code, a list of whole numbers >= 0 in (start, length)"
+                        f" pairs, got {_short(code)}")
+    image = root / texts["image_path"] if texts["image_path"] else None
+    if image is not None and not image.is_file():
+        problems.append(f"{key}.image_path: no picture at {image}")
+    if len(problems) > found:
+        return None
+    return PieEntry(id=key, image=image.resolve(), source=plain(texts["original_prompt"]).strip(),
+                    target=plain(texts["editing_prompt"]).strip(), kind=kind, blended=blended.split(),
+                    mask=list(code), instruction=str(item.get("editing_instruction", "")))
+
+
+def _folder_name_problem(key: str) -> str | None:
+    if not key or key.startswith(".") or any(c in key for c in "/\\") or any(ord(c) < 32 for c in key):
+        return "the entry's key names its output folder: no '/', '\\', leading dot or control characters"
+    if len(key.encode()) > 200:
+        return "the entry's key names its output folder: at most 200 bytes"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def entry_recipe(entry: PieEntry, *, inversion: str = "direct", edit_type: str = "auto",
+                 reweight: float = REWEIGHT, blend: bool = True) -> tuple[dict, list[str]]:
+    """The recipe (a dict, as YAML would give) that edits an entry as the benchmark's P2P runs do, and notes on
+    what was left out: cross-attention window 0.4, self-attention 0.6, a local blend on the blended words that
+    are in the prompts, the target's blended word reweighted by `reweight` (1: none). edit_type "auto" infers
+    replace or refine from the word counts (p2p's rule); "refine" always refines (what the benchmark's own run
+    does). The mask is not used: it only scores."""
+    notes = []
+    source_words, target_words = set(split_words(entry.source)), set(split_words(entry.target))
+    edit: dict = {"target": entry.target}
+    if edit_type == "refine":
+        edit["type"] = "refine"
+    words = [w for w in dict.fromkeys(entry.blended) if _in(w, source_words | target_words)]
+    missing = [w for w in dict.fromkeys(entry.blended) if w not in words]
+    if missing:
+        notes.append(f"blended word(s) {', '.join(map(repr, missing))} in neither prompt: left out of the blend")
+    if blend and words:
+        edit["local_blend"] = {"words": words}
+    if reweight != 1 and len(entry.blended) >= 2:
+        word = entry.blended[1]
+        if _in(word, target_words):
+            edit["reweight"] = {word: reweight}
+        else:
+            notes.append(f"blended word {word!r} is not in the target: not reweighted")
+    recipe = {"name": entry.id, "image": str(entry.image), "source": entry.source, "inversion": inversion,
+              "cross_replace": CROSS_REPLACE, "self_replace": SELF_REPLACE, "edits": [edit]}
+    return recipe, notes
+
+
+def _in(word: str, words: set[str]) -> bool:
+    parts = split_words(word)
+    return len(parts) == 1 and parts[0] in words
+
+
+@dataclass
+class Settings:
+    """How every entry is edited (the CLI's options)."""
+
+    inversion: str = "direct"
+    edit_type: str = "auto"  # or "refine"
+    reweight: float = REWEIGHT
+    blend: bool = True
+    overrides: list[str] = field(default_factory=list)  # --set, --steps, --seed
+
+
+def entry_job(entry: PieEntry, settings: Settings) -> tuple[dict, list[str]]:
+    """The recipe dict of an entry with the settings and --set applied, and notes on it."""
+    recipe, notes = entry_recipe(entry, inversion=settings.inversion, edit_type=settings.edit_type,
+                                 reweight=settings.reweight, blend=settings.blend)
+    return apply_overrides(recipe, list(settings.overrides)), notes

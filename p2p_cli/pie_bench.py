@@ -1,0 +1,256 @@
+"""PIE-Bench runs: each entry of a benchmark folder edited as a recipe (written as `p2p edit` writes it), scored
+with the benchmark's seven measures against the original picture, and summed up per editing kind and overall
+(`p2p eval pie-bench`; docs/pie-bench.md says which definitions are followed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from p2p_cli.analysis.metrics import (
+    CLIP_DEFAULT, DINO_DEFAULT, ClipScorer, DinoStructure, Lpips, MetricUnavailable, clip_score, pie_clip_region,
+    pie_mse, pie_psnr, pie_ssim,
+)
+from p2p_cli.files.pie_folder import KINDS, MASK_SIDE, PieEntry, Settings, decode_mask, entry_job
+
+SUMMARY_FILE = "pie-bench.json"
+# name -> (what, how the paper's table scales it, lower is better)
+MEASURES: dict[str, tuple[str, float, bool]] = {
+    "structure_distance": ("DINO ViT-B/8 key self-similarity distance, whole picture", 1e3, True),
+    "psnr": ("PSNR outside the mask (dB)", 1.0, False),
+    "lpips": ("LPIPS (SqueezeNet) outside the mask", 1e3, True),
+    "mse": ("MSE outside the mask", 1e4, True),
+    "ssim": ("SSIM outside the mask", 1e2, False),
+    "clip_whole": ("CLIP score of the edit and the target prompt", 1.0, False),
+    "clip_edited": ("CLIP score of the edit inside the mask and the target prompt", 1.0, False),
+}
+NEEDS = {"structure_distance": "dino", "lpips": "lpips", "clip_whole": "clip", "clip_edited": "clip"}
+
+
+@dataclass
+class Scorers:
+    """The metric networks (None: that measure is skipped; `skipped` says why)."""
+
+    dino: DinoStructure | None = None
+    lpips: Lpips | None = None
+    clip: ClipScorer | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # measure -> reason
+
+
+def load_scorers(device: torch.device | str = "cpu", *, dino: str = DINO_DEFAULT, clip: str = CLIP_DEFAULT,
+                 lpips: str = "squeeze", warn: Callable[[str], None] = lambda line: None) -> Scorers:
+    """Load each metric network (from a local folder or the hub cache); one that cannot be had is skipped with
+    one `warn` line saying why ("none" skips it on purpose)."""
+    scorers = Scorers()
+    tries = {
+        "dino": (dino, lambda: DinoStructure(dino, device).load()),
+        "clip": (clip, lambda: ClipScorer(clip, device).load()),
+        "lpips": (lpips, lambda: Lpips(device, net=lpips)),
+    }
+    for name, (spec, make) in tries.items():
+        measures = [m for m, need in NEEDS.items() if need == name]
+        if spec.lower() == "none":
+            reason = f"--{name} none"
+        else:
+            try:
+                setattr(scorers, name, make())
+                continue
+            except MetricUnavailable as err:
+                reason = str(err)
+        for m in measures:
+            scorers.skipped[m] = reason
+        warn(f"skipping {', '.join(measures)}: {reason}")
+    return scorers
+
+
+def score(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, target: str,
+          scorers: Scorers) -> dict[str, float | None]:
+    """The seven measures of one edit: source and edited (3, 512, 512) in [0, 1], mask (512, 512) with 1 where
+    the benchmark says the picture is edited. Background measures use 1 - mask; None where a measure is skipped
+    or its region is empty."""
+    keep = 1 - mask
+    out: dict[str, float | None] = {
+        "structure_distance": scorers.dino(source, edited) if scorers.dino is not None else None,
+        "psnr": pie_psnr(source, edited, keep),
+        "lpips": scorers.lpips(source, edited, keep) if scorers.lpips is not None else None,
+        "mse": pie_mse(source, edited, keep),
+        "ssim": pie_ssim(source, edited, keep),
+        "clip_whole": None,
+        "clip_edited": None,
+    }
+    if scorers.clip is not None:
+        text = scorers.clip.text_features([target])[0]
+        region = mask.sum() > 0
+        images = torch.stack([edited, pie_clip_region(edited, mask)] if region else [edited])
+        feats = scorers.clip.image_features(images)
+        out["clip_whole"] = clip_score(feats[0], text)
+        out["clip_edited"] = clip_score(feats[1], text) if region else None
+    return out
+
+
+def score_files(entry: PieEntry, edited_png: Path, scorers: Scorers) -> dict[str, float | None]:
+    """Score an entry's written edit against its original picture, both at the benchmark's 512x512 (a picture of
+    another size is centre-cropped and resized with Lanczos, as pictures are loaded for editing)."""
+    from p2p_cli.render.load import picture_at
+
+    size = (MASK_SIDE, MASK_SIDE)
+    source, edited = picture_at(entry.image, size), picture_at(edited_png, size)
+    mask = torch.from_numpy(decode_mask(entry.mask))
+    return score(source, edited, mask, entry.target, scorers)
+
+
+def summarise(rows: list[dict]) -> dict[str, Any]:
+    """Means of each measure over the scored rows, per kind (in id order) and overall; `n` counts the rows, and
+    a measure's mean leaves out the rows where it is None (as the evaluator's "nan")."""
+
+    def means(chosen: list[dict]) -> dict[str, Any]:
+        out = {"n": len(chosen), "means": {}}
+        for m in MEASURES:
+            values = [r["scores"][m] for r in chosen if r["scores"].get(m) is not None]
+            finite = [v for v in values if math.isfinite(v)]
+            out["means"][m] = (sum(finite) / len(finite) if len(finite) == len(values) else math.inf) if values \
+                else None
+        return out
+
+    scored = [r for r in rows if r.get("scores")]
+    kinds = {KINDS[k]: means([r for r in scored if r["kind"] == k]) for k in sorted({r["kind"] for r in scored})}
+    return {"kinds": kinds, "overall": means(scored)}
+
+
+def fingerprint(recipe: dict, model_id: str) -> str:
+    """What makes an entry's folder: its recipe (after --set) and the model. --resume keeps a folder whose
+    run.json records the same."""
+    text = json.dumps({"recipe": recipe, "model": model_id}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finished(folder: Path, digest: str) -> bool:
+    """Whether `folder` is an entry's folder that a run with the same fingerprint completed."""
+    try:
+        record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (record.get("pie_bench") or {}).get("fingerprint") == digest and (folder / "edit-1.png").is_file()
+
+
+def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: Scorers, *, folder: Path,
+        resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = lambda line: None,
+        report: Callable[[BaseException, str], str] | None = None) -> dict[str, Any]:
+    """Edit and score every entry; OUT/<id>/ as `p2p edit` writes it, OUT/pie-bench.json rewritten (whole) after
+    each entry. A failing entry is recorded (`status: failed`, `error`) and the next one runs. Returns the
+    summary that pie-bench.json holds."""
+    from p2p_cli.api import edit
+    from p2p_cli.engine.plan import check_recipe
+    from p2p_cli.recipe import RecipeError, parse_recipe
+
+    out = Path(out)
+    rows: list[dict] = []
+    started = time.perf_counter()
+    summary: dict[str, Any] = {}
+    for i, entry in enumerate(entries, 1):
+        tic = time.perf_counter()
+        where = out / entry.id
+        row: dict[str, Any] = {"id": entry.id, "kind": entry.kind, "kind_name": entry.kind_name,
+                               "image": str(entry.image), "source": entry.source, "target": entry.target,
+                               "folder": str(where)}
+        try:
+            data, notes = entry_job(entry, settings)
+            for note in notes:
+                log(f"{entry.id}: {note}")
+            digest = fingerprint(data, model.id)
+            if resume and finished(where, digest):
+                row["status"] = "kept"
+            else:
+                recipe = parse_recipe(data, entry.id)
+                problems = check_recipe(recipe, model.tokenizer)
+                if problems:
+                    raise RecipeError(problems, entry.id)
+                label = f"{Path(folder) / 'mapping_file.json'}#{entry.id}"  # run.json's recipe_file
+                result = edit(model, recipe, maps=False, recipe_file=label)
+                result.save(where, overwrite=overwrite,
+                            extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "fingerprint": digest,
+                                                 "folder": str(folder)}})
+                row["status"] = "ok"
+            row["scores"] = score_files(entry, where / "edit-1.png", scorers)
+        except BrokenPipeError:
+            raise
+        except Exception as err:  # one entry failing does not stop the benchmark (interrupts are not Exceptions)
+            if report is None:
+                raise
+            row["status"], row["error"] = "failed", report(err, entry.id)
+        row["seconds"] = round(time.perf_counter() - tic, 3)
+        rows.append(row)
+        summary = summary_record(rows, entries, folder, model, settings, scorers, time.perf_counter() - started)
+        write_summary(out / SUMMARY_FILE, summary)
+        log(f"[{i}/{len(entries)}] {entry.id} ({entry.kind_name}): {row['status']}, {row['seconds']:.1f} s")
+    return summary
+
+
+def summary_record(rows: list[dict], entries: list[PieEntry], folder: Path, model, settings: Settings,
+                   scorers: Scorers, seconds: float) -> dict[str, Any]:
+    """What pie-bench.json holds: the run's settings, each measure's definition and scale, every entry's row,
+    and the means per kind and overall."""
+    from p2p_cli.files.outputs import library_versions
+
+    return {
+        "benchmark": "PIE-Bench",
+        "folder": str(folder),
+        "model": model.id,
+        "settings": {"inversion": settings.inversion, "edit_type": settings.edit_type,
+                     "reweight": settings.reweight, "blend": settings.blend, "overrides": settings.overrides},
+        "measures": {m: {"what": what, "scale": scale, "lower_is_better": lower}
+                     for m, (what, scale, lower) in MEASURES.items()},
+        "skipped_measures": dict(scorers.skipped),
+        "entries_chosen": len(entries),
+        "entries_done": len(rows),
+        "failed": sum(r["status"] == "failed" for r in rows),
+        "seconds": round(seconds, 3),
+        "versions": library_versions(),
+        **summarise(rows),
+        "entries": rows,
+    }
+
+
+def write_summary(path: Path, data: dict) -> Path:
+    """Write the summary whole (a temporary file renamed over the old one); inf as a string, never bare."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else "-inf" if value < 0 else "nan"
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The summary as the paper's table: one line per kind and one for all, each measure at the paper's scale
+    (Structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2); '-' where a measure was skipped."""
+    heads = {"structure_distance": "Struct x1e3 ↓", "psnr": "PSNR ↑", "lpips": "LPIPS x1e3 ↓", "mse": "MSE x1e4 ↓",
+             "ssim": "SSIM x1e2 ↑", "clip_whole": "CLIP whole ↑", "clip_edited": "CLIP edited ↑"}
+    lines = [f"{'kind':<18} {'n':>4} " + " ".join(f"{heads[m]:>13}" for m in MEASURES)]
+    groups = [*summary["kinds"].items(), ("all", summary["overall"])]
+    for name, group in groups:
+        cells = []
+        for m, (_, scale, _) in MEASURES.items():
+            v = group["means"].get(m)
+            cells.append("-" if v is None else f"{v * scale:.2f}" if math.isfinite(v) else "inf")
+        lines.append(f"{name:<18} {group['n']:>4} " + " ".join(f"{c:>13}" for c in cells))
+    return "\n".join(lines)

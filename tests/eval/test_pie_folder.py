@@ -1,0 +1,107 @@
+"""A PIE-Bench folder read and checked, its kinds chosen, and each entry turned into the recipe the benchmark's P2P
+run amounts to."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pie_fixtures import ENTRIES, object_box
+from p2p_cli.files.pie_folder import (
+    PieBenchError, Settings, decode_mask, entry_job, entry_recipe, parse_kinds, read_folder,
+)
+from p2p_cli.recipe import parse_recipe
+
+
+def test_reads_every_entry_with_the_brackets_removed(pie_folder):
+    entries = read_folder(pie_folder)
+    assert [e.id for e in entries] == [e[0] for e in ENTRIES]
+    first = entries[0]
+    assert first.source == "a big red circle on the left on a white background"
+    assert first.target == "a big blue circle on the left on a white background"
+    assert first.kind == 0 and first.kind_name == "random" and first.blended == ["circle", "circle"]
+    assert first.image == (pie_folder / "annotation_images/0_random_140/000000000000.jpg").resolve()
+    assert entries[2].blended == []
+    expected = object_box(ENTRIES[1][3]).astype(np.float32)
+    expected[0, :] = expected[-1, :] = expected[:, 0] = expected[:, -1] = 1
+    assert np.array_equal(decode_mask(entries[1].mask), expected)
+
+
+def test_kinds_by_id_or_name_and_limit(pie_folder):
+    assert parse_kinds("1, change-color") == [1, 6] and parse_kinds("change_style,9,0") == [9, 0]
+    assert parse_kinds(None) is None and parse_kinds("all") is None
+    with pytest.raises(ValueError, match="unknown kind 'recolour'.*6 change-color"):
+        parse_kinds("recolour")
+    assert [e.id for e in read_folder(pie_folder, kinds=[1, 6])] == ["111000000000", "611000000000"]
+    assert [e.id for e in read_folder(pie_folder, limit=2)] == ["000000000000", "111000000000"]
+    assert [e.id for e in read_folder(pie_folder, kinds=[6], limit=1)] == ["611000000000"]
+    assert read_folder(pie_folder, kinds=[9]) == []
+
+
+def test_entry_recipes_follow_the_benchmarks_p2p_run(pie_folder):
+    entries = read_folder(pie_folder)
+    recipe, notes = entry_recipe(entries[1])
+    assert notes == []
+    assert recipe["cross_replace"] == 0.4 and recipe["self_replace"] == 0.6 and recipe["inversion"] == "direct"
+    assert recipe["edits"] == [{"target": "a big green triangle on the right on a white background",
+                                "local_blend": {"words": ["square", "triangle"]}, "reweight": {"triangle": 2.0}}]
+    parsed = parse_recipe(recipe, "x")
+    assert parsed.edits[0].type == "replace" and parsed.image == str(entries[1].image) and "mask" not in recipe
+
+    refine, _ = entry_recipe(entries[0], edit_type="refine", reweight=1, inversion="null-text")
+    assert refine["edits"] == [{"target": entries[0].target, "type": "refine", "local_blend": {"words": ["circle"]}}]
+    assert refine["inversion"] == "null-text"
+    plain, _ = entry_recipe(entries[2])  # no blended word: no blend, no reweight
+    assert plain["edits"] == [{"target": entries[2].target}]
+    assert entry_recipe(entries[1], blend=False)[0]["edits"][0].get("local_blend") is None
+
+    entries[0].blended = ["bicycle", "blue"]
+    recipe, notes = entry_recipe(entries[0])
+    assert recipe["edits"][0]["local_blend"] == {"words": ["blue"]} and recipe["edits"][0]["reweight"] == {"blue": 2}
+    assert notes == ["blended word(s) 'bicycle' in neither prompt: left out of the blend"]
+
+    settings = Settings(overrides=["steps=5", "edits.0.cross_replace=0.8"])
+    data, _ = entry_job(entries[1], settings)
+    assert data["steps"] == 5 and data["edits"][0]["cross_replace"] == 0.8
+
+
+def rewrite(folder, change):
+    path = folder / "mapping_file.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_bad_folders_name_each_problem(tmp_path, pie_folder):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PieBenchError, match="no mapping_file.json in"):
+        read_folder(tmp_path / "empty")
+    with pytest.raises(PieBenchError, match="is not a folder"):
+        read_folder(tmp_path / "missing")
+    (pie_folder / "mapping_file.json").write_text('{"a": [1,')
+    with pytest.raises(PieBenchError, match="mapping_file.json: not JSON: .* line 1"):
+        read_folder(pie_folder)
+
+
+def test_bad_entries_are_all_listed(tmp_path):
+    from pie_fixtures import write_pie_folder
+
+    folder = write_pie_folder(tmp_path / "data")
+
+    def damage(data):
+        data["000000000000"]["mask"] = [1, 2, 3]
+        data["111000000000"]["image_path"] = "nowhere/x.jpg"
+        data["611000000000"]["editing_type_id"] = "12"
+
+    rewrite(folder, damage)
+    with pytest.raises(PieBenchError) as caught:
+        read_folder(folder)
+    problems = caught.value.problems
+    assert any(p.startswith("000000000000.mask: expected the run-length code") for p in problems)
+    assert any(p.startswith("111000000000.image_path: no picture at") for p in problems)
+    assert any(p.startswith("611000000000.editing_type_id: expected an id 0-9") for p in problems)
+    # an entry outside the chosen kinds is not checked for its picture
+    rewrite(folder, lambda d: (d["000000000000"].update(mask=[0, 5]), d["611000000000"].update(editing_type_id=6)))
+    assert [e.id for e in read_folder(folder, kinds=[0])] == ["000000000000"]
