@@ -103,3 +103,16 @@ def test_attention_pictures_on_the_token_grid(cli, joint_dir, recipe_file, tmp_p
     result = cli("attn-viz", recipe_file(), "--model", folder, "--out", tmp_path / "viz", "--words", "burger")
     assert result.exit_code == 0, result.output
     assert any("burger" in p.name for p in (tmp_path / "viz").rglob("*.png"))
+
+
+def test_the_shipped_family_recipe_runs(cli, joint_dir, tmp_path):
+    """recipes/sd3-cat-tiger.yaml and recipes/flux-cat-tiger.yaml as shipped, on the tiny model of their family."""
+    from pathlib import Path
+
+    family, folder = joint_dir
+    path = Path(__file__).parents[2] / "recipes" / f"{family}-cat-tiger.yaml"
+    result = cli("edit", path, "--model", folder, "--out", tmp_path, "--steps", 2, "--set", "size=128")
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / f"{family}-cat-tiger" / "run.json").read_text())
+    assert run["family"] == family
+    assert (tmp_path / f"{family}-cat-tiger" / "edit-1-mask.png").exists()
