@@ -116,3 +116,19 @@ def test_the_shipped_family_recipe_runs(cli, joint_dir, tmp_path):
     run = json.loads((tmp_path / f"{family}-cat-tiger" / "run.json").read_text())
     assert run["family"] == family
     assert (tmp_path / f"{family}-cat-tiger" / "edit-1-mask.png").exists()
+
+
+def test_sweep_and_invert(cli, joint_dir, recipe_file, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    _, folder = joint_dir
+    out = tmp_path / "out"
+    result = cli("sweep", recipe_file(), "--model", folder, "--out", out, "--tau", "0.2,0.8")
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8).repeat(16, 0).repeat(16, 1)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    result = cli("invert", tmp_path / "photo.png", "--prompt", SMALL["source"], "--model", folder, "--steps", 2,
+                 "--out", tmp_path / "inv")
+    assert result.exit_code == 0, result.output
