@@ -25,6 +25,37 @@ def clip_tokenizer():
                          pad_token="<|endoftext|>")
 
 
+def check_tokenizers(spec: str | None, clip: Any) -> list:
+    """The tokenizers whose positions a model's denoiser reads, for torch-free checks: CLIP's (SD v1's shipped
+    BPE stands in for every CLIP), plus T5's from a local SD3 folder; a local FLUX.1 folder's T5 alone (its CLIP
+    gives only the pooled embedding, which diffusers truncates silently). Each sized as its pipeline pads it."""
+    geometry = model_geometry(spec) if spec not in (None, "shapes") else None
+    family = geometry["family"] if geometry else None
+    if family not in ("sd3", "flux"):
+        return [clip]
+    from transformers import AutoTokenizer
+
+    folder = Path(spec).expanduser() / ("tokenizer_3" if family == "sd3" else "tokenizer_2")
+    if not folder.is_dir():
+        return [clip]  # SD3 without T5: its CLIP part only
+    t5 = AutoTokenizer.from_pretrained(str(folder))
+    flux_dev = family == "flux" and _flux_guidance(spec)
+    t5.model_max_length = 256 if family == "sd3" or not flux_dev else 512
+    return [clip, t5] if family == "sd3" else [t5]
+
+
+def _flux_guidance(spec: str) -> bool:
+    try:
+        return bool(json.loads((Path(spec).expanduser() / "transformer" / "config.json").read_text())["guidance_embeds"])
+    except (OSError, ValueError, KeyError):
+        return True
+
+
+def recipe_problems_for(recipe: Recipe, tokenizers: list) -> list[str]:
+    """recipe_problems over each tokenizer, each problem once."""
+    return list(dict.fromkeys(p for tok in tokenizers for p in recipe_problems(recipe, tok)))
+
+
 class Problems(list):
     """Collects "path: message" lines."""
 

@@ -44,10 +44,10 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
                     recipe_loras(recipe, label)
                     if problems := size_problems(recipe, recipe.model):
                         raise RecipeError(problems, label)
-                    from p2p_cli.checks import clip_tokenizer, recipe_problems
+                    from p2p_cli.checks import check_tokenizers, clip_tokenizer, recipe_problems_for
 
                     tokenizer = tokenizer or clip_tokenizer()
-                    problems = recipe_problems(recipe, tokenizer)
+                    problems = recipe_problems_for(recipe, check_tokenizers(recipe.model, tokenizer))
                     if problems:
                         raise RecipeError(problems, label)
                 except RecipeError as err:

@@ -132,3 +132,19 @@ def test_sweep_and_invert(cli, joint_dir, recipe_file, tmp_path, monkeypatch):
     result = cli("invert", tmp_path / "photo.png", "--prompt", SMALL["source"], "--model", folder, "--steps", 2,
                  "--out", tmp_path / "inv")
     assert result.exit_code == 0, result.output
+
+
+def test_validate_checks_words_on_the_t5_tokenizer_of_a_local_folder(cli, joint_dir, recipe_file):
+    """A FLUX prompt longer than CLIP's 77 tokens is fine (CLIP only gives the pooled embedding); over T5's
+    length it is not; SD3 checks both."""
+    family, folder = joint_dir
+    long_target = "a painting of a lion eating a burger " + "and a dog " * 30  # ~100 CLIP tokens, < 256 T5
+    edits = [{"target": long_target}]
+    result = cli("validate", recipe_file(model=str(folder), edits=edits))
+    if family == "flux":
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code != 0 and "the prompt has" in result.stderr
+    too_long = [{"target": "a painting of a lion eating a burger " + "and a dog " * 200}]
+    result = cli("validate", recipe_file(model=str(folder), edits=too_long))
+    assert result.exit_code != 0 and "edits[0].target" in result.stderr and "the prompt has" in result.stderr
