@@ -76,9 +76,7 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
                 recipe = anchored(recipe, label)  # run.json's recipe names the files by absolute path
         except RecipeError as err:
             if skipped is not None and is_manifest_line(label):  # a manifest goes on without its bad lines
-                report(err)
-                skipped.append({"recipe": label, "line": int(label.rsplit("#", 1)[1]), "status": "invalid",
-                                "exit": EXIT_INVALID, "problems": err.problems})
+                _skip(err if err.source == label else RecipeError(err.problems, label), skipped)
                 continue
             invalid.append(err)
             continue
@@ -90,14 +88,27 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
             report(err)
         raise typer.Exit(EXIT_INVALID)
     folders: dict[Path, str] = {}
+    kept = []
     for job in jobs:
         if job.folder in folders:
+            if skipped is not None and is_manifest_line(job.path):  # a manifest's line: skipped like a bad one
+                _skip(RecipeError([f"name: {job.recipe.name!r} is also the name of {folders[job.folder]}: both would"
+                                   f" write {job.folder}/; give this one a name of its own"], job.path), skipped)
+                continue
             raise UsageError(
                 f"{folders[job.folder]} and {job.path} would both write {job.folder}/; give one another name"
                 f" (name: in the recipe)"
             )
         folders[job.folder] = job.path
-    return jobs
+        kept.append(job)
+    return kept
+
+
+def _skip(err: RecipeError, skipped: list) -> None:
+    """Report a manifest line that cannot run and list it for failures.jsonl."""
+    report(err)
+    skipped.append({"recipe": err.source, "line": int(err.source.rsplit("#", 1)[1]), "status": "invalid",
+                    "exit": EXIT_INVALID, "problems": err.problems})
 
 
 def is_manifest_line(label: str) -> bool:

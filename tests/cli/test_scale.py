@@ -114,3 +114,23 @@ def test_a_manifest_runs_its_good_lines_and_lists_the_bad_ones(cli, tiny_model_d
     assert any("cross_replace" in p for p in failure["problems"])
     single = write(tmp_path, "bad", steps=0)  # one recipe per file: invalid input stops everything, exit 2
     assert cli("edit", single, "--model", tiny_model_dir, "--out", tmp_path / "o2").exit_code == 2
+
+
+def test_manifest_lines_need_a_name_of_their_own(cli, tiny_model_dir, tmp_path):
+    line = {"source": SOURCE, "steps": 2, "size": 128, "edits": [{"target": "a painting of a lion eating a burger"}]}
+    manifest = tmp_path / "many.jsonl"
+    manifest.write_text("\n".join([json.dumps({**line, "name": "one"}), json.dumps(line), "",
+                                   json.dumps({**line, "name": "one", "seed": 3}), json.dumps({**line, "name": "two"})])
+                        + "\n")
+    other = write(tmp_path, "two")  # a file of its own before the manifest takes the name first
+    out = tmp_path / "out"
+    result = cli("edit", other, manifest, "--model", tiny_model_dir, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert f"error: {manifest}#2: invalid recipe" in result.stderr
+    assert 'name: required in a file of several recipes' in result.stderr and '"name": "many-2"' in result.stderr
+    assert f"{manifest}#4: invalid recipe" in result.stderr and f"'one' is also the name of {manifest}#1" in result.stderr
+    assert f"{manifest}#5: invalid recipe" in result.stderr and f"'two' is also the name of {other}" in result.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["one", "two"]
+    assert json.loads((out / "one" / "run.json").read_text())["recipe"]["seed"] == 8888  # the first "one" ran
+    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["line"], f["status"]) for f in failures] == [(2, "invalid"), (4, "invalid"), (5, "invalid")]
