@@ -101,7 +101,7 @@ def test_a_dataset_is_scored_filtered_and_loads_with_datasets(cli, tiny_model_di
     def tensor(name):
         import numpy as np
 
-        return torch.from_numpy(np.asarray(Image.open(every / name).convert("RGB"))).permute(2, 0, 1).float() / 255
+        return torch.from_numpy(np.array(Image.open(every / name).convert("RGB"))).permute(2, 0, 1).float() / 255
 
     scorer = ClipScorer(str(tiny_clip_dir)).load()
     for r in table[:4]:
