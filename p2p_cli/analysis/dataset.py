@@ -56,7 +56,8 @@ def parse_keep(text: str | None) -> list[Rule]:
     for part in text.split(","):
         match = _RULE.match(part)
         if not match:
-            raise ValueError(f"--keep {text!r}: {part.strip()!r} is not METRIC>=VALUE (or <=, >, <), e.g. clip_dir>=0.2")
+            raise ValueError(f"--keep {text!r}: {part.strip()!r} is not METRIC>=VALUE (or <=, >, <), e.g."
+                             " clip_dir>=0.2")
         metric, op, value = match.groups()
         if metric not in METRICS:
             raise ValueError(f"--keep {text!r}: {metric} is not a score; the scores are {', '.join(METRICS)}")
@@ -134,8 +135,8 @@ def read_pairs(path: str | Path, text: str | None = None) -> tuple[list[Pair], l
             continue
         for key in ("source", "target"):
             if not isinstance(data.get(key), str) or not data[key].strip():
-                problems.append(f"{key}: required, the {'caption of the picture' if key == 'source' else 'edited caption'}"
-                                " (text)")
+                what = "caption of the picture" if key == "source" else "edited caption"
+                problems.append(f"{key}: required, the {what} (text)")
         extra = sorted(set(data) - {"source", "target", *EDIT_FIELDS})
         if extra:
             problems.append(f"{', '.join(extra)}: not a pair field; a pair has source, target and the edit fields"

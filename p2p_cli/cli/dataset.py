@@ -26,7 +26,8 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="The dataset's folder (me
 Samples = Annotated[int, typer.Option("--samples", "-k", min=1, help="Edits sampled per pair, each with its own seed"
                                       " and windows.")]
 Cross = Annotated[str, typer.Option("--cross", help="Range the cross_replace tau is drawn from (LO:HI, or one value).")]
-SelfRange = Annotated[str, typer.Option("--self", help="Range the self_replace tau is drawn from (LO:HI, or one value).")]
+SelfRange = Annotated[str, typer.Option("--self", help="Range the self_replace tau is drawn from (LO:HI, or one"
+                                        " value).")]
 Keep = Annotated[str, typer.Option("--keep", help=f"Samples kept: METRIC>=V (or <=, >, <), comma-separated, all must"
                                    f" hold; 'none' keeps all. Metrics: {', '.join(METRICS)}.")]
 BaseSeed = Annotated[int, typer.Option("--seed", help="Base seed: sample j of the pair on line n gets a seed drawn"

@@ -110,8 +110,8 @@ def progress_lines(jobs: list, rank: int, world: int, started: float, log):
         left = [j for j in jobs if not j.kept]
         failed = sum(1 for j in finished if j.code != EXIT_OK)
         pictures = sum(j.pictures for j in finished)
-        seconds = time.perf_counter() - started
-        log(f"process {rank} of {world}: {len(finished)}/{len(left)} recipes" + (f" ({failed} failed)" if failed else "")
-            + f", {pictures} pictures, {pictures / seconds if seconds > 0 else 0:.2f} pictures/s")
+        rate = pictures / max(time.perf_counter() - started, 1e-9)
+        log(f"process {rank} of {world}: {len(finished)}/{len(left)} recipes"
+            + (f" ({failed} failed)" if failed else "") + f", {pictures} pictures, {rate:.2f} pictures/s")
 
     return done

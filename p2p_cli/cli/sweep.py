@@ -161,7 +161,8 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
                                  " or hub id, pick by a score without CLIP (--pick-by change_in or change), or sweep"
                                  " without --pick (every point is still scored and drawn)")
             if do_pick and rule.keep in CLIP_SCORES:
-                raise UsageError(f"--pick-keep {rule.keep}{rule.op}{rule.threshold:g} needs a CLIP model: {err}; give --clip a folder"
+                raise UsageError(f"--pick-keep {rule.keep}{rule.op}{rule.threshold:g} needs a CLIP model: {err};"
+                                 " give --clip a folder"
                                  " or hub id, or keep by a score without CLIP (ssim, psnr)")
             notes.append(f"CLIP columns are empty: {err}")
             if rule.score in CLIP_SCORES:
