@@ -386,3 +386,132 @@ def sweep(model: Model, recipe, *, tau: list[float] | None = None, self_tau: lis
         plan = expand(recipe, tau, self_tau, edit_number, baseline=baseline)
     name = source_name or plan.recipe.name or "recipe"
     return plan, run_sweep(model, plan, batch_size, attention=attention, source_name=name, progress=progress)
+
+
+# --- datasets ------------------------------------------------------------------------------------------------
+
+@dataclass
+class DatasetRun:
+    """What api.dataset did in this process: pairs done, kept from an earlier run (resume), failed (label,
+    error) and invalid (RecipeError, every process lists the same); samples made and kept, pictures made, the
+    metadata file when it was assembled, and every valid pair's (index, input_sha256) for assembling later."""
+
+    done: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: list[tuple[str, BaseException]] = field(default_factory=list)
+    invalid: list[RecipeError] = field(default_factory=list)
+    samples: int = 0
+    kept: int = 0
+    pictures: int = 0
+    metadata: Path | None = None
+    pairs: list[tuple[int, str]] = field(default_factory=list)
+
+
+def dataset(model: Model, pairs: str | Path | list[dict], out: str | Path, *, samples: int = 4,
+            cross: tuple[float, float] = (0.1, 0.9), self_range: tuple[float, float] = (0.1, 0.9),
+            keep: str | None = None, seed: int = 0, clip: Any = None, lpips: Any = None,
+            overrides: list[str] | tuple = (), resume: bool = False, overwrite: bool = False,
+            attention: str = "fused", share: tuple[int, int] = (0, 1), assemble: bool = True,
+            log: Callable[[str], None] | None = None,
+            on_invalid: Callable[[RecipeError], None] | None = None) -> DatasetRun:
+    """An edit dataset from caption pairs (analysis/dataset.py, files/dataset.py): each pair of a JSON-lines file
+    (or list of dicts) sampled `samples` times, each sample with its own seed and windows drawn from `cross` and
+    `self_range`, scored with the sweep's metrics, kept when every `keep` rule holds ("clip_img>=0.75,
+    clip_dir>=0.2", the default; "none" keeps all). Writes OUT/pairs/<index>/ per pair and OUT/metadata.jsonl.
+
+    clip: a metrics.ClipScorer (or a CLIP folder / hub id); lpips: a metrics.Lpips. A rule naming a score that
+    cannot be had raises ValueError before any sampling. share (rank, world): this process's pairs are every
+    world-th valid pair from the rank-th; with assemble, metadata.jsonl is written once they are done (under a
+    launcher, one process assembles when all are done: files.dataset.assemble(out, run.pairs)). Pairs that are
+    invalid (heard by on_invalid before any sampling) or fail are listed in the result and the others go on."""
+    from p2p_cli.analysis import dataset as plan
+    from p2p_cli.analysis.metrics import ClipScorer
+    from p2p_cli.analysis.tau_sweep import edit_scores
+    from p2p_cli.files import dataset as disk
+    from p2p_cli.files.interrupts import Interrupted
+    from p2p_cli.files.outputs import check_free
+
+    log = log or (lambda message: None)
+    rules = plan.parse_keep(plan.DEFAULT_KEEP if keep is None else keep)
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    wanted = plan.needs(rules)
+    if isinstance(clip, (str, Path)):
+        clip = ClipScorer(str(clip), model.device).load()
+    if wanted["clip"] and clip is None:
+        raise ValueError(f"--keep {', '.join(wanted['clip'])} needs a CLIP model (--clip a CLIPModel folder or hub"
+                         " id); or keep by scores without one (ssim, psnr, change; with local_blend ssim_bg, psnr_bg,"
+                         " change_in), or --keep none")
+    if wanted["lpips"] and lpips is None:
+        raise ValueError(f"--keep {', '.join(wanted['lpips'])} needs LPIPS (the lpips package and its weights)")
+    run = DatasetRun()
+    if isinstance(pairs, (str, Path)):
+        found, run.invalid = plan.read_pairs(pairs)
+    else:
+        found = [plan.Pair(i, f"pairs[{i}]", p["source"], p["target"], {k: p[k] for k in plan.EDIT_FIELDS if k in p})
+                 for i, p in enumerate(pairs)]
+    how = {"samples": samples, "cross": list(cross), "self": list(self_range), "seed": seed,
+           "keep": [str(r) for r in rules], "clip": getattr(clip, "spec", None), "model": model.id,
+           "overrides": list(overrides), "attention": attention}
+    valid = []
+    for pair in found:  # every process checks every pair: each makes the same split
+        try:
+            drawn = plan.samples(pair, samples, seed=seed, cross=cross, self_range=self_range, overrides=overrides)
+            if problems := plan.check_pair(pair, rules):
+                raise RecipeError(problems, pair.label)
+        except RecipeError as err:
+            run.invalid.append(err)
+            continue
+        valid.append((pair, drawn, plan.fingerprint(pair, **how)))
+    run.pairs = [(pair.index, digest) for pair, _, digest in valid]
+    for err in run.invalid if on_invalid is not None else []:
+        on_invalid(err)
+    rank, world = share
+    for position, (pair, drawn, digest) in enumerate(valid):
+        if position % world != rank:
+            continue
+        folder = disk.pair_folder(out, pair.index)
+        if resume and disk.finished_pair(folder, digest) is not None:
+            run.skipped.append(pair.index)
+            log(f"{pair.label}: kept {folder}/ (finished earlier: --resume)")
+            continue
+        try:
+            check_free(folder, overwrite)
+            pictures, records = {}, []
+            for sample in drawn:
+                result = edit(model, sample.recipe, maps=False, attention=attention, recipe_file=pair.label)
+                source, image = result.run.images[0], result.run.images[1]
+                features = None
+                if clip is not None:
+                    images = clip.image_features(torch.stack([source, image]))
+                    texts = clip.text_features([result.recipe.source, result.recipe.edits[0].target])
+                    features = (images[0], images[1], texts[0], texts[1])
+                scores = edit_scores(source, image, result.run.masks.get(1), lpips=lpips, clip_features=features)
+                kept = all(rule.holds(scores) for rule in rules)
+                recipe = result.recipe
+                record = {"sample": sample.number, "seed": sample.seed, "type": recipe.edits[0].type,
+                          "cross_replace": sample.cross, "self_replace": sample.self_window,
+                          "cross_window": list(recipe.cross_for(recipe.edits[0]).default),
+                          "self_window": list(recipe.self_for(recipe.edits[0])),
+                          "scores": {k: plan.json_number(v) for k, v in scores.items()}, "kept": kept,
+                          "input": None, "edited": None}
+                if kept:
+                    record.update(input=f"input-{sample.number}.png", edited=f"edited-{sample.number}.png")
+                    pictures[record["input"]], pictures[record["edited"]] = source, image
+                records.append(record)
+                run.samples += 1
+                run.kept += kept
+                run.pictures += len(result.roles)
+            disk.write_pair(folder, {"index": pair.index, "line": pair.index + 1, "source": pair.source,
+                                     "target": pair.target, "edit": pair.edit, "input_sha256": digest,
+                                     "settings": how, "samples": records}, pictures, overwrite)
+        except (Interrupted, KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as err:  # noqa: BLE001 - this pair fails, the others go on
+            run.failed.append((pair.label, err))
+            continue
+        run.done.append(pair.index)
+        log(f"{pair.label}: {sum(r['kept'] for r in records)} of {len(records)} samples kept, {folder}/")
+    if assemble and world == 1:
+        run.metadata, _ = disk.assemble(out, run.pairs)
+    return run

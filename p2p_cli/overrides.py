@@ -93,11 +93,18 @@ def split_documents(text: str) -> list[str]:
 
     One document gives a list of one; empty documents (a leading `---`) are dropped.
     """
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for line in lines):
-        return lines  # JSON lines
+    return [doc for _, doc in numbered_documents(text)]
+
+
+def numbered_documents(text: str) -> list[tuple[int, str]]:
+    """split_documents with each recipe's number: its line in a JSON-lines file (blank lines count), its
+    document's number (from 1) in a YAML stream."""
+    lines = text.splitlines()
+    filled = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if len(filled) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for _, line in filled):
+        return filled  # JSON lines
     parts = [part for part in _DOC_START.split(text) if part.strip() and part.strip() != "..."]
-    return parts or [text]
+    return list(enumerate(parts, 1)) if parts else [(1, text)]
 
 
 def read_recipes(path: str, overrides: list[str] | None = None, stdin_text: str | None = None
@@ -115,28 +122,38 @@ def read_recipes(path: str, overrides: list[str] | None = None, stdin_text: str 
             text = decode_text(read_bytes(path), source)  # "-": standard input
     except RecipeError as err:
         return [(source, err)]
-    docs = split_documents(text)
+    docs = numbered_documents(text)
     if len(docs) == 1:
         try:
             return [(source, read_recipe(path, overrides, stdin_text=text))]
         except RecipeError as err:
             return [(source, err)]
     out: list[tuple[str, Recipe | RecipeError]] = []
-    for k, doc in enumerate(docs, 1):
+    names: dict[str, str] = {}  # name -> the label that took it first
+    for k, doc in docs:
         label = f"{source}#{k}"
         try:
-            recipe = read_recipe(label, overrides, stdin_text=doc, name=f"{default_name(path)}-{k}")
+            recipe = read_recipe(label, overrides, stdin_text=doc, require_name=True)
+            if recipe.name in names:
+                raise RecipeError([f"name: {recipe.name!r} is also the name of {names[recipe.name]}; each recipe of a"
+                                   " file needs a name of its own (it writes OUT/<name>/)"], label)
+            names[recipe.name] = label
             out.append((label, recipe))
         except RecipeError as err:
             out.append((label, err))
     return out
 
 
+NAME_REQUIRED = ("name: required in a file of several recipes (each writes OUT/<name>/); give every recipe a name"
+                 " of its own, e.g. \"name\": \"{stem}-{k}\"")
+
+
 def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str | None = None,
-                name: str | None = None) -> Recipe:
+                name: str | None = None, require_name: bool = False) -> Recipe:
     """Like recipe.load_recipe, with `overrides` applied to the document first; "-" reads standard input.
 
-    stdin_text: the text to read instead of the file (or of standard input); name: the default name.
+    stdin_text: the text to read instead of the file (or of standard input); name: the default name;
+    require_name: a recipe without a name is a problem (one recipe of a file of several, labelled "path#k").
     """
     source = str(path)
     data = read_document(path, stdin_text) if stdin_text is not None else read_document(path)
@@ -151,7 +168,20 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
             data = apply_overrides(data, overrides)
         except ValueError as err:
             raise RecipeError([str(err)], source) from None
-    return parse_recipe(data, source, default_name=name or default_name(path))
+    if not require_name:
+        return parse_recipe(data, source, default_name=name or default_name(path))
+    missing = isinstance(data, dict) and data.get("name") in (None, "")
+    head, _, k = source.rpartition("#")
+    problem = NAME_REQUIRED.format(stem=default_name(head or source), k=k or 1)
+    try:
+        recipe = parse_recipe(data, source)
+    except RecipeError as err:
+        if missing:
+            err = RecipeError([problem] + [p for p in err.problems if not p.startswith("name:")], source)
+        raise err from None
+    if missing:
+        raise RecipeError([problem], source)
+    return recipe
 
 
 def inline_recipes(prompts: list[str], overrides: list[str] | None = None) -> list[tuple[str, Recipe | RecipeError]]:

@@ -74,5 +74,9 @@ def test_split_documents_reads_yaml_streams_and_json_lines():
     assert split_documents("---\n" + one) == ["\n" + one]  # a leading marker is not a second recipe
     assert len(split_documents(one + "---\n" + one + "--- # the third\n" + one)) == 3
     assert split_documents('{"source": "a"}\n\n{"source": "b"}\n') == ['{"source": "a"}', '{"source": "b"}']
+    from p2p_cli.overrides import numbered_documents
+
+    assert [k for k, _ in numbered_documents('{"source": "a"}\n\n{"source": "b"}\n')] == [1, 3]  # JSON: lines
+    assert [k for k, _ in numbered_documents("---\n" + one + "---\n\n" + one)] == [1, 2]  # YAML: documents
     block = "source: |\n  a cat\n  ---\nedits: [{target: a dog}]\n"  # an indented --- is text, not a marker
     assert split_documents(block) == [block]

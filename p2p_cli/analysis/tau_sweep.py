@@ -16,9 +16,13 @@ if TYPE_CHECKING:  # torch only where tensors are made: parsing and expanding a 
 
 DEFAULT_STEP = 0.2
 MAX_VALUES = 101  # per axis; a finer sweep is a typo more often than a wish
-KEPT = ("ssim", "psnr", "lpips", "ssim_bg", "psnr_bg", "lpips_bg")  # how much of the source is kept
+KEPT = ("ssim", "psnr", "lpips", "ssim_bg", "psnr_bg", "lpips_bg", "clip_img")  # how much of the source is kept
 EDITED = ("clip", "clip_dir", "change_in", "change")  # how much of the edit happened (higher: more)
-CLIP_SCORES = ("clip", "clip_dir")  # the ones that need a CLIP model
+CLIP_SCORES = ("clip_img", "clip", "clip_dir")  # the ones that need a CLIP model
+LPIPS_SCORES = ("lpips", "lpips_bg")  # the ones that need the lpips package and its weights
+MASK_SCORES = ("ssim_bg", "psnr_bg", "lpips_bg", "change_in")  # the ones that need a local-blend mask
+# clip_img: cosine similarity of the source's and the edit's CLIP image embeddings (InstructPix2Pix's
+# image-image filter).
 # change_in: 1 - SSIM to the source inside the local-blend mask (the edited words' region); change: the mean
 # absolute pixel change to the source over the whole picture. Both need no model.
 LOWER_IS_BETTER = ("lpips", "lpips_bg")
@@ -314,8 +318,6 @@ def score_sweep(sweep: Sweep, result: SweepResult, clip=None, lpips=None) -> tup
     """
     import torch
 
-    from p2p_cli.analysis.metrics import clip_score, directional_similarity, psnr, ssim
-
     recipe, src = sweep.recipe, result.source
     feats = texts = None
     if clip is not None:
@@ -325,21 +327,8 @@ def score_sweep(sweep: Sweep, result: SweepResult, clip=None, lpips=None) -> tup
         texts = clip.text_features(prompts)  # (1 + n, D): source, edit-1 .. edit-n
 
     def scores(image: torch.Tensor, mask: torch.Tensor | None, edit: int, feature_row: int) -> dict:
-        row: dict = {"ssim": ssim(src, image), "psnr": psnr(src, image)}
-        row["lpips"] = lpips(src, image) if lpips is not None else None
-        keep = None if mask is None else 1.0 - mask  # background: outside the local-blend mask
-        row["ssim_bg"] = None if keep is None else ssim(src, image, keep)
-        row["psnr_bg"] = None if keep is None else psnr(src, image, keep)
-        row["lpips_bg"] = None if keep is None or lpips is None else lpips(src, image, keep)
-        inside = None if mask is None else ssim(src, image, mask)
-        row["change_in"] = None if inside is None else 1.0 - inside
-        row["change"] = float((image.float() - src.float()).abs().mean())
-        if feats is not None:
-            row["clip"] = clip_score(feats[feature_row], texts[edit])
-            row["clip_dir"] = directional_similarity(feats[0], feats[feature_row], texts[0], texts[edit])
-        else:
-            row["clip"] = row["clip_dir"] = None
-        return row
+        features = None if feats is None else (feats[0], feats[feature_row], texts[0], texts[edit])
+        return edit_scores(src, image, mask, lpips=lpips, clip_features=features)
 
     rows = []
     for i, (point, image, mask) in enumerate(zip(sweep.points, result.images, result.masks)):
@@ -355,6 +344,32 @@ def score_sweep(sweep: Sweep, result: SweepResult, clip=None, lpips=None) -> tup
     baselines = {k: scores(result.baselines[k], None, k, 1 + len(result.images) + j)
                  for j, k in enumerate(sorted(result.baselines))}
     return rows, baselines
+
+
+def edit_scores(src: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None, *, lpips=None,
+                clip_features: tuple | None = None) -> dict:
+    """Every score of one edited picture against its source ((3, H, W) in [0, 1]), named as KEPT and EDITED; None
+    where a score cannot be had (no mask, no LPIPS, no CLIP, no text change). mask (H, W): the local blend's (1:
+    edited); clip_features: unit CLIP embeddings (source image, edited image, source text, target text)."""
+    from p2p_cli.analysis.metrics import clip_score, directional_similarity, psnr, ssim
+
+    row: dict = {"ssim": ssim(src, image), "psnr": psnr(src, image)}
+    row["lpips"] = lpips(src, image) if lpips is not None else None
+    keep = None if mask is None else 1.0 - mask  # background: outside the local-blend mask
+    row["ssim_bg"] = None if keep is None else ssim(src, image, keep)
+    row["psnr_bg"] = None if keep is None else psnr(src, image, keep)
+    row["lpips_bg"] = None if keep is None or lpips is None else lpips(src, image, keep)
+    inside = None if mask is None else ssim(src, image, mask)
+    row["change_in"] = None if inside is None else 1.0 - inside
+    row["change"] = float((image.float() - src.float()).abs().mean())
+    if clip_features is not None:
+        src_feature, feature, src_text, text = clip_features
+        row["clip_img"] = float(src_feature @ feature)
+        row["clip"] = clip_score(feature, text)
+        row["clip_dir"] = directional_similarity(src_feature, feature, src_text, text)
+    else:
+        row["clip_img"] = row["clip"] = row["clip_dir"] = None
+    return row
 
 
 def csv_cell(value) -> str:

@@ -42,6 +42,7 @@ class Job:
     attention_only: bool = False  # `p2p attn-viz`: folder is <name>/attention/, with the pictures and run.json
     digest: str | None = None  # scale.fingerprint: what makes the folder; run.json records it (--resume)
     kept: bool = False  # --resume found this folder finished
+    pictures: int = 0  # the pictures its folder got (source, edits, baselines)
 
     @property
     def key(self) -> tuple:
@@ -50,9 +51,10 @@ class Job:
 
 
 def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None,
-              prompts: list[str] | tuple = (), skipped: list | None = None) -> list[Job]:
+              prompts: list[str] | tuple = (), skipped: list | None = None, loud: bool = True) -> list[Job]:
     """Validate every recipe, and the inline prompts' recipes (reporting all problems of all of them); raise
-    typer.Exit(2) if any is invalid."""
+    typer.Exit(2) if any is invalid. skipped: a list that takes a manifest's invalid lines (the others run); loud:
+    report them (under a launcher, rank 0 alone does)."""
     if paths.count("-") > 1:
         raise UsageError(STDIN_ONCE)
     jobs, invalid = [], []
@@ -76,9 +78,7 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
                 recipe = anchored(recipe, label)  # run.json's recipe names the files by absolute path
         except RecipeError as err:
             if skipped is not None and is_manifest_line(label):  # a manifest goes on without its bad lines
-                report(err)
-                skipped.append({"recipe": label, "line": int(label.rsplit("#", 1)[1]), "status": "invalid",
-                                "exit": EXIT_INVALID, "problems": err.problems})
+                _skip(err if err.source == label else RecipeError(err.problems, label), skipped, loud)
                 continue
             invalid.append(err)
             continue
@@ -90,14 +90,28 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
             report(err)
         raise typer.Exit(EXIT_INVALID)
     folders: dict[Path, str] = {}
+    kept = []
     for job in jobs:
         if job.folder in folders:
+            if skipped is not None and is_manifest_line(job.path):  # a manifest's line: skipped like a bad one
+                _skip(RecipeError([f"name: {job.recipe.name!r} is also the name of {folders[job.folder]}: both would"
+                                   f" write {job.folder}/; give this one a name of its own"], job.path), skipped, loud)
+                continue
             raise UsageError(
                 f"{folders[job.folder]} and {job.path} would both write {job.folder}/; give one another name"
                 f" (name: in the recipe)"
             )
         folders[job.folder] = job.path
-    return jobs
+        kept.append(job)
+    return kept
+
+
+def _skip(err: RecipeError, skipped: list, loud: bool = True) -> None:
+    """Report a manifest line that cannot run and list it for failures.jsonl."""
+    if loud:
+        report(err)
+    skipped.append({"recipe": err.source, "line": int(err.source.rsplit("#", 1)[1]), "status": "invalid",
+                    "exit": EXIT_INVALID, "problems": err.problems})
 
 
 def is_manifest_line(label: str) -> bool:
@@ -125,8 +139,9 @@ def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
                 job.done, job.code = True, report(err, debug=debug)
 
 
-def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) -> None:
-    """Run the jobs in order, loading each model once and dropping it after its last job."""
+def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=None, **how) -> None:
+    """Run the jobs in order, loading each model once and dropping it after its last job; on_done(job) after each
+    job that ran (or failed)."""
     import torch
 
     from p2p_cli.loras import apply_loras
@@ -171,6 +186,8 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, **how) ->
             except Exception as err:
                 job.done, job.code = True, report(err, where=job.path, debug=debug)
         left[job.key] -= 1
+        if on_done is not None:
+            on_done(job)
         if left[job.key] == 0:
             models.pop(job.key, None)  # free its memory before the next model loads
 
@@ -207,6 +224,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
     record = result.save(job.folder, overwrite, attention_only=job.attention_only,
                          extra={"input_sha256": job.digest} if job.digest else None)
     job.done = True
+    job.pictures = len(result.roles)
     files = record["images"]
     if json_:
         line = {

@@ -14,6 +14,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from p2p_cli.cli.attn_viz import attn_viz
 from p2p_cli.cli.bench import bench
+from p2p_cli.cli.dataset import dataset
 from p2p_cli.cli.edit import edit
 from p2p_cli.cli.eval import pie_bench
 from p2p_cli.cli.invert import invert
@@ -75,7 +76,7 @@ def _root(
 
 
 for _name, _fn in (("edit", edit), ("validate", validate), ("attn-viz", attn_viz), ("invert", invert),
-                   ("sweep", sweep), ("bench", bench), ("show", show)):
+                   ("sweep", sweep), ("dataset", dataset), ("bench", bench), ("show", show)):
     app.command(_name, cls=Command)(_fn)
 
 eval_app = typer.Typer(

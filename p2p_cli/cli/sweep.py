@@ -40,7 +40,7 @@ Clip = Annotated[
 Pick = Annotated[bool, typer.Option("--pick", help="Mark per edit the best point (see --pick-keep, --pick-by).")]
 PickKeep = Annotated[
     str, typer.Option("--pick-keep", help=f"Points that keep enough of the source: METRIC>=V or METRIC<=V,"
-                      f" METRIC one of {', '.join(KEPT)}.")
+                      f" METRIC one of {', '.join(KEPT)} (clip_img needs --clip).")
 ]
 PickBy = Annotated[
     str, typer.Option("--pick-by", help=f"Among those, the best by: {', '.join(EDITED)} (change_in: 1 - SSIM inside"
@@ -108,6 +108,9 @@ def sweep(
             if pick_:
                 raise UsageError(f"{err} (--clip is {clip})" if clip.lower() == "none" else str(err)) from None
             rule = replace(rule, score=pick_score("auto", clip.lower() != "none", all_blend))
+        if pick_ and rule.keep in ("clip_img",) and clip.lower() == "none":
+            raise UsageError(f"--pick-keep {pick_keep}: clip_img needs a CLIP model (--clip is none); keep by ssim,"
+                             " psnr or their _bg forms, or give --clip a CLIPModel folder")
         use_threads(threads)
         run(plan, folder, recipe_file=recipe, overrides=overrides, spec=model_key(model or parsed.model),
             device=device.value, dtype=dtype.value, batch_size=batch_size, clip=clip, rule=rule, do_pick=pick_,
@@ -157,6 +160,10 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
                 raise UsageError(f"--pick by {rule.score} needs a CLIP model: {err}; give --clip a local folder"
                                  " or hub id, pick by a score without CLIP (--pick-by change_in or change), or sweep"
                                  " without --pick (every point is still scored and drawn)")
+            if do_pick and rule.keep in CLIP_SCORES:
+                raise UsageError(f"--pick-keep {rule.keep}{rule.op}{rule.threshold:g} needs a CLIP model: {err};"
+                                 " give --clip a folder"
+                                 " or hub id, or keep by a score without CLIP (ssim, psnr)")
             notes.append(f"CLIP columns are empty: {err}")
             if rule.score in CLIP_SCORES:
                 rule = replace(rule, score=pick_score("auto", False, all_blend))

@@ -154,10 +154,15 @@ def test_validate_checks_the_picture_and_shows_every_setting(cli, write_recipe, 
 def test_several_recipes_in_one_stream(cli, tmp_path):
     one = {"source": "a cat", "edits": [{"target": "a dog"}]}
     two = {"name": "cow", "source": "a cat", "edits": [{"target": "a cow"}]}
-    stream = yaml.safe_dump(one) + "---\n" + yaml.safe_dump(two)
+    stream = yaml.safe_dump({**one, "name": "dog"}) + "---\n" + yaml.safe_dump(two)
     result = cli("validate", "-", input=stream)
     assert result.exit_code == 0, result.output
-    assert "ok -#1\n  name: recipe-1 " in result.stdout and "ok -#2\n  name: cow " in result.stdout
+    assert "ok -#1\n  name: dog " in result.stdout and "ok -#2\n  name: cow " in result.stdout
+    result = cli("validate", "-", input=yaml.safe_dump(one) + "---\n" + yaml.safe_dump(two))  # a name is required
+    assert result.exit_code == 2 and "ok -#2\n" in result.stdout
+    assert "error: -#1: invalid recipe" in result.stderr and 'name: required in a file of several recipes' in \
+        result.stderr and '"name": "recipe-1"' in result.stderr
+    one = {**one, "name": "dog"}
     lines = json.dumps(one) + "\n" + json.dumps({**two, "edits": [{"target": "a cow", "cross_replace": 3}]}) + "\n"
     path = tmp_path / "many.jsonl"
     path.write_text(lines)

@@ -114,3 +114,85 @@ def test_a_manifest_runs_its_good_lines_and_lists_the_bad_ones(cli, tiny_model_d
     assert any("cross_replace" in p for p in failure["problems"])
     single = write(tmp_path, "bad", steps=0)  # one recipe per file: invalid input stops everything, exit 2
     assert cli("edit", single, "--model", tiny_model_dir, "--out", tmp_path / "o2").exit_code == 2
+
+
+def test_manifest_lines_need_a_name_of_their_own(cli, tiny_model_dir, tmp_path):
+    line = {"source": SOURCE, "steps": 2, "size": 128, "edits": [{"target": "a painting of a lion eating a burger"}]}
+    manifest = tmp_path / "many.jsonl"
+    manifest.write_text("\n".join([json.dumps({**line, "name": "one"}), json.dumps(line), "",
+                                   json.dumps({**line, "name": "one", "seed": 3}), json.dumps({**line, "name": "two"})])
+                        + "\n")
+    other = write(tmp_path, "two")  # a file of its own before the manifest takes the name first
+    out = tmp_path / "out"
+    result = cli("edit", other, manifest, "--model", tiny_model_dir, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert f"error: {manifest}#2: invalid recipe" in result.stderr
+    assert 'name: required in a file of several recipes' in result.stderr and '"name": "many-2"' in result.stderr
+    assert f"{manifest}#4: invalid recipe" in result.stderr and f"'one' is also the name of {manifest}#1" in result.stderr
+    assert f"{manifest}#5: invalid recipe" in result.stderr and f"'two' is also the name of {other}" in result.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["one", "two"]
+    assert json.loads((out / "one" / "run.json").read_text())["recipe"]["seed"] == 8888  # the first "one" ran
+    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["line"], f["status"]) for f in failures] == [(2, "invalid"), (4, "invalid"), (5, "invalid")]
+
+
+def test_under_torchrun_every_processs_failures_reach_failures_jsonl(tiny_model_dir, tmp_path):
+    """A manifest's line that fails on rank 1 (its folder is taken) and an invalid line: rank 0 writes both to
+    failures.jsonl, the invalid line is reported once, and each process and the whole launch end with a tally."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    line = {"source": SOURCE, "steps": 1, "size": 128, "edits": [{"target": "a painting of a lion eating a burger"}]}
+    manifest = tmp_path / "edits.jsonl"
+    manifest.write_text("\n".join(json.dumps(d) for d in [
+        {**line, "name": "y", "steps": 2}, {**line, "name": "x"}, {**line, "name": "z"}, {**line, "steps": 0},
+    ]) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "z").write_text("not a folder")  # z fails: a file is in its place (shard: y on rank 0, x, z on rank 1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "29518", "-m", "p2p_cli", "edit",
+                           str(manifest), "--model", str(tiny_model_dir), "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode != 0
+    index = {e["name"]: e for e in map(json.loads, (out / "index.jsonl").read_text().splitlines())}
+    assert index["z"]["rank"] == 1 and index["z"]["status"] == "failed" and index["x"]["status"] == "ok"
+    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["line"], f["status"]) for f in failures] == [(3, "failed"), (4, "invalid")]
+    assert done.stderr.count(f"error: {manifest}#4: invalid recipe") == 1
+    assert "process 1 of 2: 2/2 recipes (1 failed), 2 pictures, " in done.stderr  # a line per recipe, no live bar
+    assert "process 1 of 2: 1 done, 0 skipped (finished earlier), 1 failed; 2 pictures in " in done.stderr
+    assert "all 2 processes: 2 done, 0 skipped (finished earlier), 2 failed; 4 pictures in " in done.stderr
+
+
+def test_sigterm_then_resume_finishes_without_rewriting_finished_folders(tiny_model_dir, tmp_path):
+    """A real SIGTERM after the first recipe's folder; --resume keeps what was finished (same files, untouched)
+    and writes the rest."""
+    import signal
+    import time
+
+    line = {"source": SOURCE, "size": 128, "edits": [{"target": "a painting of a lion eating a burger"}]}
+    manifest = tmp_path / "edits.jsonl"
+    manifest.write_text("\n".join(json.dumps({**line, "name": n, "steps": s}) for n, s in
+                                  (("a", 2), ("b", 25), ("c", 25))) + "\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    args = [sys.executable, "-m", "p2p_cli", "edit", str(manifest), "--model", str(tiny_model_dir), "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = proc.stdout.readline()
+    assert first.startswith(f"wrote {out / 'a'}/"), first + proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    finished = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert "a" in finished and "c" not in finished  # stopped in the middle
+    stamps = {(n, f.name): f.stat().st_mtime_ns for n in finished for f in (out / n).iterdir()}
+    time.sleep(0.01)
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert all(f"kept {out / n}/ (finished earlier: --resume)" in again.stdout for n in finished)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a", "b", "c"]
+    assert {(n, f.name): f.stat().st_mtime_ns for n in finished for f in (out / n).iterdir()} == stamps
+    assert f"{3 - len(finished)} done, {len(finished)} skipped (finished earlier), 0 failed" in again.stderr
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left

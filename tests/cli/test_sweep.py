@@ -32,7 +32,7 @@ def test_sweep_writes_images_grid_metrics_and_plot(small, cli, write_recipe, tin
                                                                     ("2", "0.2", "0.4"), ("2", "0.6", "0.4")]
     for r in rows:
         assert 0 < float(r["ssim"]) <= 1 and float(r["psnr"]) > 0 and r["lpips"] == ""
-        assert 0 <= float(r["clip"]) <= 100 and -1 <= float(r["clip_dir"]) <= 1
+        assert 0 <= float(r["clip"]) <= 100 and -1 <= float(r["clip_dir"]) <= 1 and -1 <= float(r["clip_img"]) <= 1
     assert rows[0]["ssim_bg"] != "" and rows[2]["ssim_bg"] == ""  # only edit-1 blends
     assert [sum(r["picked"] == "1" for r in rows if r["edit"] == k) for k in "12"] == [1, 1]
 
