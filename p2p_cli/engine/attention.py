@@ -86,8 +86,8 @@ class P2PAttnProcessor:
         ctl, layer = self.control, self.layer
         step = p2p["step"]
         hw = ctl.layer_hw(q.shape[2])
-        c0, n = ctl.cond, ctl.n_targets
-        rows = slice(c0 + 1, c0 + 1 + n)  # the targets' conditional rows
+        c0 = ctl.cond
+        rows = ctl.targets  # the targets' conditional rows
         stores = [s for s in ctl.stores if s.wants(layer, max(hw))]
         inject_self = not layer.is_cross and max(hw) <= ctl.self_max_res
 
@@ -117,17 +117,17 @@ class P2PAttnProcessor:
         the row map of its self injection): fewer operator calls, the same maths.
         """
         ctl, layer = self.control, self.layer
-        n = ctl.n_targets
-        a_src, a_tgt = probs[0], probs[1 : 1 + n]
+        g, n = ctl.n_sources, ctl.n_targets
+        a_src, a_tgt = ctl.sources_of_targets(probs), probs[g : g + n]
         if layer.is_cross and ctl.explicit:
             step = p2p["step"].reshape(1)
-            probs[1 : 1 + n] = edit_cross_explicit(a_src, a_tgt, ctl.mapper, ctl.aligned, ctl.equalizer,
+            probs[g : g + n] = edit_cross_explicit(a_src, a_tgt, ctl.mapper, ctl.aligned, ctl.equalizer,
                                                    ctl.alpha.index_select(0, step)[0])
         elif layer.is_cross:
-            probs[1 : 1 + n] = edit_cross_gated(a_src, a_tgt, p2p["probs_map"], p2p["probs_own"])
+            probs[g : g + n] = edit_cross_gated(a_src, a_tgt, p2p["probs_map"], p2p["probs_own"])
         elif inject_self and ctl.explicit:
             gate = ctl.self_gate.index_select(0, p2p["step"].reshape(1))[0][:, None, None, None]  # (n, 1, 1, 1)
-            probs[1 : 1 + n] = torch.where(gate > 0, a_src.expand_as(a_tgt), a_tgt)
+            probs[g : g + n] = torch.where(gate > 0, a_src, a_tgt)
         elif inject_self:  # each row takes the maps of the row whose queries and keys it uses
             probs = probs.index_select(0, p2p["self_rows"][ctl.cond :] - ctl.cond)
         return probs
@@ -135,15 +135,13 @@ class P2PAttnProcessor:
     def _fused(self, q, k, v, scale: float, p2p: dict[str, torch.Tensor], rows: slice,
                inject_self: bool) -> torch.Tensor:
         ctl = self.control
-        c0 = ctl.cond
         if not self.layer.is_cross:
             if inject_self:  # injected targets take the source's queries and keys: one gather each
                 q, k = q.index_select(0, p2p["self_rows"]), k.index_select(0, p2p["self_rows"])
             return F.scaled_dot_product_attention(q, k, v, scale=scale)
         out = F.scaled_dot_product_attention(q, k, v * p2p["v_gate"], scale=scale)
-        n = ctl.n_targets
-        src_q = q[c0 : c0 + 1].expand(n, -1, -1, -1)
-        src_k = k[c0 : c0 + 1].expand(n, -1, -1, -1)
+        src_q = ctl.sources_of_targets(q, ctl.cond)
+        src_k = ctl.sources_of_targets(k, ctl.cond)
         mapped = mapped_values(v[rows], ctl.mapper_v, p2p["src_gate"])
         out[rows].add_(F.scaled_dot_product_attention(src_q, src_k, mapped, scale=scale))
         return out

@@ -65,18 +65,18 @@ class JointControl:
             out[c0:, :, image] = (used.to(v.dtype) @ v[c0:]).to(out.dtype)
             return out
         if n:
-            out[c0 + 1 : c0 + 1 + n, :, image] = self._fused(q, k, v, scale, p2p, text, image, inject).to(out.dtype)
+            out[ctl.targets, :, image] = self._fused(q, k, v, scale, p2p, text, image, inject).to(out.dtype)
         return out
 
     def _used(self, probs: torch.Tensor, p2p: dict[str, torch.Tensor], text: slice, image: slice,
               inject: bool) -> torch.Tensor:
         """The conditional rows' joint probabilities as each row uses them: the targets' edited (module doc)."""
         ctl = self.control
-        n = ctl.n_targets
+        g, n = ctl.n_sources, ctl.n_targets
         if not n:
             return probs
         step = p2p["step"].reshape(1)
-        src, tgt = probs[0], probs[1 : 1 + n]
+        src, tgt = ctl.sources_of_targets(probs), probs[g : g + n]
         alpha = ctl.alpha.index_select(0, step)[0]  # (n, L)
         e_text = edit_cross_explicit(src[..., text], tgt[..., text], ctl.mapper, ctl.aligned, ctl.equalizer, alpha)
         mass = edit_cross_explicit(src[..., text], tgt[..., text], ctl.mapper, ctl.aligned,
@@ -84,18 +84,18 @@ class JointControl:
         x = tgt[..., image]
         if inject:
             gate = ctl.self_gate.index_select(0, step)[0][:, None, None, None] > 0  # (n, 1, 1, 1)
-            x = torch.where(gate, src[..., image].expand_as(x), x)
+            x = torch.where(gate, src[..., image], x)
         e_image = x * (1 - mass) / x.sum(-1, keepdim=True).clamp_min(EPS)
         edited = torch.empty_like(tgt)
         edited[..., text], edited[..., image] = e_text, e_image
-        return torch.cat([probs[:1], edited, probs[1 + n :]])
+        return torch.cat([probs[:g], edited, probs[g + n :]])
 
     def _fused(self, q, k, v, scale: float, p2p: dict[str, torch.Tensor], text: slice, image: slice,
                inject: bool) -> torch.Tensor:
         """The targets' image-query outputs (n, heads, N, d) by two SDPA calls with widened values."""
         ctl = self.control
         c0, n = ctl.cond, ctl.n_targets
-        rows = slice(c0 + 1, c0 + 1 + n)
+        rows = ctl.targets
         vt = v[rows]  # (n, heads, S, d)
         d = vt.shape[-1]
         heads = vt.shape[1]
@@ -110,8 +110,8 @@ class JointControl:
 
         from_src = widened(mapped_values(vt[:, :, text], ctl.mapper_v, p2p["src_gate"]), p2p["mass_src"])
         from_own = widened(vt[:, :, text] * p2p["own_gate"], p2p["mass_own"])
-        a = F.scaled_dot_product_attention(q[c0 : c0 + 1, :, image].expand(n, -1, -1, -1),
-                                           k[c0 : c0 + 1].expand(n, -1, -1, -1), from_src, scale=scale)
+        a = F.scaled_dot_product_attention(ctl.sources_of_targets(q, c0)[:, :, image], ctl.sources_of_targets(k, c0),
+                                           from_src, scale=scale)
         b = F.scaled_dot_product_attention(q[rows, :, image], k[rows], from_own, scale=scale)
         text_out = a[..., :d] + b[..., :d]
         mass = a[..., 2 * d] + b[..., 2 * d]  # (n, heads, N)

@@ -21,11 +21,11 @@ from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
-from p2p_cli.engine.plan import EditPlan, check_recipe, compile_plan, nearest_side
+from p2p_cli.engine.plan import EditPlan, check_recipe, combine_plans, compile_plan, nearest_side
 from p2p_cli.recipe import Recipe, RecipeError
 from p2p_cli.engine.sampler import FlowSchedule, Predict, Schedule, sample_ddim, sample_flow
 
-__all__ = ["EditResult", "run_edit", "run_bytes", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
+__all__ = ["EditResult", "run_edit", "run_edits", "run_bytes", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
            "decode_latents", "generate", "geometry", "resolve_recipe"]
 
 
@@ -169,15 +169,45 @@ def run_edit(
     x_edit := x_src + m * (x_edit - x_src) with m averaged down to the latent; with local blend the edit may
     change only where both allow (their product), and the masks returned are that product.
     """
+    return _run(model, [recipe], baseline=baseline, attention=attention, progress=progress, stores=stores,
+                source_names=[source_name], latent=latent, uncond_per_step=uncond_per_step, uncond_added=uncond_added,
+                source_only=source_only, source_trajectory=source_trajectory, user_mask=user_mask)[0]
+
+
+def run_edits(model: Model, recipes: list[Recipe], *, baseline: bool = False, attention: str = "fused",
+              progress: Callable[[int, int], None] | None = None, source_names: list[str] | None = None,
+              ) -> list[EditResult]:
+    """Several recipes in ONE batch (p2p edit --batch-rows): each recipe's source, targets and baselines from
+    its own seed's latent, each target controlled by its own source, so every result equals run_edit of that
+    recipe alone. The recipes must share what the batch shares: steps, size, guidance, the layer settings
+    (self_replace_max_res, blend_res, self_blocks, blend_blocks) and SDXL's size/crop ids; negative prompts and
+    seeds may differ. Generated pictures only (no real picture, mask or attention store)."""
+    names = source_names or [r.name or "recipe" for r in recipes]
+    return _run(model, recipes, baseline=baseline, attention=attention, progress=progress, source_names=names)
+
+
+SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res", "self_blocks", "blend_blocks",
+          "original_size", "crops_coords_top_left", "target_size")  # what recipes batched together must share
+
+
+def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str, progress, stores=None,
+         source_names: list[str], latent=None, uncond_per_step=None, uncond_added=None, source_only: bool = False,
+         source_trajectory=None, user_mask=None) -> list[EditResult]:
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
-    recipe = resolve_recipe(model, recipe, source_name)
+    recipes = [resolve_recipe(model, r, name) for r, name in zip(recipes, source_names)]
+    recipe, source_name = recipes[0], source_names[0]
+    differ = [key for key in SHARED if len({repr(getattr(r, key)) for r in recipes}) > 1]
+    if differ:
+        raise ValueError(f"recipes batched together must share {', '.join(differ)}")
     family = model.family
     joint = family.denoiser == "transformer"
     seconds: dict[str, float] = {}
     tic = time.perf_counter()
-    plan = compile_plan(recipe, text_tokenizers(model), baseline=baseline, source_name=source_name,
-                        source_only=source_only)
+    plans = [compile_plan(r, text_tokenizers(model), baseline=baseline, source_name=name, source_only=source_only)
+             for r, name in zip(recipes, source_names)]
+    batched = combine_plans(plans)
+    plan = batched.plan
     latent_hw = _check_size(model, recipe, source_name)
     geo = geometry(model, recipe, (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale))
     if joint:
@@ -203,14 +233,23 @@ def run_edit(
         n_prompts = len(plan.prompts)
         guided = recipe.guidance > 1.0 and family.cfg
         cond = family.with_guidance(model, encode_prompts(model, plan.prompts, geo), recipe.guidance)
-        uncond = encode_negative(model, recipe.negative_prompt, n_prompts, geo) if guided else None
+        uncond = None
+        if guided:
+            negatives = [r.negative_prompt for r in recipes]
+            if len(set(negatives)) == 1:
+                uncond = encode_negative(model, negatives[0], n_prompts, geo)
+            else:  # each row its recipe's negative prompt, each encoded once
+                one = {neg: encode_negative(model, neg, 1, geo) for neg in dict.fromkeys(negatives)}
+                uncond = Conditioning.cat([one[negatives[k]] for k in batched.row_recipe])
         seconds["encode"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
         if latent is None:
-            latent = initial_latent(recipe.seed, model.latent_channels, latent_hw)
-            latent = latent * getattr(model.scheduler, "init_noise_sigma", 1.0)
-        x = latent.expand(n_prompts, -1, -1, -1).to(device)
+            sigma = getattr(model.scheduler, "init_noise_sigma", 1.0)
+            seeds = [initial_latent(r.seed, model.latent_channels, latent_hw) * sigma for r in recipes]
+            x = torch.cat([seeds[k] for k in batched.row_recipe]).to(device)
+        else:
+            x = latent.expand(n_prompts, -1, -1, -1).to(device)
         if uncond_per_step is not None and guided:
             per_step = uncond_per_step.to(device, model.dtype)[:, None].expand(-1, n_prompts, -1, -1)  # (T, B, L, D)
             if uncond_added:
@@ -221,12 +260,14 @@ def run_edit(
         if dev_plan.blend is not None:
             blend_store = AttentionStore(blend_wants, torch.ones(steps, device=device))
             all_stores.append(blend_store)
-            blend = LocalBlend(dev_plan.blend, blend_store, blend_res, plan.n_targets, places=blend_places)
+            blend = LocalBlend(dev_plan.blend, blend_store, blend_res, plan.n_targets, places=blend_places,
+                               source_of=batched.source_of.to(device))
         control = Control(
             n_prompts=n_prompts, n_targets=plan.n_targets, guided=guided, latent_hw=latent_hw,
             mapper=dev_plan.mapper, aligned=dev_plan.aligned, equalizer=dev_plan.equalizer, alpha=dev_plan.alpha,
             self_gate=dev_plan.self_gate, self_max_res=self_max_res, explicit=attention == "explicit",
             stores=all_stores, dtype=model.dtype, joint=joint, self_blocks=self_blocks,
+            source_of=batched.source_of.to(device),
         )
         step_inputs = control.step_inputs()
         grids = layer_grid(model, latent_hw)
@@ -280,7 +321,7 @@ def run_edit(
         images = decode_latents(model, latents)
         seconds["decode"] = time.perf_counter() - tic
 
-    masks = {}
+    masks = {}  # target number in the batch (from 1) -> mask
     if blend is not None and blend.last_mask is not None:
         full = F.interpolate(blend.last_mask.float().cpu(), size=images.shape[-2:], mode="nearest")[:, 0]
         masks = {k + 1: full[k] for k in range(plan.n_targets) if bool(plan.blend["active"][k])}
@@ -288,11 +329,16 @@ def run_edit(
         shown = F.interpolate(user_mask.float()[None, None].cpu(), size=images.shape[-2:], mode="bilinear",
                               align_corners=False)[0, 0].clamp(0, 1)
         masks = {k: shown * masks[k] if k in masks else shown for k in range(1, plan.n_targets + 1)}
-    return EditResult(
-        prompts=plan.prompts, roles=plan.roles, images=images, latents=latents.float().cpu(), masks=masks,
-        seconds=seconds, plan=plan,
-        layout=dict(latent_hw=latent_hw, self_max_res=self_max_res, blend_res=blend_res),
-    )
+    latents = latents.float().cpu()
+    layout = dict(latent_hw=latent_hw, self_max_res=self_max_res, blend_res=blend_res)
+    results, first = [], 0
+    for own, rows in zip(plans, batched.rows):
+        index = torch.tensor(rows)
+        own_masks = {k - first: m for k, m in masks.items() if first < k <= first + own.n_targets}
+        first += own.n_targets
+        results.append(EditResult(prompts=own.prompts, roles=own.roles, images=images[index], latents=latents[index],
+                                  masks=own_masks, seconds=dict(seconds), plan=own, layout=dict(layout)))
+    return results
 
 
 def text_tokenizers(model: Model):

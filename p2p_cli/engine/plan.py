@@ -238,3 +238,49 @@ def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_na
 def nearest_side(available: list[int], wanted: int) -> int:
     """The available layer side closest to wanted (ties go to the smaller side)."""
     return min(sorted(set(available)), key=lambda s: abs(s - wanted))
+
+
+@dataclass
+class Batched:
+    """Several recipes' plans as one batch: [every source, every target, every baseline], recipe by recipe."""
+
+    plan: EditPlan  # prompts in batch order; mapper, gates, blend over every target
+    rows: list[list[int]]  # per recipe: the batch rows of its own prompts, in its plan's order
+    source_of: torch.Tensor  # (n,) long: each target's source row (its recipe's number)
+    row_recipe: list[int]  # per batch row: the recipe it belongs to
+
+
+def combine_plans(plans: list[EditPlan]) -> Batched:
+    """Plans of recipes with the same steps (and tokenizer) as one batch; each target keeps its own source."""
+    if len({p.steps for p in plans}) != 1:
+        raise ValueError("plans batched together must have the same number of steps")
+    g = len(plans)
+    n_total = sum(p.n_targets for p in plans)
+    targets, baselines, rows, source_of, row_recipe = [], [], [], [], list(range(g))
+    for k, p in enumerate(plans):
+        own_targets = list(range(g + len(targets), g + len(targets) + p.n_targets))
+        targets += p.prompts[1 : 1 + p.n_targets]
+        rows.append([k] + own_targets)
+        source_of += [k] * p.n_targets
+    for k, p in enumerate(plans):
+        extra = p.prompts[1 + p.n_targets :]
+        rows[k] += list(range(g + n_total + len(baselines), g + n_total + len(baselines) + len(extra)))
+        baselines += extra
+    for k, p in enumerate(plans):
+        row_recipe += [k] * p.n_targets
+    for k, p in enumerate(plans):
+        row_recipe += [k] * (len(p.prompts) - 1 - p.n_targets)
+    length = plans[0].mapper.shape[-1]
+    blend = None
+    if any(p.blend is not None for p in plans):
+        parts = [p.blend or {k: v.expand(p.n_targets, *v.shape) for k, v in _no_blend(length).items()} for p in plans]
+        blend = {key: torch.cat([b[key] for b in parts]) for key in parts[0]}
+    plan = EditPlan(
+        prompts=[p.prompts[0] for p in plans] + targets + baselines,
+        roles=[f"{k}:{role}" for k, p in enumerate(plans) for role in p.roles],  # not in batch order; see rows
+        steps=plans[0].steps, n_targets=n_total,
+        mapper=torch.cat([p.mapper for p in plans]), aligned=torch.cat([p.aligned for p in plans]),
+        equalizer=torch.cat([p.equalizer for p in plans]), alpha=torch.cat([p.alpha for p in plans], dim=1),
+        self_gate=torch.cat([p.self_gate for p in plans], dim=1), blend=blend,
+    )
+    return Batched(plan, rows, torch.tensor(source_of, dtype=torch.long), row_recipe)

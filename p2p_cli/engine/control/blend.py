@@ -30,8 +30,11 @@ class LocalBlend:
     """After each step from `start`, x_edit := x_src + mask * (x_edit - x_src) for the targets that ask for it."""
 
     def __init__(self, blend: dict[str, torch.Tensor], store: AttentionStore, side: int, n_targets: int,
-                 places: tuple[str, ...] = ("down", "up")):
+                 places: tuple[str, ...] = ("down", "up"), source_of: torch.Tensor | None = None):
         self.b = blend  # tensors from EditPlan.blend (n, L) / (n,)
+        # each target's source row (several recipes in one batch: [sources..., targets..., baselines...])
+        self.source_of = torch.zeros(n_targets, dtype=torch.long) if source_of is None else source_of
+        self.g = int(self.source_of.max()) + 1 if n_targets else 1
         self.places = places  # the layers read: the UNet's down and up blocks, or a transformer's joint blocks
         self.store = store
         self.side = side
@@ -41,8 +44,8 @@ class LocalBlend:
     def mask(self, size: tuple[int, int]) -> torch.Tensor:
         """The current mask per target, (n, 1, h, w) float in {0, 1}."""
         maps = self.store.mean_maps("cross", self.side, self.places)  # (B, hb, wb, L)
-        src = maps[:1].expand(self.n, -1, -1, -1)
-        tgt = maps[1 : 1 + self.n]
+        src = maps.index_select(0, self.source_of.to(maps.device))
+        tgt = maps[self.g : self.g + self.n]
         b = self.b
         mask = word_mask(src, b["src_tokens"], b["threshold"], size, True)
         mask |= word_mask(tgt, b["tgt_tokens"], b["threshold"], size, True)
@@ -51,10 +54,10 @@ class LocalBlend:
         return (mask & ~sub).float()
 
     def __call__(self, step: int, x: torch.Tensor) -> torch.Tensor:
-        """Blend the target rows 1..n of x (B, C, h, w) after sampling step `step`."""
+        """Blend the target rows G..G+n-1 of x (B, C, h, w) after sampling step `step`."""
         mask = self.mask(tuple(x.shape[-2:]))
         self.last_mask = mask
         on = (self.b["active"] & (self.b["start"] <= step))[:, None, None, None]  # (n, 1, 1, 1)
-        src, tgt = x[:1], x[1 : 1 + self.n]
+        src, tgt = x.index_select(0, self.source_of.to(x.device)), x[self.g : self.g + self.n]
         blended = torch.where(on, src + mask.to(x.dtype) * (tgt - src), tgt)
-        return torch.cat([x[:1], blended, x[1 + self.n :]])
+        return torch.cat([x[: self.g], blended, x[self.g + self.n :]])

@@ -23,7 +23,7 @@ def fused_gates(alpha: torch.Tensor, equalizer: torch.Tensor, aligned: torch.Ten
 
 
 def edit_cross_explicit(
-    a_src: torch.Tensor,  # (heads, Q, L) the source's probabilities
+    a_src: torch.Tensor,  # (n, heads, Q, L) each target's source's probabilities
     a_tgt: torch.Tensor,  # (n, heads, Q, L) each target's own probabilities
     mapper: torch.Tensor,  # (n, L, L)
     aligned: torch.Tensor,  # (n, L)
@@ -31,7 +31,7 @@ def edit_cross_explicit(
     alpha: torch.Tensor,  # (n, L) this step's gate
 ) -> torch.Tensor:
     """Edited cross-attention probabilities of the targets, (n, heads, Q, L), as the reference computes them."""
-    mapped = torch.einsum("hqi,nij->nhqj", a_src, mapper)  # (n, heads, Q, L)
+    mapped = torch.matmul(a_src, mapper[:, None])  # (n, heads, Q, L)
     al = aligned[:, None, None, :]
     edit = (al * mapped + (1 - al) * a_tgt) * equalizer[:, None, None, :]
     gate = alpha[:, None, None, :]
@@ -39,7 +39,7 @@ def edit_cross_explicit(
 
 
 def edit_cross_gated(
-    a_src: torch.Tensor,  # (heads, Q, L) the source's probabilities
+    a_src: torch.Tensor,  # (n, heads, Q, L) each target's source's probabilities
     a_tgt: torch.Tensor,  # (n, heads, Q, L) each target's own probabilities
     src_map: torch.Tensor,  # (n, 1, L, L) the mapper, column j times g_src[j] of this step
     own_gate: torch.Tensor,  # (n, 1, 1, L) g_own of this step

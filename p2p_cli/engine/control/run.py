@@ -16,8 +16,8 @@ from p2p_cli.engine.control.store import AttentionStore
 class Control:
     """Everything the processors read during one run: plan tensors, batch layout, mode, stores."""
 
-    n_prompts: int  # B: prompts in the batch, [source, targets..., baselines...]
-    n_targets: int  # n: controlled targets, rows 1..n
+    n_prompts: int  # B: prompts in the batch, [sources..., targets..., baselines...]
+    n_targets: int  # n: controlled targets, rows G..G+n-1 (G sources: one, or one per recipe batched together)
     guided: bool  # UNet batch is [uncond x B, cond x B] when True, [cond x B] otherwise
     latent_hw: tuple[int, int]
     mapper: torch.Tensor  # (n, L, L)
@@ -31,8 +31,12 @@ class Control:
     dtype: torch.dtype = torch.float32  # the UNet's: the fused path's gates and mapper are made in it once
     joint: bool = False  # a transformer's joint attention (engine/joint_attention.py)
     self_blocks: frozenset = frozenset()  # joint: the blocks whose image-image attention targets take
+    source_of: torch.Tensor | None = None  # (n,) long: each target's source among the G sources; None: all 0
 
     def __post_init__(self) -> None:
+        if self.source_of is None:
+            self.source_of = torch.zeros(self.n_targets, dtype=torch.long, device=self.alpha.device)
+        self.n_sources = int(self.source_of.max()) + 1 if self.n_targets else 1
         self.g_src, self.g_own = fused_gates(self.alpha, self.equalizer, self.aligned)  # (T, n, L) each
         self.mapper_v = self.mapper.to(self.dtype)
         if self.joint:  # the gates without reweighting: the text mass the image block leaves (joint_attention.py)
@@ -48,14 +52,15 @@ class Control:
         probs_map (n, 1, L, L): the mapper with column j scaled by g_src[j]; probs_own (n, 1, 1, L): g_own.
         """
         rows_total = self.n_prompts * (2 if self.guided else 1)
-        c0, n = self.cond, self.n_targets
+        c0, g, n = self.cond, self.n_sources, self.n_targets
         device = self.alpha.device
         out = []
         for i in range(self.alpha.shape[0]):
             v_gate = torch.ones(rows_total, self.alpha.shape[-1], device=device)
-            v_gate[c0 + 1 : c0 + 1 + n] = self.g_own[i]
+            v_gate[c0 + g : c0 + g + n] = self.g_own[i]
             self_rows = torch.arange(rows_total, device=device)
-            self_rows[c0 + 1 : c0 + 1 + n] = torch.where(self.self_gate[i] > 0, c0, self_rows[c0 + 1 : c0 + 1 + n])
+            self_rows[c0 + g : c0 + g + n] = torch.where(self.self_gate[i] > 0, c0 + self.source_of,
+                                                         self_rows[c0 + g : c0 + g + n])
             out.append({
                 "step": torch.tensor(i, device=device),
                 "v_gate": v_gate[:, None, :, None].to(self.dtype),
@@ -82,8 +87,20 @@ class Control:
 
     @property
     def cond(self) -> int:
-        """Row of the source's conditional branch in the UNet batch."""
+        """Row of the (first) source's conditional branch in the UNet batch."""
         return self.n_prompts if self.guided else 0
+
+    @property
+    def targets(self) -> slice:
+        """The targets' conditional rows in the denoiser's batch."""
+        start = self.cond + self.n_sources
+        return slice(start, start + self.n_targets)
+
+    def sources_of_targets(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Each target's source row of x (rows counted from `start`), (n, ...): a view when there is one source."""
+        if self.n_sources == 1:
+            return x[start : start + 1].expand(self.n_targets, *x.shape[1:])
+        return x.index_select(0, self.source_of + start)
 
     def layer_hw(self, tokens: int) -> tuple[int, int]:
         """(h, w) of a layer with `tokens` image positions, derived from the latent size."""
