@@ -20,6 +20,7 @@ _EXPORTS = {
     "edit": "p2p_cli.api",
     "invert": "p2p_cli.api",
     "sweep": "p2p_cli.api",
+    "edit_many": "p2p_cli.api",
     "dataset": "p2p_cli.api",
     "Result": "p2p_cli.api",
     "AttentionMaps": "p2p_cli.api",

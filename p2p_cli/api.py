@@ -370,6 +370,32 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
                   started=start)
 
 
+def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention: str = "fused", progress=None,
+              recipe_files: list[str | None] | None = None, overrides: list[str] | tuple = ()) -> list[Result]:
+    """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
+    edit() of that recipe alone. The recipes must share steps, size, guidance and the layer settings
+    (pipeline.SHARED); generated pictures only (no `image:` or `mask:`), no attention maps."""
+    from p2p_cli.engine.pipeline import resolve_recipe, run_edits
+    from p2p_cli.files.outputs import check_latents
+
+    start = time.perf_counter()
+    recipes = [as_recipe(r) for r in recipes]
+    files = list(recipe_files) if recipe_files is not None else [None] * len(recipes)
+    wheres = [f or r.name or "recipe" for f, r in zip(files, recipes)]
+    for r, where in zip(recipes, wheres):
+        if r.image is not None or r.mask is not None:
+            raise ValueError(f"{where}: edit_many runs generated pictures only; edit a real picture or a masked"
+                             " recipe with edit()")
+    recipes = [resolve_recipe(model, r, w) for r, w in zip(recipes, wheres)]
+    runs = run_edits(model, recipes, baseline=baseline, attention=attention, progress=progress, source_names=wheres)
+    results = []
+    for r, run, f in zip(recipes, runs, files):
+        check_latents(run.latents, run.roles, r)
+        results.append(Result(recipe=r, model=model, run=run, maps=None, attention=attention, recipe_file=f,
+                              overrides=list(overrides), seconds=dict(run.seconds), started=start))
+    return results
+
+
 def sweep(model: Model, recipe, *, tau: list[float] | None = None, self_tau: list[float] | None = None,
           edit_number: int | None = None, baseline: bool = False, batch_size: int = 8, attention: str = "fused",
           progress=None, source_name: str | None = None):

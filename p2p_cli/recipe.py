@@ -184,6 +184,12 @@ class Edit(BaseModel):
         return self
 
 
+# what recipes run in one batch (p2p edit --batch-rows) must share: the batch has one schedule, one size, one
+# guidance, one set of layer rules and SDXL size/crop ids; seeds and negative prompts may differ
+BATCH_SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res", "self_blocks", "blend_blocks",
+                "original_size", "crops_coords_top_left", "target_size")
+
+
 class Recipe(BaseModel):
     """A whole recipe: the source prompt, its edits and the sampling settings."""
 

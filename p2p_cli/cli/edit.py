@@ -35,6 +35,7 @@ def edit(
     save_attention: o.SaveAttention = False,
     threads: o.Threads = None,
     resume: o.Resume = False,
+    batch_rows: o.BatchRows = None,
     debug: o.Debug = False,
 ) -> None:
     """Edit images as the recipes say; each recipe writes OUT/<name>/ (images, grid.png, run.json). Under torchrun
@@ -73,7 +74,7 @@ def edit(
         bar = None if quiet or not console.is_terminal or world > 1 else progress_bar(console)
         run_jobs(jobs, dev, dt, overrides=overrides, baseline=baseline, overwrite=overwrite, json_=json_,
                  attention=attention.value, allow_pickle=allow_pickle, log=log, bar=bar, debug=debug,
-                 viz=default_viz() if save_attention else None,
+                 viz=default_viz() if save_attention else None, batch_rows=batch_rows,
                  on_done=progress_lines(jobs, rank, world, started, log) if world > 1 else None)
         position = {id(job): i for i, job in enumerate(every)}
         entries = [{"index": position[id(job)], "name": job.recipe.name, "out": str(job.folder), "rank": rank,

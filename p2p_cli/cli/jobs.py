@@ -19,7 +19,7 @@ from p2p_cli.checks import size_problems
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.files.real import resolve_mask
 from p2p_cli.overrides import inline_recipes, read_recipes
-from p2p_cli.recipe import Recipe, RecipeError
+from p2p_cli.recipe import BATCH_SHARED, Recipe, RecipeError
 
 if TYPE_CHECKING:  # the engine (torch, diffusers) is imported once a command runs a model, not for help
     from p2p_cli.models import Model
@@ -139,14 +139,15 @@ def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
                 job.done, job.code = True, report(err, debug=debug)
 
 
-def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=None, **how) -> None:
+def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=None, batch_rows: int | None = None,
+             **how) -> None:
     """Run the jobs in order, loading each model once and dropping it after its last job; on_done(job) after each
-    job that ran (or failed)."""
+    job that ran (or failed). batch_rows: jobs that can share a batch run together (batch_of)."""
     import torch
 
     from p2p_cli.loras import apply_loras
     from p2p_cli.models import load_model
-    from p2p_cli.engine.pipeline import check_recipe  # the engine (torch, diffusers) only once it is needed
+    from p2p_cli.engine.pipeline import check_recipe, text_tokenizers  # the engine (torch, diffusers) only now
 
     models: dict[str, Model] = {}
     left = {key: sum(1 for j in jobs if j.key == key and not j.done) for key in {j.key for j in jobs}}
@@ -175,21 +176,85 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=N
             job.seconds["load"] = time.perf_counter() - start
             for other in jobs:  # tokenizer-dependent problems, before any sampling with this model
                 if other.key == job.key and not other.done:
-                    problems = check_recipe(other.recipe, models[job.key].tokenizer)
+                    problems = check_recipe(other.recipe, text_tokenizers(models[job.key]))
                     if problems:
                         other.done, other.code = True, report(RecipeError(problems, other.path), debug=debug)
-        if not job.done:
+        group = batch_of(job, jobs, batch_rows, how.get("baseline", False)) if batch_rows and not job.done else [job]
+        if len(group) > 1:
+            run_group(group, models[job.key], start=start, log=log, bar=bar, debug=debug, **how)
+        elif not job.done:
             try:
                 run_one(job, models[job.key], start=start, log=log, bar=bar, **how)
             except BrokenPipeError:  # stdout's reader went away: stop quietly (errors.handled)
                 raise
             except Exception as err:
                 job.done, job.code = True, report(err, where=job.path, debug=debug)
+        for member in group[1:]:  # they ran with the first: count them done here, in order
+            left[member.key] -= 1
+            if on_done is not None:
+                on_done(member)
         left[job.key] -= 1
         if on_done is not None:
             on_done(job)
         if left[job.key] == 0:
             models.pop(job.key, None)  # free its memory before the next model loads
+
+
+SHARED = ("model", *BATCH_SHARED)
+
+def rows_of(job: Job, baseline: bool) -> int:
+    """Denoiser rows of a recipe: its prompts (source, edits, baselines), twice with guidance above 1."""
+    r = job.recipe
+    baselines = sum(1 for e in r.edits if (baseline or r.baseline or e.baseline) and e.type != "reweight")
+    return (1 + len(r.edits) + baselines) * (2 if r.guidance > 1 else 1)
+
+
+def batchable(job: Job) -> bool:
+    return not (job.done or job.source_only or job.attention_only or job.recipe.image or job.recipe.mask)
+
+
+def batch_of(first: Job, jobs: list[Job], limit: int, baseline: bool) -> list[Job]:
+    """first and the jobs after it that can run in its batch: same model, what pipeline.SHARED names equal, no
+    real picture or mask, at most `limit` rows in all (a recipe with more rows than that runs alone)."""
+    if not batchable(first):
+        return [first]
+    group, rows = [first], rows_of(first, baseline)
+    key = [repr(getattr(first.recipe, k)) for k in SHARED]
+    for other in jobs[jobs.index(first) + 1 :]:
+        if (other.key == first.key and batchable(other) and [repr(getattr(other.recipe, k)) for k in SHARED] == key
+                and rows + rows_of(other, baseline) <= limit):
+            group.append(other)
+            rows += rows_of(other, baseline)
+    return group
+
+
+def run_group(group: list[Job], model: Model, *, start: float, log, bar, debug: bool, overrides, baseline, overwrite,
+              json_, attention, allow_pickle, viz=None) -> None:
+    """Run jobs in one batch (api.edit_many) and write each folder as run_one does; if the batch fails, each job
+    runs alone, so one bad recipe fails alone."""
+    from p2p_cli.api import edit_many
+
+    log(f"{len(group)} recipes in one batch: {', '.join(j.recipe.name for j in group)}")
+    try:
+        with phase(bar, f"{len(group)} recipes") as progress:
+            results = edit_many(model, [j.recipe for j in group], baseline=baseline, attention=attention,
+                                progress=progress, recipe_files=[j.path for j in group], overrides=overrides)
+    except BrokenPipeError:
+        raise
+    except Exception as err:
+        log(f"the batch failed ({err}); running its recipes one by one")
+        results = None
+    for job, result in zip(group, results or [None] * len(group)):
+        try:
+            if result is None:
+                run_one(job, model, start=time.perf_counter(), log=log, bar=bar, overrides=overrides, baseline=baseline,
+                        overwrite=overwrite, json_=json_, attention=attention, allow_pickle=allow_pickle)
+            else:
+                finish(job, result, start=start, overwrite=overwrite, json_=json_)
+        except BrokenPipeError:
+            raise
+        except Exception as err:
+            job.done, job.code = True, report(err, where=job.path, debug=debug)
 
 
 def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseline, overwrite, json_, attention,
@@ -219,6 +284,12 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
                 f" ({real.seconds:.1f} s now; inverting it took {real.inversion.seconds:.1f} s)")
         else:
             log(f"{recipe.name}: inverted {name} ({method}, {recipe.steps} steps) in {real.inversion.seconds:.1f} s")
+    finish(job, result, start=start, overwrite=overwrite, json_=json_)
+
+
+def finish(job: Job, result, *, start: float, overwrite: bool, json_: bool) -> None:
+    """Write a job's folder from its Result (in one rename) and say so on stdout."""
+    recipe = job.recipe
     result.seconds = {**job.seconds, **result.seconds}
     result.started = start
     record = result.save(job.folder, overwrite, attention_only=job.attention_only,

@@ -78,6 +78,13 @@ Threads = Annotated[
     typer.Option("--threads", min=1, help="CPU threads for torch (default: OMP_NUM_THREADS when set, else the CPUs"
                  " this process may use, at most 4)."),
 ]
+BatchRows = Annotated[
+    Optional[int],
+    typer.Option("--batch-rows", min=1, metavar="N",
+                 help="Run recipes that share a model, size, steps and guidance together, at most N denoiser rows per"
+                      " call (a recipe's rows: its prompts, twice with guidance), so small edits fill a big GPU; the"
+                      " same pictures as one by one. Recipes with image:, mask: or --save-attention run alone."),
+]
 Resume = Annotated[
     bool, typer.Option("--resume", help="Keep each recipe's folder that a finished run of the same recipe wrote;"
                                          " run only the rest (a killed run, started again).")

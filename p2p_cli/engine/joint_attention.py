@@ -56,7 +56,12 @@ class JointControl:
         side = max(grid)
         inject = self.block in ctl.self_blocks
         stores = [(s, view) for s in ctl.stores for view in (self.text_view, self.image_view) if s.wants(view, side)]
-        if ctl.explicit or stores:
+        if stores and not ctl.explicit and all(view.is_cross for _, view in stores):
+            # only text maps wanted (local blend): no (image x image) map; the output stays fused
+            edited = self._used_text(self._text_probs(q[c0:, :, image], k[c0:], text, scale), p2p)
+            for store, view in stores:
+                store.add(view, grid, edited, p2p["step"])
+        elif ctl.explicit or stores:
             probs = torch.softmax((q[c0:, :, image] @ k[c0:].transpose(-1, -2)).float() * scale, dim=-1)
             used = self._used(probs, p2p, text, image, inject)  # (Bc, heads, N, S)
             for store, view in stores:
@@ -67,6 +72,26 @@ class JointControl:
         if n:
             out[ctl.targets, :, image] = self._fused(q, k, v, scale, p2p, text, image, inject).to(out.dtype)
         return out
+
+    @staticmethod
+    def _text_probs(q: torch.Tensor, k: torch.Tensor, text: slice, scale: float) -> torch.Tensor:
+        """The text-key block of the joint probabilities, (B, heads, N, L), without the image-key block: a softmax
+        over the text keys alone, times the text's share of the whole softmax (one fused SDPA of an indicator)."""
+        indicator = torch.zeros_like(k)
+        indicator[:, :, text, 0] = 1
+        share = F.scaled_dot_product_attention(q, k, indicator, scale=scale)[..., :1].float()  # (B, heads, N, 1)
+        return torch.softmax((q @ k[:, :, text].transpose(-1, -2)).float() * scale, dim=-1) * share
+
+    def _used_text(self, text_probs: torch.Tensor, p2p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The text blocks (B, heads, N, L) as each row uses them: the targets' edited (module doc)."""
+        ctl = self.control
+        g, n = ctl.n_sources, ctl.n_targets
+        if not n:
+            return text_probs
+        alpha = ctl.alpha.index_select(0, p2p["step"].reshape(1))[0]
+        edited = edit_cross_explicit(ctl.sources_of_targets(text_probs), text_probs[g : g + n], ctl.mapper,
+                                     ctl.aligned, ctl.equalizer, alpha)
+        return torch.cat([text_probs[:g], edited, text_probs[g + n :]])
 
     def _used(self, probs: torch.Tensor, p2p: dict[str, torch.Tensor], text: slice, image: slice,
               inject: bool) -> torch.Tensor:
@@ -94,7 +119,7 @@ class JointControl:
                inject: bool) -> torch.Tensor:
         """The targets' image-query outputs (n, heads, N, d) by two SDPA calls with widened values."""
         ctl = self.control
-        c0, n = ctl.cond, ctl.n_targets
+        c0 = ctl.cond
         rows = ctl.targets
         vt = v[rows]  # (n, heads, S, d)
         d = vt.shape[-1]

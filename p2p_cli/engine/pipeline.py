@@ -22,7 +22,7 @@ from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
 from p2p_cli.engine.plan import EditPlan, check_recipe, combine_plans, compile_plan, nearest_side
-from p2p_cli.recipe import Recipe, RecipeError
+from p2p_cli.recipe import BATCH_SHARED, Recipe, RecipeError
 from p2p_cli.engine.sampler import FlowSchedule, Predict, Schedule, sample_ddim, sample_flow
 
 __all__ = ["EditResult", "run_edit", "run_edits", "run_bytes", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
@@ -186,8 +186,7 @@ def run_edits(model: Model, recipes: list[Recipe], *, baseline: bool = False, at
     return _run(model, recipes, baseline=baseline, attention=attention, progress=progress, source_names=names)
 
 
-SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res", "self_blocks", "blend_blocks",
-          "original_size", "crops_coords_top_left", "target_size")  # what recipes batched together must share
+SHARED = BATCH_SHARED  # what recipes batched together must share
 
 
 def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str, progress, stores=None,

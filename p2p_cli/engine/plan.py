@@ -126,9 +126,10 @@ def check_recipe(recipe: Recipe, tokenizer) -> list[str]:
 
     The same rules as _compile_edits, without making any tensor (checks.py, which `p2p validate` uses
     without torch; tests/text/test_problems.py holds the two to the same answers)."""
-    from p2p_cli.checks import recipe_problems
+    from p2p_cli.checks import recipe_problems_for
 
-    return recipe_problems(recipe, tokenizer)
+    parts = tokenizer if isinstance(tokenizer, (list, tuple)) else [tokenizer]
+    return recipe_problems_for(recipe, [p for p in parts if not isinstance(p, int)])
 
 
 def _no_blend(length: int) -> dict[str, torch.Tensor]:

@@ -196,3 +196,32 @@ def test_sigterm_then_resume_finishes_without_rewriting_finished_folders(tiny_mo
     assert {(n, f.name): f.stat().st_mtime_ns for n in finished for f in (out / n).iterdir()} == stamps
     assert f"{3 - len(finished)} done, {len(finished)} skipped (finished earlier), 0 failed" in again.stderr
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_batch_rows_gives_the_pictures_of_one_by_one(cli, tiny_model_dir, tmp_path):
+    """--batch-rows runs recipes that share model, size, steps and guidance in one batch: the same pixels as one by
+    one; a recipe with other steps, or one over the row limit, runs alone."""
+    import numpy as np
+    from PIL import Image
+
+    line = {"source": SOURCE, "steps": 2, "size": 128}
+    targets = ["a painting of a lion eating a burger", "a painting of a squirrel eating a pizza",
+               "a painting of a squirrel eating a big burger", "a painting of a fox eating a burger"]
+    manifest = tmp_path / "edits.jsonl"
+    lines = [{**line, "name": f"r{i}", "seed": i, "edits": [{"target": t}]} for i, t in enumerate(targets)]
+    lines[1]["negative_prompt"] = "blurry"
+    lines[2]["edits"][0]["local_blend"] = {"words": ["burger"]}
+    lines.append({**line, "name": "other-steps", "steps": 3, "edits": [{"target": targets[0]}]})
+    manifest.write_text("\n".join(json.dumps(d) for d in lines) + "\n")
+    alone, batched = tmp_path / "alone", tmp_path / "batched"
+    assert cli("edit", manifest, "--model", tiny_model_dir, "--out", alone).exit_code == 0
+    result = cli("edit", manifest, "--model", tiny_model_dir, "--out", batched, "--batch-rows", "12")
+    assert result.exit_code == 0, result.output
+    assert "3 recipes in one batch: r0, r1, r2" in result.stderr  # 4 rows each (2 prompts, guided): 12 fit
+    assert "4 recipes in one batch" not in result.stderr
+    for d in lines:
+        for png in (alone / d["name"]).glob("*.png"):
+            a = np.asarray(Image.open(png)).astype(int)
+            b = np.asarray(Image.open(batched / d["name"] / png.name)).astype(int)
+            assert np.abs(a - b).max() <= 1, (d["name"], png.name)  # 8-bit rounding of float32 sums
+    assert json.loads((batched / "r2" / "run.json").read_text())["recipe"]["name"] == "r2"

@@ -210,3 +210,26 @@ def test_fused_joint_attention_equals_explicit_on_random_inputs():
         b = JointControl(0, "b", fused).attend(q, k, v, text, image, fused.step_inputs()[0])
         assert torch.allclose(a, b, atol=1e-5)
         assert not torch.allclose(a[1], torch.nn.functional.scaled_dot_product_attention(q, k, v)[1], atol=1e-3)
+
+
+def test_text_maps_without_the_image_block_equal_the_full_softmax():
+    """Local blend's maps come from the text block alone (no image x image map): the same as slicing the full
+    joint softmax, and the same edit."""
+    ctl = _joint_control(5, False, torch.tensor([[1.0, 2.0, 0.5, 1.0, 1.0]]))
+    joint = JointControl(0, "b", ctl)
+    torch.manual_seed(2)
+    q, k = torch.randn(2, 2, 2, 21, 8).unbind(0)
+    text, image = slice(16, None), slice(0, 16)
+    full = torch.softmax(q[:, :, image] @ k.transpose(-1, -2) * 8 ** -0.5, dim=-1)
+    alone = joint._text_probs(q[:, :, image], k, text, 8 ** -0.5)
+    assert torch.allclose(alone, full[..., text], atol=1e-6)
+    step = ctl.step_inputs()[0]
+    assert torch.allclose(joint._used_text(alone, step), joint._used(full.clone(), step, text, image, False)[..., text],
+                          atol=1e-6)
+
+
+def test_blend_maps_on_the_fused_path_equal_the_explicit_ones(tiny_flux_model):
+    r = recipe(edits=[{"target": TARGET, "local_blend": {"words": ["red", "blue"], "threshold": 0.5}}])
+    fused, explicit = run_edit(tiny_flux_model, r), run_edit(tiny_flux_model, r, attention="explicit")
+    assert torch.equal(fused.masks[1], explicit.masks[1])
+    assert torch.allclose(fused.latents, explicit.latents, atol=2e-4)
