@@ -5,7 +5,7 @@ query, the text-key block of its probabilities plays the part of the paper's cro
 image-key block the part of its self-attention map. The text stream's own queries are not controlled.
 
 The edit of a target's row (image queries, conditional half), with P its own probabilities and S the source's:
-    E_text  = the UNet edit of the text block (edits.edit_cross_explicit: inside the cross window the source's
+    E_text  = the UNet edit of the text block (as edits.edit_cross_explicit: inside the cross window the source's
               text block through the mapper, refine's aligned mix, the reweight factors, per-token gates)
     E_image = X * (1 - m) / sum(X)
               X = the source's image block in the self-injected blocks inside the self window, else the target's
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.engine.control.edits import edit_cross_explicit, mapped_values
+from p2p_cli.engine.control.edits import map_columns, mapped_values, moved_columns
 from p2p_cli.engine.control.run import Control
 from p2p_cli.engine.layers import LayerInfo, joint_views
 
@@ -42,6 +42,18 @@ class JointControl:
         self.text_view, self.image_view = joint_views(block, path)
         self.block = block
         self.control = control
+        self.cols = moved_columns(control.mapper)  # the text positions any mapper moves (once per run)
+
+    def _edit_text(self, src: torch.Tensor, tgt: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The targets' edited text blocks (n, heads, N, L), as edits.edit_cross_explicit computes them, and their
+        text mass before reweighting (n, heads, N, 1); the mapper's product only where it moves columns."""
+        ctl = self.control
+        alpha = ctl.alpha.index_select(0, step)[0][:, None, None, :]  # (n, 1, 1, L)
+        al = ctl.aligned[:, None, None, :]
+        mixed = al * map_columns(src, ctl.mapper, self.cols) + (1 - al) * tgt
+        unweighted = alpha * mixed + (1 - alpha) * tgt
+        edited = alpha * mixed * ctl.equalizer[:, None, None, :] + (1 - alpha) * tgt
+        return edited, unweighted.sum(-1, keepdim=True)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text: slice, image: slice,
                p2p: dict[str, torch.Tensor] | None, scale: float | None = None) -> torch.Tensor:
@@ -56,8 +68,10 @@ class JointControl:
         side = max(grid)
         inject = self.block in ctl.self_blocks
         stores = [(s, view) for s in ctl.stores for view in (self.text_view, self.image_view) if s.wants(view, side)]
-        if stores and not ctl.explicit and all(view.is_cross for _, view in stores):
-            # only text maps wanted (local blend): no (image x image) map; the output stays fused
+        n_image, n_text = q[:, :, image].shape[2], k[:, :, text].shape[2]
+        if stores and not ctl.explicit and all(view.is_cross for _, view in stores) and n_image > n_text:
+            # only text maps wanted (local blend) and the image x image map would be the larger: make the text
+            # block alone; the output stays fused (at small sizes the whole softmax is cheaper, and no larger)
             edited = self._used_text(self._text_probs(q[c0:, :, image], k[c0:], text, scale), p2p)
             for store, view in stores:
                 store.add(view, grid, edited, p2p["step"])
@@ -88,9 +102,7 @@ class JointControl:
         g, n = ctl.n_sources, ctl.n_targets
         if not n:
             return text_probs
-        alpha = ctl.alpha.index_select(0, p2p["step"].reshape(1))[0]
-        edited = edit_cross_explicit(ctl.sources_of_targets(text_probs), text_probs[g : g + n], ctl.mapper,
-                                     ctl.aligned, ctl.equalizer, alpha)
+        edited, _ = self._edit_text(ctl.sources_of_targets(text_probs), text_probs[g : g + n], p2p["step"].reshape(1))
         return torch.cat([text_probs[:g], edited, text_probs[g + n :]])
 
     def _used(self, probs: torch.Tensor, p2p: dict[str, torch.Tensor], text: slice, image: slice,
@@ -102,10 +114,7 @@ class JointControl:
             return probs
         step = p2p["step"].reshape(1)
         src, tgt = ctl.sources_of_targets(probs), probs[g : g + n]
-        alpha = ctl.alpha.index_select(0, step)[0]  # (n, L)
-        e_text = edit_cross_explicit(src[..., text], tgt[..., text], ctl.mapper, ctl.aligned, ctl.equalizer, alpha)
-        mass = edit_cross_explicit(src[..., text], tgt[..., text], ctl.mapper, ctl.aligned,
-                                   torch.ones_like(ctl.equalizer), alpha).sum(-1, keepdim=True)  # (n, heads, N, 1)
+        e_text, mass = self._edit_text(src[..., text], tgt[..., text], step)
         x = tgt[..., image]
         if inject:
             gate = ctl.self_gate.index_select(0, step)[0][:, None, None, None] > 0  # (n, 1, 1, 1)

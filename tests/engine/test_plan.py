@@ -80,3 +80,16 @@ def test_fused_identity_on_random_maps():
         explicit = edit_cross_explicit(a_src, a_tgt, mapper, aligned, equalizer, alpha[t]) @ v
         fused = a_src @ mapped_values(v, mapper, g_src[t][:, None, :, None]) + a_tgt @ (v * g_own[t][:, None, :, None])
         assert torch.allclose(explicit, fused, atol=1e-5)
+
+
+def test_mapping_only_the_moved_columns_equals_the_full_product():
+    from p2p_cli.engine.control.edits import map_columns, moved_columns
+
+    torch.manual_seed(0)
+    mapper = torch.eye(12).repeat(2, 1, 1)
+    mapper[0, 3, 3], mapper[0, 3, 4], mapper[0, 4, 4] = 0.0, 0.5, 0.0  # a swap spreading one token over two
+    mapper[0, 4, 3] = 0.5
+    mapper[1, :, 7] = 0.0  # an inserted token: an empty column
+    assert moved_columns(mapper).tolist() == [3, 4, 7]
+    a = torch.softmax(torch.randn(2, 3, 5, 12), -1)
+    assert torch.allclose(map_columns(a, mapper, moved_columns(mapper)), a @ mapper[:, None], atol=1e-6)

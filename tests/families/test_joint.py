@@ -228,8 +228,10 @@ def test_text_maps_without_the_image_block_equal_the_full_softmax():
                           atol=1e-6)
 
 
-def test_blend_maps_on_the_fused_path_equal_the_explicit_ones(tiny_flux_model):
-    r = recipe(edits=[{"target": TARGET, "local_blend": {"words": ["red", "blue"], "threshold": 0.5}}])
+@pytest.mark.parametrize("size", [128, 512])  # 64 image tokens (< 512 text: whole softmax), 1024 (text block alone)
+def test_blend_maps_on_the_fused_path_equal_the_explicit_ones(tiny_flux_model, size):
+    r = recipe(size=size, steps=2,
+               edits=[{"target": TARGET, "local_blend": {"words": ["red", "blue"], "threshold": 0.5}}])
     fused, explicit = run_edit(tiny_flux_model, r), run_edit(tiny_flux_model, r, attention="explicit")
     assert torch.equal(fused.masks[1], explicit.masks[1])
     assert torch.allclose(fused.latents, explicit.latents, atol=2e-4)
