@@ -1,6 +1,6 @@
 """Throughput of `p2p edit --batch-rows`: N one-target recipes one by one against the same recipes in batches.
 
-    python benchmarks/batch_rows.py [--model shapes] [--recipes 16] [--batch-rows 64] [--steps 50] [--repeats 3]
+    python benchmarks/batch_rows.py [--model shapes|arch:sd15] [--recipes 16] [--batch-rows 64] [--steps 50] [--repeats 3]
 
 Both ways run in this process on the same loaded model, interleaved (each repeat runs one by one, then batched,
 in alternating order), after one warm-up of each; it prints pictures per second of each (median over repeats) and
@@ -36,7 +36,8 @@ def recipes(n: int, steps: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--model", default="shapes", help="a model, or arch:NAME for p2p bench's random architectures"
+                        " (arch:sd15 on a GPU)")
     parser.add_argument("--recipes", type=int, default=16)
     parser.add_argument("--batch-rows", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50)
@@ -50,7 +51,12 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    if args.model.startswith("arch:"):
+        from p2p_cli.bench import BenchConfig, build_model
+
+        model = build_model(BenchConfig(arch=args.model.removeprefix("arch:")))
+    else:
+        model = load_model(args.model)
     rs = recipes(args.recipes, args.steps)
     per_recipe = 2 * (1 + 1)  # source + one target, guided
     size = max(1, args.batch_rows // per_recipe)

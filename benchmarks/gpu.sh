@@ -17,6 +17,10 @@
 #   compile  torch.compile'd UNet, source + 1 target, replace+blend, plain / p2p (TORCH_LOGS shows every
 #            graph break and recompile in log.txt)
 #   invert-compile  the same inversions with a torch.compile'd UNet
+#   flux     FLUX.1-dev's architecture (random weights), bf16, 1024 px, 28 steps, replace+blend, plain FluxPipeline
+#            against p2p, 2 timed runs (not in the default PARTS: about 17B parameters to build; PARTS=flux)
+#   batch    pictures per second one by one and with --batch-rows (SD 1.5 architecture, 16 one-target recipes)
+#            (benchmarks/batch_rows.py; PARTS=batch)
 # ARCH, STEPS, DTYPE and DEVICE change the model for a dry run elsewhere (defaults: sd15, 50, fp16, cuda).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,7 +83,12 @@ for name in $PARTS; do
                --cases replace+blend --variants plain,p2p ;;
     invert-compile) TORCH_LOGS="graph_breaks,recompiles" part invert-compile $INV $SD --warmup 1 --repeats 2 \
                       --compile --methods null-text,negative-prompt ;;
-    *) echo "gpu.sh: unknown part $name (parts: base invert check four compile invert-compile)" | tee -a "$OUT/log.txt" ;;
+    flux) part flux $B --arch flux-dev --device "$DEVICE" --dtype bf16 --size 1024 --steps 28 --targets 1 --repeats 2 \
+            --cases replace+blend --variants plain,p2p ;;
+    batch) echo "== batch: python benchmarks/batch_rows.py" | tee -a "$OUT/log.txt"
+           timeout "$(( BUDGET_S - (SECONDS - START) ))" "$PY" benchmarks/batch_rows.py --model arch:sd15 \
+             --steps "$STEPS" --repeats 2 2>&1 | tee -a "$OUT/log.txt" ;;
+    *) echo "gpu.sh: unknown part $name (parts: base invert check four compile invert-compile flux batch)" | tee -a "$OUT/log.txt" ;;
   esac
 done
 echo "gpu.sh: done in $(( SECONDS - START )) s; results in $OUT/RESULTS-gpu.md"
