@@ -187,7 +187,7 @@ class Edit(BaseModel):
 # what recipes run in one batch (p2p edit --batch-rows) must share: the batch has one schedule, one size, one
 # guidance, one set of layer rules and SDXL size/crop ids; seeds and negative prompts may differ
 BATCH_SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res", "self_blocks", "blend_blocks",
-                "original_size", "crops_coords_top_left", "target_size")
+                "original_size", "crops_coords_top_left", "target_size", "shift")
 
 
 class Recipe(BaseModel):
@@ -211,6 +211,7 @@ class Recipe(BaseModel):
     # blend reads; None: the family's default (SD3: every block; FLUX: Stable Flow's vital layers) / every block
     self_blocks: list[Annotated[int, Field(ge=0)]] | None = None
     blend_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
+    shift: float | None = Field(None, gt=0)  # flow-matching families: the sampler's fixed shift (None: the family's)
     baseline: bool = False
     image: str | None = Field(None, min_length=1)  # a real picture to edit (relative to the recipe file)
     mask: str | None = Field(None, min_length=1)  # where the edits may change the picture (white), relative too

@@ -193,7 +193,7 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
         with torch.no_grad():
             cond = model.family.with_guidance(model, encode_prompts(model, [prompt], geo), guidance)
             negative = encode_negative(model, negative_prompt, 1, geo)  # (1, L, D) and the family's extra rows
-        schedule = schedule_for(model, steps, tuple(z0.shape[-2:]))
+        schedule = schedule_for(model, steps, tuple(z0.shape[-2:]), geo.shift)
         trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
         if optimise:
             uncond = null_text_optimisation(model, trajectory, cond, negative, schedule, guidance, null_text,
@@ -211,6 +211,8 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     with torch.no_grad():
         vae_psnr = psnr(decode_latents(model, z0)[0], image)
     settings = dict(method=method, prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance)
+    if geo.shift is not None:
+        settings["shift"] = geo.shift
     if method == "null-text":
         settings["null_text"] = asdict(null_text)
     return Inversion(latent=trajectory[:1].cpu(), uncond=uncond.contiguous().cpu(), method=method, seconds=seconds,
@@ -234,7 +236,9 @@ def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance
         embeddings = ((lambda i: Conditioning.cat([rows.with_hidden(uncond[i]), cond])) if guided
                       else (lambda i: cond))
         predict = guided_predict(model, embeddings, guidance if guided else 1.0)
-        return sample(model, predict, inversion.latent.to(model.device), steps, tuple(inversion.latent.shape[-2:])).cpu()
+        shift = inversion.settings.get("shift")
+        return sample(model, predict, inversion.latent.to(model.device), steps, tuple(inversion.latent.shape[-2:]),
+                      shift=None if shift is None else float(shift)).cpu()
 
 
 def reconstruct(model: Model, inversion: Inversion, prompt: str, guidance: float,

@@ -49,7 +49,8 @@ def geometry(model: Model, recipe: Recipe | None = None, size: tuple[int, int] |
     if recipe is None:
         return Geometry(size=tuple(size))
     return Geometry(size=tuple(size), original_size=recipe.original_size,
-                    crop_top_left=recipe.crops_coords_top_left or (0, 0), target_size=recipe.target_size)
+                    crop_top_left=recipe.crops_coords_top_left or (0, 0), target_size=recipe.target_size,
+                    shift=recipe.shift)
 
 
 def encode_prompts(model: Model, prompts: list[str], geo: Geometry | None = None) -> Conditioning:
@@ -311,7 +312,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
             return x
 
         with control_installed(model, control):
-            latents = sample(model, predict, x, steps, latent_hw, after_step)
+            latents = sample(model, predict, x, steps, latent_hw, after_step, shift=geo.shift)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds["sample"] = time.perf_counter() - tic
@@ -378,17 +379,22 @@ def control_installed(model: Model, control: Control):
             yield
 
 
-def schedule_for(model: Model, steps: int, latent_hw: tuple[int, int]) -> Schedule | FlowSchedule:
-    """The family's schedule for `steps` steps at a latent size: DDIM's alphas, or flow matching's sigmas."""
+def schedule_for(model: Model, steps: int, latent_hw: tuple[int, int], shift: float | None = None
+                 ) -> Schedule | FlowSchedule:
+    """The family's schedule for `steps` steps at a latent size: DDIM's alphas, or flow matching's sigmas (with
+    the recipe's fixed `shift` when it sets one)."""
     if model.family.sampler == "flow":
-        return FlowSchedule.from_scheduler(model.scheduler, steps, model.device,
-                                           **model.family.scheduler_kwargs(model, steps, latent_hw))
+        kwargs = model.family.scheduler_kwargs(model, steps, latent_hw)
+        if shift is not None:  # a fixed shift replaces the resolution-dependent one
+            kwargs.pop("mu", None)
+        return FlowSchedule.from_scheduler(model.family.scheduler(model, shift), steps, model.device, **kwargs)
     return Schedule.from_scheduler(model.scheduler, steps, model.device)
 
 
-def sample(model: Model, predict, x: torch.Tensor, steps: int, latent_hw: tuple[int, int], callback=None) -> torch.Tensor:
+def sample(model: Model, predict, x: torch.Tensor, steps: int, latent_hw: tuple[int, int], callback=None,
+           shift: float | None = None) -> torch.Tensor:
     """The family's sampler from the initial latent: DDIM, or flow matching's Euler ODE."""
-    schedule = schedule_for(model, steps, latent_hw)
+    schedule = schedule_for(model, steps, latent_hw, shift)
     if model.family.sampler == "flow":
         return sample_flow(predict, x, schedule, callback)
     return sample_ddim(predict, x, schedule, callback)
@@ -423,10 +429,11 @@ def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") ->
             raise RecipeError([f"{k}: only SDXL models take size and crop ids; {model.id} is {family.label}"
                                for k in keys], source_name)
     if family.denoiser == "unet":
-        keys = [k for k in ("self_blocks", "blend_blocks") if getattr(recipe, k) is not None]
+        keys = [k for k in ("self_blocks", "blend_blocks", "shift") if getattr(recipe, k) is not None]
         if keys:
-            raise RecipeError([f"{k}: only transformer models (SD3, FLUX.1) have blocks; {model.id} is {family.label}:"
-                               " use self_replace_max_res / blend_res" for k in keys], source_name)
+            raise RecipeError([f"{k}: only the flow-matching transformers (SD3, FLUX.1) have blocks and a sampler"
+                               f" shift; {model.id} is {family.label}" + ("" if k == "shift" else
+                               ": use self_replace_max_res / blend_res") for k in keys], source_name)
     if recipe.image is not None and not family.cfg and recipe.inversion_method in ("null-text", "negative-prompt"):
         raise RecipeError([f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
                            f" batch, which {family.label} does not run (its guidance is distilled); use direct"

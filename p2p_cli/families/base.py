@@ -62,6 +62,7 @@ class Geometry:
     original_size: tuple[int, int] | None = None  # None: the picture's size
     crop_top_left: tuple[int, int] = (0, 0)
     target_size: tuple[int, int] | None = None  # None: the picture's size
+    shift: float | None = None  # flow-matching families: the recipe's sampler shift (None: the family's)
 
 
 class Family:

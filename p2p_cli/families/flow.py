@@ -79,5 +79,13 @@ class FlowFamily(Family):
         """What the family's pipeline passes to FlowMatchEulerDiscreteScheduler.set_timesteps."""
         raise NotImplementedError
 
+    def scheduler(self, model: Any, shift: float | None) -> Any:
+        """The model's scheduler, or a copy with a fixed shift (sigma -> shift s / (1 + (shift - 1) s), no
+        resolution-dependent shift) when the recipe sets `shift`."""
+        if shift is None:
+            return model.scheduler
+        config = {**model.scheduler.config, "shift": float(shift), "use_dynamic_shifting": False}
+        return type(model.scheduler).from_config(config)
+
     def vae_dtype(self, model_dtype: torch.dtype, vae_config: Any) -> torch.dtype:
         return model_dtype

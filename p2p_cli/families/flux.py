@@ -108,7 +108,7 @@ class Flux(FlowFamily):
     def scheduler_kwargs(self, model: Any, steps: int, latent_hw: tuple[int, int]) -> dict:
         config = model.scheduler.config
         h, w = self.token_grid(model, latent_hw)
-        kwargs = {"mu": calculate_shift(h * w, config, 1.15)}
+        kwargs = {"mu": calculate_shift(h * w, config, 1.15)} if config.get("use_dynamic_shifting", False) else {}
         if not config.get("use_flow_sigmas", False):
             kwargs["sigmas"] = np.linspace(1.0, 1 / steps, steps)
         return kwargs

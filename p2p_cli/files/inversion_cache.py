@@ -74,6 +74,8 @@ def inversion_key(image: torch.Tensor, model: Model, *, prompt: str, method: str
     }
     if model.loras:  # LoRA adapters change the weights (the fingerprint is taken once per UNet)
         what["model"]["loras"] = [(lora["sha256"], lora["scale"]) for lora in model.loras]
+    if geo is not None and geo.shift is not None:  # SD3 / FLUX: a recipe's sampler shift moves every step
+        what["shift"] = float(geo.shift)
     if model.family.uses_micro_conditioning:  # SDXL: the size and crop ids condition every step
         geo = geo or Geometry(size=tuple(image.shape[-2:]))
         what["geometry"] = model.family.time_ids(geo, 1)[0].tolist()

@@ -70,6 +70,9 @@ class RealPicture:
         if "prompt" in settings and settings["prompt"] != recipe.source:
             problems.append(f"source: the inversion was made for the prompt {settings['prompt']!r}, not"
                             f" {recipe.source!r}; invert again with the recipe's source")
+        if settings.get("shift") != recipe.shift:
+            problems.append(f"shift: the inversion was made with shift {settings.get('shift')} and the recipe has"
+                            f" {recipe.shift}; invert again with the recipe's shift")
         made_for = (settings.get("model") or {}).get("id")
         if made_for is not None and made_for != model.id:
             problems.append(f"model: the inversion was made with {made_for}, not {model.id}; invert again with"

@@ -235,3 +235,30 @@ def test_blend_maps_on_the_fused_path_equal_the_explicit_ones(tiny_flux_model, s
     fused, explicit = run_edit(tiny_flux_model, r), run_edit(tiny_flux_model, r, attention="explicit")
     assert torch.equal(fused.masks[1], explicit.masks[1])
     assert torch.allclose(fused.latents, explicit.latents, atol=2e-4)
+
+
+def test_the_recipe_shift_sets_the_flow_schedule(joint_model):
+    """shift: sigma -> shift s / (1 + (shift - 1) s) over the family's base sigmas, the resolution-dependent shift
+    off; the picture changes with it; UNet models refuse the key."""
+    from p2p_cli.engine.pipeline import schedule_for
+
+    five = schedule_for(joint_model, 4, (16, 16), shift=5.0).sigmas
+    if joint_model.family.name == "flux":  # FluxPipeline's sigmas, shifted
+        base = torch.linspace(1.0, 1 / 4, 4)
+        assert torch.allclose(five[:-1], 5 * base / (1 + 4 * base), atol=1e-6) and five[-1] == 0
+    else:  # what diffusers' scheduler configured with shift 5 gives (as SD3's is with 3)
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        theirs = FlowMatchEulerDiscreteScheduler(shift=5.0)
+        theirs.set_timesteps(4)
+        assert torch.allclose(five, theirs.sigmas, atol=1e-6)
+    assert not torch.allclose(five, schedule_for(joint_model, 4, (16, 16)).sigmas, atol=1e-3)
+    a = run_edit(joint_model, recipe(shift=1.5)).latents
+    b = run_edit(joint_model, recipe(shift=6.0)).latents
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_unet_models_refuse_shift(tiny_model):
+    with pytest.raises(RecipeError) as err:
+        run_edit(tiny_model, parse_recipe({"source": SOURCE, "steps": 2, "shift": 3.0, "edits": [{"target": TARGET}]}))
+    assert any(line.startswith("shift: ") for line in err.value.problems)
