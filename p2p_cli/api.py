@@ -359,7 +359,8 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
                    latent=real.inversion.latent if real else None,
                    uncond_per_step=real.inversion.uncond if real else None,
                    uncond_added=real.inversion.uncond_added if real else None, source_only=source_only,
-                   source_trajectory=real.inversion.trajectory if real else None, user_mask=mask)
+                   source_trajectory=real.inversion.trajectory if real else None, user_mask=mask,
+                   noise_maps=real.inversion.noise if real else None)
     check_latents(run.latents, run.roles, recipe)  # diverged sampling (NaN, huge values) is a failure, not a picture
     seconds.update(run.seconds)
     attention_maps = None

@@ -16,7 +16,7 @@ DEFAULT_CROSS_REPLACE = 0.8
 DEFAULT_SELF_REPLACE = 0.4
 
 EditType = Literal["replace", "refine", "reweight"]
-InversionMethod = Literal["direct", "null-text", "negative-prompt", "ddim"]
+InversionMethod = Literal["direct", "null-text", "negative-prompt", "ddim", "ddpm"]
 DEFAULT_INVERSION: InversionMethod = "direct"
 Window = tuple[float, float]
 

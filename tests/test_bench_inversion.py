@@ -17,10 +17,11 @@ def test_each_method_is_timed_and_its_unet_calls_counted(tmp_path):
     cfg = InversionBenchConfig(arch="tiny", device="cpu", steps=steps, repeats=2, warmup=0, threads=1)
     report = run_inversion_bench(cfg, command="test")
     assert {m: len(t) for m, t in report.seconds.items()} == {"direct": 2, "null-text": 2, "negative-prompt": 2,
-                                                              "ddim": 2}
+                                                              "ddim": 2, "ddpm": 2}
     assert all(s > 0 for times in report.seconds.values() for s in times)
     # backwards DDIM only: one call per step
     assert report.unet_calls["ddim"] == report.unet_calls["negative-prompt"] == report.unet_calls["direct"] == steps
+    assert report.unet_calls["ddpm"] == steps  # one guided call per step: the noise maps are solved, not optimised
     # null-text: backwards, the prompt's prediction, 1..10 inner steps, at most one more guided step each
     assert 3 * steps <= report.unet_calls["null-text"] <= 2 * steps + 11 * steps
     assert report.seconds["null-text"][0] > report.seconds["ddim"][0]

@@ -29,6 +29,7 @@ class Inversion(str, Enum):
     null_text = "null-text"
     negative_prompt = "negative-prompt"
     ddim = "ddim"
+    ddpm = "ddpm"
 
 
 class EditType(str, Enum):

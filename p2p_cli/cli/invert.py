@@ -28,6 +28,7 @@ class Method(str, Enum):
     null_text = "null-text"
     negative_prompt = "negative-prompt"
     ddim = "ddim"
+    ddpm = "ddpm"
 
 
 def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str,
@@ -66,7 +67,8 @@ Image = Annotated[Path, typer.Argument(help="The picture to invert (any format P
 Prompt = Annotated[str, typer.Option("--prompt", "-p", help="What the picture shows: the source prompt of later edits.",
                                      show_default=False)]
 MethodOpt = Annotated[Method, typer.Option(
-    "--method", help="direct (exact and fast; the default), null-text (optimised), negative-prompt (fast) or ddim.")]
+    "--method", help="direct (exact and fast; the default), null-text (optimised), negative-prompt (fast), ddim, or"
+                " ddpm (edit-friendly noise maps; SD, SDXL).")]
 InvSteps = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps (edits must use the same).")]
 Guidance = Annotated[Optional[float], typer.Option(
     "--guidance", min=0.0, show_default=False,

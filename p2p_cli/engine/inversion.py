@@ -12,7 +12,12 @@ stays on that trajectory:
   control never changes the source row);
 - ddim: the negative prompt's embedding (as for generated sources); guided sampling drifts from the trajectory;
 - null-text: optimised per step so that the guided step from the current latent lands on z*_{t-1};
-- negative-prompt: the source prompt's own embedding, so guidance cancels on the source row (no optimisation).
+- negative-prompt: the source prompt's own embedding, so guidance cancels on the source row (no optimisation);
+- ddpm: edit-friendly DDPM inversion (Huberman-Spiegelglas et al., CVPR 2024): each step's latent is the picture
+  noised independently (x_i = sqrt(a_i) z0 + sqrt(1 - a_i) e_i), and a noise map per step is solved so that the
+  DDPM step (eta = 1) from x_i with the guided prediction lands on x_{i+1}; sampling adds the same maps to every
+  row, so the source reconstructs exactly and the targets edit with the picture's noise. It has no DDIM
+  trajectory, and needs a DDPM sampler: not for SD3 / FLUX.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import torch.nn.functional as F
 from p2p_cli.models import Model
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.engine.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict, sample, schedule_for
-from p2p_cli.engine.sampler import FlowSchedule, Schedule
+from p2p_cli.engine.sampler import FlowSchedule, NoisySchedule, Schedule
 
-METHODS = ("direct", "null-text", "negative-prompt", "ddim")
+METHODS = ("direct", "null-text", "negative-prompt", "ddim", "ddpm")
+DDPM_SEED = 0  # the edit-friendly noise of ddpm inversion is drawn from this seed (the same inversion every run)
 NEEDS_CFG = ("null-text", "negative-prompt")  # not for FLUX.1 (no unconditional batch)
 # progress(done, total) after each inversion step (null-text: T backward steps, then T optimised steps)
 Progress = Callable[[int, int], None]
@@ -61,6 +67,7 @@ class Inversion:
     uncond_added: dict[str, torch.Tensor] = field(default_factory=dict)
     # direct: the DDIM trajectory (T + 1, C, h, w), [i] the latent sampling step i starts from, [T] the picture's
     trajectory: torch.Tensor | None = None
+    noise: torch.Tensor | None = None  # ddpm: the noise map (T, C, h, w) each sampling step adds
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -99,6 +106,31 @@ def ddim_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, schedule:
             if progress is not None:
                 progress(n + 1)
     return torch.cat(trajectory[::-1])  # (T + 1, C, h, w)
+
+
+def ddpm_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, negative: Conditioning, schedule: Schedule,
+                   guidance: float, progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edit-friendly DDPM inversion: the latents x_0 .. x_T (T + 1, C, h, w) ([i] where step i starts, [T] = z0)
+    and the noise maps (T, C, h, w) that make DDPM steps with the guided prediction (the negative prompt as the
+    unconditional rows) go through them exactly. The x_i are z0 noised independently, from DDPM_SEED."""
+    gen = torch.Generator("cpu").manual_seed(DDPM_SEED)
+    steps = len(schedule.timesteps)
+    noises = torch.randn((steps, *z0.shape[1:]), generator=gen).to(z0.device)
+    alpha = schedule.alpha.to(z0.device)[:, None, None, None]
+    xs = torch.cat([alpha.sqrt() * z0 + (1 - alpha).sqrt() * noises, z0.float()])  # (T + 1, C, h, w)
+    ddpm = NoisySchedule(schedule, torch.zeros_like(noises))
+    both = Conditioning.cat([negative, cond]) if guidance > 1.0 else cond
+    predict = guided_predict(model, lambda i: both, guidance)
+    maps = []
+    with torch.no_grad():
+        for i, t in enumerate(schedule.timesteps):
+            x = xs[i : i + 1]
+            mean = ddpm.mean(predict(x, t, i).float(), x, i)
+            s = ddpm.sigma(i)
+            maps.append((xs[i + 1 : i + 2] - mean) / s if s > 0 else torch.zeros_like(mean))
+            if progress is not None:
+                progress(i + 1)
+    return xs, torch.cat(maps)
 
 
 @contextmanager
@@ -175,6 +207,9 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method == "ddpm" and model.family.sampler != "ddim":
+        raise ValueError(f"ddpm inversion inverts a DDPM sampler's noise; {model.family.label} samples an ODE (flow"
+                         " matching): use direct or ddim")
     if method in NEEDS_CFG and not model.family.cfg:
         raise ValueError(f"{method} inversion works on the unconditional half of classifier-free guidance, which"
                          f" {model.family.label} does not run (its guidance is distilled): use direct or ddim")
@@ -194,7 +229,11 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
             cond = model.family.with_guidance(model, encode_prompts(model, [prompt], geo), guidance)
             negative = encode_negative(model, negative_prompt, 1, geo)  # (1, L, D) and the family's extra rows
         schedule = schedule_for(model, steps, tuple(z0.shape[-2:]), geo.shift)
-        trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
+        noise = None
+        if method == "ddpm":
+            trajectory, noise = ddpm_inversion(model, z0, cond, negative, schedule, guidance, report(0))
+        else:
+            trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
         if optimise:
             uncond = null_text_optimisation(model, trajectory, cond, negative, schedule, guidance, null_text,
                                             report(steps))
@@ -218,7 +257,8 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     return Inversion(latent=trajectory[:1].cpu(), uncond=uncond.contiguous().cpu(), method=method, seconds=seconds,
                      settings=settings, vae_psnr=vae_psnr,
                      uncond_added={k: v.float().contiguous().cpu() for k, v in added.items()},
-                     trajectory=trajectory.float().contiguous().cpu() if method == "direct" else None)
+                     trajectory=trajectory.float().contiguous().cpu() if method == "direct" else None,
+                     noise=None if noise is None else noise.float().contiguous().cpu())
 
 
 def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance: float,
@@ -238,7 +278,7 @@ def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance
         predict = guided_predict(model, embeddings, guidance if guided else 1.0)
         shift = inversion.settings.get("shift")
         return sample(model, predict, inversion.latent.to(model.device), steps, tuple(inversion.latent.shape[-2:]),
-                      shift=None if shift is None else float(shift)).cpu()
+                      shift=None if shift is None else float(shift), noise=inversion.noise).cpu()
 
 
 def reconstruct(model: Model, inversion: Inversion, prompt: str, guidance: float,

@@ -23,7 +23,7 @@ from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
 from p2p_cli.engine.plan import EditPlan, check_recipe, combine_plans, compile_plan, nearest_side
 from p2p_cli.recipe import BATCH_SHARED, Recipe, RecipeError
-from p2p_cli.engine.sampler import FlowSchedule, Predict, Schedule, sample_ddim, sample_flow
+from p2p_cli.engine.sampler import FlowSchedule, NoisySchedule, Predict, Schedule, sample_ddim, sample_flow
 
 __all__ = ["EditResult", "run_edit", "run_edits", "run_bytes", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
            "decode_latents", "generate", "geometry", "resolve_recipe"]
@@ -156,6 +156,7 @@ def run_edit(
     source_only: bool = False,
     source_trajectory: torch.Tensor | None = None,
     user_mask: torch.Tensor | None = None,
+    noise_maps: torch.Tensor | None = None,
 ) -> EditResult:
     """Generate the source, every edit (and baselines) of a recipe in one batch; see DEVELOPERS.md.
 
@@ -168,11 +169,13 @@ def run_edit(
     reads it), so the source is the inverted picture and the targets edit from it. user_mask (H, W) in [0, 1]
     at picture size (white = may change, grey soft): after every step each target is confined to it,
     x_edit := x_src + m * (x_edit - x_src) with m averaged down to the latent; with local blend the edit may
-    change only where both allow (their product), and the masks returned are that product.
+    change only where both allow (their product), and the masks returned are that product. noise_maps
+    (T, C, h, w): ddpm inversion's maps: DDPM steps that add map i at step i to every row.
     """
     return _run(model, [recipe], baseline=baseline, attention=attention, progress=progress, stores=stores,
                 source_names=[source_name], latent=latent, uncond_per_step=uncond_per_step, uncond_added=uncond_added,
-                source_only=source_only, source_trajectory=source_trajectory, user_mask=user_mask)[0]
+                source_only=source_only, source_trajectory=source_trajectory, user_mask=user_mask,
+                noise_maps=noise_maps)[0]
 
 
 def run_edits(model: Model, recipes: list[Recipe], *, baseline: bool = False, attention: str = "fused",
@@ -192,7 +195,7 @@ SHARED = BATCH_SHARED  # what recipes batched together must share
 
 def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str, progress, stores=None,
          source_names: list[str], latent=None, uncond_per_step=None, uncond_added=None, source_only: bool = False,
-         source_trajectory=None, user_mask=None) -> list[EditResult]:
+         source_trajectory=None, user_mask=None, noise_maps=None) -> list[EditResult]:
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
     recipes = [resolve_recipe(model, r, name) for r, name in zip(recipes, source_names)]
@@ -312,7 +315,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
             return x
 
         with control_installed(model, control):
-            latents = sample(model, predict, x, steps, latent_hw, after_step, shift=geo.shift)
+            latents = sample(model, predict, x, steps, latent_hw, after_step, shift=geo.shift, noise=noise_maps)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds["sample"] = time.perf_counter() - tic
@@ -392,11 +395,14 @@ def schedule_for(model: Model, steps: int, latent_hw: tuple[int, int], shift: fl
 
 
 def sample(model: Model, predict, x: torch.Tensor, steps: int, latent_hw: tuple[int, int], callback=None,
-           shift: float | None = None) -> torch.Tensor:
-    """The family's sampler from the initial latent: DDIM, or flow matching's Euler ODE."""
+           shift: float | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The family's sampler from the initial latent: DDIM, or flow matching's Euler ODE; with noise maps (T, C, h, w)
+    (ddpm inversion) DDPM steps that add them."""
     schedule = schedule_for(model, steps, latent_hw, shift)
     if model.family.sampler == "flow":
         return sample_flow(predict, x, schedule, callback)
+    if noise is not None:
+        schedule = NoisySchedule(schedule, noise.to(model.device, torch.float32))
     return sample_ddim(predict, x, schedule, callback)
 
 
@@ -434,6 +440,9 @@ def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") ->
             raise RecipeError([f"{k}: only the flow-matching transformers (SD3, FLUX.1) have blocks and a sampler"
                                f" shift; {model.id} is {family.label}" + ("" if k == "shift" else
                                ": use self_replace_max_res / blend_res") for k in keys], source_name)
+    if recipe.image is not None and family.sampler == "flow" and recipe.inversion_method == "ddpm":
+        raise RecipeError([f"inversion: ddpm inverts a DDPM sampler's noise; {family.label} samples an ODE (flow"
+                           " matching): use direct (the default) or ddim"], source_name)
     if recipe.image is not None and not family.cfg and recipe.inversion_method in ("null-text", "negative-prompt"):
         raise RecipeError([f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
                            f" batch, which {family.label} does not run (its guidance is distilled); use direct"

@@ -66,12 +66,40 @@ def ddim_step(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, alpha_nex
     return alpha_next.sqrt() * x0 + (1 - alpha_next).sqrt() * eps
 
 
-def sample_ddim(predict: Predict, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None) -> torch.Tensor:
+@dataclass(frozen=True)
+class NoisySchedule:
+    """DDPM steps (eta = 1) with given noise maps, for edit-friendly DDPM inversion (Huberman-Spiegelglas et al.,
+    CVPR 2024): x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - s^2) eps + s z_i, with
+    s^2 = (1 - a_prev) / (1 - a) (1 - a / a_prev) and z_i the same map (1, C, h, w) for every row."""
+
+    base: Schedule
+    noise: torch.Tensor  # (T, C, h, w)
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.base.timesteps
+
+    def sigma(self, i: int) -> torch.Tensor:
+        a, a_prev = self.base.alpha[i], self.base.alpha_prev[i]
+        return ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp_min(0).sqrt()
+
+    def mean(self, out: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+        """The step's deterministic part (everything but s z_i)."""
+        a_prev, s = self.base.alpha_prev[i], self.sigma(i)
+        x0, eps = split_output(out, x, self.base.alpha[i], self.base.prediction_type)
+        return a_prev.sqrt() * x0 + (1 - a_prev - s**2).clamp_min(0).sqrt() * eps
+
+    def step(self, out: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+        return self.mean(out, x, i) + self.sigma(i) * self.noise[i]
+
+
+def sample_ddim(predict: Predict, x: torch.Tensor, schedule: Schedule | NoisySchedule,
+                callback: Callback | None = None) -> torch.Tensor:
     """Denoise x (B, C, h, w) from the first timestep to the last; x stays float32."""
     x = x.float()
     for i, t in enumerate(schedule.timesteps):
         out = predict(x, t, i).float()
-        x = ddim_step(out, x, schedule.alpha[i], schedule.alpha_prev[i], schedule.prediction_type)
+        x = schedule.step(out, x, i)
         if callback is not None:
             x = callback(i, x)
     return x

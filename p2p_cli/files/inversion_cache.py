@@ -107,6 +107,8 @@ def save_inversion(inversion: Inversion, path: Path, key: str) -> Path:
     tensors.update({f"uncond_added.{k}": v.float().contiguous() for k, v in inversion.uncond_added.items()})
     if inversion.trajectory is not None:
         tensors["trajectory"] = inversion.trajectory.float().contiguous().clone()  # latent is a view of its start
+    if inversion.noise is not None:
+        tensors["noise"] = inversion.noise.float().contiguous()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=meta)
@@ -132,11 +134,13 @@ def read_inversion(path: Path, key: str | None = None) -> Inversion:
             if key is not None and meta.get("key") != key:
                 raise CacheEntryError("made for another picture, prompt, model or settings than its name says")
             extra = {n for n in names if n.startswith("uncond_added.")}  # SDXL: the unconditional rows' extras
-            wanted = {"latent", "uncond"} | ({"trajectory"} if meta.get("method") == "direct" else set())
+            wanted = {"latent", "uncond"} | ({"trajectory"} if meta.get("method") == "direct" else set()) | (
+                {"noise"} if meta.get("method") == "ddpm" else set())
             if names - extra != wanted:
                 raise CacheEntryError(f"holds the tensors {sorted(names)}, not {' and '.join(sorted(wanted))}")
             latent, uncond = f.get_tensor("latent"), f.get_tensor("uncond")
             trajectory = f.get_tensor("trajectory") if "trajectory" in names else None
+            noise = f.get_tensor("noise") if "noise" in names else None
             added = {n.removeprefix("uncond_added."): f.get_tensor(n) for n in sorted(extra)}
     except FileNotFoundError:
         raise
@@ -155,6 +159,7 @@ def read_inversion(path: Path, key: str | None = None) -> Inversion:
         raise CacheEntryError("its settings are damaged")
     checks = [("latent", latent, 4), ("uncond", uncond, 3)] + [(f"uncond_added.{k}", v, None) for k, v in added.items()]
     checks += [("trajectory", trajectory, 4)] if trajectory is not None else []
+    checks += [("noise", noise, 4)] if noise is not None else []
     for name, tensor, rank in checks:
         if tensor.dtype != torch.float32 or (rank is not None and tensor.dim() != rank) or 0 in tensor.shape:
             raise CacheEntryError(f"{name} is {tensor.dtype} of shape {tuple(tensor.shape)}, not a float32 tensor"
@@ -169,8 +174,10 @@ def read_inversion(path: Path, key: str | None = None) -> Inversion:
                                    or not torch.equal(trajectory[:1], latent)):
         raise CacheEntryError(f"trajectory has shape {tuple(trajectory.shape)}; it must start at the latent and have"
                               " one latent more than there are steps")
+    if noise is not None and (noise.shape[0] != uncond.shape[0] or noise.shape[1:] != latent.shape[1:]):
+        raise CacheEntryError(f"noise has shape {tuple(noise.shape)}; it must have one map per step")
     return Inversion(latent=latent, uncond=uncond, method=method, seconds=seconds, settings=settings,
-                     vae_psnr=vae_psnr, uncond_added=added, trajectory=trajectory)
+                     vae_psnr=vae_psnr, uncond_added=added, trajectory=trajectory, noise=noise)
 
 
 def load_inversion(path: Path, key: str | None = None) -> Inversion | None:
