@@ -247,7 +247,7 @@ def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "
         inv = invert(model, image, caption(case.scene), method=method, steps=steps, guidance=guidance)
         edit = edit_recipe(caption(case.scene), caption(case.target), 0, steps, guidance, recipe)
         out = run_edit(model, edit, latent=inv.latent, uncond_per_step=inv.uncond, uncond_added=inv.uncond_added,
-                       source_trajectory=inv.trajectory)
+                       source_trajectory=inv.trajectory, noise_maps=inv.noise)
         imgs = to_uint8(out.images)
         o, new = case.scene.objects[case.k], case.target.objects[case.k]
         rows.append(_swap_outcome(picture, imgs[1], o, new, "colour"))
@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fresh", type=int, default=0,
                     help="K > 0: another set of held-out prompts and noise seeds for every measurement but real "
                          "(0: the reported set); to check a choice made on the reported set")
-    ap.add_argument("--real-methods", default="direct,null-text,negative-prompt,ddim", help="inversions for --only real")
+    ap.add_argument("--real-methods", default="direct,null-text,negative-prompt,ddim",
+                    help="inversions for --only real (also: ddpm)")
     ap.add_argument("--real-seed", type=int, default=3, help="seed of the real-picture cases (3: the reported ones)")
     ap.add_argument("--real-cross-replace", type=float, default=None,
                     help="cross_replace of the real-picture edits (default: the swaps' 0.8)")
