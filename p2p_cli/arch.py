@@ -245,16 +245,18 @@ def _tiny_flow_vae(seed: int, scaling_factor: float, shift_factor: float) -> Aut
                          shift_factor=shift_factor).eval()
 
 
-def tiny_sd3_components(seed: int = 0, t5: bool = True) -> dict:
+def tiny_sd3_components(seed: int = 0, t5: bool = True, sd35: bool = False) -> dict:
     """Tiny random SD3-shaped components: latent 16x16 (128 px), patch 2 (an 8x8 token grid), two joint blocks,
     CLIP-L/CLIP-G stand-ins (16 + 32 features, zero-padded to T5's 64) and a T5 encoder (or none: zeros), the
-    flow-matching scheduler with SD3's shift 3.0; the VAE has SD3's scaling and shift factors."""
+    flow-matching scheduler with SD3's shift 3.0; the VAE has SD3's scaling and shift factors. sd35: SD3.5's
+    block layout (RMS norm on queries and keys, an image-only second attention in block 0)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
     torch.manual_seed(seed)
+    extra = dict(dual_attention_layers=(0,), qk_norm="rms_norm") if sd35 else {}  # SD3.5: image-only attn2, QK norm
     transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
                                         num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32,
-                                        pooled_projection_dim=48, out_channels=4, pos_embed_max_size=32)
+                                        pooled_projection_dim=48, out_channels=4, pos_embed_max_size=32, **extra)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModelWithProjection(_clip_text_config(16, 2, 2, 37, 16))
     torch.manual_seed(seed + 1)

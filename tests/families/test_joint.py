@@ -30,6 +30,7 @@ def recipe(**top):
 VARIANTS = {
     "sd3": (tiny_sd3_components, {}),
     "sd3-without-t5": (tiny_sd3_components, {"t5": False}),
+    "sd3.5": (tiny_sd3_components, {"sd35": True}),
     "flux-dev": (tiny_flux_components, {}),
     "flux-schnell": (tiny_flux_components, {"guidance": False}),
 }
@@ -262,3 +263,13 @@ def test_unet_models_refuse_shift(tiny_model):
     with pytest.raises(RecipeError) as err:
         run_edit(tiny_model, parse_recipe({"source": SOURCE, "steps": 2, "shift": 3.0, "edits": [{"target": TARGET}]}))
     assert any(line.startswith("shift: ") for line in err.value.problems)
+
+
+def test_sd35_blocks_edit_fused_as_explicit():
+    """SD3.5's layout (QK RMS norm, an image-only attn2 left uncontrolled): fused = explicit, control acts."""
+    model = from_components(tiny_sd3_components(sd35=True))
+    r = recipe(edits=[{"target": TARGET, "local_blend": {"words": ["red", "blue"], "threshold": 0.5}},
+                      {"target": SOURCE + " at night"}])
+    fused, explicit = run_edit(model, r, baseline=True), run_edit(model, r, attention="explicit", baseline=True)
+    assert torch.allclose(fused.latents, explicit.latents, atol=2e-4)
+    assert not torch.allclose(fused.latents[1], fused.latents[3], atol=1e-5)  # the edit is not its baseline
