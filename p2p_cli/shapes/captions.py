@@ -17,12 +17,13 @@ PLACE = {  # position -> phrase; one-word swaps between phrases keep token count
 }
 
 
-def describe(o: Obj) -> str:
-    """'a big red circle on the left'."""
-    return f"a {o.size} {o.colour} {o.shape} {PLACE[o.position]}"
+def describe(o: Obj, place: bool = True) -> str:
+    """'a big red circle on the left' ('a big red circle' without the place)."""
+    return f"a {o.size} {o.colour} {o.shape} {PLACE[o.position]}" if place else f"a {o.size} {o.colour} {o.shape}"
 
 
 def caption(scene: Scene, background: bool = True) -> str:
-    """The scene's caption: objects in reading order joined by 'and', then the background (unless omitted)."""
-    objects = " and ".join(describe(o) for o in scene.objects)
+    """The scene's caption: its objects in order joined by 'and' (with their places when scene.places), then the
+    background (unless omitted)."""
+    objects = " and ".join(describe(o, scene.places) for o in scene.objects)
     return f"{objects} on a {scene.background} background" if background else objects

@@ -23,9 +23,9 @@ from p2p_cli.engine.pipeline import generate, run_edit
 from p2p_cli.recipe import parse_recipe
 
 from .captions import caption
-from .oracle import Found, check, estimate_background, nearest, read
+from .oracle import Found, check, estimate_background, match_unplaced, nearest, read
 from .world import (ANCHORS, BACKGROUNDS, COLOURS, POSITIONS, SHAPES, Obj, Scene, heldout_scenes, is_heldout,
-                    render)
+                    render, wide_heldout_scenes)
 
 KEEP_PX = 3.0  # centroid distance (pixels) up to which the layout counts as kept
 BLEND_MAX_CHANGE = 0.03  # mean |change| (0-1 scale) outside the edited object allowed with local blend
@@ -161,6 +161,44 @@ def eval_swap(model: Model, attribute: str, n: int, steps: int, guidance: float,
     return {name: _swap_summary(rs) for name, rs in rows.items()}
 
 
+def free_swap_cases(n: int, seed: int = 0, first_seed: int = 0) -> list[SwapCase]:
+    """n held-out wide-world scenes whose captions name no place, each with its first held-out object's colour
+    swapped for one no object of the scene has; case i samples from noise seed first_seed + i."""
+    cases = []
+    for scene in wide_heldout_scenes(n, seed=seed, places=False):
+        k = next(i for i, o in enumerate(scene.objects) if is_heldout(o))
+        objects = list(scene.objects)
+        objects[k] = replace(objects[k], colour=other(COLOURS, *{x.colour for x in scene.objects}))
+        cases.append(SwapCase(scene, k, replace(scene, objects=objects), seed=first_seed + len(cases)))
+    return cases
+
+
+def _free_outcome(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[bool, bool, float]:
+    """_swap_outcome for a caption without places: the source object is the one of its colour (match_unplaced),
+    wherever the model put it; the edited one is the object nearest its centroid in the edited picture."""
+    src_obj = match_unplaced(scene, read(src_img))[k]
+    got = nearest_found(read(img), src_obj.centroid) if src_obj is not None else None
+    if got is None:
+        return False, False, float("inf")
+    dist = float(np.hypot(got.centroid[0] - src_obj.centroid[0], got.centroid[1] - src_obj.centroid[1]))
+    return got.colour_name == new.colour, dist <= KEEP_PX, dist
+
+
+def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0) -> dict:
+    """Colour swaps in the wide world on captions without place words, where the text does not pin the layout:
+    P2P (cross 0.8, self 0.4) against the uncontrolled target from the same noise. Cases whose source picture
+    lacks the object are counted as failures for both."""
+    rows = {"p2p": [], "baseline": []}
+    scene_seed, first = fresh_seeds(fresh, 4)
+    for case in free_swap_cases(n, seed=scene_seed, first_seed=first):
+        new = case.target.objects[case.k]
+        out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance))
+        imgs = to_uint8(out.images)  # source, edit-1, baseline-1
+        rows["p2p"].append(_free_outcome(imgs[0], imgs[1], case.scene, case.k, new))
+        rows["baseline"].append(_free_outcome(imgs[0], imgs[2], case.scene, case.k, new))
+    return {name: _swap_summary(rs) for name, rs in rows.items()}
+
+
 def _outside_change(src_img, img, o: Obj) -> float | None:
     """Mean |img - src| (0-1) outside the edited object (its masks in both pictures, grown by 2 px)."""
     src_obj = nearest_found(read(src_img), anchor(o))
@@ -266,7 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--n-real", type=int, default=30, help="cases for the real-picture (inversion) measurement")
-    ap.add_argument("--only", default="plain,colour,shape,blend,refine,real")
+    ap.add_argument("--only", default="plain,colour,shape,blend,refine,real",
+                    help="measurements to run; also: free (wide-world colour swaps on captions without places)")
     ap.add_argument("--model", default=None, help="a model folder (default: the bundled weights)")
     ap.add_argument("--fresh", type=int, default=0,
                     help="K > 0: another set of held-out prompts and noise seeds for every measurement but real "
@@ -293,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
              "shape": lambda: eval_swap(model, "shape", **common),
              "blend": lambda: eval_blend(model, **common),
              "refine": lambda: eval_refine(model, **common),
+             "free": lambda: eval_free(model, **common),
              "real": lambda: {m: eval_real(model, args.n_real, args.steps, args.guidance, m, real, args.real_seed)
                               for m in args.real_methods.split(",")}}
     for name in args.only.split(","):

@@ -109,7 +109,7 @@ ATTRIBUTES = ("colour", "shape", "size", "position")
 def check(scene: Scene, img: np.ndarray) -> dict[str, float]:
     """Fraction of the scene's objects whose colour, shape, size, position the oracle reads correctly in img.
 
-    Each expected object is matched to the found object nearest its grid anchor; "count" is 1.0 when the number
+    Each expected object is matched to the found object nearest its grid anchor (a wide-world object: its centre); "count" is 1.0 when the number
     of objects found equals the number expected, and "background" 1.0 when the border matches the named one.
     """
     found = read(img)
@@ -117,8 +117,12 @@ def check(scene: Scene, img: np.ndarray) -> dict[str, float]:
     for o in scene.objects:
         if not found:
             break
-        row, col = divmod(POSITIONS.index(o.position), 3)
-        f = min(found, key=lambda f: (f.centroid[0] - ANCHORS[col]) ** 2 + (f.centroid[1] - ANCHORS[row]) ** 2)
+        if o.radius >= 0:  # a wide-world object: its own centre (it may lie anywhere in its cell)
+            ax, ay = o.centre()
+        else:
+            row, col = divmod(POSITIONS.index(o.position), 3)
+            ax, ay = ANCHORS[col], ANCHORS[row]
+        f = min(found, key=lambda f: (f.centroid[0] - ax) ** 2 + (f.centroid[1] - ay) ** 2)
         score["colour"] += f.colour_name == o.colour
         score["shape"] += f.shape == o.shape
         score["size"] += f.size == o.size
@@ -128,3 +132,33 @@ def check(scene: Scene, img: np.ndarray) -> dict[str, float]:
     score["count"] = float(len(found) == n)
     score["background"] = float(nearest(estimate_background(img), BACKGROUNDS) == scene.background)
     return score
+
+
+def match_unplaced(scene: Scene, found: list[Found]) -> list[Found | None]:
+    """For each of the scene's objects, a distinct found object of its colour (of its shape, then its size, too
+    where one is; the largest of equals), or None: how to pair objects whose caption names no place (they may be
+    anywhere)."""
+    left, out = list(found), []
+    for o in scene.objects:
+        same = [f for f in left if f.colour_name == o.colour]
+        f = max(same, key=lambda f: (f.shape == o.shape, f.size == o.size, f.area)) if same else None
+        if f is not None:
+            left = [g for g in left if g is not f]
+        out.append(f)
+    return out
+
+
+def check_unplaced(scene: Scene, img: np.ndarray) -> dict[str, float]:
+    """check() for a caption without places: each object is paired with a found one of its colour
+    (match_unplaced); "colour" is the share paired, "shape" and "size" the shares of paired ones read right
+    among all objects, "count" and "background" as in check()."""
+    found = read(img)
+    pairs = match_unplaced(scene, found)
+    n = len(scene.objects)
+    return {
+        "colour": sum(f is not None for f in pairs) / n,
+        "shape": sum(f is not None and f.shape == o.shape for o, f in zip(scene.objects, pairs)) / n,
+        "size": sum(f is not None and f.size == o.size for o, f in zip(scene.objects, pairs)) / n,
+        "count": float(len(found) == n),
+        "background": float(nearest(estimate_background(img), BACKGROUNDS) == scene.background),
+    }

@@ -100,9 +100,10 @@ def batch_of(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]
     return x, captions
 
 
-def scenes_batch(rng: np.random.Generator, n: int):
-    """Pictures (n, 3, 64, 64) in [-1, 1], captions, scenes, and whether each caption names the background."""
-    scenes = [sample_scene(rng) for _ in range(n)]
+def scenes_batch(rng: np.random.Generator, n: int, sampler=sample_scene):
+    """Pictures (n, 3, 64, 64) in [-1, 1], captions, scenes, and whether each caption names the background;
+    scenes from `sampler` (the grid world's by default)."""
+    scenes = [sampler(rng) for _ in range(n)]
     x = np.stack([render(s) for s in scenes])  # (n, 64, 64, 3) uint8
     x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
     # the background phrase is left out of some captions, so that refining a prompt by adding it is meaningful
@@ -143,12 +144,14 @@ def eos_positions(ids: torch.Tensor, eos: int) -> list[int]:
 
 
 def donor_captions(rng: np.random.Generator, ids: torch.Tensor, kept: list[bool], tokens, eos: int,
-                   backgrounds: list[str | None] | None = None, tries: int = 400) -> tuple[list[int], list[str]]:
+                   backgrounds: list[str | None] | None = None, tries: int = 400, sampler=sample_scene
+                   ) -> tuple[list[int], list[str]]:
     """For each captioned row, a caption of another random scene with exactly as many tokens (rows, captions).
 
     backgrounds[i], when given, is the background row i's caption names (None: it names none); the donor then
     names the same one, so that the padding still says what the background is and nothing else.
-    Rows whose key no draw matches within `tries` are left out (they keep their own padding).
+    Rows whose key no draw matches within `tries` are left out (they keep their own padding). Donor scenes come
+    from `sampler` (world.sample_wide_scene for the wide world).
     """
     first_eos = eos_positions(ids, eos)
     bgs = backgrounds if backgrounds is not None else [None] * len(kept)
@@ -159,7 +162,7 @@ def donor_captions(rng: np.random.Generator, ids: torch.Tensor, kept: list[bool]
     for _ in range(tries):
         if all(len(found[w]) >= need[w] for w in wanted):
             break
-        scene = sample_scene(rng)
+        scene = sampler(rng)
         for bg in (True, False):
             c = caption(scene, background=bg)
             n = eos_positions(tokens([c]), eos)[0]
@@ -203,7 +206,7 @@ def attention_targets(scenes, with_bg, kept) -> tuple[torch.Tensor, torch.Tensor
     Caption words are single CLIP tokens (checked in train_diffusion), so word i is token i + 1.
     """
     from .captions import describe
-    from .world import SIZES, shape_mask
+    from .world import shape_mask
 
     targets = torch.zeros(len(scenes), 77, 16, 16)
     for b, (scene, bg, keep) in enumerate(zip(scenes, with_bg, kept)):
@@ -212,10 +215,10 @@ def attention_targets(scenes, with_bg, kept) -> tuple[torch.Tensor, torch.Tensor
         word, anywhere = 0, np.zeros((64, 64), bool)
         for o in scene.objects:
             cx, cy = o.centre()
-            mask = torch.from_numpy(shape_mask(o.shape, cx, cy, SIZES[o.size])).float()
+            mask = torch.from_numpy(shape_mask(o.shape, cx, cy, o.r())).float()
             anywhere |= mask.numpy() > 0
             small = F.avg_pool2d(mask[None, None], 4)[0, 0]  # (16, 16)
-            phrase = describe(o).split()  # "a big red circle in the top left"
+            phrase = describe(o, scene.places).split()  # "a big red circle in the top left"
             for offset, w in enumerate(phrase):  # size, colour, shape and the position's own words
                 if offset in (1, 2, 3) or w in POSITION_WORDS:
                     targets[b, word + offset + 1] = small

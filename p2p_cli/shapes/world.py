@@ -37,8 +37,9 @@ class Obj:
     colour: str
     size: str
     position: str
-    cx: int = -1  # centre in pixels (-1: the anchor, no jitter)
-    cy: int = -1
+    cx: float = -1  # centre in pixels (-1: the anchor, no jitter)
+    cy: float = -1
+    radius: float = -1  # half the bounding-box side in pixels (-1: SIZES[size]); the wide world sets it
 
     def centre(self) -> tuple[int, int]:
         """(x, y) of the centre in pixels, the anchor when none was set."""
@@ -46,12 +47,19 @@ class Obj:
         return (ANCHORS[col] if self.cx < 0 else self.cx, ANCHORS[row] if self.cy < 0 else self.cy)
 
 
+    def r(self) -> float:
+        """Half the bounding-box side in pixels."""
+        return SIZES[self.size] if self.radius < 0 else self.radius
+
+
 @dataclass
 class Scene:
-    """One or two non-overlapping objects, in reading order of their positions, on a background."""
+    """Non-overlapping objects on a background: one or two in reading order of their positions (the grid
+    world), or one to three in any order (the wide world, see sample_wide_scene)."""
 
     objects: list[Obj] = field(default_factory=list)
     background: str = "white"
+    places: bool = True  # whether the caption names each object's place (the wide world leaves some out)
 
 
 def shape_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
@@ -74,14 +82,14 @@ def render(scene: Scene) -> np.ndarray:
     img[:] = BACKGROUNDS[scene.background]
     for o in scene.objects:
         cx, cy = o.centre()
-        img[shape_mask(o.shape, cx, cy, SIZES[o.size])] = COLOURS[o.colour]
+        img[shape_mask(o.shape, cx, cy, o.r())] = COLOURS[o.colour]
     return img
 
 
 def _apart(a: Obj, b: Obj) -> bool:
     """True when the bounding boxes of a and b are at least GAP pixels apart."""
     (ax, ay), (bx, by) = a.centre(), b.centre()
-    need = SIZES[a.size] + SIZES[b.size] + GAP
+    need = a.r() + b.r() + GAP
     return abs(ax - bx) >= need or abs(ay - by) >= need
 
 
@@ -138,6 +146,69 @@ def heldout_scenes(n: int = 100, seed: int = 0) -> list[Scene]:
     out = []
     while len(out) < n:
         scene = _draw_scene(rng, lambda o: True)
+        if any(is_heldout(o) for o in scene.objects):
+            out.append(scene)
+    return out
+
+
+# The wide world. In the grid world the caption names one of nine anchors, so the text alone pins the layout
+# and any noise lands the object in place. Here sizes and centres vary continuously, a scene holds one to three
+# objects, and half the captions name no place at all: then the object may be anywhere on the canvas, and only
+# the noise (or Prompt-to-Prompt's control) decides where. A named place is the 3x3 cell holding the centroid of
+# the drawn pixels (a triangle's lies below its box centre), as the oracle reads it.
+# The grid world's pictures are wide-world pictures too (anchors +- JITTER lie inside their cells; radii 7 and
+# 12 lie inside the small and big ranges), so a model trained here can be measured on the grid world's lines.
+WIDE_RADII = {"small": (5.0, 8.0), "big": (11.0, 13.0)}  # kept apart so the oracle's size reading is unambiguous
+WIDE_COUNTS = (0.45, 0.35, 0.2)  # probability of 1, 2, 3 objects
+WIDE_PLACES = 0.5  # share of captions that name every object's place
+
+
+def cell(x: float, y: float) -> str:
+    """The name of the 3x3 grid cell holding the point (x, y) in pixels."""
+    col = min(2, max(0, int(x * 3 // SIDE)))
+    row = min(2, max(0, int(y * 3 // SIDE)))
+    return POSITIONS[3 * row + col]
+
+
+def _draw_wide_object(rng: np.random.Generator) -> Obj:
+    size = list(SIZES)[rng.integers(len(SIZES))]
+    r = float(rng.uniform(*WIDE_RADII[size]))
+    cx, cy = rng.uniform(r + 1, SIDE - r - 1, size=2)
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    ys, xs = np.nonzero(shape_mask(shape, cx, cy, r))
+    return Obj(  # the place is the cell of the drawn pixels' centroid, where the oracle reads it
+        shape=shape, colour=list(COLOURS)[rng.integers(len(COLOURS))], size=size,
+        position=cell(xs.mean() + 0.5, ys.mean() + 0.5), cx=float(cx), cy=float(cy), radius=r,
+    )  # fmt: skip
+
+
+def _draw_wide_scene(rng: np.random.Generator, keep, places: bool | None = None) -> Scene:
+    """A random wide scene whose objects all pass keep(obj); places None: drawn (WIDE_PLACES)."""
+    n = 1 + int(rng.choice(len(WIDE_COUNTS), p=WIDE_COUNTS))
+    background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
+    named = bool(rng.random() < WIDE_PLACES) if places is None else places
+    while True:
+        objs: list[Obj] = []
+        for _ in range(50 * n):
+            o = _draw_wide_object(rng)
+            if keep(o) and all(_apart(o, p) for p in objs):
+                objs.append(o)
+                if len(objs) == n:
+                    return Scene(objs, background, places=named)
+
+
+def sample_wide_scene(rng: np.random.Generator) -> Scene:
+    """A wide-world training scene, never containing an object whose (shape, colour, cell) is held out."""
+    return _draw_wide_scene(rng, lambda o: not is_heldout(o))
+
+
+def wide_heldout_scenes(n: int = 100, seed: int = 0, places: bool = False) -> list[Scene]:
+    """n wide scenes each with at least one held-out object (its (shape, colour, cell) never drawn in training);
+    places False: captions without place words (the text no longer pins the layout)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        scene = _draw_wide_scene(rng, lambda o: True, places=places)
         if any(is_heldout(o) for o in scene.objects):
             out.append(scene)
     return out
