@@ -264,7 +264,8 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
         lib.utils.logging.set_verbosity_error()
         lib.utils.logging.disable_progress_bar()
     try:
-        name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+        index = json.loads((folder / "model_index.json").read_text())
+        name = index["_class_name"]
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{folder}: a transformer model folder needs its model_index.json ({err})") from None
     pipelines = {"StableDiffusion3Pipeline": StableDiffusion3Pipeline, "FluxPipeline": FluxPipeline}
@@ -274,8 +275,11 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
     try:
         with warnings.catch_warnings():  # newer diffusers rename torch_dtype; older ones know only it
             warnings.simplefilter("ignore", FutureWarning)
+            # parts the folder leaves out ([null, null] in model_index.json, as SD3 without T5 is saved) are
+            # passed as None: diffusers does not read them as absent by itself
+            absent = {k: None for k, v in index.items() if v == [None, None]}
             pipe = pipelines[name].from_pretrained(folder, torch_dtype=dtype,
-                                                   use_safetensors=None if allow_pickle else True)
+                                                   use_safetensors=None if allow_pickle else True, **absent)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
     keep = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3",

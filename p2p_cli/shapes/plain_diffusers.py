@@ -6,6 +6,9 @@ python -m p2p_cli.shapes.plain_diffusers DIR [--n 48] [--steps 30] [--guidance 7
 Three sets of held-out captions (their (shape, colour, place) never drawn in training): the grid world's (what
 `evaluate --only plain` measures), the wide world's with places and without (then only colour, shape, size and
 count can be right or wrong: the object may be anywhere). Image i of a set starts from noise seed i.
+Then the uncontrolled baseline of `evaluate --only free`: the wide world's colour swaps on captions without
+places, source and target drawn from the same noise; how often the object keeps its place (what Prompt-to-Prompt
+has to beat by 20 points) and gets the new colour.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ def score(pipe, n: int, steps: int, guidance: float) -> dict:
         rows = [judge(s, img) for s, img in zip(scenes, images)]
         results[name] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
+    from .evaluate import _free_outcome, _swap_summary, free_swap_cases
+
+    cases = free_swap_cases(n, seed=4)  # evaluate's reported set (fresh 0)
+    src = draw(pipe, [caption(c.scene) for c in cases], steps, guidance)
+    tgt = draw(pipe, [caption(c.target) for c in cases], steps, guidance)
+    rows = [_free_outcome(a, b, c.scene, c.k, c.target.objects[c.k]) for a, b, c in zip(src, tgt, cases)]
+    results["free_swap_baseline"] = _swap_summary(rows)
+    print("free_swap_baseline", json.dumps(results["free_swap_baseline"]), file=sys.stderr, flush=True)
     return results
 
 

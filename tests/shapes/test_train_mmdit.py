@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from p2p_cli.models import bundled_weights
+from p2p_cli.models import bundled_weights, load_model
 from p2p_cli.shapes.train import attention_targets
 from p2p_cli.shapes.train_mmdit import (T5_ROWS, Config, JointRecorder, bundled_parts, build_transformer, sigmas_for,
                                         train)
@@ -84,3 +84,5 @@ def test_a_few_steps_write_a_folder_diffusers_loads(tmp_path):
     out = pipe("a big red circle on a white background", num_inference_steps=2, output_type="np",
                generator=torch.Generator().manual_seed(0)).images
     assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
+    model = load_model(str(tmp_path / "m"), device="cpu", dtype="fp32")  # the path a hub SD3 folder takes
+    assert model.family.name == "sd3" and model.text_encoder_3 is None and model.transformer.config.num_layers == 4
