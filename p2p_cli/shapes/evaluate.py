@@ -200,7 +200,8 @@ def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0)
 
 
 def _outside_change(src_img, img, o: Obj) -> float | None:
-    """Mean |img - src| (0-1) outside the edited object (its masks in both pictures, grown by 2 px)."""
+    """Mean |img - src| (0-1) outside the edited object (its masks in both pictures, grown by 2 px); None when
+    the source lacks the object or nothing lies outside."""
     src_obj = nearest_found(read(src_img), anchor(o))
     if src_obj is None:
         return None
@@ -210,6 +211,8 @@ def _outside_change(src_img, img, o: Obj) -> float | None:
         region |= got.mask
     grown = torch.nn.functional.max_pool2d(torch.from_numpy(region)[None, None].float(), 5, 1, 2)[0, 0].bool()
     outside = ~grown.numpy()
+    if not outside.any():  # the objects cover the whole picture: there is no outside to measure
+        return None
     diff = np.abs(img.astype(np.float64) - src_img.astype(np.float64)).mean(-1) / 255.0
     return float(diff[outside].mean())
 
@@ -228,7 +231,7 @@ def eval_blend(model: Model, n: int, steps: int, guidance: float, fresh: int = 0
                       {"target": caption(case.target), "type": "replace"}]})
         imgs = to_uint8(run_edit(model, recipe).images)
         blended, plain = _outside_change(imgs[0], imgs[1], o), _outside_change(imgs[0], imgs[2], o)
-        if blended is None:
+        if blended is None or plain is None:
             continue
         rows["p2p+blend"].append(blended)
         rows["p2p"].append(plain)

@@ -60,3 +60,28 @@ def test_fresh_sets_are_other_held_out_cases_and_fresh_0_is_the_reported_one():
     # every measurement's (scene seed, first noise seed) differs between sets, and from the real pictures' 3 and 4
     used = {ev.fresh_seeds(k, base)[0] for k in range(3) for base in (0, 1, 2)}
     assert len(used) == 9 and not used & {3, 4}
+
+
+def test_outside_change_is_none_when_the_objects_cover_the_picture():
+    import numpy as np
+
+    o = Obj("square", "red", "big", "center", cx=32, cy=32)
+    img = render(Scene([o]))
+    assert ev._outside_change(img, img, o) == 0.0
+    covered = np.full((64, 64, 3), 255, np.uint8)
+    covered[2:-2, 2:-2] = (220, 40, 40)  # a red square up to 2 px from every edge: grown by 2 px it is all
+    assert ev._outside_change(covered, covered, o) is None
+
+
+def test_free_place_outcome_finds_the_source_object_by_colour_wherever_it_is():
+    from p2p_cli.shapes.world import wide_heldout_scenes
+
+    scene = next(s for s in wide_heldout_scenes(40, seed=0) if len(s.objects) == 1)
+    o = scene.objects[0]
+    moved = replace(o, cx=o.cx + 8 if o.cx < 32 else o.cx - 8)  # the model drew it elsewhere than the scene says
+    new = replace(moved, colour=next(c for c in ("red", "green", "blue") if c != o.colour))
+    src, same_place, elsewhere = (render(Scene([x], scene.background)) for x in (moved, new,
+                                                                                 replace(new, cy=new.cy + 16 if new.cy < 32 else new.cy - 16)))
+    assert ev._free_outcome(src, same_place, scene, 0, new)[:2] == (True, True)
+    changed, kept, dist = ev._free_outcome(src, elsewhere, scene, 0, new)
+    assert not kept and dist > 3
