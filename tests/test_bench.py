@@ -41,7 +41,7 @@ def test_one_run_of_each_variant_makes_a_report(tmp_path):
 
 
 @pytest.mark.parametrize("attention", ["fused", pytest.param("explicit", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("case", ["replace+blend", "refine+reweight"])
+@pytest.mark.parametrize("case", ["replace+blend", pytest.param("refine+reweight", marks=pytest.mark.slow)])
 def test_no_graph_breaks_in_the_processors(tiny_model, case, attention):
     """torch._dynamo.explain finds one graph and no break at step 0 and step 1 (about 8 s each)."""
     found = graph_breaks(tiny_model, case_recipe(case, BenchConfig(steps=2)), attention)

@@ -170,6 +170,7 @@ def test_resume_keeps_finished_pairs_and_makes_the_same_dataset(cli, tiny_model_
     assert other.exit_code == 1 and "already exists" in other.stderr
 
 
+@pytest.mark.slow  # 12 s; the launcher itself is tested in the default run by tests/cli/test_scale.py
 def test_torchrun_makes_the_same_dataset_as_one_process(tiny_model_dir, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
