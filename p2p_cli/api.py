@@ -375,7 +375,7 @@ def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention:
               recipe_files: list[str | None] | None = None, overrides: list[str] | tuple = ()) -> list[Result]:
     """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
     edit() of that recipe alone. The recipes must share steps, size, guidance and the layer settings
-    (pipeline.SHARED); generated pictures only (no `image:` or `mask:`), no attention maps."""
+    (recipe.BATCH_SHARED); generated pictures only (no `image:` or `mask:`), no attention maps."""
     from p2p_cli.engine.pipeline import resolve_recipe, run_edits
     from p2p_cli.files.outputs import check_latents
 

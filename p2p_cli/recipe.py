@@ -238,6 +238,12 @@ class Recipe(BaseModel):
             raise ValueError("\n".join(problems))
         return self
 
+    def baseline_edits(self, baseline: bool = False) -> list[int]:
+        """Numbers (from 1) of the edits that get an uncontrolled baseline row: asked for (the run's flag, the
+        recipe's or the edit's), and not reweight (its prompt is the source's: the source row again)."""
+        return [k for k, e in enumerate(self.edits, start=1)
+                if (baseline or self.baseline or e.baseline) and e.type != "reweight"]
+
     @property
     def inversion_method(self) -> InversionMethod:
         """How the picture is inverted: the recipe's `inversion`, else direct."""

@@ -205,8 +205,7 @@ SHARED = ("model", *BATCH_SHARED)
 def rows_of(job: Job, baseline: bool) -> int:
     """Denoiser rows of a recipe: its prompts (source, edits, baselines), twice with guidance above 1."""
     r = job.recipe
-    baselines = sum(1 for e in r.edits if (baseline or r.baseline or e.baseline) and e.type != "reweight")
-    return (1 + len(r.edits) + baselines) * (2 if r.guidance > 1 else 1)
+    return (1 + len(r.edits) + len(r.baseline_edits(baseline))) * (2 if r.guidance > 1 else 1)
 
 
 def batchable(job: Job) -> bool:
@@ -214,7 +213,7 @@ def batchable(job: Job) -> bool:
 
 
 def batch_of(first: Job, jobs: list[Job], limit: int, baseline: bool) -> list[Job]:
-    """first and the jobs after it that can run in its batch: same model, what pipeline.SHARED names equal, no
+    """first and the jobs after it that can run in its batch: same model, what recipe.BATCH_SHARED names equal, no
     real picture or mask, at most `limit` rows in all (a recipe with more rows than that runs alone)."""
     if not batchable(first):
         return [first]

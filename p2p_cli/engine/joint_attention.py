@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from p2p_cli.engine.control.edits import map_columns, mapped_values, moved_columns
 from p2p_cli.engine.control.run import Control
-from p2p_cli.engine.layers import LayerInfo, joint_views
+from p2p_cli.engine.layers import joint_views
 
 EPS = 1e-6
 
@@ -253,7 +253,3 @@ def controlled_joint(model, control: Control) -> Iterator[None]:
     finally:
         transformer.set_attn_processor(previous)
 
-
-def views(model) -> list[LayerInfo]:
-    """Both views of every joint layer (what stores are prepared for)."""
-    return [view for block, path in model.family.blocks(model) for view in joint_views(block, path)]

@@ -190,9 +190,6 @@ def run_edits(model: Model, recipes: list[Recipe], *, baseline: bool = False, at
     return _run(model, recipes, baseline=baseline, attention=attention, progress=progress, source_names=names)
 
 
-SHARED = BATCH_SHARED  # what recipes batched together must share
-
-
 def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str, progress, stores=None,
          source_names: list[str], latent=None, uncond_per_step=None, uncond_added=None, source_only: bool = False,
          source_trajectory=None, user_mask=None, noise_maps=None) -> list[EditResult]:
@@ -200,7 +197,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
     recipes = [resolve_recipe(model, r, name) for r, name in zip(recipes, source_names)]
     recipe, source_name = recipes[0], source_names[0]
-    differ = [key for key in SHARED if len({repr(getattr(r, key)) for r in recipes}) > 1]
+    differ = [key for key in BATCH_SHARED if len({repr(getattr(r, key)) for r in recipes}) > 1]
     if differ:
         raise ValueError(f"recipes batched together must share {', '.join(differ)}")
     family = model.family

@@ -212,11 +212,9 @@ def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_na
     has_blend = any(p[4] is not None for p in per_edit)
     prompts = [recipe.source] + [e.target for e in recipe.edits]
     roles = ["source"] + [f"edit-{k}" for k in range(1, len(recipe.edits) + 1)]
-    for k, edit in enumerate(recipe.edits, start=1):
-        # a reweight edit's prompt is the source's tokens: without control it is the source row again
-        if (baseline or recipe.baseline or edit.baseline) and edit.type != "reweight":
-            prompts.append(edit.target)
-            roles.append(f"baseline-{k}")
+    for k in recipe.baseline_edits(baseline):
+        prompts.append(recipe.edits[k - 1].target)
+        roles.append(f"baseline-{k}")
     plan = EditPlan(
         prompts=prompts,
         roles=roles,
