@@ -372,6 +372,11 @@ def save(out: Path, vae, unet, text_encoder, tokenizer) -> None:
         scheduler=DDIMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )  # fmt: skip
+    save_whole(pipe, out)
+
+
+def save_whole(pipe, out: Path) -> None:
+    """pipe.save_pretrained (safetensors) into a sibling folder, then put it in out's place."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)

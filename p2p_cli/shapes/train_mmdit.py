@@ -44,7 +44,7 @@ from transformers import CLIPTextModelWithProjection  # noqa: E402
 
 from ..arch import clip_tokenizer  # noqa: E402
 from .train import (Tokens, attention_targets, donor_captions, ema_update, localisation_loss,  # noqa: E402
-                    log, optimiser_step, scenes_batch, shuffle_padding)
+                    log, optimiser_step, save_whole, scenes_batch, shuffle_padding)
 from .world import sample_scene, sample_wide_scene  # noqa: E402
 
 T5_ROWS = 256  # StableDiffusion3Pipeline's default max_sequence_length: zero rows appended without a T5
@@ -146,11 +146,7 @@ def save(out: Path, transformer, vae, text_encoder, tokenizer, shift: float) -> 
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder,
         tokenizer_2=tokenizer, text_encoder_3=None, tokenizer_3=None,
     )  # fmt: skip
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    save_whole(pipe, out)
 
 
 def sigmas_for(n: int, shift: float, generator=None) -> torch.Tensor:

@@ -15,13 +15,6 @@ PROMPT = "a painting of a squirrel eating a burger"
 STEPS = 4
 
 
-@pytest.fixture(scope="module")
-def picture() -> torch.Tensor:
-    gen = torch.Generator().manual_seed(1)
-    small = (torch.rand(3, 16, 16, generator=gen) * 255).round() / 255
-    return torch.nn.functional.interpolate(small[None], size=(128, 128), mode="nearest")[0]
-
-
 def test_the_source_reconstructs_and_the_targets_edit(family_model, picture):
     inv = invert(family_model, picture, PROMPT, method="ddpm", steps=STEPS, guidance=7.5)
     assert inv.noise.shape == (STEPS, 4, 16, 16) and inv.trajectory is None

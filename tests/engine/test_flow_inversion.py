@@ -15,13 +15,6 @@ PROMPT = "a big red circle on the left"
 STEPS = 4
 
 
-@pytest.fixture(scope="module")
-def picture() -> torch.Tensor:
-    gen = torch.Generator().manual_seed(1)
-    small = (torch.rand(3, 16, 16, generator=gen) * 255).round() / 255
-    return torch.nn.functional.interpolate(small[None], size=(128, 128), mode="nearest")[0]
-
-
 def test_euler_step_and_unstep_are_each_others_inverse_for_a_fixed_velocity():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
