@@ -5,9 +5,13 @@ The estimate counts what a run adds to the loaded weights (which are not counted
 - the UNet's activations: UNET_COPIES copies of its first level's activation, rows x latent cells x channels
   (rows: prompts x 2 with guidance), in the UNet's dtype. Self-attention is fused (SDPA: no rows x heads x Q x Q
   map), so the feed-forward and the resnets at full latent size dominate;
+- a transformer's (SD3, FLUX) activations: TRANSFORMER_COPIES copies of rows x (image tokens + text tokens) x its
+  width (heads x head size), in its dtype: every block keeps that shape, and the feed-forward's 4x widening, the
+  single-stream blocks' joined MLP and the text encoders' work fit inside the copies;
 - attention probabilities where they are materialised: in the layers an attention store records (local blend,
   attention pictures) or in every layer with `attention="explicit"`: rows x heads x Q x K in float32 (plus the
-  UNet-dtype scores under fp16/bf16), for the largest such layer (layers run one after the other), and the stores' sums
+  UNet-dtype scores under fp16/bf16), for the largest such layer (layers run one after the other; a joint layer
+  makes them for the conditional rows only, image queries x all keys, JOINT_PROB_COPIES times), and the stores' sums
   (prompts x Q x K float32 per recorded layer), which live for the whole run;
 - the VAE decode, 8 pictures at a time: VAE_COPIES copies of pictures x pixels x the VAE's first channels, in the
   VAE's dtype;
@@ -16,7 +20,9 @@ The estimate counts what a run adds to the loaded weights (which are not counted
 The UNet and the VAE run one after the other: the peak is the larger of the two phases, plus what lives
 throughout. The copy counts were measured on the tiny test models (peak RSS over a warm run on the CPU,
 `ru_maxrss`, for 512 and 1024 px at 1 to 4 rows: the UNet 34 to 42 copies, the VAE 5.6 to 7.4) and rounded up;
-the total is then multiplied by SAFETY. Whole runs of the tiny model (2 prompts, guided, 2 steps) peaked at 146
+the total is then multiplied by SAFETY. The transformer counts were measured the same way on the CPU benchmark
+layouts (`arch.bench_sd3_components`, `bench_flux_components`; the denoising phase alone, 256 and 512 px, 2 and 4
+prompts): 20 to 48 copies fused, and explicit attention added 2.5 to 2.7 maps. Whole runs of the tiny model (2 prompts, guided, 2 steps) peaked at 146
 to 159 MiB (512 px; estimate 215), 423 and 463 MiB (1024 px, without and with local blend; estimate 864), 2149
 MiB (512 px, explicit attention; estimate 2695) and 156 MiB (256 px, explicit, local blend; estimate 194).
 Set P2P_MEMORY_CHECK=0 to skip the check.
@@ -30,6 +36,8 @@ from dataclasses import dataclass
 import torch
 
 UNET_COPIES = 48  # measured 34..42 (tiny UNet, fused attention, CPU)
+TRANSFORMER_COPIES = 64  # measured 20..48 (SD3 / FLUX benchmark layouts, fused attention, CPU)
+JOINT_PROB_COPIES = 3  # measured 2.5..2.7 maps (explicit joint attention: scores, probabilities, the edited rows)
 VAE_COPIES = 10  # measured 5.6..7.4 (tiny VAE alone, CPU); a whole run at 512 px peaked 10% above 8
 SAFETY = 1.25
 DECODE_CHUNK = 8  # pipeline.decode_latents' pictures per VAE call
@@ -59,28 +67,36 @@ class NotEnoughMemory(RuntimeError):
 
 @dataclass(frozen=True)
 class Layers:
-    """What the estimate needs of the UNet's attention layers at one latent size."""
+    """What the estimate needs of the denoiser's attention layers at one latent size."""
 
     maps: tuple[tuple[int, int, int], ...]  # (heads, Q, K) of each layer whose probabilities are materialised
     stored: tuple[tuple[int, int], ...]  # (Q, K) of each layer a store records
 
 
-def estimate_bytes(*, latent_hw: tuple[int, int], prompts: int, guided: bool, unet_channels: int,
-                   unet_bytes: int, vae_channels: int, vae_scale: int, vae_bytes: int, latent_channels: int,
-                   layers: Layers | None = None) -> int:
-    """The estimated peak bytes a run adds to the loaded weights (the module docstring says what is counted)."""
+def estimate_bytes(*, latent_hw: tuple[int, int], prompts: int, guided: bool, width: int, denoiser_bytes: int,
+                   vae_channels: int, vae_scale: int, vae_bytes: int, latent_channels: int,
+                   layers: Layers | None = None, tokens: int | None = None) -> int:
+    """The estimated peak bytes a run adds to the loaded weights (the module docstring says what is counted).
+
+    width: the UNet's first level's channels, or a transformer's width; tokens: a transformer's sequence length
+    (image + text tokens; None for a UNet)."""
     rows = prompts * (2 if guided else 1)
     cells = latent_hw[0] * latent_hw[1]
     pixels = cells * vae_scale**2
-    unet = UNET_COPIES * rows * cells * unet_channels * unet_bytes
+    if tokens is None:
+        denoiser = UNET_COPIES * rows * cells * width * denoiser_bytes
+        map_rows = rows
+    else:
+        denoiser = TRANSFORMER_COPIES * rows * tokens * width * denoiser_bytes
+        map_rows = prompts * JOINT_PROB_COPIES
     probs = stored = 0
     if layers is not None:
-        per_score = 4 if unet_bytes == 4 else 4 + unet_bytes  # float32 probabilities (and the UNet-dtype scores)
-        probs = max((rows * heads * q * k * per_score for heads, q, k in layers.maps), default=0)
+        per_score = 4 if denoiser_bytes == 4 else 4 + denoiser_bytes  # float32 probabilities (and the model's scores)
+        probs = max((map_rows * heads * q * k * per_score for heads, q, k in layers.maps), default=0)
         stored = sum(prompts * q * k * 4 for q, k in layers.stored)
     vae = VAE_COPIES * min(prompts, DECODE_CHUNK) * pixels * vae_channels * vae_bytes
     always = stored + prompts * (cells * latent_channels * 4 * 3 + pixels * 3 * 4 * 2)
-    return int(SAFETY * (max(unet + probs, vae) + always))
+    return int(SAFETY * (max(denoiser + probs, vae) + always))
 
 
 def available_bytes(device: torch.device) -> int | None:

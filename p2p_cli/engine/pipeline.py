@@ -122,23 +122,39 @@ def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:
 def run_bytes(model: Model, latent_hw: tuple[int, int], n_prompts: int, guided: bool, stores: list[AttentionStore],
               explicit: bool, text_length: int) -> int:
     """memory.estimate_bytes for a run of this model at a latent size, with these stores (before they allocate)."""
-    sides = level_sides(model, latent_hw)
     maps, stored = [], []
-    for name, info in layer_infos(model.unet).items():
-        factor = max(latent_hw) // sides[name]
-        q = (latent_hw[0] // factor) * (latent_hw[1] // factor)
-        k = text_length if info.is_cross else q
-        recorded = any(store.wants(info, sides[name]) for store in stores)
-        if recorded:
-            stored.append((q, k))
-        if recorded or explicit:
-            heads = getattr(model.unet.get_submodule(name.removesuffix(".processor")), "heads", 1)
-            maps.append((heads, q, k))
-    return estimate_bytes(
-        latent_hw=latent_hw, prompts=n_prompts, guided=guided, unet_channels=model.unet.config.block_out_channels[0],
-        unet_bytes=torch.finfo(model.dtype).bits // 8, vae_channels=model.vae.config.block_out_channels[0],
-        vae_scale=model.vae_scale, vae_bytes=torch.finfo(model.vae_dtype).bits // 8,
-        latent_channels=model.latent_channels, layers=Layers(tuple(maps), tuple(stored)))
+    vae = dict(vae_channels=model.vae.config.block_out_channels[0], vae_scale=model.vae_scale,
+               vae_bytes=torch.finfo(model.vae_dtype).bits // 8, latent_channels=model.latent_channels)
+    if model.family.denoiser == "unet":
+        sides = level_sides(model, latent_hw)
+        for name, info in layer_infos(model.unet).items():
+            factor = max(latent_hw) // sides[name]
+            q = (latent_hw[0] // factor) * (latent_hw[1] // factor)
+            k = text_length if info.is_cross else q
+            recorded = any(store.wants(info, sides[name]) for store in stores)
+            if recorded:
+                stored.append((q, k))
+            if recorded or explicit:
+                heads = getattr(model.unet.get_submodule(name.removesuffix(".processor")), "heads", 1)
+                maps.append((heads, q, k))
+        return estimate_bytes(latent_hw=latent_hw, prompts=n_prompts, guided=guided,
+                              width=model.unet.config.block_out_channels[0],
+                              denoiser_bytes=torch.finfo(model.dtype).bits // 8, layers=Layers(tuple(maps), tuple(stored)),
+                              **vae)
+    # a joint transformer (JointControl.attend says which maps it makes): every layer has one token grid
+    grid = model.family.token_grid(model, latent_hw)
+    n_img = grid[0] * grid[1]
+    config = model.transformer.config
+    heads = config.num_attention_heads
+    recorded = [info for info in model_layers(model).values() if any(s.wants(info, max(grid)) for s in stores)]
+    stored = [(n_img, text_length if info.is_cross else n_img) for info in recorded]
+    if explicit or any(not info.is_cross for info in recorded) or (recorded and n_img <= text_length):
+        maps = [(heads, n_img, n_img + text_length)]
+    elif recorded:
+        maps = [(heads, n_img, text_length)]
+    return estimate_bytes(latent_hw=latent_hw, prompts=n_prompts, guided=guided,
+                          width=heads * config.attention_head_dim, denoiser_bytes=torch.finfo(model.dtype).bits // 8,
+                          layers=Layers(tuple(maps), tuple(stored)), tokens=n_img + text_length, **vae)
 
 
 def run_edit(
@@ -272,11 +288,10 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
         step_inputs = control.step_inputs()
         grids = layer_grid(model, latent_hw)
         shapes = {info: grids[name] for name, info in model_layers(model).items()}
-        if not joint:
-            size = (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale)
-            check_fits(lambda hw: run_bytes(model, (hw[0] // model.vae_scale, hw[1] // model.vae_scale), n_prompts,
-                                            guided, all_stores, attention == "explicit", cond.hidden.shape[1]),
-                       size, size_multiple(model), device, explicit=attention == "explicit")
+        size = (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale)
+        check_fits(lambda hw: run_bytes(model, (hw[0] // model.vae_scale, hw[1] // model.vae_scale), n_prompts,
+                                        guided, all_stores, attention == "explicit", cond.hidden.shape[1]),
+                   size, size_multiple(model), device, explicit=attention == "explicit")
         for store in all_stores:
             store.prepare(shapes, n_prompts, cond.hidden.shape[1], device)
         if not guided:

@@ -112,3 +112,38 @@ def test_real_out_of_memory_is_reported_with_advice_and_the_next_recipe_runs(
     assert f"error: {first}: out of memory: try --dtype fp16" in result.stderr
     assert "a smaller size (--set size=512)" in result.stderr
     assert not (tmp_path / "out" / "first").exists() and (tmp_path / "out" / "second" / "edit-1.png").is_file()
+
+
+def test_a_joint_run_that_cannot_fit_is_refused_before_sampling_with_the_size_that_fits(joint_model, monkeypatch):
+    import pytest
+
+    import p2p_cli.engine.memory as memory
+    from p2p_cli.engine.pipeline import run_bytes, run_edit
+    from p2p_cli.recipe import parse_recipe
+
+    calls = []
+    monkeypatch.setattr("p2p_cli.engine.pipeline.sample_flow", lambda *a, **k: calls.append(1))
+    guided = joint_model.family.name == "sd3"
+    text = 77 + 256 if guided else 512
+    side = 256 // joint_model.vae_scale
+    free = run_bytes(joint_model, (side, side), 2, guided, [], False, text)  # what 256 px needs
+    monkeypatch.setattr(memory, "available_bytes", lambda device: free)
+    recipe = parse_recipe({"source": "a cat on a mat", "edits": [{"target": "a dog on a mat"}], "steps": 2,
+                           "size": 512})
+    with pytest.raises(memory.NotEnoughMemory, match=r"size 512x512 needs about .* the largest size that fits is "
+                                                     r"about size: (256|2[0-9][0-9]) "):
+        run_edit(joint_model, recipe)
+    assert calls == []
+
+
+def test_the_joint_estimate_grows_with_size_rows_and_explicit_attention(joint_model):
+    from p2p_cli.engine.pipeline import run_bytes
+
+    def need(side, prompts=2, explicit=False):
+        return run_bytes(joint_model, (side, side), prompts, False, [], explicit, 512)
+
+    assert need(32) > 3 * need(16)
+    assert need(16, prompts=4) > 1.5 * need(16)
+    # explicit attention materialises (image x [image; text]) maps: on a 256x256 token grid (65536 tokens) they
+    # are the largest part, over 100 GiB
+    assert need(512, explicit=True) - need(512) > 100 * 2**30
