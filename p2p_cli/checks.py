@@ -37,7 +37,7 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
 
     folder = Path(spec).expanduser() / ("tokenizer_3" if family == "sd3" else "tokenizer_2")
     if not folder.is_dir():
-        return [clip]  # SD3 without T5: its CLIP part only
+        return [clip]  # SD3 without T5 (the bundled transformer shapes model too): its CLIP part only
     t5 = AutoTokenizer.from_pretrained(str(folder))
     flux_dev = family == "flux" and _flux_guidance(spec)
     t5.model_max_length = 256 if family == "sd3" or not flux_dev else 512
@@ -173,16 +173,22 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
     return warnings
 
 
+BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # models.MMDIT_NAMES (this module stays torch-free)
+
+
 @functools.cache  # read once per model, however many recipes name it (a manifest of thousands)
 def model_geometry(spec: str | None) -> dict | None:
     """Native side, pixels per latent cell and size multiple of the bundled model or a local folder, from its
     config files (no weights read, no torch); None for a hub id or a single-file checkpoint."""
+    shapes = Path(__file__).resolve().parent / "shapes"
     if spec is None or spec == "shapes":
-        folder = Path(__file__).resolve().parent / "shapes" / "weights"
+        folder = vae_folder = shapes / "weights"
+    elif spec in BUNDLED_MMDIT:  # it ships its transformer; the VAE is the UNet model's (shapes/mmdit_bundle.py)
+        folder, vae_folder = shapes / "weights-mmdit", shapes / "weights"
     else:
-        folder = Path(spec).expanduser()
+        folder = vae_folder = Path(spec).expanduser()
     try:
-        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((vae_folder / "vae" / "config.json").read_text(encoding="utf-8"))
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
         if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
             config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))

@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from p2p_cli.checks import BUNDLED_MMDIT
+
 
 @dataclass
 class Model:
@@ -100,6 +102,7 @@ def from_components(parts: dict, id: str = "components", device: str = "cpu", dt
 # --- loading -------------------------------------------------------------------------------------------
 
 BUNDLED_NAMES = ("shapes", "bundled:shapes")  # `--model shapes` (or none) means the bundled model; run.json says bundled:shapes
+MMDIT_NAMES = BUNDLED_MMDIT  # `--model shapes-mmdit`: the bundled transformer (SD3-layout) shapes model
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writes them
@@ -160,6 +163,15 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
                 " --model with a local folder saved by diffusers' save_pretrained or a hub id"
             )
         model = load_folder(folder, allow_pickle, dt, id="bundled:shapes")
+    elif spec in MMDIT_NAMES:
+        from p2p_cli.shapes.mmdit_bundle import bundle_folder, shared_parts
+
+        folder = bundle_folder()
+        if not (folder / "transformer").is_dir() or not all((bundled_weights() / p).is_dir() for p in PARTS):
+            raise ModelLoadError(f"the bundled transformer shapes model is not installed (no model in {folder}); see"
+                                 " DEVELOPERS.md, 'The wide world and the transformer shapes model'")
+        model = load_transformer_folder(folder, allow_pickle, dt, id="bundled:shapes-mmdit",
+                                        parts=shared_parts(bundled_weights(), dt))
     elif (path := Path(spec).expanduser()).exists():
         if path.is_dir():
             model = load_folder(path, allow_pickle, dt, id=str(path.resolve()))
@@ -251,9 +263,10 @@ def _check_safe(folder: Path, allow_pickle: bool) -> None:
 
 
 def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
-                            id: str | None = None) -> Model:
+                            id: str | None = None, parts: dict | None = None) -> Model:
     """An SD3 / SD3.5 or FLUX.1 folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
-    family's diffusers pipeline class as it reads a hub snapshot."""
+    family's diffusers pipeline class as it reads a hub snapshot; parts: components given instead of read from
+    the folder (the bundled transformer shapes model shares its VAE and text encoders with the UNet model)."""
     import json
 
     import diffusers
@@ -279,7 +292,8 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
             # passed as None: diffusers does not read them as absent by itself
             absent = {k: None for k, v in index.items() if v == [None, None]}
             pipe = pipelines[name].from_pretrained(folder, torch_dtype=dtype,
-                                                   use_safetensors=None if allow_pickle else True, **absent)
+                                                   use_safetensors=None if allow_pickle else True,
+                                                   **{**absent, **(parts or {})})
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
     keep = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3",

@@ -390,7 +390,7 @@ def warn(recipe: Recipe, label: str, model: str | None = None) -> None:
 
     lines = recipe_warnings(recipe)
     spec = model if model is not None else recipe.model
-    if spec in (None, "shapes"):
+    if spec in (None, "shapes", "shapes-mmdit"):  # the bundled models share their captions' words
         lines += _unknown_words(recipe)
     lines += _input_warnings(recipe, label, spec)
     for line in lines:

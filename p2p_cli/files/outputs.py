@@ -186,8 +186,8 @@ def resolved_recipe(recipe: Recipe, size: tuple[int, int] | None = None, model_i
     data = recipe.model_dump(mode="json")
     data["size"] = list(size or recipe.size or ()) or None
     data["model"] = model_id or recipe.model
-    if data["model"] == "bundled:shapes":  # the loader's record of the bundled model; recipes name it "shapes"
-        data["model"] = "shapes"
+    if data["model"] in ("bundled:shapes", "bundled:shapes-mmdit"):  # the loader's record of a bundled model;
+        data["model"] = data["model"].removeprefix("bundled:")  # recipes name it "shapes" / "shapes-mmdit"
     data["cross_replace"] = _cross_yaml(recipe.cross_replace) if recipe.cross_replace else None
     data["self_replace"] = list(recipe.self_replace) if recipe.self_replace else None
     for edit, out in zip(recipe.edits, data["edits"]):

@@ -43,6 +43,7 @@ from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transf
 from transformers import CLIPTextModelWithProjection  # noqa: E402
 
 from ..arch import clip_tokenizer  # noqa: E402
+from .mmdit_bundle import shared_parts  # noqa: E402
 from .train import (Tokens, attention_targets, donor_captions, ema_update, localisation_loss,  # noqa: E402
                     log, optimiser_step, save_whole, scenes_batch, shuffle_padding)
 from .world import sample_scene, sample_wide_scene  # noqa: E402
@@ -81,15 +82,8 @@ def build_transformer(cfg: Config, seed: int, text_dim: int, pooled_dim: int) ->
 
 def bundled_parts(folder: Path) -> tuple[AutoencoderKL, CLIPTextModelWithProjection]:
     """The bundled model's VAE (shift_factor 0, as SD3's pipeline needs one) and text encoder with a projection."""
-    vae = AutoencoderKL.from_pretrained(folder / "vae")
-    vae.register_to_config(shift_factor=0.0)
-    torch.manual_seed(0)
-    text = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder")
-    with torch.no_grad():  # the pooled output starts as the pooled hidden state itself
-        n = min(text.text_projection.weight.shape)
-        text.text_projection.weight.zero_()
-        text.text_projection.weight[:n, :n] = torch.eye(n)
-    return vae.requires_grad_(False).eval(), text.requires_grad_(False).eval()
+    parts = shared_parts(folder)
+    return parts["vae"], parts["text_encoder"]
 
 
 class JointRecorder:

@@ -1,0 +1,97 @@
+"""The bundled transformer shapes model (`model: shapes-mmdit`): what is shipped and how it becomes a pipeline.
+
+`python -m p2p_cli.shapes.train_mmdit` writes a whole StableDiffusion3Pipeline folder (38.5 MB of safetensors).
+Its VAE and its two CLIP text encoders are the bundled UNet model's, frozen, so the package ships only what is
+new: `weights-mmdit/` holds model_index.json, scheduler/ and transformer/ (9 MB), and loading passes the shared
+parts, rebuilt from `weights/` exactly as training built them (`shared_parts`), to the same
+StableDiffusion3Pipeline.from_pretrained that reads a hub SD3 folder.
+
+    python -m p2p_cli.shapes.mmdit_bundle CHECKPOINT   # replace weights-mmdit/ with a trained checkpoint's parts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+SHIPPED = ("model_index.json", "scheduler", "transformer")
+
+
+def bundle_folder() -> Path:
+    """Where the bundled transformer shapes model lives."""
+    return Path(__file__).resolve().parent / "weights-mmdit"
+
+
+def shared_parts(unet_folder: Path, dtype: torch.dtype = torch.float32) -> dict:
+    """The parts the transformer model shares with the bundled UNet model (as train_mmdit builds them): its VAE with
+    shift_factor 0 (SD3's pipeline subtracts one) and its CLIP text encoder with a projection that is the identity
+    (it only makes the pooled embedding), as both text encoders, with its tokenizer."""
+    import transformers
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    transformers.utils.logging.set_verbosity_error()  # it would report the new projection as missing
+    transformers.utils.logging.disable_progress_bar()
+    vae = AutoencoderKL.from_pretrained(unet_folder / "vae", torch_dtype=dtype)
+    vae.register_to_config(shift_factor=0.0)
+    text = CLIPTextModelWithProjection.from_pretrained(unet_folder / "text_encoder", dtype=dtype)
+    with torch.no_grad():  # the pooled output is the pooled hidden state itself
+        n = min(text.text_projection.weight.shape)
+        text.text_projection.weight.zero_()
+        text.text_projection.weight[:n, :n] = torch.eye(n)
+    text = text.requires_grad_(False).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(unet_folder / "tokenizer")
+    return dict(vae=vae.requires_grad_(False).eval(), text_encoder=text, text_encoder_2=text, tokenizer=tokenizer,
+                tokenizer_2=tokenizer)
+
+
+def export(checkpoint: Path, out: Path | None = None) -> Path:
+    """Copy a train_mmdit checkpoint's own parts (SHIPPED) into out (default: the bundle folder), replacing it
+    whole; refuse a checkpoint whose VAE or text encoder is not the bundled UNet model's."""
+    from safetensors.torch import load_file
+
+    from p2p_cli.models import bundled_weights
+
+    out = out or bundle_folder()
+    shared = shared_parts(bundled_weights())
+    for part, module in (("vae", shared["vae"]), ("text_encoder", shared["text_encoder"]),
+                         ("text_encoder_2", shared["text_encoder_2"])):
+        files = sorted((checkpoint / part).glob("*.safetensors"))
+        saved = {k: v for f in files for k, v in load_file(f).items()}
+        own = module.state_dict()
+        if not saved or any(k not in own or not torch.equal(own[k], v) for k, v in saved.items()):
+            raise SystemExit(f"{checkpoint / part}: not the bundled UNet model's part; the bundle would differ from"
+                             " the checkpoint")
+    index = json.loads((checkpoint / "model_index.json").read_text())
+    if index.get("_class_name") != "StableDiffusion3Pipeline":
+        raise SystemExit(f"{checkpoint}: not a StableDiffusion3Pipeline folder")
+    tmp = Path(tempfile.mkdtemp(prefix=".weights-mmdit-", dir=out.parent))
+    try:
+        for name in SHIPPED:
+            src = checkpoint / name
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)
+        old = out.with_name(out.name + ".old")
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Replace the bundled transformer shapes model with a checkpoint's parts.")
+    ap.add_argument("checkpoint", type=Path, help="a folder train_mmdit wrote")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    print(export(args.checkpoint, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The bundled transformer shapes model (`model: shapes-mmdit`): it ships only its own parts, loads through
+StableDiffusion3Pipeline.from_pretrained as a hub SD3 folder does, and samples what diffusers' pipeline samples."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from p2p_cli.engine.pipeline import initial_latent, run_edit
+from p2p_cli.models import bundled_weights, load_model
+from p2p_cli.recipe import parse_recipe
+from p2p_cli.shapes.mmdit_bundle import SHIPPED, bundle_folder, export, shared_parts
+from p2p_cli.shapes.train_mmdit import Config, build_transformer, save
+
+needs_bundles = pytest.mark.skipif(not (bundle_folder() / "transformer").is_dir()
+                                   or not (bundled_weights() / "vae").is_dir(), reason="bundled models absent")
+SOURCE, TARGET = "a big red circle and a small blue square on a white background", \
+    "a big green circle and a small blue square on a white background"
+
+
+@needs_bundles
+def test_the_bundle_samples_what_diffusers_pipeline_samples():
+    """The engine's uncontrolled rows (windows of 0) against StableDiffusion3Pipeline built from the same parts,
+    from the same initial noise: the bundle is an SD3 model like any other."""
+    from diffusers import StableDiffusion3Pipeline
+
+    model = load_model("shapes-mmdit", device="cpu", dtype="fp32")
+    assert model.family.name == "sd3" and model.id == "bundled:shapes-mmdit" and model.text_encoder_3 is None
+    assert model.vae.config.shift_factor == 0.0
+    r = parse_recipe({"source": SOURCE, "seed": 2, "steps": 4, "cross_replace": 0.0, "self_replace": 0.0,
+                      "edits": [{"target": TARGET}]})
+    ours = run_edit(model, r)
+    parts = {k: getattr(model, k) for k in ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2",
+                                            "tokenizer_2", "scheduler")}
+    pipe = StableDiffusion3Pipeline(**parts, text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    latent = initial_latent(2, 4, (16, 16)).expand(2, -1, -1, -1)
+    theirs = pipe([SOURCE, TARGET], latents=latent.clone(), num_inference_steps=4, height=64, width=64,
+                  guidance_scale=model.family.default_guidance, output_type="pt").images
+    assert torch.allclose(ours.images, theirs, atol=1e-4, rtol=0)
+    assert (ours.images[0] - ours.images[1]).abs().max() > 1e-2  # the colour word matters
+
+
+@needs_bundles
+def test_the_bundle_ships_the_transformer_and_shares_the_rest():
+    shipped = {p.name for p in bundle_folder().iterdir()}
+    assert shipped == set(SHIPPED)
+    size = sum(p.stat().st_size for p in bundle_folder().rglob("*") if p.is_file())
+    assert size <= 40_000_000  # the issue's limit; the shared parts live in the UNet model's folder
+    parts = shared_parts(bundled_weights())
+    assert parts["text_encoder"] is parts["text_encoder_2"]
+    ids = parts["tokenizer"]("a big red circle", return_tensors="pt").input_ids
+    out = parts["text_encoder"](ids)
+    assert torch.allclose(out.text_embeds, out.last_hidden_state[0, ids[0].argmax()][None], atol=1e-6)  # identity
+
+
+@needs_bundles
+def test_export_takes_a_trained_folder_and_refuses_one_with_other_parts(tmp_path):
+    parts = shared_parts(bundled_weights())
+    text = parts["text_encoder"]
+    transformer = build_transformer(Config(layers=2), 0, 2 * text.config.hidden_size, 2 * text.config.projection_dim)
+    save(tmp_path / "ckpt", transformer, parts["vae"], text, parts["tokenizer"], 1.0)
+    out = export(tmp_path / "ckpt", tmp_path / "bundle")
+    assert {p.name for p in out.iterdir()} == set(SHIPPED)
+    whole = load_model(str(tmp_path / "ckpt"), device="cpu", dtype="fp32")
+    from p2p_cli.models import load_transformer_folder
+
+    bundled = load_transformer_folder(out, parts=shared_parts(bundled_weights()))
+    r = parse_recipe({"source": SOURCE, "seed": 0, "steps": 2, "edits": [{"target": TARGET}]})
+    assert torch.equal(run_edit(whole, r).images, run_edit(bundled, r).images)
+
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "ckpt", other)
+    from safetensors.torch import load_file, save_file
+
+    weights = next((other / "vae").glob("*.safetensors"))
+    state = load_file(weights)
+    key = next(iter(state))
+    state[key] = state[key] + 1
+    save_file(state, weights)
+    with pytest.raises(SystemExit, match="not the bundled UNet model's part"):
+        export(other, tmp_path / "bundle2")
+    assert not (tmp_path / "bundle2").exists()
