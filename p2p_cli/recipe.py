@@ -187,7 +187,7 @@ class Edit(BaseModel):
 # what recipes run in one batch (p2p edit --batch-rows) must share: the batch has one schedule, one size, one
 # guidance, one set of layer rules and SDXL size/crop ids; seeds and negative prompts may differ
 BATCH_SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res", "self_blocks", "blend_blocks",
-                "original_size", "crops_coords_top_left", "target_size", "shift")
+                "text_mass", "original_size", "crops_coords_top_left", "target_size", "shift")
 
 
 class Recipe(BaseModel):
@@ -212,6 +212,10 @@ class Recipe(BaseModel):
     self_blocks: list[Annotated[int, Field(ge=0)]] | None = None
     blend_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     shift: float | None = Field(None, gt=0)  # flow-matching families: the sampler's fixed shift (None: the family's)
+    # transformer families: whose share of attention an edited row gives its text keys (the rest goes to image
+    # keys): the source's, the target's own, or the source's while the self window is open and the target's own
+    # after it (None: self-window); engine/joint_attention.py says why
+    text_mass: Literal["source", "target", "self-window"] | None = None
     baseline: bool = False
     image: str | None = Field(None, min_length=1)  # a real picture to edit (relative to the recipe file)
     mask: str | None = Field(None, min_length=1)  # where the edits may change the picture (white), relative too

@@ -109,7 +109,8 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     if joint:
         default = "every block" if geometry["family"] == "sd3" else "Stable Flow's vital layers"
         self_blocks = recipe.self_blocks if recipe.self_blocks is not None else default
-        layers = f"  self_blocks: {self_blocks}  blend_blocks: {recipe.blend_blocks or 'every block'}"
+        layers = (f"  self_blocks: {self_blocks}  blend_blocks: {recipe.blend_blocks or 'every block'}"
+                  f"  text_mass: {recipe.text_mass or 'self-window'}")
     lines = [
         f"  name: {recipe.name} (writes OUT/{recipe.name}/)",
         f"  model: {model}{' (bundled)' if model == 'shapes' else ''}",

@@ -5,14 +5,25 @@ query, the text-key block of its probabilities plays the part of the paper's cro
 image-key block the part of its self-attention map. The text stream's own queries are not controlled.
 
 The edit of a target's row (image queries, conditional half), with P its own probabilities and S the source's:
-    E_text  = the UNet edit of the text block (as edits.edit_cross_explicit: inside the cross window the source's
-              text block through the mapper, refine's aligned mix, the reweight factors, per-token gates)
+    T       = the UNet edit of the text block (as edits.edit_cross_explicit: inside the cross window the source's
+              text block through the mapper, refine's aligned mix, the reweight factors, per-token gates);
+              t = its text mass before reweighting (its row sum with factors 1)
+    m       = the row's text share: t, or the target's own (sum of P's text block) where text_mass says so
+    E_text  = T * m / t
     E_image = X * (1 - m) / sum(X)
               X = the source's image block in the self-injected blocks inside the self window, else the target's
-              own; m = the text mass of E_text before reweighting (its row sum with factors 1).
+              own.
 So, as in a softmax, the image block takes the mass the text block leaves, and reweighting then scales words
 on top as the paper's reweight does (rows need not sum to 1). Outside every window E = P exactly; an identity
 edit gives the source exactly. This is a choice (the paper has no joint attention); docs/families.md says why.
+
+Whose text share (recipe `text_mass`): a UNet reads text in its own cross-attention layer, at a weight its
+architecture fixes; the paper moves only the distribution over words. A joint softmax also decides, per image
+query, how much it reads text at all, and that share carries both where objects are and how strongly a word
+shows. "source" transfers it (the layout held hardest; the bundled transformer shapes model then kept the
+source's colour in most colour swaps), "target" keeps the row's own (only the distribution over words moves, as
+in a UNet), and "self-window" (the default) takes the source's while the self window is open, when the layout
+forms, and the row's own after it.
 
 Fused form: everything above is linear in the probabilities except the scalar 1 / sum(X), so two SDPA calls per
 layer give it without any (image x image) map: values get extra channels, [text values | image values | mass |
@@ -102,8 +113,18 @@ class JointControl:
         g, n = ctl.n_sources, ctl.n_targets
         if not n:
             return text_probs
-        edited, _ = self._edit_text(ctl.sources_of_targets(text_probs), text_probs[g : g + n], p2p["step"].reshape(1))
+        own = text_probs[g : g + n]
+        edited, mass = self._edit_text(ctl.sources_of_targets(text_probs), own, p2p["step"].reshape(1))
+        edited, _ = self._text_share(edited, mass, own.sum(-1, keepdim=True), p2p)
         return torch.cat([text_probs[:g], edited, text_probs[g + n :]])
+
+    @staticmethod
+    def _text_share(e_text: torch.Tensor, mass: torch.Tensor, own: torch.Tensor,
+                    p2p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The edited text block rescaled to the row's own text share where text_mass says so (module doc), and
+        the share the image block leaves room for."""
+        keep = p2p["own_mass"]  # (n, 1, 1, 1) bool
+        return (torch.where(keep, e_text * (own / mass.clamp_min(EPS)), e_text), torch.where(keep, own, mass))
 
     def _used(self, probs: torch.Tensor, p2p: dict[str, torch.Tensor], text: slice, image: slice,
               inject: bool) -> torch.Tensor:
@@ -115,6 +136,7 @@ class JointControl:
         step = p2p["step"].reshape(1)
         src, tgt = ctl.sources_of_targets(probs), probs[g : g + n]
         e_text, mass = self._edit_text(src[..., text], tgt[..., text], step)
+        e_text, mass = self._text_share(e_text, mass, tgt[..., text].sum(-1, keepdim=True), p2p)
         x = tgt[..., image]
         if inject:
             gate = ctl.self_gate.index_select(0, step)[0][:, None, None, None] > 0  # (n, 1, 1, 1)
@@ -150,6 +172,9 @@ class JointControl:
         text_out = a[..., :d] + b[..., :d]
         mass = a[..., 2 * d] + b[..., 2 * d]  # (n, heads, N)
         img, text_mass = b[..., d : 2 * d], b[..., 2 * d + 1]
+        keep = p2p["own_mass"][..., 0]  # (n, 1, 1): the row keeps its own text share (text_mass)
+        text_out = torch.where(keep[..., None], text_out * (text_mass / mass.clamp_min(EPS))[..., None], text_out)
+        mass = torch.where(keep, text_mass, mass)
         if inject:
             pick = p2p["inject"]  # (n, 1, 1, 1) bool
             img = torch.where(pick, a[..., d : 2 * d], img)

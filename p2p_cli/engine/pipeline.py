@@ -283,6 +283,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
             mapper=dev_plan.mapper, aligned=dev_plan.aligned, equalizer=dev_plan.equalizer, alpha=dev_plan.alpha,
             self_gate=dev_plan.self_gate, self_max_res=self_max_res, explicit=attention == "explicit",
             stores=all_stores, dtype=model.dtype, joint=joint, self_blocks=self_blocks,
+            text_mass=recipe.text_mass or "self-window",
             source_of=batched.source_of.to(device),
         )
         step_inputs = control.step_inputs()
@@ -447,11 +448,12 @@ def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") ->
             raise RecipeError([f"{k}: only SDXL models take size and crop ids; {model.id} is {family.label}"
                                for k in keys], source_name)
     if family.denoiser == "unet":
-        keys = [k for k in ("self_blocks", "blend_blocks", "shift") if getattr(recipe, k) is not None]
+        keys = [k for k in ("self_blocks", "blend_blocks", "shift", "text_mass") if getattr(recipe, k) is not None]
         if keys:
-            raise RecipeError([f"{k}: only the flow-matching transformers (SD3, FLUX.1) have blocks and a sampler"
-                               f" shift; {model.id} is {family.label}" + ("" if k == "shift" else
-                               ": use self_replace_max_res / blend_res") for k in keys], source_name)
+            raise RecipeError([f"{k}: only the flow-matching transformers (SD3, FLUX.1) have joint blocks and a"
+                               f" sampler shift; {model.id} is {family.label}" + (
+                                   ": use self_replace_max_res / blend_res" if k.endswith("blocks") else "")
+                               for k in keys], source_name)
     if recipe.image is not None and family.sampler == "flow" and recipe.inversion_method == "ddpm":
         raise RecipeError([f"inversion: ddpm inverts a DDPM sampler's noise; {family.label} samples an ODE (flow"
                            " matching): use direct (the default) or ddim"], source_name)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import yaml
 
 from p2p_cli.models import Model
 from p2p_cli.engine.pipeline import generate, run_edit
@@ -148,13 +149,15 @@ def _swap_summary(rows: list[tuple[bool, bool, float]]) -> dict:
             "within_1px": float(np.mean(dist <= 1.0)), "n": len(rows)}
 
 
-def eval_swap(model: Model, attribute: str, n: int, steps: int, guidance: float, fresh: int = 0) -> dict:
+def eval_swap(model: Model, attribute: str, n: int, steps: int, guidance: float, fresh: int = 0,
+              settings: dict | None = None) -> dict:
     """Replace a colour or shape word (cross 0.8, self 0.4) vs the uncontrolled target from the same seed."""
     rows = {"p2p": [], "baseline": []}
     scene_seed, first = fresh_seeds(fresh, 0)
     for case in swap_cases(n, attribute, seed=scene_seed, first_seed=first):
         o, new = case.scene.objects[case.k], case.target.objects[case.k]
-        out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance))
+        out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance,
+                                          settings))
         imgs = to_uint8(out.images)  # source, edit-1, baseline-1
         rows["p2p"].append(_swap_outcome(imgs[0], imgs[1], o, new, attribute))
         rows["baseline"].append(_swap_outcome(imgs[0], imgs[2], o, new, attribute))
@@ -184,7 +187,8 @@ def _free_outcome(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[bool, b
     return got.colour_name == new.colour, dist <= KEEP_PX, dist
 
 
-def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0) -> dict:
+def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
+              settings: dict | None = None) -> dict:
     """Colour swaps in the wide world on captions without place words, where the text does not pin the layout:
     P2P (cross 0.8, self 0.4) against the uncontrolled target from the same noise. Cases whose source picture
     lacks the object are counted as failures for both."""
@@ -192,7 +196,8 @@ def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0)
     scene_seed, first = fresh_seeds(fresh, 4)
     for case in free_swap_cases(n, seed=scene_seed, first_seed=first):
         new = case.target.objects[case.k]
-        out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance))
+        out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance,
+                                          settings))
         imgs = to_uint8(out.images)  # source, edit-1, baseline-1
         rows["p2p"].append(_free_outcome(imgs[0], imgs[1], case.scene, case.k, new))
         rows["baseline"].append(_free_outcome(imgs[0], imgs[2], case.scene, case.k, new))
@@ -217,7 +222,8 @@ def _outside_change(src_img, img, o: Obj) -> float | None:
     return float(diff[outside].mean())
 
 
-def eval_blend(model: Model, n: int, steps: int, guidance: float, fresh: int = 0) -> dict:
+def eval_blend(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
+               settings: dict | None = None) -> dict:
     """Two objects, one recoloured with local blend on its colour words: the rest should not change."""
     rows = {"p2p+blend": [], "p2p": [], "colour_right": []}
     scene_seed, first = fresh_seeds(fresh, 0)
@@ -225,7 +231,7 @@ def eval_blend(model: Model, n: int, steps: int, guidance: float, fresh: int = 0
         o, new = case.scene.objects[case.k], case.target.objects[case.k]
         recipe = parse_recipe({
             "source": caption(case.scene), "seed": case.seed, "steps": steps, "guidance": guidance,
-            "cross_replace": 0.8, "self_replace": 0.4,
+            "cross_replace": 0.8, "self_replace": 0.4, **(settings or {}),
             "edits": [{"target": caption(case.target), "type": "replace",
                        "local_blend": {"words": [o.colour, new.colour]}},
                       {"target": caption(case.target), "type": "replace"}]})
@@ -244,7 +250,8 @@ def eval_blend(model: Model, n: int, steps: int, guidance: float, fresh: int = 0
     }
 
 
-def eval_refine(model: Model, n: int, steps: int, guidance: float, fresh: int = 0) -> dict:
+def eval_refine(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
+                settings: dict | None = None) -> dict:
     """Refine "a big red circle on the left" by adding " on a <colour> background": background changes,
     object kept."""
     rows = []
@@ -255,7 +262,7 @@ def eval_refine(model: Model, n: int, steps: int, guidance: float, fresh: int = 
         src_bg = None
         wanted = list(BACKGROUNDS)[i % len(BACKGROUNDS)]
         recipe = parse_recipe({"source": source, "seed": first + i, "steps": steps, "guidance": guidance,
-                               "cross_replace": 0.8, "self_replace": 0.4,
+                               "cross_replace": 0.8, "self_replace": 0.4, **(settings or {}),
                                "edits": [{"target": f"{source} on a {wanted} background", "type": "refine"}]})
         imgs = to_uint8(run_edit(model, recipe).images)
         src_bg = nearest(estimate_background(imgs[0]), BACKGROUNDS)
@@ -315,6 +322,9 @@ def main(argv: list[str] | None = None) -> None:
                          "(0: the reported set); to check a choice made on the reported set")
     ap.add_argument("--real-methods", default="direct,null-text,negative-prompt,ddim",
                     help="inversions for --only real (also: ddpm)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                    help="a recipe-level setting for every edit measured (YAML value; repeatable), e.g."
+                         " --set self_replace=0.2 --set text_mass=source")
     ap.add_argument("--real-seed", type=int, default=3, help="seed of the real-picture cases (3: the reported ones)")
     ap.add_argument("--real-cross-replace", type=float, default=None,
                     help="cross_replace of the real-picture edits (default: the swaps' 0.8)")
@@ -323,19 +333,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real-self-replace-max-res", type=int, default=None,
                     help="self_replace_max_res of the real-picture edits (default: latent side / 4)")
     args = ap.parse_args(argv)
-    real = {k: v for k, v in (("cross_replace", args.real_cross_replace), ("self_replace", args.real_self_replace),
+    settings = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item}: use KEY=VALUE")
+        settings[key.strip()] = yaml.safe_load(value)
+    real = {**settings} | {k: v for k, v in (("cross_replace", args.real_cross_replace), ("self_replace", args.real_self_replace),
                               ("self_replace_max_res", args.real_self_replace_max_res)) if v is not None}
     from p2p_cli.models import load_model
 
     model = load_model(args.model, device="cpu", dtype="fp32")
     common = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}
-    results, t0 = dict(common), time.time()
+    results, t0 = {**common, "settings": settings}, time.time()
+    edits = {**common, "settings": settings}
     evals = {"plain": lambda: eval_plain(model, **common),
-             "colour": lambda: eval_swap(model, "colour", **common),
-             "shape": lambda: eval_swap(model, "shape", **common),
-             "blend": lambda: eval_blend(model, **common),
-             "refine": lambda: eval_refine(model, **common),
-             "free": lambda: eval_free(model, **common),
+             "colour": lambda: eval_swap(model, "colour", **edits),
+             "shape": lambda: eval_swap(model, "shape", **edits),
+             "blend": lambda: eval_blend(model, **edits),
+             "refine": lambda: eval_refine(model, **edits),
+             "free": lambda: eval_free(model, **edits),
              "real": lambda: {m: eval_real(model, args.n_real, args.steps, args.guidance, m, real, args.real_seed)
                               for m in args.real_methods.split(",")}}
     for name in args.only.split(","):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from p2p_cli.shapes import evaluate as ev
 from p2p_cli.shapes.world import Obj, Scene, render
 
@@ -85,3 +87,21 @@ def test_free_place_outcome_finds_the_source_object_by_colour_wherever_it_is():
     assert ev._free_outcome(src, same_place, scene, 0, new)[:2] == (True, True)
     changed, kept, dist = ev._free_outcome(src, elsewhere, scene, 0, new)
     assert not kept and dist > 3
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # blank pictures: local blend's means are of no case
+def test_set_options_reach_every_measured_edit(monkeypatch, capsys):
+    """`evaluate --set KEY=VALUE` applies a recipe-level setting to each edit it measures (here: what the swaps
+    and local blend ran with; no model samples: run_edit is replaced)."""
+    import torch
+
+    seen = []
+
+    class Out:
+        images = torch.zeros(3, 3, 64, 64)
+
+    monkeypatch.setattr(ev, "run_edit", lambda model, recipe, **kw: seen.append(recipe) or Out())
+    monkeypatch.setattr("p2p_cli.models.load_model", lambda *a, **k: None)
+    ev.main(["--n", "2", "--only", "colour,blend", "--set", "self_replace=0.2", "--set", "text_mass=target"])
+    assert len(seen) >= 3 and all(r.self_replace == (0.0, 0.2) and r.text_mass == "target" for r in seen)
+    assert '"text_mass": "target"' in capsys.readouterr().out

@@ -31,6 +31,7 @@ class Control:
     dtype: torch.dtype = torch.float32  # the UNet's: the fused path's gates and mapper are made in it once
     joint: bool = False  # a transformer's joint attention (engine/joint_attention.py)
     self_blocks: frozenset = frozenset()  # joint: the blocks whose image-image attention targets take
+    text_mass: str = "self-window"  # joint: whose text share an edited row keeps (recipe.text_mass)
     source_of: torch.Tensor | None = None  # (n,) long: each target's source among the G sources; None: all 0
 
     def __post_init__(self) -> None:
@@ -77,12 +78,18 @@ class Control:
     def _joint_inputs(self, i: int) -> dict[str, torch.Tensor]:
         """A joint layer's step inputs: own_gate (n, 1, L, 1) g_own; mass_src (n, 1, L): per source key, the
         unweighted text mass it carries to the target through the mapper (M @ g_src without factors); mass_own
-        (n, 1, L): g_own without factors; inject (n, 1, 1, 1) bool: the self window is open."""
+        (n, 1, L): g_own without factors; inject (n, 1, 1, 1) bool: the self window is open; own_mass (n, 1, 1, 1)
+        bool: the row keeps its own text share at this step (text_mass "target", or "self-window" once the window
+        has closed)."""
+        inject = (self.self_gate[i] > 0)[:, None, None, None]
+        own_mass = {"source": torch.zeros_like(inject), "target": torch.ones_like(inject),
+                    "self-window": ~inject}[self.text_mass]
         return {
             "own_gate": self.g_own[i][:, None, :, None].to(self.dtype).contiguous(),
             "mass_src": (self.mapper @ self.m_src[i][:, :, None])[:, None, :, 0].to(self.dtype).contiguous(),
             "mass_own": self.m_own[i][:, None, :].to(self.dtype).contiguous(),
-            "inject": (self.self_gate[i] > 0)[:, None, None, None],
+            "inject": inject,
+            "own_mass": own_mass,
         }
 
     @property
