@@ -11,7 +11,7 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
-from p2p_cli.checks import DEFAULT_GUIDANCE, model_geometry, size_problems
+from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry, size_problems
 from p2p_cli.files.real import recipe_loras
 from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
@@ -131,7 +131,12 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     for k, edit in enumerate(recipe.edits, 1):
         cross = recipe.cross_for(edit)
         words = "".join(f", {w} {_win(win)}" for w, win in cross.words.items())
-        parts = [f"cross_replace {_win(cross.default)}{words}", f"self_replace {_win(recipe.self_for(edit))}"]
+        family_self = DEFAULT_SELF_REPLACE.get(geometry["family"]) if geometry else None
+        if edit.self_replace is None and recipe.self_replace is None and family_self is not None:
+            self_window = f"{_win((0.0, family_self))} (the model family's default)"
+        else:
+            self_window = _win(recipe.self_for(edit))
+        parts = [f"cross_replace {_win(cross.default)}{words}", f"self_replace {self_window}"]
         if edit.reweight:
             parts.append("reweight " + ", ".join(f"{w} x{f:g}" for w, f in edit.reweight.items()))
         if edit.local_blend:

@@ -470,4 +470,6 @@ def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") ->
         raise RecipeError(problems, source_name)
     if "guidance" not in recipe.model_fields_set and recipe.guidance != family.default_guidance:
         recipe = recipe.model_copy(update={"guidance": family.default_guidance})
+    if recipe.self_replace is None and family.default_self_replace is not None:  # edits that set theirs keep it
+        recipe = recipe.model_copy(update={"self_replace": (0.0, family.default_self_replace)})
     return recipe

@@ -71,6 +71,7 @@ class Family:
     name = "sd"
     label = "Stable Diffusion 1.x/2.x"
     default_guidance = 7.5
+    default_self_replace: float | None = None  # the self window's end when a recipe sets none (None: the recipe's 0.4)
     uses_micro_conditioning = False  # SDXL's size and crop ids
     denoiser = "unet"  # the component that denoises: "unet", or "transformer" (joint attention, flow matching)
     sampler = "ddim"  # "ddim" (our DDIM over the scheduler's alphas) or "flow" (Euler over the family's sigmas)

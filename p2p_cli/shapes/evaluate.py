@@ -89,9 +89,10 @@ def swap_cases(n: int, attribute: str, seed: int = 0, two_objects: bool = False,
 
 def edit_recipe(source: str, target: str, seed: int, steps: int, guidance: float, recipe: dict | None = None,
                 **edit) -> object:
-    """A replace edit at the issue's settings (cross 0.8, self 0.4); `recipe` overrides recipe-level fields."""
+    """A replace edit at the issue's settings (cross 0.8; the self window the model family's default: 0.4, SD3 /
+    FLUX.1 0.2); `recipe` overrides recipe-level fields."""
     return parse_recipe({"source": source, "seed": seed, "steps": steps, "guidance": guidance,
-                         "cross_replace": 0.8, "self_replace": 0.4, **(recipe or {}),
+                         "cross_replace": 0.8, **(recipe or {}),
                          "edits": [{"target": target, "type": "replace", "baseline": True, **edit}]})
 
 
@@ -151,7 +152,7 @@ def _swap_summary(rows: list[tuple[bool, bool, float]]) -> dict:
 
 def eval_swap(model: Model, attribute: str, n: int, steps: int, guidance: float, fresh: int = 0,
               settings: dict | None = None) -> dict:
-    """Replace a colour or shape word (cross 0.8, self 0.4) vs the uncontrolled target from the same seed."""
+    """Replace a colour or shape word (cross 0.8, the family's self window) vs the uncontrolled target from the same seed."""
     rows = {"p2p": [], "baseline": []}
     scene_seed, first = fresh_seeds(fresh, 0)
     for case in swap_cases(n, attribute, seed=scene_seed, first_seed=first):
@@ -190,7 +191,7 @@ def _free_outcome(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[bool, b
 def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
               settings: dict | None = None) -> dict:
     """Colour swaps in the wide world on captions without place words, where the text does not pin the layout:
-    P2P (cross 0.8, self 0.4) against the uncontrolled target from the same noise. Cases whose source picture
+    P2P (cross 0.8, the family's self window) against the uncontrolled target from the same noise. Cases whose source picture
     lacks the object are counted as failures for both."""
     rows = {"p2p": [], "baseline": []}
     scene_seed, first = fresh_seeds(fresh, 4)
@@ -231,7 +232,7 @@ def eval_blend(model: Model, n: int, steps: int, guidance: float, fresh: int = 0
         o, new = case.scene.objects[case.k], case.target.objects[case.k]
         recipe = parse_recipe({
             "source": caption(case.scene), "seed": case.seed, "steps": steps, "guidance": guidance,
-            "cross_replace": 0.8, "self_replace": 0.4, **(settings or {}),
+            "cross_replace": 0.8, **(settings or {}),
             "edits": [{"target": caption(case.target), "type": "replace",
                        "local_blend": {"words": [o.colour, new.colour]}},
                       {"target": caption(case.target), "type": "replace"}]})
@@ -262,7 +263,7 @@ def eval_refine(model: Model, n: int, steps: int, guidance: float, fresh: int = 
         src_bg = None
         wanted = list(BACKGROUNDS)[i % len(BACKGROUNDS)]
         recipe = parse_recipe({"source": source, "seed": first + i, "steps": steps, "guidance": guidance,
-                               "cross_replace": 0.8, "self_replace": 0.4, **(settings or {}),
+                               "cross_replace": 0.8, **(settings or {}),
                                "edits": [{"target": f"{source} on a {wanted} background", "type": "refine"}]})
         imgs = to_uint8(run_edit(model, recipe).images)
         src_bg = nearest(estimate_background(imgs[0]), BACKGROUNDS)
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real-cross-replace", type=float, default=None,
                     help="cross_replace of the real-picture edits (default: the swaps' 0.8)")
     ap.add_argument("--real-self-replace", type=float, default=None,
-                    help="self_replace of the real-picture edits (default: the swaps' 0.4)")
+                    help="self_replace of the real-picture edits (default: the model family's, as the swaps)")
     ap.add_argument("--real-self-replace-max-res", type=int, default=None,
                     help="self_replace_max_res of the real-picture edits (default: latent side / 4)")
     args = ap.parse_args(argv)

@@ -43,8 +43,9 @@ def test_validate_shows_the_blocks_not_the_unet_keys(cli, joint_dir, recipe_file
     result = cli("validate", recipe_file(model=str(folder), self_blocks=[0]))
     assert result.exit_code == 0, result.output
     text = result.stdout + result.stderr
-    assert "self_blocks: [0]" in text and "self_replace_max_res" not in text
+    assert "self_blocks: [0]" in text and "self_replace_max_res" not in text and "text_mass: self-window" in text
     assert {"sd3": "guidance: 7 ", "flux": "guidance: 3.5 "}[family] in text
+    assert "self_replace 0.2 (the model family's default)" in text
 
 
 def test_unet_keys_fail_with_the_fix(cli, joint_dir, recipe_file, tmp_path):

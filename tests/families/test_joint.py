@@ -328,3 +328,19 @@ def test_sd35_blocks_edit_fused_as_explicit():
     fused, explicit = run_edit(model, r, baseline=True), run_edit(model, r, attention="explicit", baseline=True)
     assert torch.allclose(fused.latents, explicit.latents, atol=2e-4)
     assert not torch.allclose(fused.latents[1], fused.latents[3], atol=1e-5)  # the edit is not its baseline
+
+
+def test_the_flow_families_default_self_window_is_0_2_and_a_recipe_or_edit_window_wins(joint_model, tiny_model):
+    from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE
+    from p2p_cli.engine.pipeline import resolve_recipe
+
+    family = joint_model.family
+    assert DEFAULT_SELF_REPLACE[family.name] == family.default_self_replace == 0.2  # validate's copy agrees
+    assert DEFAULT_GUIDANCE[family.name] == family.default_guidance
+    plain = resolve_recipe(joint_model, recipe())
+    assert plain.self_for(plain.edits[0]) == (0.0, 0.2)
+    assert resolve_recipe(joint_model, recipe(self_replace=0.4)).self_replace == (0.0, 0.4)
+    own = resolve_recipe(joint_model, recipe(edits=[{"target": TARGET, "self_replace": 0.6}]))
+    assert own.self_for(own.edits[0]) == (0.0, 0.6)
+    unet = resolve_recipe(tiny_model, recipe())
+    assert unet.self_for(unet.edits[0]) == (0.0, 0.4)  # the paper's setting stays the UNet families' default
