@@ -125,6 +125,34 @@ def bundled_weights() -> Path:
     return Path(__file__).resolve().parent / "shapes" / "weights"
 
 
+def bundle_mmdit_weights() -> Path:
+    """Where the bundled transformer shapes model lives: its own parts only (shapes/mmdit_bundle.py)."""
+    return Path(__file__).resolve().parent / "shapes" / "weights-mmdit"
+
+
+def shapes_mmdit_parts(unet_folder: Path, dtype: torch.dtype = torch.float32) -> dict:
+    """The parts the transformer shapes model shares with the bundled UNet model, as its training builds them: the
+    VAE with shift_factor 0 (SD3's pipeline subtracts one) and the CLIP text encoder with a projection that is the
+    identity (it only makes the pooled embedding), as both text encoders, with its tokenizer."""
+    import transformers
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    transformers.utils.logging.set_verbosity_error()  # it would report the new projection as missing
+    transformers.utils.logging.disable_progress_bar()
+    vae = AutoencoderKL.from_pretrained(unet_folder / "vae", torch_dtype=dtype)
+    vae.register_to_config(shift_factor=0.0)
+    text = CLIPTextModelWithProjection.from_pretrained(unet_folder / "text_encoder", dtype=dtype)
+    with torch.no_grad():  # the pooled output is the pooled hidden state itself
+        n = min(text.text_projection.weight.shape)
+        text.text_projection.weight.zero_()
+        text.text_projection.weight[:n, :n] = torch.eye(n)
+    text = text.requires_grad_(False).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(unet_folder / "tokenizer")
+    return dict(vae=vae.requires_grad_(False).eval(), text_encoder=text, text_encoder_2=text, tokenizer=tokenizer,
+                tokenizer_2=tokenizer)
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """auto: cuda if available, else mps, else cpu; an explicit device must be usable here."""
     if device == "auto":
@@ -164,14 +192,12 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
             )
         model = load_folder(folder, allow_pickle, dt, id="bundled:shapes")
     elif spec in MMDIT_NAMES:
-        from p2p_cli.shapes.mmdit_bundle import bundle_folder, shared_parts
-
-        folder = bundle_folder()
+        folder = bundle_mmdit_weights()
         if not (folder / "transformer").is_dir() or not all((bundled_weights() / p).is_dir() for p in PARTS):
             raise ModelLoadError(f"the bundled transformer shapes model is not installed (no model in {folder}); see"
                                  " DEVELOPERS.md, 'The wide world and the transformer shapes model'")
         model = load_transformer_folder(folder, allow_pickle, dt, id="bundled:shapes-mmdit",
-                                        parts=shared_parts(bundled_weights(), dt))
+                                        parts=shapes_mmdit_parts(bundled_weights(), dt))
     elif (path := Path(spec).expanduser()).exists():
         if path.is_dir():
             model = load_folder(path, allow_pickle, dt, id=str(path.resolve()))

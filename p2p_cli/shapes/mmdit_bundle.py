@@ -3,7 +3,7 @@
 `python -m p2p_cli.shapes.train_mmdit` writes a whole StableDiffusion3Pipeline folder (38.5 MB of safetensors).
 Its VAE and its two CLIP text encoders are the bundled UNet model's, frozen, so the package ships only what is
 new: `weights-mmdit/` holds model_index.json, scheduler/ and transformer/ (9 MB), and loading passes the shared
-parts, rebuilt from `weights/` exactly as training built them (`shared_parts`), to the same
+parts, rebuilt from `weights/` exactly as training built them (`models.shapes_mmdit_parts`), to the same
 StableDiffusion3Pipeline.from_pretrained that reads a hub SD3 folder.
 
     python -m p2p_cli.shapes.mmdit_bundle CHECKPOINT   # replace weights-mmdit/ with a trained checkpoint's parts
@@ -19,35 +19,9 @@ from pathlib import Path
 
 import torch
 
+from p2p_cli.models import bundle_mmdit_weights, bundled_weights, shapes_mmdit_parts
+
 SHIPPED = ("model_index.json", "scheduler", "transformer")
-
-
-def bundle_folder() -> Path:
-    """Where the bundled transformer shapes model lives."""
-    return Path(__file__).resolve().parent / "weights-mmdit"
-
-
-def shared_parts(unet_folder: Path, dtype: torch.dtype = torch.float32) -> dict:
-    """The parts the transformer model shares with the bundled UNet model (as train_mmdit builds them): its VAE with
-    shift_factor 0 (SD3's pipeline subtracts one) and its CLIP text encoder with a projection that is the identity
-    (it only makes the pooled embedding), as both text encoders, with its tokenizer."""
-    import transformers
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
-
-    transformers.utils.logging.set_verbosity_error()  # it would report the new projection as missing
-    transformers.utils.logging.disable_progress_bar()
-    vae = AutoencoderKL.from_pretrained(unet_folder / "vae", torch_dtype=dtype)
-    vae.register_to_config(shift_factor=0.0)
-    text = CLIPTextModelWithProjection.from_pretrained(unet_folder / "text_encoder", dtype=dtype)
-    with torch.no_grad():  # the pooled output is the pooled hidden state itself
-        n = min(text.text_projection.weight.shape)
-        text.text_projection.weight.zero_()
-        text.text_projection.weight[:n, :n] = torch.eye(n)
-    text = text.requires_grad_(False).eval()
-    tokenizer = CLIPTokenizer.from_pretrained(unet_folder / "tokenizer")
-    return dict(vae=vae.requires_grad_(False).eval(), text_encoder=text, text_encoder_2=text, tokenizer=tokenizer,
-                tokenizer_2=tokenizer)
 
 
 def export(checkpoint: Path, out: Path | None = None) -> Path:
@@ -55,10 +29,8 @@ def export(checkpoint: Path, out: Path | None = None) -> Path:
     whole; refuse a checkpoint whose VAE or text encoder is not the bundled UNet model's."""
     from safetensors.torch import load_file
 
-    from p2p_cli.models import bundled_weights
-
-    out = out or bundle_folder()
-    shared = shared_parts(bundled_weights())
+    out = out or bundle_mmdit_weights()
+    shared = shapes_mmdit_parts(bundled_weights())
     for part, module in (("vae", shared["vae"]), ("text_encoder", shared["text_encoder"]),
                          ("text_encoder_2", shared["text_encoder_2"])):
         files = sorted((checkpoint / part).glob("*.safetensors"))

@@ -43,7 +43,7 @@ from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transf
 from transformers import CLIPTextModelWithProjection  # noqa: E402
 
 from ..arch import clip_tokenizer  # noqa: E402
-from .mmdit_bundle import shared_parts  # noqa: E402
+from ..models import shapes_mmdit_parts  # noqa: E402
 from .train import (Tokens, attention_targets, donor_captions, ema_update, localisation_loss,  # noqa: E402
                     log, optimiser_step, save_whole, scenes_batch, shuffle_padding)
 from .world import sample_scene, sample_wide_scene  # noqa: E402
@@ -82,7 +82,7 @@ def build_transformer(cfg: Config, seed: int, text_dim: int, pooled_dim: int) ->
 
 def bundled_parts(folder: Path) -> tuple[AutoencoderKL, CLIPTextModelWithProjection]:
     """The bundled model's VAE (shift_factor 0, as SD3's pipeline needs one) and text encoder with a projection."""
-    parts = shared_parts(folder)
+    parts = shapes_mmdit_parts(folder)
     return parts["vae"], parts["text_encoder"]
 
 

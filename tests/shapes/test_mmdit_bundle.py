@@ -11,10 +11,11 @@ import torch
 from p2p_cli.engine.pipeline import initial_latent, run_edit
 from p2p_cli.models import bundled_weights, load_model
 from p2p_cli.recipe import parse_recipe
-from p2p_cli.shapes.mmdit_bundle import SHIPPED, bundle_folder, export, shared_parts
+from p2p_cli.models import bundle_mmdit_weights, shapes_mmdit_parts
+from p2p_cli.shapes.mmdit_bundle import SHIPPED, export
 from p2p_cli.shapes.train_mmdit import Config, build_transformer, save
 
-needs_bundles = pytest.mark.skipif(not (bundle_folder() / "transformer").is_dir()
+needs_bundles = pytest.mark.skipif(not (bundle_mmdit_weights() / "transformer").is_dir()
                                    or not (bundled_weights() / "vae").is_dir(), reason="bundled models absent")
 SOURCE, TARGET = "a big red circle and a small blue square on a white background", \
     "a big green circle and a small blue square on a white background"
@@ -45,11 +46,11 @@ def test_the_bundle_samples_what_diffusers_pipeline_samples():
 
 @needs_bundles
 def test_the_bundle_ships_the_transformer_and_shares_the_rest():
-    shipped = {p.name for p in bundle_folder().iterdir()}
+    shipped = {p.name for p in bundle_mmdit_weights().iterdir()}
     assert shipped == set(SHIPPED)
-    size = sum(p.stat().st_size for p in bundle_folder().rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in bundle_mmdit_weights().rglob("*") if p.is_file())
     assert size <= 40_000_000  # the limit; the shared parts live in the UNet model's folder
-    parts = shared_parts(bundled_weights())
+    parts = shapes_mmdit_parts(bundled_weights())
     assert parts["text_encoder"] is parts["text_encoder_2"]
     ids = parts["tokenizer"]("a big red circle", return_tensors="pt").input_ids
     out = parts["text_encoder"](ids)
@@ -58,7 +59,7 @@ def test_the_bundle_ships_the_transformer_and_shares_the_rest():
 
 @needs_bundles
 def test_export_takes_a_trained_folder_and_refuses_one_with_other_parts(tmp_path):
-    parts = shared_parts(bundled_weights())
+    parts = shapes_mmdit_parts(bundled_weights())
     text = parts["text_encoder"]
     transformer = build_transformer(Config(layers=2), 0, 2 * text.config.hidden_size, 2 * text.config.projection_dim)
     save(tmp_path / "ckpt", transformer, parts["vae"], text, parts["tokenizer"], 1.0)
@@ -67,7 +68,7 @@ def test_export_takes_a_trained_folder_and_refuses_one_with_other_parts(tmp_path
     whole = load_model(str(tmp_path / "ckpt"), device="cpu", dtype="fp32")
     from p2p_cli.models import load_transformer_folder
 
-    bundled = load_transformer_folder(out, parts=shared_parts(bundled_weights()))
+    bundled = load_transformer_folder(out, parts=shapes_mmdit_parts(bundled_weights()))
     r = parse_recipe({"source": SOURCE, "seed": 0, "steps": 2, "edits": [{"target": TARGET}]})
     assert torch.equal(run_edit(whole, r).images, run_edit(bundled, r).images)
 
