@@ -27,26 +27,35 @@ def clip_tokenizer():
 
 def check_tokenizers(spec: str | None, clip: Any) -> list:
     """The tokenizers whose positions a model's denoiser reads, for torch-free checks: CLIP's (SD v1's shipped
-    BPE stands in for every CLIP), plus T5's from a local SD3 folder; a local FLUX.1 folder's T5 alone (its CLIP
-    gives only the pooled embedding, which diffusers truncates silently). Each sized as its pipeline pads it."""
+    BPE stands in for every CLIP), plus T5's from a local or cached SD3 folder; a local or cached FLUX.1 folder's
+    T5 alone (its CLIP gives only the pooled embedding, which diffusers truncates silently). Each sized as its
+    pipeline pads it."""
     geometry = model_geometry(spec) if spec not in (None, "shapes") else None
     family = geometry["family"] if geometry else None
     if family not in ("sd3", "flux"):
         return [clip]
+    t5 = _t5_tokenizer(spec, family)
+    if t5 is None:
+        return [clip]  # SD3 without T5 (the bundled transformer shapes model too): its CLIP part only
+    return [clip, t5] if family == "sd3" else [t5]
+
+
+@functools.cache  # read once per model, however many recipes name it
+def _t5_tokenizer(spec: str, family: str) -> Any:
     from transformers import AutoTokenizer
 
-    folder = Path(spec).expanduser() / ("tokenizer_3" if family == "sd3" else "tokenizer_2")
+    folder = model_folder(spec) / ("tokenizer_3" if family == "sd3" else "tokenizer_2")
     if not folder.is_dir():
-        return [clip]  # SD3 without T5 (the bundled transformer shapes model too): its CLIP part only
+        return None
     t5 = AutoTokenizer.from_pretrained(str(folder))
     flux_dev = family == "flux" and _flux_guidance(spec)
     t5.model_max_length = 256 if family == "sd3" or not flux_dev else 512
-    return [clip, t5] if family == "sd3" else [t5]
+    return t5
 
 
 def _flux_guidance(spec: str) -> bool:
     try:
-        return bool(json.loads((Path(spec).expanduser() / "transformer" / "config.json").read_text())["guidance_embeds"])
+        return bool(json.loads((model_folder(spec) / "transformer" / "config.json").read_text())["guidance_embeds"])
     except (OSError, ValueError, KeyError):
         return True
 
@@ -176,17 +185,34 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
 BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # models.MMDIT_NAMES (this module stays torch-free)
 
 
+def model_folder(spec: str) -> Path | None:
+    """A local folder's path, or a hub id's snapshot in the local Hugging Face cache (never downloaded: checks
+    run before anything loads; None when it is not cached)."""
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, local_files_only=True, allow_patterns=["model_index.json"]))
+    except Exception:  # not cached (or no such id): the model is checked once it loads
+        return None
+
+
 @functools.cache  # read once per model, however many recipes name it (a manifest of thousands)
 def model_geometry(spec: str | None) -> dict | None:
-    """Native side, pixels per latent cell and size multiple of the bundled model or a local folder, from its
-    config files (no weights read, no torch); None for a hub id or a single-file checkpoint."""
+    """Native side, pixels per latent cell and size multiple of the bundled model, a local folder or a hub id in
+    the local Hugging Face cache, from its config files (no weights read, no torch, no download); None for a hub
+    id not cached or a single-file checkpoint."""
     shapes = Path(__file__).resolve().parent / "shapes"
     if spec is None or spec == "shapes":
         folder = vae_folder = shapes / "weights"
     elif spec in BUNDLED_MMDIT:  # it ships its transformer; the VAE is the UNet model's (shapes/mmdit_bundle.py)
         folder, vae_folder = shapes / "weights-mmdit", shapes / "weights"
     else:
-        folder = vae_folder = Path(spec).expanduser()
+        folder = vae_folder = model_folder(spec)
+        if folder is None:
+            return None
     try:
         vae = json.loads((vae_folder / "vae" / "config.json").read_text(encoding="utf-8"))
         scale = 2 ** (len(vae["block_out_channels"]) - 1)

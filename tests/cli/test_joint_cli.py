@@ -149,3 +149,35 @@ def test_validate_checks_words_on_the_t5_tokenizer_of_a_local_folder(cli, joint_
     too_long = [{"target": "a painting of a lion eating a burger " + "and a dog " * 200}]
     result = cli("validate", recipe_file(model=str(folder), edits=too_long))
     assert result.exit_code != 0 and "edits[0].target" in result.stderr and "the prompt has" in result.stderr
+
+
+def test_validate_reads_a_cached_hub_model_like_a_local_folder(cli, joint_dir, recipe_file, tmp_path, monkeypatch):
+    """A hub id whose snapshot is in the local Hugging Face cache is checked on its own tokenizers and size
+    multiple before anything loads, with no download (HF_HUB_OFFLINE); an id not cached is checked on CLIP only."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    family, folder = joint_dir
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--tiny-joint"
+    commit = "0" * 40
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from p2p_cli.checks import _t5_tokenizer, model_geometry
+
+    model_geometry.cache_clear()
+    _t5_tokenizer.cache_clear()
+    too_long = [{"target": "a painting of a lion eating a burger " + "and a dog " * 200}]
+    result = cli("validate", recipe_file(model="someone/tiny-joint", edits=too_long))
+    assert result.exit_code == 2 and "edits[0].target" in result.stderr and "the prompt has" in result.stderr
+    result = cli("validate", recipe_file(model="someone/tiny-joint", size=72))
+    assert result.exit_code == 2 and "size: 72 is not a multiple of 16" in result.stderr
+    result = cli("validate", recipe_file(model="someone/tiny-joint"))
+    assert result.exit_code == 0 and "text_mass: self-window" in result.stdout
+    assert cli("validate", recipe_file(model="someone/not-cached", size=72)).exit_code == 0  # checked once loaded
+    model_geometry.cache_clear()
+    _t5_tokenizer.cache_clear()

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from p2p_cli.engine.pipeline import initial_latent, run_edit
-from p2p_cli.models import bundled_weights, load_model
+from p2p_cli.models import bundle_mmdit_weights, bundled_weights, load_model, shapes_mmdit_parts
 from p2p_cli.recipe import parse_recipe
-from p2p_cli.models import bundle_mmdit_weights, shapes_mmdit_parts
 from p2p_cli.shapes.mmdit_bundle import SHIPPED, export
 from p2p_cli.shapes.train_mmdit import Config, build_transformer, save
 
