@@ -43,6 +43,7 @@ def export(checkpoint: Path, out: Path | None = None) -> Path:
     if index.get("_class_name") != "StableDiffusion3Pipeline":
         raise SystemExit(f"{checkpoint}: not a StableDiffusion3Pipeline folder")
     tmp = Path(tempfile.mkdtemp(prefix=".weights-mmdit-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the package folder is read by whoever installs it
     try:
         for name in SHIPPED:
             src = checkpoint / name
