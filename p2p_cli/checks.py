@@ -182,12 +182,18 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
     return warnings
 
 
-BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # models.MMDIT_NAMES (this module stays torch-free)
+BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # the bundled transformer model's names (models.py too)
+SHAPES = Path(__file__).resolve().parent / "shapes"
 
 
-def model_folder(spec: str) -> Path | None:
-    """A local folder's path, or a hub id's snapshot in the local Hugging Face cache (never downloaded: checks
-    run before anything loads; None when it is not cached)."""
+def model_folder(spec: str | None) -> Path | None:
+    """The folder a model's config files are in: the bundled models' (the transformer model's holds no VAE: it is
+    the UNet model's), a local folder, or a hub id's snapshot in the local Hugging Face cache (never downloaded:
+    checks run before anything loads; None when it is not cached)."""
+    if spec is None or spec == "shapes":
+        return SHAPES / "weights"
+    if spec in BUNDLED_MMDIT:
+        return SHAPES / "weights-mmdit"
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
         return path
@@ -204,15 +210,10 @@ def model_geometry(spec: str | None) -> dict | None:
     """Native side, pixels per latent cell and size multiple of the bundled model, a local folder or a hub id in
     the local Hugging Face cache, from its config files (no weights read, no torch, no download); None for a hub
     id not cached or a single-file checkpoint."""
-    shapes = Path(__file__).resolve().parent / "shapes"
-    if spec is None or spec == "shapes":
-        folder = vae_folder = shapes / "weights"
-    elif spec in BUNDLED_MMDIT:  # it ships its transformer; the VAE is the UNet model's (shapes/mmdit_bundle.py)
-        folder, vae_folder = shapes / "weights-mmdit", shapes / "weights"
-    else:
-        folder = vae_folder = model_folder(spec)
-        if folder is None:
-            return None
+    folder = model_folder(spec)
+    if folder is None:
+        return None
+    vae_folder = model_folder("shapes") if spec in BUNDLED_MMDIT else folder  # it shares the UNet model's VAE
     try:
         vae = json.loads((vae_folder / "vae" / "config.json").read_text(encoding="utf-8"))
         scale = 2 ** (len(vae["block_out_channels"]) - 1)

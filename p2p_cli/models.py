@@ -102,7 +102,6 @@ def from_components(parts: dict, id: str = "components", device: str = "cpu", dt
 # --- loading -------------------------------------------------------------------------------------------
 
 BUNDLED_NAMES = ("shapes", "bundled:shapes")  # `--model shapes` (or none) means the bundled model; run.json says bundled:shapes
-MMDIT_NAMES = BUNDLED_MMDIT  # `--model shapes-mmdit`: the bundled transformer (SD3-layout) shapes model
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writes them
@@ -191,7 +190,7 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
                 " --model with a local folder saved by diffusers' save_pretrained or a hub id"
             )
         model = load_folder(folder, allow_pickle, dt, id="bundled:shapes")
-    elif spec in MMDIT_NAMES:
+    elif spec in BUNDLED_MMDIT:  # `--model shapes-mmdit`: the bundled transformer (SD3-layout) shapes model
         folder = bundle_mmdit_weights()
         if not (folder / "transformer").is_dir() or not all((bundled_weights() / p).is_dir() for p in PARTS):
             raise ModelLoadError(f"the bundled transformer shapes model is not installed (no model in {folder}); see"

@@ -257,6 +257,11 @@ class Recipe(BaseModel):
         """The edit's cross-attention schedule, falling back to the recipe's, then to the default tau 0.8."""
         return edit.cross_replace or self.cross_replace or CrossSchedule(default=(0.0, DEFAULT_CROSS_REPLACE))
 
+    @property
+    def text_mass_rule(self) -> str:
+        """text_mass, or its default (None means "not set": UNet models refuse a set one)."""
+        return self.text_mass or "self-window"
+
     def self_for(self, edit: Edit) -> Window:
         """The edit's self-attention window, falling back to the recipe's, then to the default tau 0.4."""
         return edit.self_replace or self.self_replace or (0.0, DEFAULT_SELF_REPLACE)

@@ -110,7 +110,7 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
         default = "every block" if geometry["family"] == "sd3" else "Stable Flow's vital layers"
         self_blocks = recipe.self_blocks if recipe.self_blocks is not None else default
         layers = (f"  self_blocks: {self_blocks}  blend_blocks: {recipe.blend_blocks or 'every block'}"
-                  f"  text_mass: {recipe.text_mass or 'self-window'}")
+                  f"  text_mass: {recipe.text_mass_rule}")
     lines = [
         f"  name: {recipe.name} (writes OUT/{recipe.name}/)",
         f"  model: {model}{' (bundled)' if model == 'shapes' else ''}",
@@ -128,10 +128,10 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     for lora in getattr(recipe, "loras", None) or []:
         lines.append(f"  lora: {lora.path} x{lora.scale:g}")
     lines.append(f"  source: {json.dumps(recipe.source)}")
+    family_self = DEFAULT_SELF_REPLACE.get(geometry["family"]) if geometry else None
     for k, edit in enumerate(recipe.edits, 1):
         cross = recipe.cross_for(edit)
         words = "".join(f", {w} {_win(win)}" for w, win in cross.words.items())
-        family_self = DEFAULT_SELF_REPLACE.get(geometry["family"]) if geometry else None
         if edit.self_replace is None and recipe.self_replace is None and family_self is not None:
             self_window = f"{_win((0.0, family_self))} (the model family's default)"
         else:

@@ -283,7 +283,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
             mapper=dev_plan.mapper, aligned=dev_plan.aligned, equalizer=dev_plan.equalizer, alpha=dev_plan.alpha,
             self_gate=dev_plan.self_gate, self_max_res=self_max_res, explicit=attention == "explicit",
             stores=all_stores, dtype=model.dtype, joint=joint, self_blocks=self_blocks,
-            text_mass=recipe.text_mass or "self-window",
+            text_mass=recipe.text_mass_rule,
             source_of=batched.source_of.to(device),
         )
         step_inputs = control.step_inputs()

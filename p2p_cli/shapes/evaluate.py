@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             ap.error(f"--set {item}: use KEY=VALUE")
         settings[key.strip()] = yaml.safe_load(value)
-    real = {**settings} | {k: v for k, v in (("cross_replace", args.real_cross_replace), ("self_replace", args.real_self_replace),
+    real = settings | {k: v for k, v in (("cross_replace", args.real_cross_replace), ("self_replace", args.real_self_replace),
                               ("self_replace_max_res", args.real_self_replace_max_res)) if v is not None}
     from p2p_cli.models import load_model
 

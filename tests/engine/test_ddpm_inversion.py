@@ -8,7 +8,7 @@ import torch
 
 from p2p_cli.engine.inversion import encode_image, invert, reconstruct_latent
 from p2p_cli.engine.pipeline import run_edit
-from p2p_cli.files.inversion_cache import cached_invert
+from tests.engine.conftest import invert_twice
 from p2p_cli.recipe import RecipeError, parse_recipe
 
 PROMPT = "a painting of a squirrel eating a burger"
@@ -32,10 +32,7 @@ def test_the_source_reconstructs_and_the_targets_edit(family_model, picture):
 
 
 def test_the_cache_keeps_the_noise_maps(tiny_model, picture, tmp_path):
-    first, hit = cached_invert(tiny_model, picture, prompt=PROMPT, method="ddpm", steps=STEPS, guidance=7.5,
-                               cache=tmp_path)
-    again, hit = cached_invert(tiny_model, picture, prompt=PROMPT, method="ddpm", steps=STEPS, guidance=7.5,
-                               cache=tmp_path)
+    first, again, hit = invert_twice(tiny_model, picture, PROMPT, "ddpm", STEPS, tmp_path)
     assert hit and torch.equal(again.noise, first.noise)
 
 

@@ -8,7 +8,8 @@ import torch
 
 from p2p_cli.engine.inversion import encode_image, invert, reconstruct_latent
 from p2p_cli.engine.pipeline import decode_latents, run_edit
-from p2p_cli.files.inversion_cache import CacheEntryError, cached_invert, read_inversion, save_inversion
+from p2p_cli.files.inversion_cache import CacheEntryError, read_inversion, save_inversion
+from tests.engine.conftest import invert_twice
 from p2p_cli.recipe import parse_recipe
 
 PROMPT = "a painting of a squirrel eating a burger"
@@ -36,10 +37,7 @@ def test_the_source_row_is_the_picture_and_the_targets_edit(family_model, pictur
 
 
 def test_the_cache_keeps_the_trajectory_and_refuses_a_wrong_one(tiny_model, picture, tmp_path):
-    first, hit = cached_invert(tiny_model, picture, prompt=PROMPT, method="direct", steps=STEPS, guidance=7.5,
-                               cache=tmp_path)
-    again, hit = cached_invert(tiny_model, picture, prompt=PROMPT, method="direct", steps=STEPS, guidance=7.5,
-                               cache=tmp_path)
+    first, again, hit = invert_twice(tiny_model, picture, PROMPT, "direct", STEPS, tmp_path)
     assert hit and torch.equal(again.trajectory, first.trajectory)
     bad = type(first)(**{**first.__dict__, "trajectory": first.trajectory[:-1]})
     path = save_inversion(bad, tmp_path / "bad.safetensors", "k")

@@ -31,7 +31,7 @@ class Control:
     dtype: torch.dtype = torch.float32  # the UNet's: the fused path's gates and mapper are made in it once
     joint: bool = False  # a transformer's joint attention (engine/joint_attention.py)
     self_blocks: frozenset = frozenset()  # joint: the blocks whose image-image attention targets take
-    text_mass: str = "self-window"  # joint: whose text share an edited row keeps (recipe.text_mass)
+    text_mass: str = "self-window"  # joint: whose text share an edited row keeps (Recipe.text_mass_rule)
     source_of: torch.Tensor | None = None  # (n,) long: each target's source among the G sources; None: all 0
 
     def __post_init__(self) -> None:
