@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 DEMO_RECIPES := $(wildcard recipes/shapes-*.yaml)
 
-.PHONY: help dev demo test test-slow clean-outputs
+.PHONY: help dev demo test test-slow bench clean-outputs
 
 help:
 	@echo "make demo        edit the bundled shapes scenes into outputs/"
@@ -40,3 +40,7 @@ test-slow: $(VENV)/.stamp
 
 clean-outputs:
 	find outputs -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +
+
+# Speed and memory against diffusers' own pipelines (lab/bench.py; benchmarks/README.md). BENCH_ARGS="--arch sd3".
+bench: $(VENV)/.stamp
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m lab.bench $(BENCH_ARGS)

@@ -36,7 +36,7 @@ def recipes(n: int, steps: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="shapes", help="a model, or arch:NAME for p2p bench's random architectures"
+    parser.add_argument("--model", default="shapes", help="a model, or arch:NAME for lab.bench's random architectures"
                         " (arch:sd15 on a GPU)")
     parser.add_argument("--recipes", type=int, default=16)
     parser.add_argument("--batch-rows", type=int, default=64)
@@ -52,7 +52,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model.startswith("arch:"):
-        from p2p_cli.bench import BenchConfig, build_model
+        from lab.bench import BenchConfig, build_model
 
         model = build_model(BenchConfig(arch=args.model.removeprefix("arch:")))
     else:

@@ -10,7 +10,7 @@
 # Parts, in this order (PARTS="base invert check four compile invert-compile" by default; each starts only
 # while BUDGET_S lasts):
 #   base     source + 1 target, both cases, plain / p2p / explicit, 5 timed runs each
-#   invert   seconds per inversion of a 512 px picture: null-text, negative-prompt, ddim (p2p_cli.bench_inversion)
+#   invert   seconds per inversion of a 512 px picture: null-text, negative-prompt, ddim (lab.bench_inversion)
 #   check    graph breaks (torch._dynamo.explain, steps 0 and 1) and GPU syncs in the sampling loop
 #            (torch.cuda.set_sync_debug_mode("error")), fused and explicit, both cases (tiny UNet on cuda)
 #   four     source + 4 targets, both cases, plain / p2p / explicit, 3 timed runs each
@@ -71,8 +71,8 @@ part() {  # part NAME MODULE ARGS...: one benchmark run, cut at the budget's end
 }
 
 SD="--arch $ARCH --device $DEVICE --dtype $DTYPE --steps $STEPS"
-B=p2p_cli.bench
-INV=p2p_cli.bench_inversion
+B=lab.bench
+INV=lab.bench_inversion
 for name in $PARTS; do
   case $name in
     base) part base $B $SD --targets 1 --repeats 5 ;;

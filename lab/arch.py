@@ -8,16 +8,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-# DDIM as used for SD v1.x (algorithm.md, "Batch and guidance").
-SD_SCHEDULER = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-)
+from p2p_cli.families.sd import SD_SCHEDULER
 
 
 def clip_tokenizer() -> CLIPTokenizer:

@@ -4,8 +4,8 @@ Timings are interleaved (each repeat runs every variant once, in a rotated order
 phases of a shared machine hit all variants alike; medians are reported. Peak memory: on a GPU
 torch.cuda.max_memory_allocated around each timed run in this process; on the CPU each variant runs in a
 fresh child process (`--one VARIANT`), which warms up, returns freed heap to the OS (malloc_trim), resets
-the kernel's peak-RSS mark (/proc/self/clear_refs) and reads VmHWM after one run. Used by `p2p bench`
-and `python -m p2p_cli.bench`; see benchmarks/README.md.
+the kernel's peak-RSS mark (/proc/self/clear_refs) and reads VmHWM after one run. Used by `python -m lab.bench` (`make bench`)
+and `python -m lab.bench`; see benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class BenchConfig:
             problems.append(f"targets must be in 1..{len(_ANIMALS)}, not {self.targets}")
         if self.repeats < 1 or self.warmup < 0 or self.steps < 1:
             problems.append("repeats and steps must be at least 1, warmup at least 0")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be at least 1, not {self.threads}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -107,7 +109,7 @@ def case_recipe(case: str, cfg: BenchConfig) -> Recipe:
 
 def build_model(cfg: BenchConfig) -> Model:
     """Random components of cfg.arch on cfg's device and dtype; the UNet compiled when cfg.compile."""
-    from p2p_cli.arch import (bench_flux_components, bench_sd3_components, flux_dev_components, sd15_components,
+    from lab.arch import (bench_flux_components, bench_sd3_components, flux_dev_components, sd15_components,
                               sdxl_components, tiny_components, tiny_xl_components)
 
     device = pick_device(cfg.device)
@@ -267,12 +269,19 @@ def measure_one(cfg: BenchConfig, case: str, variant: str) -> dict:
     return {"peak_mib": peak, "run_mib": peak - resting, "method": "VmHWM after clear_refs, fresh process"}
 
 
+def _child_env() -> dict[str, str]:
+    """This process's environment with the checkout on PYTHONPATH, so that `-m lab.bench` imports from any folder."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
 def memory_in_children(cfg: BenchConfig, case: str, log: Callable[[str], None] = lambda s: None) -> dict[str, dict]:
-    """measure_one for every variant, each in a fresh `python -m p2p_cli.bench --one` process."""
+    """measure_one for every variant, each in a fresh `python -m lab.bench --one` process."""
     out = {}
     for variant in cfg.variants:
-        cmd = [sys.executable, "-m", "p2p_cli.bench", "--one", variant, "--cases", case, *cfg.argv()]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "lab.bench", "--one", variant, "--cases", case, *cfg.argv()]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
         if done.returncode:
             raise RuntimeError(f"memory child for {case}/{variant} failed:\n{done.stderr[-2000:]}")
         out[variant] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -523,7 +532,7 @@ def write_results(report: Report, path: str | Path, text: str | None = None) -> 
     """Append the report's markdown section (or `text`) to a RESULTS.md file (made with a title when new)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    head = "" if path.exists() else "# Benchmark results\n\nMade by `p2p bench`; method in benchmarks/README.md.\n"
+    head = "" if path.exists() else "# Benchmark results\n\nMade by `python -m lab.bench`; method in benchmarks/README.md.\n"
     with path.open("a", encoding="utf-8") as f:
         f.write(head + "\n" + (text if text is not None else markdown(report)))
 
@@ -531,7 +540,7 @@ def write_results(report: Report, path: str | Path, text: str | None = None) -> 
 # --- command line ------------------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m p2p_cli.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.splitlines()[0])
     d = BenchConfig()
     p.add_argument("--arch", default=d.arch, choices=tuple(ARCHS))
     p.add_argument("--device", default=d.device)
@@ -584,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.one:
         print(json.dumps(measure_one(cfg, cfg.cases[0], ns.one)))
         return 0
-    bench(cfg, "python -m p2p_cli.bench " + shlex.join(argv), check=ns.check, results=ns.results, json_path=ns.json,
+    bench(cfg, "python -m lab.bench " + shlex.join(argv), check=ns.check, results=ns.results, json_path=ns.json,
           log=lambda s: print(s, file=sys.stderr, flush=True))
     return 0
 

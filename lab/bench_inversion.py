@@ -5,7 +5,7 @@ guidance, after warm-up, in rounds whose order rotates; the time is `Inversion.s
 backwards and, for null-text, the optimisation, up to a final synchronisation). UNet forward calls are
 counted, so a null-text time says how many of its up-to-10 inner steps ran (random weights never reach the
 early stop: the worst case). Architectures: `shapes` (the bundled model), `tiny`, `sd15` (the Stable
-Diffusion 1.5 architecture with random weights). Used by `python -m p2p_cli.bench_inversion`; see
+Diffusion 1.5 architecture with random weights). Used by `python -m lab.bench_inversion`; see
 benchmarks/README.md.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from p2p_cli.bench import BenchConfig, _loadavg, _ProbeUNet, build_model, environment, write_results
+from lab.bench import BenchConfig, _loadavg, _ProbeUNet, build_model, environment, write_results
 from p2p_cli.engine.inversion import METHODS, invert
 from p2p_cli.models import Model, load_model
 
@@ -32,7 +32,7 @@ PROMPT = "a big red circle on the left on a white background"
 
 @dataclass
 class InversionBenchConfig:
-    arch: str = "shapes"  # shapes: the bundled model; tiny / sd15: random components (see p2p_cli.bench)
+    arch: str = "shapes"  # shapes: the bundled model; tiny / sd15: random components (see lab.bench)
     device: str = "auto"
     dtype: str = "auto"
     size: int | None = None  # picture side in pixels; None: the model's native size
@@ -156,7 +156,7 @@ def markdown(report: InversionReport) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m p2p_cli.bench_inversion", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m lab.bench_inversion", description=__doc__.splitlines()[0])
     d = InversionBenchConfig()
     p.add_argument("--arch", default=d.arch, choices=("shapes", "tiny", "sd15"))
     p.add_argument("--device", default=d.device)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cfg.compile:
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
-    report = run_inversion_bench(cfg, "python -m p2p_cli.bench_inversion " + shlex.join(argv),
+    report = run_inversion_bench(cfg, "python -m lab.bench_inversion " + shlex.join(argv),
                                  log=lambda s: print(s, file=sys.stderr, flush=True))
     text = markdown(report)
     print(text, end="", flush=True)

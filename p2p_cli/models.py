@@ -125,7 +125,7 @@ def bundled_weights() -> Path:
 
 
 def bundle_mmdit_weights() -> Path:
-    """Where the bundled transformer shapes model lives: its own parts only (shapes/mmdit_bundle.py)."""
+    """Where the bundled transformer shapes model lives: its own parts only (lab/shapes/mmdit_bundle.py exports them)."""
     return Path(__file__).resolve().parent / "shapes" / "weights-mmdit"
 
 
@@ -223,7 +223,7 @@ def load_folder(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from p2p_cli.arch import SD_SCHEDULER
+    from p2p_cli.families.sd import SD_SCHEDULER
     from p2p_cli.families import detect
 
     for lib in (diffusers, transformers):  # their loading bars and advice would drown our stderr
@@ -358,7 +358,7 @@ def load_single_file(path: Path, dtype: torch.dtype = torch.float32) -> Model:
     import diffusers
     from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from p2p_cli.arch import SD_SCHEDULER
+    from p2p_cli.families.sd import SD_SCHEDULER
 
     family = single_file_family(path)
     cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from p2p_cli.arch import clip_tokenizer, tiny_components, tiny_flux_components, tiny_sd3_components, tiny_xl_components
+from lab.arch import clip_tokenizer, tiny_components, tiny_flux_components, tiny_sd3_components, tiny_xl_components
 from p2p_cli.models import from_components
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -7,9 +7,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "recipe", "overrides", "checks", "arch", "families", "models", "loras", "engine", "analysis", "render",
-         "files", "api", "bench", "bench_inversion", "pie_bench", "shapes", "cli",
-         "__main__"]
+ORDER = ["text", "recipe", "overrides", "checks", "families", "models", "loras", "engine", "analysis", "render",
+         "files", "api", "pie_bench", "shapes", "cli", "__main__"]
 # A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
 EXCEPTIONS = {("recipe", "files")}
 
@@ -19,13 +18,17 @@ def part(module: str) -> str | None:
     return pieces[1] if len(pieces) > 1 else None  # "p2p_cli" itself (its __version__) is anyone's
 
 
-def imports(path: Path) -> list[str]:
+def imports(path: Path, prefix: str = "p2p_cli") -> list[str]:
     found = []
+
+    def ours(name: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("p2p_cli"):
-            found += [node.module] if node.module != "p2p_cli" else [f"p2p_cli.{a.name}" for a in node.names]
+        if isinstance(node, ast.ImportFrom) and node.module and ours(node.module):
+            found += [node.module] if node.module != prefix else [f"{prefix}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            found += [a.name for a in node.names if a.name.startswith("p2p_cli")]
+            found += [a.name for a in node.names if ours(a.name)]
     return found
 
 
@@ -65,7 +68,7 @@ def test_the_engine_never_imports_typer_rich_or_pil():
 
 def test_no_command_module_imports_another():
     """cli/: each command's module stands on the API and the shared cli modules, never on another command."""
-    commands = {"edit", "validate", "attn_viz", "invert", "sweep", "dataset", "bench", "show", "eval"}
+    commands = {"edit", "validate", "attn_viz", "invert", "sweep", "dataset", "show", "eval"}
     wrong = []
     for name in commands:
         for target in imports(PACKAGE / "cli" / f"{name}.py"):
@@ -73,3 +76,20 @@ def test_no_command_module_imports_another():
             if other in commands and other != name:
                 wrong.append(f"cli/{name}.py imports {target}")
     assert wrong == []
+
+
+def test_the_package_never_imports_lab_code():
+    """lab/ (training, evaluation, random architectures, benchmark internals) is not installed: no module of the
+    package may import it, at the top or inside a function."""
+    wrong = [f"{name} imports {target}" for name, path in modules() for target in imports(path, "lab")]
+    assert wrong == []
+
+
+def test_loading_a_model_imports_no_lab_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, p2p_cli.models, p2p_cli.api, p2p_cli.cli.main; "
+            "bad = [m for m in sys.modules if m == 'lab' or m.startswith('lab.')]; assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-2000:]

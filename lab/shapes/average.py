@@ -1,6 +1,6 @@
 """Average two checkpoints of one model weight by weight: (1 - w) * A + w * B (a "model soup", Wortsman et al. 2022).
 
-python -m p2p_cli.shapes.average A B --weight 0.7 --out DIR [--overwrite]
+python -m lab.shapes.average A B --weight 0.7 --out DIR [--overwrite]
 
 A and B are save_pretrained pipeline folders of the same architecture, B usually a fine-tuned A. Every
 *.safetensors file of A is mixed with B's file of the same path; everything else (configs, tokenizer,

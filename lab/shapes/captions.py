@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
+from p2p_cli.shapes.vocabulary import PLACE
+
 from .world import Obj, Scene
 
-PLACE = {  # position -> phrase; one-word swaps between phrases keep token counts equal where they can
-    "top left": "in the top left",
-    "top": "at the top",
-    "top right": "in the top right",
-    "left": "on the left",
-    "center": "in the center",
-    "right": "on the right",
-    "bottom left": "in the bottom left",
-    "bottom": "at the bottom",
-    "bottom right": "in the bottom right",
-}
+__all__ = ["PLACE", "caption", "describe"]
 
 
 def describe(o: Obj, place: bool = True) -> str:

@@ -1,6 +1,6 @@
 """Measure on the shapes world what the paper claims: faithful generation, layout-keeping swaps, blend, refine.
 
-    python -m p2p_cli.shapes.evaluate [--n 100] [--steps 50] [--guidance 7.5] [--json results.json] [--model DIR]
+    python -m lab.shapes.evaluate [--n 100] [--steps 50] [--guidance 7.5] [--json results.json] [--model DIR]
 
 Every case is a held-out prompt (its (shape, colour, position) never appears in training) with a fixed seed
 (the case number). Positions are read by the pixel oracle (oracle.py); a layout is "kept" when the edited

@@ -1,12 +1,12 @@
 """The bundled transformer shapes model (`model: shapes-mmdit`): what is shipped and how it becomes a pipeline.
 
-`python -m p2p_cli.shapes.train_mmdit` writes a whole StableDiffusion3Pipeline folder (38.5 MB of safetensors).
+`python -m lab.shapes.train_mmdit` writes a whole StableDiffusion3Pipeline folder (38.5 MB of safetensors).
 Its VAE and its two CLIP text encoders are the bundled UNet model's, frozen, so the package ships only what is
 new: `weights-mmdit/` holds model_index.json, scheduler/ and transformer/ (9 MB), and loading passes the shared
 parts, rebuilt from `weights/` exactly as training built them (`models.shapes_mmdit_parts`), to the same
 StableDiffusion3Pipeline.from_pretrained that reads a hub SD3 folder.
 
-    python -m p2p_cli.shapes.mmdit_bundle CHECKPOINT   # replace weights-mmdit/ with a trained checkpoint's parts
+    python -m lab.shapes.mmdit_bundle CHECKPOINT   # replace weights-mmdit/ with a trained checkpoint's parts
 """
 
 from __future__ import annotations

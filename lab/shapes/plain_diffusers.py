@@ -1,7 +1,7 @@
 """Plain generation of an SD3-layout shapes folder through diffusers' own StableDiffusion3Pipeline, read by the
 oracle: does a checkpoint draw what its caption says, independently of this project's engine?
 
-python -m p2p_cli.shapes.plain_diffusers DIR [--n 48] [--steps 30] [--guidance 7.5]
+python -m lab.shapes.plain_diffusers DIR [--n 48] [--steps 30] [--guidance 7.5]
 
 Three sets of held-out captions (their (shape, colour, place) never drawn in training): the grid world's (what
 `evaluate --only plain` measures), the wide world's with places and without (then only colour, shape, size and
@@ -71,7 +71,7 @@ def score(pipe, n: int, steps: int, guidance: float) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", help="a folder written by p2p_cli.shapes.train_mmdit")
+    ap.add_argument("model", help="a folder written by lab.shapes.train_mmdit")
     ap.add_argument("--n", type=int, default=48, help="captions per set")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--guidance", type=float, default=7.5)

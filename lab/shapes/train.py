@@ -1,7 +1,7 @@
 """Train the bundled shapes model: a factor-4 AutoencoderKL, then a small CLIP text encoder + UNet jointly.
 
-python -m p2p_cli.shapes.train --out DIR --seed 0 --minutes 50 [--vae-minutes 5] [--threads 2]
-python -m p2p_cli.shapes.train --resume DIR --out DIR2 --decoder-only --minutes 15   (the VAE decoder alone)
+python -m lab.shapes.train --out DIR --seed 0 --minutes 50 [--vae-minutes 5] [--threads 2]
+python -m lab.shapes.train --resume DIR --out DIR2 --decoder-only --minutes 15   (the VAE decoder alone)
 
 Data is drawn on the fly from world.sample_scene with a numpy Generator seeded by --seed; torch is seeded too,
 so a run is reproducible in what it draws, though CPU thread scheduling can make it not bit-exact. EMA weights
@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from ..arch import SD_SCHEDULER, clip_tokenizer
+from lab.arch import clip_tokenizer
+from p2p_cli.families.sd import SD_SCHEDULER
 from .captions import caption
 from .world import render, sample_scene
 

@@ -1,7 +1,7 @@
 """Train the shapes world's transformer model: a small SD3-layout MMDiT (SD3Transformer2DModel) by flow matching.
 
-python -m p2p_cli.shapes.train_mmdit --out DIR --seed 0 --minutes 60 [--world wide|grid] [--threads 1]
-python -m p2p_cli.shapes.train_mmdit --resume DIR --out DIR2 --minutes 30 --lr 2e-4
+python -m lab.shapes.train_mmdit --out DIR --seed 0 --minutes 60 [--world wide|grid] [--threads 1]
+python -m lab.shapes.train_mmdit --resume DIR --out DIR2 --minutes 30 --lr 2e-4
 
 The folder it writes is a StableDiffusion3Pipeline folder (save_pretrained, safetensors): transformer,
 FlowMatchEulerDiscreteScheduler, and, taken from the bundled UNet model (p2p_cli/shapes/weights) and frozen, its
@@ -42,8 +42,8 @@ from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transf
                        StableDiffusion3Pipeline)
 from transformers import CLIPTextModelWithProjection  # noqa: E402
 
-from ..arch import clip_tokenizer  # noqa: E402
-from ..models import shapes_mmdit_parts  # noqa: E402
+from lab.arch import clip_tokenizer  # noqa: E402
+from p2p_cli.models import shapes_mmdit_parts  # noqa: E402
 from .train import (Tokens, attention_targets, donor_captions, ema_update, localisation_loss,  # noqa: E402
                     log, optimiser_step, save_whole, scenes_batch, shuffle_padding)
 from .world import sample_scene, sample_wide_scene  # noqa: E402
@@ -210,7 +210,7 @@ def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..models import bundled_weights
+    from p2p_cli.models import bundled_weights
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SIDE = 64  # image side in pixels
+from p2p_cli.shapes.vocabulary import SHAPES
 
-SHAPES = ("circle", "square", "triangle")
+SIDE = 64  # image side in pixels
 COLOURS = {  # object colours, far apart from each other and from every background
     "red": (220, 40, 40),
     "green": (40, 170, 60),

@@ -149,7 +149,7 @@ class ClipScorer:
         from transformers import CLIPModel
         from transformers.utils import logging
 
-        from p2p_cli.arch import clip_tokenizer
+        from p2p_cli.checks import clip_tokenizer
 
         logging.set_verbosity_error()
         folder = _clip_folder(self.spec)

@@ -421,12 +421,11 @@ def _input_warnings(recipe: Recipe, label: str, spec: str | None) -> list[str]:
 
 
 def bundled_vocabulary() -> list[str]:
-    """Every word of the bundled shapes model's training captions (p2p_cli/shapes/captions.py)."""
-    from p2p_cli.shapes.captions import PLACE
-    from p2p_cli.shapes.world import BACKGROUNDS, COLOURS, SHAPES, SIZES
+    """Every word of the bundled shapes model's training captions (p2p_cli/shapes/vocabulary.py)."""
+    from p2p_cli.shapes.vocabulary import BACKGROUNDS, COLOURS, JOINING, PLACE, SHAPES, SIZES
     from p2p_cli.text.words import split_words
 
-    words = ["a", "and", "on", "background", *SIZES, *COLOURS, *SHAPES, *BACKGROUNDS]
+    words = [*JOINING, *SIZES, *COLOURS, *SHAPES, *BACKGROUNDS]
     words += [w for phrase in PLACE.values() for w in split_words(phrase)]
     return list(dict.fromkeys(words))
 

@@ -13,7 +13,6 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from p2p_cli.cli.attn_viz import attn_viz
-from p2p_cli.cli.bench import bench
 from p2p_cli.cli.dataset import dataset
 from p2p_cli.cli.edit import edit
 from p2p_cli.cli.eval import pie_bench
@@ -76,7 +75,7 @@ def _root(
 
 
 for _name, _fn in (("edit", edit), ("validate", validate), ("attn-viz", attn_viz), ("invert", invert),
-                   ("sweep", sweep), ("dataset", dataset), ("bench", bench), ("show", show)):
+                   ("sweep", sweep), ("dataset", dataset), ("show", show)):
     app.command(_name, cls=Command)(_fn)
 
 eval_app = typer.Typer(

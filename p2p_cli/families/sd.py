@@ -7,6 +7,17 @@ from typing import Any
 
 from p2p_cli.families.base import Conditioning, Family, Geometry
 
+# DDIM as used for SD v1.x (algorithm.md, "Batch and guidance").
+SD_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
+
 
 def tokenize(tokenizer: Any, prompts: list[str]) -> Any:
     """Token ids padded to the tokenizer's length, as diffusers' pipelines tokenize."""

@@ -1,4 +1,5 @@
-"""The bundled shapes world: scene generator, captions, oracle, training, and the trained weights."""
+"""The bundled shapes models: their weights, and the words they were trained on (vocabulary.py). The world that
+drew their training scenes, the trainers and the evaluation live in lab/shapes (not installed)."""
 
 from importlib import resources
 from pathlib import Path

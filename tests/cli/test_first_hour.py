@@ -54,7 +54,7 @@ def test_help_shows_flags_without_a_value_and_offers_completion():
 
 
 def test_validate_uses_the_same_token_ids_as_the_engines_tokenizer():
-    from p2p_cli.arch import clip_tokenizer as engine_tokenizer
+    from lab.arch import clip_tokenizer as engine_tokenizer
     from p2p_cli.checks import clip_tokenizer
 
     light, engine = clip_tokenizer(), engine_tokenizer()
@@ -104,7 +104,7 @@ def test_thread_defaults(monkeypatch):
 
 
 def test_threads_option_is_on_every_command_that_runs_a_model():
-    for command in ("edit", "attn-viz", "invert", "sweep", "bench"):
+    for command in ("edit", "attn-viz", "invert", "sweep"):
         assert "--threads" in probe(command, "--help").stdout, command
 
 
@@ -215,14 +215,6 @@ def test_attn_viz_after_edit_and_overwrite_keeps_the_others_folders(cli, write_r
     assert cli("attn-viz", recipe, *args).exit_code == 1  # its own folder is there: refused without --overwrite
     assert cli("edit", recipe, *args, "--overwrite").exit_code == 0
     assert (folder / "attention" / "run.json").exists()  # edit --overwrite replaced only what edit writes
-
-
-def test_bench_json_prints_one_object_on_stdout(cli):
-    result = cli("bench", "--steps", 1, "--repeats", 1, "--warmup", 0, "--variants", "p2p", "--cases",
-                 "refine+reweight", "--no-memory", "--threads", 1, "--json")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)  # the whole stdout is one JSON object, as for every command's --json
-    assert report["config"]["threads"] == 1 and report["cases"]
 
 
 def test_null_text_inversion_shows_one_bar_per_phase():

@@ -10,7 +10,7 @@ import torch
 import yaml
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from p2p_cli.arch import tiny_components, tiny_xl_components
+from lab.arch import tiny_components, tiny_xl_components
 from p2p_cli.loras import LoraError, apply_loras
 from p2p_cli.models import from_components
 from p2p_cli.engine.pipeline import initial_latent, run_edit

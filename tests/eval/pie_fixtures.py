@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from p2p_cli.shapes.world import Obj, Scene, render
+from lab.shapes.world import Obj, Scene, render
 
 SIDE = 512
 SCALE = SIDE // 64
@@ -40,7 +40,7 @@ def rle(mask: np.ndarray) -> list[int]:
 
 def object_box(scene: Scene) -> np.ndarray:
     """(512, 512) mask of the object's bounding box (with a 2-pixel margin at 64 px), scaled up."""
-    from p2p_cli.shapes.world import SIZES
+    from lab.shapes.world import SIZES
 
     o = scene.objects[0]
     cx, cy = o.centre()

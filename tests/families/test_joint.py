@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
-from p2p_cli.arch import tiny_flux_components, tiny_sd3_components
+from lab.arch import tiny_flux_components, tiny_sd3_components
 from p2p_cli.engine.control.run import Control
 from p2p_cli.engine.joint_attention import JointControl
 from p2p_cli.engine.pipeline import initial_latent, run_edit, text_tokenizers

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from p2p_cli.arch import tiny_components, tiny_xl_components
+from lab.arch import tiny_components, tiny_xl_components
 from p2p_cli.families import SD, SDXL, detect
 from p2p_cli.engine.inversion import invert, reconstruct_latent
 from p2p_cli.models import from_components, load_model

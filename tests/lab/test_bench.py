@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from p2p_cli.bench import BenchConfig, case_recipe, graph_breaks, markdown, run_bench, write_results
+from lab.bench import BenchConfig, case_recipe, graph_breaks, markdown, run_bench, write_results
 
 
 def test_config_rejects_unknown_names():
@@ -50,7 +50,7 @@ def test_no_graph_breaks_in_the_processors(tiny_model, case, attention):
 
 def test_memory_child_prints_json():
     """The CPU memory child: one variant in a fresh process, one JSON line (about 5 s)."""
-    cmd = [sys.executable, "-m", "p2p_cli.bench", "--one", "p2p", "--cases", "refine+reweight", "--steps", "2",
+    cmd = [sys.executable, "-m", "lab.bench", "--one", "p2p", "--cases", "refine+reweight", "--steps", "2",
            "--warmup", "1", "--threads", "1"]
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
     assert out["peak_mib"] > 0 and (out["run_mib"] is None or out["run_mib"] >= 0)
@@ -83,7 +83,7 @@ def test_a_compiled_unet_is_traced_once_per_edit(tiny_model):
 
 def test_control_adds_few_operator_calls_per_step(tiny_model):
     """Host-bound GPU runs pay per call: the fused control path adds under 40 % to plain diffusers' calls."""
-    from p2p_cli.bench import calls_per_step
+    from lab.bench import calls_per_step
 
     for case in ("replace+blend", "refine+reweight"):
         calls = calls_per_step(tiny_model, case, BenchConfig())
@@ -104,11 +104,18 @@ def test_the_sdxl_family_is_benchmarked_against_diffusers_sdxl_pipeline():
 
 
 @pytest.mark.parametrize("threads", ["-1", "0"])
-def test_threads_below_one_is_a_usage_error(threads):
-    from typer.testing import CliRunner
+def test_threads_below_one_is_a_usage_error(threads, capsys):
+    from lab.bench import main
 
-    from p2p_cli.cli.main import app
+    assert main(["--threads", threads]) == 2  # was "unexpected RuntimeError" from torch.set_num_threads
+    assert "threads" in capsys.readouterr().err
 
-    result = CliRunner().invoke(app, ["bench", "--threads", threads])
-    assert result.exit_code == 2, result.output  # was "unexpected RuntimeError" from torch.set_num_threads
-    assert "Invalid value for '--threads'" in result.stderr
+
+def test_bench_json_writes_one_report(tmp_path):
+    from lab.bench import main
+
+    path = tmp_path / "report.json"
+    assert main(["--steps", "1", "--repeats", "1", "--warmup", "0", "--variants", "p2p", "--cases", "refine+reweight",
+                 "--no-memory", "--threads", "1", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["config"]["threads"] == 1 and report["cases"]

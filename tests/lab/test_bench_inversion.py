@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2p_cli.bench_inversion import InversionBenchConfig, main, markdown, run_inversion_bench
+from lab.bench_inversion import InversionBenchConfig, main, markdown, run_inversion_bench
 
 
 def test_config_rejects_unknown_names():

@@ -1,11 +1,11 @@
 """What the paper claims, checked on the bundled shapes model with the pixel oracle (a fast subset of
-`python -m p2p_cli.shapes.evaluate`; skipped when the weights are not there)."""
+`python -m lab.shapes.evaluate`; skipped when the weights are not there)."""
 
 from __future__ import annotations
 
 import pytest
 
-from p2p_cli.shapes import evaluate as ev
+from lab.shapes import evaluate as ev
 from p2p_cli.shapes import weights_dir
 
 pytestmark = pytest.mark.skipif(not (weights_dir() / "model_index.json").exists(), reason="no shapes weights")

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from p2p_cli.models import load_model
-from p2p_cli.shapes.average import average, main
+from lab.shapes.average import average, main
 
 WEIGHTS = ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
            "vae/diffusion_pytorch_model.safetensors")

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from p2p_cli.shapes import evaluate as ev
-from p2p_cli.shapes.world import Obj, Scene, render
+from lab.shapes import evaluate as ev
+from lab.shapes.world import Obj, Scene, render
 
 
 def _pair(shape: str, new_shape: str, dx: int = 0):
@@ -36,7 +36,7 @@ def test_colour_swap_in_place_is_kept_and_changed():
 
 
 def test_edit_recipe_takes_recipe_level_overrides():
-    from p2p_cli.shapes.evaluate import edit_recipe
+    from lab.shapes.evaluate import edit_recipe
 
     plain = edit_recipe("a big red circle on the left", "a big blue circle on the left", 3, 10, 7.5)
     assert plain.self_replace_max_res is None and plain.edits[0].baseline
@@ -47,8 +47,8 @@ def test_edit_recipe_takes_recipe_level_overrides():
 
 
 def test_fresh_sets_are_other_held_out_cases_and_fresh_0_is_the_reported_one():
-    from p2p_cli.shapes.captions import caption
-    from p2p_cli.shapes.world import is_heldout
+    from lab.shapes.captions import caption
+    from lab.shapes.world import is_heldout
 
     reported = ev.swap_cases(20, "colour")
     scene_seed, first = ev.fresh_seeds(0, 0)
@@ -76,7 +76,7 @@ def test_outside_change_is_none_when_the_objects_cover_the_picture():
 
 
 def test_free_place_outcome_finds_the_source_object_by_colour_wherever_it_is():
-    from p2p_cli.shapes.world import wide_heldout_scenes
+    from lab.shapes.world import wide_heldout_scenes
 
     scene = next(s for s in wide_heldout_scenes(40, seed=0) if len(s.objects) == 1)
     o = scene.objects[0]

@@ -11,8 +11,8 @@ import torch
 from p2p_cli.engine.pipeline import initial_latent, run_edit
 from p2p_cli.models import bundle_mmdit_weights, bundled_weights, load_model, shapes_mmdit_parts
 from p2p_cli.recipe import parse_recipe
-from p2p_cli.shapes.mmdit_bundle import SHIPPED, export
-from p2p_cli.shapes.train_mmdit import Config, build_transformer, save
+from lab.shapes.mmdit_bundle import SHIPPED, export
+from lab.shapes.train_mmdit import Config, build_transformer, save
 
 needs_bundles = pytest.mark.skipif(not (bundle_mmdit_weights() / "transformer").is_dir()
                                    or not (bundled_weights() / "vae").is_dir(), reason="bundled models absent")

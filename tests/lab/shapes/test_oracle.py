@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from p2p_cli.shapes.oracle import ATTRIBUTES, check, estimate_background, read
-from p2p_cli.shapes.world import BACKGROUNDS, Obj, Scene, heldout_scenes, render, sample_scene
+from lab.shapes.oracle import ATTRIBUTES, check, estimate_background, read
+from lab.shapes.world import BACKGROUNDS, Obj, Scene, heldout_scenes, render, sample_scene
 
 
 def test_recovers_attributes_of_random_scenes():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from p2p_cli.shapes.train import (Tokens, attention_targets, donor_captions, reading_loss, scenes_batch,
+from lab.shapes.train import (Tokens, attention_targets, donor_captions, reading_loss, scenes_batch,
                                    shuffle_padding)
 
 
@@ -84,8 +84,8 @@ def test_decoder_finetune_changes_only_the_decoder():
     import numpy as np
     import pytest
 
-    from p2p_cli.arch import tiny_components
-    from p2p_cli.shapes.train import Config, finetune_decoder, main
+    from lab.arch import tiny_components
+    from lab.shapes.train import Config, finetune_decoder, main
 
     vae = tiny_components(0)["vae"]
     before = {k: v.clone() for k, v in vae.state_dict().items()}

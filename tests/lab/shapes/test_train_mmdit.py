@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from p2p_cli.models import bundled_weights, load_model
-from p2p_cli.shapes.train import attention_targets
-from p2p_cli.shapes.train_mmdit import (T5_ROWS, Config, JointRecorder, bundled_parts, build_transformer, sigmas_for,
+from lab.shapes.train import attention_targets
+from lab.shapes.train_mmdit import (T5_ROWS, Config, JointRecorder, bundled_parts, build_transformer, sigmas_for,
                                         train)
-from p2p_cli.shapes.world import sample_wide_scene, shape_mask
+from lab.shapes.world import sample_wide_scene, shape_mask
 
 needs_bundled = pytest.mark.skipif(not (bundled_weights() / "vae").is_dir(), reason="bundled shapes model absent")
 

@@ -5,10 +5,10 @@ import hashlib
 
 import numpy as np
 
-from p2p_cli.shapes.captions import PLACE, caption
-from p2p_cli.shapes.evaluate import free_swap_cases
-from p2p_cli.shapes.oracle import check, check_unplaced
-from p2p_cli.shapes.world import (SIDE, WIDE_RADII, heldout_scenes, is_heldout, render, sample_scene,
+from lab.shapes.captions import PLACE, caption
+from lab.shapes.evaluate import free_swap_cases
+from lab.shapes.oracle import check, check_unplaced
+from lab.shapes.world import (SIDE, WIDE_RADII, heldout_scenes, is_heldout, render, sample_scene,
                                   sample_wide_scene, wide_heldout_scenes)
 
 PLACE_WORDS = {"top", "bottom", "left", "right", "center"}

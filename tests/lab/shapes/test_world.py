@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from p2p_cli.shapes.captions import caption
-from p2p_cli.shapes.oracle import read
-from p2p_cli.shapes.world import (
+from lab.shapes.captions import caption
+from lab.shapes.oracle import read
+from lab.shapes.world import (
     BACKGROUNDS, COLOURS, HELDOUT, SIDE, heldout_scenes, is_heldout, render, sample_scene,
 )  # fmt: skip
 
@@ -58,7 +58,7 @@ def test_objects_apart_and_positions_distinct():
         if len(s.objects) == 2:
             a, b = s.objects
             assert a.position != b.position
-            from p2p_cli.shapes.world import shape_mask, SIZES
+            from lab.shapes.world import shape_mask, SIZES
 
             ma = shape_mask(a.shape, *a.centre(), SIZES[a.size])
             mb = shape_mask(b.shape, *b.centre(), SIZES[b.size])
