@@ -28,14 +28,17 @@ demo: $(VENV)/.stamp
 		echo "make demo: no recipes/shapes-*.yaml yet (they come with the bundled shapes model)" >&2; exit 1; fi
 	$(VENV)/bin/p2p edit $(DEMO_RECIPES) --overwrite
 
-# pytest exits 5 when it collects no tests: that fails here too, with a word about it.
+# pytest exits 5 when it collects no tests: that fails here too, with a word about it. Two pytest-xdist workers
+# (one torch thread each, tests/conftest.py); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
 test: $(VENV)/.stamp
-	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	@OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # P2P_HYPOTHESIS_PROFILE=slow: the property-based tests draw 3000 examples each instead of 150.
 test-slow: $(VENV)/.stamp
-	@P2P_HYPOTHESIS_PROFILE=slow $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@OMP_WAIT_POLICY=PASSIVE P2P_HYPOTHESIS_PROFILE=slow $(PY) -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests" >&2; fi; exit $$rc
 
 clean-outputs:

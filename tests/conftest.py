@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,12 @@ import torch
 from lab.arch import clip_tokenizer, tiny_components, tiny_flux_components, tiny_sd3_components, tiny_xl_components
 from p2p_cli.models import from_components
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The inversion cache of the test run: one folder per test process (never the user's ~/.cache/p2p, never shared
+# between xdist workers); tests that need their own set P2P_CACHE themselves.
+os.environ.setdefault("P2P_CACHE", tempfile.mkdtemp(prefix="p2p-test-cache-"))
+
+# Under pytest-xdist (`make test` runs two workers) each worker takes one thread, so two workers fill two cores.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 try:  # property-based tests: a few hundred examples by default, many more under `make test-slow`
     from hypothesis import HealthCheck, settings

@@ -136,6 +136,7 @@ def test_manifest_lines_need_a_name_of_their_own(cli, tiny_model_dir, tmp_path):
     assert [(f["line"], f["status"]) for f in failures] == [(2, "invalid"), (4, "invalid"), (5, "invalid")]
 
 
+@pytest.mark.slow  # long; make test-slow
 def test_under_torchrun_every_processs_failures_reach_failures_jsonl(tiny_model_dir, tmp_path):
     """A manifest's line that fails on rank 1 (its folder is taken) and an invalid line: rank 0 writes both to
     failures.jsonl, the invalid line is reported once, and each process and the whole launch end with a tally."""

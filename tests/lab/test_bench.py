@@ -48,6 +48,7 @@ def test_no_graph_breaks_in_the_processors(tiny_model, case, attention):
     assert found["breaks"] == [0, 0], found["reasons"]
 
 
+@pytest.mark.slow  # long; make test-slow
 def test_memory_child_prints_json():
     """The CPU memory child: one variant in a fresh process, one JSON line (about 5 s)."""
     cmd = [sys.executable, "-m", "lab.bench", "--one", "p2p", "--cases", "refine+reweight", "--steps", "2",
@@ -56,6 +57,7 @@ def test_memory_child_prints_json():
     assert out["peak_mib"] > 0 and (out["run_mib"] is None or out["run_mib"] >= 0)
 
 
+@pytest.mark.slow  # long; make test-slow
 def test_a_compiled_unet_is_traced_once_per_edit(tiny_model):
     """torch.compile traces the controlled UNet once: no retrace between steps (store, gates) or runs."""
     import torch

@@ -12,6 +12,7 @@ def test_config_rejects_unknown_names():
         InversionBenchConfig(methods=("fast",), arch="sdxl")
 
 
+@pytest.mark.slow  # long; make test-slow
 def test_each_method_is_timed_and_its_unet_calls_counted(tmp_path):
     steps = 3
     cfg = InversionBenchConfig(arch="tiny", device="cpu", steps=steps, repeats=2, warmup=0, threads=1)

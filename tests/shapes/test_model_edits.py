@@ -30,6 +30,7 @@ def test_colour_swap_changes_the_colour_and_keeps_the_place(shapes_model):
     assert result["p2p"]["kept"] >= 0.75, result
 
 
+@pytest.mark.slow  # long; make test-slow
 def test_local_blend_keeps_the_rest_of_the_picture(shapes_model):
     result = ev.eval_blend(shapes_model, 3, STEPS, 7.5)
     assert result["mean_change_outside_blend"] < result["mean_change_outside_no_blend"], result

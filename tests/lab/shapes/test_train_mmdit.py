@@ -63,6 +63,7 @@ def test_wide_unplaced_captions_have_targets_on_their_objects():
 
 
 @needs_bundled
+@pytest.mark.slow  # long; make test-slow
 def test_a_few_steps_write_a_folder_diffusers_loads(tmp_path):
     from diffusers import StableDiffusion3Pipeline
 
