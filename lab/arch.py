@@ -212,7 +212,7 @@ def sdxl_components(seed: int = 0) -> dict:
 
 def t5_tokenizer():
     """A small T5-style SentencePiece (Unigram) tokenizer for tests, built offline by
-    scripts/build_t5_tokenizer.py into assets/t5_tokenizer/ (the real T5 vocabulary is a hub download)."""
+    scripts/build_t5_tokenizer.py into lab/assets/t5_tokenizer/ (the real T5 vocabulary is a hub download)."""
     from pathlib import Path
 
     from transformers import T5TokenizerFast

@@ -234,12 +234,6 @@ def model_geometry(spec: str | None) -> dict | None:
             "family": "sdxl" if xl else "sd"}
 
 
-# each family's default guidance (families/*.py hold them; this copy stays torch-free for `p2p validate`,
-# tests/families/test_joint.py holds the two equal)
-DEFAULT_GUIDANCE = {"sd": 7.5, "sdxl": 5.0, "sd3": 7.0, "flux": 3.5}
-DEFAULT_SELF_REPLACE = {"sd3": 0.2, "flux": 0.2}  # families whose self window differs from the recipe's 0.4
-
-
 def size_problem(side: int, multiple: int, native: int) -> str | None:
     """The line for a picture side the model cannot run (its VAE and UNet halve it until it must stay whole)."""
     if side % multiple == 0:

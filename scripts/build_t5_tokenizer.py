@@ -6,7 +6,7 @@ scored on a few hundred captions (the `tokenizers` trainer keeps only characters
 the pieces' log-probabilities are set from word counts here). It splits words differently from CLIP's BPE (whole words, "▁" prefixes,
 pieces), which is what the word -> token mapping must handle.
 
-    python scripts/build_t5_tokenizer.py   # writes p2p_cli/assets/t5_tokenizer/
+    python scripts/build_t5_tokenizer.py   # writes lab/assets/t5_tokenizer/
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-OUT = Path(__file__).resolve().parent.parent / "p2p_cli" / "assets" / "t5_tokenizer"
+OUT = Path(__file__).resolve().parent.parent / "lab" / "assets" / "t5_tokenizer"
 
 SIZES = ["small", "big", "tiny", "large"]
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black", "pink", "brown"]

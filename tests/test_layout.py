@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "recipe", "overrides", "checks", "families", "models", "loras", "engine", "analysis", "render",
+ORDER = ["text", "recipe", "overrides", "family_defaults", "checks", "families", "models", "loras", "engine", "analysis", "render",
          "files", "api", "pie_bench", "shapes", "cli", "__main__"]
 # A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
 EXCEPTIONS = {("recipe", "files")}
@@ -93,3 +93,20 @@ def test_loading_a_model_imports_no_lab_code():
             "bad = [m for m in sys.modules if m == 'lab' or m.startswith('lab.')]; assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_each_family_takes_its_defaults_from_the_one_table():
+    """families/ (the engine's side) and `p2p validate` (torch-free) read one table: p2p_cli/family_defaults.py."""
+    from p2p_cli.families import FAMILIES
+    from p2p_cli.family_defaults import FAMILY_DEFAULTS
+
+    assert set(FAMILIES) == set(FAMILY_DEFAULTS)
+    for name, family in FAMILIES.items():
+        d = FAMILY_DEFAULTS[name]
+        assert (family.label, family.default_guidance, family.default_self_replace) == (d.label, d.guidance,
+                                                                                       d.self_replace)
+        assert getattr(family, "default_self_blocks", None) == d.self_blocks
+        assert (family.denoiser == "transformer") == d.joint
+    numbers = [path for path in PACKAGE.rglob("*.py") if path.name != "family_defaults.py"
+               and any(f"default_guidance = {g}" in path.read_text() for g in ("7.5", "5.0", "7.0", "3.5"))]
+    assert numbers == []  # no second copy of a default guidance

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.engine.layers import LayerInfo, cross_sides, latent_size
 from p2p_cli.models import Model
-from p2p_cli.engine.plan import nearest_side
+from p2p_cli.family_defaults import nearest_side
 from p2p_cli.text.tokens import find_tokens, lead_tokens, token_ids
 
 PLACES = ("down", "mid", "up")

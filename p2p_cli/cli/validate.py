@@ -11,7 +11,8 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
-from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry, size_problems
+from p2p_cli.checks import model_geometry, size_problems
+from p2p_cli.family_defaults import FAMILY_DEFAULTS, default_blend_side, nearest_side
 from p2p_cli.files.real import recipe_loras
 from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
@@ -91,23 +92,23 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
                 else f"{latent // 4} (latent side {latent} / 4)" if latent else "latent side / 4")
     if recipe.blend_res:
         blend_res = f"{recipe.blend_res}"
-    elif latent and geometry["cross_depths"]:  # pipeline.default_blend_side, then the nearest side there is
+    elif latent and geometry["cross_depths"]:  # the engine's rule: the default side, then the nearest side there is
         sides = sorted({-(-latent // 2**d) for d in geometry["cross_depths"]})
-        wanted = max(latent // 4, min(8, latent))
-        blend_res = f"{min(sides, key=lambda s: abs(s - wanted))} (of the cross-attention sides {sides})"
+        blend_res = f"{nearest_side(sides, default_blend_side(latent))} (of the cross-attention sides {sides})"
     else:
         blend_res = "latent side / 4, at least 8, the nearest side the UNet has"
     model = recipe.model or "shapes"
     if "guidance" in recipe.model_fields_set:
         guidance = f"{recipe.guidance:g}"
     elif geometry:
-        guidance = f"{DEFAULT_GUIDANCE[geometry['family']]:g} (the model family's default)"
+        guidance = f"{FAMILY_DEFAULTS[geometry['family']].guidance:g} (the model family's default)"
     else:
-        guidance = "the model family's default (SD 7.5, SDXL 5, SD3 7, FLUX.1 3.5)"
-    joint = bool(geometry) and geometry["family"] in ("sd3", "flux")
+        guidance = "the model family's default (" + ", ".join(
+            f"{d.short} {d.guidance:g}" for d in FAMILY_DEFAULTS.values()) + ")"
+    joint = bool(geometry) and FAMILY_DEFAULTS[geometry["family"]].joint
     layers = f"  self_replace_max_res: {self_max}  blend_res: {blend_res}"
     if joint:
-        default = "every block" if geometry["family"] == "sd3" else "Stable Flow's vital layers"
+        default = FAMILY_DEFAULTS[geometry["family"]].self_blocks_text
         self_blocks = recipe.self_blocks if recipe.self_blocks is not None else default
         layers = (f"  self_blocks: {self_blocks}  blend_blocks: {recipe.blend_blocks or 'every block'}"
                   f"  text_mass: {recipe.text_mass_rule}")
@@ -128,7 +129,7 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     for lora in getattr(recipe, "loras", None) or []:
         lines.append(f"  lora: {lora.path} x{lora.scale:g}")
     lines.append(f"  source: {json.dumps(recipe.source)}")
-    family_self = DEFAULT_SELF_REPLACE.get(geometry["family"]) if geometry else None
+    family_self = FAMILY_DEFAULTS[geometry["family"]].self_replace if geometry else None
     for k, edit in enumerate(recipe.edits, 1):
         cross = recipe.cross_for(edit)
         words = "".join(f", {w} {_win(win)}" for w, win in cross.words.items())

@@ -21,7 +21,8 @@ from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
-from p2p_cli.engine.plan import EditPlan, check_recipe, combine_plans, compile_plan, nearest_side
+from p2p_cli.engine.plan import EditPlan, check_recipe, combine_plans, compile_plan
+from p2p_cli.family_defaults import default_blend_side as blend_side_for, nearest_side
 from p2p_cli.recipe import BATCH_SHARED, Recipe, RecipeError
 from p2p_cli.engine.sampler import FlowSchedule, NoisySchedule, Predict, Schedule, sample_ddim, sample_flow
 
@@ -104,10 +105,8 @@ def guided_predict(model: Model, conditioning: Callable[[int], Conditioning], gu
 
 
 def default_blend_side(latent_hw: tuple[int, int]) -> int:
-    """Local blend's map side: latent side / 4 (16 for SD at 512 px), but at least 8 (or the latent side):
-    the mask is max-pooled 3x3, which would cover most of a smaller map."""
-    side = max(latent_hw)
-    return max(side // 4, min(8, side))
+    """Local blend's map side for a latent (family_defaults.default_blend_side of its longer side)."""
+    return blend_side_for(max(latent_hw))
 
 
 def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:

@@ -234,11 +234,6 @@ def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_na
     return plan
 
 
-def nearest_side(available: list[int], wanted: int) -> int:
-    """The available layer side closest to wanted (ties go to the smaller side)."""
-    return min(sorted(set(available)), key=lambda s: abs(s - wanted))
-
-
 @dataclass
 class Batched:
     """Several recipes' plans as one batch: [every source, every target, every baseline], recipe by recipe."""

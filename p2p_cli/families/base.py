@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
+
 
 @dataclass
 class Conditioning:
@@ -69,8 +71,8 @@ class Family:
     """The SD 1.x/2.x behaviour; subclasses override what their backbone does differently."""
 
     name = "sd"
-    label = "Stable Diffusion 1.x/2.x"
-    default_guidance = 7.5
+    label = FAMILY_DEFAULTS["sd"].label
+    default_guidance = FAMILY_DEFAULTS["sd"].guidance  # each family's defaults: p2p_cli/family_defaults.py
     default_self_replace: float | None = None  # the self window's end when a recipe sets none (None: the recipe's 0.4)
     uses_micro_conditioning = False  # SDXL's size and crop ids
     denoiser = "unet"  # the component that denoises: "unet", or "transformer" (joint attention, flow matching)

@@ -47,10 +47,7 @@ class FlowFamily(Family):
 
     denoiser = "transformer"
     sampler = "flow"
-    default_self_blocks: tuple[int, ...] | None = None  # None: every block
-    # the self window: the first 20 % of the steps (docs/families.md: with the text share following the window,
-    # the transformer shapes model changed a swapped colour in 87.5 % of cases at 0.2 and 52.5 % at the UNet's 0.4)
-    default_self_replace = 0.2
+    default_self_blocks: tuple[int, ...] | None = None  # None: every block (each family's: family_defaults.py)
     patch = 2
 
     def latent_channels(self, model: Any) -> int:

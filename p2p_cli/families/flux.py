@@ -24,8 +24,9 @@ import torch
 from p2p_cli.families.base import Conditioning, Geometry
 from p2p_cli.families.flow import FlowFamily, calculate_shift, sized, t5_ids
 from p2p_cli.families.sd import tokenize
+from p2p_cli.family_defaults import FAMILY_DEFAULTS, FLUX_VITAL_BLOCKS
 
-VITAL_BLOCKS = (0, 1, 17, 18, 25, 28, 53, 54, 56)
+VITAL_BLOCKS = FLUX_VITAL_BLOCKS
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:
@@ -51,10 +52,11 @@ def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
 
 class Flux(FlowFamily):
     name = "flux"
-    label = "FLUX.1"
-    default_guidance = 3.5
+    label = FAMILY_DEFAULTS["flux"].label
+    default_guidance = FAMILY_DEFAULTS["flux"].guidance
     cfg = False
-    default_self_blocks = VITAL_BLOCKS
+    default_self_replace = FAMILY_DEFAULTS["flux"].self_replace
+    default_self_blocks = FAMILY_DEFAULTS["flux"].self_blocks
 
     def t5_length(self, model: Any) -> int:
         default = 512 if model.transformer.config.guidance_embeds else 256  # dev 512, schnell 256

@@ -6,6 +6,7 @@ from typing import Any
 
 
 from p2p_cli.families.base import Conditioning, Family, Geometry
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
 
 # DDIM as used for SD v1.x (algorithm.md, "Batch and guidance").
 SD_SCHEDULER = dict(
@@ -27,8 +28,8 @@ def tokenize(tokenizer: Any, prompts: list[str]) -> Any:
 
 class StableDiffusion(Family):
     name = "sd"
-    label = "Stable Diffusion 1.x/2.x"
-    default_guidance = 7.5
+    label = FAMILY_DEFAULTS["sd"].label
+    default_guidance = FAMILY_DEFAULTS["sd"].guidance
 
     def encode(self, model: Any, prompts: list[str], geometry: Geometry) -> Conditioning:
         """(B, 77, D): the text encoder's last hidden states, as StableDiffusionPipeline computes them."""

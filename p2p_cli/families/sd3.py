@@ -20,14 +20,17 @@ import torch
 from p2p_cli.families.base import Conditioning, Geometry
 from p2p_cli.families.flow import FlowFamily, calculate_shift, sized, t5_ids
 from p2p_cli.families.sd import tokenize
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
 
 T5_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
 
 
 class StableDiffusion3(FlowFamily):
     name = "sd3"
-    label = "Stable Diffusion 3"
-    default_guidance = 7.0
+    label = FAMILY_DEFAULTS["sd3"].label
+    default_guidance = FAMILY_DEFAULTS["sd3"].guidance
+    default_self_replace = FAMILY_DEFAULTS["sd3"].self_replace
+    default_self_blocks = FAMILY_DEFAULTS["sd3"].self_blocks
 
     def t5_length(self, model: Any) -> int:
         return int(model.options.get("max_sequence_length", T5_LENGTH))

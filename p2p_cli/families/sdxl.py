@@ -20,12 +20,13 @@ import torch
 
 from p2p_cli.families.base import Conditioning, Family, Geometry
 from p2p_cli.families.sd import tokenize
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
 
 
 class StableDiffusionXL(Family):
     name = "sdxl"
-    label = "Stable Diffusion XL"
-    default_guidance = 5.0
+    label = FAMILY_DEFAULTS["sdxl"].label
+    default_guidance = FAMILY_DEFAULTS["sdxl"].guidance
     uses_micro_conditioning = True
 
     def _hidden_and_pooled(self, model: Any, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

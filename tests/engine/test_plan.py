@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from p2p_cli.engine.control.edits import edit_cross_explicit, fused_gates, mapped_values
-from p2p_cli.engine.plan import compile_plan, cross_window_steps, nearest_side, self_window_steps
+from p2p_cli.engine.plan import compile_plan, cross_window_steps, self_window_steps
+from p2p_cli.family_defaults import nearest_side
 from p2p_cli.recipe import parse_recipe
 from p2p_cli.text.tokens import find_tokens
 

@@ -331,12 +331,12 @@ def test_sd35_blocks_edit_fused_as_explicit():
 
 
 def test_the_flow_families_default_self_window_is_0_2_and_a_recipe_or_edit_window_wins(joint_model, tiny_model):
-    from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE
     from p2p_cli.engine.pipeline import resolve_recipe
+    from p2p_cli.family_defaults import FAMILY_DEFAULTS
 
     family = joint_model.family
-    assert DEFAULT_SELF_REPLACE[family.name] == family.default_self_replace == 0.2  # validate's copy agrees
-    assert DEFAULT_GUIDANCE[family.name] == family.default_guidance
+    assert FAMILY_DEFAULTS[family.name].self_replace == family.default_self_replace == 0.2  # validate reads the same
+    assert FAMILY_DEFAULTS[family.name].guidance == family.default_guidance
     plain = resolve_recipe(joint_model, recipe())
     assert plain.self_for(plain.edits[0]) == (0.0, 0.2)
     assert resolve_recipe(joint_model, recipe(self_replace=0.4)).self_replace == (0.0, 0.4)
