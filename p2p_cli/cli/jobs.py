@@ -260,7 +260,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
             allow_pickle, viz=None) -> None:
     """Run one recipe through the API (p2p_cli.api.edit) and write its folder with Result.save, in one rename."""
     from p2p_cli.api import MapsError
-    from p2p_cli.api import edit as run_recipe
+    from p2p_cli.api import run_recipe
 
     recipe = job.recipe
     what = "source only" if job.source_only else f"{len(recipe.edits)} edit(s)"
