@@ -119,6 +119,14 @@ def inline_recipe(text: str) -> Recipe:
     return recipe
 
 
+def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") -> Recipe:
+    """The recipe as the engine runs it on this model (its family's defaults filled in), or RecipeError listing
+    every problem checks.model_problems finds on the model's ModelSpec (the engine itself raises none)."""
+    from p2p_cli.checks import checked
+
+    return checked(recipe, model.spec, source_name)
+
+
 # --- attention maps ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -367,7 +375,7 @@ def run_recipe(model: Model, recipe: RecipeLike, *, baseline: bool = False, maps
     relative paths, the name in messages, run.json) and `--set` overrides to record, and attn-viz's source-only
     run."""
     from p2p_cli.files.outputs import check_latents
-    from p2p_cli.engine.pipeline import geometry, resolve_recipe, run_edit
+    from p2p_cli.engine.pipeline import geometry, run_edit
     from p2p_cli.analysis.maps import VizSpec, store_for, viz_tokenizer
 
     start = time.perf_counter()
@@ -428,7 +436,7 @@ def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention:
     """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
     edit() of that recipe alone. The recipes must share steps, size, guidance and the layer settings
     (recipe.BATCH_SHARED); generated pictures only (no `image:` or `mask:`), no attention maps."""
-    from p2p_cli.engine.pipeline import resolve_recipe, run_edits
+    from p2p_cli.engine.pipeline import run_edits
     from p2p_cli.files.outputs import check_latents
 
     start = time.perf_counter()
@@ -456,7 +464,6 @@ def sweep(model: Model, recipe, *, tau: list[float] | None = None, self_tau: lis
     analysis.tau_sweep.SweepResult with a picture per point); score it with tau_sweep.score_sweep. `recipe`
     may also be a plan tau_sweep.expand made (the CLI checks it before loading the model)."""
     from p2p_cli.analysis.tau_sweep import Sweep, expand, run_sweep
-    from p2p_cli.engine.pipeline import resolve_recipe
 
     if isinstance(recipe, Sweep):
         plan = recipe

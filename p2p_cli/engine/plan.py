@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from p2p_cli.checks import Problems, words_in_either
-from p2p_cli.recipe import Recipe, RecipeError, Window
+from p2p_cli.recipe import Recipe, Window
 from p2p_cli.text.mappers import TokenMap, identity_map, refine_map, replace_map
 from p2p_cli.text.tokens import find_tokens, token_ids
 from p2p_cli.text.words import same_words
@@ -38,6 +38,15 @@ class EditPlan:
             elif isinstance(value, dict):
                 moved[f.name] = {k: v.to(device) for k, v in value.items()}
         return replace(self, **moved)
+
+
+class UncheckedRecipe(ValueError):
+    """A recipe that reached the engine with problems `checks.model_problems` finds: the engine runs checked
+    recipes only (the API checks each with `checks.checked` first, which raises the user's RecipeError)."""
+
+    def __init__(self, problems: list[str], source: str = "recipe"):
+        self.problems, self.source = list(problems), source
+        super().__init__(f"{source}: unchecked recipe: " + "; ".join(self.problems))
 
 
 def cross_window_steps(window: Window, steps: int) -> tuple[int, int]:
@@ -195,7 +204,7 @@ def _compile_parts(recipe: Recipe, tokenizer, steps: int):
 
 def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_name: str = "recipe",
                  source_only: bool = False) -> EditPlan:
-    """Compile a validated recipe; raise RecipeError listing every tokenizer-dependent problem.
+    """Compile a checked recipe (checks.checked); UncheckedRecipe if it has tokenizer-dependent problems.
 
     tokenizer: one tokenizer, or the text parts of the denoiser's sequence in order (SD3: CLIP's 77 positions,
     then T5's; an int for a part no tokenizer reads): each part is planned with its own tokenizer (CLIP BPE and
@@ -205,7 +214,7 @@ def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_na
     steps = recipe.steps
     per_edit, problems = _compile_parts(recipe, tokenizer, steps)
     if problems:
-        raise RecipeError(problems, source_name)
+        raise UncheckedRecipe(problems, source_name)
     length = text_length(tokenizer)
     maps = [p[0] for p in per_edit]
     blends = [p[4] or _no_blend(length) for p in per_edit]

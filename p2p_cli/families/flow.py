@@ -46,8 +46,6 @@ class FlowFamily(Family):
     """A joint-attention transformer sampled by flow matching (SD3, FLUX)."""
 
     denoiser = "transformer"
-    sampler = "flow"
-    default_self_blocks: tuple[int, ...] | None = None  # None: every block (each family's: family_defaults.py)
     patch = 2
 
     def latent_channels(self, model: Any) -> int:
