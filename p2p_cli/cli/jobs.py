@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from p2p_cli.cli.common import STDIN_ONCE, check_name, dtype_name, model_key
-from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, name_edits, report
+from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, name_edits, printable, report
 from p2p_cli.checks import size_problems
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.files.real import resolve_mask
@@ -394,7 +394,7 @@ def warn(recipe: Recipe, label: str, model: str | None = None) -> None:
         lines += _unknown_words(recipe)
     lines += _input_warnings(recipe, label, spec)
     for line in lines:
-        print(f"warning: {label}: {name_edits(line)}", file=sys.stderr)
+        print(printable(f"warning: {label}: {name_edits(line)}"), file=sys.stderr)
 
 
 def _input_warnings(recipe: Recipe, label: str, spec: str | None) -> list[str]:

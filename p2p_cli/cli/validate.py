@@ -10,7 +10,7 @@ import typer
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import warn
-from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
+from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
 from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry, size_problems
 from p2p_cli.files.real import recipe_loras
 from p2p_cli.overrides import inline_recipes, read_recipes
@@ -54,10 +54,10 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
                     code = report(err, debug=debug)
                     continue
                 warn(recipe, label)
-                print(f"ok {label}")
+                print(printable(f"ok {label}"))
                 if label.startswith("--prompt"):  # what the inline prompt expands to, as a recipe file
-                    print(expansion(recipe))
-                print(summary(recipe, image))
+                    print(printable(expansion(recipe)))
+                print(printable(summary(recipe, image)))
     raise typer.Exit(code if code == EXIT_OK else EXIT_INVALID)
 
 
