@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from p2p_cli.paths import read_regular_text
 from p2p_cli.recipe import Recipe
 from p2p_cli.text.tokens import PromptError, find_tokens, token_ids, word_spans
 from p2p_cli.text.words import same_words, split_words
@@ -55,7 +56,7 @@ def _t5_tokenizer(spec: str, family: str) -> Any:
 
 def _flux_guidance(spec: str) -> bool:
     try:
-        return bool(json.loads((model_folder(spec) / "transformer" / "config.json").read_text())["guidance_embeds"])
+        return bool(json.loads(read_regular_text(model_folder(spec) / "transformer" / "config.json"))["guidance_embeds"])
     except (OSError, ValueError, KeyError):
         return True
 
@@ -215,15 +216,15 @@ def model_geometry(spec: str | None) -> dict | None:
         return None
     vae_folder = model_folder("shapes") if spec in BUNDLED_MMDIT else folder  # it shares the UNet model's VAE
     try:
-        vae = json.loads((vae_folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads(read_regular_text(vae_folder / "vae" / "config.json"))
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
         if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
-            config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+            config = json.loads(read_regular_text(folder / "transformer" / "config.json"))
             flux = "guidance_embeds" in config  # FluxTransformer2DModel's config has it, SD3's has not
             side, patch = (128, 2) if flux else (config["sample_size"], config["patch_size"])
             return {"size": side * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale * patch,
                     "family": "flux" if flux else "sd3"}
-        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        unet = json.loads(read_regular_text(folder / "unet" / "config.json"))
         side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
         depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
         multiple = scale * 2 ** (len(unet["block_out_channels"]) - 1)  # engine.layers.size_multiple

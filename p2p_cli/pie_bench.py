@@ -21,6 +21,7 @@ from p2p_cli.analysis.metrics import (
     pie_mse, pie_psnr, pie_ssim,
 )
 from p2p_cli.files.pie_folder import KINDS, MASK_SIDE, PieEntry, Settings, decode_mask, entry_job
+from p2p_cli.paths import read_regular_text
 
 SUMMARY_FILE = "pie-bench.json"
 # name -> (what, how the paper's table scales it, lower is better)
@@ -136,7 +137,7 @@ def fingerprint(recipe: dict, model_id: str) -> str:
 def finished(folder: Path, digest: str) -> bool:
     """Whether `folder` is an entry's folder that a run with the same fingerprint completed."""
     try:
-        record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        record = json.loads(read_regular_text(folder / "run.json"))
     except (OSError, ValueError):
         return False
     return (record.get("pie_bench") or {}).get("fingerprint") == digest and (folder / "edit-1.png").is_file()

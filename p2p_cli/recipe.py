@@ -558,7 +558,9 @@ def read_bytes(path: str | Path) -> bytes:
             data = stream.read(MAX_RECIPE_BYTES + 1) if stream is not None else \
                 sys.stdin.read(MAX_RECIPE_BYTES + 1).encode("utf-8", "surrogateescape")
         else:
-            with open(path, "rb") as f:  # FIFOs too (`p2p edit <(...)`); the bound keeps them short
+            from p2p_cli.paths import open_regular
+
+            with open_regular(path, pipes=True) as f:  # pipes too (`p2p edit <(...)`); the bound keeps them short
                 data = f.read(MAX_RECIPE_BYTES + 1)
     except OSError as err:
         raise RecipeError([f"cannot read the file: {err.strerror or err}"], where) from None

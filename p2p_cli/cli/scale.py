@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2p_cli.paths import read_regular_text
+
 
 def launch() -> tuple[int, int, int]:
     """(rank, world size, local rank) from the launcher's environment; (0, 1, 0) without one."""
@@ -58,7 +60,7 @@ def fingerprint(job: Any, **how: Any) -> str:
 def finished(folder: Path, digest: str) -> bool:
     """Whether folder holds a finished run of exactly this recipe (its run.json says so; folders appear whole)."""
     try:
-        record = json.loads((Path(folder) / "run.json").read_text(encoding="utf-8"))
+        record = json.loads(read_regular_text(Path(folder) / "run.json"))
     except (OSError, ValueError):
         return False
     return isinstance(record, dict) and record.get("input_sha256") == digest

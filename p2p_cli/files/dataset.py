@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from p2p_cli.files.outputs import atomic_folder, write_json
+from p2p_cli.paths import read_regular_text
 
 PAIRS = "pairs"
 RECORD = "pair.json"
@@ -33,7 +34,7 @@ def pair_folder(out: str | Path, index: int) -> Path:
 def finished_pair(folder: Path, digest: str) -> dict | None:
     """The pair's record when `folder` holds a finished run of exactly this pair and these settings, else None."""
     try:
-        record = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
+        record = json.loads(read_regular_text(Path(folder) / RECORD))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("input_sha256") == digest else None

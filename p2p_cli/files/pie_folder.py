@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from p2p_cli.overrides import apply_overrides
+from p2p_cli.paths import read_regular_text
 from p2p_cli.text.words import split_words
 
 MAPPING_FILE = "mapping_file.json"
@@ -105,7 +106,7 @@ def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int |
         raise PieBenchError([f"no {MAPPING_FILE} in {folder}; give the PIE-Bench data folder (the one holding"
                              f" {MAPPING_FILE} and {IMAGES}/)"], folder)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_text(path))
     except UnicodeDecodeError as err:
         raise PieBenchError([f"{MAPPING_FILE}: not UTF-8 text ({err.reason} at byte {err.start})"], folder) from None
     except json.JSONDecodeError as err:

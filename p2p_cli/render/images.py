@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from p2p_cli.paths import open_regular
+
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """A (3, H, W) float image in [0, 1] -> an 8-bit RGB picture."""
@@ -84,7 +86,7 @@ def save_png(picture: Image.Image | torch.Tensor, path: Path, texts: dict[str, s
 
 def read_png_texts(path: Path) -> dict[str, str]:
     """The text chunks of a PNG file (empty when it has none)."""
-    with Image.open(path) as im:
+    with open_regular(path) as f, Image.open(f) as im:
         im.load()
         return dict(getattr(im, "text", {}) or {})
 
