@@ -72,6 +72,7 @@ def pie_bench(
     resume: Annotated[bool, typer.Option("--resume", help="Keep each entry's folder that a finished run with the"
                                                           " same settings wrote (it is scored again).")] = False,
     overwrite: o.Overwrite = False,
+    trust_recipe: o.TrustRecipe = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of the table.")] = False,
     quiet: o.Quiet = False,
     threads: o.Threads = None,
@@ -90,7 +91,7 @@ def pie_bench(
         if lpips.lower() not in ("squeeze", "alex", "none"):
             raise UsageError(f"--lpips {lpips}: give squeeze (the benchmark's), alex or none")
         try:
-            entries = read_folder(folder, chosen, limit)
+            entries = read_folder(folder, chosen, limit, trust=trust_recipe)
         except PieBenchError as err:
             raise UsageError(str(err)) from None
         if not entries:

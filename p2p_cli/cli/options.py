@@ -90,3 +90,8 @@ Resume = Annotated[
                                          " run only the rest (a killed run, started again).")
 ]
 
+TrustRecipe = Annotated[
+    bool, typer.Option("--trust-recipe", help="Let a recipe p2p did not write for you (a PNG's, a run.json, a PIE-Bench"
+                                               " mapping file) name files outside its own folder and a model to"
+                                               " download; only for files you trust.")
+]

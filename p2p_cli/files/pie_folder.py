@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from p2p_cli.overrides import apply_overrides
-from p2p_cli.paths import read_regular_text
+from p2p_cli.paths import outside, read_regular_text
 from p2p_cli.text.words import split_words
 
 MAPPING_FILE = "mapping_file.json"
@@ -93,10 +93,12 @@ def parse_kinds(text: str | None) -> list[int] | None:
     return list(dict.fromkeys(kinds))
 
 
-def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int | None = None) -> list[PieEntry]:
+def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int | None = None,
+                trust: bool = False) -> list[PieEntry]:
     """The entries of a PIE-Bench folder (the one holding mapping_file.json and annotation_images/) in the mapping
     file's order, only those of `kinds`, at most `limit`; PieBenchError lists every problem of the folder and of
-    the chosen entries (a picture that is missing included)."""
+    the chosen entries (a picture that is missing included). The mapping file is untrusted: its pictures must lie
+    inside the folder unless `trust` (--trust-recipe)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise PieBenchError([f"{folder} is not a folder; give the PIE-Bench data folder (the one holding"
@@ -127,7 +129,7 @@ def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int |
             continue
         if limit is not None and len(entries) >= limit:
             break
-        entry = _entry(key, item, kind, root, problems)
+        entry = _entry(key, item, kind, root, problems, None if trust else folder)
         if entry is not None:
             entries.append(entry)
     if problems:
@@ -145,7 +147,7 @@ def _kind(key: str, item: dict, problems: list[str]) -> int | None:
     return int(text)
 
 
-def _entry(key: str, item: dict, kind: int, root: Path, problems: list[str]) -> PieEntry | None:
+def _entry(key: str, item: dict, kind: int, root: Path, problems: list[str], inside: Path | None) -> PieEntry | None:
     found = len(problems)
     name_problem = _folder_name_problem(key)
     if name_problem:
@@ -166,14 +168,29 @@ def _entry(key: str, item: dict, kind: int, root: Path, problems: list[str]) -> 
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in code):
         problems.append(f"{key}.mask: expected the run-length code, a list of whole numbers >= 0 in (start, length)"
                         f" pairs, got {_short(code)}")
+    elif problem := _mask_problem(code):
+        problems.append(f"{key}.mask: {problem}")
     image = root / texts["image_path"] if texts["image_path"] else None
-    if image is not None and not image.is_file():
+    if image is not None and inside is not None and outside(image, inside):
+        problems.append(f"{key}.image_path: {_short(texts['image_path'])} lies outside {inside}; a mapping file may"
+                        " only name pictures inside its own folder (pass --trust-recipe if you trust it)")
+    elif image is not None and not image.is_file():
         problems.append(f"{key}.image_path: no picture at {image}")
     if len(problems) > found:
         return None
     return PieEntry(id=key, image=image.resolve(), source=plain(texts["original_prompt"]).strip(),
                     target=plain(texts["editing_prompt"]).strip(), kind=kind, blended=blended.split(),
                     mask=list(code), instruction=str(item.get("editing_instruction", "")))
+
+
+def _mask_problem(code: list[int], side: int = MASK_SIDE) -> str | None:
+    """Why a run-length code cannot be a mask of the side x side picture (a run past its last pixel), or None."""
+    n = side * side
+    for i, (start, length) in enumerate(zip(code[0::2], code[1::2])):
+        if start + length > n:
+            return (f"run {i + 1} (start {start}, length {length}) ends past the {side}x{side} picture's last"
+                    f" pixel ({n}); the code is damaged")
+    return None
 
 
 def _folder_name_problem(key: str) -> str | None:
