@@ -51,12 +51,13 @@ def load_model(name: str | None = "shapes", *, device: str = "auto", dtype: str 
     return model
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | tuple = (), trust: bool = False) -> Recipe:
     """A recipe file, validated, with `overrides` ("key=value", as `--set`) applied first. Its `image:` and
-    LoRA paths are made absolute (they are relative to the file), so the recipe stands on its own."""
+    LoRA paths are made absolute (they are relative to the file), so the recipe stands on its own. A PNG's recipe
+    or a run.json may name files only inside its folder, and no hub model, unless `trust`."""
     from p2p_cli.overrides import read_recipe
 
-    recipe = read_recipe(str(path), list(overrides))
+    recipe = read_recipe(str(path), list(overrides), trust=trust)
     return anchored(recipe, str(path))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from p2p_cli.paths import read_regular_text
-from p2p_cli.recipe import Recipe
+from p2p_cli.recipe import BUNDLED_MMDIT, Recipe
 from p2p_cli.text.tokens import PromptError, find_tokens, token_ids, word_spans
 from p2p_cli.text.words import same_words, split_words
 
@@ -183,7 +183,6 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
     return warnings
 
 
-BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # the bundled transformer model's names (models.py too)
 SHAPES = Path(__file__).resolve().parent / "shapes"
 
 

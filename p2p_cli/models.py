@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import torch
 
 from p2p_cli.checks import BUNDLED_MMDIT
+from p2p_cli.recipe import BUNDLED_UNET
 
 
 @dataclass
@@ -101,7 +102,7 @@ def from_components(parts: dict, id: str = "components", device: str = "cpu", dt
 
 # --- loading -------------------------------------------------------------------------------------------
 
-BUNDLED_NAMES = ("shapes", "bundled:shapes")  # `--model shapes` (or none) means the bundled model; run.json says bundled:shapes
+BUNDLED_NAMES = BUNDLED_UNET
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writes them

@@ -12,6 +12,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from p2p_cli.text.words import same_words, split_words
 
+BUNDLED_UNET = ("shapes", "bundled:shapes")  # `model: shapes` (or none): the bundled model; run.json says bundled:shapes
+BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # the bundled transformer (SD3-layout) shapes model
 DEFAULT_CROSS_REPLACE = 0.8
 DEFAULT_SELF_REPLACE = 0.4
 

@@ -35,6 +35,7 @@ def edit(
     save_attention: o.SaveAttention = False,
     threads: o.Threads = None,
     resume: o.Resume = False,
+    trust_recipe: o.TrustRecipe = False,
     batch_rows: o.BatchRows = None,
     debug: o.Debug = False,
 ) -> None:
@@ -49,7 +50,8 @@ def edit(
         # everything is validated before any model loads
         rank, world, local_rank = launch()
         skipped: list[dict] = []  # a manifest's invalid lines: reported (by rank 0), and the others run
-        every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [], skipped=skipped, loud=rank == 0)
+        every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [], skipped=skipped, loud=rank == 0,
+                           trust=trust_recipe)
         check_out(out)
         started = time.perf_counter()
         jobs = shard(every, rank, world)  # all of them without a launcher

@@ -51,14 +51,16 @@ class Job:
 
 
 def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None,
-              prompts: list[str] | tuple = (), skipped: list | None = None, loud: bool = True) -> list[Job]:
+              prompts: list[str] | tuple = (), skipped: list | None = None, loud: bool = True,
+              trust: bool = False) -> list[Job]:
     """Validate every recipe, and the inline prompts' recipes (reporting all problems of all of them); raise
     typer.Exit(2) if any is invalid. skipped: a list that takes a manifest's invalid lines (the others run); loud:
-    report them (under a launcher, rank 0 alone does)."""
+    report them (under a launcher, rank 0 alone does); trust: --trust-recipe (overrides.stranger_problems)."""
     if paths.count("-") > 1:
         raise UsageError(STDIN_ONCE)
     jobs, invalid = [], []
-    items = [item for path in paths for item in read_recipes(path, overrides)] + inline_recipes(list(prompts), overrides)
+    items = [item for path in paths for item in read_recipes(path, overrides, trust=trust, model_set=model is not None)]
+    items += inline_recipes(list(prompts), overrides)
     for label, recipe in items:
         try:
             if isinstance(recipe, RecipeError):

@@ -18,7 +18,7 @@ from p2p_cli.recipe import Recipe, RecipeError
 
 
 def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = None, set_: o.Sets = None,
-             debug: o.Debug = False) -> None:
+             trust_recipe: o.TrustRecipe = False, debug: o.Debug = False) -> None:
     """Check recipes (schema, picture, words/tokens against the CLIP tokenizer of SD v1) without a model; print
     every setting each resolves to."""
     code = EXIT_OK
@@ -29,7 +29,7 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
         if recipes.count("-") > 1:
             raise UsageError(STDIN_ONCE)
         tokenizer = None
-        groups = [read_recipes(path, list(set_ or [])) for path in recipes]
+        groups = [read_recipes(path, list(set_ or []), trust=trust_recipe) for path in recipes]
         groups.append(inline_recipes(list(prompt or []), list(set_ or [])))
         for group in groups:
             for label, recipe in group:
