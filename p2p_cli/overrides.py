@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from p2p_cli.paths import outside
-from p2p_cli.recipe import (BUNDLED_MMDIT, BUNDLED_UNET, Recipe, RecipeError, beside_recipe, decode_text, default_name,
-                            parse_recipe, read_bytes, read_document, safe_load)
+from p2p_cli.recipe import (BUNDLED_MMDIT, BUNDLED_UNET, Recipe, RecipeError, beside_recipe, default_name, parse_recipe,
+                            read_document, safe_load)
 
 UNSET = object()  # `--set key=` removes the key, so the field takes its default
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -87,65 +87,6 @@ def _show(path: list[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
 
 
-_DOC_START = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)  # a line holding only the YAML document marker
-
-
-def split_documents(text: str) -> list[str]:
-    """The recipes of one file or stream: YAML documents apart at `---` lines, or JSON lines (one object a line).
-
-    One document gives a list of one; empty documents (a leading `---`) are dropped.
-    """
-    return [doc for _, doc in numbered_documents(text)]
-
-
-def numbered_documents(text: str) -> list[tuple[int, str]]:
-    """split_documents with each recipe's number: its line in a JSON-lines file (blank lines count), its
-    document's number (from 1) in a YAML stream."""
-    lines = text.splitlines()
-    filled = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    if len(filled) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for _, line in filled):
-        return filled  # JSON lines
-    parts = [part for part in _DOC_START.split(text) if part.strip() and part.strip() != "..."]
-    return list(enumerate(parts, 1)) if parts else [(1, text)]
-
-
-def read_recipes(path: str, overrides: list[str] | None = None, stdin_text: str | None = None, trust: bool = False,
-                 model_set: bool = False) -> list[tuple[str, Recipe | RecipeError]]:
-    """Every recipe in a file (or "-", standard input) with its label: the path, or "path#k" (k from 1) when the
-    file holds several (a `---` YAML stream or JSON lines). Several unnamed recipes of one file are named
-    <stem>-<k>. A recipe that is invalid comes as its RecipeError, so the others can still be checked."""
-    source = str(path)
-    try:
-        if stdin_text is not None:
-            text = stdin_text
-        elif source.lower().endswith(".png"):  # a picture written by p2p holds one recipe
-            return [(source, read_recipe(path, overrides, trust=trust, model_set=model_set))]
-        else:
-            text = decode_text(read_bytes(path), source)  # "-": standard input
-    except RecipeError as err:
-        return [(source, err)]
-    docs = numbered_documents(text)
-    if len(docs) == 1:
-        try:
-            return [(source, read_recipe(path, overrides, stdin_text=text, trust=trust, model_set=model_set))]
-        except RecipeError as err:
-            return [(source, err)]
-    out: list[tuple[str, Recipe | RecipeError]] = []
-    names: dict[str, str] = {}  # name -> the label that took it first
-    for k, doc in docs:
-        label = f"{source}#{k}"
-        try:
-            recipe = read_recipe(label, overrides, stdin_text=doc, require_name=True, trust=trust, model_set=model_set)
-            if recipe.name in names:
-                raise RecipeError([f"name: {recipe.name!r} is also the name of {names[recipe.name]}; each recipe of a"
-                                   " file needs a name of its own (it writes OUT/<name>/)"], label)
-            names[recipe.name] = label
-            out.append((label, recipe))
-        except RecipeError as err:
-            out.append((label, err))
-    return out
-
-
 NAME_REQUIRED = ("name: required in a file of several recipes (each writes OUT/<name>/); give every recipe a name"
                  " of its own, e.g. \"name\": \"{stem}-{k}\"")
 
@@ -207,8 +148,13 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
     trust: a PNG's recipe or a run.json may name files outside its folder and hub models (stranger_problems);
     model_set: --model overrides the recipe's model.
     """
-    source = str(path)
     data = read_document(path, stdin_text) if stdin_text is not None else read_document(path)
+    return from_document(data, str(path), overrides, name or default_name(path), require_name, trust, model_set)
+
+
+def from_document(data: Any, source: str, overrides: list[str] | None = None, name: str | None = None,
+                  require_name: bool = False, trust: bool = False, model_set: bool = False) -> Recipe:
+    """A decoded recipe document (labelled `source`) -> Recipe, as read_recipe does after reading it."""
     what = None if trust else stranger(source, data)
     if isinstance(data, dict) and isinstance(data.get("recipe"), dict) and "versions" in data:
         data = data["recipe"]  # a run.json: the recipe it records (its image: is relative to the run's folder)
@@ -225,7 +171,7 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
         except ValueError as err:
             raise RecipeError([str(err)], source) from None
     if not require_name:
-        return parse_recipe(data, source, default_name=name or default_name(path))
+        return parse_recipe(data, source, default_name=name)
     missing = isinstance(data, dict) and data.get("name") in (None, "")
     head, _, k = source.rpartition("#")
     problem = NAME_REQUIRED.format(stem=default_name(head or source), k=k or 1)

@@ -8,6 +8,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,8 @@ from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, name_edits, pr
 from p2p_cli.checks import size_problems
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.files.real import resolve_mask
-from p2p_cli.overrides import inline_recipes, read_recipes
+from p2p_cli.manifests import read_recipes
+from p2p_cli.overrides import inline_recipes
 from p2p_cli.recipe import BATCH_SHARED, Recipe, RecipeError
 
 if TYPE_CHECKING:  # the engine (torch, diffusers) is imported once a command runs a model, not for help
@@ -59,8 +61,8 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
     if paths.count("-") > 1:
         raise UsageError(STDIN_ONCE)
     jobs, invalid = [], []
-    items = [item for path in paths for item in read_recipes(path, overrides, trust=trust, model_set=model is not None)]
-    items += inline_recipes(list(prompts), overrides)
+    items = chain(*(read_recipes(path, overrides, trust=trust, model_set=model is not None) for path in paths),
+                  inline_recipes(list(prompts), overrides))  # one recipe at a time: a manifest may be long
     for label, recipe in items:
         try:
             if isinstance(recipe, RecipeError):

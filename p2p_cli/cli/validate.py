@@ -13,7 +13,8 @@ from p2p_cli.cli.jobs import warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
 from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry, size_problems
 from p2p_cli.files.real import recipe_loras
-from p2p_cli.overrides import inline_recipes, read_recipes
+from p2p_cli.manifests import read_recipes
+from p2p_cli.overrides import inline_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
 
