@@ -229,7 +229,7 @@ class Result:
         The record's recipe replays from the folder: for a real picture its image is input.png (the picture as
         cropped and resized: the same pixels, so the same cached inversion), and its crop none."""
         from p2p_cli.files.metadata import png_texts
-        from p2p_cli.files.outputs import atomic_folder, resolved_recipe, run_record, write_json
+        from p2p_cli.files.outputs import atomic_folder, resolved_recipe, run_record, write_record
         from p2p_cli.render.grid import save_grid
         from p2p_cli.render.images import save_images
 
@@ -274,7 +274,7 @@ class Result:
                 else:  # attn-viz: the original picture, absolute
                     record["recipe"].update(image=str(Path(self.real.path).resolve()))
             record.update(extra or {})  # e.g. the CLI's input_sha256 (--resume)
-            write_json(tmp / "run.json", record)
+            write_record(tmp, "run.json", record)
         return record
 
 

@@ -13,7 +13,8 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import exit_code, overrides_from, progress_bar, use_threads
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
 from p2p_cli.cli.jobs import check_folders, check_out, default_viz, is_manifest_line, read_jobs, run_jobs
-from p2p_cli.cli.scale import Tally, finished, fingerprint, gather, launch, shard, write_failures, write_index
+from p2p_cli.cli.scale import Tally, fingerprint, gather, launch, resume_state, shard, write_failures, write_index
+from p2p_cli.files.outputs import remove_stale
 
 
 def edit(
@@ -68,9 +69,16 @@ def edit(
         dt = pick_dtype(dtype.value, dev)
         for job in jobs:
             job.digest = fingerprint(job, baseline=baseline, attention=attention.value, save_attention=save_attention)
-            if resume and finished(job.folder, job.digest):
+            state = resume_state(job.folder, job.digest) if resume else None
+            if state == "finished":
                 job.done = job.kept = True
                 print(f"kept {job.folder}/ (finished earlier: --resume)", flush=True)
+            elif state == "damaged":  # this recipe's folder, but a file it lists is gone or changed
+                job.replace = True
+                log(f"{job.folder}/ lacks files its run.json lists: running {job.recipe.name} again (--resume)")
+        if stale := remove_stale([job.folder for job in jobs]):
+            log(f"removed {len(stale)} temporary folder{'s' * (len(stale) != 1)} that killed runs left:"
+                f" {', '.join(str(p) for p in stale)}")
         check_folders(jobs, overwrite, debug)
         # one live bar per terminal: under a launcher every process logs a line per recipe instead
         bar = None if quiet or not console.is_terminal or world > 1 else progress_bar(console)

@@ -45,6 +45,7 @@ class Job:
     digest: str | None = None  # scale.fingerprint: what makes the folder; run.json records it (--resume)
     kept: bool = False  # --resume found this folder finished
     pictures: int = 0  # the pictures its folder got (source, edits, baselines)
+    replace: bool = False  # --resume found this recipe's folder damaged: it is written again in its place
 
     @property
     def key(self) -> tuple:
@@ -138,7 +139,7 @@ def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
     for job in jobs:
         if not job.done:
             try:
-                check_free(job.folder, overwrite)
+                check_free(job.folder, overwrite or job.replace)
             except (FileExistsError, OutputPathError) as err:
                 job.done, job.code = True, report(err, debug=debug)
 
@@ -295,7 +296,7 @@ def finish(job: Job, result, *, start: float, overwrite: bool, json_: bool) -> N
     recipe = job.recipe
     result.seconds = {**job.seconds, **result.seconds}
     result.started = start
-    record = result.save(job.folder, overwrite, attention_only=job.attention_only,
+    record = result.save(job.folder, overwrite or job.replace, attention_only=job.attention_only,
                          extra={"input_sha256": job.digest} if job.digest else None)
     job.done = True
     job.pictures = len(result.roles)

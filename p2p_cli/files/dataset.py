@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.files.outputs import atomic_folder, write_json
+from p2p_cli.files.outputs import atomic_folder, intact, write_record
 from p2p_cli.paths import read_regular_text
 
 PAIRS = "pairs"
@@ -37,7 +37,7 @@ def finished_pair(folder: Path, digest: str) -> dict | None:
         record = json.loads(read_regular_text(Path(folder) / RECORD))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("input_sha256") == digest else None
+    return record if intact(folder, record) and record.get("input_sha256") == digest else None
 
 
 def write_pair(folder: Path, record: dict, pictures: dict[str, Any], overwrite: bool = False) -> Path:
@@ -47,7 +47,7 @@ def write_pair(folder: Path, record: dict, pictures: dict[str, Any], overwrite: 
     with atomic_folder(folder, overwrite) as tmp:
         for name, picture in pictures.items():
             save_png(picture, tmp / name)
-        write_json(tmp / RECORD, record)
+        write_record(tmp, RECORD, record)
     return folder
 
 

@@ -109,11 +109,11 @@ def test_other_readers_refuse_a_fifo(reader, tmp_path, fifo):
 
         kind, err = finishes(read_pairs, fifo)
     elif reader == "resume_run_json":
-        from p2p_cli.cli.scale import finished
+        from p2p_cli.cli.scale import resume_state
 
         os.rename(fifo, tmp_path / "run.json")
-        kind, err = finishes(finished, tmp_path, "abc")
-        assert (kind, err) == ("ok", False)
+        kind, err = finishes(resume_state, tmp_path, "abc")
+        assert (kind, err) == ("ok", None)
         return
     else:
         from p2p_cli.loras import file_sha256
