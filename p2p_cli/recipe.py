@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -404,14 +405,24 @@ def _check_unicode(text: str, where: str) -> None:
         raise _TooBig(f"{where}: holds a character that is not valid Unicode text (a lone surrogate)") from None
 
 
-def _bool_problems(data: dict) -> list[str]:
-    """Booleans given where a number goes (`steps: true`): pydantic's lax mode takes them as 1 and 0."""
+def _strict_problems(data: dict) -> list[str]:
+    """Values of the wrong kind that pydantic's lax mode would convert: a boolean or text where a number goes
+    (`steps: true` is 1, `guidance: "1e400"` is inf, `steps: "5"` is 5), bytes where text goes (`!!binary`)."""
     try:
         Recipe.model_validate(data, strict=True)
     except ValidationError as err:
-        return [f"{_format_loc(_clean_loc(e['loc']))}: expected a number, got {str(e['input']).lower()} (a boolean)"
-                for e in err.errors() if isinstance(e.get("input"), bool) and e["type"] in ("int_type", "float_type")]
-    except Exception:  # noqa: BLE001 - strict mode is only asked about booleans
+        lines = []
+        for e in err.errors():
+            where, value = _format_loc(_clean_loc(e["loc"])), e.get("input")
+            if e["type"] in ("int_type", "float_type") and isinstance(value, bool):
+                lines.append(f"{where}: expected a number, got {str(value).lower()} (a boolean)")
+            elif e["type"] in ("int_type", "float_type") and isinstance(value, str):
+                shown = value if len(value) <= 40 else value[:37] + "..."
+                lines.append(f"{where}: expected a number, got the text {shown!r}; write the number without quotes")
+            elif e["type"] == "string_type" and isinstance(value, (bytes, bytearray)):
+                lines.append(f"{where}: expected text, got binary data (a !!binary value); write the text itself")
+        return lines
+    except Exception:  # noqa: BLE001 - strict mode is only asked about values of the wrong kind
         return []
     return []
 
@@ -431,7 +442,7 @@ def parse_recipe(data: Any, source: str = "recipe", default_name: str | None = N
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
         recipe, problems = None, problems + _problems(err)
-    problems += _bool_problems(data)
+    problems += _strict_problems(data)
     if isinstance(data.get("name"), str) and (why := name_problem(data["name"])):
         problems.append(f"name: {why}")
     if problems:
@@ -466,6 +477,13 @@ class _Loader(yaml.SafeLoader):
                 else:
                     first[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 reads 1e-3 and 1e400 as numbers; PyYAML (YAML 1.1) wants a dot and a signed exponent and keeps them as
+# text, which pydantic would then turn into a float (1e400: inf) behind the recipe's back
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def _check_nodes(root: yaml.Node) -> None:
