@@ -574,6 +574,8 @@ def read_bytes(path: str | Path) -> bytes:
     where = str(path)
     try:
         if where == "-":
+            if sys.stdin is None:  # `p2p edit - <&-`
+                raise RecipeError(["standard input is closed; give the recipe in a file, or pipe it in"], where)
             stream = getattr(sys.stdin, "buffer", None)
             data = stream.read(MAX_RECIPE_BYTES + 1) if stream is not None else \
                 sys.stdin.read(MAX_RECIPE_BYTES + 1).encode("utf-8", "surrogateescape")

@@ -23,11 +23,18 @@ def show(pictures: Pictures, json_: o.Json = False, debug: o.Debug = False) -> N
     code = EXIT_OK
     with handled(debug):
         for path in pictures:
+            from p2p_cli.render.load import ImageError
+
             try:
                 texts = read_png_texts(path)
             except OSError as err:
                 raise UsageError(f"{path}: cannot read the picture ({getattr(err, 'strerror', None) or err})") from None
-            recipe = recipe_from_texts(texts)
+            except ImageError as err:
+                raise UsageError(str(err)) from None
+            try:
+                recipe = recipe_from_texts(texts)
+            except ValueError as err:
+                raise UsageError(f"{path}: its {RECIPE} text chunk is not a recipe: {err}") from None
             if json_:
                 print(json.dumps({"file": str(path), "parameters": texts.get(PARAMETERS), "recipe": recipe}),
                       flush=True)  # ASCII: a control character stays an escape, never reaches the terminal
