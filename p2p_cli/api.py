@@ -23,7 +23,7 @@ import torch
 
 from p2p_cli.models import Model
 from p2p_cli.models import load_model as _load_model
-from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe
+from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe, recipe_document
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -78,9 +78,10 @@ def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
 
 
 def as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
-    """A Recipe from a Recipe, a dict (as YAML would give) or a recipe file's path."""
+    """A Recipe from a Recipe, a dict (as YAML would give) or a recipe file's path. A Recipe is checked again
+    (recipe.steps = 10**9 after loading is refused as the file would be): RecipeError lists its problems."""
     if isinstance(recipe, Recipe):
-        return recipe
+        return parse_recipe(recipe_document(recipe), recipe.name or "recipe")
     if isinstance(recipe, dict):
         return parse_recipe(recipe, "recipe", default_name="recipe")
     if isinstance(recipe, (str, Path)):
@@ -328,6 +329,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
         mask = mask if Path(recipe.mask).expanduser().is_absolute() else mask.resolve()
         recipe = recipe.model_copy(update={"mask": str(mask)})  # run.json's recipe replays from anywhere
     where = recipe_file or recipe.name or "recipe"
+    _check_loras(model, recipe, recipe_file, where)
     recipe = resolve_recipe(model, recipe, where)
     seconds: dict[str, float] = {}
     store = res = spec = None
@@ -372,6 +374,18 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
                   started=start)
 
 
+def _check_loras(model: Model, recipe: Recipe, recipe_file: str | None, where: str) -> None:
+    """A recipe's LoRA files must be the ones the model was loaded with (edit() does not load them into it)."""
+    from p2p_cli.files.real import recipe_loras
+
+    wanted = recipe_loras(recipe, recipe_file or "-") if recipe.loras else ()
+    have = tuple((lora["path"], float(lora["scale"])) for lora in getattr(model, "loras", []) or [])
+    if wanted and tuple((path, float(scale)) for path, scale in wanted) != have:
+        listed = ", ".join(f"({path!r}, {scale:g})" for path, scale in wanted)
+        raise RecipeError([f"loras: the model was not loaded with these LoRA files; load it with"
+                           f" p2p.load_model(..., loras=[{listed}])"], where)
+
+
 def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention: str = "fused", progress=None,
               recipe_files: list[str | None] | None = None, overrides: list[str] | tuple = ()) -> list[Result]:
     """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
@@ -384,7 +398,8 @@ def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention:
     recipes = [as_recipe(r) for r in recipes]
     files = list(recipe_files) if recipe_files is not None else [None] * len(recipes)
     wheres = [f or r.name or "recipe" for f, r in zip(files, recipes)]
-    for r, where in zip(recipes, wheres):
+    for r, where, f in zip(recipes, wheres, files):
+        _check_loras(model, r, f, where)
         if r.image is not None or r.mask is not None:
             raise ValueError(f"{where}: edit_many runs generated pictures only; edit a real picture or a masked"
                              " recipe with edit()")

@@ -193,7 +193,19 @@ BATCH_SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res"
                 "text_mass", "original_size", "crops_coords_top_left", "target_size", "shift")
 
 
-class Recipe(BaseModel):
+class _Checked(type(BaseModel)):
+    """Recipe(...) raises RecipeError, with every problem and its field, instead of pydantic's ValidationError
+    (a metaclass, so pydantic's own validation, which does not go through it, is unchanged)."""
+
+    def __call__(cls, *args: Any, **data: Any):
+        try:
+            return super().__call__(*args, **data)
+        except ValidationError as err:
+            name = data.get("name")
+            raise RecipeError(_problems(err), name if isinstance(name, str) else "recipe") from None
+
+
+class Recipe(BaseModel, metaclass=_Checked):
     """A whole recipe: the source prompt, its edits and the sampling settings."""
 
     model_config = ConfigDict(extra="forbid")
@@ -425,6 +437,28 @@ def _strict_problems(data: dict) -> list[str]:
     except Exception:  # noqa: BLE001 - strict mode is only asked about values of the wrong kind
         return []
     return []
+
+
+def recipe_document(recipe: Recipe) -> dict:
+    """A Recipe as the document it reads from (windows as [start, end], cross schedules as {default: ..., word:
+    ...}), with whatever was assigned to its fields since it was made: parse_recipe checks it again."""
+    def cross(value: Any) -> Any:
+        if isinstance(value, CrossSchedule):
+            return {"default": list(value.default), **{w: list(win) for w, win in value.words.items()}}
+        return value
+
+    def plain(model: BaseModel) -> dict:
+        out = {}
+        for key in type(model).model_fields:
+            value = getattr(model, key)
+            if isinstance(value, BaseModel):
+                value = cross(value) if isinstance(value, CrossSchedule) else plain(value)
+            elif isinstance(value, (list, tuple)):
+                value = [plain(v) if isinstance(v, BaseModel) else v for v in value]
+            out[key] = value
+        return out
+
+    return plain(recipe)
 
 
 def parse_recipe(data: Any, source: str = "recipe", default_name: str | None = None) -> Recipe:
