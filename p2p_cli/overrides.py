@@ -186,16 +186,26 @@ def from_document(data: Any, source: str, overrides: list[str] | None = None, na
     return recipe
 
 
-def inline_recipes(prompts: list[str], overrides: list[str] | None = None) -> list[tuple[str, Recipe | RecipeError]]:
+def inline_recipes(prompts: list[str], overrides: list[str] | None = None, names: list[str] | tuple = ()
+                   ) -> list[tuple[str, Recipe | RecipeError]]:
     """The recipes inline prompts expand to (text/inline.py), labelled "--prompt" (or "--prompt#k"), with the
-    overrides applied; an invalid one comes as its RecipeError."""
+    overrides applied; an invalid one comes as its RecipeError. names: --name, the k-th for the k-th prompt; a
+    prompt without one is named after its source's first words, and a later prompt whose name an earlier one
+    took gets a number (-2, -3, ...), so two different edits never write one folder."""
     from p2p_cli.text.inline import InlineError, expand
 
     out: list[tuple[str, Recipe | RecipeError]] = []
+    taken: set[str] = set()
     for k, text in enumerate(prompts, 1):
         label = "--prompt" if len(prompts) == 1 else f"--prompt#{k}"
         try:
-            data = expand(text)
+            data = expand(text, names[k - 1] if k <= len(names) else None)
+            if k > len(names):
+                base, n = data["name"], 1
+                while data["name"] in taken:
+                    n += 1
+                    data["name"] = f"{base}-{n}"
+            taken.add(data["name"])
             if overrides:
                 data = apply_overrides(data, overrides)
             out.append((label, parse_recipe(data, label)))

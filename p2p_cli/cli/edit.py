@@ -37,6 +37,7 @@ def edit(
     threads: o.Threads = None,
     resume: o.Resume = False,
     trust_recipe: o.TrustRecipe = False,
+    name: o.InlineNames = None,
     batch_rows: o.BatchRows = None,
     debug: o.Debug = False,
 ) -> None:
@@ -52,7 +53,7 @@ def edit(
         rank, world, local_rank = launch()
         skipped: list[dict] = []  # a manifest's invalid lines: reported (by rank 0), and the others run
         every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [], skipped=skipped, loud=rank == 0,
-                           trust=trust_recipe)
+                           trust=trust_recipe, names=name or [])
         check_out(out)
         started = time.perf_counter()
         jobs = shard(every, rank, world)  # all of them without a launcher

@@ -55,15 +55,17 @@ class Job:
 
 def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None,
               prompts: list[str] | tuple = (), skipped: list | None = None, loud: bool = True,
-              trust: bool = False) -> list[Job]:
+              trust: bool = False, names: list[str] | tuple = ()) -> list[Job]:
     """Validate every recipe, and the inline prompts' recipes (reporting all problems of all of them); raise
     typer.Exit(2) if any is invalid. skipped: a list that takes a manifest's invalid lines (the others run); loud:
-    report them (under a launcher, rank 0 alone does); trust: --trust-recipe (overrides.stranger_problems)."""
+    report them (under a launcher, rank 0 alone does); trust: --trust-recipe (overrides.stranger_problems); names:
+    --name, one per inline prompt."""
     if paths.count("-") > 1:
         raise UsageError(STDIN_ONCE)
+    check_names(names, prompts)
     jobs, invalid = [], []
     items = chain(*(read_recipes(path, overrides, trust=trust, model_set=model is not None) for path in paths),
-                  inline_recipes(list(prompts), overrides))  # one recipe at a time: a manifest may be long
+                  inline_recipes(list(prompts), overrides, names))  # one recipe at a time: a manifest may be long
     for label, recipe in items:
         try:
             if isinstance(recipe, RecipeError):
@@ -109,6 +111,13 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
         folders[job.folder] = job.path
         kept.append(job)
     return kept
+
+
+def check_names(names: list[str] | tuple, prompts: list[str] | tuple) -> None:
+    """--name names the --prompt of the same rank: no more names than prompts."""
+    if len(names) > len(prompts):
+        raise UsageError(f"{len(names)} --name for {len(prompts)} --prompt: --name gives the k-th --prompt's folder"
+                         " its name (a recipe file names its folder with name:)")
 
 
 def _skip(err: RecipeError, skipped: list, loud: bool = True) -> None:

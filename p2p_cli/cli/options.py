@@ -95,3 +95,9 @@ TrustRecipe = Annotated[
                                                " mapping file) name files outside its own folder and a model to"
                                                " download; only for files you trust.")
 ]
+InlineNames = Annotated[
+    Optional[list[str]],
+    typer.Option("--name", metavar="NAME", show_default=False,
+                 help="The folder name of the k-th --prompt; repeatable (default: the source's first words, numbered"
+                      " -2, -3 when an earlier --prompt took them)."),
+]

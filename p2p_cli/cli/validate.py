@@ -9,7 +9,7 @@ import typer
 
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
-from p2p_cli.cli.jobs import warn
+from p2p_cli.cli.jobs import check_names, warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
 from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry, size_problems
 from p2p_cli.files.real import recipe_loras
@@ -19,7 +19,7 @@ from p2p_cli.recipe import Recipe, RecipeError
 
 
 def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = None, set_: o.Sets = None,
-             trust_recipe: o.TrustRecipe = False, debug: o.Debug = False) -> None:
+             trust_recipe: o.TrustRecipe = False, name: o.InlineNames = None, debug: o.Debug = False) -> None:
     """Check recipes (schema, picture, words/tokens against the CLIP tokenizer of SD v1) without a model; print
     every setting each resolves to."""
     code = EXIT_OK
@@ -31,13 +31,19 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
             raise UsageError(STDIN_ONCE)
         tokenizer = None
         groups = [read_recipes(path, list(set_ or []), trust=trust_recipe) for path in recipes]
-        groups.append(inline_recipes(list(prompt or []), list(set_ or [])))
+        check_names(name or [], prompt or [])
+        groups.append(inline_recipes(list(prompt or []), list(set_ or []), name or []))
+        folders: dict[str, str] = {}  # name -> the recipe that writes OUT/<name>/
         for group in groups:
             for label, recipe in group:
                 try:
                     if isinstance(recipe, RecipeError):
                         raise recipe
                     check_name(recipe, label)
+                    if recipe.name in folders:
+                        raise RecipeError([f"name: {recipe.name!r} is also the name of {folders[recipe.name]}: both"
+                                           f" would write OUT/{recipe.name}/; give one another name"], label)
+                    folders[recipe.name] = label
                     image = _image(recipe, label)
                     from p2p_cli.files.real import resolve_mask
 
