@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,11 +77,35 @@ def _taken(folder: Path) -> bool:
     return folder.exists() and any(p.name not in FOREIGN for p in folder.iterdir())
 
 
+def short_path(path: str | Path, keep: int = 80) -> str:
+    """A path for a message: at most about `keep` characters, its start and end kept."""
+    text = str(path)
+    return text if len(text) <= keep else f"{text[:keep // 2]}...{text[-(keep // 2 - 3):]} ({len(text)} characters)"
+
+
+def _length_problem(out: Path) -> str | None:
+    """Why a path is too long for the file system (a component or the whole), or None."""
+    try:
+        longest_name, longest_path = os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        longest_name, longest_path = 255, 4096
+    absolute = os.path.abspath(out)
+    if len(os.fsencode(absolute)) >= longest_path:
+        return f"the path is {len(os.fsencode(absolute))} bytes long; at most {longest_path - 1}"
+    for part in out.parts:
+        if len(os.fsencode(part)) > longest_name:
+            return f"a folder name of {len(os.fsencode(part))} bytes ({part[:20]}...); at most {longest_name}"
+    return None
+
+
 def check_out_dir(out: Path, option: str | None = "--out") -> None:
-    """`out` (the --out folder) is a folder or can become one: it and its nearest existing parent are folders."""
+    """`out` (the --out folder) is a folder or can become one: not too long a path, it and its nearest existing
+    parent are folders, and a folder can be made in that parent (tried: /proc says it is writable and is not)."""
     out = Path(out)
-    head = f"{option} {out}: " if option else ""
+    head = f"{option} {short_path(out)}: " if option else ""
     advice = f"; pass another {option}" if option else ""
+    if why := _length_problem(out):
+        raise OutputPathError(f"{head or short_path(out) + ': '}{why}{advice}")
     for path in (out, *out.parents):
         if path.is_symlink() and not path.exists():
             raise OutputPathError(f"{head}{path} is a symbolic link to {os.readlink(path)}, which does not exist"
@@ -89,7 +114,13 @@ def check_out_dir(out: Path, option: str | None = "--out") -> None:
             if not path.is_dir():
                 raise OutputPathError(f"{head}{path} exists and is not a folder{advice}")
             if not os.access(path, os.W_OK | os.X_OK):
-                raise OutputPathError(f"{head}cannot write in {path} (permission denied)")
+                raise OutputPathError(f"{head}cannot write in {short_path(path)} (permission denied)")
+            if path != out and option:  # --out is to be made: try (/proc says it is writable and is not)
+                try:
+                    os.rmdir(tempfile.mkdtemp(prefix=".p2p-probe-", dir=path))
+                except OSError as err:
+                    raise OutputPathError(f"{head}cannot make a folder in {short_path(path)}"
+                                          f" ({err.strerror or err}){advice}") from None
             return
 
 
