@@ -23,7 +23,7 @@ import torch
 
 from p2p_cli.models import Model
 from p2p_cli.models import load_model as _load_model
-from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe
+from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe, recipe_document
 
 Progress = Callable[[int, int], None]  # (done, total) of one phase
 # edit()'s one callback: (done, total, phase) with phase "invert" (a real picture's inversion; null-text counts its
@@ -60,12 +60,13 @@ def load_model(name: str | None = "shapes", *, device: str = "auto", dtype: str 
     return model
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | tuple = (), trust: bool = False) -> Recipe:
     """A recipe file, validated, with `overrides` ("key=value", as `--set`) applied first. Its `image:` and
-    LoRA paths are made absolute (they are relative to the file), so the recipe stands on its own."""
+    LoRA paths are made absolute (they are relative to the file), so the recipe stands on its own. A PNG's recipe
+    or a run.json may name files only inside its folder, and no hub model, unless `trust`."""
     from p2p_cli.overrides import read_recipe
 
-    recipe = read_recipe(str(path), list(overrides))
+    recipe = read_recipe(str(path), list(overrides), trust=trust)
     return anchored(recipe, str(path))
 
 
@@ -88,9 +89,10 @@ def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
 def as_recipe(recipe: RecipeLike) -> Recipe:
     """A Recipe from a Recipe, a dict (as YAML would give), a recipe file (YAML, JSON, a run.json or a PNG p2p wrote)
     or an inline prompt ("a [cat->dog] on a (sofa:1.5)", the syntax of `p2p edit --prompt`). A string is a path
-    only when it names a file; otherwise it is read as an inline prompt, and the error says both."""
+    only when it names a file; otherwise it is read as an inline prompt, and the error says both. A Recipe is checked
+    again (recipe.steps = 10**9 after loading is refused as the file would be)."""
     if isinstance(recipe, Recipe):
-        return recipe
+        return parse_recipe(recipe_document(recipe), recipe.name or "recipe")
     if isinstance(recipe, dict):
         return parse_recipe(recipe, "recipe", default_name="recipe")
     if isinstance(recipe, Path) or (isinstance(recipe, str) and _names_a_file(recipe)):
@@ -268,7 +270,7 @@ class Result:
         The record's recipe replays from the folder: for a real picture its image is input.png (the picture as
         cropped and resized: the same pixels, so the same cached inversion), and its crop none."""
         from p2p_cli.files.metadata import png_texts
-        from p2p_cli.files.outputs import atomic_folder, resolved_recipe, run_record, write_json
+        from p2p_cli.files.outputs import atomic_folder, resolved_recipe, run_record, write_record
         from p2p_cli.render.grid import save_grid
         from p2p_cli.render.images import save_images
 
@@ -313,7 +315,7 @@ class Result:
                 else:  # attn-viz: the original picture, absolute
                     record["recipe"].update(image=str(Path(self.real.path).resolve()))
             record.update(extra or {})  # e.g. the CLI's input_sha256 (--resume)
-            write_json(tmp / "run.json", record)
+            write_record(tmp, "run.json", record)
         return record
 
 
@@ -387,6 +389,7 @@ def run_recipe(model: Model, recipe: RecipeLike, *, baseline: bool = False, maps
         mask = mask if Path(recipe.mask).expanduser().is_absolute() else mask.resolve()
         recipe = recipe.model_copy(update={"mask": str(mask)})  # run.json's recipe replays from anywhere
     where = recipe_file or recipe.name or "recipe"
+    _check_loras(model, recipe, recipe_file, where)
     recipe = resolve_recipe(model, recipe, where)
     seconds: dict[str, float] = {}
     store = res = spec = None
@@ -431,6 +434,18 @@ def run_recipe(model: Model, recipe: RecipeLike, *, baseline: bool = False, maps
                   started=start)
 
 
+def _check_loras(model: Model, recipe: Recipe, recipe_file: str | None, where: str) -> None:
+    """A recipe's LoRA files must be the ones the model was loaded with (edit() does not load them into it)."""
+    from p2p_cli.files.real import recipe_loras
+
+    wanted = recipe_loras(recipe, recipe_file or "-") if recipe.loras else ()
+    have = tuple((lora["path"], float(lora["scale"])) for lora in getattr(model, "loras", []) or [])
+    if wanted and tuple((path, float(scale)) for path, scale in wanted) != have:
+        listed = ", ".join(f"({path!r}, {scale:g})" for path, scale in wanted)
+        raise RecipeError([f"loras: the model was not loaded with these LoRA files; load it with"
+                           f" p2p.load_model(..., loras=[{listed}])"], where)
+
+
 def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention: str = "fused", progress=None,
               recipe_files: list[str | None] | None = None, overrides: list[str] | tuple = ()) -> list[Result]:
     """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
@@ -443,7 +458,8 @@ def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention:
     recipes = [as_recipe(r) for r in recipes]
     files = list(recipe_files) if recipe_files is not None else [None] * len(recipes)
     wheres = [f or r.name or "recipe" for f, r in zip(files, recipes)]
-    for r, where in zip(recipes, wheres):
+    for r, where, f in zip(recipes, wheres, files):
+        _check_loras(model, r, f, where)
         if r.image is not None or r.mask is not None:
             raise ValueError(f"{where}: edit_many runs generated pictures only; edit a real picture or a masked"
                              " recipe with edit()")

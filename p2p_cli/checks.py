@@ -16,7 +16,8 @@ from typing import Any
 
 from p2p_cli.family_defaults import default_blend_side, nearest_side, with_family_defaults
 from p2p_cli.model_spec import ModelSpec, from_configs
-from p2p_cli.recipe import Recipe, RecipeError
+from p2p_cli.paths import read_regular_text
+from p2p_cli.recipe import BUNDLED_MMDIT, Recipe, RecipeError
 from p2p_cli.text.tokens import PromptError, find_tokens, token_ids, word_spans
 from p2p_cli.text.words import same_words, split_words
 
@@ -60,7 +61,7 @@ def _t5_tokenizer(spec: str, family: str) -> Any:
 
 def _flux_guidance(spec: str) -> bool:
     try:
-        return bool(json.loads((model_folder(spec) / "transformer" / "config.json").read_text())["guidance_embeds"])
+        return bool(json.loads(read_regular_text(model_folder(spec) / "transformer" / "config.json"))["guidance_embeds"])
     except (OSError, ValueError, KeyError):
         return True
 
@@ -187,7 +188,6 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
     return warnings
 
 
-BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # the bundled transformer model's names (models.py too)
 SHAPES = Path(__file__).resolve().parent / "shapes"
 
 
@@ -221,7 +221,7 @@ def model_geometry(spec: str | None) -> ModelSpec | None:
     vae_folder = model_folder("shapes") if spec in BUNDLED_MMDIT else folder  # it shares the UNet model's VAE
 
     def config(part: str) -> dict:
-        return json.loads((folder / part / "config.json").read_text(encoding="utf-8"))
+        return json.loads(read_regular_text(folder / part / "config.json"))
 
     # the id the loaded model reports (models.load_model), so that messages name it alike before and after loading
     if spec in (None, "shapes"):
@@ -232,7 +232,7 @@ def model_geometry(spec: str | None) -> ModelSpec | None:
         name = str(folder.resolve()) if Path(spec).expanduser().exists() else str(spec)
 
     try:
-        vae = json.loads((vae_folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads(read_regular_text(vae_folder / "vae" / "config.json"))
         if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
             transformer = config("transformer")
             flux = "guidance_embeds" in transformer  # FluxTransformer2DModel's config has it, SD3's has not

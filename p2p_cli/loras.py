@@ -22,7 +22,9 @@ class LoraError(ModelLoadError):
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    from p2p_cli.paths import open_regular
+
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import torch
 
 from p2p_cli.checks import BUNDLED_MMDIT
+from p2p_cli.recipe import BUNDLED_UNET
 from p2p_cli.model_spec import ModelSpec, from_configs
 
 
@@ -113,7 +114,7 @@ def from_components(parts: dict, id: str = "components", device: str = "cpu", dt
 
 # --- loading -------------------------------------------------------------------------------------------
 
-BUNDLED_NAMES = ("shapes", "bundled:shapes")  # `--model shapes` (or none) means the bundled model; run.json says bundled:shapes
+BUNDLED_NAMES = BUNDLED_UNET
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writes them
@@ -213,6 +214,7 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
         if path.is_dir():
             model = load_folder(path, allow_pickle, dt, id=str(path.resolve()))
         else:
+            _regular(path)
             model = load_single_file(path, dt)
     elif spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
         raise ModelLoadError(
@@ -254,14 +256,7 @@ def load_folder(
     xl = (folder / "text_encoder_2").is_dir()
     if xl and not (folder / "tokenizer_2").is_dir():
         raise ModelLoadError(f"{folder} has text_encoder_2/ but no tokenizer_2/: an SDXL folder needs both")
-    for part, (safe, pickled) in _WEIGHTS.items():
-        sub = folder / part
-        if part in OPTIONAL_PARTS and not sub.is_dir():
-            continue
-        has_safe = (sub / safe).exists() or any(sub.glob(safe.replace(".safetensors", "-*.safetensors")))
-        if not has_safe and not allow_pickle:
-            hint = " (only pickle weights found; pass --allow-pickle if you trust them)" if (sub / pickled).exists() else ""
-            raise ModelLoadError(f"{sub}: no {safe}{hint}")
+    _check_safe(folder, allow_pickle)
     use_safe = None if allow_pickle else True
     try:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=use_safe, torch_dtype=dtype)
@@ -287,8 +282,30 @@ def load_folder(
                  path=str(folder.resolve()))
 
 
+def _read_text(path: Path) -> str:
+    """A regular file's text (a FIFO is refused, not waited on)."""
+    from p2p_cli.paths import read_regular_text
+
+    return read_regular_text(path)
+
+
+def _regular(path: Path) -> None:
+    """ModelLoadError unless `path` is a regular file (a FIFO would hang the loader)."""
+    from p2p_cli.paths import check_regular
+
+    try:
+        check_regular(path)
+    except OSError as err:
+        raise ModelLoadError(f"{path}: {err.strerror}") from None
+
+
 def _check_safe(folder: Path, allow_pickle: bool) -> None:
-    """Every network's weights in safetensors (pickle files only with allow_pickle: they can run code)."""
+    """Every network's weights in safetensors (pickle files only with allow_pickle: they can run code); every
+    file of the folder's parts a regular file."""
+    for entry in [folder, *(p for p in folder.iterdir() if p.is_dir())]:  # a FIFO would hang the loaders
+        for file in entry.iterdir():
+            if not file.is_dir():
+                _regular(file)
     for part, (safe, pickled) in _WEIGHTS.items():
         sub = folder / part
         if not sub.is_dir():
@@ -314,7 +331,7 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
         lib.utils.logging.set_verbosity_error()
         lib.utils.logging.disable_progress_bar()
     try:
-        index = json.loads((folder / "model_index.json").read_text())
+        index = json.loads(_read_text(folder / "model_index.json"))
         name = index["_class_name"]
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{folder}: a transformer model folder needs its model_index.json ({err})") from None
@@ -349,6 +366,7 @@ def single_file_family(path: Path) -> str:
     """"sdxl" or "sd" from the tensor names of a single-file .safetensors checkpoint (read from its header)."""
     from safetensors import SafetensorError, safe_open
 
+    _regular(path)
     if path.suffix != ".safetensors":
         raise ModelLoadError(f"{path}: only .safetensors single-file checkpoints are loaded (pickled files can run"
                              " code); or pass a folder saved by save_pretrained")
@@ -399,7 +417,7 @@ def _pipeline_options(folder: Path) -> dict:
     import json
 
     try:
-        index = json.loads((folder / "model_index.json").read_text())
+        index = json.loads(_read_text(folder / "model_index.json"))
     except (OSError, ValueError):
         return {}
     return {k: index[k] for k in ("force_zeros_for_empty_prompt",) if k in index}

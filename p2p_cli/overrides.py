@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from p2p_cli.recipe import (Recipe, RecipeError, decode_text, default_name, parse_recipe, read_bytes, read_document,
-                            safe_load)
+from p2p_cli.paths import outside
+from p2p_cli.recipe import (BUNDLED_MMDIT, BUNDLED_UNET, Recipe, RecipeError, beside_recipe, default_name, parse_recipe,
+                            read_document, safe_load)
 
 UNSET = object()  # `--set key=` removes the key, so the field takes its default
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -85,80 +87,80 @@ def _show(path: list[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
 
 
-_DOC_START = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)  # a line holding only the YAML document marker
-
-
-def split_documents(text: str) -> list[str]:
-    """The recipes of one file or stream: YAML documents apart at `---` lines, or JSON lines (one object a line).
-
-    One document gives a list of one; empty documents (a leading `---`) are dropped.
-    """
-    return [doc for _, doc in numbered_documents(text)]
-
-
-def numbered_documents(text: str) -> list[tuple[int, str]]:
-    """split_documents with each recipe's number: its line in a JSON-lines file (blank lines count), its
-    document's number (from 1) in a YAML stream."""
-    lines = text.splitlines()
-    filled = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    if len(filled) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for _, line in filled):
-        return filled  # JSON lines
-    parts = [part for part in _DOC_START.split(text) if part.strip() and part.strip() != "..."]
-    return list(enumerate(parts, 1)) if parts else [(1, text)]
-
-
-def read_recipes(path: str, overrides: list[str] | None = None, stdin_text: str | None = None
-                 ) -> list[tuple[str, Recipe | RecipeError]]:
-    """Every recipe in a file (or "-", standard input) with its label: the path, or "path#k" (k from 1) when the
-    file holds several (a `---` YAML stream or JSON lines). Several unnamed recipes of one file are named
-    <stem>-<k>. A recipe that is invalid comes as its RecipeError, so the others can still be checked."""
-    source = str(path)
-    try:
-        if stdin_text is not None:
-            text = stdin_text
-        elif source.lower().endswith(".png"):  # a picture written by p2p holds one recipe
-            return [(source, read_recipe(path, overrides))]
-        else:
-            text = decode_text(read_bytes(path), source)  # "-": standard input
-    except RecipeError as err:
-        return [(source, err)]
-    docs = numbered_documents(text)
-    if len(docs) == 1:
-        try:
-            return [(source, read_recipe(path, overrides, stdin_text=text))]
-        except RecipeError as err:
-            return [(source, err)]
-    out: list[tuple[str, Recipe | RecipeError]] = []
-    names: dict[str, str] = {}  # name -> the label that took it first
-    for k, doc in docs:
-        label = f"{source}#{k}"
-        try:
-            recipe = read_recipe(label, overrides, stdin_text=doc, require_name=True)
-            if recipe.name in names:
-                raise RecipeError([f"name: {recipe.name!r} is also the name of {names[recipe.name]}; each recipe of a"
-                                   " file needs a name of its own (it writes OUT/<name>/)"], label)
-            names[recipe.name] = label
-            out.append((label, recipe))
-        except RecipeError as err:
-            out.append((label, err))
-    return out
-
-
 NAME_REQUIRED = ("name: required in a file of several recipes (each writes OUT/<name>/); give every recipe a name"
                  " of its own, e.g. \"name\": \"{stem}-{k}\"")
 
 
+def stranger_problems(data: Any, recipe_path: str, what: str, touched: set[str], model_set: bool) -> list[str]:
+    """Why a recipe p2p did not write for this user (a PNG's, a run.json) cannot run as it is: it names a picture,
+    mask or LoRA file outside its own folder (links resolved), or a model other than a bundled one or a folder
+    inside it (a hub id would download). Fields the user set (--set, `touched`; --model, model_set) are theirs."""
+    if not isinstance(data, dict):
+        return []
+    folder = Path(recipe_path.rpartition("#")[0] or recipe_path).parent if recipe_path != "-" else Path.cwd()
+    flag = " (pass --trust-recipe if you trust it)"
+    why = (f"lies outside {folder}/, the folder of this {what}; a recipe p2p did not write for you may only name"
+           f" files inside its own folder{flag}")
+    named: list[tuple[str, Any]] = [(key, data.get(key)) for key in ("image", "mask") if key not in touched]
+    if "loras" not in touched and isinstance(data.get("loras"), list):
+        named += [(f"loras[{i}].path", lora.get("path")) for i, lora in enumerate(data["loras"]) if isinstance(lora, dict)]
+    problems = [f"{field}: {value!r} {why}" for field, value in named
+                if isinstance(value, str) and value and outside(beside_recipe(value, recipe_path), folder)]
+    model = data.get("model")
+    if not model_set and "model" not in touched and isinstance(model, str) and model not in BUNDLED_UNET + BUNDLED_MMDIT:
+        local = Path(model).expanduser()
+        if local.exists() or model.startswith(("/", ".", "~")) or model.count("/") != 1:
+            if outside(beside_recipe(model, recipe_path), folder):
+                problems.append(f"model: {model!r} {why}")
+        else:
+            problems.append(f"model: {model!r} is a hub id, and a recipe p2p did not write for you does not download"
+                            f" a model on its own: pass --model {model} to choose it yourself{flag}")
+    return problems
+
+
+def _touched(overrides: list[str]) -> set[str]:
+    """The top-level fields --set assignments change."""
+    keys = set()
+    for text in overrides:
+        try:
+            keys.add(str(parse_assignment(text)[0][0]))
+        except ValueError:
+            pass  # reported when the overrides are applied
+    return keys
+
+
+def stranger(source: str, data: Any) -> str | None:
+    """What makes a recipe document untrusted ("picture's recipe", "run.json"), or None for a recipe file."""
+    if source.rpartition("#")[0].lower().endswith(".png") or source.lower().endswith(".png"):
+        return "picture's recipe"
+    if isinstance(data, dict) and isinstance(data.get("recipe"), dict) and "versions" in data:
+        return "run.json"
+    return None
+
+
 def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str | None = None,
-                name: str | None = None, require_name: bool = False) -> Recipe:
+                name: str | None = None, require_name: bool = False, trust: bool = False,
+                model_set: bool = False) -> Recipe:
     """Like recipe.load_recipe, with `overrides` applied to the document first; "-" reads standard input.
 
     stdin_text: the text to read instead of the file (or of standard input); name: the default name;
-    require_name: a recipe without a name is a problem (one recipe of a file of several, labelled "path#k").
+    require_name: a recipe without a name is a problem (one recipe of a file of several, labelled "path#k");
+    trust: a PNG's recipe or a run.json may name files outside its folder and hub models (stranger_problems);
+    model_set: --model overrides the recipe's model.
     """
-    source = str(path)
     data = read_document(path, stdin_text) if stdin_text is not None else read_document(path)
+    return from_document(data, str(path), overrides, name or default_name(path), require_name, trust, model_set)
+
+
+def from_document(data: Any, source: str, overrides: list[str] | None = None, name: str | None = None,
+                  require_name: bool = False, trust: bool = False, model_set: bool = False) -> Recipe:
+    """A decoded recipe document (labelled `source`) -> Recipe, as read_recipe does after reading it."""
+    what = None if trust else stranger(source, data)
     if isinstance(data, dict) and isinstance(data.get("recipe"), dict) and "versions" in data:
         data = data["recipe"]  # a run.json: the recipe it records (its image: is relative to the run's folder)
+    if what is not None:
+        if problems := stranger_problems(data, source, what, _touched(overrides or []), model_set):
+            raise RecipeError(problems, source)
     if overrides:
         if data is None:
             data = {}
@@ -169,7 +171,7 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
         except ValueError as err:
             raise RecipeError([str(err)], source) from None
     if not require_name:
-        return parse_recipe(data, source, default_name=name or default_name(path))
+        return parse_recipe(data, source, default_name=name)
     missing = isinstance(data, dict) and data.get("name") in (None, "")
     head, _, k = source.rpartition("#")
     problem = NAME_REQUIRED.format(stem=default_name(head or source), k=k or 1)
@@ -184,16 +186,26 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
     return recipe
 
 
-def inline_recipes(prompts: list[str], overrides: list[str] | None = None) -> list[tuple[str, Recipe | RecipeError]]:
+def inline_recipes(prompts: list[str], overrides: list[str] | None = None, names: list[str] | tuple = ()
+                   ) -> list[tuple[str, Recipe | RecipeError]]:
     """The recipes inline prompts expand to (text/inline.py), labelled "--prompt" (or "--prompt#k"), with the
-    overrides applied; an invalid one comes as its RecipeError."""
+    overrides applied; an invalid one comes as its RecipeError. names: --name, the k-th for the k-th prompt; a
+    prompt without one is named after its source's first words, and a later prompt whose name an earlier one
+    took gets a number (-2, -3, ...), so two different edits never write one folder."""
     from p2p_cli.text.inline import InlineError, expand
 
     out: list[tuple[str, Recipe | RecipeError]] = []
+    taken: set[str] = set()
     for k, text in enumerate(prompts, 1):
         label = "--prompt" if len(prompts) == 1 else f"--prompt#{k}"
         try:
-            data = expand(text)
+            data = expand(text, names[k - 1] if k <= len(names) else None)
+            if k > len(names):
+                base, n = data["name"], 1
+                while data["name"] in taken:
+                    n += 1
+                    data["name"] = f"{base}-{n}"
+            taken.add(data["name"])
             if overrides:
                 data = apply_overrides(data, overrides)
             out.append((label, parse_recipe(data, label)))

@@ -20,7 +20,9 @@ from p2p_cli.analysis.metrics import (
     CLIP_DEFAULT, DINO_DEFAULT, ClipScorer, DinoStructure, Lpips, MetricUnavailable, clip_score, pie_clip_region,
     pie_mse, pie_psnr, pie_ssim,
 )
+from p2p_cli.files.outputs import intact
 from p2p_cli.files.pie_folder import KINDS, MASK_SIDE, PieEntry, Settings, decode_mask, entry_job
+from p2p_cli.paths import read_regular_text
 
 SUMMARY_FILE = "pie-bench.json"
 # name -> (what, how the paper's table scales it, lower is better)
@@ -136,10 +138,11 @@ def fingerprint(recipe: dict, model_id: str) -> str:
 def finished(folder: Path, digest: str) -> bool:
     """Whether `folder` is an entry's folder that a run with the same fingerprint completed."""
     try:
-        record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        record = json.loads(read_regular_text(folder / "run.json"))
     except (OSError, ValueError):
         return False
-    return (record.get("pie_bench") or {}).get("fingerprint") == digest and (folder / "edit-1.png").is_file()
+    return isinstance(record, dict) and (record.get("pie_bench") or {}).get("fingerprint") == digest and intact(folder,
+                                                                                                               record)
 
 
 def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: Scorers, *, folder: Path,

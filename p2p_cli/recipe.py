@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -12,6 +13,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from p2p_cli.text.words import same_words, split_words
 
+BUNDLED_UNET = ("shapes", "bundled:shapes")  # `model: shapes` (or none): the bundled model; run.json says bundled:shapes
+BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # the bundled transformer (SD3-layout) shapes model
 DEFAULT_CROSS_REPLACE = 0.8
 DEFAULT_SELF_REPLACE = 0.4
 
@@ -190,7 +193,19 @@ BATCH_SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res"
                 "text_mass", "original_size", "crops_coords_top_left", "target_size", "shift")
 
 
-class Recipe(BaseModel):
+class _Checked(type(BaseModel)):
+    """Recipe(...) raises RecipeError, with every problem and its field, instead of pydantic's ValidationError
+    (a metaclass, so pydantic's own validation, which does not go through it, is unchanged)."""
+
+    def __call__(cls, *args: Any, **data: Any):
+        try:
+            return super().__call__(*args, **data)
+        except ValidationError as err:
+            name = data.get("name")
+            raise RecipeError(_problems(err), name if isinstance(name, str) else "recipe") from None
+
+
+class Recipe(BaseModel, metaclass=_Checked):
     """A whole recipe: the source prompt, its edits and the sampling settings."""
 
     model_config = ConfigDict(extra="forbid")
@@ -402,16 +417,48 @@ def _check_unicode(text: str, where: str) -> None:
         raise _TooBig(f"{where}: holds a character that is not valid Unicode text (a lone surrogate)") from None
 
 
-def _bool_problems(data: dict) -> list[str]:
-    """Booleans given where a number goes (`steps: true`): pydantic's lax mode takes them as 1 and 0."""
+def _strict_problems(data: dict) -> list[str]:
+    """Values of the wrong kind that pydantic's lax mode would convert: a boolean or text where a number goes
+    (`steps: true` is 1, `guidance: "1e400"` is inf, `steps: "5"` is 5), bytes where text goes (`!!binary`)."""
     try:
         Recipe.model_validate(data, strict=True)
     except ValidationError as err:
-        return [f"{_format_loc(_clean_loc(e['loc']))}: expected a number, got {str(e['input']).lower()} (a boolean)"
-                for e in err.errors() if isinstance(e.get("input"), bool) and e["type"] in ("int_type", "float_type")]
-    except Exception:  # noqa: BLE001 - strict mode is only asked about booleans
+        lines = []
+        for e in err.errors():
+            where, value = _format_loc(_clean_loc(e["loc"])), e.get("input")
+            if e["type"] in ("int_type", "float_type") and isinstance(value, bool):
+                lines.append(f"{where}: expected a number, got {str(value).lower()} (a boolean)")
+            elif e["type"] in ("int_type", "float_type") and isinstance(value, str):
+                shown = value if len(value) <= 40 else value[:37] + "..."
+                lines.append(f"{where}: expected a number, got the text {shown!r}; write the number without quotes")
+            elif e["type"] == "string_type" and isinstance(value, (bytes, bytearray)):
+                lines.append(f"{where}: expected text, got binary data (a !!binary value); write the text itself")
+        return lines
+    except Exception:  # noqa: BLE001 - strict mode is only asked about values of the wrong kind
         return []
     return []
+
+
+def recipe_document(recipe: Recipe) -> dict:
+    """A Recipe as the document it reads from (windows as [start, end], cross schedules as {default: ..., word:
+    ...}), with whatever was assigned to its fields since it was made: parse_recipe checks it again."""
+    def cross(value: Any) -> Any:
+        if isinstance(value, CrossSchedule):
+            return {"default": list(value.default), **{w: list(win) for w, win in value.words.items()}}
+        return value
+
+    def plain(model: BaseModel) -> dict:
+        out = {}
+        for key in type(model).model_fields:
+            value = getattr(model, key)
+            if isinstance(value, BaseModel):
+                value = cross(value) if isinstance(value, CrossSchedule) else plain(value)
+            elif isinstance(value, (list, tuple)):
+                value = [plain(v) if isinstance(v, BaseModel) else v for v in value]
+            out[key] = value
+        return out
+
+    return plain(recipe)
 
 
 def parse_recipe(data: Any, source: str = "recipe", default_name: str | None = None) -> Recipe:
@@ -429,7 +476,7 @@ def parse_recipe(data: Any, source: str = "recipe", default_name: str | None = N
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
         recipe, problems = None, problems + _problems(err)
-    problems += _bool_problems(data)
+    problems += _strict_problems(data)
     if isinstance(data.get("name"), str) and (why := name_problem(data["name"])):
         problems.append(f"name: {why}")
     if problems:
@@ -464,6 +511,13 @@ class _Loader(yaml.SafeLoader):
                 else:
                     first[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 reads 1e-3 and 1e400 as numbers; PyYAML (YAML 1.1) wants a dot and a signed exponent and keeps them as
+# text, which pydantic would then turn into a float (1e400: inf) behind the recipe's back
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def _check_nodes(root: yaml.Node) -> None:
@@ -554,11 +608,15 @@ def read_bytes(path: str | Path) -> bytes:
     where = str(path)
     try:
         if where == "-":
+            if sys.stdin is None:  # `p2p edit - <&-`
+                raise RecipeError(["standard input is closed; give the recipe in a file, or pipe it in"], where)
             stream = getattr(sys.stdin, "buffer", None)
             data = stream.read(MAX_RECIPE_BYTES + 1) if stream is not None else \
                 sys.stdin.read(MAX_RECIPE_BYTES + 1).encode("utf-8", "surrogateescape")
         else:
-            with open(path, "rb") as f:  # FIFOs too (`p2p edit <(...)`); the bound keeps them short
+            from p2p_cli.paths import open_regular
+
+            with open_regular(path, pipes=True) as f:  # pipes too (`p2p edit <(...)`); the bound keeps them short
                 data = f.read(MAX_RECIPE_BYTES + 1)
     except OSError as err:
         raise RecipeError([f"cannot read the file: {err.strerror or err}"], where) from None

@@ -7,8 +7,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "recipe", "overrides", "family_defaults", "checks", "families", "models", "loras", "engine", "analysis", "render",
-         "files", "api", "pie_bench", "shapes", "cli", "__main__"]
+ORDER = ["text", "paths", "recipe", "overrides", "manifests", "family_defaults", "model_spec", "checks", "families",
+         "models", "loras", "engine", "analysis", "render", "files", "api", "pie_bench", "shapes", "cli", "__main__"]
 # A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
 EXCEPTIONS = {("recipe", "files")}
 

@@ -67,14 +67,14 @@ def test_read_recipe_validates_after_overrides(tmp_path):
 
 
 def test_split_documents_reads_yaml_streams_and_json_lines():
-    from p2p_cli.overrides import split_documents
+    from p2p_cli.manifests import split_documents
 
     one = "source: a cat\nedits: [{target: a dog}]\n"
     assert split_documents(one) == [one]
     assert split_documents("---\n" + one) == ["\n" + one]  # a leading marker is not a second recipe
     assert len(split_documents(one + "---\n" + one + "--- # the third\n" + one)) == 3
     assert split_documents('{"source": "a"}\n\n{"source": "b"}\n') == ['{"source": "a"}', '{"source": "b"}']
-    from p2p_cli.overrides import numbered_documents
+    from p2p_cli.manifests import numbered_documents
 
     assert [k for k, _ in numbered_documents('{"source": "a"}\n\n{"source": "b"}\n')] == [1, 3]  # JSON: lines
     assert [k for k, _ in numbered_documents("---\n" + one + "---\n\n" + one)] == [1, 2]  # YAML: documents

@@ -20,6 +20,7 @@ from typing import Any
 
 from p2p_cli.analysis.tau_sweep import CLIP_SCORES, EDITED, KEPT, LPIPS_SCORES, MASK_SCORES
 from p2p_cli.overrides import apply_overrides
+from p2p_cli.paths import read_regular_text
 from p2p_cli.recipe import Recipe, RecipeError, parse_recipe
 
 METRICS = (*KEPT, *EDITED)  # every score a sample gets (None where it cannot be had)
@@ -117,7 +118,7 @@ def read_pairs(path: str | Path, text: str | None = None) -> tuple[list[Pair], l
     RecipeError for each line that is not one (labelled "path#line"); blank lines are skipped."""
     source = str(path)
     if text is None:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular_text(path)
     pairs, bad = [], []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

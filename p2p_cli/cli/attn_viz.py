@@ -85,6 +85,7 @@ def attn_viz(
     quiet: o.Quiet = False,
     allow_pickle: o.AllowPickle = False,
     threads: o.Threads = None,
+    trust_recipe: o.TrustRecipe = False,
     debug: o.Debug = False,
 ) -> None:
     """Draw the attention maps of every prompt (source and targets) into OUT/<name>/attention/: <k>-cross.png
@@ -101,7 +102,7 @@ def attn_viz(
         elif recipes:
             if name is not None:
                 raise UsageError("--name goes with --prompt; a recipe names its folder with name:")
-            jobs = read_jobs(recipes, overrides, out, model)
+            jobs = read_jobs(recipes, overrides, out, model, trust=trust_recipe)
         else:
             raise UsageError("nothing to draw: give a RECIPE or --prompt TEXT")
         from p2p_cli.analysis.maps import SpecError, step_weights

@@ -33,8 +33,15 @@ def default_threads(environ=os.environ) -> int | None:
     return max(1, min(available // 2, MAX_DEFAULT_THREADS))
 
 
+MAX_THREADS = 1024  # more than any CPU has; torch overflows on a number past a C int
+
+
 def use_threads(threads: int | None) -> int:
     """Set torch's CPU threads (--threads, else default_threads()) and return the number in use."""
+    if threads is not None and threads > MAX_THREADS:
+        from p2p_cli.cli.errors import UsageError
+
+        raise UsageError(f"--threads {threads}: at most {MAX_THREADS} (this machine has {os.cpu_count()} CPUs)")
     import torch
 
     wanted = threads or default_threads()

@@ -13,7 +13,8 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import exit_code, overrides_from, progress_bar, use_threads
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
 from p2p_cli.cli.jobs import check_folders, check_out, default_viz, is_manifest_line, read_jobs, run_jobs
-from p2p_cli.cli.scale import Tally, finished, fingerprint, gather, launch, shard, write_failures, write_index
+from p2p_cli.cli.scale import Tally, fingerprint, gather, launch, resume_state, shard, write_failures, write_index
+from p2p_cli.files.outputs import remove_stale
 
 
 def edit(
@@ -35,6 +36,8 @@ def edit(
     save_attention: o.SaveAttention = False,
     threads: o.Threads = None,
     resume: o.Resume = False,
+    trust_recipe: o.TrustRecipe = False,
+    name: o.InlineNames = None,
     batch_rows: o.BatchRows = None,
     debug: o.Debug = False,
 ) -> None:
@@ -49,7 +52,8 @@ def edit(
         # everything is validated before any model loads
         rank, world, local_rank = launch()
         skipped: list[dict] = []  # a manifest's invalid lines: reported (by rank 0), and the others run
-        every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [], skipped=skipped, loud=rank == 0)
+        every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [], skipped=skipped, loud=rank == 0,
+                           trust=trust_recipe, names=name or [])
         check_out(out)
         started = time.perf_counter()
         jobs = shard(every, rank, world)  # all of them without a launcher
@@ -66,9 +70,16 @@ def edit(
         dt = pick_dtype(dtype.value, dev)
         for job in jobs:
             job.digest = fingerprint(job, baseline=baseline, attention=attention.value, save_attention=save_attention)
-            if resume and finished(job.folder, job.digest):
+            state = resume_state(job.folder, job.digest) if resume else None
+            if state == "finished":
                 job.done = job.kept = True
                 print(f"kept {job.folder}/ (finished earlier: --resume)", flush=True)
+            elif state == "damaged":  # this recipe's folder, but a file it lists is gone or changed
+                job.replace = True
+                log(f"{job.folder}/ lacks files its run.json lists: running {job.recipe.name} again (--resume)")
+        if stale := remove_stale([job.folder for job in jobs]):
+            log(f"removed {len(stale)} temporary folder{'s' * (len(stale) != 1)} that killed runs left:"
+                f" {', '.join(str(p) for p in stale)}")
         check_folders(jobs, overwrite, debug)
         # one live bar per terminal: under a launcher every process logs a line per recipe instead
         bar = None if quiet or not console.is_terminal or world > 1 else progress_bar(console)

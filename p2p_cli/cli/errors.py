@@ -30,6 +30,16 @@ def debug_on(flag: bool = False) -> bool:
     return flag or os.environ.get("P2P_DEBUG", "").strip().lower() in ("1", "true", "yes")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """Text from a file made safe for a terminal: control characters (escape sequences that set a window title or
+    clear the screen, bidirectional overrides) written as \\x1b / \\u202e; newlines and tabs kept."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}",
+                        text)
+
+
 _EDIT_PATH = re.compile(r"^(\s*)(edits\[(\d+)\][^\s:]*)")
 
 
@@ -99,7 +109,7 @@ def report(err: BaseException, where: str | None = None, debug: bool = False) ->
     prefix = f"error: {where}: " if where else "error: "
     if isinstance(err, RecipeError):  # its first line already names the recipe
         prefix = "error: "
-    print(prefix + message, file=sys.stderr)
+    print(printable(prefix + message), file=sys.stderr)
     return code
 
 

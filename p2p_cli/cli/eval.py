@@ -72,6 +72,7 @@ def pie_bench(
     resume: Annotated[bool, typer.Option("--resume", help="Keep each entry's folder that a finished run with the"
                                                           " same settings wrote (it is scored again).")] = False,
     overwrite: o.Overwrite = False,
+    trust_recipe: o.TrustRecipe = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of the table.")] = False,
     quiet: o.Quiet = False,
     threads: o.Threads = None,
@@ -90,7 +91,7 @@ def pie_bench(
         if lpips.lower() not in ("squeeze", "alex", "none"):
             raise UsageError(f"--lpips {lpips}: give squeeze (the benchmark's), alex or none")
         try:
-            entries = read_folder(folder, chosen, limit)
+            entries = read_folder(folder, chosen, limit, trust=trust_recipe)
         except PieBenchError as err:
             raise UsageError(str(err)) from None
         if not entries:
@@ -127,7 +128,7 @@ def pie_bench(
 
 def check_recipes(entries, settings: Settings, model: str | None) -> None:
     """Every entry's recipe (with --set) must be valid before any model loads: all problems listed, exit 2."""
-    from p2p_cli.checks import size_problems
+    from p2p_cli.checks import problems_before_loading
     from p2p_cli.cli.common import model_key
 
     invalid = []
@@ -138,7 +139,7 @@ def check_recipes(entries, settings: Settings, model: str | None) -> None:
             raise UsageError(str(err)) from None
         try:
             recipe = parse_recipe(data, entry.id)
-            if problems := size_problems(recipe, model_key(model)):
+            if problems := problems_before_loading(recipe, model_key(model), tokenizers=False):
                 raise RecipeError(problems, entry.id)
         except RecipeError as err:
             invalid.append(err)

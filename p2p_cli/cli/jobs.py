@@ -8,17 +8,19 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from p2p_cli.cli.common import STDIN_ONCE, check_name, dtype_name, model_key
-from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, name_edits, report
+from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, name_edits, printable, report
 from p2p_cli.checks import problems_before_loading
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.files.real import resolve_mask
-from p2p_cli.overrides import inline_recipes, read_recipes
+from p2p_cli.manifests import read_recipes
+from p2p_cli.overrides import inline_recipes
 from p2p_cli.recipe import BATCH_SHARED, Recipe, RecipeError
 
 if TYPE_CHECKING:  # the engine (torch, diffusers) is imported once a command runs a model, not for help
@@ -43,6 +45,7 @@ class Job:
     digest: str | None = None  # scale.fingerprint: what makes the folder; run.json records it (--resume)
     kept: bool = False  # --resume found this folder finished
     pictures: int = 0  # the pictures its folder got (source, edits, baselines)
+    replace: bool = False  # --resume found this recipe's folder damaged: it is written again in its place
 
     @property
     def key(self) -> tuple:
@@ -51,14 +54,18 @@ class Job:
 
 
 def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None,
-              prompts: list[str] | tuple = (), skipped: list | None = None, loud: bool = True) -> list[Job]:
+              prompts: list[str] | tuple = (), skipped: list | None = None, loud: bool = True,
+              trust: bool = False, names: list[str] | tuple = ()) -> list[Job]:
     """Validate every recipe, and the inline prompts' recipes (reporting all problems of all of them); raise
     typer.Exit(2) if any is invalid. skipped: a list that takes a manifest's invalid lines (the others run); loud:
-    report them (under a launcher, rank 0 alone does)."""
+    report them (under a launcher, rank 0 alone does); trust: --trust-recipe (overrides.stranger_problems); names:
+    --name, one per inline prompt."""
     if paths.count("-") > 1:
         raise UsageError(STDIN_ONCE)
+    check_names(names, prompts)
     jobs, invalid = [], []
-    items = [item for path in paths for item in read_recipes(path, overrides)] + inline_recipes(list(prompts), overrides)
+    items = chain(*(read_recipes(path, overrides, trust=trust, model_set=model is not None) for path in paths),
+                  inline_recipes(list(prompts), overrides, names))  # one recipe at a time: a manifest may be long
     for label, recipe in items:
         try:
             if isinstance(recipe, RecipeError):
@@ -106,6 +113,13 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
     return kept
 
 
+def check_names(names: list[str] | tuple, prompts: list[str] | tuple) -> None:
+    """--name names the --prompt of the same rank: no more names than prompts."""
+    if len(names) > len(prompts):
+        raise UsageError(f"{len(names)} --name for {len(prompts)} --prompt: --name gives the k-th --prompt's folder"
+                         " its name (a recipe file names its folder with name:)")
+
+
 def _skip(err: RecipeError, skipped: list, loud: bool = True) -> None:
     """Report a manifest line that cannot run and list it for failures.jsonl."""
     if loud:
@@ -134,7 +148,7 @@ def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
     for job in jobs:
         if not job.done:
             try:
-                check_free(job.folder, overwrite)
+                check_free(job.folder, overwrite or job.replace)
             except (FileExistsError, OutputPathError) as err:
                 job.done, job.code = True, report(err, debug=debug)
 
@@ -292,7 +306,7 @@ def finish(job: Job, result, *, start: float, overwrite: bool, json_: bool) -> N
     recipe = job.recipe
     result.seconds = {**job.seconds, **result.seconds}
     result.started = start
-    record = result.save(job.folder, overwrite, attention_only=job.attention_only,
+    record = result.save(job.folder, overwrite or job.replace, attention_only=job.attention_only,
                          extra={"input_sha256": job.digest} if job.digest else None)
     job.done = True
     job.pictures = len(result.roles)
@@ -395,7 +409,7 @@ def warn(recipe: Recipe, label: str, model: str | None = None) -> None:
         lines += _unknown_words(recipe)
     lines += _input_warnings(recipe, label, spec)
     for line in lines:
-        print(f"warning: {label}: {name_edits(line)}", file=sys.stderr)
+        print(printable(f"warning: {label}: {name_edits(line)}"), file=sys.stderr)
 
 
 def _input_warnings(recipe: Recipe, label: str, spec: str | None) -> list[str]:

@@ -90,3 +90,14 @@ Resume = Annotated[
                                          " run only the rest (a killed run, started again).")
 ]
 
+TrustRecipe = Annotated[
+    bool, typer.Option("--trust-recipe", help="Let a recipe p2p did not write for you (a PNG's, a run.json, a PIE-Bench"
+                                               " mapping file) name files outside its own folder and a model to"
+                                               " download; only for files you trust.")
+]
+InlineNames = Annotated[
+    Optional[list[str]],
+    typer.Option("--name", metavar="NAME", show_default=False,
+                 help="The folder name of the k-th --prompt; repeatable (default: the source's first words, numbered"
+                      " -2, -3 when an earlier --prompt took them)."),
+]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2p_cli.paths import read_regular_text
+
 
 def launch() -> tuple[int, int, int]:
     """(rank, world size, local rank) from the launcher's environment; (0, 1, 0) without one."""
@@ -55,13 +57,18 @@ def fingerprint(job: Any, **how: Any) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def finished(folder: Path, digest: str) -> bool:
-    """Whether folder holds a finished run of exactly this recipe (its run.json says so; folders appear whole)."""
+def resume_state(folder: Path, digest: str) -> str | None:
+    """"finished" (run.json records this recipe and every file it lists is there, of its size), "damaged" (this
+    recipe's folder with a file missing or changed: --resume runs it again in its place) or None."""
+    from p2p_cli.files.outputs import intact
+
     try:
-        record = json.loads((Path(folder) / "run.json").read_text(encoding="utf-8"))
+        record = json.loads(read_regular_text(Path(folder) / "run.json"))
     except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("input_sha256") == digest
+        return None
+    if not isinstance(record, dict) or record.get("input_sha256") != digest:
+        return None
+    return "finished" if intact(folder, record) else "damaged"
 
 
 def gather(payload: Any, world: int) -> list:

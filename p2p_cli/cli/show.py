@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled
+from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable
 
 Pictures = Annotated[list[Path], typer.Argument(help="PNG files written by p2p.", metavar="FILE.png...",
                                                 show_default=False)]
@@ -23,25 +23,32 @@ def show(pictures: Pictures, json_: o.Json = False, debug: o.Debug = False) -> N
     code = EXIT_OK
     with handled(debug):
         for path in pictures:
+            from p2p_cli.render.load import ImageError
+
             try:
                 texts = read_png_texts(path)
             except OSError as err:
                 raise UsageError(f"{path}: cannot read the picture ({getattr(err, 'strerror', None) or err})") from None
-            recipe = recipe_from_texts(texts)
+            except ImageError as err:
+                raise UsageError(str(err)) from None
+            try:
+                recipe = recipe_from_texts(texts)
+            except ValueError as err:
+                raise UsageError(f"{path}: its {RECIPE} text chunk is not a recipe: {err}") from None
             if json_:
-                print(json.dumps({"file": str(path), "parameters": texts.get(PARAMETERS), "recipe": recipe},
-                                 ensure_ascii=False), flush=True)
+                print(json.dumps({"file": str(path), "parameters": texts.get(PARAMETERS), "recipe": recipe}),
+                      flush=True)  # ASCII: a control character stays an escape, never reaches the terminal
                 continue
             if PARAMETERS not in texts and recipe is None:
-                typer.echo(f"{path}: holds no p2p settings (no {PARAMETERS} or {RECIPE} text chunk)", err=True)
+                typer.echo(printable(f"{path}: holds no p2p settings (no {PARAMETERS} or {RECIPE} text chunk)"), err=True)
                 code = EXIT_INVALID
                 continue
             import yaml
 
-            print(f"# {path}")
+            print(printable(f"# {path}"))
             if PARAMETERS in texts:
-                print(texts[PARAMETERS])
+                print(printable(texts[PARAMETERS]))
             if recipe is not None:
-                print("# recipe (run it again with: p2p edit " + str(path) + ")")
-                print(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).rstrip())
+                print(printable("# recipe (run it again with: p2p edit " + str(path) + ")"))
+                print(printable(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).rstrip()))
     raise typer.Exit(code)

@@ -73,6 +73,7 @@ def sweep(
     attention: o.AttentionOpt = o.Attention.fused,
     allow_pickle: o.AllowPickle = False,
     threads: o.Threads = None,
+    trust_recipe: o.TrustRecipe = False,
     debug: o.Debug = False,
 ) -> None:
     """Sweep tau (cross_replace) and/or self tau of a recipe's edits; writes OUT/<name>/sweep/ (images, sweep.png,
@@ -88,7 +89,7 @@ def sweep(
             rule = parse_pick(pick_keep, pick_by)
         except ValueError as err:
             raise UsageError(str(err)) from None
-        parsed = read_recipe(recipe, overrides)
+        parsed = read_recipe(recipe, overrides, trust=trust_recipe, model_set=model is not None)
         check_name(parsed, recipe)
         if getattr(parsed, "image", None) is not None:
             raise UsageError(f"{recipe}: p2p sweep does not edit real pictures (image:) yet; sweep a generated source")

@@ -9,17 +9,18 @@ import typer
 
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
-from p2p_cli.cli.jobs import warn
-from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
+from p2p_cli.cli.jobs import check_names, warn
+from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
 from p2p_cli.checks import blend_side, model_geometry, problems_before_loading
 from p2p_cli.family_defaults import FAMILY_DEFAULTS
 from p2p_cli.files.real import recipe_loras
-from p2p_cli.overrides import inline_recipes, read_recipes
+from p2p_cli.manifests import read_recipes
+from p2p_cli.overrides import inline_recipes
 from p2p_cli.recipe import Recipe, RecipeError
 
 
 def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = None, set_: o.Sets = None,
-             debug: o.Debug = False) -> None:
+             trust_recipe: o.TrustRecipe = False, name: o.InlineNames = None, debug: o.Debug = False) -> None:
     """Check recipes (schema, picture, words/tokens against the CLIP tokenizer of SD v1) without a model; print
     every setting each resolves to."""
     code = EXIT_OK
@@ -29,14 +30,20 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
             raise UsageError("nothing to check: give a RECIPE or --prompt \"a [cat->dog] on a mat\"")
         if recipes.count("-") > 1:
             raise UsageError(STDIN_ONCE)
-        groups = [read_recipes(path, list(set_ or [])) for path in recipes]
-        groups.append(inline_recipes(list(prompt or []), list(set_ or [])))
+        groups = [read_recipes(path, list(set_ or []), trust=trust_recipe) for path in recipes]
+        check_names(name or [], prompt or [])
+        groups.append(inline_recipes(list(prompt or []), list(set_ or []), name or []))
+        folders: dict[str, str] = {}  # name -> the recipe that writes OUT/<name>/
         for group in groups:
             for label, recipe in group:
                 try:
                     if isinstance(recipe, RecipeError):
                         raise recipe
                     check_name(recipe, label)
+                    if recipe.name in folders:
+                        raise RecipeError([f"name: {recipe.name!r} is also the name of {folders[recipe.name]}: both"
+                                           f" would write OUT/{recipe.name}/; give one another name"], label)
+                    folders[recipe.name] = label
                     image = _image(recipe, label)
                     from p2p_cli.files.real import resolve_mask
 
@@ -48,10 +55,10 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
                     code = report(err, debug=debug)
                     continue
                 warn(recipe, label)
-                print(f"ok {label}")
+                print(printable(f"ok {label}"))
                 if label.startswith("--prompt"):  # what the inline prompt expands to, as a recipe file
-                    print(expansion(recipe))
-                print(summary(recipe, image))
+                    print(printable(expansion(recipe)))
+                print(printable(summary(recipe, image)))
     raise typer.Exit(code if code == EXIT_OK else EXIT_INVALID)
 
 

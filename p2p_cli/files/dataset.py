@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.files.outputs import atomic_folder, write_json
+from p2p_cli.files.outputs import atomic_folder, intact, write_record
+from p2p_cli.paths import read_regular_text
 
 PAIRS = "pairs"
 RECORD = "pair.json"
@@ -33,10 +34,10 @@ def pair_folder(out: str | Path, index: int) -> Path:
 def finished_pair(folder: Path, digest: str) -> dict | None:
     """The pair's record when `folder` holds a finished run of exactly this pair and these settings, else None."""
     try:
-        record = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
+        record = json.loads(read_regular_text(Path(folder) / RECORD))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("input_sha256") == digest else None
+    return record if intact(folder, record) and record.get("input_sha256") == digest else None
 
 
 def write_pair(folder: Path, record: dict, pictures: dict[str, Any], overwrite: bool = False) -> Path:
@@ -46,7 +47,7 @@ def write_pair(folder: Path, record: dict, pictures: dict[str, Any], overwrite: 
     with atomic_folder(folder, overwrite) as tmp:
         for name, picture in pictures.items():
             save_png(picture, tmp / name)
-        write_json(tmp / RECORD, record)
+        write_record(tmp, RECORD, record)
     return folder
 
 

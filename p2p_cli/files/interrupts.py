@@ -5,6 +5,9 @@ behind). While `handlers()` is active both raise `Interrupted` in the main threa
 `except BaseException` runs. Two more guarantees:
 - an interrupt is never lost: the signal is also recorded, and `checkpoint()` raises it again if library code
   swallowed the exception (one raised inside a `__del__` or a callback is only printed by Python);
+- one that arrives while an object's `__del__` (or a weakref finalizer) runs, e.g. inside a library while a model
+  loads, is raised again a moment later, outside it (SIGALRM), so it is neither printed as "Exception ignored"
+  nor lost;
 - `deferred()` holds interrupts back over a few lines that must not be cut in half (renaming a finished folder
   into place), and raises them at its end.
 `Interrupted` derives from BaseException and not from KeyboardInterrupt, so `except Exception` does not catch it
@@ -35,11 +38,33 @@ _pending: int | None = None  # the signal that arrived and has not been reported
 _deferring = 0
 
 
+RETRY_S = 0.02  # how soon an interrupt that arrived inside a __del__ is raised again, outside it
+
+
+def _in_cleanup(frame) -> bool:
+    """Whether the interrupted code runs inside an object's __del__ or a weakref finalizer: an exception raised
+    there is only printed by Python ("Exception ignored in: <function Group.__del__>") and lost."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__" or frame.f_globals.get("__name__") == "weakref":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handler(signum, frame) -> None:
     global _pending
     _pending = signum
     if _deferring == 0:
+        if _in_cleanup(frame):  # raise it again in a moment, once the cleanup has returned
+            signal.setitimer(signal.ITIMER_REAL, RETRY_S)
+            return
         raise Interrupted(signum)
+
+
+def _retry(signum, frame) -> None:
+    """SIGALRM after an interrupt that arrived inside a cleanup: raise it now, or wait a little more."""
+    if _pending is not None and _deferring == 0:
+        _handler(_pending, frame)
 
 
 def pending() -> int | None:
@@ -76,6 +101,7 @@ def install() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             signal.signal(sig, _handler)
+        signal.signal(signal.SIGALRM, _retry)
 
 
 @contextmanager
@@ -85,10 +111,11 @@ def handlers() -> Iterator[None]:
         yield
         return
     clear()
-    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    previous = {sig: signal.getsignal(sig) for sig in (*SIGNALS, signal.SIGALRM)}
     install()
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from p2p_cli.families import Geometry
 from p2p_cli.engine.inversion import Inversion, NullTextSettings, Progress, invert
 from p2p_cli.models import Model
+from p2p_cli.paths import check_regular
 
 FORMAT = "p2p-inversion/1"
 FILE_NAME = "inversion.safetensors"
@@ -126,6 +127,7 @@ def read_inversion(path: Path, key: str | None = None) -> Inversion:
     Checks what the file claims (format, key, method, settings) and what it holds: two float32 tensors of the
     right ranks, every value finite and of a sane size. FileNotFoundError when there is no file."""
     try:
+        check_regular(path)  # a FIFO at the entry's path would hang every edit of the picture
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             names = set(f.keys())

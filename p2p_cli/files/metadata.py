@@ -64,10 +64,17 @@ def png_texts(recipe: dict, role: str, prompt: str, size: tuple[int, int]) -> di
 
 def recipe_from_texts(texts: dict[str, str]) -> dict | None:
     """The recipe stored in a picture's text chunks, or None when it holds none."""
+    from p2p_cli.recipe import MAX_RECIPE_BYTES
+
     raw = texts.get(RECIPE)
     if raw is None:
         return None
-    data = json.loads(raw)
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise ValueError(f"it holds {len(raw):,} characters; a recipe is at most {MAX_RECIPE_BYTES // 1024} KiB")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError(f"the {RECIPE} chunk does not hold a recipe")
     return data
@@ -77,11 +84,14 @@ def png_document(path: Path) -> dict:
     """The recipe a picture written by p2p holds (its "p2p-recipe" text chunk)."""
     from p2p_cli.recipe import RecipeError
     from p2p_cli.render.images import read_png_texts
+    from p2p_cli.render.load import ImageError
 
     try:
         texts = read_png_texts(path)
     except OSError as err:
         raise RecipeError([f"cannot read the picture: {getattr(err, 'strerror', None) or err}"], str(path)) from None
+    except ImageError as err:
+        raise RecipeError([str(err)], str(path)) from None
     try:
         data = recipe_from_texts(texts)
     except ValueError as err:

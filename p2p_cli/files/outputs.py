@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,11 +77,35 @@ def _taken(folder: Path) -> bool:
     return folder.exists() and any(p.name not in FOREIGN for p in folder.iterdir())
 
 
+def short_path(path: str | Path, keep: int = 80) -> str:
+    """A path for a message: at most about `keep` characters, its start and end kept."""
+    text = str(path)
+    return text if len(text) <= keep else f"{text[:keep // 2]}...{text[-(keep // 2 - 3):]} ({len(text)} characters)"
+
+
+def _length_problem(out: Path) -> str | None:
+    """Why a path is too long for the file system (a component or the whole), or None."""
+    try:
+        longest_name, longest_path = os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        longest_name, longest_path = 255, 4096
+    absolute = os.path.abspath(out)
+    if len(os.fsencode(absolute)) >= longest_path:
+        return f"the path is {len(os.fsencode(absolute))} bytes long; at most {longest_path - 1}"
+    for part in out.parts:
+        if len(os.fsencode(part)) > longest_name:
+            return f"a folder name of {len(os.fsencode(part))} bytes ({part[:20]}...); at most {longest_name}"
+    return None
+
+
 def check_out_dir(out: Path, option: str | None = "--out") -> None:
-    """`out` (the --out folder) is a folder or can become one: it and its nearest existing parent are folders."""
+    """`out` (the --out folder) is a folder or can become one: not too long a path, it and its nearest existing
+    parent are folders, and a folder can be made in that parent (tried: /proc says it is writable and is not)."""
     out = Path(out)
-    head = f"{option} {out}: " if option else ""
+    head = f"{option} {short_path(out)}: " if option else ""
     advice = f"; pass another {option}" if option else ""
+    if why := _length_problem(out):
+        raise OutputPathError(f"{head or short_path(out) + ': '}{why}{advice}")
     for path in (out, *out.parents):
         if path.is_symlink() and not path.exists():
             raise OutputPathError(f"{head}{path} is a symbolic link to {os.readlink(path)}, which does not exist"
@@ -88,7 +114,13 @@ def check_out_dir(out: Path, option: str | None = "--out") -> None:
             if not path.is_dir():
                 raise OutputPathError(f"{head}{path} exists and is not a folder{advice}")
             if not os.access(path, os.W_OK | os.X_OK):
-                raise OutputPathError(f"{head}cannot write in {path} (permission denied)")
+                raise OutputPathError(f"{head}cannot write in {short_path(path)} (permission denied)")
+            if path != out and option:  # --out is to be made: try (/proc says it is writable and is not)
+                try:
+                    os.rmdir(tempfile.mkdtemp(prefix=".p2p-probe-", dir=path))
+                except OSError as err:
+                    raise OutputPathError(f"{head}cannot make a folder in {short_path(path)}"
+                                          f" ({err.strerror or err}){advice}") from None
             return
 
 
@@ -117,6 +149,43 @@ def check_free(folder: Path, overwrite: bool) -> None:
                               f" {longest - _TMP_TAG} bytes here); give a shorter name (name:)")
     if _taken(folder) and not overwrite:
         raise OutputExistsError(folder)
+
+
+def _gone(pid: int) -> bool:
+    """Whether no process `pid` runs on this machine."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process: alive
+        return False
+    return False
+
+
+def remove_stale(folders: list[Path]) -> list[Path]:
+    """Remove the temporary siblings (.NAME.tmp-PID-XXXXXXXX) that killed runs (SIGKILL, a power cut) left beside
+    these folders, those whose process is gone; return what was removed. Only folders this process is to write
+    are looked at: under a launcher each recipe belongs to one process, so no live run's folder is touched."""
+    removed = []
+    for folder in folders:
+        folder = Path(folder)
+        try:
+            siblings = list(folder.parent.glob(f".{glob.escape(folder.name)}.tmp-*"))
+        except OSError:
+            continue
+        for path in siblings:
+            pid = path.name[len(folder.name) + len(".") + len(".tmp-"):].split("-", 1)[0]
+            if not pid.isdigit() or not _gone(int(pid)):
+                continue
+            if path.is_symlink() or not path.is_dir():
+                path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -250,6 +319,49 @@ def run_record(
         "images": images,
         "seconds": seconds,
     }
+
+
+SIZES = "file_sizes"  # a record's every other file in its folder: relative path -> bytes (what --resume checks)
+
+
+def file_sizes(folder: Path, but: str) -> dict[str, int]:
+    """Every file under `folder` but `but` (the record itself): relative path -> size in bytes, sorted."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and str(p.relative_to(folder)) != but}
+
+
+def write_record(folder: Path, name: str, record: dict) -> Path:
+    """The folder's record (run.json, pair.json) with the size of every other file it holds (SIZES)."""
+    record[SIZES] = file_sizes(folder, name)
+    return write_json(Path(folder) / name, record)
+
+
+def intact(folder: Path, record: Any) -> bool:
+    """Whether every file a folder's record lists (SIZES; a record written before it: its images) is still there,
+    a regular file inside the folder of the recorded size: a finished folder that lost a file is not finished."""
+    import stat
+
+    from p2p_cli.paths import outside
+
+    if not isinstance(record, dict):
+        return False
+    listed = record.get(SIZES)
+    if listed is None:  # written before sizes were recorded
+        listed = {name: None for name in (record.get("images") or {}).values()}
+    if not isinstance(listed, dict) or not listed:
+        return False
+    for name, size in listed.items():
+        if not isinstance(name, str) or not (size is None or isinstance(size, int)):
+            return False
+        path = Path(folder) / name
+        try:
+            found = path.lstat()
+        except OSError:
+            return False
+        if not stat.S_ISREG(found.st_mode) or outside(path, folder) or (size is not None and found.st_size != size):
+            return False
+    return True
 
 
 def write_json(path: Path, data: dict) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from p2p_cli.overrides import apply_overrides
+from p2p_cli.paths import outside, read_regular_text
 from p2p_cli.text.words import split_words
 
 MAPPING_FILE = "mapping_file.json"
@@ -92,10 +93,12 @@ def parse_kinds(text: str | None) -> list[int] | None:
     return list(dict.fromkeys(kinds))
 
 
-def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int | None = None) -> list[PieEntry]:
+def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int | None = None,
+                trust: bool = False) -> list[PieEntry]:
     """The entries of a PIE-Bench folder (the one holding mapping_file.json and annotation_images/) in the mapping
     file's order, only those of `kinds`, at most `limit`; PieBenchError lists every problem of the folder and of
-    the chosen entries (a picture that is missing included)."""
+    the chosen entries (a picture that is missing included). The mapping file is untrusted: its pictures must lie
+    inside the folder unless `trust` (--trust-recipe)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise PieBenchError([f"{folder} is not a folder; give the PIE-Bench data folder (the one holding"
@@ -105,7 +108,7 @@ def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int |
         raise PieBenchError([f"no {MAPPING_FILE} in {folder}; give the PIE-Bench data folder (the one holding"
                              f" {MAPPING_FILE} and {IMAGES}/)"], folder)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_text(path))
     except UnicodeDecodeError as err:
         raise PieBenchError([f"{MAPPING_FILE}: not UTF-8 text ({err.reason} at byte {err.start})"], folder) from None
     except json.JSONDecodeError as err:
@@ -126,7 +129,7 @@ def read_folder(folder: str | Path, kinds: list[int] | None = None, limit: int |
             continue
         if limit is not None and len(entries) >= limit:
             break
-        entry = _entry(key, item, kind, root, problems)
+        entry = _entry(key, item, kind, root, problems, None if trust else folder)
         if entry is not None:
             entries.append(entry)
     if problems:
@@ -144,7 +147,7 @@ def _kind(key: str, item: dict, problems: list[str]) -> int | None:
     return int(text)
 
 
-def _entry(key: str, item: dict, kind: int, root: Path, problems: list[str]) -> PieEntry | None:
+def _entry(key: str, item: dict, kind: int, root: Path, problems: list[str], inside: Path | None) -> PieEntry | None:
     found = len(problems)
     name_problem = _folder_name_problem(key)
     if name_problem:
@@ -165,14 +168,29 @@ def _entry(key: str, item: dict, kind: int, root: Path, problems: list[str]) -> 
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in code):
         problems.append(f"{key}.mask: expected the run-length code, a list of whole numbers >= 0 in (start, length)"
                         f" pairs, got {_short(code)}")
+    elif problem := _mask_problem(code):
+        problems.append(f"{key}.mask: {problem}")
     image = root / texts["image_path"] if texts["image_path"] else None
-    if image is not None and not image.is_file():
+    if image is not None and inside is not None and outside(image, inside):
+        problems.append(f"{key}.image_path: {_short(texts['image_path'])} lies outside {inside}; a mapping file may"
+                        " only name pictures inside its own folder (pass --trust-recipe if you trust it)")
+    elif image is not None and not image.is_file():
         problems.append(f"{key}.image_path: no picture at {image}")
     if len(problems) > found:
         return None
     return PieEntry(id=key, image=image.resolve(), source=plain(texts["original_prompt"]).strip(),
                     target=plain(texts["editing_prompt"]).strip(), kind=kind, blended=blended.split(),
                     mask=list(code), instruction=str(item.get("editing_instruction", "")))
+
+
+def _mask_problem(code: list[int], side: int = MASK_SIDE) -> str | None:
+    """Why a run-length code cannot be a mask of the side x side picture (a run past its last pixel), or None."""
+    n = side * side
+    for i, (start, length) in enumerate(zip(code[0::2], code[1::2])):
+        if start + length > n:
+            return (f"run {i + 1} (start {start}, length {length}) ends past the {side}x{side} picture's last"
+                    f" pixel ({n}); the code is damaged")
+    return None
 
 
 def _folder_name_problem(key: str) -> str | None:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from p2p_cli.paths import open_regular
+
 if TYPE_CHECKING:
     import torch
 
@@ -33,7 +35,7 @@ def open_picture(path: str | Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_regular(path) as f, Image.open(f) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

@@ -70,9 +70,16 @@ def expand(text: str, name: str | None = None) -> dict[str, Any]:
                 raise InlineError(f"[{inner}] at character {m.start() + 1}: weights go on the new words; {HELP}")
             if not _clean(old) and not any(alternatives):
                 raise InlineError(f"[{inner}] at character {m.start() + 1} changes nothing: {HELP}")
+            twice = [a for k, a in enumerate(alternatives) if a in alternatives[:k]]
+            if twice:
+                what = f"'{twice[0]}'" if twice[0] else "the removal"
+                raise InlineError(f"[{inner}] at character {m.start() + 1} offers {what} twice: each alternative"
+                                  f" makes an edit, so give different ones; {HELP}")
             pieces.append(("swap", (_clean(old), alternatives, alt_weights)))
         else:
             word, factor = _clean(m.group(2)), float(m.group(3))
+            if "->" in word:  # (red->blue:2): an arrow outside [ ], not a weighted word
+                raise InlineError(f"'->' at character {m.start() + m.group(2).index('->') + 2} is outside [ ]: {HELP}")
             if not word:
                 raise InlineError(f"a weight at character {m.start() + 1} names no word: {HELP}")
             pieces.append(("weight", (word, factor)))

@@ -86,7 +86,9 @@ def test_a_recipe_with_a_lora_records_it_and_a_missing_file_is_a_recipe_error(cl
     assert run["loras"][0]["scale"] == 0.5 and len(run["loras"][0]["sha256"]) == 64
     assert lora == run["loras"][0]["path"]
     assert run["recipe"]["loras"] == [{"path": lora, "scale": 0.5}]  # absolute: the record replays from anywhere
-    assert cli("validate", tmp_path / "out" / "styled" / "run.json").exit_code == 0
+    record = tmp_path / "out" / "styled" / "run.json"
+    assert cli("validate", record).exit_code == 2  # a LoRA file outside the run's folder: only when trusted
+    assert cli("validate", record, "--trust-recipe").exit_code == 0
 
     data["loras"][0]["path"] = "missing.safetensors"
     path.write_text(yaml.safe_dump(data))

@@ -99,3 +99,13 @@ def test_diverged_sampling_fails_its_recipe_and_writes_no_pictures(small, cli, w
     assert (f"error: {wild}: sampling diverged for source, edit-1, edit-2 (NaN, infinite or huge latent values), so"
             " nothing was written; lower guidance (1e+30)") in result.stderr
     assert entries(out) == ["calm"]  # the next recipe still ran
+
+
+@pytest.mark.parametrize("kind", ["proc", "long-name", "long-path"])
+def test_out_problems_are_exit_2_before_loading_with_a_short_message(cli, tmp_path, kind):
+    out = {"proc": "/proc/p2p", "long-name": str(tmp_path / ("x" * 300)),
+           "long-path": str(tmp_path / "/".join(["d" * 100] * 50))}[kind]
+    result = cli("edit", "--prompt", "a big [red->blue] circle", "--out", out, "--steps", 2)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: --out ") and "loading model" not in result.stderr
+    assert len(result.stderr) < 400 and "unexpected" not in result.stderr

@@ -36,7 +36,9 @@ def test_show_prints_them_and_edit_of_a_picture_reproduces_it(cli, write_recipe,
     as_json = json.loads(cli("show", picture, "--json").stdout)
     assert as_json["recipe"]["edits"][0]["target"] == "a painting of a lion eating a burger"
 
-    again = cli("edit", picture, "--out", tmp_path / "again")
+    refused = cli("edit", picture, "--out", tmp_path / "again")  # its model folder lies outside the picture's folder
+    assert refused.exit_code == 2 and "model: " in refused.stderr and "--trust-recipe" in refused.stderr
+    again = cli("edit", picture, "--out", tmp_path / "again", "--trust-recipe")
     assert again.exit_code == 0, again.output
     redone = tmp_path / "again" / "small" / "edit-1.png"
     assert Image.open(redone).tobytes() == Image.open(picture).tobytes()

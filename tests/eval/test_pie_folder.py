@@ -105,3 +105,37 @@ def test_bad_entries_are_all_listed(tmp_path):
     # an entry outside the chosen kinds is not checked for its picture
     rewrite(folder, lambda d: (d["000000000000"].update(mask=[0, 5]), d["611000000000"].update(editing_type_id=6)))
     assert [e.id for e in read_folder(folder, kinds=[0])] == ["000000000000"]
+
+
+def test_a_mask_that_runs_past_the_picture_is_refused(pie_folder):
+    rewrite(pie_folder, lambda d: d["000000000000"].update(mask=[0, 10, 0, 10**9]))
+    with pytest.raises(PieBenchError) as caught:
+        read_folder(pie_folder)
+    assert caught.value.problems == ["000000000000.mask: run 2 (start 0, length 1000000000) ends past the 512x512"
+                                     " picture's last pixel (262144); the code is damaged"]
+    rewrite(pie_folder, lambda d: d["000000000000"].update(mask=[262143, 1]))  # the last pixel itself: fine
+    read_folder(pie_folder)
+    rewrite(pie_folder, lambda d: d["000000000000"].update(mask=[262144, 1]))
+    with pytest.raises(PieBenchError, match="000000000000.mask: run 1"):
+        read_folder(pie_folder)
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent", "link"])
+def test_a_mapping_file_names_pictures_inside_its_folder_only(tmp_path, where):
+    from pie_fixtures import write_pie_folder
+
+    folder = write_pie_folder(tmp_path / "data")
+    secret = tmp_path / "secret.png"
+    mine = json.loads((folder / "mapping_file.json").read_text())["000000000000"]["image_path"]
+    (folder / "annotation_images" / mine).rename(secret)
+    if where == "link":
+        (folder / "annotation_images" / mine).symlink_to(secret)
+        path = mine
+    else:
+        path = str(secret) if where == "absolute" else "../../secret.png"
+    rewrite(folder, lambda d: d["000000000000"].update(image_path=path))
+    with pytest.raises(PieBenchError) as caught:
+        read_folder(folder)
+    (line,) = caught.value.problems
+    assert line.startswith("000000000000.image_path: ") and "lies outside" in line and "--trust-recipe" in line
+    assert read_folder(folder, trust=True)[0].image == secret.resolve()

@@ -86,3 +86,27 @@ def test_any_text_expands_or_says_why(text):
         parse_recipe(data)
     except RecipeError:
         pass
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a big [red->|] circle", "[red->|] at character 7 offers the removal twice"),
+    ("a big [red->blue|blue] circle", "[red->blue|blue] at character 7 offers 'blue' twice"),
+    ("a (red->blue:2) circle", "'->' at character 7 is outside [ ]"),
+    ("a (red ->blue:2) circle", "'->' at character 8 is outside [ ]"),
+], ids=["double-removal", "double-word", "arrow-in-weight", "arrow-in-weight-spaced"])
+def test_what_readme_calls_errors_are_errors(text, message):
+    with pytest.raises(InlineError) as caught:
+        expand(text)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+@given(st.lists(st.sampled_from(["red", "blue", "", "green big"]), min_size=1, max_size=4))
+def test_alternatives_give_distinct_edits_or_an_error(alternatives):
+    text = f"a big [red->{'|'.join(alternatives)}] circle"
+    try:
+        data = expand(text)
+    except InlineError as err:
+        assert len(set(alternatives)) < len(alternatives), err  # refused only for a repeated alternative
+        return
+    targets = [e["target"] for e in data["edits"]]
+    assert len(targets) == len(set(targets)) == len(alternatives)
