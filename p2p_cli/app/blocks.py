@@ -1,0 +1,199 @@
+"""The Gradio Blocks app of `p2p ui`: the Edit and Attention tabs, wired to app.runs (the only module that imports
+gradio, with app/__init__.py's launch)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from dataclasses import asdict
+
+import gradio as gr
+
+from p2p_cli.app.controls import BUNDLED, Controls, error_text, family_defaults, from_recipe
+from p2p_cli.app.runs import Outcome, Runner, Stopped
+from p2p_cli.recipe import RecipeError
+
+# (prompt, model, seed): edits where control shows. On the transformer model the caption names no place, so
+# the uncontrolled target (the baseline) moves the objects; P2P keeps the layout and changes the colour alone.
+EXAMPLES = [
+    ["a big [red->green] circle and a small blue square on a white background", "shapes-mmdit", 1],
+    ["a big [red->blue|red->green] circle on the left on a white background", "shapes", 1],
+    ["a big red [circle->square] on the left on a white background", "shapes", 1],
+]
+FIELDS = ["prompt", "source", "targets", "model", "seed", "steps", "guidance", "cross", "self_window", "blend",
+          "baseline", "attention"]
+CSS = """
+.pixels img { image-rendering: pixelated; }
+#p2p-title h1 { margin-bottom: 0; }
+"""
+
+
+class Sessions:
+    """Per browser session: the stop flag of its run and its last outcome (the Attention tab reads it)."""
+
+    def __init__(self):
+        self.stops: dict[str, threading.Event] = {}
+        self.last: dict[str, Outcome] = {}
+
+    def stop_flag(self, key: str) -> threading.Event:
+        flag = threading.Event()
+        self.stops[key] = flag
+        return flag
+
+
+def build(runner: Runner, models: list[str] | None = None, start: Controls | None = None) -> gr.Blocks:
+    """The app on `runner`; `models` are the choices (the bundled ones first), `start` the controls it opens with."""
+    models = list(dict.fromkeys([*(models or []), *BUNDLED]))
+    start = start or Controls(prompt=EXAMPLES[0][0], model=EXAMPLES[0][1], seed=EXAMPLES[0][2], guidance=7.0,
+                              self_window=family_defaults(EXAMPLES[0][1])["self_window"])
+    sessions = Sessions()
+
+    with gr.Blocks(title="p2p: edit a picture by editing its prompt") as app:
+        gr.Markdown("# p2p\nEdit a generated picture by editing its prompt (Prompt-to-Prompt). Write the edit inline:"
+                    " `a [red->blue] circle`, `a house [->in winter]`, `a (fluffy:2) cat`.", elem_id="p2p-title")
+        with gr.Tab("Edit"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=5):
+                    prompt = gr.Textbox(start.prompt, label="Prompt with inline edits", lines=2, max_lines=4)
+                    with gr.Accordion("or: a source prompt and target prompts", open=False):
+                        source = gr.Textbox(start.source, label="Source prompt")
+                        targets = gr.Textbox(start.targets, label="Target prompts (one a line)", lines=2)
+                    model = gr.Radio(models, value=start.model, label="Model")
+                    with gr.Row():
+                        seed = gr.Number(start.seed, label="Seed", precision=0, minimum=0, scale=3)
+                        new_seed = gr.Button("New seed", scale=1, size="sm")
+                        steps = gr.Slider(1, 250, start.steps, step=1, label="Steps", scale=4)
+                    with gr.Row():
+                        cross = gr.Slider(0, 1, start.cross, step=0.05, label="Cross-attention window (tau)")
+                        self_window = gr.Slider(0, 1, start.self_window, step=0.05, label="Self-attention window")
+                    guidance = gr.Slider(0, 15, start.guidance, step=0.5, label="Guidance")
+                    blend = gr.CheckboxGroup(Controls(prompt=start.prompt).words(), value=start.blend,
+                                             label="Local blend: change only where these words are")
+                    with gr.Row():
+                        baseline = gr.Checkbox(start.baseline, label="Also draw each target without control")
+                        attention = gr.Checkbox(start.attention, label="Keep attention maps (Attention tab)")
+                    with gr.Row():
+                        run = gr.Button("Run", variant="primary", scale=3)
+                        stop = gr.Button("Stop", variant="stop", scale=1)
+                    recipe = gr.Code(label="Recipe", language="yaml", lines=6, interactive=False)
+                    loaded = gr.File(label="Load the recipe of a PNG p2p wrote", file_types=[".png"], type="filepath",
+                                     height=80)
+                with gr.Column(scale=6):
+                    slider = gr.ImageSlider(label="Source / edit", type="filepath", format="png", height=360,
+                                            elem_classes="pixels", interactive=False)
+                    gallery = gr.Gallery(label="Source, edits, baselines", columns=4, height=220, format="png",
+                                         object_fit="contain", elem_classes="pixels", interactive=False)
+                    command = gr.Textbox(label="The same run from the command line", interactive=False,
+                                         buttons=["copy"])
+                    files = gr.File(label="Files (the PNGs carry their recipe)", file_count="multiple",
+                                    interactive=False)
+            gr.Examples(EXAMPLES, [prompt, model, seed], label="Examples on the bundled models")
+        with gr.Tab("Attention"):
+            gr.Markdown("Where each word looked, averaged over layers, heads and steps (tick *Keep attention maps*,"
+                        " then Run).")
+            with gr.Row():
+                row = gr.Dropdown([], label="Picture")
+                word = gr.Dropdown([], label="Word")
+            heat = gr.Image(label="Attention", type="pil", format="png", height=360, elem_classes="pixels",
+                            interactive=False)
+
+        inputs = [prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
+                  attention]
+
+        def controls_of(values) -> Controls:
+            return Controls.from_values(dict(zip(FIELDS, values)))
+
+        def check(*values):
+            c = controls_of(values)
+            choices = c.words()
+            chosen = [w for w in c.blend if w in choices]
+            try:
+                from p2p_cli.app.controls import recipe_yaml
+
+                text = recipe_yaml(c.recipe())
+                line = c.command()
+            except RecipeError as err:
+                text, line = error_text(err), ""
+            return text, gr.update(choices=choices, value=chosen), line
+
+        def on_model(name):
+            d = family_defaults(name)
+            return d["guidance"], d["self_window"]
+
+        async def run_edit(*values, progress=gr.Progress(), request: gr.Request = None):
+            c = controls_of(values)
+            key = request.session_hash if request is not None else "default"
+            flag = sessions.stop_flag(key)
+            progress(0, desc="loading the model")
+            try:  # in a thread: a cancelled event (Stop, a closed page, a client's cancel) stops it between steps
+                out = await asyncio.to_thread(
+                    runner.run, c, progress=lambda done, total: progress((done, total), desc="sampling"), stop=flag)
+            except asyncio.CancelledError:
+                flag.set()
+                raise
+            except RecipeError as err:
+                raise gr.Error(error_text(err), print_exception=False) from None
+            except Stopped as err:
+                raise gr.Error(f"stopped: {err}", print_exception=False) from None
+            sessions.last[key] = out
+            first = out.pictures[1][0] if len(out.pictures) > 1 else None
+            rows = [caption.split(":")[0] for _, caption in out.pictures if not caption.startswith("baseline")]
+            return (out.pictures, (out.pictures[0][0], first), out.files, out.recipe, out.command,
+                    gr.update(choices=rows, value=rows[-1]))
+
+        def on_stop(request: gr.Request = None):
+            key = request.session_hash if request is not None else "default"
+            if key in sessions.stops:
+                sessions.stops[key].set()
+
+        def pick(evt: gr.SelectData, pictures):
+            source_picture = pictures[0]["image"]["path"] if isinstance(pictures[0], dict) else pictures[0][0]
+            chosen = pictures[evt.index]
+            chosen = chosen["image"]["path"] if isinstance(chosen, dict) else chosen[0]
+            return source_picture, chosen
+
+        def load_png(path):
+            if not path:
+                return [gr.update() for _ in FIELDS]
+            from p2p_cli.overrides import read_recipe
+
+            try:
+                c = from_recipe(read_recipe(path))
+            except RecipeError as err:
+                raise gr.Error(error_text(err), print_exception=False) from None
+            values = asdict(c)
+            return [values[name] for name in FIELDS]
+
+        def words_of(which, request: gr.Request = None):
+            out = sessions.last.get(request.session_hash if request is not None else "default")
+            if out is None or out.result.maps is None:
+                return gr.update(choices=[], value=None)
+            tokens = [text for _, text in out.result.maps.tokens(which)]
+            return gr.update(choices=tokens, value=tokens[0] if tokens else None)
+
+        def draw(which, chosen, request: gr.Request = None):
+            out = sessions.last.get(request.session_hash if request is not None else "default")
+            if out is None or out.result.maps is None or not which or not chosen:
+                return None
+            try:
+                return out.result.maps.overlay(chosen, which)
+            except ValueError as err:
+                raise gr.Error(str(err), print_exception=False) from None
+
+        prompt.change(check, inputs, [recipe, blend, command], api_name="check", queue=False, show_progress="hidden")
+        for box in (source, targets, model, seed, steps, guidance, cross, self_window, baseline, attention):
+            box.change(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
+        blend.input(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
+        app.load(check, inputs, [recipe, blend, command], api_name=False, queue=False)
+        model.input(on_model, model, [guidance, self_window], api_name=False, queue=False)
+        new_seed.click(lambda: random.randrange(2**31), None, seed, api_name=False, queue=False)
+        running = run.click(run_edit, inputs, [gallery, slider, files, recipe, command, row], api_name="run",
+                            concurrency_limit=1, concurrency_id="model")
+        stop.click(on_stop, None, None, cancels=[running], api_name=False, queue=False)
+        gallery.select(pick, gallery, slider, api_name=False, queue=False)
+        loaded.upload(load_png, loaded, [prompt, source, targets, model, seed, steps, guidance, cross, self_window,
+                                         blend, baseline, attention], api_name=False)
+        row.change(words_of, row, word, api_name=False, queue=False)
+        word.change(draw, [row, word], heat, api_name=False)
+    return app

@@ -1,0 +1,193 @@
+"""What the app's controls stand for, without gradio: the recipe (read by the CLI's own inline reader and `--set`),
+the lines `p2p validate` prints for it, and the `p2p edit` command line that reproduces a run."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry
+from p2p_cli.recipe import DEFAULT_CROSS_REPLACE, Recipe, RecipeError
+
+BUNDLED = ("shapes", "shapes-mmdit")  # the models every install has (UNet; SD3-layout transformer)
+RECIPE_LABEL = "recipe"  # the source/target fields' recipe (the inline prompt's is "--prompt", as on the CLI)
+
+
+def family_of(model: str) -> str:
+    """The model's family ("sd", "sdxl", "sd3", "flux") from its config files; "sd" when they cannot be read."""
+    geo = model_geometry(model)
+    return geo["family"] if geo else "sd"
+
+
+def family_defaults(model: str) -> dict[str, float]:
+    """The guidance and windows a run on this model uses when a recipe sets none."""
+    family = family_of(model)
+    return {"guidance": DEFAULT_GUIDANCE.get(family, 7.5), "cross": DEFAULT_CROSS_REPLACE,
+            "self_window": DEFAULT_SELF_REPLACE.get(family, 0.4)}
+
+
+@dataclass
+class Controls:
+    """The Edit tab's settings. An inline `prompt` wins; with none, `source` and `targets` (one a line) are used."""
+
+    prompt: str = ""
+    source: str = ""
+    targets: str = ""
+    model: str = "shapes"
+    seed: int = 1
+    steps: int = 50
+    guidance: float = 7.5
+    cross: float = DEFAULT_CROSS_REPLACE
+    self_window: float = 0.4
+    blend: list[str] = field(default_factory=list)  # local-blend words, for every edit
+    baseline: bool = True
+    attention: bool = False  # keep the attention maps (`--save-attention`)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Controls:
+        """Controls from a mapping of field names (what the widgets give), with numbers made ints where due."""
+        known = {f.name for f in fields(cls)}
+        c = cls(**{k: v for k, v in values.items() if k in known})
+        c.seed, c.steps = int(c.seed), int(c.steps)
+        c.blend = list(c.blend or [])
+        return c
+
+    @property
+    def inline(self) -> bool:
+        return bool(self.prompt.strip())
+
+    @property
+    def label(self) -> str:
+        return "--prompt" if self.inline else RECIPE_LABEL
+
+    def document(self) -> dict[str, Any]:
+        """The recipe before the settings (as a YAML file would give): the inline prompt's expansion, or the fields'."""
+        from p2p_cli.text.inline import InlineError, expand
+
+        if self.inline:
+            try:
+                return expand(self.prompt)
+            except InlineError as err:
+                raise RecipeError([f"prompt: {err}"], "--prompt") from None
+        targets = [t.strip() for t in self.targets.splitlines() if t.strip()]
+        if not self.source.strip():
+            raise RecipeError(["source: empty; write an inline edit such as \"a [red->blue] circle\" in the prompt"
+                               " box, or a source prompt and a target a line"], RECIPE_LABEL)
+        words = re.findall(r"[\w'-]+", self.source)
+        name = "-".join(words[:8])[:48].strip("-").lower() or "recipe"
+        return {"name": name, "source": self.source.strip(), "edits": [{"target": t} for t in targets]}
+
+    def settings(self, edits: int) -> list[str]:
+        """The settings as `--set` lines (seed and steps included: the CLI's --seed and --steps are these)."""
+        lines = [f"seed={self.seed}", f"steps={self.steps}", f"guidance={_number(self.guidance)}",
+                 f"cross_replace={_number(self.cross)}", f"self_replace={_number(self.self_window)}"]
+        if self.blend:
+            words = ", ".join(_flow_word(w) for w in self.blend)
+            lines += [f"edits.{k}.local_blend.words=[{words}]" for k in range(edits)]
+        return lines
+
+    def recipe(self) -> Recipe:
+        """The recipe these controls stand for, checked as `p2p validate` checks it; RecipeError if it is not valid."""
+        from p2p_cli.checks import check_tokenizers, clip_tokenizer, recipe_problems_for, size_problems
+        from p2p_cli.overrides import apply_overrides, inline_recipes
+        from p2p_cli.recipe import parse_recipe
+
+        data = self.document()
+        sets = self.settings(len(data.get("edits") or []))
+        if self.inline:  # exactly what `p2p edit --prompt TEXT --set ...` reads
+            ((_, recipe),) = inline_recipes([self.prompt], sets)
+            if isinstance(recipe, RecipeError):
+                raise recipe
+        else:
+            try:
+                recipe = parse_recipe(apply_overrides(data, sets), RECIPE_LABEL)
+            except ValueError as err:
+                if isinstance(err, RecipeError):
+                    raise
+                raise RecipeError([str(err)], RECIPE_LABEL) from None
+        recipe = recipe.model_copy(update={"model": self.model})
+        problems = size_problems(recipe, self.model)
+        problems = problems or recipe_problems_for(recipe, check_tokenizers(self.model, clip_tokenizer()))
+        if problems:
+            raise RecipeError(problems, self.label)
+        return recipe
+
+    def command(self, recipe_file: str = "recipe.yaml") -> str:
+        """The `p2p edit` command line that makes the same pictures (the fields' recipe is the file written beside
+        the pictures)."""
+        data = self.document()
+        args = ["p2p", "edit"]
+        args += ["--prompt", self.prompt] if self.inline else [recipe_file]
+        args += ["--model", self.model]
+        if self.inline:
+            sets = self.settings(len(data.get("edits") or []))
+            args += ["--seed", str(self.seed), "--steps", str(self.steps)]
+            for line in sets[2:]:
+                args += ["--set", line]
+        if self.baseline:
+            args.append("--baseline")
+        if self.attention:
+            args.append("--save-attention")
+        return " ".join(shlex.quote(a) for a in args)
+
+    def words(self) -> list[str]:
+        """The words of the source and target prompts (the local-blend choices), in order, each once."""
+        try:
+            data = self.document()
+        except RecipeError:
+            return []
+        texts = [data.get("source") or ""] + [e.get("target", "") for e in data.get("edits") or []]
+        seen: dict[str, None] = {}
+        for text in texts:
+            for word in re.findall(r"[\w'-]+", str(text)):
+                seen.setdefault(word.lower(), None)
+        return list(seen)
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """A recipe as a YAML file `p2p edit` reads (the settings it was given, none of the defaults)."""
+    data = recipe.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    for key, value in list(data.items()):
+        if isinstance(value, dict) and set(value) <= {"default", "words"} and not value.get("words"):
+            data[key] = value["default"]  # a window with no per-word windows, as recipes write it
+    for edit in data.get("edits", []):
+        for key in ("cross_replace",):
+            value = edit.get(key)
+            if isinstance(value, dict) and not value.get("words"):
+                edit[key] = value["default"]
+    order = ["name", "model", "source", "seed", "steps", "guidance"]
+    ordered = {k: data[k] for k in order if k in data} | {k: v for k, v in data.items() if k not in order}
+    return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, default_flow_style=None)
+
+
+def error_text(err: RecipeError) -> str:
+    """A recipe's problems as `p2p validate` reports them: "--prompt: invalid recipe (1 problem)" and a line each."""
+    n = len(err.problems)
+    return "\n".join([f"{err.source}: invalid recipe ({n} problem{'s' if n != 1 else ''})"]
+                     + [f"  {p}" for p in err.problems])
+
+
+def from_recipe(recipe: Recipe) -> Controls:
+    """The controls for a recipe (a PNG p2p wrote): its source and targets in the fields, its settings on the
+    sliders; a per-edit window, a reweight or a per-word window the controls cannot show is left out."""
+    model = recipe.model if recipe.model in BUNDLED else "shapes"
+    defaults = family_defaults(model)
+    first = recipe.edits[0]
+    blend = first.local_blend.words if first.local_blend is not None else []
+    return Controls(source=recipe.source, targets="\n".join(e.target for e in recipe.edits), model=model,
+                    seed=recipe.seed, steps=recipe.steps, guidance=recipe.guidance,
+                    cross=recipe.cross_for(first).default[1] if recipe.cross_replace is not None else defaults["cross"],
+                    self_window=recipe.self_for(first)[1] if recipe.self_replace is not None
+                    else defaults["self_window"], blend=list(blend), baseline=recipe.baseline)
+
+
+def _number(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def _flow_word(word: str) -> str:
+    return word if re.fullmatch(r"[\w'-]+", word) and not word[0] in "'-" else f"'{word}'"

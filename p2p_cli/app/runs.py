@@ -1,0 +1,108 @@
+"""The app's runs, without gradio: each model loaded once and shared, one run at a time per model, a run that can
+be stopped between steps, and its pictures written as `p2p edit` writes them (Result.save)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2p_cli.app.controls import Controls, recipe_yaml
+
+
+class Stopped(Exception):
+    """A run stopped by its user (the Stop button, or a closed page) between two steps."""
+
+
+@dataclass
+class Outcome:
+    """One finished run: its folder (the files `p2p edit` writes, recipe.yaml and command.txt) and its pictures."""
+
+    folder: Path
+    pictures: list[tuple[str, str]]  # (path, caption): the source, each edit, each baseline
+    command: str
+    recipe: str  # the recipe as YAML
+    result: Any  # api.Result (the attention maps of the Attention tab)
+    seconds: float
+
+    @property
+    def files(self) -> list[str]:
+        """Every file of the folder, for download (attention pictures left out: they stay in attention/)."""
+        return sorted(str(p) for p in self.folder.iterdir() if p.is_file())
+
+
+class Runner:
+    """Loads each model once (the first run that needs it) and runs recipes on it, one at a time per model."""
+
+    def __init__(self, device: str = "auto", dtype: str = "auto", out: Path | None = None, keep: int = 8):
+        self.device, self.dtype = device, dtype
+        self.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="p2p-ui-"))
+        self.keep = keep  # run folders kept on disk (the oldest go first)
+        self._models: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._count = 0
+
+    def model(self, name: str):
+        """The loaded model (loading it on first use)."""
+        from p2p_cli.api import load_model
+
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._models:
+                self._models[name] = load_model(name, device=self.device, dtype=self.dtype)
+            return self._models[name]
+
+    def run(self, controls: Controls, progress: Callable[[int, int], None] | None = None,
+            stop: threading.Event | None = None) -> Outcome:
+        """Run the controls' recipe (RecipeError before anything loads if it is invalid) and write its folder."""
+        from p2p_cli.api import edit
+        from p2p_cli.analysis.maps import VizSpec
+
+        recipe = controls.recipe()
+        model = self.model(controls.model)
+        stop = stop or threading.Event()
+
+        def step(done: int, total: int) -> None:
+            if stop.is_set():
+                raise Stopped(f"stopped at step {done} of {total}")
+            if progress is not None:
+                progress(done, total)
+
+        start = time.perf_counter()
+        with self._locks[controls.model]:
+            if stop.is_set():
+                raise Stopped("stopped before it started")
+            result = edit(model, recipe, baseline=controls.baseline, maps=VizSpec() if controls.attention else False,
+                          progress=step, recipe_file=controls.label, overrides=controls.settings(len(recipe.edits)))
+        with self._guard:
+            self._count += 1
+            folder = self.out / f"run-{self._count:04d}" / recipe.name
+        result.save(folder)
+        (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
+        command = controls.command()
+        (folder / "command.txt").write_text(command + "\n", encoding="utf-8")
+        self._tidy()
+        return Outcome(folder=folder, pictures=pictures(folder, result), command=command,
+                       recipe=recipe_yaml(recipe), result=result, seconds=time.perf_counter() - start)
+
+    def _tidy(self) -> None:
+        runs = sorted(p for p in self.out.glob("run-*") if p.is_dir())
+        for old in runs[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def pictures(folder: Path, result) -> list[tuple[str, str]]:
+    """The run's PNGs in batch order, each with its caption (role and prompt)."""
+    out = []
+    for role, prompt in zip(result.roles, result.prompts):
+        path = folder / f"{role}.png"
+        if path.exists():
+            out.append((str(path), f"{role}: {prompt}"))
+    return out
