@@ -23,7 +23,9 @@ def launch(model: str | None = None, *, host: str = "127.0.0.1", port: int | Non
     .local_url) when `block` is False, else serves until interrupted."""
     import gradio as gr
 
-    from p2p_cli.app.blocks import CSS, build
+    import threading
+
+    from p2p_cli.app.blocks import CSS, build, warm_up
     from p2p_cli.app.controls import Controls, family_defaults
     from p2p_cli.app.runs import Runner
 
@@ -35,6 +37,7 @@ def launch(model: str | None = None, *, host: str = "127.0.0.1", port: int | Non
                          "a big [red->blue] circle on the left on a white background", model=model,
                          guidance=d["guidance"], self_window=d["self_window"])
     app = build(runner, models=[model] if model else None, start=start)
+    threading.Thread(target=warm_up, args=(runner, app.start), daemon=True).start()
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=host, server_port=port or free_port(host), share=share, prevent_thread_lock=not block,
                allowed_paths=[str(runner.out)], max_file_size="50mb", theme=gr.themes.Soft(), css=CSS, quiet=quiet,

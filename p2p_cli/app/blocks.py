@@ -7,10 +7,11 @@ import asyncio
 import random
 import threading
 from dataclasses import asdict
+from typing import Any
 
 import gradio as gr
 
-from p2p_cli.app.controls import BUNDLED, Controls, error_text, family_defaults, from_recipe
+from p2p_cli.app.controls import BUNDLED, Controls, error_text, family_defaults, from_recipe, recipe_yaml
 from p2p_cli.app.runs import Outcome, Runner, Stopped
 from p2p_cli.recipe import RecipeError
 
@@ -24,7 +25,7 @@ EXAMPLES = [
 FIELDS = ["prompt", "source", "targets", "model", "seed", "steps", "guidance", "cross", "self_window", "blend",
           "baseline", "attention"]
 CSS = """
-.pixels img { image-rendering: pixelated; }
+.pixels img { image-rendering: pixelated; object-fit: contain; }
 #p2p-title h1 { margin-bottom: 0; }
 """
 
@@ -42,6 +43,31 @@ class Sessions:
         return flag
 
 
+_checking = threading.Lock()  # one check at a time: the tokenizer is shared by the page's threads
+
+
+def checked(c: Controls) -> tuple[str, Any, str]:
+    """What the page shows as the controls change: the recipe (or validate's lines), the local-blend choices, the
+    command line (empty while the recipe is invalid)."""
+    choices = c.words()
+    chosen = [w for w in c.blend if w in choices]
+    with _checking:
+        try:
+            text, line = recipe_yaml(c.recipe()), c.command()
+        except RecipeError as err:
+            text, line = error_text(err), ""
+    return text, gr.update(choices=choices, value=chosen), line
+
+
+def warm_up(runner: Runner, start: Controls) -> None:
+    """Read the tokenizers and load the first model before the page asks (in a thread, while the page is served)."""
+    checked(start)
+    try:
+        runner.model(start.model)
+    except Exception:  # noqa: BLE001 - the first run reports it, with the page's error wording
+        pass
+
+
 def build(runner: Runner, models: list[str] | None = None, start: Controls | None = None) -> gr.Blocks:
     """The app on `runner`; `models` are the choices (the bundled ones first), `start` the controls it opens with."""
     models = list(dict.fromkeys([*(models or []), *BUNDLED]))
@@ -56,14 +82,17 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5):
                     prompt = gr.Textbox(start.prompt, label="Prompt with inline edits", lines=2, max_lines=4)
+                    recipe = gr.Code(label="The recipe it stands for (or what is wrong with it)", language="yaml",
+                                     lines=4, max_lines=12, interactive=False, elem_id="p2p-recipe")
                     with gr.Accordion("or: a source prompt and target prompts", open=False):
                         source = gr.Textbox(start.source, label="Source prompt")
                         targets = gr.Textbox(start.targets, label="Target prompts (one a line)", lines=2)
-                    model = gr.Radio(models, value=start.model, label="Model")
-                    with gr.Row():
-                        seed = gr.Number(start.seed, label="Seed", precision=0, minimum=0, scale=3)
-                        new_seed = gr.Button("New seed", scale=1, size="sm")
-                        steps = gr.Slider(1, 250, start.steps, step=1, label="Steps", scale=4)
+                    with gr.Row(equal_height=True):
+                        model = gr.Radio(models, value=start.model, label="Model", scale=3)
+                        with gr.Column(scale=2, min_width=140):
+                            seed = gr.Number(start.seed, label="Seed", precision=0, minimum=0)
+                            new_seed = gr.Button("New seed", size="sm")
+                    steps = gr.Slider(1, 250, start.steps, step=1, label="Steps")
                     with gr.Row():
                         cross = gr.Slider(0, 1, start.cross, step=0.05, label="Cross-attention window (tau)")
                         self_window = gr.Slider(0, 1, start.self_window, step=0.05, label="Self-attention window")
@@ -76,18 +105,18 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                     with gr.Row():
                         run = gr.Button("Run", variant="primary", scale=3)
                         stop = gr.Button("Stop", variant="stop", scale=1)
-                    recipe = gr.Code(label="Recipe", language="yaml", lines=6, interactive=False)
-                    loaded = gr.File(label="Load the recipe of a PNG p2p wrote", file_types=[".png"], type="filepath",
-                                     height=80)
                 with gr.Column(scale=6):
-                    slider = gr.ImageSlider(label="Source / edit", type="filepath", format="png", height=360,
-                                            elem_classes="pixels", interactive=False)
-                    gallery = gr.Gallery(label="Source, edits, baselines", columns=4, height=220, format="png",
+                    slider = gr.ImageSlider(label="Source / edit (drag the handle)", type="filepath", format="png",
+                                            height=360, width=360, elem_classes="pixels", interactive=False)
+                    gallery = gr.Gallery(label="Source, edits, baselines (click one to compare it)",
+                                         elem_id="p2p-gallery", columns=3, height=250, format="png", allow_preview=False,
                                          object_fit="contain", elem_classes="pixels", interactive=False)
-                    command = gr.Textbox(label="The same run from the command line", interactive=False,
-                                         buttons=["copy"])
+                    command = gr.Textbox(label="The same run from the command line", elem_id="p2p-command",
+                                         interactive=False, buttons=["copy"])
                     files = gr.File(label="Files (the PNGs carry their recipe)", file_count="multiple",
-                                    interactive=False)
+                                    interactive=False, height=150)
+                    with gr.Accordion("Load the recipe of a PNG p2p wrote", open=False):
+                        loaded = gr.File(label="PNG", file_types=[".png"], type="filepath", height=120)
             gr.Examples(EXAMPLES, [prompt, model, seed], label="Examples on the bundled models")
         with gr.Tab("Attention"):
             gr.Markdown("Where each word looked, averaged over layers, heads and steps (tick *Keep attention maps*,"
@@ -105,17 +134,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             return Controls.from_values(dict(zip(FIELDS, values)))
 
         def check(*values):
-            c = controls_of(values)
-            choices = c.words()
-            chosen = [w for w in c.blend if w in choices]
-            try:
-                from p2p_cli.app.controls import recipe_yaml
-
-                text = recipe_yaml(c.recipe())
-                line = c.command()
-            except RecipeError as err:
-                text, line = error_text(err), ""
-            return text, gr.update(choices=choices, value=chosen), line
+            return checked(controls_of(values))
 
         def on_model(name):
             d = family_defaults(name)
@@ -196,4 +215,5 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                                          blend, baseline, attention], api_name=False)
         row.change(words_of, row, word, api_name=False, queue=False)
         word.change(draw, [row, word], heat, api_name=False)
+    app.start = start
     return app
