@@ -11,7 +11,8 @@ from typing import Any
 
 import gradio as gr
 
-from p2p_cli.app.controls import BUNDLED, Controls, error_text, family_defaults, from_recipe, recipe_yaml
+from p2p_cli.app.controls import (BUNDLED, INVERSIONS, Controls, error_text, family_defaults, from_recipe,
+                                  recipe_yaml)
 from p2p_cli.app.runs import Outcome, Runner, Stopped
 from p2p_cli.recipe import RecipeError
 
@@ -23,7 +24,7 @@ EXAMPLES = [
     ["a big red [circle->square] on the left on a white background", "shapes", 1],
 ]
 FIELDS = ["prompt", "source", "targets", "model", "seed", "steps", "guidance", "cross", "self_window", "blend",
-          "baseline", "attention"]
+          "baseline", "attention", "image", "inversion"]
 CSS = """
 .pixels img { image-rendering: pixelated; object-fit: contain; }
 #p2p-title h1 { margin-bottom: 0; }
@@ -87,6 +88,11 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                     with gr.Accordion("or: a source prompt and target prompts", open=False):
                         source = gr.Textbox(start.source, label="Source prompt")
                         targets = gr.Textbox(start.targets, label="Target prompts (one a line)", lines=2)
+                    with gr.Accordion("Edit a real picture", open=False):
+                        image = gr.Image(label="Picture (the source prompt describes it)", type="filepath",
+                                         sources=["upload", "clipboard"], image_mode="RGB", format="png", height=200)
+                        inversion = gr.Radio(INVERSIONS, value=start.inversion, label="Inversion (cached per picture"
+                                             " and settings)")
                     with gr.Row(equal_height=True):
                         model = gr.Radio(models, value=start.model, label="Model", scale=3)
                         with gr.Column(scale=2, min_width=140):
@@ -128,7 +134,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                             interactive=False)
 
         inputs = [prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
-                  attention]
+                  attention, image, inversion]
 
         def controls_of(values) -> Controls:
             return Controls.from_values(dict(zip(FIELDS, values)))
@@ -156,9 +162,10 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             except Stopped as err:
                 raise gr.Error(f"stopped: {err}", print_exception=False) from None
             sessions.last[key] = out
-            first = out.pictures[1][0] if len(out.pictures) > 1 else None
-            rows = [caption.split(":")[0] for _, caption in out.pictures if not caption.startswith("baseline")]
-            return (out.pictures, (out.pictures[0][0], first), out.files, out.recipe, out.command,
+            role = {caption.split(":")[0]: path for path, caption in out.pictures}
+            before = role.get("input", role["source"])  # a real picture: the picture itself, else the source
+            rows = [r for r in role if r == "source" or r.startswith("edit-")]
+            return (out.pictures, (before, role.get("edit-1")), out.files, out.recipe, out.command,
                     gr.update(choices=rows, value=rows[-1]))
 
         def on_stop(request: gr.Request = None):
@@ -201,7 +208,8 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                 raise gr.Error(str(err), print_exception=False) from None
 
         prompt.change(check, inputs, [recipe, blend, command], api_name="check", queue=False, show_progress="hidden")
-        for box in (source, targets, model, seed, steps, guidance, cross, self_window, baseline, attention):
+        for box in (source, targets, model, seed, steps, guidance, cross, self_window, baseline, attention, image,
+                    inversion):
             box.change(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
         blend.input(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
         app.load(check, inputs, [recipe, blend, command], api_name=False, queue=False)
@@ -211,8 +219,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                             concurrency_limit=1, concurrency_id="model")
         stop.click(on_stop, None, None, cancels=[running], api_name=False, queue=False)
         gallery.select(pick, gallery, slider, api_name=False, queue=False)
-        loaded.upload(load_png, loaded, [prompt, source, targets, model, seed, steps, guidance, cross, self_window,
-                                         blend, baseline, attention], api_name=False)
+        loaded.upload(load_png, loaded, inputs, api_name=False)
         row.change(words_of, row, word, api_name=False, queue=False)
         word.change(draw, [row, word], heat, api_name=False)
     app.start = start

@@ -3,15 +3,18 @@ the lines `p2p validate` prints for it, and the `p2p edit` command line that rep
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry
-from p2p_cli.recipe import DEFAULT_CROSS_REPLACE, Recipe, RecipeError
+from p2p_cli.recipe import DEFAULT_CROSS_REPLACE, DEFAULT_INVERSION, InversionMethod, Recipe, RecipeError
+
+INVERSIONS = list(get_args(InversionMethod))
 
 BUNDLED = ("shapes", "shapes-mmdit")  # the models every install has (UNet; SD3-layout transformer)
 RECIPE_LABEL = "recipe"  # the source/target fields' recipe (the inline prompt's is "--prompt", as on the CLI)
@@ -46,6 +49,8 @@ class Controls:
     blend: list[str] = field(default_factory=list)  # local-blend words, for every edit
     baseline: bool = True
     attention: bool = False  # keep the attention maps (`--save-attention`)
+    image: str | None = None  # a real picture to edit (an uploaded file): the source prompt describes it
+    inversion: str = DEFAULT_INVERSION  # how the picture is inverted
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Controls:
@@ -54,6 +59,7 @@ class Controls:
         c = cls(**{k: v for k, v in values.items() if k in known})
         c.seed, c.steps = int(c.seed), int(c.steps)
         c.blend = list(c.blend or [])
+        c.image = c.image or None
         return c
 
     @property
@@ -81,13 +87,18 @@ class Controls:
         name = "-".join(words[:8])[:48].strip("-").lower() or "recipe"
         return {"name": name, "source": self.source.strip(), "edits": [{"target": t} for t in targets]}
 
-    def settings(self, edits: int) -> list[str]:
-        """The settings as `--set` lines (seed and steps included: the CLI's --seed and --steps are these)."""
+    def settings(self, edits: int, image: str | None = None) -> list[str]:
+        """The settings as `--set` lines (seed and steps included: the CLI's --seed and --steps are these); image:
+        the name the picture goes by (default: the uploaded file)."""
         lines = [f"seed={self.seed}", f"steps={self.steps}", f"guidance={_number(self.guidance)}",
                  f"cross_replace={_number(self.cross)}", f"self_replace={_number(self.self_window)}"]
         if self.blend:
-            words = ", ".join(_flow_word(w) for w in self.blend)
+            words = ", ".join(json.dumps(w) for w in self.blend)  # a JSON string is a YAML flow scalar
             lines += [f"edits.{k}.local_blend.words=[{words}]" for k in range(edits)]
+        if self.image:
+            path = image or self.image
+            path = path if re.fullmatch(r"[\w./-]+", path) else json.dumps(path)  # else a YAML (JSON) string
+            lines += [f"image={path}", f"inversion={self.inversion}"]
         return lines
 
     def recipe(self) -> Recipe:
@@ -110,6 +121,10 @@ class Controls:
                     raise
                 raise RecipeError([str(err)], RECIPE_LABEL) from None
         recipe = recipe.model_copy(update={"model": self.model})
+        if recipe.image is not None:  # the CLI's check of the picture: readable, under Pillow's bomb limit
+            from p2p_cli.files.real import resolve_image
+
+            resolve_image(recipe, self.label)
         problems = size_problems(recipe, self.model)
         problems = problems or recipe_problems_for(recipe, check_tokenizers(self.model, clip_tokenizer()))
         if problems:
@@ -117,14 +132,14 @@ class Controls:
         return recipe
 
     def command(self, recipe_file: str = "recipe.yaml") -> str:
-        """The `p2p edit` command line that makes the same pictures (the fields' recipe is the file written beside
-        the pictures)."""
+        """The `p2p edit` command line that makes the same pictures, run in the folder of the files the app offers
+        (the fields' recipe is its recipe.yaml; a real picture is its input.png)."""
         data = self.document()
         args = ["p2p", "edit"]
         args += ["--prompt", self.prompt] if self.inline else [recipe_file]
         args += ["--model", self.model]
         if self.inline:
-            sets = self.settings(len(data.get("edits") or []))
+            sets = self.settings(len(data.get("edits") or []), image="input.png")
             args += ["--seed", str(self.seed), "--steps", str(self.steps)]
             for line in sets[2:]:
                 args += ["--set", line]
@@ -188,6 +203,3 @@ def from_recipe(recipe: Recipe) -> Controls:
 def _number(value: float) -> str:
     return f"{float(value):g}"
 
-
-def _flow_word(word: str) -> str:
-    return word if re.fullmatch(r"[\w'-]+", word) and not word[0] in "'-" else f"'{word}'"

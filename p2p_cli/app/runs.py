@@ -61,7 +61,8 @@ class Runner:
 
     def run(self, controls: Controls, progress: Callable[[int, int], None] | None = None,
             stop: threading.Event | None = None) -> Outcome:
-        """Run the controls' recipe (RecipeError before anything loads if it is invalid) and write its folder."""
+        """Run the controls' recipe (RecipeError before anything loads if it is invalid) and write its folder; a
+        real picture's inversion comes from the inversion cache when this picture was inverted with these settings."""
         from p2p_cli.api import edit
         from p2p_cli.analysis.maps import VizSpec
 
@@ -85,12 +86,15 @@ class Runner:
             self._count += 1
             folder = self.out / f"run-{self._count:04d}" / recipe.name
         result.save(folder)
-        (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
+        if recipe.image is not None:  # the folder's recipe names its own copy of the picture (as run.json does)
+            recipe = recipe.model_copy(update={"image": "input.png", "crop": None})
+        text = recipe_yaml(recipe)
+        (folder / "recipe.yaml").write_text(text, encoding="utf-8")
         command = controls.command()
         (folder / "command.txt").write_text(command + "\n", encoding="utf-8")
         self._tidy()
-        return Outcome(folder=folder, pictures=pictures(folder, result), command=command,
-                       recipe=recipe_yaml(recipe), result=result, seconds=time.perf_counter() - start)
+        return Outcome(folder=folder, pictures=pictures(folder, result), command=command, recipe=text,
+                       result=result, seconds=time.perf_counter() - start)
 
     def _tidy(self) -> None:
         runs = sorted(p for p in self.out.glob("run-*") if p.is_dir())
@@ -100,7 +104,7 @@ class Runner:
 
 def pictures(folder: Path, result) -> list[tuple[str, str]]:
     """The run's PNGs in batch order, each with its caption (role and prompt)."""
-    out = []
+    out = [(str(folder / "input.png"), "input: the picture as edited")] if (folder / "input.png").exists() else []
     for role, prompt in zip(result.roles, result.prompts):
         path = folder / f"{role}.png"
         if path.exists():
