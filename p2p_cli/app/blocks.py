@@ -146,8 +146,10 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             d = family_defaults(name)
             return d["guidance"], d["self_window"]
 
-        async def run_edit(*values, progress=gr.Progress(), request: gr.Request = None):
-            c = controls_of(values)
+        async def run_edit(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
+                           attention, image, inversion, request: gr.Request, progress=gr.Progress()):
+            # named parameters: gradio finds `request` and `progress` by position, which *values would swallow
+            c = Controls.from_values({name: value for name, value in locals().items() if name in FIELDS})
             key = request.session_hash if request is not None else "default"
             flag = sessions.stop_flag(key)
             progress(0, desc="loading the model")
@@ -220,7 +222,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
         stop.click(on_stop, None, None, cancels=[running], api_name=False, queue=False)
         gallery.select(pick, gallery, slider, api_name=False, queue=False)
         loaded.upload(load_png, loaded, inputs, api_name=False)
-        row.change(words_of, row, word, api_name=False, queue=False)
-        word.change(draw, [row, word], heat, api_name=False)
+        row.change(words_of, row, word, api_name="words")
+        word.change(draw, [row, word], heat, api_name="attention")
     app.start = start
     return app

@@ -115,6 +115,21 @@ def test_a_real_picture_is_inverted_once_and_edited_as_the_cli_edits_it(served, 
     assert np.array_equal(pixels(before), pixels(picture.resolve()))
 
 
+def test_the_attention_tab_draws_the_maps_the_api_keeps(served):
+    import p2p_cli as p2p
+
+    _, client = served
+    c = Controls(prompt=INLINE, model="shapes", steps=3, baseline=False, attention=True)
+    *_, command, rows = client.predict(*args(c), api_name="/run")
+    assert command.endswith("--save-attention") and rows["value"] == "edit-1"
+    words = client.predict("edit-1", api_name="/words")  # what picking the picture offers
+    assert [w[0] for w in words["choices"]] == ["a", "big", "blue", "circle", "on", "the", "left", "on", "a", "white",
+                                                "background"]
+    drawn = client.predict("edit-1", "blue", api_name="/attention")
+    result = p2p.edit(p2p.load_model("shapes"), c.recipe(), maps=True)
+    assert np.array_equal(pixels(drawn), np.asarray(result.maps.overlay("blue", "edit-1").convert("RGB")))
+
+
 def test_a_bad_prompt_gets_the_lines_p2p_validate_prints(served):
     _, client = served
     bad = Controls(prompt="a [cat on a mat", model="shapes")
