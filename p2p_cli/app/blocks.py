@@ -133,6 +133,21 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             heat = gr.Image(label="Attention", type="pil", format="png", height=360, elem_classes="pixels",
                             interactive=False)
 
+        with gr.Tab("Sweep"):
+            gr.Markdown("Every window of a range as one more picture of the batch, from the Edit tab's prompt and"
+                        " settings: how much of the source each keeps against how much of the edit happens.")
+            with gr.Row():
+                taus = gr.Textbox("0.2:1", label="Cross-attention taus (LO:HI, LO:HI:STEP or V1,V2,...)")
+                self_taus = gr.Textbox("", label="Self-attention taus (empty: the Edit tab's)")
+                sweep_run = gr.Button("Sweep", variant="primary")
+                sweep_stop = gr.Button("Stop", variant="stop")
+            with gr.Row():
+                grid = gr.Image(label="Sweep", type="filepath", format="png", interactive=False)
+                plot = gr.Image(label="Trade-off", type="filepath", format="png", interactive=False)
+            sweep_command = gr.Textbox(label="The same sweep from the command line (in the folder of recipe.yaml)",
+                                       interactive=False, buttons=["copy"])
+            sweep_files = gr.File(label="Files", file_count="multiple", interactive=False, height=120)
+
         inputs = [prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
                   attention, image, inversion]
 
@@ -169,6 +184,24 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             rows = [r for r in role if r == "source" or r.startswith("edit-")]
             return (out.pictures, (before, role.get("edit-1")), out.files, out.recipe, out.command,
                     gr.update(choices=rows, value=rows[-1]))
+
+        async def run_sweep(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend,
+                            baseline, attention, image, inversion, taus, self_taus, request: gr.Request,
+                            progress=gr.Progress()):
+            c = Controls.from_values({name: value for name, value in locals().items() if name in FIELDS})
+            flag = sessions.stop_flag(request.session_hash if request is not None else "default")
+            try:
+                out = await asyncio.to_thread(
+                    runner.sweep, c, taus, self_taus, stop=flag,
+                    progress=lambda done, total: progress((done, total), desc="sampling"))
+            except asyncio.CancelledError:
+                flag.set()
+                raise
+            except RecipeError as err:
+                raise gr.Error(error_text(err), print_exception=False) from None
+            except Stopped as err:
+                raise gr.Error(f"stopped: {err}", print_exception=False) from None
+            return out.pictures[0][0], out.pictures[1][0], out.command, out.files
 
         def on_stop(request: gr.Request = None):
             key = request.session_hash if request is not None else "default"
@@ -220,6 +253,9 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
         running = run.click(run_edit, inputs, [gallery, slider, files, recipe, command, row], api_name="run",
                             concurrency_limit=1, concurrency_id="model")
         stop.click(on_stop, None, None, cancels=[running], api_name=False, queue=False)
+        sweeping = sweep_run.click(run_sweep, inputs + [taus, self_taus], [grid, plot, sweep_command, sweep_files],
+                                   api_name="sweep", concurrency_limit=1, concurrency_id="model")
+        sweep_stop.click(on_stop, None, None, cancels=[sweeping], api_name=False, queue=False)
         gallery.select(pick, gallery, slider, api_name=False, queue=False)
         loaded.upload(load_png, loaded, inputs, api_name=False)
         row.change(words_of, row, word, api_name="words")

@@ -3,6 +3,7 @@ be stopped between steps, and its pictures written as `p2p edit` writes them (Re
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import tempfile
 import threading
@@ -95,6 +96,71 @@ class Runner:
         self._tidy()
         return Outcome(folder=folder, pictures=pictures(folder, result), command=command, recipe=text,
                        result=result, seconds=time.perf_counter() - start)
+
+    def sweep(self, controls: Controls, taus: str, self_taus: str = "",
+              progress: Callable[[int, int], None] | None = None, stop: threading.Event | None = None) -> Outcome:
+        """A tau sweep of the controls' recipe (`p2p sweep recipe.yaml --tau ... --clip none`): its folder holds
+        sweep.png (the grid, scored without CLIP as offline) and tradeoff.png."""
+        from p2p_cli.analysis.metrics import Lpips, MetricUnavailable
+        from p2p_cli.analysis.tau_sweep import expand, parse_taus, pick_score, score_sweep
+        from p2p_cli.api import sweep
+        from p2p_cli.recipe import RecipeError
+        from p2p_cli.render.images import save_png
+        from p2p_cli.render.sweep_plots import sweep_grid, tradeoff_plot
+
+        recipe = controls.recipe()
+        if recipe.image is not None:
+            raise RecipeError(["image: the sweep edits generated pictures only (as p2p sweep); clear the picture"],
+                              controls.label)
+        values = {}
+        for option, text in (("tau", taus), ("self tau", self_taus)):
+            try:
+                values[option] = parse_taus(text) if text.strip() else None
+            except ValueError as err:
+                raise RecipeError([f"{option} {text}: {err}"], "sweep") from None
+        if values["tau"] is None and values["self tau"] is None:
+            raise RecipeError(["tau: nothing to sweep: give cross taus (0.2:1, 0.2:1:0.1 or 0.2,0.5,0.8), self taus,"
+                               " or both"], "sweep")
+        try:
+            plan = expand(recipe, values["tau"], values["self tau"], baseline=controls.baseline)
+        except ValueError as err:
+            raise RecipeError([str(err)], "sweep") from None
+        model = self.model(controls.model)
+        stop = stop or threading.Event()
+
+        def step(chunk: int, chunks: int, i: int, steps: int) -> None:
+            if stop.is_set():
+                raise Stopped(f"stopped in batch {chunk} of {chunks}")
+            if progress is not None:
+                progress((chunk - 1) * steps + i, chunks * steps)
+
+        start = time.perf_counter()
+        with self._locks[controls.model]:
+            plan, result = sweep(model, plan, progress=step, source_name="recipe.yaml")
+        try:  # as p2p sweep: LPIPS when its package and weights are here
+            lpips = Lpips(model.device)
+        except MetricUnavailable:
+            lpips = None
+        rows, baseline_rows = score_sweep(plan, result, None, lpips)
+        blends = all(recipe.edits[k - 1].local_blend is not None for k in plan.edits)
+        with self._guard:
+            self._count += 1
+            folder = self.out / f"run-{self._count:04d}" / recipe.name / "sweep"
+        folder.mkdir(parents=True)
+        save_png(sweep_grid(plan, result, rows, baseline_rows, set()), folder / "sweep.png")
+        save_png(tradeoff_plot(plan, rows, kept="ssim", edited=pick_score("auto", False, blends)),
+                 folder / "tradeoff.png")
+        text = recipe_yaml(recipe)
+        (folder / "recipe.yaml").write_text(text, encoding="utf-8")
+        args = ["p2p", "sweep", "recipe.yaml"] + [f"--{o.replace(' ', '-')}={v}" for o, v in
+                                                  (("tau", taus.strip()), ("self tau", self_taus.strip())) if v]
+        command = " ".join(shlex.quote(a) for a in args + (["--baseline"] if controls.baseline else []) +
+                           ["--clip", "none"])
+        (folder / "command.txt").write_text(command + "\n", encoding="utf-8")
+        self._tidy()
+        pictures = [(str(folder / "sweep.png"), "sweep"), (str(folder / "tradeoff.png"), "trade-off")]
+        return Outcome(folder=folder, pictures=pictures, command=command, recipe=text, result=result,
+                       seconds=time.perf_counter() - start)
 
     def _tidy(self) -> None:
         runs = sorted(p for p in self.out.glob("run-*") if p.is_dir())

@@ -130,6 +130,22 @@ def test_the_attention_tab_draws_the_maps_the_api_keeps(served):
     assert np.array_equal(pixels(drawn), np.asarray(result.maps.overlay("blue", "edit-1").convert("RGB")))
 
 
+def test_a_sweep_draws_the_grid_and_plot_of_p2p_sweep(served, tmp_path, monkeypatch):
+    _, client = served
+    c = Controls(prompt=INLINE, model="shapes", steps=2, baseline=False)
+    grid, plot, command, files = client.predict(*args(c), "0.2,0.8", "", api_name="/sweep")
+    assert command == "p2p sweep recipe.yaml --tau=0.2,0.8 --clip none"
+    recipe = next(f for f in files if f.endswith("recipe.yaml"))
+    monkeypatch.chdir(Path(recipe).parent)
+    done = CliRunner().invoke(cli_app, shlex.split(command)[1:] + ["--out", str(tmp_path), "--quiet"])
+    assert done.exit_code == 0, done.output
+    (folder,) = [p / "sweep" for p in tmp_path.iterdir()]
+    assert np.array_equal(pixels(grid), pixels(folder / "sweep.png"))
+    assert np.array_equal(pixels(plot), pixels(folder / "tradeoff.png"))
+    with pytest.raises(gradio_client.exceptions.AppError, match="tau 0.2:x: "):
+        client.predict(*args(c), "0.2:x", "", api_name="/sweep")
+
+
 def test_a_bad_prompt_gets_the_lines_p2p_validate_prints(served):
     _, client = served
     bad = Controls(prompt="a [cat on a mat", model="shapes")
