@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 import threading
 from dataclasses import asdict
 from typing import Any
@@ -89,8 +90,11 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                         source = gr.Textbox(start.source, label="Source prompt")
                         targets = gr.Textbox(start.targets, label="Target prompts (one a line)", lines=2)
                     with gr.Accordion("Edit a real picture", open=False):
-                        image = gr.Image(label="Picture (the source prompt describes it)", type="filepath",
-                                         sources=["upload", "clipboard"], image_mode="RGB", format="png", height=200)
+                        image = gr.ImageEditor(label="Picture (the source prompt describes it); paint where the edit"
+                                               " may change it, or nowhere for everywhere", type="filepath",
+                                               sources=["upload", "clipboard"], format="png", transforms=(),
+                                               layers=False, brush=gr.Brush(colors=["#ff2d55"], color_mode="fixed"),
+                                               height=300)
                         inversion = gr.Radio(INVERSIONS, value=start.inversion, label="Inversion (cached per picture"
                                              " and settings)")
                     with gr.Row(equal_height=True):
@@ -151,8 +155,20 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
         inputs = [prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
                   attention, image, inversion]
 
-        def controls_of(values) -> Controls:
-            return Controls.from_values(dict(zip(FIELDS, values)))
+        def controls_of(values, painted: bool = False) -> Controls:
+            """Controls from the widgets' values; the editor's picture, and with `painted` its mask (a file)."""
+            given = dict(zip(FIELDS, values))
+            editor = given.pop("image") or {}
+            given["image"] = editor.get("background") if isinstance(editor, dict) else editor
+            layers = [layer for layer in (editor.get("layers") or []) if layer] if isinstance(editor, dict) else []
+            if painted and given["image"] and layers:
+                from p2p_cli.render.images import painted_mask
+
+                runner.out.joinpath("masks").mkdir(exist_ok=True)
+                mask = runner.out / "masks" / f"{uuid.uuid4().hex}.png"
+                given["mask"] = painted_mask(layers, mask)
+                given["mask"] = str(given["mask"]) if given["mask"] else None
+            return Controls.from_values(given)
 
         def check(*values):
             return checked(controls_of(values))
@@ -164,7 +180,8 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
         async def run_edit(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
                            attention, image, inversion, request: gr.Request, progress=gr.Progress()):
             # named parameters: gradio finds `request` and `progress` by position, which *values would swallow
-            c = Controls.from_values({name: value for name, value in locals().items() if name in FIELDS})
+            given = dict(locals())  # (a comprehension's locals() would be its own)
+            c = controls_of([given[name] for name in FIELDS], painted=True)
             key = request.session_hash if request is not None else "default"
             flag = sessions.stop_flag(key)
             progress(0, desc="loading the model")
@@ -188,7 +205,8 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
         async def run_sweep(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend,
                             baseline, attention, image, inversion, taus, self_taus, request: gr.Request,
                             progress=gr.Progress()):
-            c = Controls.from_values({name: value for name, value in locals().items() if name in FIELDS})
+            given = dict(locals())
+            c = controls_of([given[name] for name in FIELDS])
             flag = sessions.stop_flag(request.session_hash if request is not None else "default")
             try:
                 out = await asyncio.to_thread(

@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, get_args
 
 import yaml
@@ -17,6 +18,7 @@ from p2p_cli.recipe import DEFAULT_CROSS_REPLACE, DEFAULT_INVERSION, InversionMe
 INVERSIONS = list(get_args(InversionMethod))
 
 BUNDLED = ("shapes", "shapes-mmdit")  # the models every install has (UNet; SD3-layout transformer)
+PAINTED = "painted-mask.png"  # a run folder's copy of the painted mask (the picture's: picture.png, .jpg, ...)
 RECIPE_LABEL = "recipe"  # the source/target fields' recipe (the inline prompt's is "--prompt", as on the CLI)
 
 
@@ -51,6 +53,7 @@ class Controls:
     attention: bool = False  # keep the attention maps (`--save-attention`)
     image: str | None = None  # a real picture to edit (an uploaded file): the source prompt describes it
     inversion: str = DEFAULT_INVERSION  # how the picture is inverted
+    mask: str | None = None  # where the edits may change the picture (white): painted over it
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Controls:
@@ -59,12 +62,17 @@ class Controls:
         c = cls(**{k: v for k, v in values.items() if k in known})
         c.seed, c.steps = int(c.seed), int(c.steps)
         c.blend = list(c.blend or [])
-        c.image = c.image or None
+        c.image, c.mask = c.image or None, c.mask or None
         return c
 
     @property
     def inline(self) -> bool:
         return bool(self.prompt.strip())
+
+    @property
+    def picture_copy(self) -> str:
+        """The name of the picture's copy in a run folder: picture.png (or .jpg, ..., as uploaded)."""
+        return "picture" + (Path(self.image).suffix.lower() if self.image else ".png")
 
     @property
     def label(self) -> str:
@@ -87,18 +95,18 @@ class Controls:
         name = "-".join(words[:8])[:48].strip("-").lower() or "recipe"
         return {"name": name, "source": self.source.strip(), "edits": [{"target": t} for t in targets]}
 
-    def settings(self, edits: int, image: str | None = None) -> list[str]:
-        """The settings as `--set` lines (seed and steps included: the CLI's --seed and --steps are these); image:
-        the name the picture goes by (default: the uploaded file)."""
+    def settings(self, edits: int, copies: bool = False) -> list[str]:
+        """The settings as `--set` lines (seed and steps included: the CLI's --seed and --steps are these); copies:
+        the picture and mask go by the names of their copies beside the pictures (picture.png, painted-mask.png)."""
         lines = [f"seed={self.seed}", f"steps={self.steps}", f"guidance={_number(self.guidance)}",
                  f"cross_replace={_number(self.cross)}", f"self_replace={_number(self.self_window)}"]
         if self.blend:
             words = ", ".join(json.dumps(w) for w in self.blend)  # a JSON string is a YAML flow scalar
             lines += [f"edits.{k}.local_blend.words=[{words}]" for k in range(edits)]
         if self.image:
-            path = image or self.image
-            path = path if re.fullmatch(r"[\w./-]+", path) else json.dumps(path)  # else a YAML (JSON) string
-            lines += [f"image={path}", f"inversion={self.inversion}"]
+            lines += [f"image={_path(self.picture_copy if copies else self.image)}", f"inversion={self.inversion}"]
+        if self.mask:
+            lines.append(f"mask={_path(PAINTED if copies else self.mask)}")
         return lines
 
     def recipe(self) -> Recipe:
@@ -125,6 +133,10 @@ class Controls:
             from p2p_cli.files.real import resolve_image
 
             resolve_image(recipe, self.label)
+        if recipe.mask is not None:
+            from p2p_cli.files.real import resolve_mask
+
+            resolve_mask(recipe, self.label)
         problems = size_problems(recipe, self.model)
         problems = problems or recipe_problems_for(recipe, check_tokenizers(self.model, clip_tokenizer()))
         if problems:
@@ -133,13 +145,13 @@ class Controls:
 
     def command(self, recipe_file: str = "recipe.yaml") -> str:
         """The `p2p edit` command line that makes the same pictures, run in the folder of the files the app offers
-        (the fields' recipe is its recipe.yaml; a real picture is its input.png)."""
+        (the fields' recipe is its recipe.yaml; a real picture is its copy, picture.png)."""
         data = self.document()
         args = ["p2p", "edit"]
         args += ["--prompt", self.prompt] if self.inline else [recipe_file]
         args += ["--model", self.model]
         if self.inline:
-            sets = self.settings(len(data.get("edits") or []), image="input.png")
+            sets = self.settings(len(data.get("edits") or []), copies=True)
             args += ["--seed", str(self.seed), "--steps", str(self.steps)]
             for line in sets[2:]:
                 args += ["--set", line]
@@ -203,3 +215,7 @@ def from_recipe(recipe: Recipe) -> Controls:
 def _number(value: float) -> str:
     return f"{float(value):g}"
 
+
+def _path(path: str) -> str:
+    """A path as a --set value: plain, or a YAML (JSON) string when it holds other characters."""
+    return path if re.fullmatch(r"[\w./-]+", path) else json.dumps(path)

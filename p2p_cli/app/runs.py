@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.app.controls import Controls, recipe_yaml
+from p2p_cli.app.controls import PAINTED, Controls, recipe_yaml
 
 
 class Stopped(Exception):
@@ -87,8 +87,12 @@ class Runner:
             self._count += 1
             folder = self.out / f"run-{self._count:04d}" / recipe.name
         result.save(folder)
-        if recipe.image is not None:  # the folder's recipe names its own copy of the picture (as run.json does)
-            recipe = recipe.model_copy(update={"image": "input.png", "crop": None})
+        if recipe.image is not None:  # the folder's recipe and command line name its own copy of the picture
+            shutil.copyfile(recipe.image, folder / controls.picture_copy)
+            recipe = recipe.model_copy(update={"image": controls.picture_copy})
+        if recipe.mask is not None:
+            shutil.copyfile(recipe.mask, folder / PAINTED)
+            recipe = recipe.model_copy(update={"mask": PAINTED})
         text = recipe_yaml(recipe)
         (folder / "recipe.yaml").write_text(text, encoding="utf-8")
         command = controls.command()

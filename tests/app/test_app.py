@@ -30,8 +30,15 @@ FIELDS = ["prompt", "source", "targets", "model", "seed", "steps", "guidance", "
 def args(c: Controls) -> list:
     """The /check and /run endpoints' inputs, in the page's order."""
     values = vars(c)
-    return [gradio_client.handle_file(values[name]) if name == "image" and values[name] else values[name]
-            for name in FIELDS]
+    return [picture(values[name]) if name == "image" else values[name] for name in FIELDS]
+
+
+def picture(path, layers=()):
+    """The picture editor's value: the uploaded picture and its brush layers."""
+    if path is None:
+        return None
+    return {"background": gradio_client.handle_file(path), "layers": [gradio_client.handle_file(p) for p in layers],
+            "composite": None}
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +102,25 @@ def test_a_real_picture_is_inverted_once_and_edited_as_the_cli_edits_it(served, 
 
     _, client = served
     monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
-    picture = ROOT / "recipes" / "pictures" / "blue-circle.png"
+    source = ROOT / "recipes" / "pictures" / "blue-circle.png"
     c = Controls(prompt="a big [blue->red] circle on the left on a white background", model="shapes", steps=3,
-                 cross=1.0, self_window=0.9, baseline=False, image=str(picture), inversion="ddim")
-    runs = [client.predict(*args(c), api_name="/run") for _ in range(2)]
-    (gallery, (before, after), files, recipe, command, _), (_, _, again, *_) = runs
+                 cross=1.0, self_window=0.9, baseline=False, image=str(source), inversion="ddim")
+    brush = np.zeros((*Image.open(source).size[::-1], 4), np.uint8)
+    brush[:, : brush.shape[1] // 2] = (255, 45, 85, 255)  # the left half painted
+    Image.fromarray(brush, "RGBA").save(tmp_path / "layer.png")
+    values = args(c)
+    values[FIELDS.index("image")] = picture(str(source), [tmp_path / "layer.png"])
+    runs = [client.predict(*args(c), api_name="/run"), client.predict(*values, api_name="/run")]
+    (plain, _, plain_files, *_), (gallery, (before, after), files, recipe, command, _) = runs
     assert [item["caption"].split(":")[0] for item in gallery] == ["input", "source", "edit-1"]
-    records = [json.loads(Path(next(f for f in run if f.endswith("run.json"))).read_text()) for run in (files, again)]
+    records = [json.loads(Path(next(f for f in run if f.endswith("run.json"))).read_text())
+               for run in (plain_files, files)]
     assert [r["inversion"]["cached"] for r in records] == [False, True]  # the second run reads the cache
-    assert "--set image=input.png --set inversion=ddim" in command and "image: input.png" in recipe
+    assert command.endswith("--set image=picture.png --set inversion=ddim --set mask=painted-mask.png")
+    assert "image: picture.png" in recipe and "mask: painted-mask.png" in recipe
+    mask = pixels(next(f for f in files if f.endswith("painted-mask.png")))
+    assert mask[:, :32].min() == 255 and mask[:, 32:].max() == 0
+    assert not np.array_equal(pixels(plain[2]["image"]), pixels(gallery[2]["image"]))  # the mask changed the edit
     folder = tmp_path / "downloaded"  # the files the page offers, in one folder: the command runs there
     folder.mkdir()
     for f in files:
@@ -112,7 +129,7 @@ def test_a_real_picture_is_inverted_once_and_edited_as_the_cli_edits_it(served, 
     made = cli_pictures(command, tmp_path / "cli")
     for item, role in zip(gallery, ["input", "source", "edit-1"]):
         assert np.array_equal(pixels(item["image"]), pixels(made / f"{role}.png")), role
-    assert np.array_equal(pixels(before), pixels(picture.resolve()))
+    assert np.array_equal(pixels(before), pixels(source))
 
 
 def test_the_attention_tab_draws_the_maps_the_api_keeps(served):
