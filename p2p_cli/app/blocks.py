@@ -25,7 +25,7 @@ EXAMPLES = [
     ["a big red [circle->square] on the left on a white background", "shapes", 1],
 ]
 FIELDS = ["prompt", "source", "targets", "model", "seed", "steps", "guidance", "cross", "self_window", "blend",
-          "baseline", "attention", "image", "inversion"]
+          "baseline", "attention", "image", "inversion", "word_windows"]
 CSS = """
 .pixels img { image-rendering: pixelated; object-fit: contain; }
 #p2p-title h1 { margin-bottom: 0; }
@@ -106,6 +106,8 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                     with gr.Row():
                         cross = gr.Slider(0, 1, start.cross, step=0.05, label="Cross-attention window (tau)")
                         self_window = gr.Slider(0, 1, start.self_window, step=0.05, label="Self-attention window")
+                    word_windows = gr.Textbox(start.word_windows, label="Per-word cross windows (word: tau, ...)",
+                                              placeholder="e.g. green: 0.4")
                     guidance = gr.Slider(0, 15, start.guidance, step=0.5, label="Guidance")
                     blend = gr.CheckboxGroup(Controls(prompt=start.prompt).words(), value=start.blend,
                                              label="Local blend: change only where these words are")
@@ -153,7 +155,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             sweep_files = gr.File(label="Files", file_count="multiple", interactive=False, height=120)
 
         inputs = [prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
-                  attention, image, inversion]
+                  attention, image, inversion, word_windows]
 
         def controls_of(values, painted: bool = False) -> Controls:
             """Controls from the widgets' values; the editor's picture, and with `painted` its mask (a file)."""
@@ -178,7 +180,8 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             return d["guidance"], d["self_window"]
 
         async def run_edit(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
-                           attention, image, inversion, request: gr.Request, progress=gr.Progress()):
+                           attention, image, inversion, word_windows, request: gr.Request,
+                           progress=gr.Progress()):
             # named parameters: gradio finds `request` and `progress` by position, which *values would swallow
             given = dict(locals())  # (a comprehension's locals() would be its own)
             c = controls_of([given[name] for name in FIELDS], painted=True)
@@ -203,7 +206,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                     gr.update(choices=rows, value=rows[-1]))
 
         async def run_sweep(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend,
-                            baseline, attention, image, inversion, taus, self_taus, request: gr.Request,
+                            baseline, attention, image, inversion, word_windows, taus, self_taus, request: gr.Request,
                             progress=gr.Progress()):
             given = dict(locals())
             c = controls_of([given[name] for name in FIELDS])
@@ -262,7 +265,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
 
         prompt.change(check, inputs, [recipe, blend, command], api_name="check", queue=False, show_progress="hidden")
         for box in (source, targets, model, seed, steps, guidance, cross, self_window, baseline, attention, image,
-                    inversion):
+                    inversion, word_windows):
             box.change(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
         blend.input(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
         app.load(check, inputs, [recipe, blend, command], api_name=False, queue=False)

@@ -49,6 +49,7 @@ class Controls:
     cross: float = DEFAULT_CROSS_REPLACE
     self_window: float = 0.4
     blend: list[str] = field(default_factory=list)  # local-blend words, for every edit
+    word_windows: str = ""  # per-word cross windows: "blue: 0.3, circle: 0.6"
     baseline: bool = True
     attention: bool = False  # keep the attention maps (`--save-attention`)
     image: str | None = None  # a real picture to edit (an uploaded file): the source prompt describes it
@@ -98,8 +99,11 @@ class Controls:
     def settings(self, edits: int, copies: bool = False) -> list[str]:
         """The settings as `--set` lines (seed and steps included: the CLI's --seed and --steps are these); copies:
         the picture and mask go by the names of their copies beside the pictures (picture.png, painted-mask.png)."""
+        cross = _number(self.cross)
+        if words := self.windows():
+            cross = json.dumps({"default": float(cross), **words})  # a JSON object is a YAML flow mapping
         lines = [f"seed={self.seed}", f"steps={self.steps}", f"guidance={_number(self.guidance)}",
-                 f"cross_replace={_number(self.cross)}", f"self_replace={_number(self.self_window)}"]
+                 f"cross_replace={cross}", f"self_replace={_number(self.self_window)}"]
         if self.blend:
             words = ", ".join(json.dumps(w) for w in self.blend)  # a JSON string is a YAML flow scalar
             lines += [f"edits.{k}.local_blend.words=[{words}]" for k in range(edits)]
@@ -108,6 +112,21 @@ class Controls:
         if self.mask:
             lines.append(f"mask={_path(PAINTED if copies else self.mask)}")
         return lines
+
+    def windows(self) -> dict[str, float]:
+        """The per-word cross windows ("blue: 0.3, circle: 0.6" -> {"blue": 0.3, "circle": 0.6}); RecipeError on
+        `cross_replace` if they cannot be read."""
+        words: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in re.split(r"[,;\n]", self.word_windows or ""))):
+            word, sep, tau = part.replace("=", ":").rpartition(":")
+            try:
+                words[word.strip()] = float(tau)
+            except ValueError:
+                sep = ""
+            if not sep or not word.strip():
+                raise RecipeError([f"cross_replace: per-word window {part!r}: write word: tau, e.g. blue: 0.3"],
+                                  self.label)
+        return words
 
     def recipe(self) -> Recipe:
         """The recipe these controls stand for, checked as `p2p validate` checks it; RecipeError if it is not valid."""
@@ -178,14 +197,17 @@ class Controls:
 def recipe_yaml(recipe: Recipe) -> str:
     """A recipe as a YAML file `p2p edit` reads (the settings it was given, none of the defaults)."""
     data = recipe.model_dump(mode="json", exclude_unset=True, exclude_none=True)
-    for key, value in list(data.items()):
-        if isinstance(value, dict) and set(value) <= {"default", "words"} and not value.get("words"):
-            data[key] = value["default"]  # a window with no per-word windows, as recipes write it
+
+    def window(value):  # a cross schedule as recipes write it: a window, or {default: ..., word: ...}
+        if isinstance(value, dict) and set(value) <= {"default", "words"}:
+            return {"default": value["default"], **value["words"]} if value.get("words") else value["default"]
+        return value
+
+    if "cross_replace" in data:
+        data["cross_replace"] = window(data["cross_replace"])
     for edit in data.get("edits", []):
-        for key in ("cross_replace",):
-            value = edit.get(key)
-            if isinstance(value, dict) and not value.get("words"):
-                edit[key] = value["default"]
+        if "cross_replace" in edit:
+            edit["cross_replace"] = window(edit["cross_replace"])
     order = ["name", "model", "source", "seed", "steps", "guidance"]
     ordered = {k: data[k] for k in order if k in data} | {k: v for k, v in data.items() if k not in order}
     return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, default_flow_style=None)
@@ -200,12 +222,15 @@ def error_text(err: RecipeError) -> str:
 
 def from_recipe(recipe: Recipe) -> Controls:
     """The controls for a recipe (a PNG p2p wrote): its source and targets in the fields, its settings on the
-    sliders; a per-edit window, a reweight or a per-word window the controls cannot show is left out."""
+    sliders; what the controls cannot show (a per-edit window, a reweight, a window that starts after 0) is left
+    out."""
     model = recipe.model if recipe.model in BUNDLED else "shapes"
     defaults = family_defaults(model)
     first = recipe.edits[0]
     blend = first.local_blend.words if first.local_blend is not None else []
-    return Controls(source=recipe.source, targets="\n".join(e.target for e in recipe.edits), model=model,
+    words = recipe.cross_replace.words if recipe.cross_replace is not None else {}
+    return Controls(word_windows=", ".join(f"{w}: {_number(end)}" for w, (start, end) in words.items() if not start),
+                    source=recipe.source, targets="\n".join(e.target for e in recipe.edits), model=model,
                     seed=recipe.seed, steps=recipe.steps, guidance=recipe.guidance,
                     cross=recipe.cross_for(first).default[1] if recipe.cross_replace is not None else defaults["cross"],
                     self_window=recipe.self_for(first)[1] if recipe.self_replace is not None

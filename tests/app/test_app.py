@@ -24,7 +24,7 @@ from p2p_cli.cli.main import app as cli_app  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 INLINE = "a big [red->blue] circle on the left on a white background"
 FIELDS = ["prompt", "source", "targets", "model", "seed", "steps", "guidance", "cross", "self_window", "blend",
-          "baseline", "attention", "image", "inversion"]
+          "baseline", "attention", "image", "inversion", "word_windows"]
 
 
 def args(c: Controls) -> list:
@@ -74,9 +74,11 @@ def test_an_inline_edit_gives_the_pictures_of_p2p_edit_prompt(served, tmp_path, 
                                                                self_window):
     _, client = served
     c = Controls(prompt=prompt, model=model, seed=3, steps=3, guidance=guidance, self_window=self_window,
-                 cross=0.6, baseline=True)
+                 cross=0.6, baseline=True, word_windows="circle: 0.3" if model == "shapes" else "")
     gallery, (before, after), files, recipe, command, _ = client.predict(*args(c), api_name="/run")
-    assert command == c.command() and f"--model {model}" in command and "--set cross_replace=0.6" in command
+    assert command == c.command() and f"--model {model}" in command
+    assert ("--set 'cross_replace={\"default\": 0.6, \"circle\": 0.3}'" if model == "shapes"
+            else "--set cross_replace=0.6") in command
     folder = cli_pictures(command, tmp_path)
     roles = [item["caption"].split(":")[0] for item in gallery]
     assert roles == ["source", "edit-1", "baseline-1"]
@@ -211,7 +213,7 @@ def test_a_cancelled_run_stops_and_the_app_goes_on_serving(served):
 def test_the_controls_of_a_png_p2p_wrote_make_its_pictures_again(tmp_path):
     c = Controls(source="a big red circle on the left on a white background",
                  targets="a big blue circle on the left on a white background", model="shapes", seed=5, steps=2,
-                 cross=0.7, self_window=0.3, blend=["red", "blue"])
+                 cross=0.7, self_window=0.3, blend=["red", "blue"], word_windows="circle: 0.4")
     recipe = c.recipe()
     from p2p_cli.overrides import read_recipe
     import yaml
@@ -230,6 +232,10 @@ def test_error_text_counts_problems():
     from p2p_cli.recipe import RecipeError
 
     assert error_text(RecipeError(["a: x", "b: y"], "recipe")) == "recipe: invalid recipe (2 problems)\n  a: x\n  b: y"
+    with pytest.raises(RecipeError, match="per-word window 'circle 0.3': write word: tau"):
+        Controls(prompt=INLINE, word_windows="circle 0.3").recipe()
+    with pytest.raises(RecipeError, match=r"cross_replace: \[circle\] tau 1.5 is outside \[0, 1\]"):
+        Controls(prompt=INLINE, word_windows="circle: 1.5").recipe()
 
 
 def test_p2p_ui_help_imports_neither_gradio_nor_torch():
