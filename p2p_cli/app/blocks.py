@@ -85,7 +85,8 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                 with gr.Column(scale=5):
                     prompt = gr.Textbox(start.prompt, label="Prompt with inline edits", lines=2, max_lines=4)
                     recipe = gr.Code(label="The recipe it stands for (or what is wrong with it)", language="yaml",
-                                     lines=4, max_lines=12, interactive=False, elem_id="p2p-recipe")
+                                     lines=4, max_lines=14, interactive=False, elem_id="p2p-recipe",
+                                     wrap_lines=True)
                     with gr.Accordion("or: a source prompt and target prompts", open=False):
                         source = gr.Textbox(start.source, label="Source prompt")
                         targets = gr.Textbox(start.targets, label="Target prompts (one a line)", lines=2)

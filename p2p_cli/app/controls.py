@@ -210,7 +210,32 @@ def recipe_yaml(recipe: Recipe) -> str:
             edit["cross_replace"] = window(edit["cross_replace"])
     order = ["name", "model", "source", "seed", "steps", "guidance"]
     ordered = {k: data[k] for k in order if k in data} | {k: v for k, v in data.items() if k not in order}
-    return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return yaml.dump(_flow_numbers(ordered), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False)
+
+
+class _Flow(list):
+    """A list of numbers (a window, a size), written on one line: [0.0, 0.8]."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Flow, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value,
+                                                                                flow_style=True))
+
+
+def _flow_numbers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _flow_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return _Flow(value)
+        if value and all(isinstance(v, str) for v in value):
+            return _Flow(value)  # local-blend words
+        return [_flow_numbers(v) for v in value]
+    return value
 
 
 def error_text(err: RecipeError) -> str:
