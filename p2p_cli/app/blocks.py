@@ -122,8 +122,9 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                     slider = gr.ImageSlider(label="Source / edit (drag the handle)", type="filepath", format="png",
                                             height=360, width=360, elem_classes="pixels", interactive=False)
                     gallery = gr.Gallery(label="Source, edits, baselines (click one to compare it)",
-                                         elem_id="p2p-gallery", columns=3, height=250, format="png", allow_preview=False,
-                                         object_fit="contain", elem_classes="pixels", interactive=False)
+                                         elem_id="p2p-gallery", columns=3, height=250, format="png",
+                                         allow_preview=False, object_fit="contain", elem_classes="pixels",
+                                         interactive=False)
                     command = gr.Textbox(label="The same run from the command line", elem_id="p2p-command",
                                          interactive=False, buttons=["copy"])
                     files = gr.File(label="Files (the PNGs carry their recipe)", file_count="multiple",

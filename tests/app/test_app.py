@@ -246,3 +246,12 @@ def test_p2p_ui_help_imports_neither_gradio_nor_torch():
                           env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"})
     assert "HEAVY [] 0" in done.stderr, done.stderr[-2000:]
     assert "--share" in done.stdout and "127.0.0.1" in done.stdout
+
+
+def test_p2p_ui_without_the_ui_extra_says_how_to_install_it():
+    probe = ("import runpy, sys\nsys.modules['gradio'] = None  # as if not installed\nsys.argv = ['p2p', 'ui']\n"
+             "runpy.run_module('p2p_cli', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "p2p ui needs the ui extra: pip install 'p2p-cli[ui]'" in done.stderr and "Traceback" not in done.stderr
