@@ -4,6 +4,7 @@ gradio, with app/__init__.py's launch)."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 import random
 import uuid
 import threading
@@ -33,16 +34,25 @@ CSS = """
 
 
 class Sessions:
-    """Per browser session: the stop flag of its run and its last outcome (the Attention tab reads it)."""
+    """Per browser session: the stop flag of its run and its last outcome (the Attention tab reads it); the
+    sessions seen last are kept (an outcome holds its pictures and maps in memory)."""
 
-    def __init__(self):
+    def __init__(self, keep: int = 8):
+        self.keep = keep
         self.stops: dict[str, threading.Event] = {}
-        self.last: dict[str, Outcome] = {}
+        self.last: OrderedDict[str, Outcome] = OrderedDict()
 
     def stop_flag(self, key: str) -> threading.Event:
         flag = threading.Event()
         self.stops[key] = flag
         return flag
+
+    def finished(self, key: str, outcome: Outcome) -> None:
+        self.last[key] = outcome
+        self.last.move_to_end(key)
+        while len(self.last) > self.keep:
+            old, _ = self.last.popitem(last=False)
+            self.stops.pop(old, None)
 
 
 _checking = threading.Lock()  # one check at a time: the tokenizer is shared by the page's threads
@@ -200,7 +210,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
                 raise gr.Error(error_text(err), print_exception=False) from None
             except Stopped as err:
                 raise gr.Error(f"stopped: {err}", print_exception=False) from None
-            sessions.last[key] = out
+            sessions.finished(key, out)
             role = {caption.split(":")[0]: path for path, caption in out.pictures}
             before = role.get("input", role["source"])  # a real picture: the picture itself, else the source
             rows = [r for r in role if r == "source" or r.startswith("edit-")]
