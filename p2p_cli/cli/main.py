@@ -19,6 +19,7 @@ from p2p_cli.cli.eval import pie_bench
 from p2p_cli.cli.invert import invert
 from p2p_cli.cli.show import show
 from p2p_cli.cli.sweep import sweep
+from p2p_cli.cli.ui import ui
 from p2p_cli.cli.validate import validate
 
 
@@ -75,7 +76,7 @@ def _root(
 
 
 for _name, _fn in (("edit", edit), ("validate", validate), ("attn-viz", attn_viz), ("invert", invert),
-                   ("sweep", sweep), ("dataset", dataset), ("show", show)):
+                   ("sweep", sweep), ("dataset", dataset), ("show", show), ("ui", ui)):
     app.command(_name, cls=Command)(_fn)
 
 eval_app = typer.Typer(

@@ -134,3 +134,19 @@ def save_images(
             files[f"edit-{k}-mask-over"] = save_png(over, Path(folder) / f"edit-{k}-mask-over.png",
                                                     texts.get(f"edit-{k}")).name
     return files
+
+
+
+def painted_mask(layers: list[str | Path], path: Path) -> Path | None:
+    """A recipe's `mask:` from brush layers (the web app's ImageEditor), white where any layer is painted, written
+    to `path`; None (and no file) when nothing is painted."""
+    from PIL import ImageChops
+
+    painted = None
+    for layer in layers:
+        alpha = Image.open(layer).convert("RGBA").getchannel("A").point(lambda a: 255 if a > 0 else 0)
+        painted = alpha if painted is None else ImageChops.lighter(painted, alpha)
+    if painted is None or painted.getbbox() is None:
+        return None
+    painted.save(path)
+    return path
