@@ -40,13 +40,15 @@ class MapsError(ValueError):
 # --- models and recipes ------------------------------------------------------------------------------------
 
 def load_model(name: str | None = "shapes", *, device: str = "auto", dtype: str = "auto",
-               allow_pickle: bool = False, loras: list[tuple[str, float]] | tuple = ()) -> Model:
+               allow_pickle: bool = False, loras: list[tuple[str, float]] | tuple = (),
+               threads: int | None = None) -> Model:
     """A model by name: "shapes" (the bundled model), a hub id, a save_pretrained folder or a single-file
     checkpoint; on `device` ("auto": cuda, else mps, else cpu) in `dtype` ("auto": fp16 on cuda, else fp32),
-    with LoRA files [(path, scale)] loaded into it."""
+    with LoRA files [(path, scale)] loaded into it. torch's CPU threads: `threads`, else half the CPUs (at most
+    4), as `p2p` uses, unless you chose already (OMP_NUM_THREADS, torch.set_num_threads, an earlier `threads=`)."""
     from p2p_cli.loras import apply_loras
 
-    model = _load_model(name, device, dtype, allow_pickle=allow_pickle)
+    model = _load_model(name, device, dtype, allow_pickle=allow_pickle, threads=threads)
     apply_loras(model, list(loras))
     return model
 
@@ -163,6 +165,7 @@ class Result:
     run: Any  # pipeline.EditResult: tensors in batch order
     maps: AttentionMaps | None
     real: Any = None  # real.RealPicture for an image: recipe
+    user_mask: Any = None  # (H, W) the recipe's mask as applied, in [0, 1] (8-bit steps): mask.png in the folder
     source_only: bool = False  # attn-viz --prompt: only the source row is kept
     attention: str = "fused"
     recipe_file: str | None = None
@@ -238,6 +241,12 @@ class Result:
         size = tuple(run.images.shape[-2:])
         latent_hw = tuple(run.latents.shape[-2:])  # the local-blend masks' grid
         stored = resolved_recipe(self.recipe, size, self.model.id)
+        if attention_only and self.real is not None:  # attn-viz writes no input.png: the original, absolute
+            stored.update(image=str(Path(self.real.path).resolve()))
+        elif self.real is not None:  # pictures and run.json replay from input.png (already cropped) in the folder
+            stored.update(image="input.png", crop=None)
+        if self.user_mask is not None and not attention_only:  # and from the mask as applied: over input.png the
+            stored.update(mask="mask.png")  # original mask would be scaled to input.png, not the original picture
         texts = {role: png_texts(stored, role, prompt, size) for role, prompt in zip(run.roles, run.prompts)}
         with atomic_folder(folder, overwrite) as tmp:
             files: dict[str, str] = {}
@@ -245,6 +254,10 @@ class Result:
                 files = save_images(tmp, run.roles, run.images, run.masks, texts, latent_hw=latent_hw)
                 if self.real is not None:  # source.png is the reconstruction
                     files.update(self.real.write(tmp))
+                if self.user_mask is not None:
+                    from p2p_cli.render.images import save_png
+
+                    files["mask"] = save_png(self.user_mask, tmp / "mask.png").name
                 files["grid"] = save_grid(tmp / "grid.png", self._tiles(), texts["source"])
             drawn = {}
             if self.maps is not None:
@@ -268,10 +281,8 @@ class Result:
                 record["attention"] = drawn
             if self.real is not None:
                 record["inversion"] = self.real.record(run.images[0])
-                if "input" in files:
-                    record["recipe"].update(image=files["input"], crop=None)
-                else:  # attn-viz: the original picture, absolute
-                    record["recipe"].update(image=str(Path(self.real.path).resolve()))
+                record["recipe"].update(image=stored["image"], crop=stored["crop"])
+            record["recipe"]["mask"] = stored["mask"]
             record.update(extra or {})  # e.g. the CLI's input_sha256 (--resume)
             write_json(tmp / "run.json", record)
         return record
@@ -366,7 +377,8 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
     attention_maps = None
     if store is not None:
         attention_maps = AttentionMaps(store, res, spec, run.prompts, run.roles, viz_tokenizer(model), run.images)
-    return Result(recipe=recipe, model=model, run=run, maps=attention_maps, real=real, source_only=source_only,
+    return Result(recipe=recipe, model=model, run=run, maps=attention_maps, real=real, user_mask=mask,
+                  source_only=source_only,
                   attention=attention, recipe_file=recipe_file, overrides=list(overrides), seconds=seconds,
                   started=start)
 

@@ -4,6 +4,7 @@ with the offline CLIP tokenizer, so it never imports the engine."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -90,9 +91,11 @@ def words_in_either(tokenizer: Any, path: str, words: list[str], source: str, ta
             except PromptError:
                 pass
         if not found:
+            both = list(dict.fromkeys(split_words(source) + split_words(target)))
+            close = difflib.get_close_matches(word.lower(), both, n=1, cutoff=0.6)
             problems.append(
                 f"{path}: \"{word}\" is in neither prompt; source words: {', '.join(split_words(source))};"
-                f" target words: {', '.join(split_words(target))}"
+                f" target words: {', '.join(split_words(target))}" + (f'; did you mean "{close[0]}"?' if close else "")
             )
     return positions
 

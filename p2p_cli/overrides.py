@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from p2p_cli.recipe import (Recipe, RecipeError, decode_text, default_name, parse_recipe, read_bytes, read_document,
-                            safe_load)
+                            located, safe_load, with_lines)
 
 UNSET = object()  # `--set key=` removes the key, so the field takes its default
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -154,7 +154,29 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
 
     stdin_text: the text to read instead of the file (or of standard input); name: the default name;
     require_name: a recipe without a name is a problem (one recipe of a file of several, labelled "path#k").
+    A whole file's problems end with their line, "(FILE:LINE)", unless an override set that field.
     """
+    source = str(path)
+    if stdin_text is None and source != "-" and not source.lower().endswith(".png"):
+        stdin_text = decode_text(read_bytes(path), source)
+    try:
+        return _read_recipe(path, overrides, stdin_text, name, require_name)
+    except RecipeError as err:
+        if stdin_text is None or require_name:  # standard input, or one document of several: no file lines
+            raise located(err) from None
+        keys = {parse_assignment(a)[0][0] for a in overrides or () if "=" in a}
+        lined = with_lines(RecipeError([p for p in err.problems if _top_key(p) not in keys], source), stdin_text)
+        lines = iter(lined.problems)
+        raise located(RecipeError([p if _top_key(p) in keys else next(lines) for p in err.problems], source)) from None
+
+
+def _top_key(problem: str) -> str:
+    """The top-level key a "path: message" problem is about ("edits" for edits[0].target)."""
+    return re.split(r"[.\[:]", problem, maxsplit=1)[0]
+
+
+def _read_recipe(path: str, overrides: list[str] | None, stdin_text: str | None, name: str | None,
+                 require_name: bool) -> Recipe:
     source = str(path)
     data = read_document(path, stdin_text) if stdin_text is not None else read_document(path)
     if isinstance(data, dict) and isinstance(data.get("recipe"), dict) and "versions" in data:

@@ -304,6 +304,38 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a recipe may have where `loc` (a key's path, the key last) is: the fields of the model there."""
+    import typing
+
+    model: Any = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        todo, model = [field.annotation] if field else [], None
+        while todo:  # unwrap Optional[...], list[...], Annotated[...] down to a model
+            kind = todo.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                model = kind
+                break
+            todo += list(typing.get_args(kind))
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """"; did you mean cross_replace?" for a misspelt key, else the keys allowed there."""
+    import difflib
+
+    keys = _fields_at(loc)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6) if loc else []
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f"; the keys here are {', '.join(keys)}" if keys else ""
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(p for p in loc if not (isinstance(p, str) and ("function-" in p or p.startswith("nullable"))))
 
@@ -314,7 +346,10 @@ def _problems(err: ValidationError) -> list[str]:
         loc = _clean_loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (remove it or check its spelling)"
+            msg = "unknown key (remove it or check its spelling)" + _did_you_mean(loc)
+        elif e["type"] in ("int_parsing", "float_parsing", "int_from_float"):
+            kind = "a number" if e["type"] == "float_parsing" else "a whole number"
+            msg = f"expected {kind} in digits, got {e['input']!r}"
         elif e["type"] == "missing":
             msg = "required, but missing"
         path = _format_loc(loc)
@@ -532,9 +567,84 @@ def parse_yaml(text: str, where: str) -> Any:
     except RecursionError:
         raise RecipeError([f"nested more than {MAX_DEPTH} levels deep"], where) from None
     except yaml.YAMLError as err:
-        raise RecipeError([f"not valid YAML: {err}"], where) from None
+        raise RecipeError([yaml_problem(err, text)], where) from None
     except (ValueError, TypeError, OverflowError) as err:  # e.g. a date such as 2001-02-30
         raise RecipeError([f"not valid YAML: {err}"], where) from None
+
+
+def yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """PyYAML's error as a recipe problem: the line and column, what is wrong, and for a tab or a misaligned key
+    what to do (never PyYAML's "<unicode string>")."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    what = "; ".join(str(p) for p in (getattr(err, "context", None), getattr(err, "problem", None)) if p) or str(err)
+    if mark is None:
+        return f"not valid YAML: {what}"
+    lines = text.splitlines()
+    here = lines[mark.line] if mark.line < len(lines) else ""
+    hint = ""
+    if "\t" in here[: mark.column + 1] or "'\\t'" in what:
+        hint = "; the line is indented with a tab: YAML indents with spaces only"
+    elif "mapping values are not allowed" in what or "expected <block end>" in what:
+        hint = "; check the indentation: keys of one mapping start in the same column (spaces, not tabs)"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}{hint}"
+
+
+def with_lines(err: RecipeError, text: str) -> RecipeError:
+    """The error with each problem's line in the recipe's text appended, as "(FILE:LINE)", where its field (or the
+    closest key above it) is written in `text`."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return err
+    if root is None:
+        return err
+    problems = []
+    for problem in err.problems:
+        line = _line_of(root, problem.split(": ", 1)[0]) if ": " in problem else None
+        problems.append(f"{problem} ({err.source}:{line})" if line and "line " not in problem else problem)
+    return located(RecipeError(problems, err.source))
+
+
+def located(err: RecipeError) -> RecipeError:
+    """Mark an error whose problems carry their lines (or must not get any), so that nothing adds them again."""
+    err.located = True
+    return err
+
+
+def with_file_lines(err: RecipeError) -> RecipeError:
+    """with_lines for an error about a whole recipe file (not a picture, standard input or one of several
+    documents), read again; the error as it is otherwise."""
+    path = Path(err.source)
+    if getattr(err, "located", False) or path.suffix.lower() == ".png" or not path.is_file():
+        return err
+    try:
+        return with_lines(err, decode_text(read_bytes(path), err.source))
+    except RecipeError:
+        return err
+
+
+def _line_of(node: yaml.Node, path: str) -> int | None:
+    """The line (from 1) of a dotted path such as edits[0].cross_replace in a composed YAML tree."""
+    import re
+
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if isinstance(node, yaml.SequenceNode) and part.startswith("["):
+            index = int(part[1:-1])
+            if index >= len(node.value):
+                return line
+            node = node.value[index]
+        elif isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part]
+            if not match:
+                return line
+            key, node = match[0]
+            line = key.start_mark.line + 1
+            continue
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
 
 
 def decode_text(data: bytes, where: str) -> str:

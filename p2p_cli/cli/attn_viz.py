@@ -39,9 +39,10 @@ OptRecipes = Annotated[
     typer.Argument(help="Recipe files (YAML); - reads one from standard input. Or use --prompt.",
                    metavar="RECIPE", show_default=False),
 ]
-Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="One prompt to draw, instead of recipes.")]
+Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="One prompt to draw, instead of recipes (default: none).")]
 Name = Annotated[Optional[str], typer.Option("--name", help="Folder name for --prompt (default: its first words).")]
-Size = Annotated[Optional[int], typer.Option("--size", min=8, help="Image side in pixels (same as --set size=N).")]
+Size = Annotated[Optional[int], typer.Option("--size", min=8, help="Image side in pixels (same as --set size=N; default: the recipe's"
+                                                              " size:, else the model's).")]
 Words = Annotated[
     Optional[list[str]],
     typer.Option("--words", "-w", help="Draw these words' maps at full size (repeat, or separate with commas)."),

@@ -44,7 +44,8 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="torch 
                                                 " most 4).")]
 NoMemory = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
 Check = Annotated[bool, typer.Option("--check", help="Also report graph breaks (dynamo explain) and GPU syncs.")]
-Results = Annotated[Optional[str], typer.Option("--results", help="Append a markdown section to this file.")]
+Results = Annotated[Optional[str], typer.Option("--results", help="Append a markdown section to this file (default: print"
+                                                                    " only).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the whole report as one JSON object instead of the"
                                        " markdown (as --json does for every command).")]
 
@@ -69,10 +70,10 @@ def bench(
     debug: o.Debug = False,
 ) -> None:
     """Benchmark one recipe per case: diffusers' plain pipeline, our fused P2P edit and explicit P2P, interleaved."""
-    from p2p_cli.cli.common import default_threads
 
     with handled(debug):
         from p2p_cli.bench import BenchConfig, markdown, run_bench, write_results
+        from p2p_cli.models import default_threads
 
         try:
             threads = threads or default_threads()

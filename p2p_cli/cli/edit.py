@@ -16,9 +16,16 @@ from p2p_cli.cli.jobs import check_folders, check_out, default_viz, is_manifest_
 from p2p_cli.cli.scale import Tally, finished, fingerprint, gather, launch, shard, write_failures, write_index
 
 
+def absolute(path: Path | None) -> str | None:
+    """A picture named on the command line, absolute (the recipe it goes into may live elsewhere)."""
+    return None if path is None else str(path.expanduser().resolve())
+
+
 def edit(
     recipes: o.OptionalRecipeArgs = None,
     prompt: o.InlinePrompts = None,
+    image: o.ImageOpt = None,
+    mask: o.MaskOpt = None,
     out: o.OutDir = Path("outputs"),
     model: o.ModelSpec = None,
     device: o.DeviceOpt = o.Device.auto,
@@ -40,7 +47,7 @@ def edit(
 ) -> None:
     """Edit images as the recipes say; each recipe writes OUT/<name>/ (images, grid.png, run.json). Under torchrun
     or accelerate launch, each process takes its share of the recipes and rank 0 writes OUT/index.jsonl."""
-    overrides = overrides_from(set_, steps=steps, seed=seed)
+    overrides = overrides_from(set_, steps=steps, seed=seed, image=absolute(image), mask=absolute(mask))
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):
@@ -66,9 +73,10 @@ def edit(
         dt = pick_dtype(dtype.value, dev)
         for job in jobs:
             job.digest = fingerprint(job, baseline=baseline, attention=attention.value, save_attention=save_attention)
-            if resume and finished(job.folder, job.digest):
+            if not overwrite and finished(job.folder, job.digest):  # a rerun: nothing changed, nothing to do
                 job.done = job.kept = True
-                print(f"kept {job.folder}/ (finished earlier: --resume)", flush=True)
+                why = "finished earlier: --resume" if resume else "this run is there already; --overwrite redoes it"
+                print(f"kept {job.folder}/ ({why})", flush=True)
         check_folders(jobs, overwrite, debug)
         # one live bar per terminal: under a launcher every process logs a line per recipe instead
         bar = None if quiet or not console.is_terminal or world > 1 else progress_bar(console)
