@@ -13,8 +13,10 @@ Inputs are checked here with the recipe's error style (RecipeError lines name th
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +85,43 @@ def as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, dict):
+        if recipe.get("image") is not None and hasattr(recipe["image"], "save"):  # a PIL image: its cached file
+            from p2p_cli.files.real import picture_file
+
+            recipe = {**recipe, "image": str(picture_file(recipe["image"]))}
         return parse_recipe(recipe, "recipe", default_name="recipe")
     if isinstance(recipe, (str, Path)):
         return load_recipe(recipe)
     raise TypeError(f"a recipe is a Recipe, a dict or a file path, not {type(recipe).__name__}")
+
+
+@contextmanager
+def _bar(progress: Progress | str | None, label: str):
+    """The progress callback to use: `progress` itself, or for "auto" a bar (rich's, which notebooks show too)
+    when someone watches: an IPython kernel, or a terminal on stderr; the bar is gone when the run ends."""
+    if progress != "auto":
+        yield progress
+        return
+    if "ipykernel" not in sys.modules and not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+    bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(label, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 # --- attention maps ----------------------------------------------------------------------------------------
@@ -194,6 +229,26 @@ class Result:
         return self.images[0]
 
     @property
+    def edits(self) -> list:
+        """The edited pictures (PIL), in recipe order: what a diffusers user expects `images` to hold."""
+        return self.images[1:]
+
+    def __repr__(self) -> str:
+        h, w = self.run.images.shape[-2:]
+        edits = len(self.images) - 1
+        real = f", real picture {Path(self.real.path).name}" if self.real is not None else ""
+        return (f"<p2p Result {self.recipe.name or 'recipe'!r}: source + {edits} edit{'s' * (edits != 1)},"
+                f" {w}x{h}, model {self.model.id}{real}; .edits, .source, .grid(), .save(folder)>")
+
+    def _repr_png_(self) -> bytes:
+        """The labelled grid, which a notebook shows for a result."""
+        import io
+
+        data = io.BytesIO()
+        self.grid().save(data, format="PNG")
+        return data.getvalue()
+
+    @property
     def baselines(self) -> dict[int, Any]:
         """Edit number -> the uncontrolled target (PIL), when baselines were asked for."""
         from p2p_cli.render.images import to_pil
@@ -288,43 +343,57 @@ class Result:
         return record
 
 
-def invert(model: Model, image: str | Path, prompt: str, *, method: str = "direct", steps: int = 50,
+def invert(model: Model, image: Any, prompt: str, *, method: str = "direct", steps: int = 50,
            guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
-           progress: Progress | None = None, warn: Callable[[str], None] | None = None):
-    """Invert a picture at the model's size (cached): a files.real.RealPicture to pass to edit(...,
-    inversion=...); its .reconstruction(model) is the source picture guided sampling makes from it. guidance
-    None: the model family's default; warn(message) hears about a damaged or unwritable cache."""
+           progress: Progress | str | None = "auto", warn: Callable[[str], None] | None = None):
+    """Invert a picture (a file's path or a PIL image) at the model's size (cached): a files.real.RealPicture to
+    pass to edit(..., inversion=...); its .reconstruction(model) is the source picture guided sampling makes from
+    it. guidance None: the model family's default; warn(message) hears about a damaged or unwritable cache;
+    progress "auto": a bar when someone watches (a notebook, a terminal)."""
     from p2p_cli.engine.inversion import METHODS
     from p2p_cli.engine.pipeline import geometry
-    from p2p_cli.files.real import prepare
+    from p2p_cli.files.real import picture_file, prepare
     from p2p_cli.render.load import ImageError, check_picture
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if not prompt.strip():
         raise ValueError("the prompt must describe the picture")
-    path = Path(image).expanduser()
+    path = picture_file(image)
     try:
         check_picture(path, crop)
     except ImageError as err:
         raise RecipeError([f"image: {err}"], str(path)) from None
     guidance = model.family.default_guidance if guidance is None else guidance
     geo = geometry(model, size=size) if size is not None else None
-    return prepare(model, path.resolve(), prompt, size=size, crop=crop, method=method, steps=steps,
-                   guidance=guidance, negative_prompt=negative_prompt, geo=geo, where=str(path), progress=progress,
-                   warn=warn)
+    with _bar(progress, "invert") as update:
+        return prepare(model, path.resolve(), prompt, size=size, crop=crop, method=method, steps=steps,
+                       guidance=guidance, negative_prompt=negative_prompt, geo=geo, where=str(path), progress=update,
+                       warn=warn)
 
 
 def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = False, maps: Any = True,
-         attention: str = "fused", inversion: Any = None, progress: Progress | None = None,
-         invert_progress: Progress | None = None, recipe_file: str | None = None,
+         attention: str = "fused", inversion: Any = None, progress: Progress | str | None = "auto",
+         invert_progress: Progress | str | None = "auto", recipe_file: str | None = None,
          overrides: list[str] | tuple = (), source_only: bool = False) -> Result:
-    """Run a recipe: the source and every edit in one batch from one initial latent.
+    """Run a recipe: the source and every edit in one batch from one initial latent. `result.edits` are the
+    edited pictures; `result.images[0]` is the source (unlike a diffusers pipeline's `images[0]`).
 
-    A recipe with `image:` inverts the picture first (or takes its inversion from the cache, or `inversion`,
-    from invert(), which must match the recipe's steps, guidance, prompt and model). maps: True keeps the
-    attention maps at attn-viz's defaults, a viz.VizSpec chooses them, False keeps none.
+    A recipe with `image:` (a path, or a PIL image in a dict recipe) inverts the picture first (or takes its
+    inversion from the cache, or `inversion`, from invert(), which must match the recipe's steps, guidance, prompt
+    and model). maps: True keeps the attention maps at attn-viz's defaults, a viz.VizSpec chooses them, False
+    keeps none. progress, invert_progress: (done, total) callbacks; "auto" draws a bar when someone watches (a
+    notebook, a terminal), None none.
     """
+    with _bar(progress, "edit") as progress, _bar(invert_progress, "invert") as invert_progress:
+        return _edit(model, recipe, baseline=baseline, maps=maps, attention=attention, inversion=inversion,
+                     progress=progress, invert_progress=invert_progress, recipe_file=recipe_file,
+                     overrides=overrides, source_only=source_only)
+
+
+def _edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool, maps: Any, attention: str,
+          inversion: Any, progress: Progress | None, invert_progress: Progress | None, recipe_file: str | None,
+          overrides: list[str] | tuple, source_only: bool) -> Result:
     from p2p_cli.files.outputs import check_latents
     from p2p_cli.engine.pipeline import geometry, resolve_recipe, run_edit
     from p2p_cli.analysis.maps import VizSpec, store_for, viz_tokenizer

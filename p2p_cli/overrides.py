@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from p2p_cli.recipe import (Recipe, RecipeError, decode_text, default_name, parse_recipe, read_bytes, read_document,
-                            located, safe_load, with_lines)
+                            safe_load, with_lines, without_lines)
 
 UNSET = object()  # `--set key=` removes the key, so the field takes its default
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -154,7 +154,7 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
 
     stdin_text: the text to read instead of the file (or of standard input); name: the default name;
     require_name: a recipe without a name is a problem (one recipe of a file of several, labelled "path#k").
-    A whole file's problems end with their line, "(FILE:LINE)", unless an override set that field.
+    A whole file's problems get their lines (RecipeError.lines), but for the fields an override set.
     """
     source = str(path)
     if stdin_text is None and source != "-" and not source.lower().endswith(".png"):
@@ -163,11 +163,11 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
         return _read_recipe(path, overrides, stdin_text, name, require_name)
     except RecipeError as err:
         if stdin_text is None or require_name:  # standard input, or one document of several: no file lines
-            raise located(err) from None
-        keys = {parse_assignment(a)[0][0] for a in overrides or () if "=" in a}
-        lined = with_lines(RecipeError([p for p in err.problems if _top_key(p) not in keys], source), stdin_text)
-        lines = iter(lined.problems)
-        raise located(RecipeError([p if _top_key(p) in keys else next(lines) for p in err.problems], source)) from None
+            raise without_lines(err) from None
+        keys = {_top_key(a.partition("=")[0].strip()) for a in overrides or ()}
+        with_lines(err, stdin_text)
+        err.lines = [None if _top_key(p) in keys else n for p, n in zip(err.problems, err.lines)]  # --set's own
+        raise
 
 
 def _top_key(problem: str) -> str:

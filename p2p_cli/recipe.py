@@ -27,6 +27,7 @@ class RecipeError(ValueError):
     def __init__(self, problems: list[str], source: str = "recipe"):
         self.problems = problems
         self.source = source
+        self.lines: list[int | None] | None = None  # each problem's line in the file, once known (with_lines)
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
 
 
@@ -590,32 +591,28 @@ def yaml_problem(err: yaml.YAMLError, text: str) -> str:
 
 
 def with_lines(err: RecipeError, text: str) -> RecipeError:
-    """The error with each problem's line in the recipe's text appended, as "(FILE:LINE)", where its field (or the
-    closest key above it) is written in `text`."""
+    """The error with `lines` set: each problem's line (from 1) in the recipe's `text`, where its field (or the
+    closest key above it) is written, else None. `p2p` shows it after the problem as "(FILE:LINE)"."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except (yaml.YAMLError, RecursionError, ValueError):
-        return err
-    if root is None:
-        return err
-    problems = []
-    for problem in err.problems:
-        line = _line_of(root, problem.split(": ", 1)[0]) if ": " in problem else None
-        problems.append(f"{problem} ({err.source}:{line})" if line and "line " not in problem else problem)
-    return located(RecipeError(problems, err.source))
+        root = None
+    err.lines = [_line_of(root, p.split(": ", 1)[0]) if root is not None and ": " in p and "line " not in p
+                 else None for p in err.problems]
+    return err
 
 
-def located(err: RecipeError) -> RecipeError:
-    """Mark an error whose problems carry their lines (or must not get any), so that nothing adds them again."""
-    err.located = True
+def without_lines(err: RecipeError) -> RecipeError:
+    """The error marked as having no lines to show (standard input, a picture, one document of several)."""
+    err.lines = [None] * len(err.problems)
     return err
 
 
 def with_file_lines(err: RecipeError) -> RecipeError:
     """with_lines for an error about a whole recipe file (not a picture, standard input or one of several
-    documents), read again; the error as it is otherwise."""
+    documents), read again; the error as it is when its lines are known or cannot be."""
     path = Path(err.source)
-    if getattr(err, "located", False) or path.suffix.lower() == ".png" or not path.is_file():
+    if getattr(err, "lines", None) is not None or path.suffix.lower() == ".png" or not path.is_file():
         return err
     try:
         return with_lines(err, decode_text(read_bytes(path), err.source))
@@ -706,3 +703,64 @@ def default_name(path: str | Path) -> str:
 def load_recipe(path: str | Path, text: str | None = None) -> Recipe:
     """Read and validate a recipe file ("-" with `text` for standard input)."""
     return parse_recipe(read_document(path, text), str(path), default_name=default_name(path))
+
+
+# What help(p2p.Recipe) and help(p2p.recipe.Edit) say about each field (README's recipe reference in short).
+FIELD_DOCS = {
+    Recipe: {
+        "source": "the source prompt (for image: what the picture shows)",
+        "edits": "the edits, at least one: Edit(target=...) or {target: ...}",
+        "name": "the output folder's name (default: the file's stem)",
+        "model": "hub id, local folder, single file or 'shapes' (default: the bundled shapes model)",
+        "seed": "seed of the one initial noise all prompts share, drawn on the CPU (default 8888)",
+        "steps": "sampling steps, 1-1000 (default 50)",
+        "guidance": "classifier-free guidance scale (default: the family's, 7.5 for SD)",
+        "size": "pixels: 512 or (height, width) (default: the model's native size)",
+        "negative_prompt": "the unconditional prompt of guidance",
+        "cross_replace": "window for edits that set none: tau for [0, tau), (start, end), or {default: .., word: ..}"
+                         " (default 0.8); larger keeps more of the source's layout and can block the edit",
+        "self_replace": "self-attention window for edits that set none (default 0.4; SD3 / FLUX.1 0.2); larger"
+                        " keeps the layout and the shapes",
+        "self_replace_max_res": "self-attention is injected in layers of at most this side (default latent / 4)",
+        "blend_res": "side of the maps local blend reads (default latent / 4, at least 8)",
+        "self_blocks": "SD3 / FLUX.1: the blocks whose image attention a target takes from the source",
+        "blend_blocks": "SD3 / FLUX.1: the blocks whose text attention local blend reads",
+        "shift": "SD3 / FLUX.1: the flow sampler's fixed shift (default: the family's)",
+        "text_mass": "SD3 / FLUX.1: whose share of attention an edited row gives the text (default self-window)",
+        "baseline": "also render every edit's prompt without control",
+        "image": "a real picture to edit (a path, relative to the recipe file; the API also takes a PIL image)",
+        "mask": "a picture: every edit may change only its white part",
+        "crop": "(left, top, right, bottom) pixels of image (default: the largest centred box)",
+        "inversion": "how image is inverted: direct (default), null-text, negative-prompt, ddim, ddpm",
+        "original_size": "SDXL: the size id, (height, width)",
+        "crops_coords_top_left": "SDXL: the crop id, (top, left)",
+        "target_size": "SDXL: the target size id, (height, width)",
+        "loras": "LoRA files and scales: [{path: style.safetensors, scale: 0.8}]",
+    },
+    Edit: {
+        "target": "the edited prompt",
+        "type": "replace (same number of words), refine (words added or removed) or reweight (default: inferred)",
+        "cross_replace": "when the edit follows the source's cross-attention (default: the recipe's)",
+        "self_replace": "when the edit takes the source's self-attention, the layout (default: the recipe's)",
+        "reweight": "{word: factor}: scale the attention to a word of the target (negative removes a property)",
+        "local_blend": "LocalBlend(words=[...]): change only where these words are",
+        "baseline": "also render this edit's prompt without control",
+    },
+    LocalBlend: {
+        "words": "the words (in the source or the target) whose attention marks where the edit may change",
+        "threshold": "a word map's share of its maximum above which the edit shows (default 0.3; lower: larger)",
+        "start": "the fraction of the steps from which the blend applies (default 0.2)",
+        "subtract": "words whose region is kept from the source",
+        "subtract_threshold": "the same share for the subtracted words (default 0.3)",
+    },
+}
+
+
+def _document_fields() -> None:
+    """Each model's docstring lists its fields with their meaning and default (help() shows it)."""
+    for model, docs in FIELD_DOCS.items():
+        lines = [f"    {name}: {docs[name]}" for name in model.model_fields if name in docs]
+        model.__doc__ = f"{model.__doc__}\n\nFields:\n" + "\n".join(lines)
+
+
+_document_fields()

@@ -48,7 +48,9 @@ def describe(err: BaseException) -> tuple[str, int]:
     if isinstance(err, RecipeError):
         err = with_file_lines(err)  # a problem found later (a word the tokenizer lacks) gets its line too
         lines = [f"{err.source}: invalid recipe ({len(err.problems)} problem{'s' if len(err.problems) != 1 else ''})"]
-        return "\n".join(lines + [f"  {name_edits(p)}" for p in err.problems]), EXIT_INVALID
+        at = err.lines or [None] * len(err.problems)
+        return "\n".join(lines + [f"  {name_edits(p)}" + (f" ({err.source}:{n})" if n else "")
+                                  for p, n in zip(err.problems, at)]), EXIT_INVALID
     if isinstance(err, UsageError):
         return str(err), EXIT_INVALID
     if models is not None and isinstance(err, models.ModelLoadError):

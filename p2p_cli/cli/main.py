@@ -6,7 +6,6 @@ argument errors and `p2p validate` stay fast. The engine is imported inside a co
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Optional
 
 import typer
@@ -74,7 +73,7 @@ def _root(
         typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
-    """Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion."""
+    """Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX.1."""
 
 
 for _name, _fn in (("edit", edit), ("validate", validate), ("attn-viz", attn_viz), ("invert", invert),

@@ -3,6 +3,7 @@ from the inversion cache), and what an output folder records about it."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,3 +156,26 @@ def user_mask(recipe: Recipe, recipe_path: str, size: tuple[int, int], picture: 
         return load_mask(path, size, recipe.crop, picture_size)
     except ImageError as err:
         raise RecipeError([f"mask: {err}"], recipe_path) from None
+
+
+def picture_file(image: Any) -> Path:
+    """A picture given as a PIL image, as a file: written once as PNG into the cache (pictures/<sha256>.png), so
+    a recipe can name it and its inversion is cached like a file's. A path comes back as it is."""
+    if not hasattr(image, "save") or not hasattr(image, "mode"):
+        return Path(image).expanduser()
+    import hashlib
+    import io
+
+    from p2p_cli.files.inversion_cache import cache_dir
+
+    data = io.BytesIO()
+    image.save(data, format="PNG")
+    blob = data.getvalue()
+    folder = cache_dir().parent / "pictures"
+    path = folder / f"{hashlib.sha256(blob).hexdigest()}.png"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    return path
