@@ -180,13 +180,15 @@ class AttentionMaps:
         return self_components(self.store, self._row(prompt), self.res, self.spec.places, k)
 
     def overlay(self, word: str, prompt: int | str = 0):
-        """The word's map as a heat map over the prompt's picture (PIL)."""
+        """The word's map as a heat map over the prompt's picture (PIL), in grey unless the maps' spec says
+        background "image"."""
         from p2p_cli.render.attention import heat_over
         from p2p_cli.render.images import to_pil
 
         row = self._row(prompt)
         image = self.images[row]
-        return to_pil(heat_over(image, self.word(word, row, tuple(image.shape[-2:]))))
+        background = getattr(self.spec, "background", "grey")
+        return to_pil(heat_over(image, self.word(word, row, tuple(image.shape[-2:])), background))
 
 
 # --- edits ---------------------------------------------------------------------------------------------------
@@ -274,8 +276,11 @@ class Result:
 
         kinds = {k: e.type for k, e in enumerate(self.recipe.edits, 1)}
         reweights = {k: e.reweight for k, e in enumerate(self.recipe.edits, 1) if e.reweight}
+        real, source = self.real, self.run.images[0]
         return edit_tiles(self.run.images, self.run.prompts, self.run.roles, kinds, reweights, masks=self.run.masks,
-                          picture=self.real.picture if self.real is not None else None)
+                          picture=real.picture if real is not None else None,
+                          source_note=real.tile_note(source) if real is not None else None,
+                          picture_note=real.summary(source).split(";")[0] if real is not None else None)
 
     def save(self, folder: str | Path, overwrite: bool = False, attention_only: bool = False,
              extra: dict | None = None) -> dict[str, Any]:

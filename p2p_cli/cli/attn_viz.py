@@ -31,8 +31,8 @@ class Background(str, Enum):
 
 BackgroundOpt = Annotated[
     Background,
-    typer.Option("--background", help="Under the heat colours: the image, or it in grey (the heat colours then"
-                 " stand apart from the picture's own)."),
+    typer.Option("--background", help="Under the heat colours: the picture in grey (its own colours never read as"
+                 " heat), or the image itself."),
 ]
 OptRecipes = Annotated[
     Optional[list[str]],
@@ -80,7 +80,7 @@ def attn_viz(
     step_range: StepRange = "0:1",
     components: Components = 10,
     special: Special = False,
-    background: BackgroundOpt = Background.image,
+    background: BackgroundOpt = Background.grey,
     overwrite: o.Overwrite = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -149,7 +149,7 @@ def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, m
                source_only=True)
 
 
-def _spec(words, res, places, step_range, components, special, background="image"):
+def _spec(words, res, places, step_range, components, special, background="grey"):
     """The options as a viz.VizSpec; UsageError for a bad --step-range."""
     from p2p_cli.analysis.maps import VizSpec, parse_step_range
 

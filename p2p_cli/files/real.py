@@ -33,6 +33,33 @@ class RealPicture:
         save_inversion(self.inversion, folder / FILE_NAME, self.inversion.settings.get("key", ""))
         return {"input": "input.png", "inversion": FILE_NAME}
 
+    def box(self) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """The pixel box (left, top, right, bottom) of the original picture that was edited (its crop, else the
+        largest centred box) and the picture's (width, height), upright."""
+        from p2p_cli.render.load import centre_box, check_picture
+
+        width, height = check_picture(self.path)
+        box = tuple(self.crop) if self.crop else centre_box(width, height, tuple(self.picture.shape[-2:]))
+        return box, (width, height)
+
+    def summary(self, reconstruction) -> str:
+        """What a real-picture edit says about its picture: the pixel box edited, and how faithful the source is
+        (its PSNR against input.png, beside the VAE's own round trip)."""
+        from p2p_cli.engine.inversion import psnr
+
+        (left, top, right, bottom), (width, height) = self.box()
+        h, w = self.picture.shape[-2:]
+        vae = self.inversion.vae_psnr
+        return (f"crop box ({left}, {top}, {right}, {bottom}) of the {width}x{height} picture, resized to {w}x{h};"
+                f" source PSNR {psnr(reconstruction, self.picture):.1f} dB"
+                + (f" (VAE round trip {vae:.1f} dB)" if vae is not None else ""))
+
+    def tile_note(self, reconstruction) -> str:
+        """The grid's source tile title: the inversion method and the source's PSNR."""
+        from p2p_cli.engine.inversion import psnr
+
+        return f"{self.inversion.method}, PSNR {psnr(reconstruction, self.picture):.1f} dB"
+
     def record(self, reconstruction) -> dict[str, Any]:
         """The run.json entry: method, seconds, reconstruction PSNR against input.png and the VAE ceiling."""
         from p2p_cli.engine.inversion import psnr
@@ -41,6 +68,7 @@ class RealPicture:
         return {
             "image": str(self.path),
             "crop": list(self.crop) if self.crop else "centre",
+            "box": list(self.box()[0]),  # the pixels edited, either way
             "method": inv.method,
             "seconds": round(inv.seconds, 3),
             "cached": self.cached,

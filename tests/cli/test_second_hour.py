@@ -140,3 +140,41 @@ def test_the_progress_bar_says_which_time_is_which():
     console.print(bar.make_tasks_table(bar.tasks))
     line = console.export_text()
     assert "elapsed" in line and "left" in line and line.index("elapsed") < line.index("left")
+
+
+def test_a_real_picture_edit_says_its_crop_box_and_psnr(cli, tiny_model_dir, tmp_path):
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (150, 170, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"name": "photo", "image": "photo.png", "steps": 2,
+                                                     "source": "a painting of a squirrel",
+                                                     "edits": [{"target": "a painting of a lion"}]}))
+    result = cli("edit", tmp_path / "r.yaml", "--model", tiny_model_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    run = json.loads((tmp_path / "out" / "photo" / "run.json").read_text())
+    assert run["inversion"]["box"] == [10, 0, 160, 150]  # the centred 150x150 box of the 170x150 picture
+    assert "photo: inverted photo.png (direct, 2 steps) in " in said
+    psnr = run["inversion"]["psnr"]
+    assert (f"photo: crop box (10, 0, 160, 150) of the 170x150 picture, resized to 128x128; source PSNR {psnr:.1f} dB"
+            in said)
+
+
+def test_the_grid_labels_a_real_pictures_source_with_its_method_and_psnr(tiny_model_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import p2p_cli as p2p
+    from p2p_cli.engine.inversion import psnr
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    model = p2p.load_model(str(tiny_model_dir), device="cpu")
+    result = p2p.edit(model, {"source": "a squirrel", "image": str(tmp_path / "p.png"), "steps": 2,
+                              "edits": [{"target": "a lion"}]}, maps=False)
+    titles = {tile.title: tile.caption for tile in result._tiles()}
+    value = psnr(result.run.images[0], result.real.picture)
+    assert f"source · direct, PSNR {value:.1f} dB" in titles
+    assert titles["input"].startswith("crop box (0, 0, 128, 128) of the 128x128 picture")
