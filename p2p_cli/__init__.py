@@ -5,14 +5,30 @@
     result = p2p.edit(model, "a big [red->blue] circle on the left on a white background")
 
 The names below are imported on first use, so `import p2p_cli` (and the command line's --help) stays fast.
+Importing p2p sets OMP_WAIT_POLICY=PASSIVE unless it is set, and load_model sets torch's CPU threads (half the
+CPUs, `threads=` to choose) unless OMP_NUM_THREADS or torch.set_num_threads chose already.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
+TORCH_BEFORE_P2P = "torch" in sys.modules  # else torch's thread count, read when p2p imports it, is torch's own
+
+
+def cpu_defaults(environ=os.environ) -> None:
+    """Before torch is imported: OpenMP threads that sleep when idle rather than spin (OMP_WAIT_POLICY=PASSIVE).
+
+    Spinning threads made CPU runs on a shared machine up to 10x slower (issue 19). A user's own setting wins; a
+    torch imported before p2p keeps the policy it started with (OpenMP reads it once)."""
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+cpu_defaults()  # for the library as for the CLI: a notebook gets the command line's speed
 
 _EXPORTS = {
     "load_model": "p2p_cli.api",

@@ -13,8 +13,10 @@ Inputs are checked here with the recipe's error style (RecipeError lines name th
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -49,13 +51,15 @@ class MapsError(ValueError):
 # --- models and recipes ------------------------------------------------------------------------------------
 
 def load_model(name: str | None = "shapes", *, device: str = "auto", dtype: str = "auto",
-               allow_pickle: bool = False, loras: list[tuple[str, float]] | tuple = ()) -> Model:
+               allow_pickle: bool = False, loras: list[tuple[str, float]] | tuple = (),
+               threads: int | None = None) -> Model:
     """A model by name: "shapes" (the bundled model), a hub id, a save_pretrained folder or a single-file
     checkpoint; on `device` ("auto": cuda, else mps, else cpu) in `dtype` ("auto": fp16 on cuda, else fp32),
-    with LoRA files [(path, scale)] loaded into it."""
+    with LoRA files [(path, scale)] loaded into it. torch's CPU threads: `threads`, else half the CPUs (at most
+    4), as `p2p` uses, unless you chose already (OMP_NUM_THREADS, torch.set_num_threads, an earlier `threads=`)."""
     from p2p_cli.loras import apply_loras
 
-    model = _load_model(name, device, dtype, allow_pickle=allow_pickle)
+    model = _load_model(name, device, dtype, allow_pickle=allow_pickle, threads=threads)
     apply_loras(model, list(loras))
     return model
 
@@ -94,6 +98,10 @@ def as_recipe(recipe: RecipeLike) -> Recipe:
     if isinstance(recipe, Recipe):
         return parse_recipe(recipe_document(recipe), recipe.name or "recipe")
     if isinstance(recipe, dict):
+        if recipe.get("image") is not None and hasattr(recipe["image"], "save"):  # a PIL image: its cached file
+            from p2p_cli.files.real import picture_file
+
+            recipe = {**recipe, "image": str(picture_file(recipe["image"]))}
         return parse_recipe(recipe, "recipe", default_name="recipe")
     if isinstance(recipe, Path) or (isinstance(recipe, str) and _names_a_file(recipe)):
         return load_recipe(recipe)
@@ -115,7 +123,7 @@ def inline_recipe(text: str) -> Recipe:
 
     (_, recipe), = inline_recipes([text])
     if isinstance(recipe, RecipeError):
-        shown = text if len(text) <= 80 else text[:77] + "..."
+        shown = text if len(text) <= 80 else text[:38] + "..." + text[-39:]  # a path keeps its file name
         raise RecipeError([f"recipe: {shown!r} names no file, and as an inline prompt ({p})" for p in recipe.problems],
                           "recipe")
     return recipe
@@ -127,6 +135,35 @@ def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") ->
     from p2p_cli.checks import checked
 
     return checked(recipe, model.spec, source_name)
+
+
+@contextmanager
+def _bar(progress: Progress | str | None, label: str):
+    """The progress callback to use: `progress` itself, or for "auto" a bar (rich's, which notebooks show too)
+    when someone watches: an IPython kernel, or a terminal on stderr; the bar is gone when the run ends."""
+    if progress != "auto":
+        yield progress
+        return
+    if "ipykernel" not in sys.modules and not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+    bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(label, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 # --- attention maps ----------------------------------------------------------------------------------------
@@ -185,13 +222,15 @@ class AttentionMaps:
         return self_components(self.store, self._row(prompt), self.res, self.spec.places, k)
 
     def overlay(self, word: str, prompt: int | str = 0):
-        """The word's map as a heat map over the prompt's picture (PIL)."""
+        """The word's map as a heat map over the prompt's picture (PIL), in grey unless the maps' spec says
+        background "image"."""
         from p2p_cli.render.attention import heat_over
         from p2p_cli.render.images import to_pil
 
         row = self._row(prompt)
         image = self.images[row]
-        return to_pil(heat_over(image, self.word(word, row, tuple(image.shape[-2:]))))
+        background = getattr(self.spec, "background", "grey")
+        return to_pil(heat_over(image, self.word(word, row, tuple(image.shape[-2:])), background))
 
 
 # --- edits ---------------------------------------------------------------------------------------------------
@@ -205,6 +244,7 @@ class Result:
     run: EditResult  # tensors in batch order: [source, edits, baselines]
     maps: AttentionMaps | None
     real: RealPicture | None = None  # the inverted picture of an image: recipe
+    user_mask: Any = None  # (H, W) the recipe's mask as applied, in [0, 1] (8-bit steps): mask.png in the folder
     source_only: bool = False  # attn-viz --prompt: only the source row is kept
     attention: str = "fused"
     recipe_file: str | None = None
@@ -233,6 +273,26 @@ class Result:
         return self.images[0]
 
     @property
+    def edits(self) -> list:
+        """The edited pictures (PIL), in recipe order: what a diffusers user expects `images` to hold."""
+        return self.images[1:]
+
+    def __repr__(self) -> str:
+        h, w = self.run.images.shape[-2:]
+        edits = len(self.images) - 1
+        real = f", real picture {Path(self.real.path).name}" if self.real is not None else ""
+        return (f"<p2p Result {self.recipe.name or 'recipe'!r}: source + {edits} edit{'s' * (edits != 1)},"
+                f" {w}x{h}, model {self.model.id}{real}; .edits, .source, .grid(), .save(folder)>")
+
+    def _repr_png_(self) -> bytes:
+        """The labelled grid, which a notebook shows for a result."""
+        import io
+
+        data = io.BytesIO()
+        self.grid().save(data, format="PNG")
+        return data.getvalue()
+
+    @property
     def baselines(self) -> dict[int, Any]:
         """Edit number -> the uncontrolled target (PIL), when baselines were asked for."""
         from p2p_cli.render.images import to_pil
@@ -258,8 +318,11 @@ class Result:
 
         kinds = {k: e.type for k, e in enumerate(self.recipe.edits, 1)}
         reweights = {k: e.reweight for k, e in enumerate(self.recipe.edits, 1) if e.reweight}
+        real, source = self.real, self.run.images[0]
         return edit_tiles(self.run.images, self.run.prompts, self.run.roles, kinds, reweights, masks=self.run.masks,
-                          picture=self.real.picture if self.real is not None else None)
+                          picture=real.picture if real is not None else None,
+                          source_note=real.tile_note(source) if real is not None else None,
+                          picture_note=real.summary(source).split(";")[0] if real is not None else None)
 
     def save(self, folder: str | Path, overwrite: bool = False, attention_only: bool = False,
              extra: dict | None = None) -> dict[str, Any]:
@@ -280,6 +343,12 @@ class Result:
         size = tuple(run.images.shape[-2:])
         latent_hw = tuple(run.latents.shape[-2:])  # the local-blend masks' grid
         stored = resolved_recipe(self.recipe, size, self.model.id)
+        if attention_only and self.real is not None:  # attn-viz writes no input.png: the original, absolute
+            stored.update(image=str(Path(self.real.path).resolve()))
+        elif self.real is not None:  # pictures and run.json replay from input.png (already cropped) in the folder
+            stored.update(image="input.png", crop=None)
+        if self.user_mask is not None and not attention_only:  # and from the mask as applied: over input.png the
+            stored.update(mask="mask.png")  # original mask would be scaled to input.png, not the original picture
         texts = {role: png_texts(stored, role, prompt, size) for role, prompt in zip(run.roles, run.prompts)}
         with atomic_folder(folder, overwrite) as tmp:
             files: dict[str, str] = {}
@@ -287,6 +356,10 @@ class Result:
                 files = save_images(tmp, run.roles, run.images, run.masks, texts, latent_hw=latent_hw)
                 if self.real is not None:  # source.png is the reconstruction
                     files.update(self.real.write(tmp))
+                if self.user_mask is not None:
+                    from p2p_cli.render.images import save_png
+
+                    files["mask"] = save_png(self.user_mask, tmp / "mask.png").name
                 files["grid"] = save_grid(tmp / "grid.png", self._tiles(), texts["source"])
             drawn = {}
             if self.maps is not None:
@@ -310,63 +383,70 @@ class Result:
                 record["attention"] = drawn
             if self.real is not None:
                 record["inversion"] = self.real.record(run.images[0])
-                if "input" in files:
-                    record["recipe"].update(image=files["input"], crop=None)
-                else:  # attn-viz: the original picture, absolute
-                    record["recipe"].update(image=str(Path(self.real.path).resolve()))
+                record["recipe"].update(image=stored["image"], crop=stored["crop"])
+            record["recipe"]["mask"] = stored["mask"]
             record.update(extra or {})  # e.g. the CLI's input_sha256 (--resume)
             write_record(tmp, "run.json", record)
         return record
 
 
-def invert(model: Model, image: str | Path, prompt: str, *, method: str = "direct", steps: int = 50,
+def invert(model: Model, image: Any, prompt: str, *, method: str = "direct", steps: int = 50,
            guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
-           progress: Progress | None = None, warn: Callable[[str], None] | None = None):
-    """Invert a picture at the model's size (cached): a files.real.RealPicture to pass to edit(...,
-    inversion=...); its .reconstruction(model) is the source picture guided sampling makes from it. guidance
-    None: the model family's default; warn(message) hears about a damaged or unwritable cache."""
+           progress: Progress | str | None = "auto", warn: Callable[[str], None] | None = None):
+    """Invert a picture (a file's path or a PIL image) at the model's size (cached): a files.real.RealPicture to
+    pass to edit(..., inversion=...); its .reconstruction(model) is the source picture guided sampling makes from
+    it. guidance None: the model family's default; warn(message) hears about a damaged or unwritable cache;
+    progress "auto": a bar when someone watches (a notebook, a terminal)."""
     from p2p_cli.engine.inversion import METHODS
     from p2p_cli.engine.pipeline import geometry
-    from p2p_cli.files.real import prepare
+    from p2p_cli.files.real import picture_file, prepare
     from p2p_cli.render.load import ImageError, check_picture
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if not prompt.strip():
         raise ValueError("the prompt must describe the picture")
-    path = Path(image).expanduser()
+    path = picture_file(image)
     try:
         check_picture(path, crop)
     except ImageError as err:
         raise RecipeError([f"image: {err}"], str(path)) from None
     guidance = model.family.default_guidance if guidance is None else guidance
     geo = geometry(model, size=size) if size is not None else None
-    return prepare(model, path.resolve(), prompt, size=size, crop=crop, method=method, steps=steps,
-                   guidance=guidance, negative_prompt=negative_prompt, geo=geo, where=str(path), progress=progress,
-                   warn=warn)
+    with _bar(progress, "invert") as update:
+        return prepare(model, path.resolve(), prompt, size=size, crop=crop, method=method, steps=steps,
+                       guidance=guidance, negative_prompt=negative_prompt, geo=geo, where=str(path), progress=update,
+                       warn=warn)
 
 
 def edit(model: Model, recipe: RecipeLike | list[RecipeLike], *, baseline: bool = False, maps: Any = True,
          attention: str = "fused", inversion: RealPicture | None = None,
-         progress: PhasedProgress | None = None) -> Result | list[Result]:
+         progress: PhasedProgress | str | None = "auto") -> Result | list[Result]:
     """Run a recipe: the source and every edit in one batch from one initial latent (Hertz et al., sec. 3).
+    `result.edits` are the edited pictures; `result.images[0]` is the source (unlike a diffusers pipeline's
+    `images[0]`).
 
     recipe: a Recipe, a dict, a recipe file, or an inline prompt ("a [cat->dog] on a (sofa:1.5)"); a list of
-    them runs as edit_many() does, in one batch, and gives a list of Results. A recipe with `image:` inverts the
-    picture first (or takes its inversion from the cache, or `inversion`, from invert(), which must match the
-    recipe's steps, guidance, prompt and model). baseline: also render every target without control. maps: True
-    keeps the attention maps at attn-viz's defaults, an analysis.maps.VizSpec chooses them, False keeps none.
-    attention: "fused" (fast) or "explicit" (the probabilities as the paper writes them). progress(done, total,
-    phase) hears each step, phase "invert" or "sample". Bad input raises RecipeError.
+    them runs as edit_many() does, in one batch, and gives a list of Results. A recipe with `image:` (a path, or a
+    PIL image in a dict recipe) inverts the picture first (or takes its inversion from the cache, or `inversion`,
+    from invert(), which must match the recipe's steps, guidance, prompt and model). baseline: also render every
+    target without control. maps: True keeps the attention maps at attn-viz's defaults, an analysis.maps.VizSpec
+    chooses them, False keeps none. attention: "fused" (fast) or "explicit" (the probabilities as the paper
+    writes them). progress: one callback, progress(done, total, phase) with phase "invert" or "sample"; "auto"
+    draws a bar when someone watches (a notebook, a terminal); None none. Bad input raises RecipeError.
     """
+    if callable(progress):
+        sample, invert = (lambda d, t: progress(d, t, "sample")), (lambda d, t: progress(d, t, "invert"))
+    else:
+        sample = invert = progress  # "auto" or None
     if isinstance(recipe, list):
         if inversion is not None:
             raise ValueError("inversion= goes with one recipe, not a list")
-        report = (lambda done, total: progress(done, total, "sample")) if progress is not None else None
-        return edit_many(model, recipe, baseline=baseline, attention=attention, progress=report)
-    return run_recipe(model, recipe, baseline=baseline, maps=maps, attention=attention, inversion=inversion,
-                      progress=(lambda d, t: progress(d, t, "sample")) if progress is not None else None,
-                      invert_progress=(lambda d, t: progress(d, t, "invert")) if progress is not None else None)
+        with _bar(sample, "edit") as bar:
+            return edit_many(model, recipe, baseline=baseline, attention=attention, progress=bar)
+    with _bar(sample, "edit") as bar, _bar(invert, "invert") as invert_bar:
+        return run_recipe(model, recipe, baseline=baseline, maps=maps, attention=attention, inversion=inversion,
+                          progress=bar, invert_progress=invert_bar)
 
 
 def run_recipe(model: Model, recipe: RecipeLike, *, baseline: bool = False, maps: Any = True,
@@ -429,7 +509,8 @@ def run_recipe(model: Model, recipe: RecipeLike, *, baseline: bool = False, maps
     attention_maps = None
     if store is not None:
         attention_maps = AttentionMaps(store, res, spec, run.prompts, run.roles, viz_tokenizer(model), run.images)
-    return Result(recipe=recipe, model=model, run=run, maps=attention_maps, real=real, source_only=source_only,
+    return Result(recipe=recipe, model=model, run=run, maps=attention_maps, real=real, user_mask=mask,
+                  source_only=source_only,
                   attention=attention, recipe_file=recipe_file, overrides=list(overrides), seconds=seconds,
                   started=start)
 

@@ -7,6 +7,7 @@ receives only checked recipes (`checked`)."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import re
@@ -96,9 +97,11 @@ def words_in_either(tokenizer: Any, path: str, words: list[str], source: str, ta
             except PromptError:
                 pass
         if not found:
+            both = list(dict.fromkeys(split_words(source) + split_words(target)))
+            close = difflib.get_close_matches(word.lower(), both, n=1, cutoff=0.6)
             problems.append(
                 f"{path}: \"{word}\" is in neither prompt; source words: {', '.join(split_words(source))};"
-                f" target words: {', '.join(split_words(target))}"
+                f" target words: {', '.join(split_words(target))}" + (f'; did you mean "{close[0]}"?' if close else "")
             )
     return positions
 

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import torch
 
+import p2p_cli
 from p2p_cli.checks import BUNDLED_MMDIT
 from p2p_cli.recipe import BUNDLED_UNET
 from p2p_cli.model_spec import ModelSpec, from_configs
@@ -165,6 +166,63 @@ def shapes_mmdit_parts(unet_folder: Path, dtype: torch.dtype = torch.float32) ->
                 tokenizer_2=tokenizer)
 
 
+MAX_DEFAULT_THREADS = 4  # the small models this tool runs on a CPU gain little from more; more oversubscribe
+# torch's own count, when torch was not imported before p2p (then nobody changed it since, in all likelihood)
+_TORCH_DEFAULT_THREADS = None if p2p_cli.TORCH_BEFORE_P2P else torch.get_num_threads()
+_chosen_threads: int | None = None  # the count p2p last set in this process
+
+
+def default_threads(environ=os.environ) -> int | None:
+    """The CPU thread count when none is asked for: None if the user set OMP_NUM_THREADS (torch reads it),
+    else half the CPUs this process may run on (its affinity; at least 1, at most MAX_DEFAULT_THREADS).
+
+    Half: on a 2-core machine one thread made `make demo` faster than two even when idle (15.9 s against 21.3 s
+    with passive waiting, 2026-12-01), and it leaves the other core to whatever else runs."""
+    if environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available // 2, MAX_DEFAULT_THREADS))
+
+
+def user_set_threads() -> bool:
+    """Whether someone other than p2p changed torch's thread count (torch.set_num_threads before a model loads).
+
+    Known exactly when p2p imported torch first (torch's own count was read then); after a torch imported before
+    p2p, a count torch would not pick itself (the CPUs, those this process may use, or half the CPUs: its physical
+    cores with two threads each) is taken as the user's."""
+    now = torch.get_num_threads()
+    if _chosen_threads is not None:
+        return now != _chosen_threads
+    if _TORCH_DEFAULT_THREADS is not None:
+        return now != _TORCH_DEFAULT_THREADS
+    cpus = os.cpu_count() or 1
+    return now not in {cpus, cpus // 2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus}
+
+
+def use_threads(threads: int | None = None, environ=os.environ) -> int:
+    """Set torch's CPU threads and return the number in use: `threads` if given, else default_threads() unless the
+    user chose already (OMP_NUM_THREADS, torch.set_num_threads, or an earlier `threads=`).
+
+    The CLI and the library both come here, so a notebook runs as fast as `p2p edit` (issue 27: 66 s for a first
+    edit with torch's two spinning threads on a shared 2-core machine against 2.5 s with one passive thread)."""
+    global _chosen_threads
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads={threads}: give 1 or more CPU threads")
+        wanted = threads
+    elif _chosen_threads is not None or user_set_threads():  # chosen already, by p2p or by the user
+        return torch.get_num_threads()
+    else:
+        wanted = default_threads(environ)
+    if wanted:
+        torch.set_num_threads(wanted)
+        _chosen_threads = torch.get_num_threads()
+    return torch.get_num_threads()
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """auto: cuda if available, else mps, else cpu; an explicit device must be usable here."""
     if device == "auto":
@@ -191,8 +249,11 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False) -> Model:
-    """A Model from a hub id, a local save_pretrained folder or the bundled model (spec None or "shapes")."""
+def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
+               threads: int | None = None) -> Model:
+    """A Model from a hub id, a local save_pretrained folder or the bundled model (spec None or "shapes"); torch's
+    CPU threads set first (use_threads: `threads`, else the CLI's default unless the user chose)."""
+    use_threads(threads)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     if spec is None or spec in BUNDLED_NAMES:

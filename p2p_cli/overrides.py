@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from p2p_cli.paths import outside
-from p2p_cli.recipe import (BUNDLED_MMDIT, BUNDLED_UNET, Recipe, RecipeError, beside_recipe, default_name, parse_recipe,
-                            read_document, safe_load)
+from p2p_cli.recipe import (BUNDLED_MMDIT, BUNDLED_UNET, Recipe, RecipeError, beside_recipe, decode_text, default_name,
+                            parse_recipe, read_bytes, read_document, safe_load, with_lines, without_lines)
 
 UNSET = object()  # `--set key=` removes the key, so the field takes its default
 _PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -146,8 +146,30 @@ def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str |
     stdin_text: the text to read instead of the file (or of standard input); name: the default name;
     require_name: a recipe without a name is a problem (one recipe of a file of several, labelled "path#k");
     trust: a PNG's recipe or a run.json may name files outside its folder and hub models (stranger_problems);
-    model_set: --model overrides the recipe's model.
+    model_set: --model overrides the recipe's model. A whole file's problems get their lines (RecipeError.lines),
+    but for the fields an override set.
     """
+    source = str(path)
+    if stdin_text is None and source != "-" and not source.lower().endswith(".png"):
+        stdin_text = decode_text(read_bytes(path), source)
+    try:
+        return _read_recipe(path, overrides, stdin_text, name, require_name, trust, model_set)
+    except RecipeError as err:
+        if stdin_text is None or require_name:  # standard input, or one document of several: no file lines
+            raise without_lines(err) from None
+        keys = {_top_key(a.partition("=")[0].strip()) for a in overrides or ()}
+        with_lines(err, stdin_text)
+        err.lines = [None if _top_key(p) in keys else n for p, n in zip(err.problems, err.lines)]  # --set's own
+        raise
+
+
+def _top_key(problem: str) -> str:
+    """The top-level key a "path: message" problem is about ("edits" for edits[0].target)."""
+    return re.split(r"[.\[:]", problem, maxsplit=1)[0]
+
+
+def _read_recipe(path: str, overrides: list[str] | None, stdin_text: str | None, name: str | None,
+                 require_name: bool, trust: bool, model_set: bool) -> Recipe:
     data = read_document(path, stdin_text) if stdin_text is not None else read_document(path)
     return from_document(data, str(path), overrides, name or default_name(path), require_name, trust, model_set)
 

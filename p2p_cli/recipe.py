@@ -30,6 +30,7 @@ class RecipeError(ValueError):
     def __init__(self, problems: list[str], source: str = "recipe"):
         self.problems = problems
         self.source = source
+        self.lines: list[int | None] | None = None  # each problem's line in the file, once known (with_lines)
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
 
 
@@ -319,6 +320,38 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a recipe may have where `loc` (a key's path, the key last) is: the fields of the model there."""
+    import typing
+
+    model: Any = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        todo, model = [field.annotation] if field else [], None
+        while todo:  # unwrap Optional[...], list[...], Annotated[...] down to a model
+            kind = todo.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                model = kind
+                break
+            todo += list(typing.get_args(kind))
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """"; did you mean cross_replace?" for a misspelt key, else the keys allowed there."""
+    import difflib
+
+    keys = _fields_at(loc)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6) if loc else []
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f"; the keys here are {', '.join(keys)}" if keys else ""
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(p for p in loc if not (isinstance(p, str) and ("function-" in p or p.startswith("nullable"))))
 
@@ -329,7 +362,10 @@ def _problems(err: ValidationError) -> list[str]:
         loc = _clean_loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (remove it or check its spelling)"
+            msg = "unknown key (remove it or check its spelling)" + _did_you_mean(loc)
+        elif e["type"] in ("int_parsing", "float_parsing", "int_from_float"):
+            kind = "a number" if e["type"] == "float_parsing" else "a whole number"
+            msg = f"expected {kind} in digits, got {e['input']!r}"
         elif e["type"] == "missing":
             msg = "required, but missing"
         path = _format_loc(loc)
@@ -586,9 +622,80 @@ def parse_yaml(text: str, where: str) -> Any:
     except RecursionError:
         raise RecipeError([f"nested more than {MAX_DEPTH} levels deep"], where) from None
     except yaml.YAMLError as err:
-        raise RecipeError([f"not valid YAML: {err}"], where) from None
+        raise RecipeError([yaml_problem(err, text)], where) from None
     except (ValueError, TypeError, OverflowError) as err:  # e.g. a date such as 2001-02-30
         raise RecipeError([f"not valid YAML: {err}"], where) from None
+
+
+def yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """PyYAML's error as a recipe problem: the line and column, what is wrong, and for a tab or a misaligned key
+    what to do (never PyYAML's "<unicode string>")."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    what = "; ".join(str(p) for p in (getattr(err, "context", None), getattr(err, "problem", None)) if p) or str(err)
+    if mark is None:
+        return f"not valid YAML: {what}"
+    lines = text.splitlines()
+    here = lines[mark.line] if mark.line < len(lines) else ""
+    hint = ""
+    if "\t" in here[: mark.column + 1] or "'\\t'" in what:
+        hint = "; the line is indented with a tab: YAML indents with spaces only"
+    elif "mapping values are not allowed" in what or "expected <block end>" in what:
+        hint = "; check the indentation: keys of one mapping start in the same column (spaces, not tabs)"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}{hint}"
+
+
+def with_lines(err: RecipeError, text: str) -> RecipeError:
+    """The error with `lines` set: each problem's line (from 1) in the recipe's `text`, where its field (or the
+    closest key above it) is written, else None. `p2p` shows it after the problem as "(FILE:LINE)"."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError, ValueError):
+        root = None
+    err.lines = [_line_of(root, p.split(": ", 1)[0]) if root is not None and ": " in p and "line " not in p
+                 else None for p in err.problems]
+    return err
+
+
+def without_lines(err: RecipeError) -> RecipeError:
+    """The error marked as having no lines to show (standard input, a picture, one document of several)."""
+    err.lines = [None] * len(err.problems)
+    return err
+
+
+def with_file_lines(err: RecipeError) -> RecipeError:
+    """with_lines for an error about a whole recipe file (not a picture, standard input or one of several
+    documents), read again; the error as it is when its lines are known or cannot be."""
+    path = Path(err.source)
+    if getattr(err, "lines", None) is not None or path.suffix.lower() == ".png" or not path.is_file():
+        return err
+    try:
+        return with_lines(err, decode_text(read_bytes(path), err.source))
+    except RecipeError:
+        return err
+
+
+def _line_of(node: yaml.Node, path: str) -> int | None:
+    """The line (from 1) of a dotted path such as edits[0].cross_replace in a composed YAML tree."""
+    import re
+
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if isinstance(node, yaml.SequenceNode) and part.startswith("["):
+            index = int(part[1:-1])
+            if index >= len(node.value):
+                return line
+            node = node.value[index]
+        elif isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part]
+            if not match:
+                return line
+            key, node = match[0]
+            line = key.start_mark.line + 1
+            continue
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
 
 
 def decode_text(data: bytes, where: str) -> str:
@@ -654,3 +761,64 @@ def default_name(path: str | Path) -> str:
 def load_recipe(path: str | Path, text: str | None = None) -> Recipe:
     """Read and validate a recipe file ("-" with `text` for standard input)."""
     return parse_recipe(read_document(path, text), str(path), default_name=default_name(path))
+
+
+# What help(p2p.Recipe) and help(p2p.recipe.Edit) say about each field (README's recipe reference in short).
+FIELD_DOCS = {
+    Recipe: {
+        "source": "the source prompt (for image: what the picture shows)",
+        "edits": "the edits, at least one: Edit(target=...) or {target: ...}",
+        "name": "the output folder's name (default: the file's stem)",
+        "model": "hub id, local folder, single file or 'shapes' (default: the bundled shapes model)",
+        "seed": "seed of the one initial noise all prompts share, drawn on the CPU (default 8888)",
+        "steps": "sampling steps, 1-1000 (default 50)",
+        "guidance": "classifier-free guidance scale (default: the family's, 7.5 for SD)",
+        "size": "pixels: 512 or (height, width) (default: the model's native size)",
+        "negative_prompt": "the unconditional prompt of guidance",
+        "cross_replace": "window for edits that set none: tau for [0, tau), (start, end), or {default: .., word: ..}"
+                         " (default 0.8); larger keeps more of the source's layout and can block the edit",
+        "self_replace": "self-attention window for edits that set none (default 0.4; SD3 / FLUX.1 0.2); larger"
+                        " keeps the layout and the shapes",
+        "self_replace_max_res": "self-attention is injected in layers of at most this side (default latent / 4)",
+        "blend_res": "side of the maps local blend reads (default latent / 4, at least 8)",
+        "self_blocks": "SD3 / FLUX.1: the blocks whose image attention a target takes from the source",
+        "blend_blocks": "SD3 / FLUX.1: the blocks whose text attention local blend reads",
+        "shift": "SD3 / FLUX.1: the flow sampler's fixed shift (default: the family's)",
+        "text_mass": "SD3 / FLUX.1: whose share of attention an edited row gives the text (default self-window)",
+        "baseline": "also render every edit's prompt without control",
+        "image": "a real picture to edit (a path, relative to the recipe file; the API also takes a PIL image)",
+        "mask": "a picture: every edit may change only its white part",
+        "crop": "(left, top, right, bottom) pixels of image (default: the largest centred box)",
+        "inversion": "how image is inverted: direct (default), null-text, negative-prompt, ddim, ddpm",
+        "original_size": "SDXL: the size id, (height, width)",
+        "crops_coords_top_left": "SDXL: the crop id, (top, left)",
+        "target_size": "SDXL: the target size id, (height, width)",
+        "loras": "LoRA files and scales: [{path: style.safetensors, scale: 0.8}]",
+    },
+    Edit: {
+        "target": "the edited prompt",
+        "type": "replace (same number of words), refine (words added or removed) or reweight (default: inferred)",
+        "cross_replace": "when the edit follows the source's cross-attention (default: the recipe's)",
+        "self_replace": "when the edit takes the source's self-attention, the layout (default: the recipe's)",
+        "reweight": "{word: factor}: scale the attention to a word of the target (negative removes a property)",
+        "local_blend": "LocalBlend(words=[...]): change only where these words are",
+        "baseline": "also render this edit's prompt without control",
+    },
+    LocalBlend: {
+        "words": "the words (in the source or the target) whose attention marks where the edit may change",
+        "threshold": "a word map's share of its maximum above which the edit shows (default 0.3; lower: larger)",
+        "start": "the fraction of the steps from which the blend applies (default 0.2)",
+        "subtract": "words whose region is kept from the source",
+        "subtract_threshold": "the same share for the subtracted words (default 0.3)",
+    },
+}
+
+
+def _document_fields() -> None:
+    """Each model's docstring lists its fields with their meaning and default (help() shows it)."""
+    for model, docs in FIELD_DOCS.items():
+        lines = [f"    {name}: {docs[name]}" for name in model.model_fields if name in docs]
+        model.__doc__ = f"{model.__doc__}\n\nFields:\n" + "\n".join(lines)
+
+
+_document_fields()

@@ -44,7 +44,9 @@ class VizSpec:
     components: int = 10  # self-attention components drawn (0: none)
     words: tuple[str, ...] = ()  # words (or phrases, word#k) drawn at full size
     special: bool = False  # also tiles for the start and end tokens
-    background: str = "image"  # under the heat colours: "image" (the picture) or "grey" (it in greyscale)
+    # under the heat colours: "grey" (the picture in greyscale: its own colours cannot read as heat, as a blue
+    # square over the image read as zero attention) or "image" (the picture itself)
+    background: str = "grey"
 
 
 def parse_step_range(text: str) -> tuple[float, float]:

@@ -31,17 +31,18 @@ class Background(str, Enum):
 
 BackgroundOpt = Annotated[
     Background,
-    typer.Option("--background", help="Under the heat colours: the image, or it in grey (the heat colours then"
-                 " stand apart from the picture's own)."),
+    typer.Option("--background", help="Under the heat colours: the picture in grey (its own colours never read as"
+                 " heat), or the image itself."),
 ]
 OptRecipes = Annotated[
     Optional[list[str]],
     typer.Argument(help="Recipe files (YAML); - reads one from standard input. Or use --prompt.",
                    metavar="RECIPE", show_default=False),
 ]
-Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="One prompt to draw, instead of recipes.")]
+Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="One prompt to draw, instead of recipes (default: none).")]
 Name = Annotated[Optional[str], typer.Option("--name", help="Folder name for --prompt (default: its first words).")]
-Size = Annotated[Optional[int], typer.Option("--size", min=8, help="Image side in pixels (same as --set size=N).")]
+Size = Annotated[Optional[int], typer.Option("--size", min=8, help="Image side in pixels (same as --set size=N; default: the recipe's"
+                                                              " size:, else the model's).")]
 Words = Annotated[
     Optional[list[str]],
     typer.Option("--words", "-w", help="Draw these words' maps at full size (repeat, or separate with commas)."),
@@ -79,7 +80,7 @@ def attn_viz(
     step_range: StepRange = "0:1",
     components: Components = 10,
     special: Special = False,
-    background: BackgroundOpt = Background.image,
+    background: BackgroundOpt = Background.grey,
     overwrite: o.Overwrite = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -149,7 +150,7 @@ def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, m
                source_only=True)
 
 
-def _spec(words, res, places, step_range, components, special, background="image"):
+def _spec(words, res, places, step_range, components, special, background="grey"):
     """The options as a viz.VizSpec; UsageError for a bad --step-range."""
     from p2p_cli.analysis.maps import VizSpec, parse_step_range
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -15,46 +14,29 @@ from p2p_cli.recipe import Recipe, RecipeError, name_problem
 
 
 STDIN_ONCE = "name standard input (-) once; it may hold several recipes (--- between them, or JSON lines)"
-MAX_DEFAULT_THREADS = 4  # the small models this tool runs on a CPU gain little from more; more oversubscribe
-
-
-def default_threads(environ=os.environ) -> int | None:
-    """The CPU thread count when --threads is not given: None if the user set OMP_NUM_THREADS (torch reads it),
-    else half the CPUs this process may run on (its affinity; at least 1, at most MAX_DEFAULT_THREADS).
-
-    Half: on a 2-core machine one thread made `make demo` faster than two even when idle (15.9 s against 21.3 s
-    with passive waiting, 2026-12-01), and it leaves the other core to whatever else runs."""
-    if environ.get("OMP_NUM_THREADS", "").strip():
-        return None
-    try:
-        available = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        available = os.cpu_count() or 1
-    return max(1, min(available // 2, MAX_DEFAULT_THREADS))
 
 
 MAX_THREADS = 1024  # more than any CPU has; torch overflows on a number past a C int
 
 
 def use_threads(threads: int | None) -> int:
-    """Set torch's CPU threads (--threads, else default_threads()) and return the number in use."""
+    """Set torch's CPU threads (--threads, else the library's default: models.use_threads) and return the number
+    in use."""
     if threads is not None and threads > MAX_THREADS:
         from p2p_cli.cli.errors import UsageError
 
         raise UsageError(f"--threads {threads}: at most {MAX_THREADS} (this machine has {os.cpu_count()} CPUs)")
-    import torch
+    from p2p_cli.models import use_threads as set_threads
 
-    wanted = threads or default_threads()
-    if wanted:
-        torch.set_num_threads(wanted)
-    return torch.get_num_threads()
+    return set_threads(threads)
 
 
 def progress_bar(console: Console) -> Progress:
     """The one progress bar style (stderr console; gone when done): done/total, steps per second, elapsed and
     time left."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, transient=True)
+                    TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"),
+                    console=console, transient=True)
 
 
 class _Rate(ProgressColumn):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -36,6 +36,12 @@ Clip = Annotated[str, typer.Option("--clip", help="CLIP model for clip_img, clip
                                    " 'none' skips them.")]
 
 
+SampleSteps = Annotated[Optional[int], typer.Option("--steps", help="Sampling steps of every sample (same as --set"
+                                                                      " steps=N; default: 50).")]
+ResumePairs = Annotated[bool, typer.Option("--resume", help="Keep each pair's folder that a finished run with the same"
+                                                            " settings wrote; run only the other pairs (a killed run,"
+                                                            " started again).")]
+
 def dataset(
     pairs: PairsArg,
     out: Out = Path("dataset"),
@@ -45,12 +51,12 @@ def dataset(
     keep: Keep = DEFAULT_KEEP,
     seed: BaseSeed = 0,
     clip: Clip = CLIP_DEFAULT,
-    model: o.ModelSpec = None,
+    model: o.ModelOnly = None,
     device: o.DeviceOpt = o.Device.auto,
     dtype: o.DtypeOpt = o.Dtype.auto,
-    steps: o.Steps = None,
+    steps: SampleSteps = None,
     set_: o.Sets = None,
-    resume: o.Resume = False,
+    resume: ResumePairs = False,
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
     attention: o.AttentionOpt = o.Attention.fused,

@@ -17,9 +17,16 @@ from p2p_cli.cli.scale import Tally, fingerprint, gather, launch, resume_state, 
 from p2p_cli.files.outputs import remove_stale
 
 
+def absolute(path: Path | None) -> str | None:
+    """A picture named on the command line, absolute (the recipe it goes into may live elsewhere)."""
+    return None if path is None else str(path.expanduser().resolve())
+
+
 def edit(
     recipes: o.OptionalRecipeArgs = None,
     prompt: o.InlinePrompts = None,
+    image: o.ImageOpt = None,
+    mask: o.MaskOpt = None,
     out: o.OutDir = Path("outputs"),
     model: o.ModelSpec = None,
     device: o.DeviceOpt = o.Device.auto,
@@ -43,7 +50,7 @@ def edit(
 ) -> None:
     """Edit images as the recipes say; each recipe writes OUT/<name>/ (images, grid.png, run.json). Under torchrun
     or accelerate launch, each process takes its share of the recipes and rank 0 writes OUT/index.jsonl."""
-    overrides = overrides_from(set_, steps=steps, seed=seed)
+    overrides = overrides_from(set_, steps=steps, seed=seed, image=absolute(image), mask=absolute(mask))
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):
@@ -70,11 +77,12 @@ def edit(
         dt = pick_dtype(dtype.value, dev)
         for job in jobs:
             job.digest = fingerprint(job, baseline=baseline, attention=attention.value, save_attention=save_attention)
-            state = resume_state(job.folder, job.digest) if resume else None
-            if state == "finished":
+            state = resume_state(job.folder, job.digest) if not overwrite else None
+            if state == "finished":  # --resume, or a rerun: nothing changed, nothing to do
                 job.done = job.kept = True
-                print(f"kept {job.folder}/ (finished earlier: --resume)", flush=True)
-            elif state == "damaged":  # this recipe's folder, but a file it lists is gone or changed
+                why = "finished earlier: --resume" if resume else "this run is there already; --overwrite redoes it"
+                print(f"kept {job.folder}/ ({why})", flush=True)
+            elif state == "damaged" and resume:  # this recipe's folder, but a file it lists is gone or changed
                 job.replace = True
                 log(f"{job.folder}/ lacks files its run.json lists: running {job.recipe.name} again (--resume)")
         if stale := remove_stale([job.folder for job in jobs]):

@@ -15,7 +15,7 @@ import typer
 from p2p_cli.files import interrupts, outputs
 from p2p_cli.files.interrupts import Interrupted
 from p2p_cli.files.outputs import DegenerateResult, OutputExistsError, OutputPathError
-from p2p_cli.recipe import RecipeError
+from p2p_cli.recipe import RecipeError, with_file_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
@@ -56,8 +56,11 @@ def describe(err: BaseException) -> tuple[str, int]:
     models, torch = sys.modules.get("p2p_cli.models"), sys.modules.get("torch")
 
     if isinstance(err, RecipeError):
+        err = with_file_lines(err)  # a problem found later (a word the tokenizer lacks) gets its line too
         lines = [f"{err.source}: invalid recipe ({len(err.problems)} problem{'s' if len(err.problems) != 1 else ''})"]
-        return "\n".join(lines + [f"  {name_edits(p)}" for p in err.problems]), EXIT_INVALID
+        at = err.lines or [None] * len(err.problems)
+        return "\n".join(lines + [f"  {name_edits(p)}" + (f" ({err.source}:{n})" if n else "")
+                                  for p, n in zip(err.problems, at)]), EXIT_INVALID
     if isinstance(err, UsageError):
         return str(err), EXIT_INVALID
     if models is not None and isinstance(err, models.ModelLoadError):

@@ -42,7 +42,7 @@ def pie_bench(
                                            metavar="DIR", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results: OUT/<entry id>/ and"
                                                          " OUT/pie-bench.json.")] = Path("outputs/pie-bench"),
-    model: o.ModelSpec = None,
+    model: o.ModelOnly = None,
     inversion: Annotated[Inversion, typer.Option("--inversion", help="How each picture is inverted.")]
     = Inversion.direct,
     kinds: Annotated[Optional[str], typer.Option(
@@ -50,7 +50,8 @@ def pie_bench(
         " 1 change-object, 2 add-object, 3 delete-object, 4 change-content, 5 change-pose, 6 change-color,"
         " 7 change-material, 8 change-background, 9 change-style (default: all).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, show_default=False,
-                                                 help="Run only the first N entries (of the chosen kinds).")] = None,
+                                                 help="Run only the first N entries (of the chosen kinds; default:"
+                                                      " all of them).")] = None,
     edit_type: Annotated[EditType, typer.Option(
         "--edit-type", help="auto: replace when the prompts have as many words, else refine (p2p's rule);"
         " refine: always refine (what the benchmark's own P2P run does).")] = EditType.auto,

@@ -76,6 +76,7 @@ Guidance = Annotated[Optional[float], typer.Option(
 Negative = Annotated[str, typer.Option("--negative-prompt", help="Unconditional prompt (direct, ddim, start of null-text).")]
 Crop = Annotated[Optional[str], typer.Option("--crop", metavar="L,T,R,B",
                                              help="Crop box in pixels (default: the largest centred box).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the results: OUT/<name>/ (see --name).")]
 Name = Annotated[Optional[str], typer.Option("--name", help="Output folder name (default: the picture's file stem).")]
 
 
@@ -87,13 +88,13 @@ def invert(
     guidance: Guidance = None,
     negative_prompt: Negative = "",
     crop: Crop = None,
-    out: o.OutDir = Path("outputs"),
+    out: OutOpt = Path("outputs"),
     name: Name = None,
-    model: o.ModelSpec = None,
+    model: o.ModelOnly = None,
     device: o.DeviceOpt = o.Device.auto,
     dtype: o.DtypeOpt = o.Dtype.auto,
     overwrite: o.Overwrite = False,
-    json_: o.Json = False,
+    json_: o.JsonInvert = False,
     quiet: o.Quiet = False,
     allow_pickle: o.AllowPickle = False,
     threads: o.Threads = None,

@@ -298,6 +298,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
                 f" ({real.seconds:.1f} s now; inverting it took {real.inversion.seconds:.1f} s)")
         else:
             log(f"{recipe.name}: inverted {name} ({method}, {recipe.steps} steps) in {real.inversion.seconds:.1f} s")
+        log(f"{recipe.name}: {real.summary(result.run.images[0])}")
     finish(job, result, start=start, overwrite=overwrite, json_=json_)
 
 

@@ -6,12 +6,12 @@ argument errors and `p2p validate` stay fast. The engine is imported inside a co
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from p2p_cli import cpu_defaults
 from p2p_cli.cli.attn_viz import attn_viz
 from p2p_cli.cli.dataset import dataset
 from p2p_cli.cli.edit import edit
@@ -49,7 +49,8 @@ class Group(TyperGroup):
 app = typer.Typer(
     name="p2p",
     cls=Group,
-    help="Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion.",
+    help="Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX.1,"
+         " and on the bundled shapes models.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -72,7 +73,7 @@ def _root(
         typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
-    """Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion."""
+    """Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX.1."""
 
 
 for _name, _fn in (("edit", edit), ("validate", validate), ("attn-viz", attn_viz), ("invert", invert),
@@ -91,15 +92,7 @@ eval_app.command("pie-bench", cls=Command)(pie_bench)
 app.add_typer(eval_app, name="eval")
 
 
-def cpu_defaults(environ=os.environ) -> None:
-    """Before torch is imported: OpenMP threads that sleep when idle rather than spin (OMP_WAIT_POLICY=PASSIVE).
-
-    Spinning threads made CPU runs on a shared machine up to 10x slower (issue 19). A user's own setting wins.
-    """
-    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def main() -> None:
     """Console script entry point (errors are worded in cli/errors.py; exit codes 0, 1, 2)."""
-    cpu_defaults()
+    cpu_defaults()  # importing p2p_cli set it already; kept explicit for `python -m p2p_cli.cli.main`
     app(prog_name="p2p")  # also as `python -m p2p_cli`

@@ -42,15 +42,35 @@ InlinePrompts = Annotated[
                  help='An inline edit instead of a recipe: "a \\[cat->dog] on a mat", "a (smiling:5) doll",'
                       ' "a house \\[->in winter]"; repeatable.'),
 ]
+ImageOpt = Annotated[
+    Optional[Path],
+    typer.Option("--image", "-i", show_default=False, metavar="PICTURE",
+                 help="A picture of your own to edit (PNG, JPEG, WebP), inverted first; with --prompt, or replacing"
+                      " a recipe's image (same as --set image=PICTURE; default: the recipe's image:, if any)."),
+]
+MaskOpt = Annotated[
+    Optional[Path],
+    typer.Option("--mask", show_default=False, metavar="PICTURE",
+                 help="A black-and-white picture: the edits change only its white part (same as --set mask=PICTURE;"
+                      " default: the recipe's mask:, else the whole picture)."),
+]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for the results; each recipe writes OUT/<name>/.")]
 ModelSpec = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Hub id, local diffusers folder or 'shapes' (overrides the recipe's model)."),
+    typer.Option("--model", "-m", help="Hub id, local diffusers folder or 'shapes' (default: the recipe's model:, else"
+                                       " shapes)."),
+]
+ModelOnly = Annotated[  # commands that take no recipe
+    Optional[str],
+    typer.Option("--model", "-m", help="Hub id, local diffusers folder or 'shapes' (default: shapes, the bundled"
+                                       " model)."),
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: cuda, else mps, else cpu.")]
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="auto: fp16 on cuda, fp32 elsewhere.")]
-Steps = Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (same as --set steps=N).")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the initial noise (same as --set seed=N).")]
+Steps = Annotated[Optional[int], typer.Option(
+    "--steps", help="Sampling steps (same as --set steps=N; default: the recipe's steps:, else 50).")]
+Seed = Annotated[Optional[int], typer.Option(
+    "--seed", help="Seed of the initial noise (same as --set seed=N; default: the recipe's seed:, else 8888).")]
 Sets = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -64,6 +84,10 @@ Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace existing output folders (once the new one is complete).")
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per finished recipe and nothing else.")]
+JsonInvert = Annotated[bool, typer.Option("--json", help="Print the written folder and the inversion's record as one JSON"
+                                                         " object, and nothing else.")]
+JsonShow = Annotated[bool, typer.Option("--json", help="Print one JSON object per picture (its file, parameters text"
+                                                       " and recipe), and nothing else.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no log lines.")]
 AttentionOpt = Annotated[Attention, typer.Option("--attention", help="Attention kernels: fused (SDPA) or explicit.")]
 AllowPickle = Annotated[
@@ -75,19 +99,21 @@ SaveAttention = Annotated[
 ]
 Threads = Annotated[
     Optional[int],
-    typer.Option("--threads", min=1, help="CPU threads for torch (default: OMP_NUM_THREADS when set, else the CPUs"
-                 " this process may use, at most 4)."),
+    typer.Option("--threads", min=1, help="CPU threads for torch (default: OMP_NUM_THREADS when set, else half the"
+                 " CPUs this process may use, at least 1 and at most 4)."),
 ]
 BatchRows = Annotated[
     Optional[int],
     typer.Option("--batch-rows", min=1, metavar="N",
                  help="Run recipes that share a model, size, steps and guidance together, at most N denoiser rows per"
                       " call (a recipe's rows: its prompts, twice with guidance), so small edits fill a big GPU; the"
-                      " same pictures as one by one. Recipes with image:, mask: or --save-attention run alone."),
+                      " same pictures as one by one. Recipes with image:, mask: or --save-attention run alone"
+                      " (default: one recipe per call)."),
 ]
 Resume = Annotated[
     bool, typer.Option("--resume", help="Keep each recipe's folder that a finished run of the same recipe wrote;"
-                                         " run only the rest (a killed run, started again).")
+                                         " run only the rest (a killed run, started again). Without --overwrite an"
+                                         " unchanged recipe's folder is kept anyway.")
 ]
 
 TrustRecipe = Annotated[

@@ -29,8 +29,9 @@ Tau = Annotated[
     typer.Option("--tau", help="cross_replace values: LO:HI (step 0.2; HI included when on the grid), LO:HI:STEP"
                  " or V1,V2,... Each replaces an edit's default window with [0, tau); per-word windows are kept."),
 ]
-SelfTau = Annotated[Optional[str], typer.Option("--self-tau", help="self_replace values, written as for --tau.")]
-EditNo = Annotated[Optional[int], typer.Option("--edit", min=1, help="Sweep only edit K (1 = the first).")]
+SelfTau = Annotated[Optional[str], typer.Option("--self-tau", help="self_replace values, written as for --tau (default: the"
+                                                                " recipe's own, not swept).")]
+EditNo = Annotated[Optional[int], typer.Option("--edit", min=1, help="Sweep only edit K (1 = the first; default: every edit).")]
 BatchSize = Annotated[
     int, typer.Option("--batch-size", min=1, help="Sweep points per sampler run; each run also holds the source.")
 ]

@@ -21,8 +21,9 @@ from p2p_cli.recipe import Recipe, RecipeError
 
 def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = None, set_: o.Sets = None,
              trust_recipe: o.TrustRecipe = False, name: o.InlineNames = None, debug: o.Debug = False) -> None:
-    """Check recipes (schema, picture, words/tokens against the CLIP tokenizer of SD v1) without a model; print
-    every setting each resolves to."""
+    """Check recipes (schema, picture, words and token counts against CLIP's tokenizer, and an SD3 or FLUX.1
+    model's T5 when it is on disk or in the Hugging Face cache) without loading a model; print every setting each
+    resolves to."""
     code = EXIT_OK
     with handled(debug):
         recipes = recipes or []

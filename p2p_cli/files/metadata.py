@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -98,5 +99,7 @@ def png_document(path: Path) -> dict:
         raise RecipeError([f"its {RECIPE} text chunk is not a recipe: {err}"], str(path)) from None
     if data is None:
         raise RecipeError([f"this picture holds no recipe (no {RECIPE} text chunk): only pictures written by p2p"
-                           " can be run again"], str(path))
+                           " can be run again. To edit this picture, describe it and the change:"
+                           f" p2p edit --image {shlex.quote(str(path))} --prompt \"a [blue->red] circle\""],
+                          str(path))
     return data

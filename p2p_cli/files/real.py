@@ -3,6 +3,7 @@ from the inversion cache), and what an output folder records about it."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,33 @@ class RealPicture:
         save_inversion(self.inversion, folder / FILE_NAME, self.inversion.settings.get("key", ""))
         return {"input": "input.png", "inversion": FILE_NAME}
 
+    def box(self) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """The pixel box (left, top, right, bottom) of the original picture that was edited (its crop, else the
+        largest centred box) and the picture's (width, height), upright."""
+        from p2p_cli.render.load import centre_box, check_picture
+
+        width, height = check_picture(self.path)
+        box = tuple(self.crop) if self.crop else centre_box(width, height, tuple(self.picture.shape[-2:]))
+        return box, (width, height)
+
+    def summary(self, reconstruction) -> str:
+        """What a real-picture edit says about its picture: the pixel box edited, and how faithful the source is
+        (its PSNR against input.png, beside the VAE's own round trip)."""
+        from p2p_cli.engine.inversion import psnr
+
+        (left, top, right, bottom), (width, height) = self.box()
+        h, w = self.picture.shape[-2:]
+        vae = self.inversion.vae_psnr
+        return (f"crop box ({left}, {top}, {right}, {bottom}) of the {width}x{height} picture, resized to {w}x{h};"
+                f" source PSNR {psnr(reconstruction, self.picture):.1f} dB"
+                + (f" (VAE round trip {vae:.1f} dB)" if vae is not None else ""))
+
+    def tile_note(self, reconstruction) -> str:
+        """The grid's source tile title: the inversion method and the source's PSNR."""
+        from p2p_cli.engine.inversion import psnr
+
+        return f"{self.inversion.method}, PSNR {psnr(reconstruction, self.picture):.1f} dB"
+
     def record(self, reconstruction) -> dict[str, Any]:
         """The run.json entry: method, seconds, reconstruction PSNR against input.png and the VAE ceiling."""
         from p2p_cli.engine.inversion import psnr
@@ -40,6 +68,7 @@ class RealPicture:
         return {
             "image": str(self.path),
             "crop": list(self.crop) if self.crop else "centre",
+            "box": list(self.box()[0]),  # the pixels edited, either way
             "method": inv.method,
             "seconds": round(inv.seconds, 3),
             "cached": self.cached,
@@ -155,3 +184,26 @@ def user_mask(recipe: Recipe, recipe_path: str, size: tuple[int, int], picture: 
         return load_mask(path, size, recipe.crop, picture_size)
     except ImageError as err:
         raise RecipeError([f"mask: {err}"], recipe_path) from None
+
+
+def picture_file(image: Any) -> Path:
+    """A picture given as a PIL image, as a file: written once as PNG into the cache (pictures/<sha256>.png), so
+    a recipe can name it and its inversion is cached like a file's. A path comes back as it is."""
+    if not hasattr(image, "save") or not hasattr(image, "mode"):
+        return Path(image).expanduser()
+    import hashlib
+    import io
+
+    from p2p_cli.files.inversion_cache import cache_dir
+
+    data = io.BytesIO()
+    image.save(data, format="PNG")
+    blob = data.getvalue()
+    folder = cache_dir().parent / "pictures"
+    path = folder / f"{hashlib.sha256(blob).hexdigest()}.png"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    return path

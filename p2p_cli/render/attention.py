@@ -56,12 +56,15 @@ def heat_over(image: torch.Tensor, map_: torch.Tensor, background: str = "image"
 
 
 def with_colour_bar(picture, low: str, high: str, note: str = ""):
-    """The picture (PIL) with a colour scale under it: the JET ramp from `low` (value 0) to `high`, and a note."""
+    """The picture (PIL) with a colour scale under it: the JET ramp from `low` (value 0) to `high`, and a note
+    wrapped to the picture's width (a narrow picture is widened so that the scale and a word fit)."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=12)
-    bar_w = max(64, min(256, picture.width - 2 * PAD - 120))
-    out = Image.new("RGB", (picture.width, picture.height + BAR_HEIGHT + 3 * PAD + 14), (255, 255, 255))
+    width = max(picture.width, 2 * PAD + round(font.getlength(low) + font.getlength(high)) + 12 + 64)
+    bar_w = max(64, min(256, width - 2 * PAD - 120))
+    notes = _wrap(note, font, width - 2 * PAD) if note else []
+    out = Image.new("RGB", (width, picture.height + BAR_HEIGHT + 3 * PAD + 14 * len(notes)), (255, 255, 255))
     out.paste(picture, (0, 0))
     ramp = colorize(torch.linspace(0, 1, bar_w)[None].expand(BAR_HEIGHT, -1))  # (3, BAR_HEIGHT, bar_w)
     x, y = PAD + font.getlength(low) + 6, picture.height + PAD
@@ -70,9 +73,20 @@ def with_colour_bar(picture, low: str, high: str, note: str = ""):
     draw.rectangle([round(x) - 1, y - 1, round(x) + bar_w, y + BAR_HEIGHT], outline=(20, 20, 20))
     draw.text((PAD, y - 1), low, font=font, fill=(20, 20, 20))
     draw.text((round(x) + bar_w + 6, y - 1), high, font=font, fill=(20, 20, 20))
-    if note:
-        draw.text((PAD, y + BAR_HEIGHT + PAD // 2), note, font=font, fill=(110, 110, 110))
+    for i, line in enumerate(notes):
+        draw.text((PAD, y + BAR_HEIGHT + PAD // 2 + 14 * i), line, font=font, fill=(110, 110, 110))
     return out
+
+
+def _wrap(text: str, font, width: float) -> list[str]:
+    """Lines of `text` that fit `width` pixels in `font` (a word longer than the width stands alone)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
 
 
 def tile_size(image_hw: tuple[int, int], longest: int = TILE) -> tuple[int, int]:
@@ -97,18 +111,20 @@ def _placed(tiles: list[Tile], columns: int = COLUMNS) -> list[Tile]:
 def cross_tiles(image: torch.Tensor, maps: torch.Tensor, labels: list[tuple[int, str]],
                 background: str = "image") -> list[Tile]:
     """One tile per (position, text) label: the token's map (h, w, L), own max, smooth, over the image; the
-    title holds the position and the map's min and max (the colour scale's top is that max)."""
+    title holds the position and the map's max (the colour scale's top)."""
     size = tile_size(tuple(image.shape[-2:]))
     small = _resize(image, size)
     tiles = []
     for pos, text in labels:
         m = maps[..., pos]
-        title = f"{pos} · {float(m.min()):.2g}-{float(m.max()):.2g}"
+        title = f"{pos} · max {float(m.max()):.2g}"
         tiles.append(Tile(heat_over(small, upsample(m, size), background), title, text or " "))
     return _placed(tiles)
 
 
-CROSS_SCALE = ("0", "tile max", "colour: attention from 0 to each tile's own max (title: the map's min-max)")
+CROSS_SCALE = ("0", "tile max", "colour: attention from 0 to each tile's own max (its title)")
+SELF_SCALE = ("min", "max", "colour: each component from its own min to its max; under it, its share of the"
+              " variance")
 
 
 def component_tiles(components: torch.Tensor, shares: torch.Tensor, image_hw: tuple[int, int]) -> list[Tile]:
@@ -126,8 +142,8 @@ def word_tiles(image: torch.Tensor, wmap: torch.Tensor, word: str, role: str, ba
     """The word's map at full image size: heat over the image, and the plain map (white = most) beside it."""
     full = upsample(wmap, tuple(image.shape[-2:]))
     title = f"{role} · {word}"
-    return [Tile(heat_over(image, full, background), title, f"over the image · {float(wmap.min()):.2g}-"
-                 f"{float(wmap.max()):.2g}", col=0),
+    return [Tile(heat_over(image, full, background), title, f"over the image · max {float(wmap.max()):.2g}",
+                 col=0),
             Tile(full[None].expand(3, -1, -1), title, "map (white = most)", col=1)]
 
 
@@ -175,8 +191,9 @@ def save_attention(
                                                        *CROSS_SCALE), folder / f"{role}-cross.png", chunks)
         if spec.components > 0:
             comps, shares = self_components(store, row, res, spec.places, spec.components)
-            files[f"{role}-self"] = _save(make_grid(component_tiles(comps, shares, tuple(image.shape[-2:]))),
-                                          folder / f"{role}-self.png", chunks)
+            files[f"{role}-self"] = _save(with_colour_bar(make_grid(component_tiles(comps, shares,
+                                                                                    tuple(image.shape[-2:]))),
+                                                          *SELF_SCALE), folder / f"{role}-self.png", chunks)
         for word in spec.words:
             positions = word_positions(tokenizer, prompt, word)
             if positions is None:
@@ -185,7 +202,7 @@ def save_attention(
             name = f"{role}-{'word-' if slug in RESERVED else ''}{slug}"
             tiles = word_tiles(image, word_map(maps, positions), word, role, background)
             files[name] = _save(with_colour_bar(make_grid(tiles), "0", "max", "colour: the word's attention, 0 to"
-                                                " its max (caption: min-max)"), folder / f"{name}.png", chunks)
+                                                " its max (caption)"), folder / f"{name}.png", chunks)
     for k, mask in sorted(masks.items()):
         role = f"edit-{k}"
         if role in roles:

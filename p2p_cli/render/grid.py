@@ -52,17 +52,20 @@ def word_positions(prompt: str, words) -> set[int]:
 def edit_tiles(
     images: torch.Tensor, prompts: list[str], roles: list[str], kinds: dict[int, str], reweights: dict[int, dict],
     masks: dict[int, torch.Tensor] | None = None, picture: torch.Tensor | None = None,
+    source_note: str | None = None, picture_note: str | None = None,
 ) -> list[Tile]:
     """Tiles for an edit run: the source and edits on the first row, each baseline-k under edit-k, and under
     those each blended edit's local-blend mask; with a real picture, the input first, beside its reconstruction.
 
     kinds: edit number -> edit type; reweights: edit number -> {word: factor} (marked, noted in the title);
-    masks: edit number -> (H, W) local-blend mask in [0, 1]; picture: (3, H, W) the input as the model saw it.
+    masks: edit number -> (H, W) local-blend mask in [0, 1]; picture: (3, H, W) the input as the model saw it;
+    source_note: added to the source's title (a real picture's inversion and PSNR); picture_note: the input's
+    caption (its crop box).
     """
     tiles = []
     shift = 1 if picture is not None else 0
     if picture is not None:
-        tiles.append(Tile(picture, "input", "the picture, as cropped and resized", col=0))
+        tiles.append(Tile(picture, "input", picture_note or "the picture, as cropped and resized", col=0))
     source = prompts[roles.index("source")] if "source" in roles else prompts[0]
     for image, prompt, role in zip(images, prompts, roles):
         kind, _, number = role.partition("-")
@@ -77,6 +80,8 @@ def edit_tiles(
             title = " · ".join([role] + [n for n in notes if n])
         elif kind == "baseline":
             title = f"{role} · no control"
+        elif kind == "source" and source_note:
+            title = f"{role} · {source_note}"
         tiles.append(Tile(image, title, prompt, marked, row=1 if kind == "baseline" else 0, col=k + shift))
     mask_row = 1 + any(t.row == 1 for t in tiles)
     for k, mask in sorted((masks or {}).items()):

@@ -7,6 +7,7 @@ one end token.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,8 @@ class WordNotFound(PromptError):
             head = f'"{word}" does not exist: "{base}" occurs {times} in the prompt'
         else:
             head = f'"{word}" is not in the prompt'
-        super().__init__(f"{head}; its words are: {listed}")
+        close = [] if occurrences else difflib.get_close_matches(word.lower(), prompt_words, n=1, cutoff=0.6)
+        super().__init__(f"{head}; its words are: {listed}" + (f'; did you mean "{close[0]}"?' if close else ""))
 
 
 @dataclass(frozen=True)

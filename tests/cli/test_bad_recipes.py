@@ -1,4 +1,5 @@
-"""Each bad recipe gives its one exact line, from `p2p validate` (no model) and from `p2p edit` (nothing written).
+"""Each bad recipe gives its one exact line, ending with where in the file, from `p2p validate` (no model) and from
+`p2p edit` (nothing written).
 
 An edit is named both ways: edits[0] as the recipe's list (and --set edits.0...) counts, edit-1 as the files do."""
 
@@ -9,9 +10,10 @@ import pytest
 OK_EDIT = {"target": "a dog"}
 CASES = [
     ("unknown key", {"source": "a cat", "edits": [{"target": "a dog", "colour": "red"}]},
-     "edits[0].colour (edit-1): unknown key (remove it or check its spelling)"),
+     "edits[0].colour (edit-1): unknown key (remove it or check its spelling); the keys here are target, type,"
+     " cross_replace, self_replace, reweight, local_blend, baseline"),
     ("unknown top key", {"source": "a cat", "stepz": 3, "edits": [OK_EDIT]},
-     "stepz: unknown key (remove it or check its spelling)"),
+     "stepz: unknown key (remove it or check its spelling); did you mean steps?"),
     ("tau above 1", {"source": "a cat", "edits": [{"target": "a dog", "cross_replace": 1.2}]},
      "edits[0].cross_replace (edit-1): tau 1.2 is outside [0, 1]"),
     ("start after end", {"source": "a cat", "edits": [{"target": "a dog", "self_replace": [0.6, 0.2]}]},
@@ -36,23 +38,34 @@ CASES = [
     ("no edits", {"source": "a cat", "edits": []}, "edits: List should have at least 1 item after validation, not 0"),
     ("not a mapping", ["a cat", "a dog"], "the top level must be a mapping of keys, got list"),
 ]
+# the line of the written file (yaml.safe_dump of the case) each problem ends with, "(FILE:LINE)": its field's,
+# or the closest key above it; none for a field that is missing at the top or a file that is not a mapping
+AT = {"unknown key": 4, "unknown top key": 2, "tau above 1": 4, "start after end": 4, "per-word end above 1": 4,
+      "replace with unequal word counts": 4, "reweight without factors": 3, "reweighted word not in prompt": 5,
+      "blend word in neither prompt": 5, "prompt over 77 tokens": 3, "bad size": 2, "no edits": 2}
+CASES = [(name, data, line, AT.get(name)) for name, data, line in CASES]
 
 
-@pytest.mark.parametrize("data, line", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_validate_gives_the_line(cli, write_recipe, data, line):
+def shown(line: str, path, at: int | None) -> str:
+    return f"\n  {line}" + (f" ({path}:{at})" if at else "") + "\n"
+
+
+@pytest.mark.parametrize("data, line, at", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_validate_gives_the_line(cli, write_recipe, data, line, at):
     path = write_recipe(data, name="bad")
     result = cli("validate", path)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {path}: invalid recipe (")
-    assert f"\n  {line}\n" in result.stderr
+    assert shown(line, path, at) in result.stderr
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("data, line", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_edit_gives_the_line_and_writes_nothing(cli, write_recipe, tiny_model_dir, tmp_path, data, line):
-    result = cli("edit", write_recipe(data, name="bad"), "--model", tiny_model_dir, "--out", tmp_path / "out")
+@pytest.mark.parametrize("data, line, at", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_edit_gives_the_line_and_writes_nothing(cli, write_recipe, tiny_model_dir, tmp_path, data, line, at):
+    path = write_recipe(data, name="bad")
+    result = cli("edit", path, "--model", tiny_model_dir, "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert f"\n  {line}\n" in result.stderr
+    assert shown(line, path, at) in result.stderr
     assert not (tmp_path / "out" / "bad").exists() and result.stdout == ""
 
 

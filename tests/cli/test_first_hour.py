@@ -85,24 +85,6 @@ def test_the_torch_free_check_finds_what_compiling_the_plan_finds(data, tokenize
     assert expected and recipe_problems(recipe, tokenizer) == expected
 
 
-def test_thread_defaults(monkeypatch):
-    from p2p_cli.cli.common import MAX_DEFAULT_THREADS, default_threads
-    from p2p_cli.cli.main import cpu_defaults
-
-    assert default_threads({"OMP_NUM_THREADS": "3"}) is None  # the user's setting: torch reads it
-    assert default_threads({}) == max(1, min(len(os.sched_getaffinity(0)) // 2, MAX_DEFAULT_THREADS))
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert default_threads({}) == 1  # half of 2 cores: the other is left to the rest of the machine
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert default_threads({}) == MAX_DEFAULT_THREADS
-    env = {}
-    cpu_defaults(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    cpu_defaults(env)
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
-
-
 def test_threads_option_is_on_every_command_that_runs_a_model():
     for command in ("edit", "attn-viz", "invert", "sweep"):
         assert "--threads" in probe(command, "--help").stdout, command

@@ -1,4 +1,5 @@
-"""A recipe's mask through `p2p edit`: the applied mask is written, the path replays, a missing file is exit 2."""
+"""A recipe's mask through `p2p edit`: the applied mask is written (mask.png, which the folder's recipe names), a
+missing file is exit 2."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def test_a_recipe_with_a_mask_writes_the_applied_mask(cli, tiny_model_dir, tmp_p
     folder = tmp_path / "out" / "masked"
     shown = np.asarray(Image.open(folder / "edit-1-mask.png"))
     assert shown[:, :60].min() == 255 and shown[:, 68:].max() == 0
-    assert json.loads((folder / "run.json").read_text())["recipe"]["mask"] == str(tmp_path / "m.png")
+    assert json.loads((folder / "run.json").read_text())["recipe"]["mask"] == "mask.png"  # the folder replays alone
+    assert np.array_equal(np.asarray(Image.open(folder / "mask.png")), np.asarray(Image.open(tmp_path / "m.png")))
     data["mask"] = "missing.png"
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
     bad = cli("edit", tmp_path / "r.yaml", "--model", tiny_model_dir, "--out", tmp_path / "out2")
