@@ -111,16 +111,18 @@ def score_files(entry: PieEntry, edited_png: Path, scorers: Scorers) -> dict[str
 
 
 def summarise(rows: list[dict]) -> dict[str, Any]:
-    """Means of each measure over the scored rows, per kind (in id order) and overall; `n` counts the rows, and
-    a measure's mean leaves out the rows where it is None (as the evaluator's "nan")."""
+    """Means of each measure over the scored rows, per kind (in id order) and overall; `n` counts the scored
+    rows, `counts` the values each measure's mean is over: it leaves out the rows where the measure is None (its
+    network skipped, or its region empty: as the evaluator's "nan")."""
 
     def means(chosen: list[dict]) -> dict[str, Any]:
-        out = {"n": len(chosen), "means": {}}
+        out: dict[str, Any] = {"n": len(chosen), "means": {}, "counts": {}}
         for m in MEASURES:
             values = [r["scores"][m] for r in chosen if r["scores"].get(m) is not None]
             finite = [v for v in values if math.isfinite(v)]
             out["means"][m] = (sum(finite) / len(finite) if len(finite) == len(values) else math.inf) if values \
                 else None
+            out["counts"][m] = len(values)
         return out
 
     scored = [r for r in rows if r.get("scores")]
@@ -245,15 +247,31 @@ def _jsonable(value):
 
 def table(summary: dict[str, Any]) -> str:
     """The summary as the paper's table: one line per kind and one for all, each measure at the paper's scale
-    (Structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2); '-' where a measure was skipped."""
+    (Structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2). `n` counts the entries scored; a mean over fewer
+    values (the others had no region to score) says how many, `12.34 (139)`; `skipped` marks a measure whose
+    network was not loaded, `empty` one that no entry of the line had a region for. A legend line says so."""
     heads = {"structure_distance": "Struct x1e3 ↓", "psnr": "PSNR ↑", "lpips": "LPIPS x1e3 ↓", "mse": "MSE x1e4 ↓",
              "ssim": "SSIM x1e2 ↑", "clip_whole": "CLIP whole ↑", "clip_edited": "CLIP edited ↑"}
-    lines = [f"{'kind':<18} {'n':>4} " + " ".join(f"{heads[m]:>13}" for m in MEASURES)]
+    skipped = summary.get("skipped_measures", {})
+    lines = [f"{'kind':<18} {'n':>4} " + " ".join(f"{heads[m]:>14}" for m in MEASURES)]
     groups = [*summary["kinds"].items(), ("all", summary["overall"])]
+    used: set[str] = set()
     for name, group in groups:
         cells = []
         for m, (_, scale, _) in MEASURES.items():
-            v = group["means"].get(m)
-            cells.append("-" if v is None else f"{v * scale:.2f}" if math.isfinite(v) else "inf")
-        lines.append(f"{name:<18} {group['n']:>4} " + " ".join(f"{c:>13}" for c in cells))
-    return "\n".join(lines)
+            v, k = group["means"].get(m), group.get("counts", {}).get(m, group["n"])
+            if v is None:
+                cell = "skipped" if m in skipped else "empty"
+                used.add(cell)
+            else:
+                cell = f"{v * scale:.2f}" if math.isfinite(v) else "inf"
+                if k < group["n"]:
+                    cell += f" ({k})"
+                    used.add("fewer")
+            cells.append(cell)
+        lines.append(f"{name:<18} {group['n']:>4} " + " ".join(f"{c:>14}" for c in cells))
+    legend = {"fewer": "(k): the mean of k values, the other entries had no region to score",
+              "skipped": "skipped: the measure's network was not loaded (see skipped_measures)",
+              "empty": "empty: no entry had a region to score"}
+    notes = [text for key, text in legend.items() if key in used]
+    return "\n".join(lines + (["; ".join(notes)] if notes else []))

@@ -7,6 +7,7 @@ parts, rebuilt from `weights/` exactly as training built them (`models.shapes_mm
 StableDiffusion3Pipeline.from_pretrained that reads a hub SD3 folder.
 
     python -m lab.shapes.mmdit_bundle CHECKPOINT   # replace weights-mmdit/ with a trained checkpoint's parts
+    python -m lab.shapes.mmdit_bundle --unpack DIR  # the shipped model as a whole folder train_mmdit --resume reads
 """
 
 from __future__ import annotations
@@ -58,12 +59,32 @@ def export(checkpoint: Path, out: Path | None = None) -> Path:
     return out
 
 
+def unpack(out: Path, bundle: Path | None = None) -> Path:
+    """Write the bundled model (or bundle, a folder export wrote) as the whole StableDiffusion3Pipeline folder
+    train_mmdit writes: its transformer and scheduler with the shared parts rebuilt from the UNet model, so that
+    `train_mmdit --resume out` continues from the shipped weights."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    from .train_mmdit import save
+
+    bundle = bundle or bundle_mmdit_weights()
+    shared = shapes_mmdit_parts(bundled_weights())
+    transformer = SD3Transformer2DModel.from_pretrained(bundle / "transformer")
+    shift = FlowMatchEulerDiscreteScheduler.from_pretrained(bundle / "scheduler").config.shift
+    save(out, transformer, shared["vae"], shared["text_encoder"], shared["tokenizer"], shift)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Replace the bundled transformer shapes model with a checkpoint's parts.")
-    ap.add_argument("checkpoint", type=Path, help="a folder train_mmdit wrote")
+    ap.add_argument("checkpoint", type=Path, nargs="?", help="a folder train_mmdit wrote")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--unpack", type=Path, default=None, metavar="DIR",
+                    help="instead: write the bundled model as a whole folder (train_mmdit --resume DIR)")
     args = ap.parse_args(argv)
-    print(export(args.checkpoint, args.out))
+    if (args.checkpoint is None) == (args.unpack is None):
+        ap.error("give a checkpoint to export or --unpack DIR")
+    print(unpack(args.unpack) if args.unpack else export(args.checkpoint, args.out))
 
 
 if __name__ == "__main__":

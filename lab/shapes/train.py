@@ -2,8 +2,11 @@
 
 python -m lab.shapes.train --out DIR --seed 0 --minutes 50 [--vae-minutes 5] [--threads 2]
 python -m lab.shapes.train --resume DIR --out DIR2 --decoder-only --minutes 15   (the VAE decoder alone)
+python -m lab.shapes.train --resume DIR --out DIR2 --world wide --minutes 60 --lr 2e-4 --pad-keeps-background
 
-Data is drawn on the fly from world.sample_scene with a numpy Generator seeded by --seed; torch is seeded too,
+Data is drawn on the fly from the world --world names (WORLDS: the grid world, world.sample_scene, by default;
+`wide`: world.sample_wide_scene, sizes and places continuous, one to three objects, half the captions without
+place words) with a numpy Generator seeded by --seed; torch is seeded too,
 so a run is reproducible in what it draws, though CPU thread scheduling can make it not bit-exact. EMA weights
 are saved with save_pretrained (safetensors, StableDiffusionPipeline layout) into --out every few minutes and
 at the end, so a partial run is usable. The learning-rate schedule is fixed in steps; --minutes only ends it.
@@ -32,7 +35,9 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from lab.arch import clip_tokenizer
 from p2p_cli.families.sd import SD_SCHEDULER
 from .captions import caption
-from .world import render, sample_scene
+from .world import render, sample_scene, sample_wide_scene
+
+WORLDS = {"grid": sample_scene, "wide": sample_wide_scene}  # --world: what the pictures and captions are drawn from
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Config:
     read_loss: float = 0.0  # weight of the word-reading loss (see reading_loss); stage 3 of the shipped weights: 0.02
     pad_shuffle: bool = True  # give each caption another caption's end-of-text/padding embeddings (see shuffle_padding)
     pad_keeps_background: bool = False  # the donor names the same background (stage 4 of the shipped weights)
+    world: str = "grid"  # a WORLDS key: the scenes every phase (VAE, diffusion, padding donors) is trained on
 
 
 def build(cfg: Config, seed: int) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
@@ -95,9 +101,9 @@ def log(msg: str) -> None:
 BACKGROUND_DROPOUT = 0.2  # fraction of captions without "on a <colour> background"
 
 
-def batch_of(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
+def batch_of(rng: np.random.Generator, n: int, sampler=sample_scene) -> tuple[torch.Tensor, list[str]]:
     """n random training pictures as (n, 3, 64, 64) floats in [-1, 1], and their captions."""
-    x, captions, _, _ = scenes_batch(rng, n)
+    x, captions, _, _ = scenes_batch(rng, n, sampler)
     return x, captions
 
 
@@ -299,7 +305,7 @@ def train_vae(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, steps: 
     vae.train()
     t0, step, avg = time.time(), 0, None
     while step < steps and time.time() - t0 < minutes * 60:
-        x, _ = batch_of(rng, cfg.vae_batch)
+        x, _ = batch_of(rng, cfg.vae_batch, WORLDS[cfg.world])
         post = vae.encode(x).latent_dist
         mse = reconstruction_loss(vae.decode(post.sample()).sample, x)
         optimiser_step(opt, mse + cfg.vae_kl * post.kl().mean(), vae.parameters(), cfg.vae_lr, step, 50)
@@ -309,7 +315,7 @@ def train_vae(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, steps: 
             log(f"vae step {step} mse {avg:.5f} {step * cfg.vae_batch / (time.time() - t0):.1f} img/s")
     vae.eval()
     with torch.no_grad():  # scaling_factor = 1 / std of the latents, as SD's 0.18215
-        x, _ = batch_of(rng, 256)
+        x, _ = batch_of(rng, 256, WORLDS[cfg.world])
         z = vae.encode(x).latent_dist.mean
         rec = vae.decode(z).sample
     vae.register_to_config(scaling_factor=float(1 / z.std()))
@@ -335,7 +341,7 @@ def finetune_decoder(vae: AutoencoderKL, cfg: Config, rng: np.random.Generator, 
     vae.train()
     t0, step, avg = time.time(), 0, None
     while time.time() - t0 < minutes * 60:
-        x, _ = batch_of(rng, cfg.vae_batch)
+        x, _ = batch_of(rng, cfg.vae_batch, WORLDS[cfg.world])
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
             scale = latent_noise * z.std() * torch.rand(z.shape[0], 1, 1, 1)
@@ -385,8 +391,11 @@ def save_whole(pipe, out: Path) -> None:
     tmp.rename(out)
 
 
-def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, out: Path, save_every: float):
-    """Epsilon-prediction DDPM loss over SD's 1000 scaled-linear steps; UNet and text encoder trained jointly."""
+def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, out: Path, save_every: float,
+                    max_steps: int | None = None) -> int:
+    """Epsilon-prediction DDPM loss over SD's 1000 scaled-linear steps; UNet and text encoder trained jointly, on
+    cfg.world's scenes; returns the number of steps."""
+    sampler = WORLDS[cfg.world]
     tokenizer = clip_tokenizer()
     tokens = Tokens(tokenizer)
     abar = DDIMScheduler(**SD_SCHEDULER).alphas_cumprod  # (1000,)
@@ -397,20 +406,20 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     unet.train(), text_encoder.train()
     t0, last_save, step, avg, avg_aux, avg_read = time.time(), time.time(), 0, None, None, 0.0
-    words = {w for s in (sample_scene(np.random.default_rng(i)) for i in range(200)) for w in caption(s).split()}
+    words = {w for s in (sampler(np.random.default_rng(i)) for i in range(200)) for w in caption(s).split()}
     assert all(len(tokenizer(w, add_special_tokens=False).input_ids) == 1 for w in words), "multi-token word"
     recorder = AttentionRecorder()
     unet.set_attn_processor({n: recorder if n.endswith("attn2.processor") else p
                              for n, p in unet.attn_processors.items()})
     while True:
-        done = time.time() - t0 >= minutes * 60
+        done = time.time() - t0 >= minutes * 60 or (max_steps is not None and step >= max_steps)
         if done or time.time() - last_save >= save_every * 60:
             save(out, vae, ema_unet, ema_text, tokenizer)
             last_save = time.time()
             log(f"saved step {step} to {out}")
             if done:
-                return
-        x, caps, scenes, with_bg = scenes_batch(rng, cfg.batch)
+                return step
+        x, caps, scenes, with_bg = scenes_batch(rng, cfg.batch, sampler)
         kept = [rng.random() >= cfg.caption_dropout for _ in caps]
         caps = [c if k else "" for c, k in zip(caps, kept)]
         targets, select = attention_targets(scenes, with_bg, kept)
@@ -426,7 +435,7 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         if cfg.pad_shuffle:
             named = [sc.background if b else None for sc, b in zip(scenes, with_bg)] if cfg.pad_keeps_background \
                 else None
-            rows, donor_caps = donor_captions(rng, ids, kept, tokens, tokenizer.eos_token_id, named)
+            rows, donor_caps = donor_captions(rng, ids, kept, tokens, tokenizer.eos_token_id, named, sampler=sampler)
             if rows:
                 with torch.no_grad():
                     donor = text_encoder(tokens(donor_caps))[0]
@@ -469,6 +478,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pad-keeps-background", action="store_true",
                     help="padding donors name the same background, so the padding still says it")
     ap.add_argument("--no-pad-shuffle", action="store_true", help="let the UNet read the padding embeddings")
+    ap.add_argument("--world", choices=sorted(WORLDS), default=Config.world,
+                    help="grid: nine named places (the shipped model's stages 1-5); wide: continuous sizes and "
+                         "places, one to three objects, half the captions without place words")
     ap.add_argument("--decoder-only", action="store_true",
                     help="with --resume: only fine-tune the VAE decoder for --minutes (encoder, UNet and text "
                          "encoder unchanged), then save to --out")
@@ -480,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
     cfg = Config(batch=args.batch, lr=args.lr, pad_shuffle=not args.no_pad_shuffle,
-                 read_loss=args.read_loss, pad_keeps_background=args.pad_keeps_background)
+                 read_loss=args.read_loss, pad_keeps_background=args.pad_keeps_background, world=args.world)
     rng = np.random.default_rng(args.seed)
     vae, unet, text_encoder = build(cfg, args.seed)
     t0 = time.time()

@@ -44,12 +44,11 @@ from transformers import CLIPTextModelWithProjection  # noqa: E402
 
 from lab.arch import clip_tokenizer  # noqa: E402
 from p2p_cli.models import shapes_mmdit_parts  # noqa: E402
-from .train import (Tokens, attention_targets, donor_captions, ema_update, localisation_loss,  # noqa: E402
-                    log, optimiser_step, save_whole, scenes_batch, shuffle_padding)
-from .world import sample_scene, sample_wide_scene  # noqa: E402
+from .train import (WORLDS, Tokens, attention_targets, donor_captions, ema_update,  # noqa: E402
+                    localisation_loss, log, optimiser_step, save_whole, scenes_batch, shuffle_padding)
+from .world import sample_wide_scene  # noqa: E402
 
 T5_ROWS = 256  # StableDiffusion3Pipeline's default max_sequence_length: zero rows appended without a T5
-WORLDS = {"wide": sample_wide_scene, "grid": sample_scene}
 
 
 @dataclass

@@ -33,10 +33,10 @@ def _pair(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None) -> tuple[
     return a.double()[None].cpu(), b.double()[None].cpu(), (keep.double().cpu() > 0.5).double()[None, None]
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """(size, size) Gaussian weights summing to 1 (Wang et al. 2004: 11x11, sigma 1.5)."""
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
+def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(size, size) Gaussian weights summing to 1 (Wang et al. 2004: 11x11, sigma 1.5), computed in dtype."""
+    x = torch.arange((1 - size) / 2, (1 + size) / 2, 1, dtype=dtype)
+    g = torch.exp(-((x / sigma) ** 2) / 2)
     g = g / g.sum()
     return g[:, None] * g[None, :]
 
@@ -46,7 +46,7 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, size: int = 11, sigma: float = 1.
     if min(a.shape[-2:]) <= size // 2:
         raise ValueError(f"images of {tuple(a.shape[-2:])} are too small for an {size}x{size} SSIM window")
     c1, c2 = 0.01**2, 0.03**2  # (K * data range)^2 with range 1
-    window = gaussian_window(size, sigma).to(a)[None, None].expand(3, 1, -1, -1)  # (3, 1, k, k) depthwise
+    window = gaussian_window(size, sigma, a.dtype)[None, None].expand(3, 1, -1, -1)  # (3, 1, k, k) depthwise
 
     def blur(x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.pad(x, [size // 2] * 4, mode="reflect"), window, groups=3)  # (1, 3, H, W)
@@ -260,14 +260,19 @@ def pie_psnr(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None)
 
 def pie_ssim(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> float | None:
     """SSIM (11x11 Gaussian, sigma 1.5, data range 1) of the pictures zeroed outside keep, averaged over the
-    channels and the picture less its SSIM_BORDER-pixel border (reflected borders, as the evaluator's
-    torchmetrics did)."""
+    channels and the picture less its SSIM_BORDER-pixel border (reflected borders), in float32.
+
+    This is the evaluator's call, StructuralSimilarityIndexMeasure(data_range=1.0) on float32 pictures, as
+    torchmetrics computed it up to 1.2 (the releases of 2023, when the benchmark was published: window, padding,
+    means and the final average all in the pictures' float32; the border left out; variances not clamped).
+    Later releases average the whole map and clamp the variances at 0 (1.9 is up to 5e-3 higher on masked
+    pictures); float64 would be 1-4e-4 lower than float32 on the benchmark's pictures (docs/pie-bench.md)."""
     a, b, keep = _pair(a, b, keep)
     if keep.sum() == 0:
         return None
-    values = ssim_map(a * keep, b * keep)  # (1, 3, H, W)
+    values = ssim_map((a * keep).float(), (b * keep).float())  # (1, 3, H, W) float32; the products are exact
     e = SSIM_BORDER
-    return float(values[..., e:-e, e:-e].mean())
+    return float(values[..., e:-e, e:-e].reshape(1, -1).mean(-1))
 
 
 def pie_clip_region(image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

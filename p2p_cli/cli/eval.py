@@ -33,8 +33,8 @@ class Inversion(str, Enum):
 
 
 class EditType(str, Enum):
-    auto = "auto"
     refine = "refine"
+    auto = "auto"
 
 
 def pie_bench(
@@ -53,8 +53,9 @@ def pie_bench(
                                                  help="Run only the first N entries (of the chosen kinds; default:"
                                                       " all of them).")] = None,
     edit_type: Annotated[EditType, typer.Option(
-        "--edit-type", help="auto: replace when the prompts have as many words, else refine (p2p's rule);"
-        " refine: always refine (what the benchmark's own P2P run does).")] = EditType.auto,
+        "--edit-type", help="refine: always refine, as the benchmark's own P2P run does (its protocol, so the"
+        " numbers compare with the published ones); auto: p2p's own rule, replace when the prompts have as many"
+        " words, else refine.")] = EditType.refine,
     reweight: Annotated[float, typer.Option(
         "--reweight", help="Factor on the target's blended word, as the benchmark's P2P run does; 1 for none.")]
     = REWEIGHT,

@@ -206,13 +206,13 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def entry_recipe(entry: PieEntry, *, inversion: str = "direct", edit_type: str = "auto",
+def entry_recipe(entry: PieEntry, *, inversion: str = "direct", edit_type: str = "refine",
                  reweight: float = REWEIGHT, blend: bool = True) -> tuple[dict, list[str]]:
     """The recipe (a dict, as YAML would give) that edits an entry as the benchmark's P2P runs do, and notes on
     what was left out: cross-attention window 0.4, self-attention 0.6, a local blend on the blended words that
-    are in the prompts, the target's blended word reweighted by `reweight` (1: none). edit_type "auto" infers
-    replace or refine from the word counts (p2p's rule); "refine" always refines (what the benchmark's own run
-    does). The mask is not used: it only scores."""
+    are in the prompts, the target's blended word reweighted by `reweight` (1: none). edit_type "refine" (the
+    default) always refines, as the benchmark's run does (is_replace_controller=False); "auto" is p2p's own rule,
+    replace when the prompts have as many words, else refine. The mask is not used: it only scores."""
     notes = []
     source_words, target_words = set(split_words(entry.source)), set(split_words(entry.target))
     edit: dict = {"target": entry.target}
@@ -245,7 +245,7 @@ class Settings:
     """How every entry is edited (the CLI's options)."""
 
     inversion: str = "direct"
-    edit_type: str = "auto"  # or "refine"
+    edit_type: str = "refine"  # the benchmark's protocol; "auto": p2p's replace-or-refine rule
     reweight: float = REWEIGHT
     blend: bool = True
     overrides: list[str] = field(default_factory=list)  # --set, --steps, --seed

@@ -53,7 +53,7 @@ def test_every_entry_is_edited_and_written_like_p2p_edit(ran):
         assert record["recipe"]["cross_replace"] == {"default": [0.0, 0.4]}
         assert record["recipe"]["self_replace"] == [0.0, 0.6]
     record = json.loads((out / "111000000000" / "run.json").read_text())
-    assert record["recipe"]["edits"][0]["type"] == "replace"
+    assert record["recipe"]["edits"][0]["type"] == "refine"  # the benchmark's protocol, though as many words
     assert record["recipe"]["edits"][0]["local_blend"]["words"] == ["square", "triangle"]
     assert "edit-1-mask.png" in {p.name for p in (out / "111000000000").iterdir()}
     assert not list(out.glob(".*"))  # no temporary folders or files left
@@ -88,6 +88,11 @@ def test_scores_match_a_hand_computation_from_the_written_pictures(ran, tiny_cli
         assert summary["overall"]["means"][m] == pytest.approx(np.mean([r["scores"][m] for r in rows]))
     assert summary["kinds"]["change-object"]["means"]["mse"] == pytest.approx(rows[1]["scores"]["mse"])
     assert summary["overall"]["n"] == 3 and summary["overall"]["means"]["lpips"] is None
+    assert summary["overall"]["counts"] == {**{m: 3 for m in MEASURES}, "lpips": 0}
+    # the benchmark's protocol by default: every edit refines
+    assert summary["settings"]["edit_type"] == "refine"
+    for row in rows:
+        assert json.loads((out / row["id"] / "run.json").read_text())["recipe"]["edits"][0]["type"] == "refine"
     assert list(summary["kinds"]) == ["random", "change-object", "change-color"]
 
 
@@ -95,13 +100,14 @@ def test_the_table_holds_the_paper_scaled_means(ran):
     folder, out, result = ran
     summary = json.loads((out / "pie-bench.json").read_text())
     lines = result.stdout.strip().splitlines()
-    assert lines[0].split()[:2] == ["kind", "n"] and len(lines) == 5  # heading, three kinds, all
-    last = lines[-1].split()
+    assert lines[0].split()[:2] == ["kind", "n"] and len(lines) == 6  # heading, three kinds, all, legend
+    assert lines[-1] == "skipped: the measure's network was not loaded (see skipped_measures)"
+    last = lines[-2].split()
     assert last[:2] == ["all", "3"]
     means = summary["overall"]["means"]
     assert float(last[2]) == pytest.approx(means["structure_distance"] * 1e3, abs=0.006)
     assert float(last[3]) == pytest.approx(means["psnr"], abs=0.006)
-    assert last[4] == "-"  # LPIPS skipped
+    assert last[4] == "skipped"  # LPIPS: its network was not loaded
     assert float(last[5]) == pytest.approx(means["mse"] * 1e4, abs=0.006)
     assert float(last[6]) == pytest.approx(means["ssim"] * 1e2, abs=0.006)
     assert "skipping lpips: --lpips none" in result.stderr
@@ -129,14 +135,15 @@ def test_limit_kinds_and_a_missing_network(pie_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     result = invoke(pie_folder, "--out", out, "--steps", STEPS, "--kinds", "1,6", "--limit", "1",
-                    "--dino", tmp_path / "no-dino", "--clip", "none", "--lpips", "none", "--edit-type", "refine")
+                    "--dino", tmp_path / "no-dino", "--clip", "none", "--lpips", "none", "--edit-type", "auto")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["111000000000", "pie-bench.json"]
     assert f"warning: skipping structure_distance: no DINO model folder at {tmp_path / 'no-dino'}" in result.stderr
     summary = json.loads((out / "pie-bench.json").read_text())
     assert summary["entries"][0]["scores"]["structure_distance"] is None
     record = json.loads((out / "111000000000" / "run.json").read_text())
-    assert record["recipe"]["edits"][0]["type"] == "refine"
+    assert record["recipe"]["edits"][0]["type"] == "replace"  # p2p's rule: as many words, a replacement
+    assert summary["settings"]["edit_type"] == "auto"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -156,3 +163,27 @@ def test_a_bad_folder_is_a_clear_error(tmp_path):
     assert result.exit_code == 2
     assert f"no mapping_file.json in {tmp_path}; give the PIE-Bench data folder" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_table_tells_a_skipped_network_from_an_empty_region_and_counts_each_mean():
+    from p2p_cli.pie_bench import summarise, table
+
+    def row(kind, psnr, clip_edited):
+        scores = dict.fromkeys(MEASURES, 0.5)
+        scores.update(psnr=psnr, clip_edited=clip_edited, lpips=None)  # LPIPS: the network skipped
+        return {"kind": kind, "status": "ok", "scores": scores}
+
+    rows = [row(6, 20.0, 30.0), row(6, None, 32.0), row(6, 24.0, 28.0), row(9, None, 31.0), row(9, None, 29.0)]
+    rows.append({"kind": 9, "status": "failed", "error": "x"})  # no scores: not counted
+    summary = {**summarise(rows), "skipped_measures": {"lpips": "--lpips none"}}
+    assert summary["overall"]["n"] == 5 and summary["overall"]["counts"]["psnr"] == 2
+    assert summary["overall"]["means"]["psnr"] == pytest.approx(22.0)
+    assert summary["kinds"]["change-style"]["counts"] == {**{m: 2 for m in MEASURES}, "psnr": 0, "lpips": 0}
+    lines = table(summary).splitlines()
+    cells = {line.split()[0]: line for line in lines[1:4]}
+    # psnr column: the mean over 2 of 3 entries says so; none of change-style's entries had a background
+    assert "22.00 (2)" in cells["change-color"] and "empty" in cells["change-style"].split()
+    assert "skipped" in cells["all"].split() and "22.00 (2)" in cells["all"] and "(5)" not in cells["all"]
+    assert lines[4].split("; ") == ["(k): the mean of k values, the other entries had no region to score",
+                                    "skipped: the measure's network was not loaded (see skipped_measures)",
+                                    "empty: no entry had a region to score"]

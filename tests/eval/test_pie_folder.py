@@ -45,15 +45,20 @@ def test_entry_recipes_follow_the_benchmarks_p2p_run(pie_folder):
     recipe, notes = entry_recipe(entries[1])
     assert notes == []
     assert recipe["cross_replace"] == 0.4 and recipe["self_replace"] == 0.6 and recipe["inversion"] == "direct"
-    assert recipe["edits"] == [{"target": "a big green triangle on the right on a white background",
+    # the benchmark's run always refines (is_replace_controller=False), also when the prompts have as many words
+    assert recipe["edits"] == [{"target": "a big green triangle on the right on a white background", "type": "refine",
                                 "local_blend": {"words": ["square", "triangle"]}, "reweight": {"triangle": 2.0}}]
     parsed = parse_recipe(recipe, "x")
-    assert parsed.edits[0].type == "replace" and parsed.image == str(entries[1].image) and "mask" not in recipe
+    assert parsed.edits[0].type == "refine" and parsed.image == str(entries[1].image) and "mask" not in recipe
+    assert Settings().edit_type == "refine"
+    # p2p's own rule behind --edit-type auto: the same word counts make a replacement
+    auto, _ = entry_recipe(entries[1], edit_type="auto")
+    assert "type" not in auto["edits"][0] and parse_recipe(auto, "x").edits[0].type == "replace"
 
-    refine, _ = entry_recipe(entries[0], edit_type="refine", reweight=1, inversion="null-text")
+    refine, _ = entry_recipe(entries[0], reweight=1, inversion="null-text")
     assert refine["edits"] == [{"target": entries[0].target, "type": "refine", "local_blend": {"words": ["circle"]}}]
     assert refine["inversion"] == "null-text"
-    plain, _ = entry_recipe(entries[2])  # no blended word: no blend, no reweight
+    plain, _ = entry_recipe(entries[2], edit_type="auto")  # no blended word: no blend, no reweight
     assert plain["edits"] == [{"target": entries[2].target}]
     assert entry_recipe(entries[1], blend=False)[0]["edits"][0].get("local_blend") is None
 

@@ -83,3 +83,24 @@ def test_export_takes_a_trained_folder_and_refuses_one_with_other_parts(tmp_path
     with pytest.raises(SystemExit, match="not the bundled UNet model's part"):
         export(other, tmp_path / "bundle2")
     assert not (tmp_path / "bundle2").exists()
+
+
+@needs_bundles
+def test_unpack_gives_train_mmdit_resume_the_shipped_weights(tmp_path):
+    """`mmdit_bundle --unpack DIR` then `train_mmdit --resume DIR` continues from exactly the shipped model."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from safetensors.torch import load_file
+
+    from lab.shapes.mmdit_bundle import main, unpack
+
+    folder = unpack(tmp_path / "whole")
+    shipped = {k: v for f in (bundle_mmdit_weights() / "transformer").glob("*.safetensors")
+               for k, v in load_file(f).items()}
+    resumed = SD3Transformer2DModel.from_pretrained(folder / "transformer").state_dict()  # as --resume reads it
+    assert resumed.keys() == shipped.keys() and all(torch.equal(resumed[k], v) for k, v in shipped.items())
+    assert FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler").config.shift == 1.0
+    out = export(folder, tmp_path / "bundle")  # refuses VAE or text encoders other than the rebuilt ones
+    assert load_file(next((out / "transformer").glob("*.safetensors"))).keys() == shipped.keys()
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2

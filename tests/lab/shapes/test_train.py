@@ -4,6 +4,7 @@ few steps of the decoder fine-tune on a tiny VAE)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lab.shapes.train import (Tokens, attention_targets, donor_captions, reading_loss, scenes_batch,
@@ -97,4 +98,63 @@ def test_decoder_finetune_changes_only_the_decoder():
     assert not any(p.requires_grad for p in tuned.parameters())
     with pytest.raises(SystemExit) as e:
         main(["--out", "x", "--decoder-only"])
+    assert e.value.code == 2
+
+
+def _tiny_config(**kw):
+    from lab.shapes.train import Config
+
+    return Config(vae_channels=(8, 8, 8), vae_groups=8, unet_channels=(16, 16, 32), unet_groups=8, unet_heads=2,
+                  text_hidden=16, text_layers=1, text_heads=2, vae_batch=2, batch=4, warmup=1, **kw)
+
+
+def _counting_wide(monkeypatch) -> list:
+    from lab.shapes import train as tr
+    from lab.shapes.world import sample_wide_scene
+
+    drawn = []
+
+    def counting(rng):
+        drawn.append(sample_wide_scene(rng))
+        return drawn[-1]
+
+    monkeypatch.setitem(tr.WORLDS, "wide", counting)
+    return drawn
+
+
+def test_the_wide_world_option_trains_the_unet_on_wide_scenes(tmp_path, monkeypatch):
+    """--world wide: the diffusion batches and the padding donors are drawn from the wide world (half its
+    captions name no place, one to three objects)."""
+    from lab.shapes import train as tr
+
+    drawn = _counting_wide(monkeypatch)
+    cfg = _tiny_config(world="wide")
+    vae, unet, text = tr.build(cfg, 0)
+    before = unet.state_dict()["conv_out.weight"].clone()
+    steps = tr.train_diffusion(vae.requires_grad_(False), unet, text, cfg, np.random.default_rng(1), minutes=5,
+                               out=tmp_path / "m", save_every=5, max_steps=2)
+    assert steps == 2 and not torch.equal(unet.state_dict()["conv_out.weight"], before)
+    # 200 for the one-token check, 2 x 4 training scenes, and the padding donors' draws
+    assert len(drawn) > 200 + 2 * cfg.batch
+    assert {s.places for s in drawn} == {True, False} and {len(s.objects) for s in drawn} == {1, 2, 3}
+    assert (tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_wide_world_option_trains_the_autoencoder_on_wide_scenes(monkeypatch):
+    from lab.shapes import train as tr
+
+    drawn = _counting_wide(monkeypatch)
+    cfg = _tiny_config(world="wide")
+    tr.train_vae(tr.build(cfg, 0)[0], cfg, np.random.default_rng(0), steps=1, minutes=1)
+    assert len(drawn) == cfg.vae_batch + 256  # one step and the scaling-factor batch
+
+
+def test_the_grid_world_stays_the_default():
+    from lab.shapes.train import WORLDS, Config, main
+    from lab.shapes.world import sample_scene
+
+    assert Config().world == "grid" and WORLDS["grid"] is sample_scene
+    with pytest.raises(SystemExit) as e:
+        main(["--out", "x", "--world", "round"])
     assert e.value.code == 2
