@@ -16,7 +16,7 @@ help:
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install $(TORCH)
-	$(VENV)/bin/pip install -e '.[test]'
+	$(VENV)/bin/pip install -e '.[test,ui]'
 	touch $@
 
 dev: $(VENV)/.stamp
