@@ -4,7 +4,6 @@ with the benchmark's seven measures against the original picture, and summed up 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from p2p_cli.fingerprint import fingerprint as digest
 from p2p_cli.analysis.metrics import (
     CLIP_DEFAULT, DINO_DEFAULT, ClipScorer, DinoStructure, Lpips, MetricUnavailable, clip_score, pie_clip_region,
     pie_mse, pie_psnr, pie_ssim,
@@ -133,8 +133,7 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
 def fingerprint(recipe: dict, model_id: str) -> str:
     """What makes an entry's folder: its recipe (after --set) and the model. --resume keeps a folder whose
     run.json records the same."""
-    text = json.dumps({"recipe": recipe, "model": model_id}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest({"recipe": recipe, "model": model_id})
 
 
 def finished(folder: Path, digest: str) -> bool:

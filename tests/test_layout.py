@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "paths", "recipe", "overrides", "manifests", "family_defaults", "model_spec", "checks", "families",
+ORDER = ["text", "paths", "fingerprint", "recipe", "overrides", "manifests", "family_defaults", "model_spec", "checks", "families",
          "models", "loras", "engine", "analysis", "render", "files", "api", "pie_bench", "shapes", "app", "cli", "__main__"]
 # A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
 EXCEPTIONS = {("recipe", "files")}
@@ -110,3 +110,10 @@ def test_each_family_takes_its_defaults_from_the_one_table():
     numbers = [path for path in PACKAGE.rglob("*.py") if path.name != "family_defaults.py"
                and any(f"default_guidance = {g}" in path.read_text() for g in ("7.5", "5.0", "7.0", "3.5"))]
     assert numbers == []  # no second copy of a default guidance
+
+
+def test_one_fingerprint_function():
+    """Resume (edit, dataset, PIE-Bench) and the inversion cache hash what makes a folder in one place."""
+    hashing = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+               if "hashlib.sha256(json.dumps(" in path.read_text()]
+    assert hashing == ["fingerprint.py"], hashing

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2p_cli.fingerprint import fingerprint as digest
 from p2p_cli.analysis.tau_sweep import CLIP_SCORES, EDITED, KEPT, LPIPS_SCORES, MASK_SCORES
 from p2p_cli.overrides import apply_overrides
 from p2p_cli.paths import read_regular_text
@@ -197,8 +198,7 @@ def check_pair(pair: Pair, rules: list[Rule]) -> list[str]:
 
 def fingerprint(pair: Pair, **how: Any) -> str:
     """What makes a pair's folder: the pair, and every setting that changes its samples or which are kept."""
-    what = {"pair": pair.as_dict(), "index": pair.index, **{k: how[k] for k in sorted(how)}}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    return digest({"pair": pair.as_dict(), "index": pair.index, **{k: how[k] for k in sorted(how)}})
 
 
 def json_number(value):

@@ -5,13 +5,13 @@ each process did so that rank 0 writes one index.jsonl."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2p_cli.fingerprint import fingerprint as digest
 from p2p_cli.paths import read_regular_text
 
 
@@ -50,11 +50,10 @@ def shard(jobs: list, rank: int, world: int) -> list:
 
 
 def fingerprint(job: Any, **how: Any) -> str:
-    """A hash of what makes a recipe's folder: the recipe as given, the model and LoRAs, and the options that
-    change the pictures (baseline, attention, attention pictures)."""
-    what = {"recipe": job.recipe.model_dump(mode="json"), "model": job.spec, "loras": list(job.loras),
-            "source_only": job.source_only, **{k: str(v) for k, v in sorted(how.items())}}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    """What makes a recipe's folder: the recipe as given, the model and LoRAs, and the options that change the
+    pictures (baseline, attention, attention pictures), fingerprinted (p2p_cli/fingerprint.py)."""
+    return digest({"recipe": job.recipe.model_dump(mode="json"), "model": job.spec, "loras": list(job.loras),
+                   "source_only": job.source_only, **{k: str(v) for k, v in sorted(how.items())}})
 
 
 def resume_state(folder: Path, digest: str) -> str | None:

@@ -17,7 +17,6 @@ from p2p_cli.cli.common import check_name, model_key, overrides_from, progress_b
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.files.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe
-from p2p_cli.recipe import RecipeError
 from p2p_cli.analysis.tau_sweep import (COLUMNS, EDITED, KEPT, csv_cell, expand, parse_pick, parse_taus, pick,
                                         pick_score)
 

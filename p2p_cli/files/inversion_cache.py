@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from p2p_cli.fingerprint import fingerprint
 from p2p_cli.families import Geometry
 from p2p_cli.engine.inversion import Inversion, NullTextSettings, Progress, invert
 from p2p_cli.models import Model
@@ -80,7 +81,7 @@ def inversion_key(image: torch.Tensor, model: Model, *, prompt: str, method: str
     if model.family.uses_micro_conditioning:  # SDXL: the size and crop ids condition every step
         geo = geo or Geometry(size=tuple(image.shape[-2:]))
         what["geometry"] = model.family.time_ids(geo, 1)[0].tolist()
-    what["key"] = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    what["key"] = fingerprint(what)
     return what
 
 
