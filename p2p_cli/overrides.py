@@ -141,7 +141,8 @@ def stranger(source: str, data: Any) -> str | None:
 def read_recipe(path: str, overrides: list[str] | None = None, stdin_text: str | None = None,
                 name: str | None = None, require_name: bool = False, trust: bool = False,
                 model_set: bool = False) -> Recipe:
-    """Like recipe.load_recipe, with `overrides` applied to the document first; "-" reads standard input.
+    """The one recipe reader: a recipe file (YAML, JSON, a run.json, a PNG p2p wrote; "-" reads standard input),
+    validated, with `overrides` applied to the document first (api.load_recipe is its public door).
 
     stdin_text: the text to read instead of the file (or of standard input); name: the default name;
     require_name: a recipe without a name is a problem (one recipe of a file of several, labelled "path#k");

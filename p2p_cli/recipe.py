@@ -758,11 +758,6 @@ def default_name(path: str | Path) -> str:
     return "recipe" if str(path) == "-" else Path(path).stem
 
 
-def load_recipe(path: str | Path, text: str | None = None) -> Recipe:
-    """Read and validate a recipe file ("-" with `text` for standard input)."""
-    return parse_recipe(read_document(path, text), str(path), default_name=default_name(path))
-
-
 # What help(p2p.Recipe) and help(p2p.recipe.Edit) say about each field (README's recipe reference in short).
 FIELD_DOCS = {
     Recipe: {

@@ -117,3 +117,11 @@ def test_one_fingerprint_function():
     hashing = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
                if "hashlib.sha256(json.dumps(" in path.read_text()]
     assert hashing == ["fingerprint.py"], hashing
+
+
+def test_one_recipe_reader():
+    """A recipe file is read by overrides.read_recipe alone (api.load_recipe is its public door, manifests read
+    each record through overrides.from_document)."""
+    readers = [f"{name}.{node.name}" for name, path in modules() for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.FunctionDef) and node.name in ("load_recipe", "read_recipe")]
+    assert sorted(readers) == ["p2p_cli.api.load_recipe", "p2p_cli.overrides.read_recipe"], readers

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from p2p_cli.engine.pipeline import check_recipe
-from p2p_cli.recipe import load_recipe, parse_recipe
+from p2p_cli.overrides import read_recipe as load_recipe
+from p2p_cli.recipe import parse_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from p2p_cli.overrides import read_recipe
-from p2p_cli.recipe import MAX_RECIPE_BYTES, MAX_TEXT, RecipeError, load_recipe
+from p2p_cli.overrides import read_recipe as load_recipe
+from p2p_cli.recipe import MAX_RECIPE_BYTES, MAX_TEXT, RecipeError
 
 BASE = "source: a cat\nedits:\n  - target: a dog\n"
 LAUGHS = "".join(  # 9 ** 7 = 4.8 million strings once expanded
