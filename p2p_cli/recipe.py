@@ -486,6 +486,8 @@ def recipe_document(recipe: Recipe) -> dict:
     def plain(model: BaseModel) -> dict:
         out = {}
         for key in type(model).model_fields:
+            if key not in model.model_fields_set:  # left to its default: unset again (a family default may fill it)
+                continue
             value = getattr(model, key)
             if isinstance(value, BaseModel):
                 value = cross(value) if isinstance(value, CrossSchedule) else plain(value)
