@@ -441,7 +441,8 @@ def _strict_problems(data: dict) -> list[str]:
 
 def recipe_document(recipe: Recipe) -> dict:
     """A Recipe as the document it reads from (windows as [start, end], cross schedules as {default: ..., word:
-    ...}), with whatever was assigned to its fields since it was made: parse_recipe checks it again."""
+    ...}), with whatever was assigned to its fields since it was made: parse_recipe checks it again. Only the
+    fields that were given or assigned (a default left out stays "not set": a model family's default applies)."""
     def cross(value: Any) -> Any:
         if isinstance(value, CrossSchedule):
             return {"default": list(value.default), **{w: list(win) for w, win in value.words.items()}}
@@ -450,6 +451,8 @@ def recipe_document(recipe: Recipe) -> dict:
     def plain(model: BaseModel) -> dict:
         out = {}
         for key in type(model).model_fields:
+            if key not in model.model_fields_set:
+                continue
             value = getattr(model, key)
             if isinstance(value, BaseModel):
                 value = cross(value) if isinstance(value, CrossSchedule) else plain(value)
