@@ -11,7 +11,7 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import check_names, warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
-from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry, size_problems
+from p2p_cli.checks import DEFAULT_GUIDANCE, DEFAULT_SELF_REPLACE, model_geometry, model_problems, size_problems
 from p2p_cli.files.real import recipe_loras
 from p2p_cli.manifests import read_recipes
 from p2p_cli.overrides import inline_recipes
@@ -49,7 +49,7 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
 
                     resolve_mask(recipe, label)
                     recipe_loras(recipe, label)
-                    if problems := size_problems(recipe, recipe.model):
+                    if problems := model_problems(recipe.model) + size_problems(recipe, recipe.model):
                         raise RecipeError(problems, label)
                     from p2p_cli.checks import check_tokenizers, clip_tokenizer, recipe_problems_for
 
