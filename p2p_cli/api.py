@@ -658,8 +658,9 @@ def dataset(model: Model, pairs: str | Path | list[dict], out: str | Path, *, sa
             run.skipped.append(pair.index)
             log(f"{pair.label}: kept {folder}/ (finished earlier: --resume)")
             continue
+        replace = overwrite or (resume and disk.damaged_pair(folder, digest))  # lost a file: made again
         try:
-            check_free(folder, overwrite)
+            check_free(folder, replace)
             pictures, records = {}, []
             for sample in drawn:
                 result = run_recipe(model, sample.recipe, maps=False, attention=attention, recipe_file=pair.label)
@@ -687,7 +688,7 @@ def dataset(model: Model, pairs: str | Path | list[dict], out: str | Path, *, sa
                 run.pictures += len(result.roles)
             disk.write_pair(folder, {"index": pair.index, "line": pair.index + 1, "source": pair.source,
                                      "target": pair.target, "edit": pair.edit, "input_sha256": digest,
-                                     "settings": how, "samples": records}, pictures, overwrite)
+                                     "settings": how, "samples": records}, pictures, replace)
         except (Interrupted, KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as err:  # noqa: BLE001 - this pair fails, the others go on

@@ -18,7 +18,7 @@ from typing import Any
 from p2p_cli.family_defaults import default_blend_side, nearest_side, with_family_defaults
 from p2p_cli.model_spec import ModelSpec, from_configs
 from p2p_cli.paths import read_regular_text
-from p2p_cli.recipe import BUNDLED_MMDIT, Recipe, RecipeError
+from p2p_cli.recipe import BUNDLED_MMDIT, BUNDLED_UNET, Recipe, RecipeError
 from p2p_cli.text.tokens import PromptError, find_tokens, token_ids, word_spans
 from p2p_cli.text.words import same_words, split_words
 
@@ -252,6 +252,17 @@ def size_problem(side: int, multiple: int, native: int) -> str | None:
         return None
     return (f"size: {side} is not a multiple of {multiple}, which this model needs (the VAE and the UNet's"
             f" downsampling); use a multiple of {multiple}, e.g. its native size {native}")
+
+
+def missing_model_problems(spec: str | None) -> list[str]:
+    """A model that names a local folder or file that is not there (as models.load_model reads it: from the
+    working directory); a hub id is looked up when it loads."""
+    if spec is None or spec in BUNDLED_UNET + BUNDLED_MMDIT or Path(spec).expanduser().exists():
+        return []
+    if spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
+        return [f"model: no model folder or file at {spec}; give a folder saved by diffusers, a .safetensors"
+                " checkpoint, a hub id (owner/name) or shapes"]
+    return []
 
 
 def size_problems(recipe: Recipe, spec: str | None) -> list[str]:

@@ -136,14 +136,16 @@ def fingerprint(recipe: dict, model_id: str) -> str:
     return digest({"recipe": recipe, "model": model_id})
 
 
-def finished(folder: Path, digest: str) -> bool:
-    """Whether `folder` is an entry's folder that a run with the same fingerprint completed."""
+def resume_state(folder: Path, digest: str) -> str | None:
+    """"finished", "damaged" (the same entry and settings, a file missing or changed: made again in its place
+    by --resume) or None."""
     try:
         record = json.loads(read_regular_text(folder / "run.json"))
     except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and (record.get("pie_bench") or {}).get("fingerprint") == digest and intact(folder,
-                                                                                                               record)
+        return None
+    if not isinstance(record, dict) or (record.get("pie_bench") or {}).get("fingerprint") != digest:
+        return None
+    return "finished" if intact(folder, record) else "damaged"
 
 
 def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: Scorers, *, folder: Path,
@@ -171,7 +173,8 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
             for note in notes:
                 log(f"{entry.id}: {note}")
             digest = fingerprint(data, model.id)
-            if resume and finished(where, digest):
+            state = resume_state(where, digest) if resume else None
+            if state == "finished":
                 row["status"] = "kept"
             else:
                 recipe = parse_recipe(data, entry.id)
@@ -180,7 +183,7 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
                     raise RecipeError(problems, entry.id)
                 label = f"{Path(folder) / 'mapping_file.json'}#{entry.id}"  # run.json's recipe_file
                 result = run_recipe(model, recipe, maps=False, recipe_file=label)
-                result.save(where, overwrite=overwrite,
+                result.save(where, overwrite=overwrite or state == "damaged",
                             extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "fingerprint": digest,
                                                  "folder": str(folder)}})
                 row["status"] = "ok"

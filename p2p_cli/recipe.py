@@ -477,7 +477,8 @@ def _strict_problems(data: dict) -> list[str]:
 
 def recipe_document(recipe: Recipe) -> dict:
     """A Recipe as the document it reads from (windows as [start, end], cross schedules as {default: ..., word:
-    ...}), with whatever was assigned to its fields since it was made: parse_recipe checks it again."""
+    ...}), with whatever was assigned to its fields since it was made: parse_recipe checks it again. Only the
+    fields that were given or assigned (a default left out stays "not set": a model family's default applies)."""
     def cross(value: Any) -> Any:
         if isinstance(value, CrossSchedule):
             return {"default": list(value.default), **{w: list(win) for w, win in value.words.items()}}

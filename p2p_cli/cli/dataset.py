@@ -85,6 +85,12 @@ def dataset(
                              " or --keep none")
         if not pairs.is_file():
             raise UsageError(f"{pairs}: no such file; PAIRS is a JSON-lines file of caption pairs")
+        from p2p_cli.paths import open_regular
+
+        with open_regular(pairs) as lines:
+            if not any(line.strip() for line in lines):
+                raise UsageError(f"{pairs}: holds no caption pairs; write one JSON object a line, e.g."
+                                 ' {"source": "a cat on a mat", "target": "a dog on a mat"}')
         check_out(out)
         rank, world, local_rank = launch()
         started = time.perf_counter()

@@ -116,6 +116,29 @@ def report(err: BaseException, where: str | None = None, debug: bool = False) ->
     return code
 
 
+@contextmanager
+def tool_warnings() -> Iterator[None]:
+    """The library's own warnings (files.FileWarning) as the tool's `warning:` lines, not Python's form with a
+    source line; other warnings as before."""
+    import warnings
+
+    from p2p_cli.files import FileWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FileWarning):
+            print(printable(f"warning: {message}"), file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 _EXITS = (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit)
 
 
@@ -128,7 +151,7 @@ def handled(debug: bool = False) -> Iterator[None]:
     command quietly (exit 141).
     """
     outputs.finished.clear()
-    with interrupts.handlers():
+    with interrupts.handlers(), tool_warnings():
         try:
             try:
                 yield

@@ -11,7 +11,7 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import check_names, warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
-from p2p_cli.checks import blend_side, model_geometry, problems_before_loading
+from p2p_cli.checks import blend_side, missing_model_problems, model_geometry, problems_before_loading
 from p2p_cli.family_defaults import FAMILY_DEFAULTS
 from p2p_cli.files.real import recipe_loras
 from p2p_cli.manifests import read_recipes
@@ -50,7 +50,8 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
 
                     resolve_mask(recipe, label)
                     recipe_loras(recipe, label)
-                    if problems := problems_before_loading(recipe, recipe.model):
+                    problems = missing_model_problems(recipe.model) or problems_before_loading(recipe, recipe.model)
+                    if problems:
                         raise RecipeError(problems, label)
                 except RecipeError as err:
                     code = report(err, debug=debug)

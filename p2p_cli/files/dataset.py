@@ -32,12 +32,25 @@ def pair_folder(out: str | Path, index: int) -> Path:
 
 
 def finished_pair(folder: Path, digest: str) -> dict | None:
-    """The pair's record when `folder` holds a finished run of exactly this pair and these settings, else None."""
+    """The pair's record when `folder` holds a finished run of exactly this pair and these settings (every file
+    it lists there, of its size), else None."""
+    record = _same_pair(folder, digest)
+    return record if record is not None and intact(folder, record) else None
+
+
+def damaged_pair(folder: Path, digest: str) -> bool:
+    """Whether `folder` is this pair's and these settings' folder with a file missing or changed (--resume makes
+    it again in its place)."""
+    record = _same_pair(folder, digest)
+    return record is not None and not intact(folder, record)
+
+
+def _same_pair(folder: Path, digest: str) -> dict | None:
     try:
         record = json.loads(read_regular_text(Path(folder) / RECORD))
     except (OSError, ValueError):
         return None
-    return record if intact(folder, record) and record.get("input_sha256") == digest else None
+    return record if isinstance(record, dict) and record.get("input_sha256") == digest else None
 
 
 def write_pair(folder: Path, record: dict, pictures: dict[str, Any], overwrite: bool = False) -> Path:

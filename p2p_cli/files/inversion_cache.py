@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from p2p_cli.fingerprint import fingerprint
 from p2p_cli.families import Geometry
+from p2p_cli.files import FileWarning
 from p2p_cli.engine.inversion import Inversion, NullTextSettings, Progress, invert
 from p2p_cli.models import Model
 from p2p_cli.paths import check_regular
@@ -222,7 +223,7 @@ def cached_invert(model: Model, image: torch.Tensor, *, prompt: str, method: str
     dropped with a warning and the picture is inverted again; failing to write the cache (read-only, full disk)
     is a warning too: the cache saves later runs time, it never fails this one.
     """
-    warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
+    warn = warn or (lambda message: warnings.warn(message, FileWarning, stacklevel=3))
     what = inversion_key(image, model, prompt=prompt, method=method, steps=steps, guidance=guidance,
                          negative_prompt=negative_prompt, null_text=null_text, geo=geo)
     key = what["key"]

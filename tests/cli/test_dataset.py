@@ -166,6 +166,12 @@ def test_resume_keeps_finished_pairs_and_makes_the_same_dataset(cli, tiny_model_
     assert "pairs 1 done, 2 skipped (finished earlier), 0 failed; 6 pictures" in again.stderr
     assert (out / "pairs" / "000000" / "pair.json").stat().st_mtime_ns == stamp
     assert (out / "metadata.jsonl").read_bytes() == before
+    lost = next(p for p in (out / "pairs" / "000001").iterdir() if p.suffix == ".png")
+    lost.unlink()  # a finished pair that lost a picture is made again in its place
+    (out / "metadata.jsonl").unlink()
+    third = cli(*args, "--resume")
+    assert third.exit_code == 0, third.output
+    assert lost.exists() and (out / "metadata.jsonl").read_bytes() == before
     other = cli(*args[:-4], "--samples", 2, "--steps", 2, "--set", "size=128", "--resume")  # other settings
     assert other.exit_code == 1 and "already exists" in other.stderr
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
     from p2p_cli.files import interrupts
@@ -36,6 +38,7 @@ def test_an_interrupt_inside_a_del_is_raised_after_it():
     assert float(done.stdout.split()[3]) < 2
 
 
+@pytest.mark.slow  # 6 s (a process that imports torch); the mechanism is checked above in the default run
 def test_edit_interrupted_while_loading_prints_one_line(tmp_path):
     """SIGINT inside a __del__ while the model loads: exit 130, the usual line, no traceback."""
     script = textwrap.dedent(f"""
@@ -52,7 +55,7 @@ def test_edit_interrupted_while_loading_prints_one_line(tmp_path):
         def loading(*args, **kwargs):
             Group()
             import time
-            time.sleep(3)
+            time.sleep(2)
             return real(*args, **kwargs)
         models.load_model = loading
         from p2p_cli.cli.main import main
