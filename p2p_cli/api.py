@@ -8,6 +8,10 @@
     result.maps.word("red", prompt=1)
     result.save("outputs/mine")   # the files `p2p edit --save-attention` writes
 
+Every function that takes a model also takes a diffusers pipeline the user already has (StableDiffusionPipeline,
+StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline): its components are used in place and its
+attention processors are restored after each run (models.from_pipeline).
+
 Inputs are checked here with the recipe's error style (RecipeError lines name the field and the fix).
 """
 
@@ -21,7 +25,7 @@ from typing import Any
 
 import torch
 
-from p2p_cli.models import Model
+from p2p_cli.models import Model, as_model
 from p2p_cli.models import load_model as _load_model
 from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe
 
@@ -277,12 +281,13 @@ class Result:
         return record
 
 
-def invert(model: Model, image: str | Path, prompt: str, *, method: str = "direct", steps: int = 50,
+def invert(model: Model | Any, image: str | Path, prompt: str, *, method: str = "direct", steps: int = 50,
            guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
            progress: Progress | None = None, warn: Callable[[str], None] | None = None):
     """Invert a picture at the model's size (cached): a files.real.RealPicture to pass to edit(...,
     inversion=...); its .reconstruction(model) is the source picture guided sampling makes from it. guidance
     None: the model family's default; warn(message) hears about a damaged or unwritable cache."""
+    model = as_model(model)
     from p2p_cli.engine.inversion import METHODS
     from p2p_cli.engine.pipeline import geometry
     from p2p_cli.files.real import prepare
@@ -304,7 +309,7 @@ def invert(model: Model, image: str | Path, prompt: str, *, method: str = "direc
                    warn=warn)
 
 
-def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = False, maps: Any = True,
+def edit(model: Model | Any, recipe: Recipe | dict | str | Path, *, baseline: bool = False, maps: Any = True,
          attention: str = "fused", inversion: Any = None, progress: Progress | None = None,
          invert_progress: Progress | None = None, recipe_file: str | None = None,
          overrides: list[str] | tuple = (), source_only: bool = False) -> Result:
@@ -314,6 +319,7 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
     from invert(), which must match the recipe's steps, guidance, prompt and model). maps: True keeps the
     attention maps at attn-viz's defaults, a viz.VizSpec chooses them, False keeps none.
     """
+    model = as_model(model)
     from p2p_cli.files.outputs import check_latents
     from p2p_cli.engine.pipeline import geometry, resolve_recipe, run_edit
     from p2p_cli.analysis.maps import VizSpec, store_for, viz_tokenizer
@@ -371,11 +377,12 @@ def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = F
                   started=start)
 
 
-def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention: str = "fused", progress=None,
+def edit_many(model: Model | Any, recipes: list, *, baseline: bool = False, attention: str = "fused", progress=None,
               recipe_files: list[str | None] | None = None, overrides: list[str] | tuple = ()) -> list[Result]:
     """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
     edit() of that recipe alone. The recipes must share steps, size, guidance and the layer settings
     (recipe.BATCH_SHARED); generated pictures only (no `image:` or `mask:`), no attention maps."""
+    model = as_model(model)
     from p2p_cli.engine.pipeline import resolve_recipe, run_edits
     from p2p_cli.files.outputs import check_latents
 
@@ -397,12 +404,13 @@ def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention:
     return results
 
 
-def sweep(model: Model, recipe, *, tau: list[float] | None = None, self_tau: list[float] | None = None,
+def sweep(model: Model | Any, recipe, *, tau: list[float] | None = None, self_tau: list[float] | None = None,
           edit_number: int | None = None, baseline: bool = False, batch_size: int = 8, attention: str = "fused",
           progress=None, source_name: str | None = None):
     """A tau sweep of a recipe as extra batch rows from the recipe's one initial latent: (sweep plan,
     analysis.tau_sweep.SweepResult with a picture per point); score it with tau_sweep.score_sweep. `recipe`
     may also be a plan tau_sweep.expand made (the CLI checks it before loading the model)."""
+    model = as_model(model)
     from p2p_cli.analysis.tau_sweep import Sweep, expand, run_sweep
     from p2p_cli.engine.pipeline import resolve_recipe
 
@@ -434,7 +442,7 @@ class DatasetRun:
     pairs: list[tuple[int, str]] = field(default_factory=list)
 
 
-def dataset(model: Model, pairs: str | Path | list[dict], out: str | Path, *, samples: int = 4,
+def dataset(model: Model | Any, pairs: str | Path | list[dict], out: str | Path, *, samples: int = 4,
             cross: tuple[float, float] = (0.1, 0.9), self_range: tuple[float, float] = (0.1, 0.9),
             keep: str | None = None, seed: int = 0, clip: Any = None, lpips: Any = None,
             overrides: list[str] | tuple = (), resume: bool = False, overwrite: bool = False,
@@ -451,6 +459,7 @@ def dataset(model: Model, pairs: str | Path | list[dict], out: str | Path, *, sa
     world-th valid pair from the rank-th; with assemble, metadata.jsonl is written once they are done (under a
     launcher, one process assembles when all are done: files.dataset.assemble(out, run.pairs)). Pairs that are
     invalid (heard by on_invalid before any sampling) or fail are listed in the result and the others go on."""
+    model = as_model(model)
     from p2p_cli.analysis import dataset as plan
     from p2p_cli.analysis.metrics import ClipScorer
     from p2p_cli.analysis.tau_sweep import edit_scores

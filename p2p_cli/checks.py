@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from p2p_cli.recipe import Recipe
+from p2p_cli.resolve import BUNDLED, TRANSFORMER_FAMILIES, config_folder, folder_family, resolve
 from p2p_cli.text.tokens import PromptError, find_tokens, token_ids, word_spans
 from p2p_cli.text.words import same_words, split_words
 
@@ -30,7 +31,7 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
     BPE stands in for every CLIP), plus T5's from a local or cached SD3 folder; a local or cached FLUX.1 folder's
     T5 alone (its CLIP gives only the pooled embedding, which diffusers truncates silently). Each sized as its
     pipeline pads it."""
-    geometry = model_geometry(spec) if spec not in (None, "shapes") else None
+    geometry = model_geometry(spec) if resolve(spec).key != "shapes" else None
     family = geometry["family"] if geometry else None
     if family not in ("sd3", "flux"):
         return [clip]
@@ -182,27 +183,10 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
     return warnings
 
 
-BUNDLED_MMDIT = ("shapes-mmdit", "bundled:shapes-mmdit")  # the bundled transformer model's names (models.py too)
-SHAPES = Path(__file__).resolve().parent / "shapes"
-
-
 def model_folder(spec: str | None) -> Path | None:
-    """The folder a model's config files are in: the bundled models' (the transformer model's holds no VAE: it is
-    the UNet model's), a local folder, or a hub id's snapshot in the local Hugging Face cache (never downloaded:
-    checks run before anything loads; None when it is not cached)."""
-    if spec is None or spec == "shapes":
-        return SHAPES / "weights"
-    if spec in BUNDLED_MMDIT:
-        return SHAPES / "weights-mmdit"
-    path = Path(spec).expanduser()
-    if path.exists() or spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
-        return path
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(spec, local_files_only=True, allow_patterns=["model_index.json"]))
-    except Exception:  # not cached (or no such id): the model is checked once it loads
-        return None
+    """The folder a model's config files are in (resolve.config_folder: never downloaded; None for a hub id that
+    is not cached)."""
+    return config_folder(spec)
 
 
 @functools.cache  # read once per model, however many recipes name it (a manifest of thousands)
@@ -213,25 +197,24 @@ def model_geometry(spec: str | None) -> dict | None:
     folder = model_folder(spec)
     if folder is None:
         return None
-    vae_folder = model_folder("shapes") if spec in BUNDLED_MMDIT else folder  # it shares the UNet model's VAE
+    family = folder_family(folder) if folder.is_dir() else None
+    vae_folder = BUNDLED["shapes"] if resolve(spec).key == "shapes-mmdit" else folder  # it shares the UNet model's VAE
     try:
         vae = json.loads((vae_folder / "vae" / "config.json").read_text(encoding="utf-8"))
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
-        if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
+        if family in TRANSFORMER_FAMILIES:  # SD3 or FLUX.1: one token grid, no resolution levels
             config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
-            flux = "guidance_embeds" in config  # FluxTransformer2DModel's config has it, SD3's has not
-            side, patch = (128, 2) if flux else (config["sample_size"], config["patch_size"])
+            side, patch = (128, 2) if family == "flux" else (config["sample_size"], config["patch_size"])
             return {"size": side * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale * patch,
-                    "family": "flux" if flux else "sd3"}
+                    "family": family}
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
         depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
         multiple = scale * 2 ** (len(unet["block_out_channels"]) - 1)  # engine.layers.size_multiple
-        xl = (folder / "text_encoder_2").is_dir()  # SDXL's second text encoder
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": xl, "multiple": multiple,
-            "family": "sdxl" if xl else "sd"}
+    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": family == "sdxl",
+            "multiple": multiple, "family": family}
 
 
 # each family's default guidance (families/*.py hold them; this copy stays torch-free for `p2p validate`,
