@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from p2p_cli.loading import Loading
 from p2p_cli.resolve import (BUNDLED, PIPELINES, TRANSFORMER_FAMILIES, WEIGHT_FILES, HubUnavailable, NotASingleFile,
                              SINGLE_FILE_KEYS, env_flag, file_family, hub_reachable, hub_snapshot, resolve,
                              unsafe_weights)
@@ -36,6 +37,8 @@ class Model:
     options: dict = field(default_factory=dict)  # pipeline settings from model_index.json (force_zeros_for_empty_prompt)
     family: Any = None  # families.Family, detected from the components when None
     loras: list = field(default_factory=list)  # LoRA weights loaded into the networks: [{path, scale, sha256}]
+    loading: Loading = field(default_factory=Loading)  # how it was loaded: quantization per part, offload
+    offload: Any = None  # the diffusers pipeline holding its offload hooks (placement.install_offload), if any
 
     def __post_init__(self) -> None:
         if self.family is None:
@@ -81,7 +84,7 @@ class Model:
         for net in self.networks():
             want = self.family.vae_dtype(dtype, net.config) if net is self.vae else dtype
             net.to(self.device)
-            if net.dtype != want:
+            if net.dtype != want and getattr(net, "hf_quantizer", None) is None:  # quantized: loaded in its dtype
                 net.to(want)
         return self
 
@@ -220,11 +223,20 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False) -> Model:
-    """A Model from a hub id, a local save_pretrained folder or the bundled model (spec None or "shapes")."""
+def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
+               loading: Loading | None = None) -> Model:
+    """A Model from a hub id, a local save_pretrained folder or the bundled model (spec None or "shapes"); loading:
+    quantization per part and offload (loading.py), through diffusers' and transformers' own configs and hooks."""
+    from p2p_cli.placement import check_backend
+
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
+    loading = loading or Loading()
+    check_backend(loading)
     source = resolve(spec)
+    if not loading.plain and source.kind == "file":
+        raise ModelLoadError(f"{spec}: quantize and offload apply to model folders and hub ids; a single-file"
+                             " checkpoint loads as it is (save it as a folder with save_pretrained first)")
     if source.kind == "bundled" and source.key == "shapes":
         folder = bundled_weights()
         if not all((folder / part).is_dir() for part in PARTS):
@@ -232,16 +244,16 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
                 f"the bundled shapes model is not installed (no model in {folder}); train it first, or pass"
                 " --model with a local folder saved by diffusers' save_pretrained or a hub id"
             )
-        model = load_folder(folder, allow_pickle, dt, id="bundled:shapes")
+        model = load_folder(folder, allow_pickle, dt, id="bundled:shapes", loading=loading)
     elif source.kind == "bundled":  # `--model shapes-mmdit`: the bundled transformer (SD3-layout) shapes model
         folder = bundle_mmdit_weights()
         if not (folder / "transformer").is_dir() or not all((bundled_weights() / p).is_dir() for p in PARTS):
             raise ModelLoadError(f"the bundled transformer shapes model is not installed (no model in {folder}); see"
                                  " DEVELOPERS.md, 'The wide world and the transformer shapes model'")
-        model = load_transformer_folder(folder, allow_pickle, dt, id="bundled:shapes-mmdit",
-                                        parts=shapes_mmdit_parts(bundled_weights(), dt))
+        model = load_pipeline_folder(folder, allow_pickle, dt, id="bundled:shapes-mmdit",
+                                     parts=shapes_mmdit_parts(bundled_weights(), dt), loading=loading)
     elif source.kind == "folder":
-        model = load_folder(source.path, allow_pickle, dt, id=source.key)
+        model = load_folder(source.path, allow_pickle, dt, id=source.key, loading=loading)
     elif source.kind == "file":
         model = load_single_file(source.path, dt)
     elif source.kind == "missing":
@@ -251,13 +263,34 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
         )
     else:
         folder, revision = _hub_snapshot(spec, allow_pickle)
-        model = load_folder(folder, allow_pickle, dt, id=spec)
+        model = load_folder(folder, allow_pickle, dt, id=spec, loading=loading)
         model.revision = revision
-    return model.to(dev, dt)
+    if model.loading.offload == "none":
+        return model.to(dev, dt)
+    from p2p_cli.placement import install_offload
+
+    model.to("cpu", dt)  # the weights stay on the CPU; the hooks move each part to the device when it runs
+    model.device = dev
+    model.offload = install_offload(model, model.loading.offload, dev)
+    return model
+
+
+def quantized_parts(loading: Loading, family: str, present: list[str]) -> Loading:
+    """The settings with "denoiser" named as the family names it, each named part checked to be in the model."""
+    denoiser = "transformer" if family in TRANSFORMER_FAMILIES else "unet"
+    loading = loading.for_family(denoiser)
+    for part, _ in loading.quantize:
+        if part not in present:
+            other = " (its denoiser is its transformer)" if part == "unet" else (
+                " (its denoiser is its UNet)" if part == "transformer" else "")
+            raise ModelLoadError(f"quantize.{part}: this {family} model has no {part}{other}; it has"
+                                 f" {', '.join(present)}")
+    return loading
 
 
 def load_folder(
-    folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32, id: str | None = None
+    folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32, id: str | None = None,
+    loading: Loading | None = None,
 ) -> Model:
     """Each part with its class's from_pretrained (on the CPU); the scheduler as DDIM with the SD settings it lacks."""
     import diffusers
@@ -272,9 +305,12 @@ def load_folder(
         lib.utils.logging.set_verbosity_error()
         lib.utils.logging.disable_progress_bar()
 
+    from p2p_cli.placement import LoadingError, gguf_denoiser, part_kwargs
+
     folder = Path(folder)
+    loading = loading or Loading()
     if (folder / "transformer").is_dir():
-        return load_pipeline_folder(folder, allow_pickle, dtype, id)
+        return load_pipeline_folder(folder, allow_pickle, dtype, id, loading=loading)
     missing = [p for p in PARTS if not (folder / p).is_dir()]
     if missing:
         raise ModelLoadError(
@@ -286,17 +322,26 @@ def load_folder(
         raise ModelLoadError(f"{folder} has text_encoder_2/ but no tokenizer_2/: an SDXL folder needs both")
     _check_safe(folder, allow_pickle)
     use_safe = None if allow_pickle else True
+    loading = quantized_parts(loading, "sdxl" if xl else "sd",
+                              ["unet", "text_encoder"] + (["text_encoder_2"] if xl else []))
+    gguf = loading.kind("unet") if (loading.kind("unet") or "").endswith(".gguf") else None
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=use_safe, torch_dtype=dtype)
+        unet = (gguf_denoiser(UNet2DConditionModel, Path(gguf), folder, "unet", dtype) if gguf else
+                UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=use_safe,
+                                                     torch_dtype=dtype, **part_kwargs(loading, "unet", dtype)))
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=use_safe, torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=use_safe, dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=use_safe, dtype=dtype,
+                                                     **part_kwargs(loading, "text_encoder", dtype))
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
         config = DDIMScheduler.load_config(folder, subfolder="scheduler")
         extra = {}
         if xl:
             extra["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
-                folder / "text_encoder_2", use_safetensors=use_safe, dtype=dtype).eval()
+                folder / "text_encoder_2", use_safetensors=use_safe, dtype=dtype,
+                **part_kwargs(loading, "text_encoder_2", dtype)).eval()
             extra["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
+    except LoadingError as err:
+        raise ModelLoadError(str(err)) from None
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
     scheduler = DDIMScheduler.from_config({**SD_SCHEDULER, **config})  # the model's own settings win
@@ -307,7 +352,7 @@ def load_folder(
     except ValueError as err:
         raise ModelLoadError(f"{folder}: {err}") from None
     return Model(**parts, family=family, options=_pipeline_options(folder), id=id or str(folder.resolve()),
-                 path=str(folder.resolve()))
+                 path=str(folder.resolve()), loading=loading)
 
 
 def _check_safe(folder: Path, allow_pickle: bool) -> None:
@@ -317,7 +362,7 @@ def _check_safe(folder: Path, allow_pickle: bool) -> None:
 
 
 def load_pipeline_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
-                         id: str | None = None, parts: dict | None = None) -> Model:
+                         id: str | None = None, parts: dict | None = None, loading: Loading | None = None) -> Model:
     """An SD3 / SD3.5 or FLUX.1 folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
     family's diffusers pipeline class as it reads a hub snapshot; parts: components given instead of read from
     the folder (the bundled transformer shapes model shares its VAE and text encoders with the UNet model)."""
@@ -334,10 +379,21 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool = False, dtype: torch.
         name = index["_class_name"]
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{folder}: a transformer model folder needs its model_index.json ({err})") from None
-    if PIPELINES.get(name) not in TRANSFORMER_FAMILIES:
+    family = PIPELINES.get(name)
+    if family not in TRANSFORMER_FAMILIES:
         raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3 and FLUX.1 (text-to-image)")
     _check_safe(folder, allow_pickle)
+    from p2p_cli.placement import LoadingError, gguf_denoiser, pipeline_kwargs
+
+    present = [k for k, v in index.items() if isinstance(v, list) and v[0] is not None
+               and k in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3")]
+    loading = quantized_parts(loading or Loading(), family, present)
+    parts = dict(parts or {})
     try:
+        gguf = loading.kind("transformer")
+        if gguf and gguf.endswith(".gguf"):
+            parts["transformer"] = gguf_denoiser(getattr(diffusers, index["transformer"][1]), Path(gguf), folder,
+                                                 "transformer", dtype)
         with warnings.catch_warnings():  # newer diffusers rename torch_dtype; older ones know only it
             warnings.simplefilter("ignore", FutureWarning)
             # parts the folder leaves out ([null, null] in model_index.json, as SD3 without T5 is saved) are
@@ -345,11 +401,14 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool = False, dtype: torch.
             absent = {k: None for k, v in index.items() if v == [None, None]}
             pipe = getattr(diffusers, name).from_pretrained(folder, torch_dtype=dtype,
                                                    use_safetensors=None if allow_pickle else True,
-                                                   **{**absent, **(parts or {})})
+                                                   **{**absent, **parts}, **pipeline_kwargs(loading, dtype))
+    except LoadingError as err:
+        raise ModelLoadError(str(err)) from None
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
     parts = {k: (v.eval() if hasattr(v, "eval") else v) for k, v in pipeline_parts(pipe).items()}
-    return Model(**parts, options=_pipeline_options(folder), id=id or str(folder.resolve()), path=str(folder.resolve()))
+    return Model(**parts, options=_pipeline_options(folder), id=id or str(folder.resolve()), path=str(folder.resolve()),
+                 loading=loading)
 
 
 load_transformer_folder = load_pipeline_folder  # its name before the table of pipeline classes (resolve.PIPELINES)

@@ -1,0 +1,93 @@
+"""Quantized models (loading.py, placement.py): with both windows 0 a quantized model's source and edit are what
+diffusers' own pipeline draws with the SAME quantization config and noise; fused = explicit attention on it; the
+settings are recorded and refused clearly where they cannot apply."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from p2p_cli.engine.pipeline import initial_latent, run_edit
+from p2p_cli.families.flux import pack
+from p2p_cli.loading import Loading, parse, pipeline_config
+from p2p_cli.models import ModelLoadError, load_model
+from p2p_cli.recipe import RecipeError, parse_recipe
+
+pytest.importorskip("torchao")
+
+SOURCE, TARGET = "a big red circle on the left", "a big blue circle on the left"
+STEPS = 2
+PIPELINES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}
+
+
+def recipe(**top):
+    data = {"source": SOURCE, "steps": STEPS, "seed": 5, "size": 128, "edits": [{"target": TARGET}]}
+    return parse_recipe({**data, **top})
+
+
+@pytest.fixture(scope="module", params=list(PIPELINES))
+def quantized(request, tmp_path_factory, save_tiny_model):
+    """(family, folder, the folder loaded by p2p with the transformer and a text encoder int8 weight-only)."""
+    family = request.param
+    folder = save_tiny_model(tmp_path_factory.mktemp(f"q-{family}"), family=family)
+    loading = parse({"transformer": "int8", "text_encoder": "int8"})
+    return family, folder, load_model(str(folder), device="cpu", dtype="fp32", loading=loading)
+
+
+def test_the_parts_are_quantized_by_torchao(quantized):
+    family, _, model = quantized
+    weight = model.transformer.transformer_blocks[0].attn.to_q.weight
+    assert type(weight).__module__.startswith("torchao")
+    linear = next(m for m in model.text_encoder.modules() if isinstance(m, torch.nn.Linear))
+    assert type(linear.weight).__module__.startswith("torchao")
+    assert model.loading.record() == {"quantize": {"text_encoder": "int8", "transformer": "int8"}, "offload": "none"}
+
+
+def test_uncontrolled_rows_equal_diffusers_with_the_same_quantization(quantized):
+    import diffusers
+
+    family, folder, model = quantized
+    r = recipe(cross_replace=0.0, self_replace=0.0)
+    ours = run_edit(model, r).images
+    config = pipeline_config(model.loading, torch.float32)
+    pipe = getattr(diffusers, PIPELINES[family]).from_pretrained(folder, quantization_config=config, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    latent = initial_latent(r.seed, model.latent_channels, (16, 16)).expand(2, -1, -1, -1)
+    common = dict(num_inference_steps=STEPS, height=128, width=128, output_type="pt",
+                  guidance_scale=model.family.default_guidance)
+    if family == "sd3":
+        theirs = pipe([SOURCE, TARGET], latents=latent.clone(), **common).images
+    else:
+        theirs = pipe([SOURCE, TARGET], latents=pack(latent.clone()), max_sequence_length=model.family.t5_length(model),
+                      **common).images
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=0)
+    plain = run_edit(load_model(str(folder), device="cpu", dtype="fp32"), r).images
+    assert not torch.equal(ours, plain)  # the quantization took effect: the check can fail
+
+
+def test_fused_equals_explicit_on_a_quantized_model(quantized):
+    _, _, model = quantized
+    r = recipe(cross_replace=0.6, self_replace=0.4)
+    fused = run_edit(model, r).images
+    explicit = run_edit(model, r, attention="explicit").images
+    assert torch.allclose(fused, explicit, atol=1e-4, rtol=0)
+
+
+def test_bad_settings_name_the_field():
+    with pytest.raises(RecipeError) as err:
+        parse_recipe({"source": SOURCE, "edits": [{"target": TARGET}],
+                      "quantize": {"transformer": "int4", "vae": "int8", "text_encoder": "x.gguf"}})
+    text = str(err.value)
+    assert "quantize.transformer: 'int4' is not a quantization" in text
+    assert "quantize.vae: not a part" in text
+    assert "quantize.text_encoder: a GGUF file holds the denoiser" in text
+    with pytest.raises(RecipeError, match="offload"):
+        parse_recipe({"source": SOURCE, "edits": [{"target": TARGET}], "offload": "disk"})
+    assert parse_recipe({"source": SOURCE, "edits": [{"target": TARGET}], "quantize": "int8"}).loading == Loading(
+        (("denoiser", "int8"),), "none")
+
+
+def test_a_part_the_model_lacks_is_refused(save_tiny_model, tmp_path):
+    folder = save_tiny_model(tmp_path / "sd")
+    with pytest.raises(ModelLoadError, match="quantize.transformer: this sd model has no transformer"):
+        load_model(str(folder), device="cpu", dtype="fp32", loading=parse({"transformer": "int8"}))
