@@ -44,13 +44,15 @@ class MapsError(ValueError):
 # --- models and recipes ------------------------------------------------------------------------------------
 
 def load_model(name: str | None = "shapes", *, device: str = "auto", dtype: str = "auto",
-               allow_pickle: bool = False, loras: list[tuple[str, float]] | tuple = ()) -> Model:
+               allow_pickle: bool = False, loras: list[tuple[str, float]] | tuple = (),
+               quantize: str | dict[str, str] | None = None, offload: str | None = None) -> Model:
     """A model by name: "shapes" (the bundled model), a hub id, a save_pretrained folder or a single-file
     checkpoint; on `device` ("auto": cuda, else mps, else cpu) in `dtype` ("auto": fp16 on cuda, else fp32),
-    with LoRA files [(path, scale)] loaded into it."""
+    with LoRA files [(path, scale)] loaded into it; quantize and offload as the recipe keys say (loading.py)."""
+    from p2p_cli.loading import parse
     from p2p_cli.loras import apply_loras
 
-    model = _load_model(name, device, dtype, allow_pickle=allow_pickle)
+    model = _load_model(name, device, dtype, allow_pickle=allow_pickle, loading=parse(quantize, offload))
     apply_loras(model, list(loras))
     return model
 
@@ -65,7 +67,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple = ()) -> Recipe:
 
 
 def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
-    """The recipe with `image:` and LoRA paths made absolute against the recipe file's folder."""
+    """The recipe with `image:`, LoRA and GGUF paths made absolute against the recipe file's folder."""
     if recipe_path == "-":
         return recipe
     update: dict[str, Any] = {}
@@ -77,6 +79,13 @@ def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
              if not Path(lora.path).expanduser().is_absolute() else lora for lora in recipe.loras]
     if loras != list(recipe.loras):
         update["loras"] = loras
+    if recipe.quantize is not None:  # a .gguf file of the denoiser, relative to the recipe
+        quantize = {part: str(beside_recipe(kind, recipe_path).resolve())
+                    if kind.endswith(".gguf") and not Path(kind).expanduser().is_absolute() else kind
+                    for part, kind in ({"denoiser": recipe.quantize} if isinstance(recipe.quantize, str)
+                                       else recipe.quantize).items()}
+        if quantize != ({"denoiser": recipe.quantize} if isinstance(recipe.quantize, str) else recipe.quantize):
+            update["quantize"] = quantize
     return recipe.model_copy(update=update) if update else recipe
 
 

@@ -102,13 +102,17 @@ def install_offload(model: Any, offload: str, device) -> Any:
 
 def remove_offload(pipe: Any) -> None:
     """Take every offload hook away (the networks stay on the CPU)."""
+    import torch
+
     from diffusers.hooks import HookRegistry
+    from diffusers.hooks import group_offloading as group
 
     pipe.remove_all_hooks()  # model and sequential offload (accelerate's hooks)
+    names = (group._GROUP_OFFLOADING, group._LAYER_EXECUTION_TRACKER, group._LAZY_PREFETCH_GROUP_OFFLOADING)
     for component in pipe.components.values():
-        registry = getattr(component, "_diffusers_hook", None)
-        if isinstance(registry, HookRegistry):  # group offload
-            for name in list(registry.hooks):
+        if isinstance(component, torch.nn.Module) and group._is_group_offload_enabled(component):
+            registry = HookRegistry.check_if_exists_or_initialize(component)
+            for name in names:  # as diffusers takes group offload away before applying it again
                 registry.remove_hook(name, recurse=True)
 
 

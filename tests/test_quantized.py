@@ -91,3 +91,44 @@ def test_a_part_the_model_lacks_is_refused(save_tiny_model, tmp_path):
     folder = save_tiny_model(tmp_path / "sd")
     with pytest.raises(ModelLoadError, match="quantize.transformer: this sd model has no transformer"):
         load_model(str(folder), device="cpu", dtype="fp32", loading=parse({"transformer": "int8"}))
+
+
+def test_run_json_png_and_cache_key_record_the_settings_and_replay(quantized, tmp_path):
+    """`p2p edit --quantize int8` records the setting in run.json's recipe and model, and in each PNG's recipe;
+    `p2p edit run.json` replays it (the same pixels); the inversion cache's key tells it from the plain model's."""
+    import json
+
+    import yaml
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from p2p_cli.cli.main import app
+    from p2p_cli.files.inversion_cache import inversion_key
+    from p2p_cli.files.metadata import recipe_from_texts
+
+    family, folder, model = quantized
+    if family != "sd3":
+        pytest.skip("one family is enough for the records")
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump({"name": "q", "model": str(folder), "source": SOURCE, "steps": STEPS, "seed": 5,
+                                    "size": 128, "edits": [{"target": TARGET}]}))
+    run = CliRunner().invoke(app, ["edit", str(path), "--quantize", "int8", "--device", "cpu", "--out",
+                                   str(tmp_path / "a"), "--quiet"])
+    assert run.exit_code == 0, run.output
+    record = json.loads((tmp_path / "a" / "q" / "run.json").read_text())
+    assert record["recipe"]["quantize"] == "int8" and "offload" not in record["recipe"]
+    assert record["loading"] == {"quantize": {"transformer": "int8"}, "offload": "none"}
+    png = Image.open(tmp_path / "a" / "q" / "source.png")
+    assert recipe_from_texts(png.text)["quantize"] == "int8"
+    again = CliRunner().invoke(app, ["edit", str(tmp_path / "a" / "q" / "run.json"), "--device", "cpu", "--out",
+                                     str(tmp_path / "b"), "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "b" / "q" / "run.json").read_text())["loading"] == record["loading"]
+    for name in ("source.png", "edit-1.png"):
+        a, b = (Image.open(tmp_path / d / "q" / name) for d in ("a", "b"))
+        assert a.tobytes() == b.tobytes()
+
+    image = torch.rand(3, 128, 128)
+    keys = [inversion_key(image, m, prompt=SOURCE, method="direct", steps=2, guidance=1.0)["key"]
+            for m in (model, load_model(str(folder), device="cpu", dtype="fp32"))]
+    assert keys[0] != keys[1]

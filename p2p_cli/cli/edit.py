@@ -25,6 +25,8 @@ def edit(
     dtype: o.DtypeOpt = o.Dtype.auto,
     steps: o.Steps = None,
     seed: o.Seed = None,
+    quantize: o.Quantize = None,
+    offload: o.Offload = None,
     set_: o.Sets = None,
     baseline: o.Baseline = False,
     overwrite: o.Overwrite = False,
@@ -40,7 +42,7 @@ def edit(
 ) -> None:
     """Edit images as the recipes say; each recipe writes OUT/<name>/ (images, grid.png, run.json). Under torchrun
     or accelerate launch, each process takes its share of the recipes and rank 0 writes OUT/index.jsonl."""
-    overrides = overrides_from(set_, steps=steps, seed=seed)
+    overrides = overrides_from(set_, steps=steps, seed=seed, quantize=quantize, offload=offload)
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):

@@ -46,8 +46,8 @@ class Job:
 
     @property
     def key(self) -> tuple:
-        """Jobs with one key share one loaded model: the same weights and the same LoRAs."""
-        return (self.spec, self.loras)
+        """Jobs with one key share one loaded model: the same weights, LoRAs, quantization and offload."""
+        return (self.spec, self.loras, self.recipe.loading)
 
 
 def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None,
@@ -70,12 +70,12 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
             image = _real_image(recipe, label)
             resolve_mask(recipe, label)
             loras = ()
-            if recipe.loras:
+            if recipe.loras or recipe.quantize:
                 from p2p_cli.api import anchored  # (these import torch)
                 from p2p_cli.files.real import recipe_loras
 
                 loras = recipe_loras(recipe, label)
-                recipe = anchored(recipe, label)  # run.json's recipe names the files by absolute path
+                recipe = anchored(recipe, label)  # run.json's recipe names the files (LoRAs, GGUF) by absolute path
         except RecipeError as err:
             if skipped is not None and is_manifest_line(label):  # a manifest goes on without its bad lines
                 _skip(err if err.source == label else RecipeError(err.problems, label), skipped, loud)
@@ -162,7 +162,7 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=N
                 + (f" with {len(job.loras)} LoRA(s)" if job.loras else ""))
             try:
                 loaded = load_model(job.spec, device.type if device.index is None else str(device),
-                                    dtype_name(dtype), allow_pickle=how["allow_pickle"])
+                                    dtype_name(dtype), allow_pickle=how["allow_pickle"], loading=job.recipe.loading)
                 apply_loras(loaded, list(job.loras))
                 models[job.key] = loaded
             except BrokenPipeError:

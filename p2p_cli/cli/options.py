@@ -51,6 +51,11 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: cuda, else mp
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="auto: fp16 on cuda, fp32 elsewhere.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (same as --set steps=N).")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the initial noise (same as --set seed=N).")]
+Quantize = Annotated[Optional[str], typer.Option(
+    "--quantize", help="Quantize the denoiser: int8 or fp8 (torchao weight-only), bnb-8bit, bnb-4bit, or a .gguf file of"
+                       " it (same as --set quantize=KIND; per part: --set quantize.text_encoder_2=int8).")]
+Offload = Annotated[Optional[str], typer.Option(
+    "--offload", help="none, model, sequential or group: diffusers' offload hooks (same as --set offload=...).")]
 Sets = Annotated[
     Optional[list[str]],
     typer.Option(
