@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,12 @@ from typing import Any
 import torch
 
 from p2p_cli.loading import Loading
+
+# torchao's CUDA kernels fail to load under a CPU build of torch, and diffusers warns about torchao versions it
+# does not know: each says so on every import of diffusers once torchao is installed, though the weight-only
+# quantization p2p uses works; those lines are kept out of p2p's output (errors still show)
+for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 from p2p_cli.resolve import (BUNDLED, PIPELINES, TRANSFORMER_FAMILIES, WEIGHT_FILES, HubUnavailable, NotASingleFile,
                              SINGLE_FILE_KEYS, env_flag, file_family, hub_reachable, hub_snapshot, resolve,
                              unsafe_weights)

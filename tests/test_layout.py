@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "loading", "recipe", "overrides", "resolve", "checks", "families", "placement", "models", "loras", "engine", "analysis", "render",
+ORDER = ["text", "loading", "recipe", "overrides", "resolve", "checks", "families", "placement", "models", "loras", "engine", "memory_plan", "analysis", "render",
          "files", "api", "pie_bench", "shapes", "cli", "__main__"]
 # A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
 EXCEPTIONS = {("recipe", "files")}

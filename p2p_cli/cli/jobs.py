@@ -139,6 +139,23 @@ def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
                 job.done, job.code = True, report(err, debug=debug)
 
 
+def check_memory(jobs: list[Job], device, dtype, debug: bool) -> None:
+    """A job whose memory plan (memory_plan.py: weights and sampling) is above the device's free memory fails
+    before its model loads, naming the settings that would fit (P2P_MEMORY_CHECK=0 skips it)."""
+    from p2p_cli.engine.memory import NotEnoughMemory, available_bytes, check_enabled
+    from p2p_cli.memory_plan import plan_for
+
+    if not check_enabled() or (free := available_bytes(device)) is None:
+        return
+    for job in jobs:
+        if job.done or (plan := plan_for(job.spec, job.recipe, dtype_name(dtype))) is None:
+            continue
+        if (needed := plan.peak()) > free:
+            largest = plan.largest_size(free)
+            err = NotEnoughMemory(needed, free, str(device), plan.size, largest, fixes=plan.fixes(free))
+            job.done, job.code = True, report(err, where=job.path, debug=debug)
+
+
 def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=None, batch_rows: int | None = None,
              **how) -> None:
     """Run the jobs in order, loading each model once and dropping it after its last job; on_done(job) after each
@@ -149,6 +166,7 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=N
     from p2p_cli.models import load_model
     from p2p_cli.engine.pipeline import check_recipe, text_tokenizers  # the engine (torch, diffusers) only now
 
+    check_memory(jobs, device, dtype, debug)
     models: dict[str, Model] = {}
     left = {key: sum(1 for j in jobs if j.key == key and not j.done) for key in {j.key for j in jobs}}
     for job in jobs:

@@ -54,6 +54,9 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of the initial
 Quantize = Annotated[Optional[str], typer.Option(
     "--quantize", help="Quantize the denoiser: int8 or fp8 (torchao weight-only), bnb-8bit, bnb-4bit, or a .gguf file of"
                        " it (same as --set quantize=KIND; per part: --set quantize.text_encoder_2=int8).")]
+Memory = Annotated[Optional[str], typer.Option(
+    "--memory", help="Plan the run's memory for a card of this size (16GB; several: 8GB,16GB,24GB): the peak"
+                     " estimate, and the settings that fit when it does not (estimates, no torch loaded).")]
 Offload = Annotated[Optional[str], typer.Option(
     "--offload", help="none, model, sequential or group: diffusers' offload hooks (same as --set offload=...).")]
 Sets = Annotated[
