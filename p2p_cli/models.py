@@ -234,12 +234,15 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
                loading: Loading | None = None) -> Model:
     """A Model from a hub id, a local save_pretrained folder or the bundled model (spec None or "shapes"); loading:
     quantization per part and offload (loading.py), through diffusers' and transformers' own configs and hooks."""
-    from p2p_cli.placement import check_backend
+    from p2p_cli.placement import LoadingError, check_backend
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     loading = loading or Loading()
-    check_backend(loading)
+    try:
+        check_backend(loading, dev.type)
+    except LoadingError as err:
+        raise ModelLoadError(str(err)) from None
     source = resolve(spec)
     if not loading.plain and source.kind == "file":
         raise ModelLoadError(f"{spec}: quantize and offload apply to model folders and hub ids; a single-file"

@@ -16,8 +16,9 @@ class LoadingError(RuntimeError):
     """Loading settings a backend or family cannot take; the message names the setting and the fix."""
 
 
-def check_backend(loading: Loading) -> None:
-    """Each quantization's package is installed (a clear line, not an ImportError deep in diffusers)."""
+def check_backend(loading: Loading, device: str = "cuda") -> None:
+    """Each quantization's package is installed (a clear line, not an ImportError deep in diffusers), and
+    bitsandbytes runs on a CUDA device (diffusers' and transformers' bitsandbytes quantizers refuse the CPU)."""
     kinds = {kind for _, kind in loading.quantize}
     needs = {"torchao": {"int8", "fp8"} & kinds, "bitsandbytes": {"bnb-8bit", "bnb-4bit"} & kinds,
              "gguf": {k for k in kinds if k.endswith(".gguf")}}
@@ -29,6 +30,10 @@ def check_backend(loading: Loading) -> None:
         except ImportError:
             raise LoadingError(f"quantize: {', '.join(sorted(used))} needs the {package} package (pip install"
                                f" {package}, or pip install 'p2p[quantize]')") from None
+    if needs["bitsandbytes"] and device != "cuda":
+        raise LoadingError(f"quantize: {', '.join(sorted(needs['bitsandbytes']))} needs a CUDA GPU (diffusers' and"
+                           f" transformers' bitsandbytes quantizers refuse {device}); use int8 or fp8 (torchao"
+                           " weight-only) or a .gguf file here")
 
 
 def part_kwargs(loading: Loading, part: str, dtype) -> dict:

@@ -25,6 +25,17 @@ def recipe(**top):
     return parse_recipe({**data, **top})
 
 
+def pipeline_rows(pipe, model, r) -> torch.Tensor:
+    """The source and target as diffusers' own pipeline draws them from the project's initial noise."""
+    latent = initial_latent(r.seed, model.latent_channels, (16, 16)).expand(2, -1, -1, -1)
+    common = dict(num_inference_steps=STEPS, height=128, width=128, output_type="pt",
+                  guidance_scale=model.family.default_guidance)
+    if model.family.name == "sd3":
+        return pipe([SOURCE, TARGET], latents=latent.clone(), **common).images
+    return pipe([SOURCE, TARGET], latents=pack(latent.clone()), max_sequence_length=model.family.t5_length(model),
+                **common).images
+
+
 @pytest.fixture(scope="module", params=list(PIPELINES))
 def quantized(request, tmp_path_factory, save_tiny_model):
     """(family, folder, the folder loaded by p2p with the transformer and a text encoder int8 weight-only)."""
@@ -52,14 +63,7 @@ def test_uncontrolled_rows_equal_diffusers_with_the_same_quantization(quantized)
     config = pipeline_config(model.loading, torch.float32)
     pipe = getattr(diffusers, PIPELINES[family]).from_pretrained(folder, quantization_config=config, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    latent = initial_latent(r.seed, model.latent_channels, (16, 16)).expand(2, -1, -1, -1)
-    common = dict(num_inference_steps=STEPS, height=128, width=128, output_type="pt",
-                  guidance_scale=model.family.default_guidance)
-    if family == "sd3":
-        theirs = pipe([SOURCE, TARGET], latents=latent.clone(), **common).images
-    else:
-        theirs = pipe([SOURCE, TARGET], latents=pack(latent.clone()), max_sequence_length=model.family.t5_length(model),
-                      **common).images
+    theirs = pipeline_rows(pipe, model, r)
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=0)
     plain = run_edit(load_model(str(folder), device="cpu", dtype="fp32"), r).images
     assert not torch.equal(ours, plain)  # the quantization took effect: the check can fail
@@ -132,3 +136,75 @@ def test_run_json_png_and_cache_key_record_the_settings_and_replay(quantized, tm
     keys = [inversion_key(image, m, prompt=SOURCE, method="direct", steps=2, guidance=1.0)["key"]
             for m in (model, load_model(str(folder), device="cpu", dtype="fp32"))]
     assert keys[0] != keys[1]
+
+
+def write_gguf(transformer, path) -> None:
+    """A transformer's weights as a GGUF file written by the gguf package: Q8_0 where a row splits into its
+    32-value blocks, float32 elsewhere (diffusers reads diffusers-named tensors as they are)."""
+    gguf = pytest.importorskip("gguf")
+
+    writer = gguf.GGUFWriter(str(path), "p2p-test")
+    for name, value in transformer.state_dict().items():
+        array = value.float().numpy()
+        if array.ndim == 2 and array.shape[1] % 32 == 0:
+            q8 = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, q8, raw_shape=q8.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_a_gguf_transformer_equals_diffusers_reading_the_same_file(quantized, tmp_path):
+    """quantize: {transformer: file.gguf} reads the file with diffusers' from_single_file + GGUFQuantizationConfig:
+    with windows 0 the pictures are diffusers' pipeline's with that same transformer and noise."""
+    import diffusers
+    from diffusers import GGUFQuantizationConfig
+
+    family, folder, _ = quantized
+    plain = load_model(str(folder), device="cpu", dtype="fp32")
+    path = tmp_path / "transformer.gguf"
+    write_gguf(plain.transformer, path)
+    model = load_model(str(folder), device="cpu", dtype="fp32", loading=parse({"transformer": str(path)}))
+    assert any(type(p).__name__ == "GGUFParameter" for p in model.transformer.parameters())
+    r = recipe(cross_replace=0.0, self_replace=0.0)
+    ours = run_edit(model, r).images
+    cls = type(plain.transformer)
+    transformer = cls.from_single_file(str(path), quantization_config=GGUFQuantizationConfig(compute_dtype=torch.float32),
+                                       config=str(folder), subfolder="transformer", torch_dtype=torch.float32)
+    pipe = getattr(diffusers, PIPELINES[family]).from_pretrained(folder, transformer=transformer,
+                                                                 torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipeline_rows(pipe, model, r)
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=0)
+    assert not torch.equal(ours, run_edit(plain, r).images)  # Q8_0 rounding reached the pictures
+    assert torch.allclose(ours, run_edit(plain, r).images, atol=0.05)  # and the file holds the same transformer
+
+
+def test_bitsandbytes_is_refused_on_the_cpu_with_a_clear_line(save_tiny_model, tmp_path):
+    folder = save_tiny_model(tmp_path / "sd")
+    with pytest.raises(ModelLoadError, match="quantize: bnb-8bit needs"):  # the package, or a CUDA GPU
+        load_model(str(folder), device="cpu", dtype="fp32", loading=parse({"unet": "bnb-8bit"}))
+
+
+def test_bitsandbytes_config_plumbing():
+    """bitsandbytes is not run here: diffusers' and transformers' bitsandbytes quantizers refuse a machine without
+    a CUDA GPU ("No GPU found"), so the CPU checks the configs p2p hands them (building them needs the package)."""
+    pytest.importorskip("bitsandbytes")
+    import diffusers
+    import transformers
+
+    from p2p_cli.placement import part_kwargs, pipeline_kwargs
+
+    loading = parse({"transformer": "bnb-4bit", "text_encoder_2": "bnb-8bit"})
+    config = pipeline_kwargs(loading, torch.bfloat16)["quantization_config"]
+    mapping = config.quant_mapping
+    assert isinstance(mapping["transformer"], diffusers.BitsAndBytesConfig)
+    assert mapping["transformer"].load_in_4bit and mapping["transformer"].bnb_4bit_quant_type == "nf4"
+    assert mapping["transformer"].bnb_4bit_compute_dtype == torch.bfloat16
+    assert isinstance(mapping["text_encoder_2"], transformers.BitsAndBytesConfig) and mapping["text_encoder_2"].load_in_8bit
+    unet = part_kwargs(parse({"unet": "bnb-8bit"}), "unet", torch.float16)["quantization_config"]
+    assert isinstance(unet, diffusers.BitsAndBytesConfig) and unet.load_in_8bit
+    assert part_kwargs(loading, "vae", torch.float16) == {}
