@@ -149,7 +149,28 @@ def from_pipeline(pipe: Any) -> Model:
     path = str(Path(name).resolve()) if name and Path(name).is_dir() else None
     options = {k: pipe.config[k] for k in ("force_zeros_for_empty_prompt",) if k in pipe.config}
     return Model(**parts, family=family, options=options, id=path or name or f"pipeline:{type(pipe).__name__}",
-                 path=path, device=torch.device(device), dtype=denoiser.dtype)
+                 path=path, device=torch.device(device), dtype=denoiser.dtype, loading=pipeline_loading(parts))
+
+
+def pipeline_loading(parts: dict[str, Any]) -> Loading:
+    """How a user's pipeline was quantized and offloaded, for the records (run.json, the inversion cache's key):
+    each quantized network's backend and config type ("torchao:Int8WeightOnlyConfig", "gguf", "bitsandbytes_4bit"),
+    and "pipeline" when offload hooks sit on its networks."""
+    from p2p_cli.placement import has_offload_hooks
+
+    quantize, hooked = [], False
+    for name, net in parts.items():
+        if not isinstance(net, torch.nn.Module):
+            continue
+        hooked = hooked or has_offload_hooks(net)
+        quantizer = getattr(net, "hf_quantizer", None)
+        if quantizer is not None:
+            config = quantizer.quantization_config
+            kind = str(getattr(config, "quant_method", "quantized")).split(".")[-1].lower()
+            detail = getattr(config, "quant_type", None)
+            detail = type(detail).__name__ if detail is not None and not isinstance(detail, str) else detail
+            quantize.append((name, f"{kind}:{detail}" if detail else kind))
+    return Loading(tuple(sorted(quantize)), "pipeline" if hooked else "none")
 
 
 def as_model(model: Any) -> Model:

@@ -208,3 +208,25 @@ def test_bitsandbytes_config_plumbing():
     unet = part_kwargs(parse({"unet": "bnb-8bit"}), "unet", torch.float16)["quantization_config"]
     assert isinstance(unet, diffusers.BitsAndBytesConfig) and unet.load_in_8bit
     assert part_kwargs(loading, "vae", torch.float16) == {}
+
+
+def test_a_pipeline_the_user_quantized_and_offloaded_is_a_model(quantized):
+    """A pipeline loaded with diffusers' own quantization config (and offload hooks) goes into p2p.edit as it is:
+    with control off its rows are the pictures that pipeline draws from the same noise, and the records say how it
+    was quantized."""
+    import diffusers
+
+    import p2p_cli as p2p
+    from p2p_cli.models import from_pipeline
+
+    family, folder, model = quantized
+    pipe = getattr(diffusers, PIPELINES[family]).from_pretrained(
+        folder, quantization_config=pipeline_config(model.loading, torch.float32), torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_model_cpu_offload(device="cpu")  # no GPU here: the CPU is the execution device
+    r = recipe(cross_replace=0.0, self_replace=0.0)
+    ours = p2p.edit(pipe, r, maps=False).run.images
+    assert torch.allclose(ours, pipeline_rows(pipe, model, r), atol=1e-4, rtol=0)
+    record = from_pipeline(pipe).loading.record()
+    assert record["offload"] == "pipeline"
+    assert record["quantize"]["transformer"].startswith("torchao") and "text_encoder" in record["quantize"]
