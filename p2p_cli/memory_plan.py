@@ -15,6 +15,7 @@ GPU they are not yet (the README's table says so)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -109,6 +110,7 @@ def gguf_bytes(path: Path) -> int:
     return sum(int(t.n_bytes) for t in GGUFReader(str(path)).tensors)
 
 
+@functools.cache  # read once per model, however many recipes name it
 def model_sizes(spec: str | None) -> Sizes | None:
     """A model's Sizes: from its folder's config files and safetensors headers, or PUBLISHED; None when unknown."""
     source = resolve(spec)
@@ -212,8 +214,9 @@ class Plan:
                 return side
         return None
 
-    def fixes(self, budget: int) -> list[str]:
-        """Settings that fit the budget, smallest change first, each with its peak."""
+    def fixes(self, budget: int, device: str = "cuda") -> list[str]:
+        """Settings that fit the budget, smallest change first, each with its peak (offload and bitsandbytes only
+        on a CUDA device: elsewhere there is nothing to offload to, and bitsandbytes needs CUDA)."""
         text_encoders = [p for p in TEXT_ENCODERS if p in self.sizes.params]
         den = self.sizes.denoiser
         candidates = [
@@ -231,7 +234,8 @@ class Plan:
         ]
         found = []
         for label, loading in candidates:
-            if loading == self.loading:
+            if loading == self.loading or device != "cuda" and (
+                    loading.offload != "none" or any(k.startswith("bnb") for _, k in loading.quantize)):
                 continue
             peak = self.with_loading(loading).peak()
             if peak <= budget:
@@ -260,7 +264,7 @@ class Plan:
                  f" {self.prompts} prompts, {self.dtype}, offload {self.loading.offload}: {verdict}"
                  f" (weights {gib(self.resident())} resident of {parts}{where}; sampling {gib(self.activations())})"]
         if peak > budget:
-            fixes = self.fixes(budget)
+            fixes = self.fixes(budget, device)
             lines.append("      would fit: " + ("; ".join(fixes) if fixes else "nothing p2p offers: use a"
                                                                                    " larger card"))
         return lines

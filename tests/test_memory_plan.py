@@ -88,6 +88,8 @@ def test_a_plan_that_does_not_fit_names_what_would():
     assert "does NOT fit" in lines[0] and "would fit:" in lines[1] and "bnb-4bit" in lines[1]
     fitting = plan.with_loading(parse({"transformer": "bnb-4bit", "text_encoder_2": "int8"}, "model"))
     assert fitting.peak() <= parse_memory("16GB") and "fits" in fitting.lines(parse_memory("16GB"), "cuda")[0]
+    on_cpu = plan.fixes(parse_memory("32GB"), "cpu")  # no offload target, no bitsandbytes without CUDA
+    assert on_cpu and not any("offload" in f or "bnb" in f for f in on_cpu)
     assert parse_memory("800MB") == 800 * 2**20 and parse_memory("12.5GiB") == int(12.5 * 2**30)
     with pytest.raises(ValueError, match="--memory: 'lots' is not an amount"):
         parse_memory("lots")

@@ -152,7 +152,7 @@ def check_memory(jobs: list[Job], device, dtype, debug: bool) -> None:
             continue
         if (needed := plan.peak()) > free:
             largest = plan.largest_size(free)
-            err = NotEnoughMemory(needed, free, str(device), plan.size, largest, fixes=plan.fixes(free))
+            err = NotEnoughMemory(needed, free, str(device), plan.size, largest, fixes=plan.fixes(free, device.type))
             job.done, job.code = True, report(err, where=job.path, debug=debug)
 
 
