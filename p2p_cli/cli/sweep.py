@@ -143,7 +143,8 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     start = time.perf_counter()
     recipe = plan.recipe
     log(f"loading model {spec}")
-    sd = load_model(spec, device=device, dtype=dtype, allow_pickle=allow_pickle, loras=recipe_loras(recipe, recipe_file))
+    sd = load_model(spec, device=device, dtype=dtype, allow_pickle=allow_pickle, loras=recipe_loras(recipe, recipe_file),
+                    quantize=recipe.quantize, offload=recipe.offload)
     recipe = resolve_recipe(sd, recipe, recipe_file)  # the family's defaults, as each batch's run_edit takes them
     problems = check_recipe(recipe, sd.tokenizer)
     if problems:
