@@ -58,6 +58,8 @@ class BenchConfig:
     threads: int | None = None  # torch.set_num_threads; None leaves the default
     memory: bool = True  # measure peak memory (CPU: one child process per case and variant)
     seed: int = 0
+    quantize: str | None = None  # the denoiser quantized (loading.KINDS, e.g. int8): the model is saved and loaded
+    # by p2p's loader with it, and diffusers' plain pipeline runs on the same quantized components
 
     def __post_init__(self) -> None:
         self.cases, self.variants = tuple(self.cases), tuple(self.variants)
@@ -70,6 +72,8 @@ class BenchConfig:
             problems.append(f"targets must be in 1..{len(_ANIMALS)}, not {self.targets}")
         if self.repeats < 1 or self.warmup < 0 or self.steps < 1:
             problems.append("repeats and steps must be at least 1, warmup at least 0")
+        if self.quantize is not None and self.compile:
+            problems.append("--quantize and --compile are not measured together")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1, not {self.threads}")
         if problems:
@@ -82,6 +86,7 @@ class BenchConfig:
         args += ["--size", str(self.size)] if self.size else []
         args += ["--threads", str(self.threads)] if self.threads else []
         args += ["--compile"] if self.compile else []
+        args += ["--quantize", self.quantize] if self.quantize else []
         return args
 
 
@@ -120,6 +125,8 @@ def build_model(cfg: BenchConfig) -> Model:
         parts = build(seed=cfg.seed)
     parts["scheduler"] = type(parts["scheduler"]).from_config(parts["scheduler"].config)  # its tensors on the CPU
     model = from_components(parts, id=cfg.arch, device=str(device), dtype=pick_dtype(cfg.dtype, device))
+    if cfg.quantize:
+        model = quantized(model, cfg)
     if cfg.compile:
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)  # one graph per variant
         torch._dynamo.config.automatic_dynamic_shapes = False  # static shapes: every variant has one batch size
@@ -128,6 +135,20 @@ def build_model(cfg: BenchConfig) -> Model:
         else:
             model.transformer = torch.compile(model.transformer)
     return model
+
+
+def quantized(model: Model, cfg: BenchConfig) -> Model:
+    """The model saved as a diffusers folder and loaded back by p2p's loader with its denoiser quantized (the
+    diffusers / torchao config a recipe's `quantize:` makes)."""
+    import tempfile
+
+    from p2p_cli.loading import parse
+    from p2p_cli.models import load_model
+
+    folder = Path(tempfile.mkdtemp(prefix="p2p-bench-"))
+    plain_pipeline(model).save_pretrained(folder)
+    dtype = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[model.dtype]
+    return load_model(str(folder), device=str(model.device), dtype=dtype, loading=parse(cfg.quantize))
 
 
 def plain_pipeline(model: Model):
@@ -475,7 +496,8 @@ def markdown(report: Report) -> str:
     size = c["size"] or ARCHS.get(c["arch"], "?")
     lines = [
         f"### {c['arch']}, {e['device']}, {e['dtype']}, {size}x{size}, {c['steps']} steps, source + {c['targets']}"
-        f" target(s){', compiled' if c['compile'] else ''} ({e['date']})",
+        f" target(s){', compiled' if c['compile'] else ''}"
+        f"{', denoiser ' + c['quantize'] + ' (both variants)' if c.get('quantize') else ''} ({e['date']})",
         "",
         f"Command: `{report.command}`  ",
         f"torch {e['torch']} (cuda {e['cuda']}), diffusers {e['diffusers']}, transformers {e['transformers']},"
@@ -551,6 +573,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--quantize", default=None, help="quantize the denoiser (int8, fp8: torchao weight-only), loaded"
+                                                     " by p2p's loader; plain diffusers runs on the same components")
     p.add_argument("--cases", default=",".join(d.cases), help=f"comma-separated: {', '.join(CASES)}")
     p.add_argument("--variants", default=",".join(d.variants), help=f"comma-separated: {', '.join(VARIANTS)}")
     p.add_argument("--threads", type=int, default=None)
@@ -567,7 +591,7 @@ def config_from(ns: argparse.Namespace) -> BenchConfig:
     return BenchConfig(arch=ns.arch, device=ns.device, dtype=ns.dtype, size=ns.size, steps=ns.steps,
                        targets=ns.targets, repeats=ns.repeats, warmup=ns.warmup, compile=ns.compile,
                        cases=tuple(ns.cases.split(",")), variants=tuple(ns.variants.split(",")),
-                       threads=ns.threads, memory=not ns.no_memory, seed=ns.seed)
+                       threads=ns.threads, memory=not ns.no_memory, seed=ns.seed, quantize=ns.quantize)
 
 
 def bench(cfg: BenchConfig, command: str, check: bool = False, results: str | None = None,

@@ -8,6 +8,10 @@
     result.maps.word("red", prompt=1)
     result.save("outputs/mine")   # the files `p2p edit --save-attention` writes
 
+Every function that takes a model also takes a diffusers pipeline the user already has (StableDiffusionPipeline,
+StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline): its components are used in place and its
+attention processors are restored after each run (models.from_pipeline).
+
 Inputs are checked here with the recipe's error style (RecipeError lines name the field and the fix).
 """
 
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
-from p2p_cli.models import Model
+from p2p_cli.models import Model, as_model
 from p2p_cli.models import load_model as _load_model
 from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe, recipe_document
 
@@ -52,14 +56,19 @@ class MapsError(ValueError):
 
 def load_model(name: str | None = "shapes", *, device: str = "auto", dtype: str = "auto",
                allow_pickle: bool = False, loras: list[tuple[str, float]] | tuple = (),
-               threads: int | None = None) -> Model:
+               threads: int | None = None, quantize: str | dict[str, str] | None = None,
+               offload: str | None = None) -> Model:
     """A model by name: "shapes" (the bundled model), a hub id, a save_pretrained folder or a single-file
     checkpoint; on `device` ("auto": cuda, else mps, else cpu) in `dtype` ("auto": fp16 on cuda, else fp32),
-    with LoRA files [(path, scale)] loaded into it. torch's CPU threads: `threads`, else half the CPUs (at most
-    4), as `p2p` uses, unless you chose already (OMP_NUM_THREADS, torch.set_num_threads, an earlier `threads=`)."""
+    with LoRA files [(path, scale)] loaded into it; quantize and offload as the recipe keys say (loading.py).
+    torch's CPU threads: `threads`, else half the CPUs (at most 4), as `p2p` uses, unless you chose already
+    (OMP_NUM_THREADS, torch.set_num_threads, an earlier `threads=`). Every function that takes a model also takes
+    a diffusers pipeline you already have (models.as_model: its components used in place)."""
+    from p2p_cli.loading import parse
     from p2p_cli.loras import apply_loras
 
-    model = _load_model(name, device, dtype, allow_pickle=allow_pickle, threads=threads)
+    model = _load_model(name, device, dtype, allow_pickle=allow_pickle, threads=threads,
+                        loading=parse(quantize, offload))
     apply_loras(model, list(loras))
     return model
 
@@ -75,7 +84,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple = (), trust: bool
 
 
 def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
-    """The recipe with `image:` and LoRA paths made absolute against the recipe file's folder."""
+    """The recipe with `image:`, LoRA and GGUF paths made absolute against the recipe file's folder."""
     if recipe_path == "-":
         return recipe
     update: dict[str, Any] = {}
@@ -87,6 +96,13 @@ def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
              if not Path(lora.path).expanduser().is_absolute() else lora for lora in recipe.loras]
     if loras != list(recipe.loras):
         update["loras"] = loras
+    if recipe.quantize is not None:  # a .gguf file of the denoiser, relative to the recipe
+        quantize = {part: str(beside_recipe(kind, recipe_path).resolve())
+                    if kind.endswith(".gguf") and not Path(kind).expanduser().is_absolute() else kind
+                    for part, kind in ({"denoiser": recipe.quantize} if isinstance(recipe.quantize, str)
+                                       else recipe.quantize).items()}
+        if quantize != ({"denoiser": recipe.quantize} if isinstance(recipe.quantize, str) else recipe.quantize):
+            update["quantize"] = quantize
     return recipe.model_copy(update=update) if update else recipe
 
 
@@ -390,13 +406,14 @@ class Result:
         return record
 
 
-def invert(model: Model, image: Any, prompt: str, *, method: str = "direct", steps: int = 50,
+def invert(model: Model | Any, image: Any, prompt: str, *, method: str = "direct", steps: int = 50,
            guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
            progress: Progress | str | None = "auto", warn: Callable[[str], None] | None = None):
     """Invert a picture (a file's path or a PIL image) at the model's size (cached): a files.real.RealPicture to
     pass to edit(..., inversion=...); its .reconstruction(model) is the source picture guided sampling makes from
     it. guidance None: the model family's default; warn(message) hears about a damaged or unwritable cache;
     progress "auto": a bar when someone watches (a notebook, a terminal)."""
+    model = as_model(model)
     from p2p_cli.engine.inversion import METHODS
     from p2p_cli.engine.pipeline import geometry
     from p2p_cli.files.real import picture_file, prepare
@@ -419,7 +436,7 @@ def invert(model: Model, image: Any, prompt: str, *, method: str = "direct", ste
                        warn=warn)
 
 
-def edit(model: Model, recipe: RecipeLike | list[RecipeLike], *, baseline: bool = False, maps: Any = True,
+def edit(model: Model | Any, recipe: RecipeLike | list[RecipeLike], *, baseline: bool = False, maps: Any = True,
          attention: str = "fused", inversion: RealPicture | None = None,
          progress: PhasedProgress | str | None = "auto") -> Result | list[Result]:
     """Run a recipe: the source and every edit in one batch from one initial latent (Hertz et al., sec. 3).
@@ -449,13 +466,14 @@ def edit(model: Model, recipe: RecipeLike | list[RecipeLike], *, baseline: bool 
                           progress=bar, invert_progress=invert_bar)
 
 
-def run_recipe(model: Model, recipe: RecipeLike, *, baseline: bool = False, maps: Any = True,
+def run_recipe(model: Model | Any, recipe: RecipeLike, *, baseline: bool = False, maps: Any = True,
                attention: str = "fused", inversion: RealPicture | None = None, progress: Progress | None = None,
                invert_progress: Progress | None = None, recipe_file: str | None = None,
                overrides: list[str] | tuple = (), source_only: bool = False) -> Result:
     """edit() with what the command line also needs: a progress callback per phase, the recipe's file (its
     relative paths, the name in messages, run.json) and `--set` overrides to record, and attn-viz's source-only
     run."""
+    model = as_model(model)
     from p2p_cli.files.outputs import check_latents
     from p2p_cli.engine.pipeline import geometry, run_edit
     from p2p_cli.analysis.maps import VizSpec, store_for, viz_tokenizer
@@ -527,11 +545,12 @@ def _check_loras(model: Model, recipe: Recipe, recipe_file: str | None, where: s
                            f" p2p.load_model(..., loras=[{listed}])"], where)
 
 
-def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention: str = "fused", progress=None,
+def edit_many(model: Model | Any, recipes: list, *, baseline: bool = False, attention: str = "fused", progress=None,
               recipe_files: list[str | None] | None = None, overrides: list[str] | tuple = ()) -> list[Result]:
     """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
     edit() of that recipe alone. The recipes must share steps, size, guidance and the layer settings
     (recipe.BATCH_SHARED); generated pictures only (no `image:` or `mask:`), no attention maps."""
+    model = as_model(model)
     from p2p_cli.engine.pipeline import run_edits
     from p2p_cli.files.outputs import check_latents
 
@@ -554,12 +573,13 @@ def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention:
     return results
 
 
-def sweep(model: Model, recipe, *, tau: list[float] | None = None, self_tau: list[float] | None = None,
+def sweep(model: Model | Any, recipe, *, tau: list[float] | None = None, self_tau: list[float] | None = None,
           edit_number: int | None = None, baseline: bool = False, batch_size: int = 8, attention: str = "fused",
           progress=None, source_name: str | None = None):
     """A tau sweep of a recipe as extra batch rows from the recipe's one initial latent: (sweep plan,
     analysis.tau_sweep.SweepResult with a picture per point); score it with tau_sweep.score_sweep. `recipe`
     may also be a plan tau_sweep.expand made (the CLI checks it before loading the model)."""
+    model = as_model(model)
     from p2p_cli.analysis.tau_sweep import Sweep, expand, run_sweep
 
     if isinstance(recipe, Sweep):
@@ -590,7 +610,7 @@ class DatasetRun:
     pairs: list[tuple[int, str]] = field(default_factory=list)
 
 
-def dataset(model: Model, pairs: str | Path | list[dict], out: str | Path, *, samples: int = 4,
+def dataset(model: Model | Any, pairs: str | Path | list[dict], out: str | Path, *, samples: int = 4,
             cross: tuple[float, float] = (0.1, 0.9), self_range: tuple[float, float] = (0.1, 0.9),
             keep: str | None = None, seed: int = 0, clip: Any = None, lpips: Any = None,
             overrides: list[str] | tuple = (), resume: bool = False, overwrite: bool = False,
@@ -607,6 +627,7 @@ def dataset(model: Model, pairs: str | Path | list[dict], out: str | Path, *, sa
     world-th valid pair from the rank-th; with assemble, metadata.jsonl is written once they are done (under a
     launcher, one process assembles when all are done: files.dataset.assemble(out, run.pairs)). Pairs that are
     invalid (heard by on_invalid before any sampling) or fail are listed in the result and the others go on."""
+    model = as_model(model)
     from p2p_cli.analysis import dataset as plan
     from p2p_cli.analysis.metrics import ClipScorer
     from p2p_cli.analysis.tau_sweep import edit_scores

@@ -15,10 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.family_defaults import default_blend_side, nearest_side, with_family_defaults
+from p2p_cli.family_defaults import FAMILY_DEFAULTS, default_blend_side, nearest_side, with_family_defaults
 from p2p_cli.model_spec import ModelSpec, from_configs
 from p2p_cli.paths import read_regular_text
-from p2p_cli.recipe import BUNDLED_MMDIT, BUNDLED_UNET, Recipe, RecipeError
+from p2p_cli.recipe import Recipe, RecipeError
+from p2p_cli.resolve import BUNDLED, config_folder, folder_family, resolve
 from p2p_cli.text.tokens import PromptError, find_tokens, token_ids, word_spans
 from p2p_cli.text.words import same_words, split_words
 
@@ -37,7 +38,7 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
     BPE stands in for every CLIP), plus T5's from a local or cached SD3 folder; a local or cached FLUX.1 folder's
     T5 alone (its CLIP gives only the pooled embedding, which diffusers truncates silently). Each sized as its
     pipeline pads it."""
-    geometry = model_geometry(spec) if spec not in (None, "shapes") else None
+    geometry = model_geometry(spec) if resolve(spec).key != "shapes" else None
     family = geometry.family.name if geometry else None
     if family not in ("sd3", "flux"):
         return [clip]
@@ -191,26 +192,10 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
     return warnings
 
 
-SHAPES = Path(__file__).resolve().parent / "shapes"
-
-
 def model_folder(spec: str | None) -> Path | None:
-    """The folder a model's config files are in: the bundled models' (the transformer model's holds no VAE: it is
-    the UNet model's), a local folder, or a hub id's snapshot in the local Hugging Face cache (never downloaded:
-    checks run before anything loads; None when it is not cached)."""
-    if spec is None or spec == "shapes":
-        return SHAPES / "weights"
-    if spec in BUNDLED_MMDIT:
-        return SHAPES / "weights-mmdit"
-    path = Path(spec).expanduser()
-    if path.exists() or spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
-        return path
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(spec, local_files_only=True, allow_patterns=["model_index.json"]))
-    except Exception:  # not cached (or no such id): the model is checked once it loads
-        return None
+    """The folder a model's config files are in (resolve.config_folder: never downloaded; None for a hub id that
+    is not cached)."""
+    return config_folder(spec)
 
 
 @functools.cache  # read once per model, however many recipes name it (a manifest of thousands)
@@ -221,27 +206,18 @@ def model_geometry(spec: str | None) -> ModelSpec | None:
     folder = model_folder(spec)
     if folder is None:
         return None
-    vae_folder = model_folder("shapes") if spec in BUNDLED_MMDIT else folder  # it shares the UNet model's VAE
-
-    def config(part: str) -> dict:
-        return json.loads(read_regular_text(folder / part / "config.json"))
-
+    family = folder_family(folder) if folder.is_dir() else None
+    if family is None:
+        return None
+    source = resolve(spec)
+    vae_folder = BUNDLED["shapes"] if source.key == "shapes-mmdit" else folder  # it shares the UNet model's VAE
     # the id the loaded model reports (models.load_model), so that messages name it alike before and after loading
-    if spec in (None, "shapes"):
-        name = "bundled:shapes"
-    elif spec in BUNDLED_MMDIT:
-        name = "bundled:shapes-mmdit"
-    else:
-        name = str(folder.resolve()) if Path(spec).expanduser().exists() else str(spec)
-
+    name = f"bundled:{source.key}" if source.kind == "bundled" else source.key
+    part = "transformer" if FAMILY_DEFAULTS[family].joint else "unet"
     try:
         vae = json.loads(read_regular_text(vae_folder / "vae" / "config.json"))
-        if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
-            transformer = config("transformer")
-            flux = "guidance_embeds" in transformer  # FluxTransformer2DModel's config has it, SD3's has not
-            return from_configs("flux" if flux else "sd3", vae, transformer=transformer, id=name)
-        xl = (folder / "text_encoder_2").is_dir()  # SDXL's second text encoder
-        return from_configs("sdxl" if xl else "sd", vae, unet=config("unet"), id=name)
+        config = json.loads(read_regular_text(folder / part / "config.json"))
+        return from_configs(family, vae, **{part: config}, id=name)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
 
@@ -255,14 +231,12 @@ def size_problem(side: int, multiple: int, native: int) -> str | None:
 
 
 def missing_model_problems(spec: str | None) -> list[str]:
-    """A model that names a local folder or file that is not there (as models.load_model reads it: from the
-    working directory); a hub id is looked up when it loads."""
-    if spec is None or spec in BUNDLED_UNET + BUNDLED_MMDIT or Path(spec).expanduser().exists():
+    """A model that names a local folder or file that is not there (resolve: from the working directory, as
+    models.load_model reads it); a hub id is looked up when it loads."""
+    if resolve(spec).kind != "missing":
         return []
-    if spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
-        return [f"model: no model folder or file at {spec}; give a folder saved by diffusers, a .safetensors"
-                " checkpoint, a hub id (owner/name) or shapes"]
-    return []
+    return [f"model: no model folder or file at {spec}; give a folder saved by diffusers, a .safetensors"
+            " checkpoint, a hub id (owner/name) or shapes"]
 
 
 def size_problems(recipe: Recipe, spec: str | None) -> list[str]:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import socket
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
 import p2p_cli
-from p2p_cli.checks import BUNDLED_MMDIT
-from p2p_cli.recipe import BUNDLED_UNET
 from p2p_cli.model_spec import ModelSpec, from_configs
+from p2p_cli.loading import Loading
+
+# torchao's CUDA kernels fail to load under a CPU build of torch, and diffusers warns about torchao versions it
+# does not know: each says so on every import of diffusers once torchao is installed, though the weight-only
+# quantization p2p uses works; those lines are kept out of p2p's output (errors still show)
+for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+from p2p_cli.resolve import (BUNDLED, PIPELINES, TRANSFORMER_FAMILIES, WEIGHT_FILES, HubUnavailable, NotASingleFile,
+                             SINGLE_FILE_KEYS, env_flag, file_family, hub_reachable, hub_snapshot, resolve,
+                             unsafe_weights)
 
 
 @dataclass
@@ -41,6 +47,8 @@ class Model:
     options: dict = field(default_factory=dict)  # pipeline settings from model_index.json (force_zeros_for_empty_prompt)
     family: Any = None  # families.Family, detected from the components when None
     loras: list = field(default_factory=list)  # LoRA weights loaded into the networks: [{path, scale, sha256}]
+    loading: Loading = field(default_factory=Loading)  # how it was loaded: quantization per part, offload
+    offload: Any = None  # the diffusers pipeline holding its offload hooks (placement.install_offload), if any
 
     def __post_init__(self) -> None:
         if self.family is None:
@@ -97,7 +105,7 @@ class Model:
         for net in self.networks():
             want = self.family.vae_dtype(dtype, net.config) if net is self.vae else dtype
             net.to(self.device)
-            if net.dtype != want:
+            if net.dtype != want and getattr(net, "hf_quantizer", None) is None:  # quantized: loaded in its dtype
                 net.to(want)
         return self
 
@@ -113,20 +121,85 @@ def from_components(parts: dict, id: str = "components", device: str = "cpu", dt
     return Model(**parts, id=id).to(device, dtype)
 
 
+COMPONENTS = ("unet", "transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
+              "text_encoder_3", "tokenizer_3", "scheduler")  # what a Model takes of a pipeline (the rest is ignored)
+
+
+def pipeline_parts(pipe: Any) -> dict[str, Any]:
+    """The components of a diffusers pipeline a Model holds, by name (extras such as a safety checker, a feature
+    extractor or an image encoder left out, and parts the pipeline was built without)."""
+    return {k: v for k, v in pipe.components.items() if k in COMPONENTS and v is not None}
+
+
+def from_pipeline(pipe: Any) -> Model:
+    """A Model on a diffusers pipeline the user already has (StableDiffusionPipeline, StableDiffusionXLPipeline,
+    StableDiffusion3Pipeline, FluxPipeline, however its components were built, quantized or offloaded): its
+    networks and tokenizers used in place, nothing copied, moved or cast. The engine installs its attention
+    processors for a run and restores the pipeline's own afterwards, so the pipeline generates as before.
+
+    The scheduler is a new one made from the pipeline's config (its own keeps its state): SD and SDXL sample with
+    DDIM with the settings SD's config lacks, as a folder loaded by name does. The device is where the pipeline
+    computes (its execution device, under offload too), the dtype the denoiser's."""
+    from diffusers import DDIMScheduler
+
+    from p2p_cli.families import detect
+    from p2p_cli.families.sd import SD_SCHEDULER
+
+    parts = pipeline_parts(pipe)
+    try:
+        family = detect(parts)
+    except ValueError as err:
+        raise ModelLoadError(f"a {type(pipe).__name__}: {err}") from None
+    scheduler = parts["scheduler"]
+    if family.denoiser == "unet":  # as load_folder reads a folder's scheduler config: the keys its file held
+        defaulted = set(scheduler.config.get("_use_default_values", ()))  # diffusers fills in its class's defaults
+        config = {k: v for k, v in scheduler.config.items() if k not in defaulted}
+        parts["scheduler"] = DDIMScheduler.from_config({**SD_SCHEDULER, **config})
+    else:
+        parts["scheduler"] = type(scheduler).from_config(scheduler.config)
+    denoiser = parts.get("unet", parts.get("transformer"))
+    device = getattr(pipe, "_execution_device", None) or pipe.device
+    name = pipe.name_or_path
+    path = str(Path(name).resolve()) if name and Path(name).is_dir() else None
+    options = {k: pipe.config[k] for k in ("force_zeros_for_empty_prompt",) if k in pipe.config}
+    return Model(**parts, family=family, options=options, id=path or name or f"pipeline:{type(pipe).__name__}",
+                 path=path, device=torch.device(device), dtype=denoiser.dtype, loading=pipeline_loading(parts))
+
+
+def pipeline_loading(parts: dict[str, Any]) -> Loading:
+    """How a user's pipeline was quantized and offloaded, for the records (run.json, the inversion cache's key):
+    each quantized network's backend and config type ("torchao:Int8WeightOnlyConfig", "gguf", "bitsandbytes_4bit"),
+    and "pipeline" when offload hooks sit on its networks."""
+    from p2p_cli.placement import has_offload_hooks
+
+    quantize, hooked = [], False
+    for name, net in parts.items():
+        if not isinstance(net, torch.nn.Module):
+            continue
+        hooked = hooked or has_offload_hooks(net)
+        quantizer = getattr(net, "hf_quantizer", None)
+        if quantizer is not None:
+            config = quantizer.quantization_config
+            kind = str(getattr(config, "quant_method", "quantized")).split(".")[-1].lower()
+            detail = getattr(config, "quant_type", None)
+            detail = type(detail).__name__ if detail is not None and not isinstance(detail, str) else detail
+            quantize.append((name, f"{kind}:{detail}" if detail else kind))
+    return Loading(tuple(sorted(quantize)), "pipeline" if hooked else "none")
+
+
+def as_model(model: Any) -> Model:
+    """A Model as it is, or one on a diffusers pipeline's components (from_pipeline)."""
+    if isinstance(model, Model):
+        return model
+    if hasattr(model, "components") and hasattr(model, "config"):  # a diffusers DiffusionPipeline
+        return from_pipeline(model)
+    raise TypeError(f"a model is a p2p Model (load_model) or a diffusers pipeline, not {type(model).__name__}")
+
+
 # --- loading -------------------------------------------------------------------------------------------
 
-BUNDLED_NAMES = BUNDLED_UNET
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_WEIGHTS = {  # part -> (safetensors name, pickle name), as save_pretrained writes them
-    "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
-    "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
-    "text_encoder": ("model.safetensors", "pytorch_model.bin"),
-    "text_encoder_2": ("model.safetensors", "pytorch_model.bin"),  # SDXL, SD3, FLUX
-    "transformer": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),  # SD3, FLUX
-    "text_encoder_3": ("model.safetensors", "pytorch_model.bin"),  # SD3's T5 (may be absent)
-}
-OPTIONAL_PARTS = ("text_encoder_2", "tokenizer_2", "transformer", "text_encoder_3")  # not every family has them
 
 
 class ModelLoadError(RuntimeError):
@@ -135,12 +208,12 @@ class ModelLoadError(RuntimeError):
 
 def bundled_weights() -> Path:
     """Where the bundled shapes model lives (written by the shapes training command)."""
-    return Path(__file__).resolve().parent / "shapes" / "weights"
+    return BUNDLED["shapes"]
 
 
 def bundle_mmdit_weights() -> Path:
     """Where the bundled transformer shapes model lives: its own parts only (lab/shapes/mmdit_bundle.py exports them)."""
-    return Path(__file__).resolve().parent / "shapes" / "weights-mmdit"
+    return BUNDLED["shapes-mmdit"]
 
 
 def shapes_mmdit_parts(unet_folder: Path, dtype: torch.dtype = torch.float32) -> dict:
@@ -250,47 +323,79 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-               threads: int | None = None) -> Model:
+               threads: int | None = None, loading: Loading | None = None) -> Model:
     """A Model from a hub id, a local save_pretrained folder or the bundled model (spec None or "shapes"); torch's
-    CPU threads set first (use_threads: `threads`, else the CLI's default unless the user chose)."""
+    CPU threads set first (use_threads: `threads`, else the CLI's default unless the user chose); loading:
+    quantization per part and offload (loading.py), through diffusers' and transformers' own configs and hooks."""
+    from p2p_cli.placement import LoadingError, check_backend
+
     use_threads(threads)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    if spec is None or spec in BUNDLED_NAMES:
+    loading = loading or Loading()
+    try:
+        check_backend(loading, dev.type)
+    except LoadingError as err:
+        raise ModelLoadError(str(err)) from None
+    source = resolve(spec)
+    if not loading.plain and source.kind == "file":
+        raise ModelLoadError(f"{spec}: quantize and offload apply to model folders and hub ids; a single-file"
+                             " checkpoint loads as it is (save it as a folder with save_pretrained first)")
+    if source.kind == "bundled" and source.key == "shapes":
         folder = bundled_weights()
         if not all((folder / part).is_dir() for part in PARTS):
             raise ModelLoadError(
                 f"the bundled shapes model is not installed (no model in {folder}); train it first, or pass"
                 " --model with a local folder saved by diffusers' save_pretrained or a hub id"
             )
-        model = load_folder(folder, allow_pickle, dt, id="bundled:shapes")
-    elif spec in BUNDLED_MMDIT:  # `--model shapes-mmdit`: the bundled transformer (SD3-layout) shapes model
+        model = load_folder(folder, allow_pickle, dt, id="bundled:shapes", loading=loading)
+    elif source.kind == "bundled":  # `--model shapes-mmdit`: the bundled transformer (SD3-layout) shapes model
         folder = bundle_mmdit_weights()
         if not (folder / "transformer").is_dir() or not all((bundled_weights() / p).is_dir() for p in PARTS):
             raise ModelLoadError(f"the bundled transformer shapes model is not installed (no model in {folder}); see"
                                  " DEVELOPERS.md, 'The wide world and the transformer shapes model'")
-        model = load_transformer_folder(folder, allow_pickle, dt, id="bundled:shapes-mmdit",
-                                        parts=shapes_mmdit_parts(bundled_weights(), dt))
-    elif (path := Path(spec).expanduser()).exists():
-        if path.is_dir():
-            model = load_folder(path, allow_pickle, dt, id=str(path.resolve()))
-        else:
-            _regular(path)
-            model = load_single_file(path, dt)
-    elif spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
+        model = load_pipeline_folder(folder, allow_pickle, dt, id="bundled:shapes-mmdit",
+                                     parts=shapes_mmdit_parts(bundled_weights(), dt), loading=loading)
+    elif source.kind == "folder":
+        model = load_folder(source.path, allow_pickle, dt, id=source.key, loading=loading)
+    elif source.kind == "file":
+        _regular(source.path)
+        model = load_single_file(source.path, dt)
+    elif source.kind == "missing":
         raise ModelLoadError(
             f"no model folder at {spec}; --model takes a local folder saved by diffusers (unet/ or transformer/,"
             " vae/, text encoders, tokenizers, scheduler/) or a hub id such as CompVis/stable-diffusion-v1-4"
         )
     else:
         folder, revision = _hub_snapshot(spec, allow_pickle)
-        model = load_folder(folder, allow_pickle, dt, id=spec)
+        model = load_folder(folder, allow_pickle, dt, id=spec, loading=loading)
         model.revision = revision
-    return model.to(dev, dt)
+    if model.loading.offload == "none":
+        return model.to(dev, dt)
+    from p2p_cli.placement import install_offload
+
+    model.to("cpu", dt)  # the weights stay on the CPU; the hooks move each part to the device when it runs
+    model.device = dev
+    model.offload = install_offload(model, model.loading.offload, dev)
+    return model
+
+
+def quantized_parts(loading: Loading, family: str, present: list[str]) -> Loading:
+    """The settings with "denoiser" named as the family names it, each named part checked to be in the model."""
+    denoiser = "transformer" if family in TRANSFORMER_FAMILIES else "unet"
+    loading = loading.for_family(denoiser)
+    for part, _ in loading.quantize:
+        if part not in present:
+            other = " (its denoiser is its transformer)" if part == "unet" else (
+                " (its denoiser is its UNet)" if part == "transformer" else "")
+            raise ModelLoadError(f"quantize.{part}: this {family} model has no {part}{other}; it has"
+                                 f" {', '.join(present)}")
+    return loading
 
 
 def load_folder(
-    folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32, id: str | None = None
+    folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32, id: str | None = None,
+    loading: Loading | None = None,
 ) -> Model:
     """Each part with its class's from_pretrained (on the CPU); the scheduler as DDIM with the SD settings it lacks."""
     import diffusers
@@ -305,9 +410,12 @@ def load_folder(
         lib.utils.logging.set_verbosity_error()
         lib.utils.logging.disable_progress_bar()
 
+    from p2p_cli.placement import LoadingError, gguf_denoiser, part_kwargs
+
     folder = Path(folder)
+    loading = loading or Loading()
     if (folder / "transformer").is_dir():
-        return load_transformer_folder(folder, allow_pickle, dtype, id)
+        return load_pipeline_folder(folder, allow_pickle, dtype, id, loading=loading)
     missing = [p for p in PARTS if not (folder / p).is_dir()]
     if missing:
         raise ModelLoadError(
@@ -319,17 +427,26 @@ def load_folder(
         raise ModelLoadError(f"{folder} has text_encoder_2/ but no tokenizer_2/: an SDXL folder needs both")
     _check_safe(folder, allow_pickle)
     use_safe = None if allow_pickle else True
+    loading = quantized_parts(loading, "sdxl" if xl else "sd",
+                              ["unet", "text_encoder"] + (["text_encoder_2"] if xl else []))
+    gguf = loading.kind("unet") if (loading.kind("unet") or "").endswith(".gguf") else None
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=use_safe, torch_dtype=dtype)
+        unet = (gguf_denoiser(UNet2DConditionModel, Path(gguf), folder, "unet", dtype) if gguf else
+                UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=use_safe,
+                                                     torch_dtype=dtype, **part_kwargs(loading, "unet", dtype)))
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=use_safe, torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=use_safe, dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=use_safe, dtype=dtype,
+                                                     **part_kwargs(loading, "text_encoder", dtype))
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
         config = DDIMScheduler.load_config(folder, subfolder="scheduler")
         extra = {}
         if xl:
             extra["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
-                folder / "text_encoder_2", use_safetensors=use_safe, dtype=dtype).eval()
+                folder / "text_encoder_2", use_safetensors=use_safe, dtype=dtype,
+                **part_kwargs(loading, "text_encoder_2", dtype)).eval()
             extra["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
+    except LoadingError as err:
+        raise ModelLoadError(str(err)) from None
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
     scheduler = DDIMScheduler.from_config({**SD_SCHEDULER, **config})  # the model's own settings win
@@ -340,7 +457,7 @@ def load_folder(
     except ValueError as err:
         raise ModelLoadError(f"{folder}: {err}") from None
     return Model(**parts, family=family, options=_pipeline_options(folder), id=id or str(folder.resolve()),
-                 path=str(folder.resolve()))
+                 path=str(folder.resolve()), loading=loading)
 
 
 def _read_text(path: Path) -> str:
@@ -367,18 +484,12 @@ def _check_safe(folder: Path, allow_pickle: bool) -> None:
         for file in entry.iterdir():
             if not file.is_dir():
                 _regular(file)
-    for part, (safe, pickled) in _WEIGHTS.items():
-        sub = folder / part
-        if not sub.is_dir():
-            continue
-        has_safe = (sub / safe).exists() or any(sub.glob(safe.replace(".safetensors", "-*.safetensors")))
-        if not has_safe and not allow_pickle:
-            hint = " (only pickle weights found; pass --allow-pickle if you trust them)" if (sub / pickled).exists() else ""
-            raise ModelLoadError(f"{sub}: no {safe}{hint}")
+    if problem := unsafe_weights(folder, allow_pickle):
+        raise ModelLoadError(problem)
 
 
-def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
-                            id: str | None = None, parts: dict | None = None) -> Model:
+def load_pipeline_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
+                         id: str | None = None, parts: dict | None = None, loading: Loading | None = None) -> Model:
     """An SD3 / SD3.5 or FLUX.1 folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
     family's diffusers pipeline class as it reads a hub snapshot; parts: components given instead of read from
     the folder (the bundled transformer shapes model shares its VAE and text encoders with the UNet model)."""
@@ -386,7 +497,6 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
 
     import diffusers
     import transformers
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
     for lib in (diffusers, transformers):
         lib.utils.logging.set_verbosity_error()
@@ -396,51 +506,48 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
         name = index["_class_name"]
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{folder}: a transformer model folder needs its model_index.json ({err})") from None
-    pipelines = {"StableDiffusion3Pipeline": StableDiffusion3Pipeline, "FluxPipeline": FluxPipeline}
-    if name not in pipelines:
+    family = PIPELINES.get(name)
+    if family not in TRANSFORMER_FAMILIES:
         raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3 and FLUX.1 (text-to-image)")
     _check_safe(folder, allow_pickle)
+    from p2p_cli.placement import LoadingError, gguf_denoiser, pipeline_kwargs
+
+    present = [k for k, v in index.items() if isinstance(v, list) and v[0] is not None
+               and k in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3")]
+    loading = quantized_parts(loading or Loading(), family, present)
+    parts = dict(parts or {})
     try:
+        gguf = loading.kind("transformer")
+        if gguf and gguf.endswith(".gguf"):
+            parts["transformer"] = gguf_denoiser(getattr(diffusers, index["transformer"][1]), Path(gguf), folder,
+                                                 "transformer", dtype)
         with warnings.catch_warnings():  # newer diffusers rename torch_dtype; older ones know only it
             warnings.simplefilter("ignore", FutureWarning)
             # parts the folder leaves out ([null, null] in model_index.json, as SD3 without T5 is saved) are
             # passed as None: diffusers does not read them as absent by itself
             absent = {k: None for k, v in index.items() if v == [None, None]}
-            pipe = pipelines[name].from_pretrained(folder, torch_dtype=dtype,
+            pipe = getattr(diffusers, name).from_pretrained(folder, torch_dtype=dtype,
                                                    use_safetensors=None if allow_pickle else True,
-                                                   **{**absent, **(parts or {})})
+                                                   **{**absent, **parts}, **pipeline_kwargs(loading, dtype))
+    except LoadingError as err:
+        raise ModelLoadError(str(err)) from None
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {folder}: {err}") from err
-    keep = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3",
-            "tokenizer_3", "scheduler")
-    parts = {k: (v.eval() if hasattr(v, "eval") else v) for k, v in pipe.components.items() if k in keep and v is not None}
-    return Model(**parts, options=_pipeline_options(folder), id=id or str(folder.resolve()), path=str(folder.resolve()))
+    parts = {k: (v.eval() if hasattr(v, "eval") else v) for k, v in pipeline_parts(pipe).items()}
+    return Model(**parts, options=_pipeline_options(folder), id=id or str(folder.resolve()), path=str(folder.resolve()),
+                 loading=loading)
 
 
-SINGLE_FILE_KEYS = {  # a key only that family's single-file checkpoints hold (as diffusers tells them apart)
-    "sdxl": "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",
-    "sd": "model.diffusion_model.output_blocks.11.0.skip_connection.weight",
-}
+load_transformer_folder = load_pipeline_folder  # its name before the table of pipeline classes (resolve.PIPELINES)
 
 
 def single_file_family(path: Path) -> str:
-    """"sdxl" or "sd" from the tensor names of a single-file .safetensors checkpoint (read from its header)."""
-    from safetensors import SafetensorError, safe_open
-
+    """"sdxl" or "sd" from the tensor names of a single-file .safetensors checkpoint (resolve.file_family)."""
     _regular(path)
-    if path.suffix != ".safetensors":
-        raise ModelLoadError(f"{path}: only .safetensors single-file checkpoints are loaded (pickled files can run"
-                             " code); or pass a folder saved by save_pretrained")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = set(f.keys())
-    except (OSError, SafetensorError) as err:
-        raise ModelLoadError(f"{path}: not a readable safetensors file ({err})") from None
-    for family, key in SINGLE_FILE_KEYS.items():
-        if key in keys:
-            return family
-    raise ModelLoadError(f"{path}: not a Stable Diffusion 1.x/2.x or SDXL single-file checkpoint (none of the"
-                         " tensor names those hold)")
+        return file_family(path)
+    except NotASingleFile as err:
+        raise ModelLoadError(str(err)) from None
 
 
 def load_single_file(path: Path, dtype: torch.dtype = torch.float32) -> Model:
@@ -455,7 +562,7 @@ def load_single_file(path: Path, dtype: torch.dtype = torch.float32) -> Model:
     cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
-    offline = _env_flag("HF_HUB_OFFLINE") or not _hub_reachable()
+    offline = env_flag("HF_HUB_OFFLINE") or not hub_reachable()
     try:
         pipe = cls.from_single_file(str(path), torch_dtype=dtype, local_files_only=offline)
     except Exception as err:  # diffusers raises many kinds (missing config, connection, bad keys)
@@ -486,52 +593,21 @@ def _pipeline_options(folder: Path) -> dict:
 
 def _hub_snapshot(repo_id: str, allow_pickle: bool) -> tuple[Path, str | None]:
     """The local snapshot folder and commit of a hub model; from the cache only when offline."""
-    from huggingface_hub import snapshot_download
-
     patterns = ["model_index.json", "tokenizer/*", "tokenizer_2/*", "tokenizer_3/*", "scheduler/*"]
-    for part, (safe, pickled) in _WEIGHTS.items():
+    for part, (safe, pickled) in WEIGHT_FILES.items():
         stem = safe.removesuffix(".safetensors")
         patterns += [f"{part}/config.json", f"{part}/{safe}", f"{part}/{stem}-*.safetensors", f"{part}/{safe}.index.json"]
         if allow_pickle:
             patterns += [f"{part}/{pickled}"]
-    env_offline = _env_flag("HF_HUB_OFFLINE")
-    offline = env_offline or not _hub_reachable()
     try:
-        folder = snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline, etag_timeout=5)
-    except Exception as err:  # the hub raises many kinds: connection, not found, gated, ...
-        if offline:
-            how, fix = (
-                ("HF_HUB_OFFLINE is set", "unset it to download the model") if env_offline
-                else ("the hub is unreachable from this machine", "connect to the network")
-            )
+        folder = hub_snapshot(repo_id, patterns)
+    except HubUnavailable as err:
+        if err.offline:
+            fix = "unset it to download the model" if err.how.startswith("HF_HUB_OFFLINE") else "connect to the network"
             raise ModelLoadError(
-                f"{repo_id} is not in the local Hugging Face cache and {how}: {fix}, or pass --model with a"
+                f"{repo_id} is not in the local Hugging Face cache and {err.how}: {fix}, or pass --model with a"
                 " local folder saved by diffusers' save_pretrained (pipeline.save_pretrained(folder))"
-            ) from err
-        raise ModelLoadError(f"cannot get {repo_id} from the hub: {err}. Check the id, or pass a local folder") from err
-    folder = Path(folder)
+            ) from err.err
+        raise ModelLoadError(f"cannot get {repo_id} from the hub: {err}. Check the id, or pass a local folder") from err.err
     revision = folder.name if len(folder.name) == 40 else None  # snapshots/<commit hash>
     return folder, revision
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub endpoint, so an offline machine fails in seconds, not minutes of retries."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)  # name resolution ignores socket timeouts
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from p2p_cli.loading import Loading, quantize_problems
+from p2p_cli.loading import parse as parse_loading
 from p2p_cli.text.words import same_words, split_words
 
 BUNDLED_UNET = ("shapes", "bundled:shapes")  # `model: shapes` (or none): the bundled model; run.json says bundled:shapes
@@ -242,6 +244,8 @@ class Recipe(BaseModel, metaclass=_Checked):
     crops_coords_top_left: PairField = None
     target_size: PairField = None
     loras: list[Lora] = Field(default_factory=list)  # LoRA weights (SD 1.x, SDXL), loaded with diffusers' loader
+    quantize: str | dict[str, str] | None = None  # loading.py: int8 / fp8 / bnb-8bit / bnb-4bit / a .gguf, per part
+    offload: Literal["none", "model", "sequential", "group"] | None = None  # diffusers' offload hooks
     edits: list[Edit] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -252,6 +256,7 @@ class Recipe(BaseModel, metaclass=_Checked):
         if self.image is None:
             problems += [f"{key}: only applies to a real picture (add image: path/to/picture.png)"
                          for key in ("crop", "inversion") if getattr(self, key) is not None]
+        problems += quantize_problems(self.quantize)
         for i, edit in enumerate(self.edits):
             problems += [f"edits[{i}].{p}" for p in _resolve_edit(self, edit)]
         if problems:
@@ -263,6 +268,11 @@ class Recipe(BaseModel, metaclass=_Checked):
         recipe's or the edit's), and not reweight (its prompt is the source's: the source row again)."""
         return [k for k, e in enumerate(self.edits, start=1)
                 if (baseline or self.baseline or e.baseline) and e.type != "reweight"]
+
+    @property
+    def loading(self) -> Loading:
+        """The model's loading settings (quantize, offload: loading.py)."""
+        return parse_loading(self.quantize, self.offload)
 
     @property
     def inversion_method(self) -> InversionMethod:

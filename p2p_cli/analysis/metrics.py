@@ -210,26 +210,21 @@ def _clip_folder(spec: str) -> Path:
 def hub_folder(spec: str, what: str, option: str, kind: str) -> Path:
     """A local folder, or the hub snapshot of an id (config and safetensors weights; from the cache only when
     offline); MetricUnavailable naming `what` and the `option` that takes another if it cannot be had."""
-    from p2p_cli.models import _env_flag, _hub_reachable
+    from p2p_cli.resolve import HubUnavailable, hub_snapshot, resolve
 
-    path = Path(spec).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
+    source = resolve(spec)
+    if source.kind in ("folder", "file"):
+        if not (source.path / "config.json").exists():
             raise MetricUnavailable(f"{spec} has no config.json; {option} takes {kind} or a hub id")
-        return path
-    if spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
+        return source.path
+    if source.kind != "hub":
         raise MetricUnavailable(f"no {what} model folder at {spec}; {option} takes a local folder or a hub id")
-    from huggingface_hub import snapshot_download
-
     patterns = ["config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json"]
-    forced = _env_flag("HF_HUB_OFFLINE")
-    offline = forced or not _hub_reachable()
     try:
-        return Path(snapshot_download(spec, allow_patterns=patterns, local_files_only=offline, etag_timeout=5))
-    except Exception as err:  # noqa: BLE001 - connection, not found, gated, ...: all mean "no model here"
-        if offline:
-            how = "HF_HUB_OFFLINE is set" if forced else "the hub is unreachable"
-            raise MetricUnavailable(f"{what} {spec} is not in the local Hugging Face cache and {how}"
+        return hub_snapshot(spec, patterns)
+    except HubUnavailable as err:  # connection, not found, gated, ...: all mean "no model here"
+        if err.offline:
+            raise MetricUnavailable(f"{what} {spec} is not in the local Hugging Face cache and {err.how}"
                                     f" (pass {option} with a local folder)") from err
         raise MetricUnavailable(f"cannot get {what} {spec} from the hub: {err}") from err
 

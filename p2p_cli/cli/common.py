@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
@@ -70,11 +69,11 @@ def phase_progress(bar: Progress, label: str, steps: int, phases: list[str]):
 
 
 def model_key(spec: str | None) -> str:
-    """One name per model: "shapes" for the bundled one, a resolved path for local folders, else the hub id."""
-    if spec is None or spec == "shapes":
-        return "shapes"
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
+    """One name per model: "shapes" for the bundled one, a resolved path for local folders, else the hub id
+    (resolve.key)."""
+    from p2p_cli.resolve import key
+
+    return key(spec)
 
 
 def dtype_name(dtype) -> str:

@@ -49,8 +49,8 @@ class Job:
 
     @property
     def key(self) -> tuple:
-        """Jobs with one key share one loaded model: the same weights and the same LoRAs."""
-        return (self.spec, self.loras)
+        """Jobs with one key share one loaded model: the same weights, LoRAs, quantization and offload."""
+        return (self.spec, self.loras, self.recipe.loading)
 
 
 def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | None,
@@ -77,12 +77,12 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
             image = _real_image(recipe, label)
             resolve_mask(recipe, label)
             loras = ()
-            if recipe.loras:
+            if recipe.loras or recipe.quantize:
                 from p2p_cli.api import anchored  # (these import torch)
                 from p2p_cli.files.real import recipe_loras
 
                 loras = recipe_loras(recipe, label)
-                recipe = anchored(recipe, label)  # run.json's recipe names the files by absolute path
+                recipe = anchored(recipe, label)  # run.json's recipe names the files (LoRAs, GGUF) by absolute path
         except RecipeError as err:
             if skipped is not None and is_manifest_line(label):  # a manifest goes on without its bad lines
                 _skip(err if err.source == label else RecipeError(err.problems, label), skipped, loud)
@@ -153,6 +153,23 @@ def check_folders(jobs: list[Job], overwrite: bool, debug: bool) -> None:
                 job.done, job.code = True, report(err, debug=debug)
 
 
+def check_memory(jobs: list[Job], device, dtype, debug: bool) -> None:
+    """A job whose memory plan (memory_plan.py: weights and sampling) is above the device's free memory fails
+    before its model loads, naming the settings that would fit (P2P_MEMORY_CHECK=0 skips it)."""
+    from p2p_cli.engine.memory import NotEnoughMemory, available_bytes, check_enabled
+    from p2p_cli.memory_plan import plan_for
+
+    if not check_enabled() or (free := available_bytes(device)) is None:
+        return
+    for job in jobs:
+        if job.done or (plan := plan_for(job.spec, job.recipe, dtype_name(dtype))) is None:
+            continue
+        if (needed := plan.peak()) > free:
+            largest = plan.largest_size(free)
+            err = NotEnoughMemory(needed, free, str(device), plan.size, largest, fixes=plan.fixes(free, device.type))
+            job.done, job.code = True, report(err, where=job.path, debug=debug)
+
+
 def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=None, batch_rows: int | None = None,
              **how) -> None:
     """Run the jobs in order, loading each model once and dropping it after its last job; on_done(job) after each
@@ -163,6 +180,7 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=N
     from p2p_cli.models import load_model
     from p2p_cli.checks import model_problems
 
+    check_memory(jobs, device, dtype, debug)
     models: dict[str, Model] = {}
     left = {key: sum(1 for j in jobs if j.key == key and not j.done) for key in {j.key for j in jobs}}
     for job in jobs:
@@ -176,7 +194,7 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=N
                 + (f" with {len(job.loras)} LoRA(s)" if job.loras else ""))
             try:
                 loaded = load_model(job.spec, device.type if device.index is None else str(device),
-                                    dtype_name(dtype), allow_pickle=how["allow_pickle"])
+                                    dtype_name(dtype), allow_pickle=how["allow_pickle"], loading=job.recipe.loading)
                 apply_loras(loaded, list(job.loras))
                 models[job.key] = loaded
             except BrokenPipeError:

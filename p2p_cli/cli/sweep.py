@@ -143,7 +143,8 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     start = time.perf_counter()
     recipe = plan.recipe
     log(f"loading model {spec}")
-    sd = load_model(spec, device=device, dtype=dtype, allow_pickle=allow_pickle, loras=recipe_loras(recipe, recipe_file))
+    sd = load_model(spec, device=device, dtype=dtype, allow_pickle=allow_pickle, loras=recipe_loras(recipe, recipe_file),
+                    quantize=recipe.quantize, offload=recipe.offload)
     recipe = resolve_recipe(sd, recipe, recipe_file)  # every problem on this model; the family's defaults filled in
     # the scores' models before sampling: --pick by a CLIP score that cannot be had fails now, not after the sweep
     notes, scorer = [], None

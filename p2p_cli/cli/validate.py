@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import STDIN_ONCE, check_name
+from p2p_cli.cli.common import STDIN_ONCE, check_name, overrides_from
 from p2p_cli.cli.jobs import check_names, warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
 from p2p_cli.checks import blend_side, missing_model_problems, model_geometry, problems_before_loading
@@ -20,12 +20,16 @@ from p2p_cli.recipe import Recipe, RecipeError
 
 
 def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = None, set_: o.Sets = None,
-             trust_recipe: o.TrustRecipe = False, name: o.InlineNames = None, debug: o.Debug = False) -> None:
+             trust_recipe: o.TrustRecipe = False, name: o.InlineNames = None, memory: o.Memory = None,
+             device: o.DeviceOpt = o.Device.auto, dtype: o.DtypeOpt = o.Dtype.auto, quantize: o.Quantize = None,
+             offload: o.Offload = None, debug: o.Debug = False) -> None:
     """Check recipes (schema, picture, words and token counts against CLIP's tokenizer, and an SD3 or FLUX.1
     model's T5 when it is on disk or in the Hugging Face cache) without loading a model; print every setting each
-    resolves to."""
+    resolves to; with --memory, the memory plan on a card of that size."""
     code = EXIT_OK
+    set_ = overrides_from(set_, quantize=quantize, offload=offload)
     with handled(debug):
+        budgets = _budgets(memory)
         recipes = recipes or []
         if not recipes and not prompt:
             raise UsageError("nothing to check: give a RECIPE or --prompt \"a [cat->dog] on a mat\"")
@@ -61,7 +65,31 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
                 if label.startswith("--prompt"):  # what the inline prompt expands to, as a recipe file
                     print(printable(expansion(recipe)))
                 print(printable(summary(recipe, image)))
+                if budgets:
+                    print(memory_lines(recipe, budgets, device.value, dtype.value))
     raise typer.Exit(code if code == EXIT_OK else EXIT_INVALID)
+
+
+def _budgets(memory: str | None) -> list[int]:
+    from p2p_cli.memory_plan import parse_memory
+
+    try:
+        return [parse_memory(part) for part in memory.split(",")] if memory else []
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def memory_lines(recipe: Recipe, budgets: list[int], device: str, dtype: str) -> str:
+    """The memory plan's lines for each card size (memory_plan.py)."""
+    from p2p_cli.memory_plan import plan_for
+
+    device = "cuda" if device == "auto" else device
+    dtype = dtype if dtype != "auto" else "fp16" if device == "cuda" else "fp32"
+    plan = plan_for(recipe.model, recipe, dtype)
+    if plan is None:
+        return (f"  memory: {recipe.model}'s sizes are not known here (no local folder or cached config, and not one"
+                " of the published models the plan knows); the run checks once it loads")
+    return "\n".join(line for budget in budgets for line in plan.lines(budget, device))
 
 
 def expansion(recipe: Recipe) -> str:

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a device is asked about: the estimate itself is plain arithmetic,
+    import torch  # which the memory plan (memory_plan.py, `p2p validate --memory`) runs without torch
 
 UNET_COPIES = 48  # measured 34..42 (tiny UNet, fused attention, CPU)
 TRANSFORMER_COPIES = 64  # measured 20..48 (SD3 / FLUX benchmark layouts, fused attention, CPU)
@@ -49,7 +51,7 @@ class NotEnoughMemory(RuntimeError):
     """A run whose estimated memory is more than the device has free (raised before sampling)."""
 
     def __init__(self, needed: int, available: int, device: str, size: tuple[int, int], largest: int | list | None,
-                 explicit: bool = False):
+                 explicit: bool = False, fixes: list[str] | tuple = ()):
         self.needed, self.available, self.device, self.size, self.largest = needed, available, device, size, largest
         fits = (f"the largest size that fits is about size: {largest}" if largest is not None
                 else "no size fits; free memory or use a smaller model")
@@ -62,6 +64,7 @@ class NotEnoughMemory(RuntimeError):
             f"not enough memory: size {size[0]}x{size[1]} needs about {needed / GIB:.1f} GiB on {device}, which has"
             f" {available / GIB:.1f} GiB free; {fits} (set it with size: in the recipe or --set size=N); or try "
             + ", ".join(hints) + " (P2P_MEMORY_CHECK=0 skips this estimate)"
+            + (f"; settings that fit: {'; '.join(fixes)}" if fixes else "")
         )
 
 
@@ -102,6 +105,8 @@ def estimate_bytes(*, latent_hw: tuple[int, int], prompts: int, guided: bool, wi
 def available_bytes(device: torch.device) -> int | None:
     """Free memory on the device: torch.cuda.mem_get_info (plus what torch's allocator holds unused) on a GPU;
     psutil's or /proc/meminfo's MemAvailable on the CPU; None when it cannot be known (then nothing is checked)."""
+    import torch
+
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))

@@ -42,6 +42,14 @@ def image_bytes(image: torch.Tensor) -> bytes:
 _fingerprints: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # unet -> digest, freed with the model
 
 
+def _head(weight: torch.Tensor) -> torch.Tensor:
+    """A weight's first 4 values; a torchao tensor (quantized: no flatten) dequantized first."""
+    try:
+        return weight.flatten()[:4].float()
+    except NotImplementedError:
+        return weight.dequantize().flatten()[:4].float()
+
+
 def model_fingerprint(model: Model) -> str:
     """A hash of the first values of every weight (and each shape): retrained weights under one id differ."""
     if model.denoiser in _fingerprints:
@@ -51,7 +59,7 @@ def model_fingerprint(model: Model) -> str:
         heads = []
         for name, p in net.named_parameters():
             h.update(f"{name}{tuple(p.shape)}".encode())
-            heads.append(p.detach().flatten()[:4].float())
+            heads.append(_head(p.detach()))
         h.update(torch.cat(heads).cpu().numpy().tobytes())  # one transfer per network
     digest = h.hexdigest()
     _fingerprints[model.denoiser] = digest
@@ -75,6 +83,8 @@ def inversion_key(image: torch.Tensor, model: Model, *, prompt: str, method: str
                   "dtype": str(model.dtype).removeprefix("torch."),
                   "scheduler": {k: v for k, v in model.scheduler.config.items() if not k.startswith("_")}},
     }
+    if not model.loading.plain:  # quantized weights give other noise (offload is recorded too: it is the setting)
+        what["model"]["loading"] = model.loading.record()
     if model.loras:  # LoRA adapters change the weights (the fingerprint is taken once per UNet)
         what["model"]["loras"] = [(lora["sha256"], lora["scale"]) for lora in model.loras]
     if geo is not None and geo.shift is not None:  # SD3 / FLUX: a recipe's sampler shift moves every step

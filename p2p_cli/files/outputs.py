@@ -259,6 +259,9 @@ def resolved_recipe(recipe: Recipe, size: tuple[int, int] | None = None, model_i
         data["model"] = data["model"].removeprefix("bundled:")  # recipes name it "shapes" / "shapes-mmdit"
     data["cross_replace"] = _cross_yaml(recipe.cross_replace) if recipe.cross_replace else None
     data["self_replace"] = list(recipe.self_replace) if recipe.self_replace else None
+    for key in ("quantize", "offload"):  # loading settings: recorded when given (loading.py), else left out
+        if data.get(key) is None:
+            data.pop(key, None)
     for edit, out in zip(recipe.edits, data["edits"]):
         out["cross_replace"] = _cross_yaml(recipe.cross_for(edit))
         out["self_replace"] = list(recipe.self_for(edit))
@@ -310,6 +313,7 @@ def run_record(
         "model": {"id": model.id, "revision": model.revision, "path": model.path},
         "family": model.family.name,
         "loras": model.loras,  # [{path, scale, sha256}]
+        **({} if model.loading.plain else {"loading": model.loading.record()}),  # quantize per part, offload
         "device": str(model.device),
         "dtype": DTYPE_NAMES.get(str(model.dtype), str(model.dtype)),
         "threads": torch.get_num_threads(),

@@ -147,3 +147,19 @@ def test_the_joint_estimate_grows_with_size_rows_and_explicit_attention(joint_mo
     # explicit attention materialises (image x [image; text]) maps: on a 256x256 token grid (65536 tokens) they
     # are the largest part, over 100 GiB
     assert need(512, explicit=True) - need(512) > 100 * 2**30
+
+
+def test_a_run_the_plan_refuses_fails_before_its_model_loads(cli, write_recipe, small, tiny_model_dir, tmp_path,
+                                                             monkeypatch):
+    import p2p_cli.engine.memory as memory
+    import p2p_cli.models as models
+
+    loads = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 60 * 2**20)  # 60 MiB free
+    big = write_recipe({**small, "name": "big", "size": 1024}, name="big")
+    result = cli("edit", big, "--model", tiny_model_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 1, result.stderr
+    assert "not enough memory: size 1024x1024" in result.stderr and "settings that fit:" in result.stderr
+    assert loads == [] and not (tmp_path / "out" / "big").exists()
