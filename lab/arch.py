@@ -217,7 +217,7 @@ def t5_tokenizer():
 
     from transformers import T5TokenizerFast
 
-    return T5TokenizerFast.from_pretrained(Path(__file__).parent.parent / "p2p_cli" / "assets" / "t5_tokenizer")
+    return T5TokenizerFast.from_pretrained(Path(__file__).parent / "assets" / "t5_tokenizer")
 
 
 def _tiny_t5(seed: int, d_model: int):

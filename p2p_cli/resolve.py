@@ -88,8 +88,10 @@ def config_folder(spec: str | None) -> Path | None:
 
 def read_json(path: Path) -> dict | None:
     """A JSON file's object, None when it is absent or unreadable."""
+    from p2p_cli.paths import read_regular_text  # a FIFO at a config's path would hang the reader
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_text(path))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
