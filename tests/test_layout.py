@@ -7,8 +7,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "loading", "recipe", "overrides", "resolve", "checks", "families", "placement", "models", "loras", "engine", "memory_plan", "analysis", "render",
-         "files", "api", "pie_bench", "shapes", "cli", "__main__"]
+ORDER = ["text", "loading", "recipe", "overrides", "resolve", "checks", "families", "placement", "models",
+         "user_pipeline", "loras", "engine", "memory_plan", "analysis", "render", "files", "api", "pie_bench", "shapes",
+         "cli", "__main__"]
 # A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
 EXCEPTIONS = {("recipe", "files")}
 
