@@ -10,7 +10,7 @@
 
 Every function that takes a model also takes a diffusers pipeline the user already has (StableDiffusionPipeline,
 StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline): its components are used in place and its
-attention processors are restored after each run (models.from_pipeline).
+attention processors are restored after each run (user_pipeline.from_pipeline).
 
 Inputs are checked here with the recipe's error style (RecipeError lines name the field and the fix).
 """
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
-from p2p_cli.models import Model, as_model
+from p2p_cli.models import Model
+from p2p_cli.user_pipeline import as_model
 from p2p_cli.models import load_model as _load_model
 from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe, recipe_document
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import p2p_cli as p2p
-from p2p_cli.models import ModelLoadError, as_model, from_pipeline
+from p2p_cli.models import ModelLoadError
+from p2p_cli.user_pipeline import as_model, from_pipeline
 
 RECIPE = {"source": "a red cat on a sofa", "steps": 2, "seed": 3, "size": 128,
           "edits": [{"target": "a blue cat on a sofa", "type": "replace"}, {"target": "a red cat on a sofa",

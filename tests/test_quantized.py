@@ -217,7 +217,7 @@ def test_a_pipeline_the_user_quantized_and_offloaded_is_a_model(quantized):
     import diffusers
 
     import p2p_cli as p2p
-    from p2p_cli.models import from_pipeline
+    from p2p_cli.user_pipeline import from_pipeline
 
     family, folder, model = quantized
     pipe = getattr(diffusers, PIPELINES[family]).from_pretrained(

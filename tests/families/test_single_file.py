@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from p2p_cli.models import SINGLE_FILE_KEYS, ModelLoadError, load_model, single_file_family
+from p2p_cli.models import ModelLoadError, load_model, single_file_family
+from p2p_cli.resolve import SINGLE_FILE_KEYS
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
