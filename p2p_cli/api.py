@@ -64,7 +64,7 @@ def load_model(name: str | None = "shapes", *, device: str = "auto", dtype: str 
     with LoRA files [(path, scale)] loaded into it; quantize and offload as the recipe keys say (loading.py).
     torch's CPU threads: `threads`, else half the CPUs (at most 4), as `p2p` uses, unless you chose already
     (OMP_NUM_THREADS, torch.set_num_threads, an earlier `threads=`). Every function that takes a model also takes
-    a diffusers pipeline you already have (models.as_model: its components used in place)."""
+    a diffusers pipeline you already have (user_pipeline.as_model: its components used in place)."""
     from p2p_cli.loading import parse
     from p2p_cli.loras import apply_loras
 
