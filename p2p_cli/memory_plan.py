@@ -120,7 +120,7 @@ def model_sizes(spec: str | None) -> Sizes | None:
     folder = source.path if source.kind in ("bundled", "folder") else None
     if geometry is None or folder is None:
         return None
-    family = folder_family(folder) or geometry["family"]
+    family = folder_family(folder) or geometry.family.name
     params = {}
     for part in WEIGHT_FILES:
         sub = folder / part if (folder / part).is_dir() else BUNDLED["shapes"] / part  # shapes-mmdit shares these
@@ -138,9 +138,9 @@ def model_sizes(spec: str | None) -> Sizes | None:
         config = read_json(folder / "unet" / "config.json") or {}
         width, patch, text = config.get("block_out_channels", [320])[0], 1, 77
         blocks = 2 * len(config.get("block_out_channels", [0])) + 1
-    return Sizes(family=family, params=params, native=geometry["size"], width=width,
+    return Sizes(family=family, params=params, native=geometry.native, width=width,
                  latent_channels=vae.get("latent_channels", 4), vae_channels=vae.get("block_out_channels", [128])[0],
-                 scale=geometry["scale"], patch=patch, blocks=max(1, blocks), text=text, multiple=geometry["multiple"])
+                 scale=geometry.vae_scale, patch=patch, blocks=max(1, blocks), text=text, multiple=geometry.multiple)
 
 
 @dataclass(frozen=True)
