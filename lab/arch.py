@@ -338,3 +338,39 @@ def flux_dev_components(seed: int = 0) -> dict:
                                                 max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
     return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
                 text_encoder_2=t5.eval(), tokenizer_2=t5_tokenizer(), scheduler=scheduler)
+
+
+# --- language-model text encoders (Qwen-Image, FLUX.2): an offline byte-level BPE in the Qwen2 format ----------
+
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# words the tests' prompts use beside the shapes vocabulary; some (squirrel, burger) stay multi-piece on purpose
+_QWEN_EXTRA = ("painting of photo cat dog lion eating tiger sitting under tree the in with at by an is")
+
+
+def qwen_tokenizer(vocab_size: int = 700):
+    """A small Qwen2Tokenizer (byte-level BPE, Qwen2's pre-tokenizer and chat special tokens) trained offline by
+    the `tokenizers` library on the project's word lists and the chat templates of Qwen-Image and FLUX.2: the
+    templates' words are whole tokens (Qwen-Image's system prefix is 34 tokens, as with the real tokenizer), rare
+    words split into several pieces."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+    from tokenizers import Regex
+
+    from p2p_cli.families.qwen_image import TEMPLATE
+    from p2p_cli.shapes import vocabulary as v
+
+    words = [*v.SHAPES, *v.COLOURS, *v.BACKGROUNDS, *v.SIZES, *v.PLACE.values(), *v.JOINING, _QWEN_EXTRA]
+    corpus = [" ".join(words)] * 20 + [TEMPLATE.format("a red circle")] * 50
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIALS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer)
+    model = __import__("json").loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, model_max_length=32768)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tok
