@@ -357,7 +357,7 @@ def qwen_tokenizer(vocab_size: int = 700):
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
     from tokenizers import Regex
 
-    from p2p_cli.families.qwen_image import TEMPLATE
+    from p2p_cli.text.template import QWEN_IMAGE_TEMPLATE as TEMPLATE
     from p2p_cli.shapes import vocabulary as v
 
     words = [*v.SHAPES, *v.COLOURS, *v.BACKGROUNDS, *v.SIZES, *v.PLACE.values(), *v.JOINING, _QWEN_EXTRA]
@@ -374,3 +374,40 @@ def qwen_tokenizer(vocab_size: int = 700):
     tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, model_max_length=32768)
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     return tok
+
+
+def _qwen_vl(seed: int, vocab: int, hidden: int = 32):
+    """A tiny random Qwen2_5_VLForConditionalGeneration (2 text layers; the vision tower the pipeline never calls)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = dict(bos_token_id=0, eos_token_id=2, pad_token_id=0)
+    text = dict(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=2048,
+                rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2], "rope_type": "default"}, **ids)
+    vision = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=hidden,
+                  fullatt_block_indexes=[0])
+    torch.manual_seed(seed)
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision,
+                                                               vocab_size=vocab, **ids)).eval()
+
+
+# Qwen-Image's scheduler settings (its published scheduler config): exponential time shift, dynamic, terminal 0.02
+QWEN_IMAGE_SCHEDULER = dict(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=8192, max_shift=0.9, shift=1.0,
+                            shift_terminal=0.02, time_shift_type="exponential", use_dynamic_shifting=True)
+
+
+def tiny_qwen_image_components(seed: int = 0) -> dict:
+    """Tiny random Qwen-Image-shaped components: latent 16x16 (128 px) packed 2x2 (an 8x8 token grid), two
+    dual-stream blocks, a 2-layer Qwen2.5-VL text model behind the offline Qwen2 tokenizer, a small video VAE."""
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+
+    tok = qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                              axes_dims_rope=(4, 6, 6))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True])
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=_qwen_vl(seed + 2, len(tok)),
+                tokenizer=tok, scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER))

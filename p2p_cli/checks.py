@@ -32,6 +32,8 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
     pipeline pads it."""
     geometry = model_geometry(spec) if spec not in (None, "shapes") else None
     family = geometry["family"] if geometry else None
+    if family == "qwen-image":
+        return [_qwen_image_tokenizer(spec)]
     if family not in ("sd3", "flux"):
         return [clip]
     t5 = _t5_tokenizer(spec, family)
@@ -51,6 +53,17 @@ def _t5_tokenizer(spec: str, family: str) -> Any:
     flux_dev = family == "flux" and _flux_guidance(spec)
     t5.model_max_length = 256 if family == "sd3" or not flux_dev else 512
     return t5
+
+
+@functools.cache
+def _qwen_image_tokenizer(spec: str) -> Any:
+    """Qwen-Image's tokenizer read through its chat template, as the family plans words (families/qwen_image.py)."""
+    from transformers import AutoTokenizer
+
+    from p2p_cli.text.template import QWEN_IMAGE_DROP, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_TEXT_LENGTH, TemplateTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_folder(spec) / "tokenizer"))
+    return TemplateTokenizer(tokenizer, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_DROP, QWEN_IMAGE_TEXT_LENGTH)
 
 
 def _flux_guidance(spec: str) -> bool:
@@ -216,6 +229,10 @@ def model_geometry(spec: str | None) -> dict | None:
     vae_folder = model_folder("shapes") if spec in BUNDLED_MMDIT else folder  # it shares the UNet model's VAE
     try:
         vae = json.loads((vae_folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        if "temperal_downsample" in vae:  # Qwen-Image's video VAE; its transformer packs 2x2, 1024 px native
+            scale = 2 ** len(vae["temperal_downsample"])
+            return {"size": 128 * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale * 2,
+                    "family": "qwen-image"}
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
         if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
             config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))

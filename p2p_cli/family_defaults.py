@@ -35,6 +35,7 @@ FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {d.name: d for d in (
     FamilyDefaults("sd3", "Stable Diffusion 3", "SD3", guidance=7.0, joint=True, self_replace=0.2),
     FamilyDefaults("flux", "FLUX.1", "FLUX.1", guidance=3.5, joint=True, self_replace=0.2, self_blocks=FLUX_VITAL_BLOCKS,
                    self_blocks_text="Stable Flow's vital layers"),
+    FamilyDefaults("qwen-image", "Qwen-Image", "Qwen-Image", guidance=4.0, joint=True, self_replace=0.2),
 )}
 
 

@@ -64,7 +64,7 @@ class Model:
     @property
     def vae_scale(self) -> int:
         """Pixels per latent cell (8 for SD)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.family.vae_scale(self)
 
     @property
     def latent_channels(self) -> int:

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab.arch import clip_tokenizer, tiny_components, tiny_flux_components, tiny_sd3_components, tiny_xl_components
+from lab.arch import (
+    clip_tokenizer,
+    tiny_components,
+    tiny_flux_components,
+    tiny_qwen_image_components,
+    tiny_sd3_components,
+    tiny_xl_components,
+)
 from p2p_cli.models import from_components
 
 # The inversion cache of the test run: one folder per test process (never the user's ~/.cache/p2p, never shared
@@ -67,7 +74,15 @@ def tiny_flux_model():
     return from_components(tiny_flux_components(seed=0), id="tiny-flux")
 
 
-@pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model"], ids=["sd3", "flux"])
+@pytest.fixture(scope="session")
+def tiny_qwen_image_model():
+    """Tiny Qwen-Image-shaped model: two dual-stream blocks, a Qwen2.5-VL text model read through the chat template
+    (512 positions, masked padding), a video VAE; true CFG."""
+    return from_components(tiny_qwen_image_components(seed=0), id="tiny-qwen-image")
+
+
+@pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model", "tiny_qwen_image_model"],
+                ids=["sd3", "flux", "qwen-image"])
 def joint_model(request):
     """Each joint-attention (transformer, flow-matching) family's tiny model in turn."""
     return request.getfixturevalue(request.param)

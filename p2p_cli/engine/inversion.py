@@ -80,12 +80,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def encode_image(model: Model, images: torch.Tensor) -> torch.Tensor:
     """Latents (N, C, h, w), float32, of images (N, 3, H, W) in [0, 1]: the VAE posterior mean, scaled."""
-    cfg = model.vae.config
-    shift = getattr(cfg, "shift_factor", None) or 0.0
     with torch.no_grad():
-        x = images.to(model.device, model.vae_dtype) * 2 - 1
-        mean = model.vae.encode(x).latent_dist.mean.float()
-    return (mean - shift) * cfg.scaling_factor
+        return model.family.to_latent(model, images.to(model.device, model.vae_dtype) * 2 - 1)
 
 
 def ddim_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, schedule: Schedule | FlowSchedule,
@@ -171,7 +167,7 @@ def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: Conditi
 
             def guided_step(emb: torch.Tensor) -> torch.Tensor:  # from x, with emb as the unconditional half
                 out_uncond = model.family.denoise(model, x, t, uncond.with_hidden(emb))
-                pred = out_uncond + guidance * (out_cond - out_uncond)
+                pred = model.family.guide(out_uncond, out_cond, guidance)
                 return schedule.step(pred, x, i)
 
             emb = emb.detach().clone().requires_grad_(True)  # a new leaf: Adam updates it in place

@@ -74,12 +74,10 @@ def initial_latent(seed: int, channels: int, latent_hw: tuple[int, int]) -> torc
 
 def decode_latents(model: Model, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """Images (N, 3, H, W) in [0, 1], float32 on CPU (in the VAE's dtype: float32 for SDXL under fp16)."""
-    cfg = model.vae.config
-    shift = getattr(cfg, "shift_factor", None) or 0.0
     out = []
     for part in latents.split(chunk):
-        z = part.to(model.device, model.vae_dtype) / cfg.scaling_factor + shift
-        out.append((model.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1).cpu())
+        pixels = model.family.to_pixels(model, part.to(model.device, model.vae_dtype))
+        out.append((pixels.float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
 
 
@@ -99,7 +97,7 @@ def guided_predict(model: Model, conditioning: Callable[[int], Conditioning], gu
         if not guided:
             return out
         out_uncond, out_cond = out.chunk(2)
-        return out_uncond + guidance * (out_cond - out_uncond)
+        return model.family.guide(out_uncond, out_cond, guidance)
 
     return predict
 
@@ -122,7 +120,7 @@ def run_bytes(model: Model, latent_hw: tuple[int, int], n_prompts: int, guided: 
               explicit: bool, text_length: int) -> int:
     """memory.estimate_bytes for a run of this model at a latent size, with these stores (before they allocate)."""
     maps, stored = [], []
-    vae = dict(vae_channels=model.vae.config.block_out_channels[0], vae_scale=model.vae_scale,
+    vae = dict(vae_channels=model.family.vae_width(model), vae_scale=model.vae_scale,
                vae_bytes=torch.finfo(model.vae_dtype).bits // 8, latent_channels=model.latent_channels)
     if model.family.denoiser == "unet":
         sides = level_sides(model, latent_hw)

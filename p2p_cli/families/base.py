@@ -120,6 +120,29 @@ class Family:
         """The dtype the VAE runs in when the model runs in model_dtype."""
         return model_dtype
 
+    def vae_scale(self, model: Any) -> int:
+        """Pixels per latent cell (8 for SD)."""
+        return 2 ** (len(model.vae.config.block_out_channels) - 1)
+
+    def vae_width(self, model: Any) -> int:
+        """Channels of the VAE's widest-resolution layers (the memory estimate's decoder activations)."""
+        return model.vae.config.block_out_channels[0]
+
+    def to_pixels(self, model: Any, z: torch.Tensor) -> torch.Tensor:
+        """Pictures (N, 3, H, W) in [-1, 1] of latents (N, C, h, w) in the VAE's dtype, as the pipeline decodes."""
+        cfg = model.vae.config
+        return model.vae.decode(z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)).sample
+
+    def to_latent(self, model: Any, x: torch.Tensor) -> torch.Tensor:
+        """Latents (N, C, h, w), float32, of pictures (N, 3, H, W) in [-1, 1]: the VAE posterior mean, scaled."""
+        cfg = model.vae.config
+        mean = model.vae.encode(x).latent_dist.mean.float()
+        return (mean - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
+
+    def guide(self, uncond: torch.Tensor, cond: torch.Tensor, guidance: float) -> torch.Tensor:
+        """Classifier-free guidance of the denoiser's (R, C, h, w) outputs."""
+        return uncond + guidance * (cond - uncond)
+
     def check_prompt(self, model: Any, prompt: str) -> str | None:
         """A problem with a prompt that the plan's tokenizer cannot see (a second tokenizer), or None."""
         return None

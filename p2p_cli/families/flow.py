@@ -49,6 +49,7 @@ class FlowFamily(Family):
     sampler = "flow"
     default_self_blocks: tuple[int, ...] | None = None  # None: every block (each family's: family_defaults.py)
     patch = 2
+    joint_layout = "flux"  # which diffusers attention processor the engine's joint one stands in for: sd3, flux, qwen
 
     def latent_channels(self, model: Any) -> int:
         return model.transformer.config.in_channels

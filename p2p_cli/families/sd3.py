@@ -31,6 +31,7 @@ class StableDiffusion3(FlowFamily):
     default_guidance = FAMILY_DEFAULTS["sd3"].guidance
     default_self_replace = FAMILY_DEFAULTS["sd3"].self_replace
     default_self_blocks = FAMILY_DEFAULTS["sd3"].self_blocks
+    joint_layout = "sd3"
 
     def t5_length(self, model: Any) -> int:
         return int(model.options.get("max_sequence_length", T5_LENGTH))

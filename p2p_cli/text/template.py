@@ -20,6 +20,15 @@ from typing import Any
 
 from p2p_cli.text.tokens import PromptError
 
+# Each LLM-encoded pipeline's prompt template and the number of its first tokens the pipeline drops (torch-free,
+# for `p2p validate`; the families read them from here). QwenImagePipeline: prompt_template_encode, start_idx 34.
+QWEN_IMAGE_TEMPLATE = (
+    "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, spatial"
+    " relationships of the objects and background:<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
+    "<|im_start|>assistant\n")
+QWEN_IMAGE_DROP = 34
+QWEN_IMAGE_TEXT_LENGTH = 512  # the text length the family pads to: QwenImagePipeline's default max_sequence_length
+
 
 @dataclass
 class Encoded:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lab.arch import qwen_tokenizer
-from p2p_cli.families.qwen_image import DROP, TEMPLATE
+from p2p_cli.text.template import QWEN_IMAGE_DROP as DROP
+from p2p_cli.text.template import QWEN_IMAGE_TEMPLATE as TEMPLATE
 from p2p_cli.text.mappers import refine_map, replace_map
 from p2p_cli.text.template import TemplateTokenizer
 from p2p_cli.text.tokens import PromptError, PromptTooLong, find_tokens, token_ids, word_spans
