@@ -289,14 +289,14 @@ def _check_safe(folder: Path, allow_pickle: bool) -> None:
 
 def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
                             id: str | None = None, parts: dict | None = None) -> Model:
-    """An SD3 / SD3.5 or FLUX.1 folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
+    """An SD3 / SD3.5, FLUX.1 or Qwen-Image folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
     family's diffusers pipeline class as it reads a hub snapshot; parts: components given instead of read from
     the folder (the bundled transformer shapes model shares its VAE and text encoders with the UNet model)."""
     import json
 
     import diffusers
     import transformers
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    from diffusers import FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
 
     for lib in (diffusers, transformers):
         lib.utils.logging.set_verbosity_error()
@@ -306,9 +306,11 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
         name = index["_class_name"]
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{folder}: a transformer model folder needs its model_index.json ({err})") from None
-    pipelines = {"StableDiffusion3Pipeline": StableDiffusion3Pipeline, "FluxPipeline": FluxPipeline}
+    pipelines = {"StableDiffusion3Pipeline": StableDiffusion3Pipeline, "FluxPipeline": FluxPipeline,
+                 "QwenImagePipeline": QwenImagePipeline}
     if name not in pipelines:
-        raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3 and FLUX.1 (text-to-image)")
+        raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3, FLUX.1 and Qwen-Image"
+                             " (text-to-image)")
     _check_safe(folder, allow_pickle)
     try:
         with warnings.catch_warnings():  # newer diffusers rename torch_dtype; older ones know only it

@@ -110,12 +110,14 @@ def tiny_clip_dir(tmp_path_factory):
 
 
 def _save_tiny_model(folder: Path, seed: int = 0, family: str = "sd", **kwargs) -> Path:
-    """arch.tiny_components() (family "sdxl": tiny_xl_components(), "sd3", "flux": theirs) saved with
+    """arch.tiny_components() (family "sdxl": tiny_xl_components(), "sd3", "flux", "qwen-image": theirs) saved with
     save_pretrained, laid out as a diffusers pipeline folder."""
-    if family in ("sd3", "flux"):  # written by the family's own pipeline, as a hub snapshot is laid out
-        from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    if family in ("sd3", "flux", "qwen-image"):  # written by the family's own pipeline, as a hub snapshot is laid out
+        from diffusers import FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
 
-        if family == "sd3":
+        if family == "qwen-image":
+            QwenImagePipeline(**tiny_qwen_image_components(seed, **kwargs)).save_pretrained(folder)
+        elif family == "sd3":
             parts = {"text_encoder_3": None, "tokenizer_3": None, **tiny_sd3_components(seed, **kwargs)}
             StableDiffusion3Pipeline(**parts).save_pretrained(folder)
         else:

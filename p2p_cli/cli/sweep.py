@@ -135,7 +135,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     from p2p_cli.analysis.metrics import ClipScorer, Lpips, MetricUnavailable
     from p2p_cli.api import load_model, sweep as run_sweep
     from p2p_cli.files.real import recipe_loras
-    from p2p_cli.engine.pipeline import check_recipe, resolve_recipe
+    from p2p_cli.engine.pipeline import check_recipe, resolve_recipe, text_tokenizers
     from p2p_cli.render.images import save_png, smooth_mask
     from p2p_cli.render.sweep_plots import sweep_grid, tradeoff_plot
     from p2p_cli.analysis.tau_sweep import CLIP_SCORES, score_sweep
@@ -145,7 +145,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     log(f"loading model {spec}")
     sd = load_model(spec, device=device, dtype=dtype, allow_pickle=allow_pickle, loras=recipe_loras(recipe, recipe_file))
     recipe = resolve_recipe(sd, recipe, recipe_file)  # the family's defaults, as each batch's run_edit takes them
-    problems = check_recipe(recipe, sd.tokenizer)
+    problems = check_recipe(recipe, text_tokenizers(sd))  # the family's own (FLUX: T5, Qwen-Image: its template)
     if problems:
         raise RecipeError(problems, recipe_file)
     # the scores' models before sampling: --pick by a CLIP score that cannot be had fails now, not after the sweep
