@@ -381,9 +381,11 @@ def _qwen_vl(seed: int, vocab: int, hidden: int = 32):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = dict(bos_token_id=0, eos_token_id=2, pad_token_id=0)
+    half = hidden // 4 // 2  # 4 heads; the rotary sections (time, height, width) split half a head
+    section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
     text = dict(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=2048,
-                rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2], "rope_type": "default"}, **ids)
+                rope_scaling={"type": "mrope", "mrope_section": section, "rope_type": "default"}, **ids)
     vision = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=hidden,
                   fullatt_block_indexes=[0])
     torch.manual_seed(seed)
@@ -410,4 +412,21 @@ def tiny_qwen_image_components(seed: int = 0) -> dict:
     vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                                  temperal_downsample=[False, True, True])
     return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=_qwen_vl(seed + 2, len(tok)),
+                tokenizer=tok, scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER))
+
+
+def bench_qwen_image_components(seed: int = 0) -> dict:
+    """Qwen-Image's layout scaled down for CPU benchmarks: 16 latent channels packed 2x2, 4 dual-stream blocks of
+    8 heads x 64 (Qwen-Image: 60 blocks of 24 heads x 128), a 2-layer Qwen2.5-VL text model of width 256 behind the
+    offline tokenizer, a small video VAE."""
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+
+    tok = qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=4,
+                                              attention_head_dim=64, num_attention_heads=8, joint_attention_dim=256,
+                                              axes_dims_rope=(8, 28, 28))
+    vae = AutoencoderKLQwenImage(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True])
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=_qwen_vl(seed + 2, len(tok), 256),
                 tokenizer=tok, scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER))

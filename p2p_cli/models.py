@@ -296,7 +296,7 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
 
     import diffusers
     import transformers
-    from diffusers import FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
+    from diffusers import Flux2KleinPipeline, FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
 
     for lib in (diffusers, transformers):
         lib.utils.logging.set_verbosity_error()
@@ -307,9 +307,9 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{folder}: a transformer model folder needs its model_index.json ({err})") from None
     pipelines = {"StableDiffusion3Pipeline": StableDiffusion3Pipeline, "FluxPipeline": FluxPipeline,
-                 "QwenImagePipeline": QwenImagePipeline}
+                 "QwenImagePipeline": QwenImagePipeline, "Flux2KleinPipeline": Flux2KleinPipeline}
     if name not in pipelines:
-        raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3, FLUX.1 and Qwen-Image"
+        raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3, FLUX.1, Qwen-Image and FLUX.2 klein"
                              " (text-to-image)")
     _check_safe(folder, allow_pickle)
     try:
@@ -392,7 +392,7 @@ def _pipeline_options(folder: Path) -> dict:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):
         return {}
-    return {k: index[k] for k in ("force_zeros_for_empty_prompt",) if k in index}
+    return {k: index[k] for k in ("force_zeros_for_empty_prompt", "is_distilled") if k in index}
 
 
 def _hub_snapshot(repo_id: str, allow_pickle: bool) -> tuple[Path, str | None]:

@@ -206,7 +206,7 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     if method == "ddpm" and model.family.sampler != "ddim":
         raise ValueError(f"ddpm inversion inverts a DDPM sampler's noise; {model.family.label} samples an ODE (flow"
                          " matching): use direct or ddim")
-    if method in NEEDS_CFG and not model.family.cfg:
+    if method in NEEDS_CFG and not model.family.unconditional(model):
         raise ValueError(f"{method} inversion works on the unconditional half of classifier-free guidance, which"
                          f" {model.family.label} does not run (its guidance is distilled): use direct or ddim")
     if image.ndim != 3 or image.shape[0] != 3:
@@ -268,7 +268,7 @@ def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance
         cond = model.family.with_guidance(model, encode_prompts(model, [prompt], geo), guidance)
         uncond = inversion.uncond.to(model.device, model.dtype)[:, None]  # (T, 1, L, D)
         rows = Conditioning(uncond[0], {k: v.to(model.device, model.dtype) for k, v in inversion.uncond_added.items()})
-        guided = guidance > 1.0 and model.family.cfg
+        guided = guidance > 1.0 and model.family.unconditional(model)
         embeddings = ((lambda i: Conditioning.cat([rows.with_hidden(uncond[i]), cond])) if guided
                       else (lambda i: cond))
         predict = guided_predict(model, embeddings, guidance if guided else 1.0)

@@ -1,5 +1,5 @@
-"""Prompt-to-Prompt on joint attention (SD3's MMDiT, FLUX's double- and single-stream blocks, Qwen-Image's
-double-stream blocks): fused and explicit.
+"""Prompt-to-Prompt on joint attention (SD3's MMDiT, FLUX.1's and FLUX.2's double- and single-stream blocks,
+Qwen-Image's dual-stream blocks): fused and explicit.
 
 In a joint layer one softmax runs over [text; image] keys (FLUX: text first; SD3: image first). For an image
 query, the text-key block of its probabilities plays the part of the paper's cross-attention map and the
@@ -330,6 +330,32 @@ class QwenJointProcessor:
         return hidden, attn.to_add_out(encoder.contiguous())
 
 
+class Flux2SingleJointProcessor:
+    """diffusers' Flux2ParallelSelfAttnProcessor (FLUX.2's single-stream blocks: one projection gives Q, K, V and the
+    MLP input of the joined [text; image] sequence) with the control in the attention."""
+
+    def __init__(self, joint: JointControl, text_length: int):
+        self.joint = joint
+        self.text_length = text_length
+
+    def __call__(self, attn, hidden_states, attention_mask=None, image_rotary_emb=None,
+                 p2p: dict[str, torch.Tensor] | None = None, **kwargs):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        projected = attn.to_qkv_mlp_proj(hidden_states)
+        qkv, mlp = projected.split([3 * attn.inner_dim, projected.shape[-1] - 3 * attn.inner_dim], dim=-1)
+        q, k, v = (x.unflatten(-1, (-1, attn.head_dim)) for x in qkv.chunk(3, dim=-1))
+        q, k = attn.norm_q(q), attn.norm_k(k)
+        if image_rotary_emb is not None:
+            q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1)
+            k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)
+        n = self.text_length
+        out = self.joint.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), text=slice(0, n),
+                                image=slice(n, None), p2p=p2p)
+        out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)
+        return attn.to_out(torch.cat([out, attn.mlp_act_fn(mlp)], dim=-1))
+
+
 @contextlib.contextmanager
 def controlled_joint(model, control: Control) -> Iterator[None]:
     """Install joint P2P processors on every joint attention layer of the model's transformer."""
@@ -340,8 +366,11 @@ def controlled_joint(model, control: Control) -> Iterator[None]:
     for block, path in model.family.blocks(model):
         joint = JointControl(block, path, control)
         layout = model.family.joint_layout
-        proc = (SD3JointProcessor(joint) if layout == "sd3" else QwenJointProcessor(joint) if layout == "qwen"
-                else FluxJointProcessor(joint, text_length))
+        if layout == "flux2" and path.startswith("single_"):
+            proc = Flux2SingleJointProcessor(joint, text_length)
+        else:
+            proc = (SD3JointProcessor(joint) if layout == "sd3" else QwenJointProcessor(joint) if layout == "qwen"
+                    else FluxJointProcessor(joint, text_length))
         processors[f"{path}.processor"] = proc
     transformer.set_attn_processor(processors)
     try:

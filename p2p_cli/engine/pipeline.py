@@ -244,7 +244,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
     with torch.inference_mode():
         tic = time.perf_counter()
         n_prompts = len(plan.prompts)
-        guided = recipe.guidance > 1.0 and family.cfg
+        guided = recipe.guidance > 1.0 and family.unconditional(model)
         cond = family.with_guidance(model, encode_prompts(model, plan.prompts, geo), recipe.guidance)
         uncond = None
         if guided:
@@ -268,6 +268,13 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
             if uncond_added:
                 uncond = Conditioning(uncond.hidden, {k: v.to(device, model.dtype).expand(n_prompts, *v.shape[1:])
                                                       for k, v in uncond_added.items()})
+        used = family.text_used(cond if uncond is None else Conditioning.cat([cond, uncond]))
+        if used is not None:  # masked padding no row reads: the run drops it (exact)
+            cond, uncond = cond.first(used), None if uncond is None else uncond.first(used)
+            plan = plan.first(used)
+            dev_plan = plan.to(device)
+            if uncond_per_step is not None and guided:
+                per_step = per_step[..., :used, :]
         all_stores = list(stores or [])
         blend = None
         if dev_plan.blend is not None:
@@ -424,7 +431,7 @@ def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int =
     guidance = model.family.default_guidance if guidance is None else guidance
     with torch.inference_mode():
         cond = encode_prompts(model, prompts)
-        guided = guidance > 1.0 and model.family.cfg
+        guided = guidance > 1.0 and model.family.unconditional(model)
         cond = model.family.with_guidance(model, cond, guidance)
         emb = Conditioning.cat([encode_negative(model, negative_prompt, len(prompts)), cond]) if guided else cond
         x = torch.cat([initial_latent(s, model.latent_channels, latent_hw) for s in seeds])
@@ -454,7 +461,7 @@ def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") ->
     if recipe.image is not None and family.sampler == "flow" and recipe.inversion_method == "ddpm":
         raise RecipeError([f"inversion: ddpm inverts a DDPM sampler's noise; {family.label} samples an ODE (flow"
                            " matching): use direct (the default) or ddim"], source_name)
-    if recipe.image is not None and not family.cfg and recipe.inversion_method in ("null-text", "negative-prompt"):
+    if recipe.image is not None and not family.unconditional(model) and recipe.inversion_method in ("null-text", "negative-prompt"):
         raise RecipeError([f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
                            f" batch, which {family.label} does not run (its guidance is distilled); use direct"
                            " (the default) or ddim"], source_name)

@@ -40,6 +40,15 @@ class EditPlan:
         return replace(self, **moved)
 
 
+    def first(self, length: int) -> EditPlan:
+        """The plan on the first `length` text positions: exact when nothing maps beyond them (a family whose
+        padding is masked out runs only as many positions as its longest prompt has, families/qwen_image.py)."""
+        blend = None if self.blend is None else {
+            k: (v[..., :length] if k in _TOKEN_KEYS else v) for k, v in self.blend.items()}
+        return replace(self, mapper=self.mapper[:, :length, :length], aligned=self.aligned[:, :length],
+                       equalizer=self.equalizer[:, :length], alpha=self.alpha[..., :length], blend=blend)
+
+
 def cross_window_steps(window: Window, steps: int) -> tuple[int, int]:
     """Step indices [a, b) of a cross-attention window, as the reference: int(s * (T + 1)), int(e * (T + 1))."""
     return min(int(window[0] * (steps + 1)), steps), min(int(window[1] * (steps + 1)), steps)

@@ -48,6 +48,12 @@ class Conditioning:
         return Conditioning(self.hidden.expand(n, -1, -1),
                             {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()})
 
+    def first(self, length: int) -> Conditioning:
+        """The rows on their first `length` text positions (extra tensors with a text axis cut with them)."""
+        n = self.hidden.shape[1]
+        return Conditioning(self.hidden[:, :length],
+                            {k: v[:, :length] if v.dim() == 2 and v.shape[1] == n else v for k, v in self.added.items()})
+
     def with_hidden(self, hidden: torch.Tensor) -> Conditioning:
         """The same extra conditioning with another text sequence (null-text inversion's per-step embedding)."""
         return replace(self, hidden=hidden)
@@ -78,6 +84,15 @@ class Family:
     denoiser = "unet"  # the component that denoises: "unet", or "transformer" (joint attention, flow matching)
     sampler = "ddim"  # "ddim" (our DDIM over the scheduler's alphas) or "flow" (Euler over the family's sigmas)
     cfg = True  # guidance > 1 runs classifier-free guidance over an unconditional batch (FLUX: distilled, no batch)
+
+    def text_used(self, cond: Conditioning) -> int | None:
+        """How many leading text positions any row attends to, when the rest is masked-out padding the run may
+        drop; None: every position counts (CLIP's and T5's padding are real tokens)."""
+        return None
+
+    def unconditional(self, model: Any) -> bool:
+        """Whether guidance > 1 runs an unconditional batch (False for guidance-distilled models)."""
+        return self.cfg
 
     def text_parts(self, model: Any) -> list:
         """The tokenizers of the text sequence the denoiser reads, in order (an int: positions no tokenizer

@@ -3,8 +3,10 @@
 - Text sequence, as QwenImagePipeline builds it: the prompt formatted into a chat template, the language model's last
   hidden states, the template's first 34 tokens (the system prefix) dropped; what is left is the prompt's tokens
   and the template's suffix. The pipeline pads a batch to its longest prompt and masks the padding out; here every
-  row is padded to the text length (`max_sequence_length`, 512 by default: the pipeline's own limit) with the same
-  mask, so the image tokens see exactly what the pipeline's see. Words map through text/template.py.
+  row is planned and encoded on the text length (`max_sequence_length`, 512 by default: the pipeline's own limit)
+  with the same mask, and a run then drops the positions no row attends to (`text_used`: the longest prompt of the
+  run, the negative prompt included), so the image tokens see exactly what the pipeline's see at its cost. Words
+  map through text/template.py.
 - The language model is causal: a swapped word changes the hidden states of every later token. A replace edit
   still maps every position, as for T5 (docs/families.md says why).
 - Latents: 16 channels, packed 2x2 for the transformer (as FLUX.1); the pipeline draws its noise (1, 1, C, h, w)
@@ -66,6 +68,9 @@ class QwenImage(FlowFamily):
             kept = h[m][DROP:][:length]
             out[row, : len(kept)], mask[row, : len(kept)] = kept, 1
         return Conditioning(out.to(model.dtype), {MASK: mask})
+
+    def text_used(self, cond: Conditioning) -> int | None:
+        return int(cond.added[MASK].sum(1).max())
 
     def denoise(self, model: Any, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                 attention_kwargs: dict | None = None) -> torch.Tensor:

@@ -38,6 +38,17 @@ class Encoded:
     offset_mapping: list[tuple[int, int]] | None = None
 
 
+def chat_template(tokenizer: Any, **kwargs: Any) -> str:
+    """The text a tokenizer's own chat template makes of one user message, with {} where the message goes (as
+    Flux2KleinPipeline renders a prompt: add_generation_prompt, the keyword arguments passed on)."""
+    sentinel = "\x00p2p-prompt\x00"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False,
+                                         add_generation_prompt=True, **kwargs)
+    if text.count(sentinel) != 1:
+        raise ValueError("the tokenizer's chat template does not show the message once")
+    return text.replace(sentinel, "{}")
+
+
 class TemplateTokenizer:
     """A tokenizer and a chat template, seen from the denoiser: `drop` first tokens cut, `model_max_length` kept."""
 
@@ -47,7 +58,8 @@ class TemplateTokenizer:
         if template.count("{}") != 1:
             raise ValueError("a prompt template holds one {} where the prompt goes")
         self.tokenizer, self.template, self.drop, self.model_max_length = tokenizer, template, drop, length
-        self._start = template.index("{}")
+        self._prefix_text, self._suffix_text = template.split("{}")
+        self._start = len(self._prefix_text)
         ids, spans = self._template_tokens("")
         prefix = sum(1 for _, e in spans if e <= self._start)
         if prefix < drop:
@@ -58,7 +70,7 @@ class TemplateTokenizer:
         self._prefix = prefix
 
     def _template_tokens(self, prompt: str) -> tuple[list[int], list[tuple[int, int]]]:
-        enc = self.tokenizer(self.template.format(prompt), return_offsets_mapping=True, truncation=False,
+        enc = self.tokenizer(self._prefix_text + prompt + self._suffix_text, return_offsets_mapping=True, truncation=False,
                              verbose=False)
         return list(enc.input_ids), [tuple(o) for o in enc.offset_mapping]
 

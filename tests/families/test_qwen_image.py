@@ -98,3 +98,18 @@ def test_family_is_detected_and_its_defaults(tiny_qwen_image_model):
     assert family.name == "qwen-image" and family.default_guidance == 4.0 and family.cfg
     assert family.text_length(tiny_qwen_image_model) == 512
     assert len(family.blocks(tiny_qwen_image_model)) == 2
+
+
+def test_a_run_reads_only_the_positions_its_longest_prompt_has(tiny_qwen_image_model, monkeypatch):
+    """The masked padding beyond the run's longest prompt (negative prompt included) is dropped before sampling:
+    the transformer gets that many text positions, not 512 (the pipeline's cost; the pictures are the pipeline's,
+    test above)."""
+    model = tiny_qwen_image_model
+    seen = []
+    denoise = type(model.family).denoise
+    monkeypatch.setattr(type(model.family), "denoise",
+                        lambda self, m, x, t, cond, kw=None: seen.append(cond.hidden.shape[1]) or denoise(self, m, x, t, cond, kw))
+    negative = "blurry, low quality, a bad picture of nothing at all"
+    run_edit(model, recipe(negative_prompt=negative))
+    tok = text_tokenizers(model)
+    assert set(seen) == {max(len(token_ids(tok, p)) for p in (SOURCE, TARGET, negative))}
