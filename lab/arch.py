@@ -430,3 +430,48 @@ def bench_qwen_image_components(seed: int = 0) -> dict:
                                  temperal_downsample=[False, True, True])
     return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=_qwen_vl(seed + 2, len(tok), 256),
                 tokenizer=tok, scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER))
+
+
+# Qwen3's chat template for one user message with the assistant turn opened and thinking off (what
+# Flux2KleinPipeline renders with apply_chat_template(..., add_generation_prompt=True, enable_thinking=False))
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+def qwen3_tokenizer():
+    """The offline Qwen2-format tokenizer with Qwen3's thinking tokens and its chat template's rendering."""
+    tok = qwen_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<think>", "</think>"]})
+    tok.chat_template = QWEN3_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_flux2_klein_components(seed: int = 0) -> dict:
+    """Tiny random FLUX.2 [klein]-shaped components: 32 VAE channels patched 2x2 (128 transformer channels), latent
+    8x8 at 128 px, one double- and two single-stream blocks, a 27-layer Qwen3 of width 16 (the pipeline reads layers
+    9, 18, 27), the dynamically shifted flow-matching scheduler."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tok = qwen3_tokenizer()
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=128, num_layers=1, num_single_layers=2,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                          timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
+                                          guidance_embeds=False)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=32,
+                             norm_num_groups=4)
+    with torch.no_grad():  # a batch norm with statistics, as a trained one has
+        vae.bn.running_mean.normal_(0, 0.5)
+        vae.bn.running_var.uniform_(0.5, 2.0)
+    torch.manual_seed(seed + 2)
+    text = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=16, intermediate_size=24, num_hidden_layers=27,
+                                        num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                        max_position_embeddings=1024, bos_token_id=0, eos_token_id=2, pad_token_id=0))
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=tok,
+                scheduler=scheduler)

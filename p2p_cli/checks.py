@@ -32,8 +32,8 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
     pipeline pads it."""
     geometry = model_geometry(spec) if spec not in (None, "shapes") else None
     family = geometry["family"] if geometry else None
-    if family == "qwen-image":
-        return [_qwen_image_tokenizer(spec)]
+    if family in ("qwen-image", "flux2-klein"):
+        return [_template_tokenizer(spec, family)]
     if family not in ("sd3", "flux"):
         return [clip]
     t5 = _t5_tokenizer(spec, family)
@@ -56,14 +56,20 @@ def _t5_tokenizer(spec: str, family: str) -> Any:
 
 
 @functools.cache
-def _qwen_image_tokenizer(spec: str) -> Any:
-    """Qwen-Image's tokenizer read through its chat template, as the family plans words (families/qwen_image.py)."""
+def _template_tokenizer(spec: str, family: str) -> Any:
+    """An LLM-encoded family's tokenizer read through its chat template, as the family plans words
+    (families/qwen_image.py, families/flux2.py)."""
     from transformers import AutoTokenizer
 
-    from p2p_cli.text.template import QWEN_IMAGE_DROP, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_TEXT_LENGTH, TemplateTokenizer
+    from p2p_cli.text.template import (QWEN_IMAGE_DROP, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_TEXT_LENGTH, TemplateTokenizer,
+                                       chat_template)
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_folder(spec) / "tokenizer"))
-    return TemplateTokenizer(tokenizer, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_DROP, QWEN_IMAGE_TEXT_LENGTH)
+    if family == "qwen-image":
+        return TemplateTokenizer(tokenizer, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_DROP, QWEN_IMAGE_TEXT_LENGTH)
+    out = TemplateTokenizer(tokenizer, chat_template(tokenizer, enable_thinking=False), 0, 512)
+    out.masked_padding = False
+    return out
 
 
 def _flux_guidance(spec: str) -> bool:
@@ -234,6 +240,11 @@ def model_geometry(spec: str | None) -> dict | None:
             return {"size": 128 * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale * 2,
                     "family": "qwen-image"}
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        index = folder / "model_index.json"
+        if index.is_file() and "Flux2" in json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""):
+            scale *= 2  # FLUX.2 samples latents in 2x2 patches: 16 pixels a token, 1024 px native
+            return {"size": 64 * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale,
+                    "family": "flux2-klein"}
         if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
             config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
             flux = "guidance_embeds" in config  # FluxTransformer2DModel's config has it, SD3's has not
