@@ -475,3 +475,27 @@ def tiny_flux2_klein_components(seed: int = 0) -> dict:
                                                 max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
     return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=tok,
                 scheduler=scheduler)
+
+
+def bench_flux2_klein_components(seed: int = 0) -> dict:
+    """FLUX.2 [klein]'s layout scaled down for CPU benchmarks: 128 patched latent channels, 1 double- and 4
+    single-stream blocks of 8 heads x 64 (klein 4B: 5 + 20 blocks of 24 heads x 128), a 27-layer Qwen3 of width 64
+    (layers 9, 18, 27 read), a small VAE."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tok = qwen3_tokenizer()
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=128, num_layers=1, num_single_layers=4,
+                                          attention_head_dim=64, num_attention_heads=8, joint_attention_dim=192,
+                                          timestep_guidance_channels=256, axes_dims_rope=(16, 16, 16, 16),
+                                          guidance_embeds=False)
+    vae = AutoencoderKLFlux2(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=32,
+                             norm_num_groups=16)
+    text = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=27,
+                                        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                        max_position_embeddings=1024, bos_token_id=0, eos_token_id=2, pad_token_id=0))
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=tok,
+                scheduler=scheduler)
