@@ -492,9 +492,10 @@ def bench_flux2_klein_components(seed: int = 0) -> dict:
                                           guidance_embeds=False)
     vae = AutoencoderKLFlux2(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=32,
                              norm_num_groups=16)
-    text = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=27,
-                                        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                        max_position_embeddings=1024, bos_token_id=0, eos_token_id=2, pad_token_id=0))
+    text = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                        num_hidden_layers=27, num_attention_heads=4, num_key_value_heads=2,
+                                        head_dim=16, max_position_embeddings=1024, bos_token_id=0, eos_token_id=2,
+                                        pad_token_id=0))
     scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
                                                 max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
     return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=tok,

@@ -289,7 +289,8 @@ def _check_safe(folder: Path, allow_pickle: bool) -> None:
 
 def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
                             id: str | None = None, parts: dict | None = None) -> Model:
-    """An SD3 / SD3.5, FLUX.1 or Qwen-Image folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
+    """An SD3 / SD3.5, FLUX.1, Qwen-Image or FLUX.2 klein folder (transformer/, vae/, text encoders, tokenizers,
+    scheduler/), read by the
     family's diffusers pipeline class as it reads a hub snapshot; parts: components given instead of read from
     the folder (the bundled transformer shapes model shares its VAE and text encoders with the UNet model)."""
     import json
@@ -309,8 +310,8 @@ def load_transformer_folder(folder: Path, allow_pickle: bool = False, dtype: tor
     pipelines = {"StableDiffusion3Pipeline": StableDiffusion3Pipeline, "FluxPipeline": FluxPipeline,
                  "QwenImagePipeline": QwenImagePipeline, "Flux2KleinPipeline": Flux2KleinPipeline}
     if name not in pipelines:
-        raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3, FLUX.1, Qwen-Image and FLUX.2 klein"
-                             " (text-to-image)")
+        raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3, FLUX.1, Qwen-Image and"
+                             " FLUX.2 klein (text-to-image)")
     _check_safe(folder, allow_pickle)
     try:
         with warnings.catch_warnings():  # newer diffusers rename torch_dtype; older ones know only it

@@ -312,7 +312,8 @@ class QwenJointProcessor:
             eq, ek = attn.norm_added_q(eq), attn.norm_added_k(ek)
         if image_rotary_emb is not None:
             img_freqs, txt_freqs = image_rotary_emb
-            q, k = apply_rotary_emb_qwen(q, img_freqs, use_real=False), apply_rotary_emb_qwen(k, img_freqs, use_real=False)
+            q = apply_rotary_emb_qwen(q, img_freqs, use_real=False)
+            k = apply_rotary_emb_qwen(k, img_freqs, use_real=False)
             eq = apply_rotary_emb_qwen(eq, txt_freqs, use_real=False)
             ek = apply_rotary_emb_qwen(ek, txt_freqs, use_real=False)
         n_text = encoder_hidden_states.shape[1]

@@ -461,7 +461,8 @@ def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") ->
     if recipe.image is not None and family.sampler == "flow" and recipe.inversion_method == "ddpm":
         raise RecipeError([f"inversion: ddpm inverts a DDPM sampler's noise; {family.label} samples an ODE (flow"
                            " matching): use direct (the default) or ddim"], source_name)
-    if recipe.image is not None and not family.unconditional(model) and recipe.inversion_method in ("null-text", "negative-prompt"):
+    if (recipe.image is not None and not family.unconditional(model)
+            and recipe.inversion_method in ("null-text", "negative-prompt")):
         raise RecipeError([f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
                            f" batch, which {family.label} does not run (its guidance is distilled); use direct"
                            " (the default) or ddim"], source_name)

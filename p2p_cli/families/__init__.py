@@ -1,11 +1,10 @@
-"""Model families: one small adapter per backbone (SD 1.x/2.x, SDXL, SD3, FLUX.1, Qwen-Image, FLUX.2
-klein); the control engine is
-shared.
+"""Model families: one small adapter per backbone (SD 1.x/2.x, SDXL, SD3, FLUX.1, Qwen-Image, FLUX.2 klein); the
+control engine is shared.
 
 `detect(parts)` names the family of a set of components from the components themselves (never from a
 model's name): a UNet with text_time conditioning and a second text encoder is SDXL, a UNet with one text
-encoder is SD 1.x/2.x; an SD3Transformer2DModel is SD3, a FluxTransformer2DModel FLUX.1, a QwenImageTransformer2DModel Qwen-Image, a
-Flux2Transformer2DModel with a Qwen3 text encoder FLUX.2 klein.
+encoder is SD 1.x/2.x; an SD3Transformer2DModel is SD3, a FluxTransformer2DModel FLUX.1, a
+QwenImageTransformer2DModel Qwen-Image, a Flux2Transformer2DModel with a Qwen3 text encoder FLUX.2 klein.
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from p2p_cli.families.flux2 import FAMILY as FLUX2_KLEIN
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD, SDXL, SD3, FLUX, QWEN_IMAGE, FLUX2_KLEIN)}
 
-__all__ = ["Conditioning", "Family", "Geometry", "FAMILIES", "SD", "SDXL", "SD3", "FLUX", "QWEN_IMAGE", "FLUX2_KLEIN", "detect",
-           "get"]
+__all__ = ["Conditioning", "Family", "Geometry", "FAMILIES", "SD", "SDXL", "SD3", "FLUX", "QWEN_IMAGE", "FLUX2_KLEIN",
+           "detect", "get"]
 
 
 def detect(parts: dict) -> Family:
@@ -30,7 +29,8 @@ def detect(parts: dict) -> Family:
         if family.matches(parts):
             return family
     if parts.get("transformer") is not None:
-        raise ValueError(f"unsupported model: a {type(parts['transformer']).__name__} is not SD3, FLUX.1, Qwen-Image or FLUX.2 klein")
+        raise ValueError(f"unsupported model: a {type(parts['transformer']).__name__} is not SD3, FLUX.1, Qwen-Image"
+                         " or FLUX.2 klein")
     unet = parts.get("unet")
     kind = getattr(getattr(unet, "config", None), "addition_embed_type", None)
     raise ValueError(

@@ -51,8 +51,8 @@ class Conditioning:
     def first(self, length: int) -> Conditioning:
         """The rows on their first `length` text positions (extra tensors with a text axis cut with them)."""
         n = self.hidden.shape[1]
-        return Conditioning(self.hidden[:, :length],
-                            {k: v[:, :length] if v.dim() == 2 and v.shape[1] == n else v for k, v in self.added.items()})
+        added = {k: v[:, :length] if v.dim() == 2 and v.shape[1] == n else v for k, v in self.added.items()}
+        return Conditioning(self.hidden[:, :length], added)
 
     def with_hidden(self, hidden: torch.Tensor) -> Conditioning:
         """The same extra conditioning with another text sequence (null-text inversion's per-step embedding)."""

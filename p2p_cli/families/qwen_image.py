@@ -1,4 +1,5 @@
-"""Qwen-Image (QwenImagePipeline): QwenImageTransformer2DModel, dual-stream MMDiT blocks over a Qwen2.5-VL text sequence.
+"""Qwen-Image (QwenImagePipeline): QwenImageTransformer2DModel, dual-stream MMDiT blocks over a Qwen2.5-VL text
+sequence.
 
 - Text sequence, as QwenImagePipeline builds it: the prompt formatted into a chat template, the language model's last
   hidden states, the template's first 34 tokens (the system prefix) dropped; what is left is the prompt's tokens

@@ -70,8 +70,8 @@ class TemplateTokenizer:
         self._prefix = prefix
 
     def _template_tokens(self, prompt: str) -> tuple[list[int], list[tuple[int, int]]]:
-        enc = self.tokenizer(self._prefix_text + prompt + self._suffix_text, return_offsets_mapping=True, truncation=False,
-                             verbose=False)
+        enc = self.tokenizer(self._prefix_text + prompt + self._suffix_text, return_offsets_mapping=True,
+                             truncation=False, verbose=False)
         return list(enc.input_ids), [tuple(o) for o in enc.offset_mapping]
 
     def sequence(self, prompt: str) -> tuple[list[int], list[tuple[int, int]]]:

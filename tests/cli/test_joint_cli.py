@@ -1,5 +1,5 @@
-"""The commands on tiny random SD3, FLUX.1, Qwen-Image and FLUX.2 klein models saved by their own diffusers pipelines, loaded through the
-same path as a hub snapshot (the family is found from the components)."""
+"""The commands on tiny random SD3, FLUX.1, Qwen-Image and FLUX.2 klein models saved by their own diffusers
+pipelines, loaded through the same path as a hub snapshot (the family is found from the components)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def test_edit_writes_the_usual_folder_and_records_the_family(cli, joint_dir, rec
     assert {"source.png", "edit-1.png", "edit-2.png", "baseline-1.png", "grid.png", "run.json"} <= names
     run = json.loads((out / "joint" / "run.json").read_text())
     assert run["family"] == family
-    assert run["recipe"]["guidance"] == {"sd3": 7.0, "flux": 3.5, "qwen-image": 4.0, "flux2-klein": 4.0}[family]  # the family's default, resolved
+    defaults = {"sd3": 7.0, "flux": 3.5, "qwen-image": 4.0, "flux2-klein": 4.0}
+    assert run["recipe"]["guidance"] == defaults[family]  # the family's default, resolved
 
 
 def test_validate_shows_the_blocks_not_the_unet_keys(cli, joint_dir, recipe_file):

@@ -1,5 +1,5 @@
-"""Real pictures on the flow-matching families (SD3, FLUX.1, Qwen-Image): the Euler ODE run backwards, direct inversion's
-exact source row, the methods that need classifier-free guidance refused where there is none (FLUX.1)."""
+"""Real pictures on the flow-matching families (SD3, FLUX.1, Qwen-Image, FLUX.2 klein): the Euler ODE run backwards,
+direct inversion's exact source row, the methods that need classifier-free guidance refused where there is none (FLUX.1)."""
 
 from __future__ import annotations
 

@@ -107,8 +107,11 @@ def test_a_run_reads_only_the_positions_its_longest_prompt_has(tiny_qwen_image_m
     model = tiny_qwen_image_model
     seen = []
     denoise = type(model.family).denoise
-    monkeypatch.setattr(type(model.family), "denoise",
-                        lambda self, m, x, t, cond, kw=None: seen.append(cond.hidden.shape[1]) or denoise(self, m, x, t, cond, kw))
+    def recording(self, m, x, t, cond, kw=None):
+        seen.append(cond.hidden.shape[1])
+        return denoise(self, m, x, t, cond, kw)
+
+    monkeypatch.setattr(type(model.family), "denoise", recording)
     negative = "blurry, low quality, a bad picture of nothing at all"
     run_edit(model, recipe(negative_prompt=negative))
     tok = text_tokenizers(model)
