@@ -1,8 +1,8 @@
-"""p2p: Prompt-to-Prompt image editing (Hertz et al., ICLR 2023) on Stable Diffusion 1.x/2.x and SDXL.
+"""p2p: Prompt-to-Prompt image editing (Hertz et al., ICLR 2023) on Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX.1.
 
     import p2p_cli as p2p
     model = p2p.load_model("shapes")
-    result = p2p.edit(model, p2p.load_recipe("recipes/shapes-replace.yaml"))
+    result = p2p.edit(model, "a big [red->blue] circle on the left on a white background")
 
 The names below are imported on first use, so `import p2p_cli` (and the command line's --help) stays fast.
 """

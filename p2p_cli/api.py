@@ -1,9 +1,9 @@
 """The Python API: what a notebook needs, and what every `p2p` command stands on.
 
     import p2p_cli as p2p
-    model = p2p.load_model("shapes")
-    recipe = p2p.load_recipe("recipes/shapes-replace.yaml")
-    result = p2p.edit(model, recipe)
+    model = p2p.load_model("shapes")        # SD 1.x/2.x, SDXL, SD3, FLUX.1 or a bundled model
+    result = p2p.edit(model, "a big [red->blue] circle on the left on a white background")
+    result = p2p.edit(model, "recipes/shapes-replace.yaml")   # a Recipe, a dict, a file or an inline prompt
     result.images        # PIL pictures: the source, then each edit in recipe order
     result.maps.word("red", prompt=1)
     result.save("outputs/mine")   # the files `p2p edit --save-attention` writes
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -25,7 +25,16 @@ from p2p_cli.models import Model
 from p2p_cli.models import load_model as _load_model
 from p2p_cli.recipe import Recipe, RecipeError, beside_recipe, parse_recipe
 
-Progress = Callable[[int, int], None]  # (done, total)
+Progress = Callable[[int, int], None]  # (done, total) of one phase
+# edit()'s one callback: (done, total, phase) with phase "invert" (a real picture's inversion; null-text counts its
+# DDIM inversion and its optimisation as one run of 2 x steps) or "sample" (the batched sampling loop)
+PhasedProgress = Callable[[int, int, str], None]
+
+if TYPE_CHECKING:
+    from p2p_cli.engine.pipeline import EditResult
+    from p2p_cli.files.real import RealPicture
+
+RecipeLike = Union[Recipe, dict, str, Path]  # a Recipe, a dict as YAML gives, a recipe file or an inline prompt
 
 
 class MapsError(ValueError):
@@ -76,15 +85,46 @@ def anchored(recipe: Recipe, recipe_path: str) -> Recipe:
     return recipe.model_copy(update=update) if update else recipe
 
 
-def as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
-    """A Recipe from a Recipe, a dict (as YAML would give) or a recipe file's path."""
+def as_recipe(recipe: RecipeLike) -> Recipe:
+    """A Recipe from a Recipe, a dict (as YAML would give), a recipe file (YAML, JSON, a run.json or a PNG p2p wrote)
+    or an inline prompt ("a [cat->dog] on a (sofa:1.5)", the syntax of `p2p edit --prompt`). A string is a path
+    only when it names a file; otherwise it is read as an inline prompt, and the error says both."""
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, dict):
         return parse_recipe(recipe, "recipe", default_name="recipe")
-    if isinstance(recipe, (str, Path)):
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and _names_a_file(recipe)):
         return load_recipe(recipe)
-    raise TypeError(f"a recipe is a Recipe, a dict or a file path, not {type(recipe).__name__}")
+    if isinstance(recipe, str):
+        return inline_recipe(recipe)
+    raise TypeError(f"a recipe is a Recipe, a dict, a file path or an inline prompt, not {type(recipe).__name__}")
+
+
+def _names_a_file(text: str) -> bool:
+    try:
+        return text == "-" or Path(text).expanduser().is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a file
+        return False
+
+
+def inline_recipe(text: str) -> Recipe:
+    """The recipe an inline prompt expands to, as `p2p edit --prompt TEXT` reads it."""
+    from p2p_cli.overrides import inline_recipes
+
+    (_, recipe), = inline_recipes([text])
+    if isinstance(recipe, RecipeError):
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise RecipeError([f"recipe: {shown!r} names no file, and as an inline prompt ({p})" for p in recipe.problems],
+                          "recipe")
+    return recipe
+
+
+def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") -> Recipe:
+    """The recipe as the engine runs it on this model (its family's defaults filled in), or RecipeError listing
+    every problem checks.model_problems finds on the model's ModelSpec (the engine itself raises none)."""
+    from p2p_cli.checks import checked
+
+    return checked(recipe, model.spec, source_name)
 
 
 # --- attention maps ----------------------------------------------------------------------------------------
@@ -160,9 +200,9 @@ class Result:
 
     recipe: Recipe  # as run: the family's defaults filled in
     model: Model
-    run: Any  # pipeline.EditResult: tensors in batch order
+    run: EditResult  # tensors in batch order: [source, edits, baselines]
     maps: AttentionMaps | None
-    real: Any = None  # real.RealPicture for an image: recipe
+    real: RealPicture | None = None  # the inverted picture of an image: recipe
     source_only: bool = False  # attn-viz --prompt: only the source row is kept
     attention: str = "fused"
     recipe_file: str | None = None
@@ -304,18 +344,38 @@ def invert(model: Model, image: str | Path, prompt: str, *, method: str = "direc
                    warn=warn)
 
 
-def edit(model: Model, recipe: Recipe | dict | str | Path, *, baseline: bool = False, maps: Any = True,
-         attention: str = "fused", inversion: Any = None, progress: Progress | None = None,
-         invert_progress: Progress | None = None, recipe_file: str | None = None,
-         overrides: list[str] | tuple = (), source_only: bool = False) -> Result:
-    """Run a recipe: the source and every edit in one batch from one initial latent.
+def edit(model: Model, recipe: RecipeLike | list[RecipeLike], *, baseline: bool = False, maps: Any = True,
+         attention: str = "fused", inversion: RealPicture | None = None,
+         progress: PhasedProgress | None = None) -> Result | list[Result]:
+    """Run a recipe: the source and every edit in one batch from one initial latent (Hertz et al., sec. 3).
 
-    A recipe with `image:` inverts the picture first (or takes its inversion from the cache, or `inversion`,
-    from invert(), which must match the recipe's steps, guidance, prompt and model). maps: True keeps the
-    attention maps at attn-viz's defaults, a viz.VizSpec chooses them, False keeps none.
+    recipe: a Recipe, a dict, a recipe file, or an inline prompt ("a [cat->dog] on a (sofa:1.5)"); a list of
+    them runs as edit_many() does, in one batch, and gives a list of Results. A recipe with `image:` inverts the
+    picture first (or takes its inversion from the cache, or `inversion`, from invert(), which must match the
+    recipe's steps, guidance, prompt and model). baseline: also render every target without control. maps: True
+    keeps the attention maps at attn-viz's defaults, an analysis.maps.VizSpec chooses them, False keeps none.
+    attention: "fused" (fast) or "explicit" (the probabilities as the paper writes them). progress(done, total,
+    phase) hears each step, phase "invert" or "sample". Bad input raises RecipeError.
     """
+    if isinstance(recipe, list):
+        if inversion is not None:
+            raise ValueError("inversion= goes with one recipe, not a list")
+        report = (lambda done, total: progress(done, total, "sample")) if progress is not None else None
+        return edit_many(model, recipe, baseline=baseline, attention=attention, progress=report)
+    return run_recipe(model, recipe, baseline=baseline, maps=maps, attention=attention, inversion=inversion,
+                      progress=(lambda d, t: progress(d, t, "sample")) if progress is not None else None,
+                      invert_progress=(lambda d, t: progress(d, t, "invert")) if progress is not None else None)
+
+
+def run_recipe(model: Model, recipe: RecipeLike, *, baseline: bool = False, maps: Any = True,
+               attention: str = "fused", inversion: RealPicture | None = None, progress: Progress | None = None,
+               invert_progress: Progress | None = None, recipe_file: str | None = None,
+               overrides: list[str] | tuple = (), source_only: bool = False) -> Result:
+    """edit() with what the command line also needs: a progress callback per phase, the recipe's file (its
+    relative paths, the name in messages, run.json) and `--set` overrides to record, and attn-viz's source-only
+    run."""
     from p2p_cli.files.outputs import check_latents
-    from p2p_cli.engine.pipeline import geometry, resolve_recipe, run_edit
+    from p2p_cli.engine.pipeline import geometry, run_edit
     from p2p_cli.analysis.maps import VizSpec, store_for, viz_tokenizer
 
     start = time.perf_counter()
@@ -376,7 +436,7 @@ def edit_many(model: Model, recipes: list, *, baseline: bool = False, attention:
     """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
     edit() of that recipe alone. The recipes must share steps, size, guidance and the layer settings
     (recipe.BATCH_SHARED); generated pictures only (no `image:` or `mask:`), no attention maps."""
-    from p2p_cli.engine.pipeline import resolve_recipe, run_edits
+    from p2p_cli.engine.pipeline import run_edits
     from p2p_cli.files.outputs import check_latents
 
     start = time.perf_counter()
@@ -404,7 +464,6 @@ def sweep(model: Model, recipe, *, tau: list[float] | None = None, self_tau: lis
     analysis.tau_sweep.SweepResult with a picture per point); score it with tau_sweep.score_sweep. `recipe`
     may also be a plan tau_sweep.expand made (the CLI checks it before loading the model)."""
     from p2p_cli.analysis.tau_sweep import Sweep, expand, run_sweep
-    from p2p_cli.engine.pipeline import resolve_recipe
 
     if isinstance(recipe, Sweep):
         plan = recipe
@@ -506,7 +565,7 @@ def dataset(model: Model, pairs: str | Path | list[dict], out: str | Path, *, sa
             check_free(folder, overwrite)
             pictures, records = {}, []
             for sample in drawn:
-                result = edit(model, sample.recipe, maps=False, attention=attention, recipe_file=pair.label)
+                result = run_recipe(model, sample.recipe, maps=False, attention=attention, recipe_file=pair.label)
                 source, image = result.run.images[0], result.run.images[1]
                 features = None
                 if clip is not None:

@@ -1,9 +1,12 @@
-"""Every problem of a recipe that needs only a tokenizer (no torch): words that must be in a prompt, prompts over
-the token limit, reweight targets that tokenize differently. plan.check_recipe is this; `p2p validate` uses it
-with the offline CLIP tokenizer, so it never imports the engine."""
+"""Every problem of a recipe, found once, without torch: the tokenizer's (words that must be in a prompt, prompts
+over the token limit, reweight targets that tokenize differently) and the model's (keys its family does not take,
+sizes it cannot run, layers or blocks it lacks), as "path: message" lines. `p2p validate` runs them on what config
+files and the shipped CLIP tokenizer say; the API runs them on the loaded model's ModelSpec before the engine, which
+receives only checked recipes (`checked`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -11,7 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.recipe import Recipe
+from p2p_cli.family_defaults import default_blend_side, nearest_side, with_family_defaults
+from p2p_cli.model_spec import ModelSpec, from_configs
+from p2p_cli.recipe import Recipe, RecipeError
 from p2p_cli.text.tokens import PromptError, find_tokens, token_ids, word_spans
 from p2p_cli.text.words import same_words, split_words
 
@@ -31,7 +36,7 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
     T5 alone (its CLIP gives only the pooled embedding, which diffusers truncates silently). Each sized as its
     pipeline pads it."""
     geometry = model_geometry(spec) if spec not in (None, "shapes") else None
-    family = geometry["family"] if geometry else None
+    family = geometry.family.name if geometry else None
     if family in ("qwen-image", "flux2-klein"):
         return [_template_tokenizer(spec, family)]
     if family not in ("sd3", "flux"):
@@ -225,41 +230,41 @@ def model_folder(spec: str | None) -> Path | None:
 
 
 @functools.cache  # read once per model, however many recipes name it (a manifest of thousands)
-def model_geometry(spec: str | None) -> dict | None:
-    """Native side, pixels per latent cell and size multiple of the bundled model, a local folder or a hub id in
-    the local Hugging Face cache, from its config files (no weights read, no torch, no download); None for a hub
-    id not cached or a single-file checkpoint."""
+def model_geometry(spec: str | None) -> ModelSpec | None:
+    """The ModelSpec of the bundled model, a local folder or a hub id in the local Hugging Face cache, from its
+    config files (no weights read, no torch, no download); None for a hub id not cached or a single-file
+    checkpoint."""
     folder = model_folder(spec)
     if folder is None:
         return None
     vae_folder = model_folder("shapes") if spec in BUNDLED_MMDIT else folder  # it shares the UNet model's VAE
+
+    def config(part: str) -> dict:
+        return json.loads((folder / part / "config.json").read_text(encoding="utf-8"))
+
+    # the id the loaded model reports (models.load_model), so that messages name it alike before and after loading
+    if spec in (None, "shapes"):
+        name = "bundled:shapes"
+    elif spec in BUNDLED_MMDIT:
+        name = "bundled:shapes-mmdit"
+    else:
+        name = str(folder.resolve()) if Path(spec).expanduser().exists() else str(spec)
+
     try:
         vae = json.loads((vae_folder / "vae" / "config.json").read_text(encoding="utf-8"))
-        if "temperal_downsample" in vae:  # Qwen-Image's video VAE; its transformer packs 2x2, 1024 px native
-            scale = 2 ** len(vae["temperal_downsample"])
-            return {"size": 128 * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale * 2,
-                    "family": "qwen-image"}
-        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        if "temperal_downsample" in vae:  # Qwen-Image's video VAE
+            return from_configs("qwen-image", vae, transformer=config("transformer"), id=name)
         index = folder / "model_index.json"
         if index.is_file() and "Flux2" in json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""):
-            scale *= 2  # FLUX.2 samples latents in 2x2 patches: 16 pixels a token, 1024 px native
-            return {"size": 64 * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale,
-                    "family": "flux2-klein"}
+            return from_configs("flux2-klein", vae, transformer=config("transformer"), id=name)
         if (folder / "transformer").is_dir():  # SD3 or FLUX.1: one token grid, no resolution levels
-            config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
-            flux = "guidance_embeds" in config  # FluxTransformer2DModel's config has it, SD3's has not
-            side, patch = (128, 2) if flux else (config["sample_size"], config["patch_size"])
-            return {"size": side * scale, "scale": scale, "cross_depths": [], "xl": False, "multiple": scale * patch,
-                    "family": "flux" if flux else "sd3"}
-        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-        side = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
-        depths = [i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind]
-        multiple = scale * 2 ** (len(unet["block_out_channels"]) - 1)  # engine.layers.size_multiple
+            transformer = config("transformer")
+            flux = "guidance_embeds" in transformer  # FluxTransformer2DModel's config has it, SD3's has not
+            return from_configs("flux" if flux else "sd3", vae, transformer=transformer, id=name)
         xl = (folder / "text_encoder_2").is_dir()  # SDXL's second text encoder
+        return from_configs("sdxl" if xl else "sd", vae, unet=config("unet"), id=name)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    return {"size": side * scale, "scale": scale, "cross_depths": depths, "xl": xl, "multiple": multiple,
-            "family": "sdxl" if xl else "sd"}
 
 
 def size_problem(side: int, multiple: int, native: int) -> str | None:
@@ -276,8 +281,92 @@ def size_problems(recipe: Recipe, spec: str | None) -> list[str]:
     geometry = model_geometry(spec) if recipe.size else None
     if geometry is None:
         return []
-    lines = [size_problem(side, geometry["multiple"], geometry["size"]) for side in dict.fromkeys(recipe.size)]
+    lines = [size_problem(side, geometry.multiple, geometry.native) for side in dict.fromkeys(recipe.size)]
     return [line for line in lines if line]
+
+
+def model_problems(recipe: Recipe, spec: ModelSpec) -> list[str]:
+    """Every problem of a recipe on a model, as "path: message" lines: keys its family does not take, sizes it
+    cannot run, layers or blocks it lacks, real-picture methods its sampler cannot invert, prompts its tokenizers
+    cannot read (when the spec holds them). The engine runs only recipes with none (`checked`)."""
+    family, problems = spec.family, []
+    if not family.micro_conditioning:
+        problems += [f"{k}: only SDXL models take size and crop ids; {spec.id} is {family.label}"
+                     for k in ("original_size", "crops_coords_top_left", "target_size") if getattr(recipe, k) is not None]
+    if not family.joint:
+        problems += [f"{k}: only the flow-matching transformers (SD3, FLUX.1) have joint blocks and a sampler shift;"
+                     f" {spec.id} is {family.label}" + (": use self_replace_max_res / blend_res" if k.endswith("blocks")
+                                                        else "")
+                     for k in ("self_blocks", "blend_blocks", "shift", "text_mass") if getattr(recipe, k) is not None]
+    if recipe.image is not None and family.sampler == "flow" and recipe.inversion_method == "ddpm":
+        problems.append(f"inversion: ddpm inverts a DDPM sampler's noise; {family.label} samples an ODE (flow"
+                        " matching): use direct (the default) or ddim")
+    if recipe.image is not None and not family.cfg and recipe.inversion_method in ("null-text", "negative-prompt"):
+        problems.append(f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
+                        f" batch, which {family.label} does not run (its guidance is distilled); use direct"
+                        " (the default) or ddim")
+    if problems:
+        return problems  # the rest reads the family's own keys
+    if spec.prompt_check is not None:
+        for where, prompt in [("source", recipe.source), ("negative_prompt", recipe.negative_prompt)] + [
+                (f"edits[{i}].target", e.target) for i, e in enumerate(recipe.edits)]:
+            if prompt and (problem := spec.prompt_check(prompt)):
+                problems.append(f"{where}: {problem}")
+        if problems:
+            return problems
+    height, width = recipe.size or (spec.native, spec.native)
+    problems += [p for p in (size_problem(s, spec.multiple, spec.native) for s in dict.fromkeys((height, width))) if p]
+    if problems:
+        return problems
+    latent_hw = spec.latent((height, width))
+    if family.joint:
+        grid = spec.grid(latent_hw)
+        if recipe.self_replace_max_res is not None:
+            problems.append(f"self_replace_max_res: {family.label} has no resolution levels; choose the blocks"
+                            " that take the source's image attention with self_blocks: [0, 1, ...]")
+        if recipe.blend_res is not None and recipe.blend_res != grid:
+            problems.append(f"blend_res: {family.label} has one token grid, of side {grid} at this size;"
+                            " choose blocks with blend_blocks instead")
+        for key in ("self_blocks", "blend_blocks"):
+            wrong = [b for b in getattr(recipe, key) or [] if spec.blocks is not None and b >= spec.blocks]
+            if wrong:
+                problems.append(f"{key}: this model has blocks 0 to {spec.blocks - 1}, not {wrong}")
+    elif recipe.blend_res is not None and recipe.blend_res not in (sides := spec.cross_sides(latent_hw)):
+        problems.append(f"blend_res: no cross-attention layer has side {recipe.blend_res};"
+                        f" this model's sides at this size are {sides}")
+    if not problems and spec.text_parts:
+        problems += recipe_problems_for(recipe, [p for p in spec.text_parts if not isinstance(p, int)])
+    return problems
+
+
+def problems_before_loading(recipe: Recipe, model: str | None, tokenizers: bool = True) -> list[str]:
+    """What model_problems finds before the model loads: on the ModelSpec its config files give (the bundled
+    models, a local folder, a hub id already cached; nothing for others), with the shipped CLIP tokenizer (and a
+    local T5's) when `tokenizers` (p2p validate; p2p edit checks the words on the loaded model's own tokenizers)."""
+    spec = model_geometry(model)
+    parts = tuple(check_tokenizers(model, _shipped_clip())) if tokenizers else ()
+    if spec is None:
+        return recipe_problems_for(recipe, list(parts)) if parts else []
+    return model_problems(recipe, dataclasses.replace(spec, text_parts=parts))
+
+
+@functools.cache
+def _shipped_clip():
+    return clip_tokenizer()
+
+
+def checked(recipe: Recipe, spec: ModelSpec, source_name: str = "recipe") -> Recipe:
+    """The recipe as the engine runs it (its family's defaults filled in), or RecipeError listing every problem."""
+    problems = model_problems(recipe, spec)
+    if problems:
+        raise RecipeError(problems, source_name)
+    return with_family_defaults(recipe, spec.family)
+
+
+def blend_side(spec: ModelSpec, recipe: Recipe) -> int:
+    """The side of the maps local blend reads on a UNet model: the recipe's, else the default side's nearest layer."""
+    latent_hw = spec.latent(recipe.size)
+    return recipe.blend_res or nearest_side(spec.cross_sides(latent_hw), default_blend_side(max(latent_hw)))
 
 
 FAR_FROM_NATIVE = 4.0  # an area this many times larger or smaller than the native one composes poorly

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2p_cli.recipe import Recipe
+
 # Stable Flow's "vital layers" of FLUX.1-dev (Avrahami et al., CVPR 2025), numbered double-stream blocks first.
 FLUX_VITAL_BLOCKS = (0, 1, 17, 18, 25, 28, 53, 54, 56)
 
@@ -18,6 +20,9 @@ class FamilyDefaults:
     short: str  # the name in one-line lists ("SD", "SDXL", ...)
     guidance: float  # the family's diffusers pipeline's guidance_scale default
     joint: bool = False  # joint-attention transformer (self_blocks / blend_blocks / text_mass) or UNet (layer sides)
+    sampler: str = "ddim"  # "ddim" (a DDPM-trained UNet) or "flow" (flow matching's Euler ODE)
+    cfg: bool = True  # guidance runs classifier-free guidance's unconditional batch (FLUX.1: distilled, none)
+    micro_conditioning: bool = False  # SDXL's size and crop ids
     self_replace: float | None = None  # the self window's end when a recipe sets none (None: the recipe's 0.4)
     self_blocks: tuple[int, ...] | None = None  # joint families: blocks whose image-image attention is injected
     self_blocks_text: str = "every block"  # how validate names self_blocks' default
@@ -31,13 +36,26 @@ class FamilyDefaults:
 # transformer shapes model changed a swapped colour in 87.5 % of cases at 0.2 and 52.5 % at the UNet's 0.4.
 FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {d.name: d for d in (
     FamilyDefaults("sd", "Stable Diffusion 1.x/2.x", "SD", guidance=7.5),
-    FamilyDefaults("sdxl", "Stable Diffusion XL", "SDXL", guidance=5.0),
-    FamilyDefaults("sd3", "Stable Diffusion 3", "SD3", guidance=7.0, joint=True, self_replace=0.2),
-    FamilyDefaults("flux", "FLUX.1", "FLUX.1", guidance=3.5, joint=True, self_replace=0.2, self_blocks=FLUX_VITAL_BLOCKS,
+    FamilyDefaults("sdxl", "Stable Diffusion XL", "SDXL", guidance=5.0, micro_conditioning=True),
+    FamilyDefaults("sd3", "Stable Diffusion 3", "SD3", guidance=7.0, joint=True, sampler="flow", self_replace=0.2),
+    FamilyDefaults("flux", "FLUX.1", "FLUX.1", guidance=3.5, joint=True, sampler="flow", cfg=False, self_replace=0.2,
+                   self_blocks=FLUX_VITAL_BLOCKS,
                    self_blocks_text="Stable Flow's vital layers"),
-    FamilyDefaults("qwen-image", "Qwen-Image", "Qwen-Image", guidance=4.0, joint=True, self_replace=0.2),
-    FamilyDefaults("flux2-klein", "FLUX.2 [klein]", "FLUX.2 klein", guidance=4.0, joint=True, self_replace=0.2),
+    FamilyDefaults("qwen-image", "Qwen-Image", "Qwen-Image", guidance=4.0, joint=True, sampler="flow",
+                   self_replace=0.2),
+    FamilyDefaults("flux2-klein", "FLUX.2 [klein]", "FLUX.2 klein", guidance=4.0, joint=True, sampler="flow",
+                   self_replace=0.2),
 )}
+
+
+def with_family_defaults(recipe: Recipe, family: FamilyDefaults) -> Recipe:
+    """The recipe with its model family's defaults filled in where it sets none: guidance, and the self window
+    (edits that set theirs keep it)."""
+    if "guidance" not in recipe.model_fields_set and recipe.guidance != family.guidance:
+        recipe = recipe.model_copy(update={"guidance": family.guidance})
+    if recipe.self_replace is None and family.self_replace is not None:
+        recipe = recipe.model_copy(update={"self_replace": (0.0, family.self_replace)})
+    return recipe
 
 
 def default_blend_side(latent_side: int) -> int:

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import torch
 
 from p2p_cli.checks import BUNDLED_MMDIT
+from p2p_cli.model_spec import ModelSpec, from_configs
 
 
 @dataclass
@@ -76,6 +77,17 @@ class Model:
         """The (height, width) in pixels the denoiser was trained at."""
         side = self.family.native_side(self)
         return side * self.vae_scale, side * self.vae_scale
+
+    @property
+    def spec(self) -> ModelSpec:
+        """What recipes are checked against (checks.model_problems): read from the components' configs, with the
+        tokenizers of the text the denoiser reads and the family's check of a prompt."""
+        family = self.family
+        return from_configs(family.name, dict(self.vae.config),
+                            unet=dict(self.unet.config) if self.unet is not None else None,
+                            transformer=dict(self.transformer.config) if self.transformer is not None else None,
+                            id=self.id, text_parts=tuple(family.text_parts(self)),
+                            prompt_check=lambda prompt: family.check_prompt(self, prompt))
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Model:
         """Move every network to device/dtype (in place) and return self."""

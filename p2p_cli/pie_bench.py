@@ -148,8 +148,8 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
     """Edit and score every entry; OUT/<id>/ as `p2p edit` writes it, OUT/pie-bench.json rewritten (whole) after
     each entry. A failing entry is recorded (`status: failed`, `error`) and the next one runs. Returns the
     summary that pie-bench.json holds."""
-    from p2p_cli.api import edit
-    from p2p_cli.engine.plan import check_recipe
+    from p2p_cli.api import run_recipe
+    from p2p_cli.checks import model_problems
     from p2p_cli.recipe import RecipeError, parse_recipe
 
     out = Path(out)
@@ -171,11 +171,11 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
                 row["status"] = "kept"
             else:
                 recipe = parse_recipe(data, entry.id)
-                problems = check_recipe(recipe, model.tokenizer)
+                problems = model_problems(recipe, model.spec)
                 if problems:
                     raise RecipeError(problems, entry.id)
                 label = f"{Path(folder) / 'mapping_file.json'}#{entry.id}"  # run.json's recipe_file
-                result = edit(model, recipe, maps=False, recipe_file=label)
+                result = run_recipe(model, recipe, maps=False, recipe_file=label)
                 result.save(where, overwrite=overwrite,
                             extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "fingerprint": digest,
                                                  "folder": str(folder)}})

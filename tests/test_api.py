@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
@@ -18,6 +19,8 @@ from p2p_cli.cli.main import app
 
 ROOT = Path(__file__).parent.parent
 FAST = {"steps": 4}
+FAST_RECIPE = {"source": "a big red circle on the left on a white background", "steps": 4,
+               "edits": [{"target": "a big blue circle on the left on a white background"}]}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def recipe_file(tmp_path, **top) -> Path:
 
 def test_api_files_equal_p2p_edit_byte_for_byte(shapes, tmp_path):
     path = recipe_file(tmp_path)
-    result = p2p.edit(shapes, p2p.load_recipe(path), recipe_file=str(path))
+    result = p2p.edit(shapes, str(path))  # a file's path: its relative paths and its name as the CLI reads them
     result.save(tmp_path / "api")
     cli = CliRunner().invoke(app, ["edit", str(path), "--model", "shapes", "--device", "cpu", "--out",
                                    str(tmp_path / "cli"), "--save-attention"])
@@ -110,3 +113,43 @@ def test_library_errors_name_fields_not_command_line_flags(shapes):
         p2p.edit(shapes, recipe, maps=VizSpec(res=3))
     with pytest.raises(ValueError, match=r"^edit 5: the recipe has"):
         p2p.sweep(shapes, recipe, tau=[0.2], edit_number=5)
+
+
+def test_an_inline_prompt_is_a_recipe_and_gives_the_pictures_of_its_expanded_recipe(shapes):
+    text = "a big [red->blue] circle on the left on a white background"
+    inline = p2p.edit(shapes, text, maps=False)
+    expanded = p2p.edit(shapes, {"source": "a big red circle on the left on a white background",
+                                 "edits": [{"target": "a big blue circle on the left on a white background"}]},
+                        maps=False)
+    assert inline.recipe.edits[0].target == expanded.recipe.edits[0].target
+    assert torch.equal(inline.run.images, expanded.run.images)
+
+
+def test_a_string_that_is_neither_a_file_nor_an_inline_prompt_says_both(shapes, tmp_path):
+    with pytest.raises(p2p.RecipeError) as err:
+        p2p.edit(shapes, str(tmp_path / "missing.yaml"))
+    line = err.value.problems[0]
+    assert "missing.yaml" in line and "names no file" in line and "as an inline prompt" in line
+
+
+def test_a_list_of_recipes_runs_as_edit_many(shapes):
+    recipes = [dict(FAST_RECIPE, seed=s) for s in (1, 2)]
+    many = p2p.edit(shapes, recipes)
+    assert isinstance(many, list) and len(many) == 2
+    for recipe, result in zip(recipes, many):
+        alone = p2p.edit(shapes, recipe, maps=False)
+        assert torch.allclose(result.run.images, alone.run.images, atol=1e-4)
+
+
+def test_one_progress_callback_hears_the_inversion_and_the_sampling(shapes, tmp_path):
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), (220, 40, 40)).save(picture)
+    heard = []
+    p2p.edit(shapes, {"source": "a big red circle in the center on a white background", "image": str(picture),
+                      "steps": 3, "edits": [{"target": "a big blue circle in the center on a white background"}]},
+             maps=False, progress=lambda done, total, phase: heard.append((phase, done, total)))
+    assert [h for h in heard if h[0] == "invert"] and heard[-1] == ("sample", 3, 3)
+    assert heard.index(next(h for h in heard if h[0] == "sample")) > max(
+        i for i, h in enumerate(heard) if h[0] == "invert")  # the inversion comes first

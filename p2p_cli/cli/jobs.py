@@ -15,7 +15,7 @@ import typer
 
 from p2p_cli.cli.common import STDIN_ONCE, check_name, dtype_name, model_key
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, name_edits, report
-from p2p_cli.checks import size_problems
+from p2p_cli.checks import problems_before_loading
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.files.real import resolve_mask
 from p2p_cli.overrides import inline_recipes, read_recipes
@@ -65,7 +65,7 @@ def read_jobs(paths: list[str], overrides: list[str], out: Path, model: str | No
                 raise recipe
             check_name(recipe, label)
             spec = model if model is not None else recipe.model
-            if problems := size_problems(recipe, model_key(spec)):  # local and bundled models: before loading
+            if problems := problems_before_loading(recipe, model_key(spec), tokenizers=False):  # config files: now
                 raise RecipeError(problems, label)
             image = _real_image(recipe, label)
             resolve_mask(recipe, label)
@@ -147,7 +147,7 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=N
 
     from p2p_cli.loras import apply_loras
     from p2p_cli.models import load_model
-    from p2p_cli.engine.pipeline import check_recipe, text_tokenizers  # the engine (torch, diffusers) only now
+    from p2p_cli.checks import model_problems
 
     models: dict[str, Model] = {}
     left = {key: sum(1 for j in jobs if j.key == key and not j.done) for key in {j.key for j in jobs}}
@@ -174,9 +174,10 @@ def run_jobs(jobs: list[Job], device, dtype, *, log, bar, debug: bool, on_done=N
                         other.done, other.code = True, code
                 continue
             job.seconds["load"] = time.perf_counter() - start
-            for other in jobs:  # tokenizer-dependent problems, before any sampling with this model
+            spec = models[job.key].spec
+            for other in jobs:  # every problem on this model (its tokenizers too), before any sampling with it
                 if other.key == job.key and not other.done:
-                    problems = check_recipe(other.recipe, text_tokenizers(models[job.key]))
+                    problems = model_problems(other.recipe, spec)
                     if problems:
                         other.done, other.code = True, report(RecipeError(problems, other.path), debug=debug)
         group = batch_of(job, jobs, batch_rows, how.get("baseline", False)) if batch_rows and not job.done else [job]
@@ -260,7 +261,7 @@ def run_one(job: Job, model: Model, *, start: float, log, bar, overrides, baseli
             allow_pickle, viz=None) -> None:
     """Run one recipe through the API (p2p_cli.api.edit) and write its folder with Result.save, in one rename."""
     from p2p_cli.api import MapsError
-    from p2p_cli.api import edit as run_recipe
+    from p2p_cli.api import run_recipe
 
     recipe = job.recipe
     what = "source only" if job.source_only else f"{len(recipe.edits)} edit(s)"
@@ -405,7 +406,7 @@ def _input_warnings(recipe: Recipe, label: str, spec: str | None) -> list[str]:
     geometry = model_geometry(spec)
     if geometry is None:
         return []
-    native = geometry["size"]
+    native = geometry.native
     size = tuple(recipe.size or (native, native))
     lines = [line for line in [size_warning(size, native)] if line]
     if recipe.image is not None and recipe.crop is None:

@@ -133,9 +133,8 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
         all_blend, overwrite, json_, attention, allow_pickle, log, bar) -> None:
     """Load the model, run the sweep's batches, score every point and write the folder in one rename."""
     from p2p_cli.analysis.metrics import ClipScorer, Lpips, MetricUnavailable
-    from p2p_cli.api import load_model, sweep as run_sweep
+    from p2p_cli.api import load_model, resolve_recipe, sweep as run_sweep
     from p2p_cli.files.real import recipe_loras
-    from p2p_cli.engine.pipeline import check_recipe, resolve_recipe, text_tokenizers
     from p2p_cli.render.images import save_png, smooth_mask
     from p2p_cli.render.sweep_plots import sweep_grid, tradeoff_plot
     from p2p_cli.analysis.tau_sweep import CLIP_SCORES, score_sweep
@@ -144,10 +143,7 @@ def run(plan, folder: Path, *, recipe_file, overrides, spec, device, dtype, batc
     recipe = plan.recipe
     log(f"loading model {spec}")
     sd = load_model(spec, device=device, dtype=dtype, allow_pickle=allow_pickle, loras=recipe_loras(recipe, recipe_file))
-    recipe = resolve_recipe(sd, recipe, recipe_file)  # the family's defaults, as each batch's run_edit takes them
-    problems = check_recipe(recipe, text_tokenizers(sd))  # the family's own (FLUX: T5, Qwen-Image: its template)
-    if problems:
-        raise RecipeError(problems, recipe_file)
+    recipe = resolve_recipe(sd, recipe, recipe_file)  # every problem on this model; the family's defaults filled in
     # the scores' models before sampling: --pick by a CLIP score that cannot be had fails now, not after the sweep
     notes, scorer = [], None
     if clip.lower() == "none":

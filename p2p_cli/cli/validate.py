@@ -11,8 +11,8 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import STDIN_ONCE, check_name
 from p2p_cli.cli.jobs import warn
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, report
-from p2p_cli.checks import model_geometry, size_problems
-from p2p_cli.family_defaults import FAMILY_DEFAULTS, default_blend_side, nearest_side
+from p2p_cli.checks import blend_side, model_geometry, problems_before_loading
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
 from p2p_cli.files.real import recipe_loras
 from p2p_cli.overrides import inline_recipes, read_recipes
 from p2p_cli.recipe import Recipe, RecipeError
@@ -29,7 +29,6 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
             raise UsageError("nothing to check: give a RECIPE or --prompt \"a [cat->dog] on a mat\"")
         if recipes.count("-") > 1:
             raise UsageError(STDIN_ONCE)
-        tokenizer = None
         groups = [read_recipes(path, list(set_ or [])) for path in recipes]
         groups.append(inline_recipes(list(prompt or []), list(set_ or [])))
         for group in groups:
@@ -43,13 +42,7 @@ def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = Non
 
                     resolve_mask(recipe, label)
                     recipe_loras(recipe, label)
-                    if problems := size_problems(recipe, recipe.model):
-                        raise RecipeError(problems, label)
-                    from p2p_cli.checks import check_tokenizers, clip_tokenizer, recipe_problems_for
-
-                    tokenizer = tokenizer or clip_tokenizer()
-                    problems = recipe_problems_for(recipe, check_tokenizers(recipe.model, tokenizer))
-                    if problems:
+                    if problems := problems_before_loading(recipe, recipe.model):
                         raise RecipeError(problems, label)
                 except RecipeError as err:
                     code = report(err, debug=debug)
@@ -85,30 +78,29 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     if recipe.size:
         size = "x".join(map(str, recipe.size))
     else:
-        size = "native" + (f" ({geometry['size']}x{geometry['size']})" if geometry else "")
-    scale = geometry["scale"] if geometry else None
-    latent = (max(recipe.size) if recipe.size else geometry["size"]) // scale if scale else None
+        size = "native" + (f" ({geometry.native}x{geometry.native})" if geometry else "")
+    latent = max(geometry.latent(recipe.size)) if geometry else None
     self_max = (f"{recipe.self_replace_max_res}" if recipe.self_replace_max_res
                 else f"{latent // 4} (latent side {latent} / 4)" if latent else "latent side / 4")
     if recipe.blend_res:
         blend_res = f"{recipe.blend_res}"
-    elif latent and geometry["cross_depths"]:  # the engine's rule: the default side, then the nearest side there is
-        sides = sorted({-(-latent // 2**d) for d in geometry["cross_depths"]})
-        blend_res = f"{nearest_side(sides, default_blend_side(latent))} (of the cross-attention sides {sides})"
+    elif latent and geometry.cross_depths:  # the engine's rule: the default side, then the nearest side there is
+        sides = geometry.cross_sides(geometry.latent(recipe.size))
+        blend_res = f"{blend_side(geometry, recipe)} (of the cross-attention sides {sides})"
     else:
         blend_res = "latent side / 4, at least 8, the nearest side the UNet has"
     model = recipe.model or "shapes"
     if "guidance" in recipe.model_fields_set:
         guidance = f"{recipe.guidance:g}"
     elif geometry:
-        guidance = f"{FAMILY_DEFAULTS[geometry['family']].guidance:g} (the model family's default)"
+        guidance = f"{geometry.family.guidance:g} (the model family's default)"
     else:
         guidance = "the model family's default (" + ", ".join(
             f"{d.short} {d.guidance:g}" for d in FAMILY_DEFAULTS.values()) + ")"
-    joint = bool(geometry) and FAMILY_DEFAULTS[geometry["family"]].joint
+    joint = bool(geometry) and geometry.family.joint
     layers = f"  self_replace_max_res: {self_max}  blend_res: {blend_res}"
     if joint:
-        default = FAMILY_DEFAULTS[geometry["family"]].self_blocks_text
+        default = geometry.family.self_blocks_text
         self_blocks = recipe.self_blocks if recipe.self_blocks is not None else default
         layers = (f"  self_blocks: {self_blocks}  blend_blocks: {recipe.blend_blocks or 'every block'}"
                   f"  text_mass: {recipe.text_mass_rule}")
@@ -129,7 +121,7 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     for lora in getattr(recipe, "loras", None) or []:
         lines.append(f"  lora: {lora.path} x{lora.scale:g}")
     lines.append(f"  source: {json.dumps(recipe.source)}")
-    family_self = FAMILY_DEFAULTS[geometry["family"]].self_replace if geometry else None
+    family_self = geometry.family.self_replace if geometry else None
     for k, edit in enumerate(recipe.edits, 1):
         cross = recipe.cross_for(edit)
         words = "".join(f", {w} {_win(win)}" for w, win in cross.words.items())

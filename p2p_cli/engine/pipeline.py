@@ -21,13 +21,13 @@ from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
-from p2p_cli.engine.plan import EditPlan, check_recipe, combine_plans, compile_plan
-from p2p_cli.family_defaults import default_blend_side as blend_side_for, nearest_side
-from p2p_cli.recipe import BATCH_SHARED, Recipe, RecipeError
+from p2p_cli.engine.plan import EditPlan, UncheckedRecipe, check_recipe, combine_plans, compile_plan
+from p2p_cli.family_defaults import default_blend_side as blend_side_for, nearest_side, with_family_defaults
+from p2p_cli.recipe import BATCH_SHARED, Recipe
 from p2p_cli.engine.sampler import FlowSchedule, NoisySchedule, Predict, Schedule, sample_ddim, sample_flow
 
 __all__ = ["EditResult", "run_edit", "run_edits", "run_bytes", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
-           "decode_latents", "generate", "geometry", "resolve_recipe"]
+           "decode_latents", "generate", "geometry"]
 
 
 @dataclass
@@ -112,7 +112,7 @@ def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:
     multiple = size_multiple(model)
     problems = [size_problem(s, multiple, model.native_size[0]) for s in dict.fromkeys((height, width))]
     if any(problems):
-        raise RecipeError([p for p in problems if p], source)
+        raise UncheckedRecipe([p for p in problems if p], source)
     return latent_size(model, (height, width))
 
 
@@ -208,7 +208,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
          source_trajectory=None, user_mask=None, noise_maps=None) -> list[EditResult]:
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
-    recipes = [resolve_recipe(model, r, name) for r, name in zip(recipes, source_names)]
+    recipes = [with_family_defaults(r, model.family.defaults) for r in recipes]  # checked: checks.checked
     recipe, source_name = recipes[0], source_names[0]
     differ = [key for key in BATCH_SHARED if len({repr(getattr(r, key)) for r in recipes}) > 1]
     if differ:
@@ -231,7 +231,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
     else:
         blend_sides = cross_sides(model, latent_hw)  # down and up blocks: the maps local blend reads
         if recipe.blend_res is not None and recipe.blend_res not in blend_sides:
-            raise RecipeError([f"blend_res: no cross-attention layer has side {recipe.blend_res};"
+            raise UncheckedRecipe([f"blend_res: no cross-attention layer has side {recipe.blend_res};"
                                f" this model's sides at this size are {blend_sides}"], source_name)
         blend_res = recipe.blend_res or nearest_side(blend_sides, default_blend_side(latent_hw))
         self_max_res = recipe.self_replace_max_res or max(latent_hw) // 4
@@ -384,7 +384,7 @@ def _joint_layout(model: Model, recipe: Recipe, latent_hw: tuple[int, int], sour
         if wrong:
             problems.append(f"{key}: this model has blocks 0 to {count - 1}, not {wrong}")
     if problems:
-        raise RecipeError(problems, source_name)
+        raise UncheckedRecipe(problems, source_name)
     return grid, grid, ("joint",)
 
 
@@ -439,42 +439,3 @@ def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int =
         predict = guided_predict(model, lambda i: emb, guidance if guided else 1.0)
         latents = sample(model, predict, x, steps, latent_hw)
         return decode_latents(model, latents)
-
-
-def resolve_recipe(model: Model, recipe: Recipe, source_name: str = "recipe") -> Recipe:
-    """The recipe with the model family's defaults filled in (guidance when the recipe does not set it) and
-    the family's own keys checked (SDXL's size and crop ids mean nothing to SD 1.x/2.x, a transformer's blocks
-    nothing to a UNet)."""
-    family = model.family
-    if not family.uses_micro_conditioning:
-        keys = [k for k in ("original_size", "crops_coords_top_left", "target_size") if getattr(recipe, k) is not None]
-        if keys:
-            raise RecipeError([f"{k}: only SDXL models take size and crop ids; {model.id} is {family.label}"
-                               for k in keys], source_name)
-    if family.denoiser == "unet":
-        keys = [k for k in ("self_blocks", "blend_blocks", "shift", "text_mass") if getattr(recipe, k) is not None]
-        if keys:
-            raise RecipeError([f"{k}: only the flow-matching transformers (SD3, FLUX.1) have joint blocks and a"
-                               f" sampler shift; {model.id} is {family.label}" + (
-                                   ": use self_replace_max_res / blend_res" if k.endswith("blocks") else "")
-                               for k in keys], source_name)
-    if recipe.image is not None and family.sampler == "flow" and recipe.inversion_method == "ddpm":
-        raise RecipeError([f"inversion: ddpm inverts a DDPM sampler's noise; {family.label} samples an ODE (flow"
-                           " matching): use direct (the default) or ddim"], source_name)
-    if (recipe.image is not None and not family.unconditional(model)
-            and recipe.inversion_method in ("null-text", "negative-prompt")):
-        raise RecipeError([f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
-                           f" batch, which {family.label} does not run (its guidance is distilled); use direct"
-                           " (the default) or ddim"], source_name)
-    problems = []
-    for where, prompt in [("source", recipe.source), ("negative_prompt", recipe.negative_prompt)] + [
-            (f"edits[{i}].target", e.target) for i, e in enumerate(recipe.edits)]:
-        if prompt and (problem := family.check_prompt(model, prompt)):
-            problems.append(f"{where}: {problem}")
-    if problems:
-        raise RecipeError(problems, source_name)
-    if "guidance" not in recipe.model_fields_set and recipe.guidance != family.default_guidance:
-        recipe = recipe.model_copy(update={"guidance": family.default_guidance})
-    if recipe.self_replace is None and family.default_self_replace is not None:  # edits that set theirs keep it
-        recipe = recipe.model_copy(update={"self_replace": (0.0, family.default_self_replace)})
-    return recipe

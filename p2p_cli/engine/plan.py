@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from p2p_cli.checks import Problems, words_in_either
-from p2p_cli.recipe import Recipe, RecipeError, Window
+from p2p_cli.recipe import Recipe, Window
 from p2p_cli.text.mappers import TokenMap, identity_map, refine_map, replace_map
 from p2p_cli.text.tokens import find_tokens, token_ids
 from p2p_cli.text.words import same_words
@@ -39,7 +39,6 @@ class EditPlan:
                 moved[f.name] = {k: v.to(device) for k, v in value.items()}
         return replace(self, **moved)
 
-
     def first(self, length: int) -> EditPlan:
         """The plan on the first `length` text positions: exact when nothing maps beyond them (a family whose
         padding is masked out runs only as many positions as its longest prompt has, families/qwen_image.py)."""
@@ -47,6 +46,15 @@ class EditPlan:
             k: (v[..., :length] if k in _TOKEN_KEYS else v) for k, v in self.blend.items()}
         return replace(self, mapper=self.mapper[:, :length, :length], aligned=self.aligned[:, :length],
                        equalizer=self.equalizer[:, :length], alpha=self.alpha[..., :length], blend=blend)
+
+
+class UncheckedRecipe(ValueError):
+    """A recipe that reached the engine with problems `checks.model_problems` finds: the engine runs checked
+    recipes only (the API checks each with `checks.checked` first, which raises the user's RecipeError)."""
+
+    def __init__(self, problems: list[str], source: str = "recipe"):
+        self.problems, self.source = list(problems), source
+        super().__init__(f"{source}: unchecked recipe: " + "; ".join(self.problems))
 
 
 def cross_window_steps(window: Window, steps: int) -> tuple[int, int]:
@@ -204,7 +212,7 @@ def _compile_parts(recipe: Recipe, tokenizer, steps: int):
 
 def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_name: str = "recipe",
                  source_only: bool = False) -> EditPlan:
-    """Compile a validated recipe; raise RecipeError listing every tokenizer-dependent problem.
+    """Compile a checked recipe (checks.checked); UncheckedRecipe if it has tokenizer-dependent problems.
 
     tokenizer: one tokenizer, or the text parts of the denoiser's sequence in order (SD3: CLIP's 77 positions,
     then T5's; an int for a part no tokenizer reads): each part is planned with its own tokenizer (CLIP BPE and
@@ -214,7 +222,7 @@ def compile_plan(recipe: Recipe, tokenizer, *, baseline: bool = False, source_na
     steps = recipe.steps
     per_edit, problems = _compile_parts(recipe, tokenizer, steps)
     if problems:
-        raise RecipeError(problems, source_name)
+        raise UncheckedRecipe(problems, source_name)
     length = text_length(tokenizer)
     maps = [p[0] for p in per_edit]
     blends = [p[4] or _no_blend(length) for p in per_edit]

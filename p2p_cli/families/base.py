@@ -77,13 +77,41 @@ class Family:
     """The SD 1.x/2.x behaviour; subclasses override what their backbone does differently."""
 
     name = "sd"
-    label = FAMILY_DEFAULTS["sd"].label
-    default_guidance = FAMILY_DEFAULTS["sd"].guidance  # each family's defaults: p2p_cli/family_defaults.py
-    default_self_replace: float | None = None  # the self window's end when a recipe sets none (None: the recipe's 0.4)
-    uses_micro_conditioning = False  # SDXL's size and crop ids
+    defaults = FAMILY_DEFAULTS["sd"]  # label, guidance, windows, sampler, ...: p2p_cli/family_defaults.py
     denoiser = "unet"  # the component that denoises: "unet", or "transformer" (joint attention, flow matching)
-    sampler = "ddim"  # "ddim" (our DDIM over the scheduler's alphas) or "flow" (Euler over the family's sigmas)
-    cfg = True  # guidance > 1 runs classifier-free guidance over an unconditional batch (FLUX: distilled, no batch)
+
+    @property
+    def label(self) -> str:
+        return self.defaults.label
+
+    @property
+    def default_guidance(self) -> float:
+        return self.defaults.guidance
+
+    @property
+    def default_self_replace(self) -> float | None:
+        """The self window's end when a recipe sets none (None: the recipe's 0.4)."""
+        return self.defaults.self_replace
+
+    @property
+    def default_self_blocks(self) -> tuple[int, ...] | None:
+        """Joint families: the blocks whose image-image attention a target takes (None: every block)."""
+        return self.defaults.self_blocks
+
+    @property
+    def sampler(self) -> str:
+        """"ddim" (our DDIM over the scheduler's alphas) or "flow" (Euler over the family's sigmas)."""
+        return self.defaults.sampler
+
+    @property
+    def cfg(self) -> bool:
+        """Guidance > 1 runs classifier-free guidance over an unconditional batch (FLUX.1: distilled, no batch)."""
+        return self.defaults.cfg
+
+    @property
+    def uses_micro_conditioning(self) -> bool:
+        """SDXL's size and crop ids."""
+        return self.defaults.micro_conditioning
 
     def text_used(self, cond: Conditioning) -> int | None:
         """How many leading text positions any row attends to, when the rest is masked-out padding the run may

@@ -46,8 +46,6 @@ class FlowFamily(Family):
     """A joint-attention transformer sampled by flow matching (SD3, FLUX)."""
 
     denoiser = "transformer"
-    sampler = "flow"
-    default_self_blocks: tuple[int, ...] | None = None  # None: every block (each family's: family_defaults.py)
     patch = 2
     joint_layout = "flux"  # which diffusers attention processor the engine's joint one stands in for: sd3, flux, qwen
 

@@ -24,9 +24,8 @@ import torch
 from p2p_cli.families.base import Conditioning, Geometry
 from p2p_cli.families.flow import FlowFamily, calculate_shift, sized, t5_ids
 from p2p_cli.families.sd import tokenize
-from p2p_cli.family_defaults import FAMILY_DEFAULTS, FLUX_VITAL_BLOCKS
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
 
-VITAL_BLOCKS = FLUX_VITAL_BLOCKS
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:
@@ -52,11 +51,7 @@ def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
 
 class Flux(FlowFamily):
     name = "flux"
-    label = FAMILY_DEFAULTS["flux"].label
-    default_guidance = FAMILY_DEFAULTS["flux"].guidance
-    cfg = False
-    default_self_replace = FAMILY_DEFAULTS["flux"].self_replace
-    default_self_blocks = FAMILY_DEFAULTS["flux"].self_blocks
+    defaults = FAMILY_DEFAULTS["flux"]
 
     def t5_length(self, model: Any) -> int:
         default = 512 if model.transformer.config.guidance_embeds else 256  # dev 512, schnell 256

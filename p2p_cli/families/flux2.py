@@ -53,10 +53,7 @@ def token_ids(h: int, w: int, length: int, device) -> tuple[torch.Tensor, torch.
 
 class Flux2Klein(FlowFamily):
     name = "flux2-klein"
-    label = FAMILY_DEFAULTS["flux2-klein"].label
-    default_guidance = FAMILY_DEFAULTS["flux2-klein"].guidance
-    default_self_replace = FAMILY_DEFAULTS["flux2-klein"].self_replace
-    default_self_blocks = FAMILY_DEFAULTS["flux2-klein"].self_blocks
+    defaults = FAMILY_DEFAULTS["flux2-klein"]
     joint_layout = "flux2"
 
     def text_length(self, model: Any) -> int:

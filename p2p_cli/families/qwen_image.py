@@ -40,10 +40,7 @@ MASK = "encoder_hidden_states_mask"
 
 class QwenImage(FlowFamily):
     name = "qwen-image"
-    label = FAMILY_DEFAULTS["qwen-image"].label
-    default_guidance = FAMILY_DEFAULTS["qwen-image"].guidance
-    default_self_replace = FAMILY_DEFAULTS["qwen-image"].self_replace
-    default_self_blocks = FAMILY_DEFAULTS["qwen-image"].self_blocks
+    defaults = FAMILY_DEFAULTS["qwen-image"]
     joint_layout = "qwen"
 
     def text_length(self, model: Any) -> int:

@@ -28,8 +28,7 @@ def tokenize(tokenizer: Any, prompts: list[str]) -> Any:
 
 class StableDiffusion(Family):
     name = "sd"
-    label = FAMILY_DEFAULTS["sd"].label
-    default_guidance = FAMILY_DEFAULTS["sd"].guidance
+    defaults = FAMILY_DEFAULTS["sd"]
 
     def encode(self, model: Any, prompts: list[str], geometry: Geometry) -> Conditioning:
         """(B, 77, D): the text encoder's last hidden states, as StableDiffusionPipeline computes them."""

@@ -27,10 +27,7 @@ T5_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
 
 class StableDiffusion3(FlowFamily):
     name = "sd3"
-    label = FAMILY_DEFAULTS["sd3"].label
-    default_guidance = FAMILY_DEFAULTS["sd3"].guidance
-    default_self_replace = FAMILY_DEFAULTS["sd3"].self_replace
-    default_self_blocks = FAMILY_DEFAULTS["sd3"].self_blocks
+    defaults = FAMILY_DEFAULTS["sd3"]
     joint_layout = "sd3"
 
     def t5_length(self, model: Any) -> int:

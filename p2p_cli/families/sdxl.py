@@ -25,9 +25,7 @@ from p2p_cli.family_defaults import FAMILY_DEFAULTS
 
 class StableDiffusionXL(Family):
     name = "sdxl"
-    label = FAMILY_DEFAULTS["sdxl"].label
-    default_guidance = FAMILY_DEFAULTS["sdxl"].guidance
-    uses_micro_conditioning = True
+    defaults = FAMILY_DEFAULTS["sdxl"]
 
     def _hidden_and_pooled(self, model: Any, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         hidden, pooled = [], None

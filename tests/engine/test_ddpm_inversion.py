@@ -9,6 +9,7 @@ import torch
 from p2p_cli.engine.inversion import encode_image, invert, reconstruct_latent
 from p2p_cli.engine.pipeline import run_edit
 from tests.engine.conftest import invert_twice
+from p2p_cli.api import resolve_recipe
 from p2p_cli.recipe import RecipeError, parse_recipe
 
 PROMPT = "a painting of a squirrel eating a burger"
@@ -42,4 +43,4 @@ def test_flow_families_refuse_ddpm(joint_model, picture):
     recipe = parse_recipe({"source": PROMPT, "steps": 2, "image": "p.png", "inversion": "ddpm",
                            "edits": [{"target": PROMPT + " at night"}]})
     with pytest.raises(RecipeError, match="inversion: ddpm"):
-        run_edit(joint_model, recipe)
+        resolve_recipe(joint_model, recipe)

@@ -10,6 +10,7 @@ from diffusers import StableDiffusionPipeline
 
 from p2p_cli.engine.pipeline import initial_latent
 from p2p_cli.engine.pipeline import run_edit as engine_run_edit
+from p2p_cli.api import resolve_recipe
 from p2p_cli.recipe import RecipeError, parse_recipe
 
 SOURCE = "a painting of a squirrel eating a burger"
@@ -178,7 +179,7 @@ def test_tokenizer_problems_are_reported_with_paths(tiny_model):
                {"target": long_prompt, "type": "refine"},
                {"target": "a painting of a squirrel eating a burger", "local_blend": {"words": ["cat"]}})
     with pytest.raises(RecipeError) as info:
-        run_edit(tiny_model, r)
+        resolve_recipe(tiny_model, r)  # the API's check: the engine takes checked recipes only
     problems = info.value.problems
     assert any(p.startswith('edits[0].reweight.dog: "dog" is not in the prompt') for p in problems), problems
     assert any(p.startswith("edits[0].cross_replace.tiger:") for p in problems), problems
@@ -188,7 +189,7 @@ def test_tokenizer_problems_are_reported_with_paths(tiny_model):
 
 def test_size_must_fit_the_unet(tiny_model):
     with pytest.raises(RecipeError, match="size: 120 is not a multiple of 32, which this model needs"):
-        run_edit(tiny_model, recipe(EDIT_CASES["replace"], size=[120, 128]))
+        resolve_recipe(tiny_model, recipe(EDIT_CASES["replace"], size=[120, 128]))
 
 
 def test_non_square_size_runs(engine_model):

@@ -14,6 +14,7 @@ from p2p_cli.engine.pipeline import initial_latent, run_edit, text_tokenizers
 from p2p_cli.engine.plan import compile_plan
 from p2p_cli.families.flux import pack
 from p2p_cli.models import from_components
+from p2p_cli.api import resolve_recipe
 from p2p_cli.recipe import RecipeError, parse_recipe
 from p2p_cli.text.mappers import replace_map
 from p2p_cli.text.tokens import find_tokens
@@ -115,7 +116,7 @@ def test_flux_plans_the_t5_sequence(tiny_flux_model):
 ])
 def test_word_and_length_problems_name_the_field(joint_model, edit, problem):
     with pytest.raises(RecipeError) as err:
-        run_edit(joint_model, recipe(edits=[edit]))
+        resolve_recipe(joint_model, recipe(edits=[edit]))
     assert any(line.startswith(problem) for line in err.value.problems), err.value.problems
 
 
@@ -127,13 +128,13 @@ def test_word_and_length_problems_name_the_field(joint_model, edit, problem):
 ])
 def test_unet_keys_and_missing_blocks_are_refused(joint_model, top, problem):
     with pytest.raises(RecipeError) as err:
-        run_edit(joint_model, recipe(**top))
+        resolve_recipe(joint_model, recipe(**top))
     assert any(line.startswith(problem) for line in err.value.problems), err.value.problems
 
 
 def test_block_keys_are_refused_by_unet_models(tiny_model):
     with pytest.raises(RecipeError) as err:
-        run_edit(tiny_model, parse_recipe({"source": SOURCE, "steps": 2, "self_blocks": [0], "text_mass": "target",
+        resolve_recipe(tiny_model, parse_recipe({"source": SOURCE, "steps": 2, "self_blocks": [0], "text_mass": "target",
                                            "edits": [{"target": TARGET}]}))
     assert any(line.startswith("self_blocks: ") for line in err.value.problems)
     assert any(line.startswith("text_mass: only the flow-matching transformers") for line in err.value.problems)
@@ -324,7 +325,7 @@ def test_the_recipe_shift_sets_the_flow_schedule(joint_model):
 
 def test_unet_models_refuse_shift(tiny_model):
     with pytest.raises(RecipeError) as err:
-        run_edit(tiny_model, parse_recipe({"source": SOURCE, "steps": 2, "shift": 3.0, "edits": [{"target": TARGET}]}))
+        resolve_recipe(tiny_model, parse_recipe({"source": SOURCE, "steps": 2, "shift": 3.0, "edits": [{"target": TARGET}]}))
     assert any(line.startswith("shift: ") for line in err.value.problems)
 
 
@@ -339,7 +340,6 @@ def test_sd35_blocks_edit_fused_as_explicit():
 
 
 def test_the_flow_families_default_self_window_is_0_2_and_a_recipe_or_edit_window_wins(joint_model, tiny_model):
-    from p2p_cli.engine.pipeline import resolve_recipe
     from p2p_cli.family_defaults import FAMILY_DEFAULTS
 
     family = joint_model.family

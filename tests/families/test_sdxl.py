@@ -12,6 +12,7 @@ from p2p_cli.families import SD, SDXL, detect
 from p2p_cli.engine.inversion import invert, reconstruct_latent
 from p2p_cli.models import from_components, load_model
 from p2p_cli.engine.pipeline import encode_negative, encode_prompts, geometry, initial_latent, run_edit
+from p2p_cli.api import resolve_recipe
 from p2p_cli.recipe import RecipeError, parse_recipe
 
 SOURCE = "a painting of a squirrel eating a burger"
@@ -108,7 +109,6 @@ def test_conditioning_shapes(tiny_xl_model):
 
 
 def test_guidance_defaults_to_the_familys_and_the_recipe_wins(tiny_xl_model, tiny_model):
-    from p2p_cli.engine.pipeline import resolve_recipe
 
     assert resolve_recipe(tiny_xl_model, recipe()).guidance == 5.0
     assert resolve_recipe(tiny_model, recipe()).guidance == 7.5
@@ -117,7 +117,7 @@ def test_guidance_defaults_to_the_familys_and_the_recipe_wins(tiny_xl_model, tin
 
 def test_sdxl_keys_on_an_sd_model_are_a_recipe_error(tiny_model):
     with pytest.raises(RecipeError, match="original_size: only SDXL models take size and crop ids"):
-        run_edit(tiny_model, recipe(original_size=[256, 256]))
+        resolve_recipe(tiny_model, recipe(original_size=[256, 256]))
 
 
 def test_fp16_keeps_the_sdxl_vae_in_float32_as_diffusers_upcasts_it():
