@@ -338,3 +338,165 @@ def flux_dev_components(seed: int = 0) -> dict:
                                                 max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
     return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
                 text_encoder_2=t5.eval(), tokenizer_2=t5_tokenizer(), scheduler=scheduler)
+
+
+# --- language-model text encoders (Qwen-Image, FLUX.2): an offline byte-level BPE in the Qwen2 format ----------
+
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# words the tests' prompts use beside the shapes vocabulary; some (squirrel, burger) stay multi-piece on purpose
+_QWEN_EXTRA = ("painting of photo cat dog lion eating tiger sitting under tree the in with at by an is")
+
+
+def qwen_tokenizer(vocab_size: int = 700):
+    """A small Qwen2Tokenizer (byte-level BPE, Qwen2's pre-tokenizer and chat special tokens) trained offline by
+    the `tokenizers` library on the project's word lists and the chat templates of Qwen-Image and FLUX.2: the
+    templates' words are whole tokens (Qwen-Image's system prefix is 34 tokens, as with the real tokenizer), rare
+    words split into several pieces."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+    from tokenizers import Regex
+
+    from p2p_cli.text.template import QWEN_IMAGE_TEMPLATE as TEMPLATE
+    from p2p_cli.shapes import vocabulary as v
+
+    words = [*v.SHAPES, *v.COLOURS, *v.BACKGROUNDS, *v.SIZES, *v.PLACE.values(), *v.JOINING, _QWEN_EXTRA]
+    corpus = [" ".join(words)] * 20 + [TEMPLATE.format("a red circle")] * 50
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIALS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer)
+    model = __import__("json").loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, model_max_length=32768)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tok
+
+
+def _qwen_vl(seed: int, vocab: int, hidden: int = 32):
+    """A tiny random Qwen2_5_VLForConditionalGeneration (2 text layers; the vision tower the pipeline never calls)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = dict(bos_token_id=0, eos_token_id=2, pad_token_id=0)
+    half = hidden // 4 // 2  # 4 heads; the rotary sections (time, height, width) split half a head
+    section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    text = dict(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=2048,
+                rope_scaling={"type": "mrope", "mrope_section": section, "rope_type": "default"}, **ids)
+    vision = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=hidden,
+                  fullatt_block_indexes=[0])
+    torch.manual_seed(seed)
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision,
+                                                               vocab_size=vocab, **ids)).eval()
+
+
+# Qwen-Image's scheduler settings (its published scheduler config): exponential time shift, dynamic, terminal 0.02
+QWEN_IMAGE_SCHEDULER = dict(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=8192, max_shift=0.9, shift=1.0,
+                            shift_terminal=0.02, time_shift_type="exponential", use_dynamic_shifting=True)
+
+
+def tiny_qwen_image_components(seed: int = 0) -> dict:
+    """Tiny random Qwen-Image-shaped components: latent 16x16 (128 px) packed 2x2 (an 8x8 token grid), two
+    dual-stream blocks, a 2-layer Qwen2.5-VL text model behind the offline Qwen2 tokenizer, a small video VAE."""
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+
+    tok = qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                              axes_dims_rope=(4, 6, 6))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True])
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=_qwen_vl(seed + 2, len(tok)),
+                tokenizer=tok, scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER))
+
+
+def bench_qwen_image_components(seed: int = 0) -> dict:
+    """Qwen-Image's layout scaled down for CPU benchmarks: 16 latent channels packed 2x2, 4 dual-stream blocks of
+    8 heads x 64 (Qwen-Image: 60 blocks of 24 heads x 128), a 2-layer Qwen2.5-VL text model of width 256 behind the
+    offline tokenizer, a small video VAE."""
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+
+    tok = qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=4,
+                                              attention_head_dim=64, num_attention_heads=8, joint_attention_dim=256,
+                                              axes_dims_rope=(8, 28, 28))
+    vae = AutoencoderKLQwenImage(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True])
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=_qwen_vl(seed + 2, len(tok), 256),
+                tokenizer=tok, scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER))
+
+
+# Qwen3's chat template for one user message with the assistant turn opened and thinking off (what
+# Flux2KleinPipeline renders with apply_chat_template(..., add_generation_prompt=True, enable_thinking=False))
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+def qwen3_tokenizer():
+    """The offline Qwen2-format tokenizer with Qwen3's thinking tokens and its chat template's rendering."""
+    tok = qwen_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<think>", "</think>"]})
+    tok.chat_template = QWEN3_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_flux2_klein_components(seed: int = 0) -> dict:
+    """Tiny random FLUX.2 [klein]-shaped components: 32 VAE channels patched 2x2 (128 transformer channels), latent
+    8x8 at 128 px, one double- and two single-stream blocks, a 27-layer Qwen3 of width 16 (the pipeline reads layers
+    9, 18, 27), the dynamically shifted flow-matching scheduler."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tok = qwen3_tokenizer()
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=128, num_layers=1, num_single_layers=2,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                          timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
+                                          guidance_embeds=False)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=32,
+                             norm_num_groups=4)
+    with torch.no_grad():  # a batch norm with statistics, as a trained one has
+        vae.bn.running_mean.normal_(0, 0.5)
+        vae.bn.running_var.uniform_(0.5, 2.0)
+    torch.manual_seed(seed + 2)
+    text = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=16, intermediate_size=24, num_hidden_layers=27,
+                                        num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                        max_position_embeddings=1024, bos_token_id=0, eos_token_id=2, pad_token_id=0))
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=tok,
+                scheduler=scheduler)
+
+
+def bench_flux2_klein_components(seed: int = 0) -> dict:
+    """FLUX.2 [klein]'s layout scaled down for CPU benchmarks: 128 patched latent channels, 1 double- and 4
+    single-stream blocks of 8 heads x 64 (klein 4B: 5 + 20 blocks of 24 heads x 128), a 27-layer Qwen3 of width 64
+    (layers 9, 18, 27 read), a small VAE."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tok = qwen3_tokenizer()
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=128, num_layers=1, num_single_layers=4,
+                                          attention_head_dim=64, num_attention_heads=8, joint_attention_dim=192,
+                                          timestep_guidance_channels=256, axes_dims_rope=(16, 16, 16, 16),
+                                          guidance_embeds=False)
+    vae = AutoencoderKLFlux2(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=32,
+                             norm_num_groups=16)
+    text = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                        num_hidden_layers=27, num_attention_heads=4, num_key_value_heads=2,
+                                        head_dim=16, max_position_embeddings=1024, bos_token_id=0, eos_token_id=2,
+                                        pad_token_id=0))
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=tok,
+                scheduler=scheduler)

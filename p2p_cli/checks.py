@@ -40,6 +40,8 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
     pipeline pads it."""
     geometry = model_geometry(spec) if resolve(spec).key != "shapes" else None
     family = geometry.family.name if geometry else None
+    if family in ("qwen-image", "flux2-klein"):
+        return [_template_tokenizer(spec, family)]
     if family not in ("sd3", "flux"):
         return [clip]
     t5 = _t5_tokenizer(spec, family)
@@ -59,6 +61,23 @@ def _t5_tokenizer(spec: str, family: str) -> Any:
     flux_dev = family == "flux" and _flux_guidance(spec)
     t5.model_max_length = 256 if family == "sd3" or not flux_dev else 512
     return t5
+
+
+@functools.cache
+def _template_tokenizer(spec: str, family: str) -> Any:
+    """An LLM-encoded family's tokenizer read through its chat template, as the family plans words
+    (families/qwen_image.py, families/flux2.py)."""
+    from transformers import AutoTokenizer
+
+    from p2p_cli.text.template import (QWEN_IMAGE_DROP, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_TEXT_LENGTH, TemplateTokenizer,
+                                       chat_template)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_folder(spec) / "tokenizer"))
+    if family == "qwen-image":
+        return TemplateTokenizer(tokenizer, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_DROP, QWEN_IMAGE_TEXT_LENGTH)
+    out = TemplateTokenizer(tokenizer, chat_template(tokenizer, enable_thinking=False), 0, 512)
+    out.masked_padding = False
+    return out
 
 
 def _flux_guidance(spec: str) -> bool:
@@ -265,7 +284,7 @@ def model_problems(recipe: Recipe, spec: ModelSpec) -> list[str]:
     if recipe.image is not None and family.sampler == "flow" and recipe.inversion_method == "ddpm":
         problems.append(f"inversion: ddpm inverts a DDPM sampler's noise; {family.label} samples an ODE (flow"
                         " matching): use direct (the default) or ddim")
-    if recipe.image is not None and not family.cfg and recipe.inversion_method in ("null-text", "negative-prompt"):
+    if recipe.image is not None and not spec.cfg and recipe.inversion_method in ("null-text", "negative-prompt"):
         problems.append(f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
                         f" batch, which {family.label} does not run (its guidance is distilled); use direct"
                         " (the default) or ddim")

@@ -41,6 +41,10 @@ FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {d.name: d for d in (
     FamilyDefaults("flux", "FLUX.1", "FLUX.1", guidance=3.5, joint=True, sampler="flow", cfg=False, self_replace=0.2,
                    self_blocks=FLUX_VITAL_BLOCKS,
                    self_blocks_text="Stable Flow's vital layers"),
+    FamilyDefaults("qwen-image", "Qwen-Image", "Qwen-Image", guidance=4.0, joint=True, sampler="flow",
+                   self_replace=0.2),
+    FamilyDefaults("flux2-klein", "FLUX.2 [klein]", "FLUX.2 klein", guidance=4.0, joint=True, sampler="flow",
+                   self_replace=0.2),
 )}
 
 

@@ -28,6 +28,12 @@ class ModelSpec:
     # tokenizer reads), and a check of a prompt that a second tokenizer must split alike (None: nothing to check)
     text_parts: tuple[Any, ...] = ()
     prompt_check: Callable[[str], str | None] | None = field(default=None, compare=False)
+    unconditional: bool | None = None  # loaded: guidance runs an unconditional batch (distilled: no); None: family's
+
+    @property
+    def cfg(self) -> bool:
+        """Whether guidance runs classifier-free guidance's unconditional batch on this model."""
+        return self.family.cfg if self.unconditional is None else self.unconditional
 
     def latent(self, size: tuple[int, int] | None) -> tuple[int, int]:
         """(h, w) of the latent for a picture size (None: native)."""
@@ -45,22 +51,28 @@ class ModelSpec:
 
 
 def from_configs(family: str, vae: dict, unet: dict | None = None, transformer: dict | None = None, *,
-                 id: str = "model", text_parts: tuple = (), prompt_check=None) -> ModelSpec:
+                 id: str = "model", text_parts: tuple = (), prompt_check=None,
+                 unconditional: bool | None = None) -> ModelSpec:
     """A ModelSpec from the components' config dicts (as config.json holds them, or `component.config`)."""
-    scale = 2 ** (len(vae["block_out_channels"]) - 1)
+    if "temperal_downsample" in vae:  # Qwen-Image's video VAE
+        scale = 2 ** len(vae["temperal_downsample"])
+    else:
+        scale = 2 ** (len(vae["block_out_channels"]) - 1)
     defaults = FAMILY_DEFAULTS[family]
     if transformer is not None:
         patch = int(transformer.get("patch_size", 2) or 2)
-        if family == "flux":  # FluxTransformer2DModel: 2x2 packing outside, its own patch 1; no sample_size
+        if family in ("flux", "qwen-image"):  # 2x2 packing outside the transformer; no sample_size: 1024 px
             side, patch = 128, 2
+        elif family == "flux2-klein":  # latents sampled already in 2x2 patches: 16 px a cell, one token a cell
+            scale, side, patch = scale * 2, 64, 1
         else:
             side = int(transformer["sample_size"])
         blocks = int(transformer.get("num_layers", 0)) + int(transformer.get("num_single_layers", 0) or 0)
         return ModelSpec(defaults, side * scale, scale, scale * patch, blocks=blocks, patch=patch, id=id,
-                         text_parts=text_parts, prompt_check=prompt_check)
+                         text_parts=text_parts, prompt_check=prompt_check, unconditional=unconditional)
     sample = unet["sample_size"]
     side = sample if isinstance(sample, int) else sample[0]
     depths = tuple(i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind)
     multiple = scale * 2 ** (len(unet["block_out_channels"]) - 1)
     return ModelSpec(defaults, side * scale, scale, multiple, cross_depths=depths, id=id, text_parts=text_parts,
-                     prompt_check=prompt_check)
+                     prompt_check=prompt_check, unconditional=unconditional)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import p2p_cli
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
 from p2p_cli.model_spec import ModelSpec, from_configs
 from p2p_cli.loading import Loading
 from p2p_cli.resolve import (BUNDLED, PIPELINES, TRANSFORMER_FAMILIES, WEIGHT_FILES, HubUnavailable, NotASingleFile,
@@ -74,7 +75,7 @@ class Model:
     @property
     def vae_scale(self) -> int:
         """Pixels per latent cell (8 for SD)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.family.vae_scale(self)
 
     @property
     def latent_channels(self) -> int:
@@ -96,7 +97,8 @@ class Model:
                             unet=dict(self.unet.config) if self.unet is not None else None,
                             transformer=dict(self.transformer.config) if self.transformer is not None else None,
                             id=self.id, text_parts=tuple(family.text_parts(self)),
-                            prompt_check=lambda prompt: family.check_prompt(self, prompt))
+                            prompt_check=lambda prompt: family.check_prompt(self, prompt),
+                            unconditional=family.unconditional(self))
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Model:
         """Move every network to device/dtype (in place) and return self."""
@@ -424,7 +426,7 @@ def _check_safe(folder: Path, allow_pickle: bool) -> None:
 
 def load_pipeline_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
                          id: str | None = None, parts: dict | None = None, loading: Loading | None = None) -> Model:
-    """An SD3 / SD3.5 or FLUX.1 folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
+    """An SD3 / SD3.5, FLUX.1, Qwen-Image or FLUX.2 klein folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
     family's diffusers pipeline class as it reads a hub snapshot; parts: components given instead of read from
     the folder (the bundled transformer shapes model shares its VAE and text encoders with the UNet model)."""
     import json
@@ -442,7 +444,8 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool = False, dtype: torch.
         raise ModelLoadError(f"{folder}: a transformer model folder needs its model_index.json ({err})") from None
     family = PIPELINES.get(name)
     if family not in TRANSFORMER_FAMILIES:
-        raise ModelLoadError(f"{folder}: a {name} model; p2p edits SD 1.x/2.x, SDXL, SD3 and FLUX.1 (text-to-image)")
+        known = ", ".join(d.label for d in FAMILY_DEFAULTS.values())
+        raise ModelLoadError(f"{folder}: a {name} model; p2p edits {known} (text-to-image)")
     _check_safe(folder, allow_pickle)
     from p2p_cli.placement import LoadingError, gguf_denoiser, pipeline_kwargs
 
@@ -522,7 +525,7 @@ def _pipeline_options(folder: Path) -> dict:
         index = json.loads(_read_text(folder / "model_index.json"))
     except (OSError, ValueError):
         return {}
-    return {k: index[k] for k in ("force_zeros_for_empty_prompt",) if k in index}
+    return {k: index[k] for k in ("force_zeros_for_empty_prompt", "is_distilled") if k in index}
 
 
 def _hub_snapshot(repo_id: str, allow_pickle: bool) -> tuple[Path, str | None]:

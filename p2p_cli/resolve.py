@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
+
 SHAPES = Path(__file__).resolve().parent / "shapes"
 BUNDLED = {"shapes": SHAPES / "weights", "shapes-mmdit": SHAPES / "weights-mmdit"}  # name -> its folder
 BUNDLED_PREFIX = "bundled:"  # run.json names a bundled model "bundled:shapes"; recipes say "shapes"
@@ -24,8 +26,11 @@ PIPELINES = {
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusion3Pipeline": "sd3",
     "FluxPipeline": "flux",
+    "QwenImagePipeline": "qwen-image",
+    "Flux2KleinPipeline": "flux2-klein",
 }
-TRANSFORMER_FAMILIES = ("sd3", "flux")  # folders read whole by their pipeline class (models.load_pipeline_folder)
+# the joint-attention families: folders read whole by their pipeline class (models.load_pipeline_folder)
+TRANSFORMER_FAMILIES = tuple(name for name, family in FAMILY_DEFAULTS.items() if family.joint)
 
 WEIGHT_FILES = {  # part -> (safetensors name, pickle name), as save_pretrained writes them
     "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab.arch import clip_tokenizer, tiny_components, tiny_flux_components, tiny_sd3_components, tiny_xl_components
+from lab.arch import (
+    clip_tokenizer,
+    tiny_components,
+    tiny_flux2_klein_components,
+    tiny_flux_components,
+    tiny_qwen_image_components,
+    tiny_sd3_components,
+    tiny_xl_components,
+)
 from p2p_cli.models import from_components
 
 # The inversion cache of the test run: one folder per test process (never the user's ~/.cache/p2p, never shared
@@ -67,7 +75,22 @@ def tiny_flux_model():
     return from_components(tiny_flux_components(seed=0), id="tiny-flux")
 
 
-@pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model"], ids=["sd3", "flux"])
+@pytest.fixture(scope="session")
+def tiny_qwen_image_model():
+    """Tiny Qwen-Image-shaped model: two dual-stream blocks, a Qwen2.5-VL text model read through the chat template
+    (512 positions, masked padding), a video VAE; true CFG."""
+    return from_components(tiny_qwen_image_components(seed=0), id="tiny-qwen-image")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux2_klein_model():
+    """Tiny FLUX.2 [klein]-shaped model: one double- and two single-stream blocks, a Qwen3 read through its chat
+    template (512 positions, layers 9, 18, 27), latents in 2x2 patches (128 channels, 8x8 at 128 px); CFG."""
+    return from_components(tiny_flux2_klein_components(seed=0), id="tiny-flux2-klein")
+
+
+@pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model", "tiny_qwen_image_model",
+                                         "tiny_flux2_klein_model"], ids=["sd3", "flux", "qwen-image", "flux2-klein"])
 def joint_model(request):
     """Each joint-attention (transformer, flow-matching) family's tiny model in turn."""
     return request.getfixturevalue(request.param)
@@ -95,12 +118,18 @@ def tiny_clip_dir(tmp_path_factory):
 
 
 def _save_tiny_model(folder: Path, seed: int = 0, family: str = "sd", **kwargs) -> Path:
-    """arch.tiny_components() (family "sdxl": tiny_xl_components(), "sd3", "flux": theirs) saved with
+    """arch.tiny_components() (family "sdxl": tiny_xl_components(), "sd3", "flux", "qwen-image": theirs) saved with
     save_pretrained, laid out as a diffusers pipeline folder."""
-    if family in ("sd3", "flux"):  # written by the family's own pipeline, as a hub snapshot is laid out
-        from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    if family in ("sd3", "flux", "qwen-image", "flux2-klein"):  # by the family's own pipeline, as hub snapshots are
+        from diffusers import FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
 
-        if family == "sd3":
+        if family == "qwen-image":
+            QwenImagePipeline(**tiny_qwen_image_components(seed, **kwargs)).save_pretrained(folder)
+        elif family == "flux2-klein":
+            from diffusers import Flux2KleinPipeline
+
+            Flux2KleinPipeline(**tiny_flux2_klein_components(seed, **kwargs)).save_pretrained(folder)
+        elif family == "sd3":
             parts = {"text_encoder_3": None, "tokenizer_3": None, **tiny_sd3_components(seed, **kwargs)}
             StableDiffusion3Pipeline(**parts).save_pretrained(folder)
         else:

@@ -75,3 +75,17 @@ def test_validate_and_the_api_find_the_same_problems_on_the_bundled_model():
     assert problems_before_loading(words, "shapes") == [
         p for p in model_problems(words, p2p.load_model("shapes", device="cpu", dtype="fp32").spec)]
     assert any("zebra" in p for p in problems_before_loading(words, "shapes"))
+
+
+def test_a_distilled_model_refuses_the_inversions_that_need_an_unconditional_batch():
+    """What the loaded model says (a guidance-distilled FLUX.2 klein runs no unconditional batch) decides, not
+    the family's table: null-text and negative-prompt need that batch."""
+    from p2p_cli.model_spec import from_configs
+
+    vae, transformer = {"block_out_channels": [32, 64]}, {"num_layers": 1, "num_single_layers": 1}
+    picture = parse_recipe({"source": SOURCE, "steps": 2, "image": "p.png", "inversion": "null-text",
+                            "edits": [{"target": TARGET}]})
+    base = from_configs("flux2-klein", vae, transformer=transformer)
+    distilled = from_configs("flux2-klein", vae, transformer=transformer, unconditional=False)
+    assert not any(p.startswith("inversion:") for p in model_problems(picture, base))
+    assert any(p.startswith("inversion: null-text") for p in model_problems(picture, distilled))

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "paths", "fingerprint", "loading", "recipe", "overrides", "manifests", "resolve", "family_defaults",
+ORDER = ["text", "paths", "fingerprint", "loading", "recipe", "overrides", "manifests", "family_defaults", "resolve",
          "model_spec", "checks", "families", "placement", "models", "user_pipeline", "loras", "engine", "memory_plan", "analysis", "render",
          "files", "api", "pie_bench", "shapes", "app", "cli", "__main__"]
 # A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).

@@ -17,7 +17,7 @@ from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.engine.layers import LayerInfo, cross_sides, latent_size
 from p2p_cli.models import Model
 from p2p_cli.family_defaults import nearest_side
-from p2p_cli.text.tokens import find_tokens, lead_tokens, token_ids
+from p2p_cli.text.tokens import find_tokens, lead_tokens, token_ids, trail_tokens
 
 PLACES = ("down", "mid", "up")
 
@@ -148,7 +148,7 @@ def token_labels(tokenizer, prompt: str, special: bool = False) -> list[tuple[in
     """(position, text) of each token of the prompt; start and end tokens only when `special`."""
     ids = token_ids(tokenizer, prompt)
     labels = [(pos, tokenizer.decode([i]).strip() or "▁") for pos, i in enumerate(ids)]
-    return labels if special else labels[lead_tokens(tokenizer) : -1]
+    return labels if special else labels[lead_tokens(tokenizer) : len(labels) - trail_tokens(tokenizer)]
 
 
 def word_positions(tokenizer, prompt: str, word: str) -> list[int] | None:

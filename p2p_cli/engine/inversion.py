@@ -80,12 +80,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def encode_image(model: Model, images: torch.Tensor) -> torch.Tensor:
     """Latents (N, C, h, w), float32, of images (N, 3, H, W) in [0, 1]: the VAE posterior mean, scaled."""
-    cfg = model.vae.config
-    shift = getattr(cfg, "shift_factor", None) or 0.0
     with torch.no_grad():
-        x = images.to(model.device, model.vae_dtype) * 2 - 1
-        mean = model.vae.encode(x).latent_dist.mean.float()
-    return (mean - shift) * cfg.scaling_factor
+        return model.family.to_latent(model, images.to(model.device, model.vae_dtype) * 2 - 1)
 
 
 def ddim_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, schedule: Schedule | FlowSchedule,
@@ -171,7 +167,7 @@ def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: Conditi
 
             def guided_step(emb: torch.Tensor) -> torch.Tensor:  # from x, with emb as the unconditional half
                 out_uncond = model.family.denoise(model, x, t, uncond.with_hidden(emb))
-                pred = out_uncond + guidance * (out_cond - out_uncond)
+                pred = model.family.guide(out_uncond, out_cond, guidance)
                 return schedule.step(pred, x, i)
 
             emb = emb.detach().clone().requires_grad_(True)  # a new leaf: Adam updates it in place
@@ -210,7 +206,7 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     if method == "ddpm" and model.family.sampler != "ddim":
         raise ValueError(f"ddpm inversion inverts a DDPM sampler's noise; {model.family.label} samples an ODE (flow"
                          " matching): use direct or ddim")
-    if method in NEEDS_CFG and not model.family.cfg:
+    if method in NEEDS_CFG and not model.family.unconditional(model):
         raise ValueError(f"{method} inversion works on the unconditional half of classifier-free guidance, which"
                          f" {model.family.label} does not run (its guidance is distilled): use direct or ddim")
     if image.ndim != 3 or image.shape[0] != 3:
@@ -272,7 +268,7 @@ def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance
         cond = model.family.with_guidance(model, encode_prompts(model, [prompt], geo), guidance)
         uncond = inversion.uncond.to(model.device, model.dtype)[:, None]  # (T, 1, L, D)
         rows = Conditioning(uncond[0], {k: v.to(model.device, model.dtype) for k, v in inversion.uncond_added.items()})
-        guided = guidance > 1.0 and model.family.cfg
+        guided = guidance > 1.0 and model.family.unconditional(model)
         embeddings = ((lambda i: Conditioning.cat([rows.with_hidden(uncond[i]), cond])) if guided
                       else (lambda i: cond))
         predict = guided_predict(model, embeddings, guidance if guided else 1.0)

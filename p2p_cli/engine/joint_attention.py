@@ -1,4 +1,5 @@
-"""Prompt-to-Prompt on joint attention (SD3's MMDiT, FLUX's double- and single-stream blocks): fused and explicit.
+"""Prompt-to-Prompt on joint attention (SD3's MMDiT, FLUX.1's and FLUX.2's double- and single-stream blocks,
+Qwen-Image's dual-stream blocks): fused and explicit.
 
 In a joint layer one softmax runs over [text; image] keys (FLUX: text first; SD3: image first). For an image
 query, the text-key block of its probabilities plays the part of the paper's cross-attention map and the
@@ -29,6 +30,10 @@ Fused form: everything above is linear in the probabilities except the scalar 1 
 layer give it without any (image x image) map: values get extra channels, [text values | image values | mass |
 text indicator], zero on the other block's keys; the calls use the source's queries and keys (mapped, gated
 text values; the image values for injection) and the target's own (gated own text values; its image values).
+
+Masked text keys (Qwen-Image pads each prompt's sequence and masks the padding out): every softmax and SDPA call
+takes the key mask of the rows whose queries and keys it uses, so a masked key has probability 0 in P and S; the
+mappers move nothing onto a target's padding (text/template.py), so it stays 0 in E.
 """
 
 from __future__ import annotations
@@ -67,9 +72,11 @@ class JointControl:
         return edited, unweighted.sum(-1, keepdim=True)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text: slice, image: slice,
-               p2p: dict[str, torch.Tensor] | None, scale: float | None = None) -> torch.Tensor:
-        """Attention over (B, heads, S, d) with the control applied to the targets' image queries."""
-        out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+               p2p: dict[str, torch.Tensor] | None, scale: float | None = None,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention over (B, heads, S, d) with the control applied to the targets' image queries; mask (B, S)
+        bool: the keys each row may attend to (None: all)."""
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale, attn_mask=_keys(mask))
         if p2p is None:
             return out
         ctl = self.control
@@ -83,11 +90,14 @@ class JointControl:
         if stores and not ctl.explicit and all(view.is_cross for _, view in stores) and n_image > n_text:
             # only text maps wanted (local blend) and the image x image map would be the larger: make the text
             # block alone; the output stays fused (at small sizes the whole softmax is cheaper, and no larger)
-            edited = self._used_text(self._text_probs(q[c0:, :, image], k[c0:], text, scale), p2p)
+            edited = self._used_text(self._text_probs(q[c0:, :, image], k[c0:], text, scale, _rows(mask, c0)), p2p)
             for store, view in stores:
                 store.add(view, grid, edited, p2p["step"])
         elif ctl.explicit or stores:
-            probs = torch.softmax((q[c0:, :, image] @ k[c0:].transpose(-1, -2)).float() * scale, dim=-1)
+            scores = (q[c0:, :, image] @ k[c0:].transpose(-1, -2)).float() * scale
+            if mask is not None:
+                scores = scores.masked_fill(~_keys(mask[c0:]), float("-inf"))
+            probs = torch.softmax(scores, dim=-1)
             used = self._used(probs, p2p, text, image, inject)  # (Bc, heads, N, S)
             for store, view in stores:
                 store.add(view, grid, used[..., text] if view.is_cross else used[..., image], p2p["step"])
@@ -95,17 +105,21 @@ class JointControl:
             out[c0:, :, image] = (used.to(v.dtype) @ v[c0:]).to(out.dtype)
             return out
         if n:
-            out[ctl.targets, :, image] = self._fused(q, k, v, scale, p2p, text, image, inject).to(out.dtype)
+            out[ctl.targets, :, image] = self._fused(q, k, v, scale, p2p, text, image, inject, mask).to(out.dtype)
         return out
 
     @staticmethod
-    def _text_probs(q: torch.Tensor, k: torch.Tensor, text: slice, scale: float) -> torch.Tensor:
+    def _text_probs(q: torch.Tensor, k: torch.Tensor, text: slice, scale: float,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
         """The text-key block of the joint probabilities, (B, heads, N, L), without the image-key block: a softmax
         over the text keys alone, times the text's share of the whole softmax (one fused SDPA of an indicator)."""
         indicator = torch.zeros_like(k)
         indicator[:, :, text, 0] = 1
-        share = F.scaled_dot_product_attention(q, k, indicator, scale=scale)[..., :1].float()  # (B, heads, N, 1)
-        return torch.softmax((q @ k[:, :, text].transpose(-1, -2)).float() * scale, dim=-1) * share
+        share = F.scaled_dot_product_attention(q, k, indicator, scale=scale, attn_mask=_keys(mask))[..., :1].float()
+        scores = (q @ k[:, :, text].transpose(-1, -2)).float() * scale
+        if mask is not None:
+            scores = scores.masked_fill(~_keys(mask[:, text]), float("-inf"))
+        return torch.softmax(scores, dim=-1) * share
 
     def _used_text(self, text_probs: torch.Tensor, p2p: dict[str, torch.Tensor]) -> torch.Tensor:
         """The text blocks (B, heads, N, L) as each row uses them: the targets' edited (module doc)."""
@@ -147,7 +161,7 @@ class JointControl:
         return torch.cat([probs[:g], edited, probs[g + n :]])
 
     def _fused(self, q, k, v, scale: float, p2p: dict[str, torch.Tensor], text: slice, image: slice,
-               inject: bool) -> torch.Tensor:
+               inject: bool, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The targets' image-query outputs (n, heads, N, d) by two SDPA calls with widened values."""
         ctl = self.control
         c0 = ctl.cond
@@ -166,9 +180,11 @@ class JointControl:
 
         from_src = widened(mapped_values(vt[:, :, text], ctl.mapper_v, p2p["src_gate"]), p2p["mass_src"])
         from_own = widened(vt[:, :, text] * p2p["own_gate"], p2p["mass_own"])
+        src_mask = None if mask is None else _keys(ctl.sources_of_targets(mask, c0))
         a = F.scaled_dot_product_attention(ctl.sources_of_targets(q, c0)[:, :, image], ctl.sources_of_targets(k, c0),
-                                           from_src, scale=scale)
-        b = F.scaled_dot_product_attention(q[rows, :, image], k[rows], from_own, scale=scale)
+                                           from_src, scale=scale, attn_mask=src_mask)
+        b = F.scaled_dot_product_attention(q[rows, :, image], k[rows], from_own, scale=scale,
+                                           attn_mask=None if mask is None else _keys(mask[rows]))
         text_out = a[..., :d] + b[..., :d]
         mass = a[..., 2 * d] + b[..., 2 * d]  # (n, heads, N)
         img, text_mass = b[..., d : 2 * d], b[..., 2 * d + 1]
@@ -180,6 +196,15 @@ class JointControl:
             img = torch.where(pick, a[..., d : 2 * d], img)
             text_mass = torch.where(pick[..., 0], a[..., 2 * d + 1], text_mass)
         return text_out + img * ((1 - mass) / (1 - text_mass).clamp_min(EPS))[..., None]
+
+
+def _keys(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A (B, S) key mask as SDPA's (B, 1, 1, S)."""
+    return None if mask is None else mask[:, None, None, :]
+
+
+def _rows(mask: torch.Tensor | None, start: int) -> torch.Tensor | None:
+    return None if mask is None else mask[start:]
 
 
 class SD3JointProcessor:
@@ -261,6 +286,77 @@ class FluxJointProcessor:
         return hidden, attn.to_add_out(encoder.contiguous())
 
 
+class QwenJointProcessor:
+    """diffusers' QwenDoubleStreamAttnProcessor2_0 ([text; image], complex rotary embeddings, the text padding
+    masked out) with the control in the attention."""
+
+    def __init__(self, joint: JointControl):
+        self.joint = joint
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, encoder_hidden_states_mask=None,
+                 attention_mask=None, image_rotary_emb=None, p2p: dict[str, torch.Tensor] | None = None, **kwargs):
+        from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
+
+        head_dim = attn.inner_dim // attn.heads
+
+        def split(x):
+            return x.unflatten(-1, (-1, head_dim))
+
+        q, k, v = split(attn.to_q(hidden_states)), split(attn.to_k(hidden_states)), split(attn.to_v(hidden_states))
+        eq = split(attn.add_q_proj(encoder_hidden_states))
+        ek = split(attn.add_k_proj(encoder_hidden_states))
+        ev = split(attn.add_v_proj(encoder_hidden_states))
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        if attn.norm_added_q is not None:
+            eq, ek = attn.norm_added_q(eq), attn.norm_added_k(ek)
+        if image_rotary_emb is not None:
+            img_freqs, txt_freqs = image_rotary_emb
+            q = apply_rotary_emb_qwen(q, img_freqs, use_real=False)
+            k = apply_rotary_emb_qwen(k, img_freqs, use_real=False)
+            eq = apply_rotary_emb_qwen(eq, txt_freqs, use_real=False)
+            ek = apply_rotary_emb_qwen(ek, txt_freqs, use_real=False)
+        n_text = encoder_hidden_states.shape[1]
+        mask = None
+        if encoder_hidden_states_mask is not None:
+            image = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
+            mask = torch.cat([encoder_hidden_states_mask.bool(), image], dim=1)
+        q, k, v = (torch.cat(pair, dim=1).transpose(1, 2) for pair in ((eq, q), (ek, k), (ev, v)))
+        out = self.joint.attend(q, k, v, text=slice(0, n_text), image=slice(n_text, None), p2p=p2p, mask=mask)
+        out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)
+        encoder, hidden = out[:, :n_text], out[:, n_text:]
+        hidden = attn.to_out[0](hidden.contiguous())
+        if len(attn.to_out) > 1:
+            hidden = attn.to_out[1](hidden)
+        return hidden, attn.to_add_out(encoder.contiguous())
+
+
+class Flux2SingleJointProcessor:
+    """diffusers' Flux2ParallelSelfAttnProcessor (FLUX.2's single-stream blocks: one projection gives Q, K, V and the
+    MLP input of the joined [text; image] sequence) with the control in the attention."""
+
+    def __init__(self, joint: JointControl, text_length: int):
+        self.joint = joint
+        self.text_length = text_length
+
+    def __call__(self, attn, hidden_states, attention_mask=None, image_rotary_emb=None,
+                 p2p: dict[str, torch.Tensor] | None = None, **kwargs):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        projected = attn.to_qkv_mlp_proj(hidden_states)
+        qkv, mlp = projected.split([3 * attn.inner_dim, projected.shape[-1] - 3 * attn.inner_dim], dim=-1)
+        q, k, v = (x.unflatten(-1, (-1, attn.head_dim)) for x in qkv.chunk(3, dim=-1))
+        q, k = attn.norm_q(q), attn.norm_k(k)
+        if image_rotary_emb is not None:
+            q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1)
+            k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)
+        n = self.text_length
+        out = self.joint.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), text=slice(0, n),
+                                image=slice(n, None), p2p=p2p)
+        out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)
+        return attn.to_out(torch.cat([out, attn.mlp_act_fn(mlp)], dim=-1))
+
+
 @contextlib.contextmanager
 def controlled_joint(model, control: Control) -> Iterator[None]:
     """Install joint P2P processors on every joint attention layer of the model's transformer."""
@@ -270,7 +366,12 @@ def controlled_joint(model, control: Control) -> Iterator[None]:
     processors = dict(previous)
     for block, path in model.family.blocks(model):
         joint = JointControl(block, path, control)
-        proc = SD3JointProcessor(joint) if model.family.name == "sd3" else FluxJointProcessor(joint, text_length)
+        layout = model.family.joint_layout
+        if layout == "flux2" and path.startswith("single_"):
+            proc = Flux2SingleJointProcessor(joint, text_length)
+        else:
+            proc = (SD3JointProcessor(joint) if layout == "sd3" else QwenJointProcessor(joint) if layout == "qwen"
+                    else FluxJointProcessor(joint, text_length))
         processors[f"{path}.processor"] = proc
     transformer.set_attn_processor(processors)
     try:

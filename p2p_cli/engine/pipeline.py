@@ -74,12 +74,10 @@ def initial_latent(seed: int, channels: int, latent_hw: tuple[int, int]) -> torc
 
 def decode_latents(model: Model, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """Images (N, 3, H, W) in [0, 1], float32 on CPU (in the VAE's dtype: float32 for SDXL under fp16)."""
-    cfg = model.vae.config
-    shift = getattr(cfg, "shift_factor", None) or 0.0
     out = []
     for part in latents.split(chunk):
-        z = part.to(model.device, model.vae_dtype) / cfg.scaling_factor + shift
-        out.append((model.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1).cpu())
+        pixels = model.family.to_pixels(model, part.to(model.device, model.vae_dtype))
+        out.append((pixels.float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
 
 
@@ -99,7 +97,7 @@ def guided_predict(model: Model, conditioning: Callable[[int], Conditioning], gu
         if not guided:
             return out
         out_uncond, out_cond = out.chunk(2)
-        return out_uncond + guidance * (out_cond - out_uncond)
+        return model.family.guide(out_uncond, out_cond, guidance)
 
     return predict
 
@@ -122,7 +120,7 @@ def run_bytes(model: Model, latent_hw: tuple[int, int], n_prompts: int, guided: 
               explicit: bool, text_length: int) -> int:
     """memory.estimate_bytes for a run of this model at a latent size, with these stores (before they allocate)."""
     maps, stored = [], []
-    vae = dict(vae_channels=model.vae.config.block_out_channels[0], vae_scale=model.vae_scale,
+    vae = dict(vae_channels=model.family.vae_width(model), vae_scale=model.vae_scale,
                vae_bytes=torch.finfo(model.vae_dtype).bits // 8, latent_channels=model.latent_channels)
     if model.family.denoiser == "unet":
         sides = level_sides(model, latent_hw)
@@ -246,7 +244,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
     with torch.inference_mode():
         tic = time.perf_counter()
         n_prompts = len(plan.prompts)
-        guided = recipe.guidance > 1.0 and family.cfg
+        guided = recipe.guidance > 1.0 and family.unconditional(model)
         cond = family.with_guidance(model, encode_prompts(model, plan.prompts, geo), recipe.guidance)
         uncond = None
         if guided:
@@ -270,6 +268,13 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
             if uncond_added:
                 uncond = Conditioning(uncond.hidden, {k: v.to(device, model.dtype).expand(n_prompts, *v.shape[1:])
                                                       for k, v in uncond_added.items()})
+        used = family.text_used(cond if uncond is None else Conditioning.cat([cond, uncond]))
+        if used is not None:  # masked padding no row reads: the run drops it (exact)
+            cond, uncond = cond.first(used), None if uncond is None else uncond.first(used)
+            plan = plan.first(used)
+            dev_plan = plan.to(device)
+            if uncond_per_step is not None and guided:
+                per_step = per_step[..., :used, :]
         all_stores = list(stores or [])
         blend = None
         if dev_plan.blend is not None:
@@ -426,7 +431,7 @@ def generate(model: Model, prompts: list[str], seeds: list[int], *, steps: int =
     guidance = model.family.default_guidance if guidance is None else guidance
     with torch.inference_mode():
         cond = encode_prompts(model, prompts)
-        guided = guidance > 1.0 and model.family.cfg
+        guided = guidance > 1.0 and model.family.unconditional(model)
         cond = model.family.with_guidance(model, cond, guidance)
         emb = Conditioning.cat([encode_negative(model, negative_prompt, len(prompts)), cond]) if guided else cond
         x = torch.cat([initial_latent(s, model.latent_channels, latent_hw) for s in seeds])

@@ -39,6 +39,14 @@ class EditPlan:
                 moved[f.name] = {k: v.to(device) for k, v in value.items()}
         return replace(self, **moved)
 
+    def first(self, length: int) -> EditPlan:
+        """The plan on the first `length` text positions: exact when nothing maps beyond them (a family whose
+        padding is masked out runs only as many positions as its longest prompt has, families/qwen_image.py)."""
+        blend = None if self.blend is None else {
+            k: (v[..., :length] if k in _TOKEN_KEYS else v) for k, v in self.blend.items()}
+        return replace(self, mapper=self.mapper[:, :length, :length], aligned=self.aligned[:, :length],
+                       equalizer=self.equalizer[:, :length], alpha=self.alpha[..., :length], blend=blend)
+
 
 class UncheckedRecipe(ValueError):
     """A recipe that reached the engine with problems `checks.model_problems` finds: the engine runs checked

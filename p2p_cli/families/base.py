@@ -48,6 +48,12 @@ class Conditioning:
         return Conditioning(self.hidden.expand(n, -1, -1),
                             {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()})
 
+    def first(self, length: int) -> Conditioning:
+        """The rows on their first `length` text positions (extra tensors with a text axis cut with them)."""
+        n = self.hidden.shape[1]
+        added = {k: v[:, :length] if v.dim() == 2 and v.shape[1] == n else v for k, v in self.added.items()}
+        return Conditioning(self.hidden[:, :length], added)
+
     def with_hidden(self, hidden: torch.Tensor) -> Conditioning:
         """The same extra conditioning with another text sequence (null-text inversion's per-step embedding)."""
         return replace(self, hidden=hidden)
@@ -107,6 +113,15 @@ class Family:
         """SDXL's size and crop ids."""
         return self.defaults.micro_conditioning
 
+    def text_used(self, cond: Conditioning) -> int | None:
+        """How many leading text positions any row attends to, when the rest is masked-out padding the run may
+        drop; None: every position counts (CLIP's and T5's padding are real tokens)."""
+        return None
+
+    def unconditional(self, model: Any) -> bool:
+        """Whether guidance > 1 runs an unconditional batch (False for guidance-distilled models)."""
+        return self.cfg
+
     def text_parts(self, model: Any) -> list:
         """The tokenizers of the text sequence the denoiser reads, in order (an int: positions no tokenizer
         reads, zeros); each with model_max_length = its number of positions. The plan maps words per part."""
@@ -147,6 +162,29 @@ class Family:
     def vae_dtype(self, model_dtype: torch.dtype, vae_config: Any) -> torch.dtype:
         """The dtype the VAE runs in when the model runs in model_dtype."""
         return model_dtype
+
+    def vae_scale(self, model: Any) -> int:
+        """Pixels per latent cell (8 for SD)."""
+        return 2 ** (len(model.vae.config.block_out_channels) - 1)
+
+    def vae_width(self, model: Any) -> int:
+        """Channels of the VAE's widest-resolution layers (the memory estimate's decoder activations)."""
+        return model.vae.config.block_out_channels[0]
+
+    def to_pixels(self, model: Any, z: torch.Tensor) -> torch.Tensor:
+        """Pictures (N, 3, H, W) in [-1, 1] of latents (N, C, h, w) in the VAE's dtype, as the pipeline decodes."""
+        cfg = model.vae.config
+        return model.vae.decode(z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)).sample
+
+    def to_latent(self, model: Any, x: torch.Tensor) -> torch.Tensor:
+        """Latents (N, C, h, w), float32, of pictures (N, 3, H, W) in [-1, 1]: the VAE posterior mean, scaled."""
+        cfg = model.vae.config
+        mean = model.vae.encode(x).latent_dist.mean.float()
+        return (mean - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
+
+    def guide(self, uncond: torch.Tensor, cond: torch.Tensor, guidance: float) -> torch.Tensor:
+        """Classifier-free guidance of the denoiser's (R, C, h, w) outputs."""
+        return uncond + guidance * (cond - uncond)
 
     def check_prompt(self, model: Any, prompt: str) -> str | None:
         """A problem with a prompt that the plan's tokenizer cannot see (a second tokenizer), or None."""

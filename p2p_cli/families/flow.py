@@ -47,6 +47,7 @@ class FlowFamily(Family):
 
     denoiser = "transformer"
     patch = 2
+    joint_layout = "flux"  # which diffusers attention processor the engine's joint one stands in for: sd3, flux, qwen
 
     def latent_channels(self, model: Any) -> int:
         return model.transformer.config.in_channels

@@ -28,6 +28,7 @@ T5_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
 class StableDiffusion3(FlowFamily):
     name = "sd3"
     defaults = FAMILY_DEFAULTS["sd3"]
+    joint_layout = "sd3"
 
     def t5_length(self, model: Any) -> int:
         return int(model.options.get("max_sequence_length", T5_LENGTH))

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from p2p_cli.text.align import global_align
-from p2p_cli.text.tokens import PromptError, WordSpan, lead_tokens, token_ids, word_spans
+from p2p_cli.text.tokens import PromptError, WordSpan, lead_tokens, token_ids, trail_tokens, word_spans
 
 
 @dataclass(frozen=True)
@@ -39,20 +39,23 @@ def identity_map(max_len: int = 77) -> TokenMap:
     return TokenMap(torch.eye(max_len, dtype=torch.float32), torch.ones(max_len, dtype=torch.float32))
 
 
-def _pad_tail(mapper: torch.Tensor, n_target: int) -> None:
-    """Target padding positions j >= n_target take source position j (in place on mapper (L, L))."""
+def _pad_tail(mapper: torch.Tensor, n_target: int, tokenizer: Any) -> None:
+    """Target padding positions j >= n_target take source position j (in place on mapper (L, L)); none where the
+    denoiser masks the padding out (a chat template's: text/template.py), so nothing is moved onto it."""
+    if getattr(tokenizer, "masked_padding", False):
+        return
     tail = torch.arange(n_target, mapper.shape[0])
     mapper[tail, tail] = 1.0
 
 
-def _segments(spans: list[WordSpan], n_ids: int, lead: int) -> list[list[int]]:
+def _segments(spans: list[WordSpan], n_ids: int, lead: int, trail: int) -> list[list[int]]:
     """Token positions cut as [start], gap, word, gap, word, ..., gap, [end] (gaps: punctuation, maybe empty;
-    [start] is empty for a tokenizer without a start token, T5)."""
+    [start] is empty for a tokenizer without a start token, T5; [end] is a chat template's whole suffix)."""
     segments, after = [list(range(lead))], lead
     for span in spans:
         segments += [list(range(after, span.positions[0])), list(span.positions)]
         after = span.positions[-1] + 1
-    return segments + [list(range(after, n_ids - 1)), [n_ids - 1]]
+    return segments + [list(range(after, n_ids - trail)), list(range(n_ids - trail, n_ids))]
 
 
 def replace_map(tokenizer: Any, source: str, target: str) -> TokenMap:
@@ -60,7 +63,7 @@ def replace_map(tokenizer: Any, source: str, target: str) -> TokenMap:
     max_len = tokenizer.model_max_length
     ids_s, ids_t = token_ids(tokenizer, source), token_ids(tokenizer, target)
     spans_s, spans_t = word_spans(tokenizer, source), word_spans(tokenizer, target)
-    lead = lead_tokens(tokenizer)
+    lead, trail = lead_tokens(tokenizer), trail_tokens(tokenizer)
     if len(spans_s) != len(spans_t):
         raise PromptError(
             f"replace swaps words one for one, but the source has {len(spans_s)} words and the target "
@@ -68,7 +71,7 @@ def replace_map(tokenizer: Any, source: str, target: str) -> TokenMap:
         )
     mapper = torch.zeros(max_len, max_len, dtype=torch.float32)  # (L source, L target)
     aligned = torch.ones(max_len, dtype=torch.float32)  # (L,)
-    for seg_s, seg_t in zip(_segments(spans_s, len(ids_s), lead), _segments(spans_t, len(ids_t), lead)):
+    for seg_s, seg_t in zip(_segments(spans_s, len(ids_s), lead, trail), _segments(spans_t, len(ids_t), lead, trail)):
         if not seg_t:
             continue
         if not seg_s:  # punctuation only the target has: it keeps its own map
@@ -77,7 +80,7 @@ def replace_map(tokenizer: Any, source: str, target: str) -> TokenMap:
             mapper[seg_s, seg_t] = 1.0
         else:  # each source token spreads 1/t over the target's t tokens
             mapper[torch.tensor(seg_s)[:, None], torch.tensor(seg_t)[None, :]] = 1.0 / len(seg_t)
-    _pad_tail(mapper, len(ids_t))
+    _pad_tail(mapper, len(ids_t), tokenizer)
     return TokenMap(mapper, aligned)
 
 
@@ -92,5 +95,5 @@ def refine_map(tokenizer: Any, source: str, target: str) -> TokenMap:
             aligned[j] = 0.0
         else:
             mapper[i, j] = 1.0
-    _pad_tail(mapper, len(ids_t))
+    _pad_tail(mapper, len(ids_t), tokenizer)
     return TokenMap(mapper, aligned)

@@ -2,7 +2,8 @@
 
 Positions are those of the padded sequence the text encoder reads: with CLIP position 0 is the start token and
 the first word starts at 1; T5 has no start token, so its first word starts at 0 (`lead_tokens`). Both end with
-one end token.
+one end token; a prompt read through a chat template (text/template.py) ends with the template's suffix
+(`trail_tokens`).
 """
 
 from __future__ import annotations
@@ -66,8 +67,16 @@ class WordSpan:
 
 
 def lead_tokens(tokenizer: Any) -> int:
-    """How many special tokens come before a prompt's first token: 1 for CLIP (<|startoftext|>), 0 for T5."""
+    """How many special tokens come before a prompt's first token: 1 for CLIP (<|startoftext|>), 0 for T5 and for
+    a chat template whose prefix the pipeline drops."""
+    if (lead := getattr(tokenizer, "prompt_lead", None)) is not None:
+        return lead
     return len(tokenizer("", add_special_tokens=True, verbose=False).input_ids) - 1
+
+
+def trail_tokens(tokenizer: Any) -> int:
+    """How many tokens come after a prompt's last token: 1 (the end token), or a chat template's suffix."""
+    return getattr(tokenizer, "prompt_trail", 1)
 
 
 def token_ids(tokenizer: Any, prompt: str) -> list[int]:
@@ -106,7 +115,7 @@ def _token_offsets(tokenizer: Any, prompt: str, ids: list[int]) -> list[tuple[in
         inner, spans = _offsets_fast(tokenizer, prompt)
     except NotImplementedError:  # a slow (pure Python) tokenizer has no offsets
         inner, spans = _offsets_by_piece(tokenizer, prompt)
-    if inner != ids[lead_tokens(tokenizer) : -1]:
+    if inner != ids[lead_tokens(tokenizer) : len(ids) - trail_tokens(tokenizer)]:
         raise AssertionError(f"cannot locate the tokens of {prompt!r}: tokenizing it in pieces gives other ids")
     return spans
 

@@ -1,5 +1,5 @@
-"""The commands on tiny random SD3 and FLUX.1 models saved by their own diffusers pipelines, loaded through the
-same path as a hub snapshot (the family is found from the components)."""
+"""The commands on tiny random SD3, FLUX.1, Qwen-Image and FLUX.2 klein models saved by their own diffusers
+pipelines, loaded through the same path as a hub snapshot (the family is found from the components)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 from tests.cli.conftest import SMALL
 
 
-@pytest.fixture(scope="module", params=["sd3", "flux"])
+@pytest.fixture(scope="module", params=["sd3", "flux", "qwen-image", "flux2-klein"])
 def joint_dir(request, tmp_path_factory, save_tiny_model):
     return request.param, save_tiny_model(tmp_path_factory.mktemp(f"tiny-{request.param}"), family=request.param)
 
@@ -35,7 +35,8 @@ def test_edit_writes_the_usual_folder_and_records_the_family(cli, joint_dir, rec
     assert {"source.png", "edit-1.png", "edit-2.png", "baseline-1.png", "grid.png", "run.json"} <= names
     run = json.loads((out / "joint" / "run.json").read_text())
     assert run["family"] == family
-    assert run["recipe"]["guidance"] == {"sd3": 7.0, "flux": 3.5}[family]  # the family's default, resolved
+    defaults = {"sd3": 7.0, "flux": 3.5, "qwen-image": 4.0, "flux2-klein": 4.0}
+    assert run["recipe"]["guidance"] == defaults[family]  # the family's default, resolved
 
 
 def test_validate_shows_the_blocks_not_the_unet_keys(cli, joint_dir, recipe_file):
@@ -44,7 +45,8 @@ def test_validate_shows_the_blocks_not_the_unet_keys(cli, joint_dir, recipe_file
     assert result.exit_code == 0, result.output
     text = result.stdout + result.stderr
     assert "self_blocks: [0]" in text and "self_replace_max_res" not in text and "text_mass: self-window" in text
-    assert {"sd3": "guidance: 7 ", "flux": "guidance: 3.5 "}[family] in text
+    assert {"sd3": "guidance: 7 ", "flux": "guidance: 3.5 ", "qwen-image": "guidance: 4 ",
+            "flux2-klein": "guidance: 4 "}[family] in text
     assert "self_replace 0.2 (the model family's default)" in text
 
 
@@ -76,7 +78,7 @@ def test_a_real_picture_edits_with_direct_inversion(cli, joint_dir, recipe_file,
 def test_flux_refuses_null_text_as_a_recipe_error(cli, joint_dir, recipe_file, tmp_path):
     family, folder = joint_dir
     if family != "flux":
-        pytest.skip("SD3 runs classifier-free guidance: null-text applies")
+        pytest.skip("SD3 and Qwen-Image run classifier-free guidance: null-text applies")
     from PIL import Image
 
     Image.new("RGB", (128, 128), (200, 30, 30)).save(tmp_path / "photo.png")
@@ -107,7 +109,7 @@ def test_attention_pictures_on_the_token_grid(cli, joint_dir, recipe_file, tmp_p
 
 
 def test_the_shipped_family_recipe_runs(cli, joint_dir, tmp_path):
-    """recipes/sd3-cat-tiger.yaml and recipes/flux-cat-tiger.yaml as shipped, on the tiny model of their family."""
+    """recipes/{sd3,flux,qwen-image,flux2-klein}-cat-tiger.yaml as shipped, on the tiny model of their family."""
     from pathlib import Path
 
     family, folder = joint_dir
@@ -142,7 +144,7 @@ def test_validate_checks_words_on_the_t5_tokenizer_of_a_local_folder(cli, joint_
     long_target = "a painting of a lion eating a burger " + "and a dog " * 30  # ~100 CLIP tokens, < 256 T5
     edits = [{"target": long_target}]
     result = cli("validate", recipe_file(model=str(folder), edits=edits))
-    if family == "flux":
+    if family != "sd3":  # T5's 512 positions; Qwen-Image's and FLUX.2's template's 512
         assert result.exit_code == 0, result.output
     else:
         assert result.exit_code != 0 and "the prompt has" in result.stderr
@@ -167,10 +169,12 @@ def test_validate_reads_a_cached_hub_model_like_a_local_folder(cli, joint_dir, r
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from p2p_cli.checks import _t5_tokenizer, model_geometry
+    from p2p_cli.checks import _template_tokenizer, _t5_tokenizer, model_geometry
 
     model_geometry.cache_clear()
     _t5_tokenizer.cache_clear()
+    _template_tokenizer.cache_clear()
+    _template_tokenizer.cache_clear()
     too_long = [{"target": "a painting of a lion eating a burger " + "and a dog " * 200}]
     result = cli("validate", recipe_file(model="someone/tiny-joint", edits=too_long))
     assert result.exit_code == 2 and "edits[0].target" in result.stderr and "the prompt has" in result.stderr
@@ -181,3 +185,4 @@ def test_validate_reads_a_cached_hub_model_like_a_local_folder(cli, joint_dir, r
     assert cli("validate", recipe_file(model="someone/not-cached", size=72)).exit_code == 0  # checked once loaded
     model_geometry.cache_clear()
     _t5_tokenizer.cache_clear()
+    _template_tokenizer.cache_clear()

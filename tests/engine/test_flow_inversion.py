@@ -1,5 +1,5 @@
-"""Real pictures on the flow-matching families (SD3, FLUX.1): the Euler ODE run backwards, direct inversion's
-exact source row, the methods that need classifier-free guidance refused where there is none (FLUX.1)."""
+"""Real pictures on the flow-matching families (SD3, FLUX.1, Qwen-Image, FLUX.2 klein): the Euler ODE run backwards,
+direct inversion's exact source row, the methods that need classifier-free guidance refused where there is none (FLUX.1)."""
 
 from __future__ import annotations
 
@@ -53,12 +53,15 @@ def test_plain_flow_inversion_at_guidance_1_retraces_its_path(joint_model, pictu
     assert (back - z0).abs().mean() < 0.2 * (elsewhere - z0).abs().mean()
 
 
-def test_null_text_on_sd3_beats_plain_inversion(tiny_sd3_model, picture):
-    z0 = encode_image(tiny_sd3_model, picture[None])
+@pytest.mark.parametrize("name", ["tiny_sd3_model", "tiny_qwen_image_model"])
+def test_null_text_beats_plain_inversion_where_there_is_an_unconditional_batch(request, name, picture):
+    model = request.getfixturevalue(name)
+    guidance = model.family.default_guidance
+    z0 = encode_image(model, picture[None])
     errors = {}
     for method in ("ddim", "null-text"):
-        inv = invert(tiny_sd3_model, picture, PROMPT, method=method, steps=STEPS, guidance=7.0)
-        errors[method] = float((reconstruct_latent(tiny_sd3_model, inv, PROMPT, 7.0) - z0).abs().mean())
+        inv = invert(model, picture, PROMPT, method=method, steps=STEPS, guidance=guidance)
+        errors[method] = float((reconstruct_latent(model, inv, PROMPT, guidance) - z0).abs().mean())
     assert errors["null-text"] < errors["ddim"]
 
 

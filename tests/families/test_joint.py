@@ -303,6 +303,14 @@ def test_the_recipe_shift_sets_the_flow_schedule(joint_model):
     if joint_model.family.name == "flux":  # FluxPipeline's sigmas, shifted
         base = torch.linspace(1.0, 1 / 4, 4)
         assert torch.allclose(five[:-1], 5 * base / (1 + 4 * base), atol=1e-6) and five[-1] == 0
+    elif joint_model.family.name in ("qwen-image", "flux2-klein"):  # their pipelines' sigmas, the scheduler at shift 5
+        import numpy as np
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        config = {**joint_model.scheduler.config, "shift": 5.0, "use_dynamic_shifting": False}
+        theirs = FlowMatchEulerDiscreteScheduler.from_config(config)
+        theirs.set_timesteps(sigmas=np.linspace(1.0, 1 / 4, 4))
+        assert torch.allclose(five, theirs.sigmas, atol=1e-6)
     else:  # what diffusers' scheduler configured with shift 5 gives (as SD3's is with 3)
         from diffusers import FlowMatchEulerDiscreteScheduler
 

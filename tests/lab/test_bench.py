@@ -121,3 +121,21 @@ def test_bench_json_writes_one_report(tmp_path):
                  "--no-memory", "--threads", "1", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert report["config"]["threads"] == 1 and report["cases"]
+
+
+@pytest.mark.parametrize("name", ["tiny_qwen_image_model", "tiny_flux2_klein_model"])
+def test_the_llm_families_are_benchmarked_against_their_own_pipeline_on_the_same_work(request, name):
+    """--arch qwen-image / flux2: plain is QwenImagePipeline (true CFG over the recipe's negative prompt) /
+    Flux2KleinPipeline given the same noise; with the windows at 0 its pictures are p2p's, so the ratio compares
+    equal work."""
+    import torch
+
+    from lab.bench import variant_fns
+    from p2p_cli.recipe import parse_recipe
+
+    model = request.getfixturevalue(name)
+    recipe = parse_recipe({"source": "a cat on a bench", "steps": 2, "seed": 1, "size": 128, "cross_replace": 0.0,
+                           "self_replace": 0.0, "negative_prompt": "blurry" if "qwen" in name else "",  # klein's: ""
+                           "edits": [{"target": "a dog on a bench"}]})
+    fns = variant_fns(model, recipe)
+    assert torch.allclose(fns["plain"](), fns["p2p"](), atol=1e-4)
