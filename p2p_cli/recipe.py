@@ -802,6 +802,8 @@ FIELD_DOCS = {
         "crops_coords_top_left": "SDXL: the crop id, (top, left)",
         "target_size": "SDXL: the target size id, (height, width)",
         "loras": "LoRA files and scales: [{path: style.safetensors, scale: 0.8}]",
+        "quantize": "quantize the denoiser (int8, fp8, bnb-8bit, bnb-4bit or a .gguf file), or {part: kind}",
+        "offload": "diffusers' offload hooks: none (default), model, sequential or group",
     },
     Edit: {
         "target": "the edited prompt",

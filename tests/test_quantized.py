@@ -125,7 +125,7 @@ def test_run_json_png_and_cache_key_record_the_settings_and_replay(quantized, tm
     png = Image.open(tmp_path / "a" / "q" / "source.png")
     assert recipe_from_texts(png.text)["quantize"] == "int8"
     again = CliRunner().invoke(app, ["edit", str(tmp_path / "a" / "q" / "run.json"), "--device", "cpu", "--out",
-                                     str(tmp_path / "b"), "--quiet"])
+                                     str(tmp_path / "b"), "--quiet", "--trust-recipe"])  # own run, local model
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "b" / "q" / "run.json").read_text())["loading"] == record["loading"]
     for name in ("source.png", "edit-1.png"):

@@ -73,12 +73,14 @@ Seed = Annotated[Optional[int], typer.Option(
     "--seed", help="Seed of the initial noise (same as --set seed=N; default: the recipe's seed:, else 8888).")]
 Quantize = Annotated[Optional[str], typer.Option(
     "--quantize", help="Quantize the denoiser: int8 or fp8 (torchao weight-only), bnb-8bit, bnb-4bit, or a .gguf file of"
-                       " it (same as --set quantize=KIND; per part: --set quantize.text_encoder_2=int8).")]
+                       " it (same as --set quantize=KIND; per part: --set quantize.text_encoder_2=int8; default: the recipe's"
+                       " quantize:, else the weights as they are).")]
 Memory = Annotated[Optional[str], typer.Option(
     "--memory", help="Plan the run's memory for a card of this size (16GB; several: 8GB,16GB,24GB): the peak"
-                     " estimate, and the settings that fit when it does not (estimates, no torch loaded).")]
+                     " estimate, and the settings that fit when it does not (estimates, no torch loaded; default: no plan).")]
 Offload = Annotated[Optional[str], typer.Option(
-    "--offload", help="none, model, sequential or group: diffusers' offload hooks (same as --set offload=...).")]
+    "--offload", help="none, model, sequential or group: diffusers' offload hooks (same as --set offload=...;"
+                      " default: the recipe's offload:, else none).")]
 Sets = Annotated[
     Optional[list[str]],
     typer.Option(
