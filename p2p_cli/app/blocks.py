@@ -148,8 +148,11 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             with gr.Row():
                 row = gr.Dropdown([], label="Picture")
                 word = gr.Dropdown([], label="Word")
-            heat = gr.Image(label="Attention", type="pil", format="png", height=360, elem_classes="pixels",
-                            interactive=False)
+            with gr.Row():
+                heat = gr.Image(label="Attention", type="pil", format="png", height=360, elem_classes="pixels",
+                                interactive=False)
+                blend_mask = gr.Image(label="Local-blend mask of this edit (white: edited)", type="pil",
+                                      format="png", height=360, elem_classes="pixels", interactive=False)
 
         with gr.Tab("Sweep"):
             gr.Markdown("Every window of a range as one more picture of the batch, from the Edit tab's prompt and"
@@ -266,6 +269,13 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             tokens = [text for _, text in out.result.maps.tokens(which)]
             return gr.update(choices=tokens, value=tokens[0] if tokens else None)
 
+        def blend_of(which, request: gr.Request = None):
+            """The chosen edit's final local-blend mask (Result.masks: edit-<k>-mask.png's mask), None without one."""
+            out = sessions.last.get(request.session_hash if request is not None else "default")
+            if out is None or not which or not str(which).startswith("edit-"):
+                return None
+            return out.result.masks.get(int(str(which).split("-")[1]))
+
         def draw(which, chosen, request: gr.Request = None):
             out = sessions.last.get(request.session_hash if request is not None else "default")
             if out is None or out.result.maps is None or not which or not chosen:
@@ -292,6 +302,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
         gallery.select(pick, gallery, slider, api_name=False, queue=False)
         loaded.upload(load_png, loaded, inputs, api_name=False)
         row.change(words_of, row, word, api_name="words")
+        row.change(blend_of, row, blend_mask, api_name="blend_mask")
         word.change(draw, [row, word], heat, api_name="attention")
     app.start = start
     return app

@@ -149,6 +149,18 @@ def test_the_attention_tab_draws_the_maps_the_api_keeps(served):
     assert np.array_equal(pixels(drawn), np.asarray(result.maps.overlay("blue", "edit-1").convert("RGB")))
 
 
+def test_the_attention_tab_shows_the_blend_mask_the_api_makes(served):
+    import p2p_cli as p2p
+
+    _, client = served
+    c = Controls(prompt=INLINE, model="shapes", steps=3, baseline=False, attention=True, blend=["circle"])
+    client.predict(*args(c), api_name="/run")
+    shown = client.predict("edit-1", api_name="/blend_mask")
+    result = p2p.edit(p2p.load_model("shapes"), c.recipe(), maps=False)
+    assert np.array_equal(pixels(shown), np.asarray(result.masks[1].convert("RGB")))
+    assert client.predict("source", api_name="/blend_mask") is None  # the source has no blend
+
+
 def test_a_sweep_draws_the_grid_and_plot_of_p2p_sweep(served, tmp_path, monkeypatch):
     _, client = served
     c = Controls(prompt=INLINE, model="shapes", steps=2, baseline=False)
