@@ -79,4 +79,8 @@ def test_an_inline_edit_in_the_browser_gives_the_pictures_of_the_cli(tmp_path):
     (folder,) = list(out.iterdir())
     for picture, role in zip(shown, ["source", "edit-1", "baseline-1"]):
         expected = np.asarray(Image.open(folder / f"{role}.png").convert("RGB"))
-        assert np.array_equal(np.asarray(picture.convert("RGB")), expected), role
+        # The app runs in gradio's worker thread, whose OpenMP pool is not the main thread's: the float sums can
+        # round differently, which moves a value across an 8-bit step now and then (seen: 1 value of 12288 off by
+        # one). The in-process app tests (tests/app/test_app.py) check exact equality on one thread.
+        diff = np.abs(np.asarray(picture.convert("RGB")).astype(int) - expected.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (role, diff.max(), (diff > 0).mean())
