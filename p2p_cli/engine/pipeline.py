@@ -368,23 +368,15 @@ def text_tokenizers(model: Model):
 
 
 def _joint_layout(model: Model, recipe: Recipe, latent_hw: tuple[int, int], source_name: str):
-    """A transformer's (blend side, self side, blend places): one token grid; UNet-only keys are refused, as are
-    blocks the model does not have."""
+    """A transformer's (blend side, self side, blend places): one token grid. The recipe was checked
+    (checks.model_problems refuses UNet-only keys and blocks the model lacks, naming the fix); one that was not is
+    an UncheckedRecipe here."""
     grid = max(model.family.token_grid(model, latent_hw))
-    problems = []
-    if recipe.self_replace_max_res is not None:
-        problems.append(f"self_replace_max_res: {model.family.label} has no resolution levels; choose the blocks"
-                        " that take the source's image attention with self_blocks: [0, 1, ...]")
-    if recipe.blend_res is not None and recipe.blend_res != grid:
-        problems.append(f"blend_res: {model.family.label} has one token grid, of side {grid} at this size;"
-                        " choose blocks with blend_blocks instead")
     count = len(model.family.blocks(model))
-    for key in ("self_blocks", "blend_blocks"):
-        wrong = [b for b in getattr(recipe, key) or [] if b >= count]
-        if wrong:
-            problems.append(f"{key}: this model has blocks 0 to {count - 1}, not {wrong}")
-    if problems:
-        raise UncheckedRecipe(problems, source_name)
+    if (recipe.self_replace_max_res is not None or recipe.blend_res not in (None, grid)
+            or any(b >= count for key in ("self_blocks", "blend_blocks") for b in getattr(recipe, key) or [])):
+        raise UncheckedRecipe(["self_replace_max_res, blend_res or blocks this model lacks: check the recipe with"
+                               " checks.checked first"], source_name)
     return grid, grid, ("joint",)
 
 
