@@ -42,6 +42,14 @@ def calculate_shift(seq_len: int, config: Any, default_max_shift: float) -> floa
     return seq_len * m + base_shift - m * base_len
 
 
+def double_and_single_blocks(transformer: Any) -> list[tuple[int, str]]:
+    """(block number, attention module path) of a FLUX-style transformer: the double-stream blocks, then the
+    single-stream ones, numbered in that order (FLUX.1 and FLUX.2)."""
+    double = [f"transformer_blocks.{i}.attn" for i in range(len(transformer.transformer_blocks))]
+    single = [f"single_transformer_blocks.{i}.attn" for i in range(len(transformer.single_transformer_blocks))]
+    return list(enumerate(double + single))
+
+
 class FlowFamily(Family):
     """A joint-attention transformer sampled by flow matching (SD3, FLUX)."""
 

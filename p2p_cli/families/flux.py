@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from p2p_cli.families.base import Conditioning, Geometry
-from p2p_cli.families.flow import FlowFamily, calculate_shift, sized, t5_ids
+from p2p_cli.families.flow import FlowFamily, calculate_shift, double_and_single_blocks, sized, t5_ids
 from p2p_cli.families.sd import tokenize
 from p2p_cli.family_defaults import FAMILY_DEFAULTS
 
@@ -97,10 +97,7 @@ class Flux(FlowFamily):
         return 2  # the 2x2 packing
 
     def blocks(self, model: Any) -> list[tuple[int, str]]:
-        tr = model.transformer
-        double = [f"transformer_blocks.{i}.attn" for i in range(len(tr.transformer_blocks))]
-        single = [f"single_transformer_blocks.{i}.attn" for i in range(len(tr.single_transformer_blocks))]
-        return list(enumerate(double + single))
+        return double_and_single_blocks(model.transformer)
 
     def scheduler_kwargs(self, model: Any, steps: int, latent_hw: tuple[int, int]) -> dict:
         config = model.scheduler.config

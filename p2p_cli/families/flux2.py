@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from p2p_cli.families.base import Conditioning, Geometry
-from p2p_cli.families.flow import FlowFamily
+from p2p_cli.families.flow import FlowFamily, double_and_single_blocks
 from p2p_cli.family_defaults import FAMILY_DEFAULTS
 from p2p_cli.text.template import TemplateTokenizer, chat_template
 
@@ -112,10 +112,7 @@ class Flux2Klein(FlowFamily):
         return 2 ** len(model.vae.config.block_out_channels)  # the VAE's 8 times the 2x2 patch
 
     def blocks(self, model: Any) -> list[tuple[int, str]]:
-        tr = model.transformer
-        double = [f"transformer_blocks.{i}.attn" for i in range(len(tr.transformer_blocks))]
-        single = [f"single_transformer_blocks.{i}.attn" for i in range(len(tr.single_transformer_blocks))]
-        return list(enumerate(double + single))
+        return double_and_single_blocks(model.transformer)
 
     def scheduler_kwargs(self, model: Any, steps: int, latent_hw: tuple[int, int]) -> dict:
         from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
