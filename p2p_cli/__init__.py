@@ -37,7 +37,7 @@ _EXPORTS = {
     "invert": "p2p_cli.api",
     "sweep": "p2p_cli.api",
     "edit_many": "p2p_cli.api",
-    "dataset": "p2p_cli.api",
+    "dataset": "p2p_cli.runs.datasets",
     "Result": "p2p_cli.api",
     "AttentionMaps": "p2p_cli.api",
     "Recipe": "p2p_cli.recipe",

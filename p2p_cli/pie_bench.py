@@ -20,9 +20,9 @@ from p2p_cli.analysis.metrics import (
     CLIP_DEFAULT, DINO_DEFAULT, ClipScorer, DinoStructure, Lpips, MetricUnavailable, clip_score, pie_clip_region,
     pie_mse, pie_psnr, pie_ssim,
 )
-from p2p_cli.files.outputs import intact
 from p2p_cli.files.pie_folder import KINDS, MASK_SIDE, PieEntry, Settings, decode_mask, entry_job
-from p2p_cli.paths import read_regular_text
+from p2p_cli.runs import runner
+from p2p_cli.runs.records import EXIT_FAILED, resume_state
 
 SUMMARY_FILE = "pie-bench.json"
 # name -> (what, how the paper's table scales it, lower is better)
@@ -136,46 +136,53 @@ def fingerprint(recipe: dict, model_id: str) -> str:
     return digest({"recipe": recipe, "model": model_id})
 
 
-def resume_state(folder: Path, digest: str) -> str | None:
-    """"finished", "damaged" (the same entry and settings, a file missing or changed: made again in its place
-    by --resume) or None."""
-    try:
-        record = json.loads(read_regular_text(folder / "run.json"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or (record.get("pie_bench") or {}).get("fingerprint") != digest:
-        return None
-    return "finished" if intact(folder, record) else "damaged"
+def recorded_fingerprint(record: dict) -> str | None:
+    """The fingerprint an entry's run.json holds (its `pie_bench` block)."""
+    bench = record.get("pie_bench")
+    return bench.get("fingerprint") if isinstance(bench, dict) else None
+
+
+@dataclass
+class EntryWork(runner.Work):
+    """One benchmark entry as the runner's work: its row of pie-bench.json grows as it runs."""
+
+    entry: Any = None
+    row: dict = field(default_factory=dict)
+    started: float = 0.0
 
 
 def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: Scorers, *, folder: Path,
         resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = lambda line: None,
         report: Callable[[BaseException, str], str] | None = None) -> dict[str, Any]:
-    """Edit and score every entry; OUT/<id>/ as `p2p edit` writes it, OUT/pie-bench.json rewritten (whole) after
-    each entry. A failing entry is recorded (`status: failed`, `error`) and the next one runs. Returns the
-    summary that pie-bench.json holds."""
+    """Edit and score every entry through the runner (runs/runner.py); OUT/<id>/ as `p2p edit` writes it,
+    OUT/pie-bench.json rewritten (whole) after each entry. With --resume an entry's finished folder is kept (and
+    scored again), a damaged one made again in its place. A failing entry is recorded (`status: failed`, `error`:
+    report(err, id)'s message) and the next one runs; without `report` the error is raised. Returns the summary
+    that pie-bench.json holds."""
     from p2p_cli.api import run_recipe
     from p2p_cli.checks import model_problems
     from p2p_cli.recipe import RecipeError, parse_recipe
 
     out = Path(out)
+    works = [EntryWork(entry.id, out / entry.id, index=i, entry=entry,
+                       row={"id": entry.id, "kind": entry.kind, "kind_name": entry.kind_name, "image": str(entry.image),
+                            "source": entry.source, "target": entry.target, "folder": str(out / entry.id)})
+             for i, entry in enumerate(entries)]
     rows: list[dict] = []
     started = time.perf_counter()
     summary: dict[str, Any] = {}
-    for i, entry in enumerate(entries, 1):
-        tic = time.perf_counter()
-        where = out / entry.id
-        row: dict[str, Any] = {"id": entry.id, "kind": entry.kind, "kind_name": entry.kind_name,
-                               "image": str(entry.image), "source": entry.source, "target": entry.target,
-                               "folder": str(where)}
-        try:
+
+    def do(members: list[EntryWork], model) -> None:
+        for work in members:
+            work.started = time.perf_counter()
+            entry, row = work.entry, work.row
             data, notes = entry_job(entry, settings)
             for note in notes:
                 log(f"{entry.id}: {note}")
-            digest = fingerprint(data, model.id)
-            state = resume_state(where, digest) if resume else None
+            work.digest = fingerprint(data, model.id)
+            state = resume_state(work.folder, work.digest, read=recorded_fingerprint) if resume else None
             if state == "finished":
-                row["status"] = "kept"
+                row["status"], work.kept = "kept", True
             else:
                 recipe = parse_recipe(data, entry.id)
                 problems = model_problems(recipe, model.spec)
@@ -183,22 +190,32 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
                     raise RecipeError(problems, entry.id)
                 label = f"{Path(folder) / 'mapping_file.json'}#{entry.id}"  # run.json's recipe_file
                 result = run_recipe(model, recipe, maps=False, recipe_file=label)
-                result.save(where, overwrite=overwrite or state == "damaged",
-                            extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "fingerprint": digest,
+                result.save(work.folder, overwrite=overwrite or state == "damaged",
+                            extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "fingerprint": work.digest,
                                                  "folder": str(folder)}})
                 row["status"] = "ok"
-            row["scores"] = score_files(entry, where / "edit-1.png", scorers)
-        except BrokenPipeError:
-            raise
-        except Exception as err:  # one entry failing does not stop the benchmark (interrupts are not Exceptions)
-            if report is None:
-                raise
-            row["status"], row["error"] = "failed", report(err, entry.id)
-        row["seconds"] = round(time.perf_counter() - tic, 3)
+                work.pictures = len(result.roles)
+            row["scores"] = score_files(entry, work.folder / "edit-1.png", scorers)
+            work.done = True
+
+    def failed(err: BaseException, label: str | None) -> int:
+        if report is None:
+            raise err
+        work = next(w for w in works if w.label == label)
+        work.row["status"], work.row["error"] = "failed", report(err, label)
+        return EXIT_FAILED
+
+    def done(work: EntryWork) -> None:
+        nonlocal summary
+        row = work.row
+        row["seconds"] = round(time.perf_counter() - work.started, 3)
         rows.append(row)
         summary = summary_record(rows, entries, folder, model, settings, scorers, time.perf_counter() - started)
         write_summary(out / SUMMARY_FILE, summary)
-        log(f"[{i}/{len(entries)}] {entry.id} ({entry.kind_name}): {row['status']}, {row['seconds']:.1f} s")
+        log(f"[{len(rows)}/{len(entries)}] {work.entry.id} ({work.entry.kind_name}): {row['status']},"
+            f" {row['seconds']:.1f} s")
+
+    runner.run(works, do, models=runner.ModelCache(works, model=model), report=failed, on_done=done)
     return summary
 
 

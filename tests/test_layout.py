@@ -7,9 +7,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "paths", "fingerprint", "loading", "recipe", "overrides", "manifests", "family_defaults", "resolve",
+ORDER = ["text", "paths", "fingerprint", "loading", "recipe", "overrides", "manifests", "family_defaults", "resolve", "shapes",
          "model_spec", "checks", "families", "placement", "models", "user_pipeline", "loras", "engine", "memory_plan", "analysis", "render",
-         "files", "api", "pie_bench", "shapes", "app", "cli", "__main__"]
+         "files", "api", "runs", "pie_bench", "app", "cli", "__main__"]
 # A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
 EXCEPTIONS = {("recipe", "files")}
 
@@ -126,3 +126,32 @@ def test_one_recipe_reader():
     readers = [f"{name}.{node.name}" for name, path in modules() for node in ast.walk(ast.parse(path.read_text()))
                if isinstance(node, ast.FunctionDef) and node.name in ("load_recipe", "read_recipe")]
     assert sorted(readers) == ["p2p_cli.api.load_recipe", "p2p_cli.overrides.read_recipe"], readers
+
+
+# What loads and runs a model: the command line reaches it through the API (p2p_cli.api) and the runner
+# (p2p_cli.runs) only. It may still read the torch-free input and output layers itself (recipe, checks, files,
+# analysis' option parsers, render, the prompt syntax of text/inline.py), which `p2p validate` and --help need
+# without torch.
+ENGINE_SIDE = {"text", "loading", "resolve", "model_spec", "families", "placement", "models", "user_pipeline",
+               "loras", "engine", "shapes"}
+PROMPT_SYNTAX = {"p2p_cli.text.inline", "p2p_cli.text.words"}
+
+
+def test_commands_reach_the_engine_only_through_the_api_and_the_runner():
+    wrong = [f"{name} imports {target}" for name, path in modules() if part(name) in ("cli", "app")
+             for target in imports(path) if part(target) in ENGINE_SIDE and target not in PROMPT_SYNTAX]
+    assert wrong == []
+
+
+def test_every_many_recipe_path_goes_through_the_one_runner():
+    """`p2p edit` / `p2p attn-viz` (runs/edits.py), `p2p dataset` / `p2p.dataset` (runs/datasets.py) and PIE-Bench
+    (pie_bench.py) loop through runs.runner.run; no other module loops over jobs, and no command holds a loop of
+    its own (the old cli/jobs.run_jobs, api.dataset and pie_bench's loop are gone)."""
+    callers = sorted(name for name, path in modules() if "runner.run(" in path.read_text())
+    assert callers == ["p2p_cli.pie_bench", "p2p_cli.runs.datasets", "p2p_cli.runs.edits"], callers
+    from p2p_cli import api
+
+    assert not hasattr(api, "dataset")
+    import p2p_cli
+
+    assert p2p_cli.dataset.__module__ == "p2p_cli.runs.datasets"

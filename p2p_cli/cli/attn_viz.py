@@ -10,12 +10,10 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import check_name, exit_code, model_key, overrides_from, progress_bar, use_threads
-from p2p_cli.cli.jobs import Job, check_folders, check_out, read_jobs, run_jobs
+from p2p_cli.cli.common import dtype_name, exit_code, overrides_from, progress_bar, use_threads
 from p2p_cli.cli.errors import UsageError, handled
-from p2p_cli.overrides import apply_overrides
-from p2p_cli.recipe import RecipeError, parse_recipe
-from p2p_cli.text.words import split_words
+from p2p_cli.cli.jobs import bars, reporter, show_warnings, written
+from p2p_cli.runs.edits import Options, check_folders, check_out, prompt_job, read_jobs, run_jobs
 
 
 class Place(str, Enum):
@@ -103,7 +101,8 @@ def attn_viz(
         elif recipes:
             if name is not None:
                 raise UsageError("--name goes with --prompt; a recipe names its folder with name:")
-            jobs = read_jobs(recipes, overrides, out, model, trust=trust_recipe)
+            jobs = read_jobs(recipes, overrides, out, model, report=reporter(debug), warn=show_warnings,
+                             trust=trust_recipe)
         else:
             raise UsageError("nothing to draw: give a RECIPE or --prompt TEXT")
         from p2p_cli.analysis.maps import SpecError, step_weights
@@ -114,40 +113,19 @@ def attn_viz(
             try:
                 step_weights(job.recipe.steps, spec.step_range)
             except SpecError as err:
-                raise UsageError(f"{job.path}: {err.as_option()}") from None
+                raise UsageError(f"{job.label}: {err.as_option()}") from None
         use_threads(threads)
-        from p2p_cli.models import pick_device, pick_dtype
+        from p2p_cli.api import pick_device, pick_dtype
 
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)
         check_out(out)
-        check_folders(jobs, overwrite, debug)
+        check_folders(jobs, overwrite, reporter(debug))
         bar = None if quiet or not console.is_terminal else progress_bar(console)
-        run_jobs(jobs, dev, dt, overrides=overrides, baseline=False, overwrite=overwrite, json_=json_,
-                 attention="fused", allow_pickle=allow_pickle, log=log, bar=bar, debug=debug, viz=spec)
+        options = Options(overrides=overrides, overwrite=overwrite, allow_pickle=allow_pickle, viz=spec)
+        run_jobs(jobs, dev, dtype_name(dt), options, report=reporter(debug), log=log, written=written(json_),
+                 bars=bars(bar))
     raise typer.Exit(exit_code(job.code for job in jobs))
-
-
-def prompt_job(prompt: str, name: str | None, overrides: list[str], out: Path, model: str | None) -> Job:
-    """A one-prompt recipe: the source with one identity edit (target = source, taus 0), written as source only.
-
-    A recipe needs an edit; the engine checks it and samples the source alone (run_edit's source_only).
-    """
-    where = "--prompt"
-    data = {
-        "name": name or "-".join(split_words(prompt)[:8])[:48].strip("-") or "prompt",
-        "source": prompt,
-        "edits": [{"target": prompt, "type": "replace", "cross_replace": 0, "self_replace": 0}],
-    }
-    try:
-        recipe = parse_recipe(apply_overrides(data, overrides), where)
-    except ValueError as err:
-        if isinstance(err, RecipeError):
-            raise
-        raise RecipeError([str(err)], where) from None
-    check_name(recipe, where)
-    return Job(where, recipe, Path(out) / recipe.name, model_key(model if model is not None else recipe.model),
-               source_only=True)
 
 
 def _spec(words, res, places, step_range, components, special, background="grey"):

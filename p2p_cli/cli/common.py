@@ -10,10 +10,6 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from p2p_cli.files.outputs import DTYPE_NAMES
-from p2p_cli.recipe import Recipe, RecipeError, name_problem
-
-
-STDIN_ONCE = "name standard input (-) once; it may hold several recipes (--- between them, or JSON lines)"
 
 
 MAX_THREADS = 1024  # more than any CPU has; torch overflows on a number past a C int
@@ -26,7 +22,7 @@ def use_threads(threads: int | None) -> int:
         from p2p_cli.cli.errors import UsageError
 
         raise UsageError(f"--threads {threads}: at most {MAX_THREADS} (this machine has {os.cpu_count()} CPUs)")
-    from p2p_cli.models import use_threads as set_threads
+    from p2p_cli.api import use_threads as set_threads
 
     return set_threads(threads)
 
@@ -68,25 +64,9 @@ def phase_progress(bar: Progress, label: str, steps: int, phases: list[str]):
     return update, remove
 
 
-def model_key(spec: str | None) -> str:
-    """One name per model: "shapes" for the bundled one, a resolved path for local folders, else the hub id
-    (resolve.key)."""
-    from p2p_cli.resolve import key
-
-    return key(spec)
-
-
 def dtype_name(dtype) -> str:
     """torch.float16 -> "fp16", as recipes and run.json spell it."""
     return DTYPE_NAMES[str(dtype)]
-
-
-def check_name(recipe: Recipe, path: str) -> None:
-    """The name becomes a folder: no separators, no leading dot, no control characters, not too long (the
-    recipe loader checks the same, so `p2p validate` and `p2p edit` agree)."""
-    why = name_problem(recipe.name or "")
-    if why:
-        raise RecipeError([f"name: {why}"], path)
 
 
 def overrides_from(sets: list[str] | None, **fields) -> list[str]:

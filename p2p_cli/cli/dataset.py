@@ -1,5 +1,5 @@
 """`p2p dataset PAIRS.jsonl --out DIR`: caption pairs -> sampled, scored, filtered edits, written as a dataset the
-Hugging Face `datasets` library loads as it is (the work is api.dataset; the format files/dataset.py)."""
+Hugging Face `datasets` library loads as it is (the work is the runner's: runs/datasets.py; the format files/dataset.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from rich.console import Console
 
 from p2p_cli.analysis.dataset import DEFAULT_KEEP, METRICS, needs, parse_keep, parse_range
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import model_key, overrides_from, use_threads
-from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled, report
-from p2p_cli.cli.jobs import check_out
-from p2p_cli.cli.scale import Tally, gather, launch, write_failures
+from p2p_cli.cli.common import overrides_from, use_threads
+from p2p_cli.runs.edits import model_key
+from p2p_cli.cli.errors import EXIT_FAILED, EXIT_OK, UsageError, handled, report
+from p2p_cli.cli.jobs import reporter
+from p2p_cli.runs import runner
+from p2p_cli.runs.edits import check_out
+from p2p_cli.runs.launch import device_for, launch
+from p2p_cli.runs.records import invalid_row
 
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"  # metrics.CLIP_DEFAULT (metrics imports torch; help must not)
 
@@ -96,16 +100,11 @@ def dataset(
         started = time.perf_counter()
         use_threads(threads)
         from p2p_cli.analysis.metrics import ClipScorer, Lpips, MetricUnavailable
-        from p2p_cli.api import dataset as make_dataset
-        from p2p_cli.api import load_model
+        from p2p_cli.api import load_model, pick_device
         from p2p_cli.files.dataset import assemble
-        from p2p_cli.models import pick_device
+        from p2p_cli.runs.datasets import dataset as make_dataset
 
-        dev = pick_device(device.value)
-        if world > 1 and dev.type == "cuda" and dev.index is None:
-            import torch
-
-            dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+        dev = device_for(pick_device(device.value), world, local_rank)
         scorer = None
         if not no_clip:
             try:
@@ -129,29 +128,19 @@ def dataset(
         run = make_dataset(sd, pairs, out, samples=samples, cross=windows[0], self_range=windows[1], keep=keep,
                            seed=seed, clip=scorer, lpips=lpips, overrides=overrides, resume=resume,
                            overwrite=overwrite, attention=attention.value, share=(rank, world), assemble=False,
-                           log=lambda line: log(where + line),
+                           log=lambda line: log(where + line), report=reporter(debug),
                            on_invalid=(lambda err: report(err, debug=debug)) if rank == 0 else None)
-        for label, err in run.failed:
-            report(err, where=label, debug=debug)
-        failures = [{"recipe": label, "line": int(label.rsplit("#", 1)[1]), "status": "failed", "exit": EXIT_FAILED,
-                     "error": str(err)} for label, err in run.failed]
-        tally = Tally(done=len(run.done), skipped=len(run.skipped), failed=len(run.failed), pictures=run.pictures,
-                      seconds=time.perf_counter() - started)
-        parts = gather({"failures": failures, "tally": tally, "samples": run.samples, "kept": run.kept}, world)
+        settled = runner.settle(run.works, out, rank=rank, world=world, started=started,
+                                invalid=[invalid_row(err) for err in run.invalid], error_text=str,
+                                extra={"samples": run.samples, "kept": run.kept})
         if world > 1:
-            log(f"process {rank} of {world}: pairs {tally.line()}")
-        invalid = [{"recipe": err.source, "line": int(err.source.rsplit("#", 1)[1]), "status": "invalid",
-                    "exit": EXIT_INVALID, "problems": err.problems} for err in run.invalid]
-        failures = invalid + [f for part in parts for f in part["failures"]]
+            log(f"process {rank} of {world}: pairs {settled.tally.line()}")
+        failures = settled.failures
         if rank == 0:
             path, rows = assemble(out, run.pairs)
-            if failures:
-                write_failures(out, failures)
-            total = Tally.total([part["tally"] for part in parts])
-            total.failed += len(invalid)
-            made = sum(part["samples"] for part in parts)
-            log(f"{'all ' + str(world) + ' processes: ' if world > 1 else ''}pairs {total.line()};"
-                f" {sum(part['kept'] for part in parts)} of {made} new samples kept; {path}: {rows} rows"
+            made = sum(extra["samples"] for extra in settled.extras)
+            log(f"{'all ' + str(world) + ' processes: ' if world > 1 else ''}pairs {settled.total.line()};"
+                f" {sum(extra['kept'] for extra in settled.extras)} of {made} new samples kept; {path}: {rows} rows"
                 + (f" (the failed lines: {Path(out) / 'failures.jsonl'})" if failures else ""))
             print(f"wrote {path} ({rows} rows)", flush=True)
         code = EXIT_FAILED if failures else EXIT_OK

@@ -1,5 +1,5 @@
 """`p2p edit RECIPE... | --prompt TEXT`: validate every recipe, load each model once, sample, write OUT/<name>/ whole
-(the work is in cli/jobs.py, on the API)."""
+(the work is the runner's: runs/edits.py, on the API)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import exit_code, overrides_from, progress_bar, use_threads
+from p2p_cli.cli.common import dtype_name, exit_code, overrides_from, progress_bar, use_threads
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
-from p2p_cli.cli.jobs import check_folders, check_out, default_viz, is_manifest_line, read_jobs, run_jobs
-from p2p_cli.cli.scale import Tally, fingerprint, gather, launch, resume_state, shard, write_failures, write_index
-from p2p_cli.files.outputs import remove_stale
+from p2p_cli.cli.jobs import bars, default_viz, reporter, show_warnings, written
+from p2p_cli.runs import runner
+from p2p_cli.runs.edits import Options, check_folders, check_out, read_jobs, run_jobs
+from p2p_cli.runs.launch import device_for, launch, shard
 
 
 def absolute(path: Path | None) -> str | None:
@@ -61,65 +62,48 @@ def edit(
             raise UsageError("nothing to edit: give a RECIPE or --prompt \"a [cat->dog] on a mat\"")
         # everything is validated before any model loads
         rank, world, local_rank = launch()
+        report = reporter(debug)
         skipped: list[dict] = []  # a manifest's invalid lines: reported (by rank 0), and the others run
-        every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [], skipped=skipped, loud=rank == 0,
-                           trust=trust_recipe, names=name or [])
+        quiet_report = report if rank == 0 else (lambda err, where: EXIT_INVALID)
+        every = read_jobs(recipes or [], overrides, out, model, prompts=prompt or [], skipped=skipped,
+                          report=quiet_report, warn=show_warnings, trust=trust_recipe, names=name or [])
         check_out(out)
         started = time.perf_counter()
         jobs = shard(every, rank, world)  # all of them without a launcher
         if world > 1:
             log(f"process {rank} of {world}: {len(jobs)} of {len(every)} recipe(s)")
         use_threads(threads)
-        from p2p_cli.models import pick_device, pick_dtype
+        from p2p_cli.api import pick_device, pick_dtype
 
-        dev = pick_device(device.value)
-        if world > 1 and dev.type == "cuda" and dev.index is None:
-            import torch
-
-            dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+        dev = device_for(pick_device(device.value), world, local_rank)
         dt = pick_dtype(dtype.value, dev)
         for job in jobs:
-            job.digest = fingerprint(job, baseline=baseline, attention=attention.value, save_attention=save_attention)
-            state = resume_state(job.folder, job.digest) if not overwrite else None
-            if state == "finished":  # --resume, or a rerun: nothing changed, nothing to do
-                job.done = job.kept = True
+            job.digest = job.fingerprint(baseline=baseline, attention=attention.value, save_attention=save_attention)
+        runner.resume(jobs, resume=resume, overwrite=overwrite, keep_finished=True)
+        for job in jobs:
+            if job.kept:  # --resume, or a rerun: nothing changed, nothing to do
+                job.done = True
                 why = "finished earlier: --resume" if resume else "this run is there already; --overwrite redoes it"
                 print(f"kept {job.folder}/ ({why})", flush=True)
-            elif state == "damaged" and resume:  # this recipe's folder, but a file it lists is gone or changed
-                job.replace = True
+            elif job.replace:  # this recipe's folder, but a file it lists is gone or changed
                 log(f"{job.folder}/ lacks files its run.json lists: running {job.recipe.name} again (--resume)")
-        if stale := remove_stale([job.folder for job in jobs]):
+        if stale := runner.remove_stale(jobs):
             log(f"removed {len(stale)} temporary folder{'s' * (len(stale) != 1)} that killed runs left:"
                 f" {', '.join(str(p) for p in stale)}")
-        check_folders(jobs, overwrite, debug)
+        check_folders(jobs, overwrite, report)
         # one live bar per terminal: under a launcher every process logs a line per recipe instead
         bar = None if quiet or not console.is_terminal or world > 1 else progress_bar(console)
-        run_jobs(jobs, dev, dt, overrides=overrides, baseline=baseline, overwrite=overwrite, json_=json_,
-                 attention=attention.value, allow_pickle=allow_pickle, log=log, bar=bar, debug=debug,
-                 viz=default_viz() if save_attention else None, batch_rows=batch_rows,
+        options = Options(overrides=overrides, baseline=baseline, overwrite=overwrite, attention=attention.value,
+                          allow_pickle=allow_pickle, viz=default_viz() if save_attention else None,
+                          batch_rows=batch_rows)
+        run_jobs(jobs, dev, dtype_name(dt), options, report=report, log=log, written=written(json_), bars=bars(bar),
                  on_done=progress_lines(jobs, rank, world, started, log) if world > 1 else None)
-        position = {id(job): i for i, job in enumerate(every)}
-        entries = [{"index": position[id(job)], "name": job.recipe.name, "out": str(job.folder), "rank": rank,
-                    "status": "kept" if job.kept else "ok" if job.code == EXIT_OK else "failed",
-                    "exit": job.code} for job in jobs]
-        failures = [{"recipe": job.path, "line": int(job.path.rsplit("#", 1)[1]), "status": "failed",
-                     "exit": job.code} for job in jobs if is_manifest_line(job.path) and job.code != EXIT_OK]
-        tally = Tally(done=sum(1 for j in jobs if j.code == EXIT_OK and not j.kept), skipped=sum(j.kept for j in jobs),
-                      failed=sum(1 for j in jobs if j.code != EXIT_OK), pictures=sum(j.pictures for j in jobs),
-                      seconds=time.perf_counter() - started)
-        parts = gather({"entries": entries, "failures": failures, "tally": tally}, world)  # waits for every process
+        settled = runner.settle(jobs, out, rank=rank, world=world, started=started, invalid=skipped, index=True)
         if world > 1:
-            log(f"process {rank} of {world}: {tally.line()}")
+            log(f"process {rank} of {world}: {settled.tally.line()}")
         if rank == 0:
-            if world > 1:
-                write_index([e for part in parts for e in part["entries"]], out)
-            failures = skipped + [f for part in parts for f in part["failures"]]
-            if failures:
-                write_failures(out, failures)
-            total = Tally.total([part["tally"] for part in parts])
-            total.failed += len(skipped)
-            log(f"{'all ' + str(world) + ' processes: ' if world > 1 else ''}{total.line()}"
-                + (f" (the failed manifest lines: {Path(out) / 'failures.jsonl'})" if failures else ""))
+            log(f"{'all ' + str(world) + ' processes: ' if world > 1 else ''}{settled.total.line()}"
+                + (f" (the failed manifest lines: {Path(out) / 'failures.jsonl'})" if settled.failures else ""))
     codes = [job.code for job in jobs]
     if skipped:  # a manifest that lost lines still ran the rest: exit 1, the lines in failures.jsonl
         codes = [code if code != EXIT_INVALID else EXIT_FAILED for code in codes] + [EXIT_FAILED]

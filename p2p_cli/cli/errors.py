@@ -16,13 +16,10 @@ from p2p_cli.files import interrupts, outputs
 from p2p_cli.files.interrupts import Interrupted
 from p2p_cli.files.outputs import DegenerateResult, OutputExistsError, OutputPathError
 from p2p_cli.recipe import RecipeError, with_file_lines
+from p2p_cli.runs.records import EXIT_FAILED, EXIT_INVALID, EXIT_OK, InvalidRecipes, UsageError
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
-
-
-class UsageError(ValueError):
-    """A command line that cannot work (clashing recipes, two stdin recipes, ...)."""
+__all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "EXIT_PIPE", "UsageError", "describe", "handled", "report"]
 
 
 def debug_on(flag: bool = False) -> bool:
@@ -163,6 +160,8 @@ def handled(debug: bool = False) -> Iterator[None]:
             raise
         except BrokenPipeError:
             raise typer.Exit(quiet_broken_pipe()) from None
+        except InvalidRecipes:  # each one reported already
+            raise typer.Exit(EXIT_INVALID) from None
         except (Exception, KeyboardInterrupt, Interrupted) as err:
             code = report(err, debug=debug)
             interrupts.clear()

@@ -16,9 +16,8 @@ from rich.console import Console
 from p2p_cli.cli import options as o
 from p2p_cli.cli.common import overrides_from, use_threads
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, describe, handled, report
-from p2p_cli.cli.jobs import check_out
-from p2p_cli.files.pie_folder import REWEIGHT, PieBenchError, Settings, entry_job, parse_kinds, read_folder
-from p2p_cli.recipe import RecipeError, parse_recipe
+from p2p_cli.runs.edits import check_out
+from p2p_cli.files.pie_folder import REWEIGHT, PieBenchError, Settings, invalid_entries, parse_kinds, read_folder
 
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"  # metrics.CLIP_DEFAULT (metrics imports torch; help must not)
 DINO_DEFAULT = "facebook/dino-vitb8"  # metrics.DINO_DEFAULT
@@ -130,21 +129,10 @@ def pie_bench(
 
 def check_recipes(entries, settings: Settings, model: str | None) -> None:
     """Every entry's recipe (with --set) must be valid before any model loads: all problems listed, exit 2."""
-    from p2p_cli.checks import problems_before_loading
-    from p2p_cli.cli.common import model_key
-
-    invalid = []
-    for entry in entries:
-        try:
-            data, _ = entry_job(entry, settings)
-        except ValueError as err:  # a --set that cannot apply: the same for every entry
-            raise UsageError(str(err)) from None
-        try:
-            recipe = parse_recipe(data, entry.id)
-            if problems := problems_before_loading(recipe, model_key(model), tokenizers=False):
-                raise RecipeError(problems, entry.id)
-        except RecipeError as err:
-            invalid.append(err)
+    try:
+        invalid = invalid_entries(entries, settings, model)
+    except ValueError as err:  # a --set that cannot apply: the same for every entry
+        raise UsageError(str(err)) from None
     if invalid:
         for err in invalid:
             report(err)
@@ -156,7 +144,7 @@ def run(folder: Path, entries, out: Path, settings: Settings, *, model, device, 
     """Load the model and the metric networks, then edit and score every entry (p2p_cli.pie_bench.run)."""
     from p2p_cli.api import load_model
     from p2p_cli.cli.common import dtype_name
-    from p2p_cli.models import pick_device, pick_dtype
+    from p2p_cli.api import pick_device, pick_dtype
     from p2p_cli.pie_bench import load_scorers, run as run_benchmark
 
     dev = pick_device(device)

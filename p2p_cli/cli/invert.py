@@ -20,7 +20,7 @@ from p2p_cli.files.real import RealPicture
 from p2p_cli.recipe import DEFAULT_INVERSION, RecipeError
 
 if TYPE_CHECKING:  # the engine is imported once the command runs a model, not for help
-    from p2p_cli.models import Model
+    from p2p_cli.api import Model
 
 
 class Method(str, Enum):
@@ -101,7 +101,8 @@ def invert(
     debug: o.Debug = False,
 ) -> None:
     """Invert a picture (cached for later edits) and write OUT/<name>/: input.png, source.png, inversion.safetensors."""
-    from p2p_cli.cli.common import dtype_name, model_key, progress_bar, use_threads
+    from p2p_cli.cli.common import dtype_name, progress_bar, use_threads
+    from p2p_cli.runs.edits import model_key
 
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
@@ -125,7 +126,7 @@ def invert(
         check_free(folder, overwrite)
         n_threads = use_threads(threads)
         from p2p_cli.api import load_model
-        from p2p_cli.models import pick_device, pick_dtype
+        from p2p_cli.api import pick_device, pick_dtype
 
         dev = pick_device(device.value)
         dt = pick_dtype(dtype.value, dev)

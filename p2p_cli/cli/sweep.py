@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import check_name, model_key, overrides_from, progress_bar, use_threads
+from p2p_cli.cli.common import overrides_from, progress_bar, use_threads
+from p2p_cli.runs.edits import check_name, model_key
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.files.outputs import atomic_folder, check_free, run_record, write_json
 from p2p_cli.overrides import read_recipe

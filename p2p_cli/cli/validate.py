@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from p2p_cli.cli import options as o
-from p2p_cli.cli.common import STDIN_ONCE, check_name, overrides_from
-from p2p_cli.cli.jobs import check_names, warn
+from p2p_cli.cli.common import overrides_from
+from p2p_cli.cli.jobs import warn
+from p2p_cli.runs.edits import STDIN_ONCE, check_name, check_names
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
 from p2p_cli.checks import blend_side, missing_model_problems, model_geometry, problems_before_loading
 from p2p_cli.family_defaults import FAMILY_DEFAULTS

@@ -256,3 +256,22 @@ def entry_job(entry: PieEntry, settings: Settings) -> tuple[dict, list[str]]:
     recipe, notes = entry_recipe(entry, inversion=settings.inversion, edit_type=settings.edit_type,
                                  reweight=settings.reweight, blend=settings.blend)
     return apply_overrides(recipe, list(settings.overrides)), notes
+
+
+def invalid_entries(entries: list[PieEntry], settings: Settings, model: str | None) -> list:
+    """Each entry whose recipe (with the settings' --set) is invalid on the model's config files, as its
+    RecipeError, before any model loads. ValueError when a --set cannot apply (the same for every entry)."""
+    from p2p_cli.checks import problems_before_loading
+    from p2p_cli.recipe import RecipeError, parse_recipe
+    from p2p_cli.resolve import key
+
+    invalid = []
+    for entry in entries:
+        data, _ = entry_job(entry, settings)
+        try:
+            recipe = parse_recipe(data, entry.id)
+            if problems := problems_before_loading(recipe, key(model), tokenizers=False):
+                raise RecipeError(problems, entry.id)
+        except RecipeError as err:
+            invalid.append(err)
+    return invalid

@@ -109,7 +109,7 @@ def test_other_readers_refuse_a_fifo(reader, tmp_path, fifo):
 
         kind, err = finishes(read_pairs, fifo)
     elif reader == "resume_run_json":
-        from p2p_cli.cli.scale import resume_state
+        from p2p_cli.runs.records import resume_state
 
         os.rename(fifo, tmp_path / "run.json")
         kind, err = finishes(resume_state, tmp_path, "abc")

@@ -8,41 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from p2p_cli.cli.scale import cost, launch, shard
-from p2p_cli.recipe import parse_recipe
 
 SOURCE = "a painting of a squirrel eating a burger"
-
-
-def job(name: str, steps: int, edits: int):
-    recipe = parse_recipe({"name": name, "source": SOURCE, "steps": steps,
-                           "edits": [{"target": SOURCE + " at night"}] * edits})
-    return SimpleNamespace(recipe=recipe, name=name)
-
-
-def test_shards_are_balanced_disjoint_deterministic_and_keep_order():
-    jobs = [job(f"r{i}", steps, edits) for i, (steps, edits) in enumerate([(50, 1), (10, 1), (50, 3), (20, 2),
-                                                                            (5, 1), (40, 1), (30, 2)])]
-    parts = [shard(jobs, r, 3) for r in range(3)]
-    names = [[j.name for j in p] for p in parts]
-    assert sorted(n for p in names for n in p) == sorted(j.name for j in jobs)  # each recipe exactly once
-    assert all(p == sorted(p, key=lambda n: int(n[1:])) for p in names)  # command-line order kept
-    loads = [sum(cost(j) for j in p) for p in parts]
-    assert max(loads) - min(loads) <= max(cost(j) for j in jobs)  # greedy balance bound
-    assert [[j.name for j in shard(jobs, r, 3)] for r in range(3)] == names  # the same split every time
-    assert shard(jobs, 0, 1) == jobs
-
-
-def test_launch_reads_the_launchers_environment(monkeypatch):
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert launch() == (0, 1, 0)
-    monkeypatch.setenv("WORLD_SIZE", "4"), monkeypatch.setenv("RANK", "2"), monkeypatch.setenv("LOCAL_RANK", "1")
-    assert launch() == (2, 4, 1)
 
 
 def write(tmp_path: Path, name: str, **top) -> Path:
