@@ -155,3 +155,11 @@ def test_every_many_recipe_path_goes_through_the_one_runner():
     import p2p_cli
 
     assert p2p_cli.dataset.__module__ == "p2p_cli.runs.datasets"
+
+
+def test_the_tests_mirror_the_package():
+    """tests/<part>/ holds the tests of p2p_cli/<part>/ (or of p2p_cli/<part>.py); tests/lab/ those of lab/."""
+    tests = Path(__file__).parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    parts = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert folders - {"lab"} <= parts, folders - parts
