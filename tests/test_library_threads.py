@@ -59,12 +59,14 @@ def test_a_notebook_gets_the_clis_threads_and_its_own_choices_win():
     assert {r["wait"] for r in reports} == {"PASSIVE"}
 
 
+@pytest.mark.slow  # long (a subprocess or more); `make test-slow` runs it
 def test_omp_num_threads_and_the_wait_policy_set_by_the_user_win():
     seen = notebook("import json, os", "import p2p_cli as p2p", LOAD.format(""), "import torch", REPORT,
                     OMP_NUM_THREADS="2", OMP_WAIT_POLICY="ACTIVE")  # torch caps it at the CPUs
     assert seen == [{"threads": 2, "wait": "ACTIVE"}]  # not the default 1 of 2 CPUs
 
 
+@pytest.mark.slow  # long (a subprocess or more); `make test-slow` runs it
 def test_a_torch_set_up_before_p2p_keeps_its_count():
     seen = notebook("import json, os, torch", "torch.set_num_threads(3)", "import p2p_cli as p2p", LOAD.format(""),
                     REPORT)

@@ -148,6 +148,7 @@ def test_a_score_that_cannot_be_had_stops_before_any_model_loads(cli, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # long (a subprocess or more); `make test-slow` runs it
 def test_resume_keeps_finished_pairs_and_makes_the_same_dataset(cli, tiny_model_dir, tmp_path):
     pairs = write_pairs(tmp_path, [p for p in PAIRS if "target" in p])
     out = tmp_path / "out"

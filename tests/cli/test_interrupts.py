@@ -121,7 +121,6 @@ def test_ctrl_c_while_importing_is_exit_130_without_traceback(write_recipe, tmp_
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted (SIGINT)")
 
 
-@pytest.mark.slow
 def test_sigterm_in_a_real_process_while_sampling(write_recipe, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     proc = _p2p("edit", write_recipe({**SMALL, "steps": 400}), "--model", tiny_model_dir, "--out", out,

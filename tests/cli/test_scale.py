@@ -137,6 +137,7 @@ def test_under_torchrun_every_processs_failures_reach_failures_jsonl(tiny_model_
     assert "all 2 processes: 2 done, 0 skipped (finished earlier), 2 failed; 4 pictures in " in done.stderr
 
 
+@pytest.mark.slow  # long (a subprocess or more); `make test-slow` runs it
 def test_sigterm_then_resume_finishes_without_rewriting_finished_folders(tiny_model_dir, tmp_path):
     """A real SIGTERM after the first recipe's folder; --resume keeps what was finished (same files, untouched)
     and writes the rest."""

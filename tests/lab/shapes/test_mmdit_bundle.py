@@ -56,6 +56,7 @@ def test_the_bundle_ships_the_transformer_and_shares_the_rest():
     assert torch.allclose(out.text_embeds, out.last_hidden_state[0, ids[0].argmax()][None], atol=1e-6)  # identity
 
 
+@pytest.mark.slow  # long (a subprocess or more); `make test-slow` runs it
 @needs_bundles
 def test_export_takes_a_trained_folder_and_refuses_one_with_other_parts(tmp_path):
     parts = shapes_mmdit_parts(bundled_weights())
