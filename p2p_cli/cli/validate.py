@@ -22,12 +22,12 @@ from p2p_cli.recipe import Recipe, RecipeError
 def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = None, set_: o.Sets = None,
              trust_recipe: o.TrustRecipe = False, name: o.InlineNames = None, memory: o.Memory = None,
              device: o.DeviceOpt = o.Device.auto, dtype: o.DtypeOpt = o.Dtype.auto, quantize: o.Quantize = None,
-             offload: o.Offload = None, debug: o.Debug = False) -> None:
+             offload: o.Offload = None, vae: o.Vae = None, debug: o.Debug = False) -> None:
     """Check recipes (schema, picture, words and token counts against CLIP's tokenizer, and an SD3 or FLUX.1
     model's T5 when it is on disk or in the Hugging Face cache) without loading a model; print every setting each
     resolves to; with --memory, the memory plan on a card of that size."""
     code = EXIT_OK
-    set_ = overrides_from(set_, quantize=quantize, offload=offload)
+    set_ = overrides_from(set_, quantize=quantize, offload=offload, vae=vae)
     with handled(debug):
         budgets = _budgets(memory)
         recipes = recipes or []
