@@ -416,17 +416,18 @@ def invert(model: Model | Any, image: Any, prompt: str, *, method: str = "direct
     it. guidance None: the model family's default; warn(message) hears about a damaged or unwritable cache;
     progress "auto": a bar when someone watches (a notebook, a terminal); vae: as the recipe key (auto, tiled or
     full; the edit's recipe must say the same)."""
+    from p2p_cli.loading import VAE_MODES
+
+    if vae not in (None, *VAE_MODES):
+        raise ValueError(f"vae: {vae!r} is not one of {', '.join(VAE_MODES)}")
     model = as_model(model)
     from p2p_cli.engine.inversion import METHODS
     from p2p_cli.engine.pipeline import geometry
     from p2p_cli.files.real import picture_file, prepare
-    from p2p_cli.loading import VAE_MODES
     from p2p_cli.render.load import ImageError, check_picture
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    if vae not in (None, *VAE_MODES):
-        raise ValueError(f"vae: {vae!r} is not one of {', '.join(VAE_MODES)}")
     if not prompt.strip():
         raise ValueError("the prompt must describe the picture")
     path = picture_file(image)
