@@ -240,9 +240,11 @@ class Plan:
              Loading(((den, "bnb-4bit"), *((p, "int8") for p in text_encoders)), "model")),
             ("offload: sequential", Loading(self.loading.quantize, "sequential")),
         ]
-        found = []
-        if self.vae != "tiled" and (tiled := replace(self, vae="tiled")).peak() <= budget:
+        found, with_tiles = [], []
+        tiled = replace(self, vae="tiled") if self.vae != "tiled" else None  # the VAE decoded tile by tile
+        if tiled is not None and tiled.peak() <= budget:
             found.append(f"vae: tiled ({gib(tiled.peak())})")
+            tiled = None  # enough alone: no need to pair it with the others
         for label, loading in candidates:
             if loading == self.loading or device != "cuda" and (
                     loading.offload != "none" or any(k.startswith("bnb") for _, k in loading.quantize)):
@@ -250,6 +252,9 @@ class Plan:
             peak = self.with_loading(loading).peak()
             if peak <= budget:
                 found.append(f"{label} ({gib(peak)})")
+            elif tiled is not None and (peak := tiled.with_loading(loading).peak()) <= budget:
+                with_tiles.append(f"{label}, vae: tiled ({gib(peak)})")
+        found += with_tiles
         if self.prompts > 2 and self.peak(prompts=2) <= budget:
             found.append(f"one edit per recipe ({gib(self.peak(prompts=2))})")
         side = self.largest_size(budget)

@@ -217,7 +217,10 @@ def test_the_memory_estimate_and_plan_count_a_tiled_decode(tiny_model):
     assert plan(1024, "tiled").peak() < plan(1024, None).peak() / 2  # measured 8.9 against 19.0 GB
     assert plan(1536, None).peak() < plan(1536, "full").peak() / 2
     fixes = plan(1024, None).fixes(12 * 2**30)
-    assert fixes[0].startswith("vae: tiled (")
+    assert fixes[0].startswith("vae: tiled (") and not any(", vae: tiled" in f for f in fixes)  # enough alone
+    fixes = plan(1024, None).fixes(8 * 2**30)  # not enough alone: paired with what does not fit without it
+    assert not any(f.startswith("vae: tiled (") for f in fixes)
+    assert any(f.startswith("quantize: {unet: int8}, vae: tiled (") for f in fixes)
 
 
 def test_bad_values_name_the_field_and_the_choice_is_recorded():
