@@ -231,3 +231,47 @@ def test_bad_values_name_the_field_and_the_choice_is_recorded():
     r = parse_recipe({"source": "a cat", "vae": "tiled", "edits": [{"target": "a dog"}]})
     assert resolved_recipe(r)["vae"] == "tiled"
     assert "vae" not in resolved_recipe(r.model_copy(update={"vae": None}))
+
+
+@pytest.mark.parametrize("name", ["tiny_flux_model", "tiny_qwen_image_model", "tiny_flux2_klein_model"])
+def test_every_vae_class_tiles_as_diffusers_does(request, name):
+    """AutoencoderKL (FLUX.1's 16 channels), AutoencoderKLQwenImage (tile height, width and strides) and
+    AutoencoderKLFlux2: vae: tiled at 128 px (within their tiles: 128, 256 and 1024 px) decodes as diffusers does
+    with a 64 px tile set through its own API, auto leaves the picture whole, and the settings come back."""
+    model = request.getfixturevalue(name)
+    vae = model.vae
+    side = 128 // model.vae_scale
+    z = torch.randn(1, model.latent_channels, side, side, generator=torch.Generator().manual_seed(0))
+    before = state(vae)
+    with torch.no_grad():
+        tiled, auto, full = (decode_latents(model, z, vae=mode) for mode in ("tiled", None, "full"))
+        if hasattr(vae, "tile_sample_min_height"):  # Qwen-Image: the strides of diffusers' 256 / 192, scaled
+            vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64, tile_sample_stride_height=48,
+                              tile_sample_stride_width=48)
+        else:
+            vae.enable_tiling()
+            vae.tile_sample_min_size, vae.tile_latent_min_size = 64, 8
+        try:
+            theirs = (model.family.to_pixels(model, z).float() / 2 + 0.5).clamp(0, 1)
+        finally:
+            for key, value in before.items():
+                setattr(vae, key, value)
+    assert (tiled - theirs).abs().max() <= 2e-5
+    assert torch.equal(auto, full) and (tiled - full).abs().max() > 1e-3
+    assert state(vae) == before
+
+
+def test_an_inversion_serves_only_a_recipe_with_its_vae(tiny_model, tmp_path):
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(3)
+    pixels = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=gen), size=(128, 128))[0]
+    Image.fromarray((pixels.permute(1, 2, 0) * 255).round().byte().numpy()).save(tmp_path / "p.png")
+    data = {"source": SOURCE, "steps": 1, "guidance": 1.0, "image": str(tmp_path / "p.png"), "inversion": "ddim",
+            "edits": [{"target": "a painting of a lion eating a burger"}]}
+    real = p2p.invert(tiny_model, tmp_path / "p.png", SOURCE, method="ddim", steps=1, guidance=1.0, vae="tiled",
+                      progress=None)
+    with pytest.raises(RecipeError, match="vae: the inversion was made with vae tiled and the recipe has auto"):
+        p2p.edit(tiny_model, data, inversion=real, maps=False, progress=None)
+    result = p2p.edit(tiny_model, {**data, "vae": "tiled"}, inversion=real, maps=False, progress=None)
+    assert result.run.images.shape == (2, 3, 128, 128)
