@@ -275,3 +275,20 @@ def test_an_inversion_serves_only_a_recipe_with_its_vae(tiny_model, tmp_path):
         p2p.edit(tiny_model, data, inversion=real, maps=False, progress=None)
     result = p2p.edit(tiny_model, {**data, "vae": "tiled"}, inversion=real, maps=False, progress=None)
     assert result.run.images.shape == (2, 3, 128, 128)
+
+
+def test_the_cli_flag_and_a_bad_value_in_a_file(tmp_path):
+    """--vae is --set vae=...; a recipe file's bad value is refused (exit 2) with the field, file and line."""
+    from typer.testing import CliRunner
+
+    from p2p_cli.cli.main import app
+
+    runner = CliRunner()
+    good = runner.invoke(app, ["validate", "--prompt", "a [red->blue] cube", "--vae", "full"])
+    assert good.exit_code == 0, good.stderr
+    bad = runner.invoke(app, ["validate", "--prompt", "a [red->blue] cube", "--vae", "tiles"])
+    assert bad.exit_code == 2 and "vae: Input should be 'auto', 'tiled' or 'full'" in bad.stderr
+    path = tmp_path / "r.yaml"
+    path.write_text("source: a red cube\nsteps: 2\nvae: tiles\nedits:\n  - target: a blue cube\n")
+    bad = runner.invoke(app, ["validate", str(path)])
+    assert bad.exit_code == 2 and f"vae: Input should be 'auto', 'tiled' or 'full' ({path}:3)" in bad.stderr
