@@ -296,3 +296,18 @@ def test_the_cli_flag_and_a_bad_value_in_a_file(tmp_path):
     path.write_text("source: a red cube\nsteps: 2\nvae: tiles\nedits:\n  - target: a blue cube\n")
     bad = runner.invoke(app, ["validate", str(path)])
     assert bad.exit_code == 2 and f"vae: Input should be 'auto', 'tiled' or 'full' ({path}:3)" in bad.stderr
+
+
+def test_validate_says_how_the_pictures_are_decoded():
+    from typer.testing import CliRunner
+
+    from p2p_cli.cli.main import app
+
+    def line(*options: str) -> str:
+        out = CliRunner().invoke(app, ["validate", "--prompt", "a [red->blue] square", *options]).stdout
+        return next(text.strip() for text in out.splitlines() if text.strip().startswith("vae:"))
+
+    assert line() == "vae: auto (whole pictures: not larger than the VAE's 64 px tile)"  # the bundled model
+    assert line("--set", "size=128") == "vae: auto (in 64 px tiles, one picture at a time)"
+    assert line("--vae", "tiled") == "vae: tiled (in 32 px tiles, one picture at a time)"
+    assert line("--vae", "full", "--set", "size=128") == "vae: full (whole pictures)"

@@ -51,8 +51,12 @@ def shard(jobs: list, rank: int, world: int) -> list:
 
 def fingerprint(job: Any, **how: Any) -> str:
     """What makes a recipe's folder: the recipe as given, the model and LoRAs, and the options that change the
-    pictures (baseline, attention, attention pictures), fingerprinted (p2p_cli/fingerprint.py)."""
-    return digest({"recipe": job.recipe.model_dump(mode="json"), "model": job.spec, "loras": list(job.loras),
+    pictures (baseline, attention, attention pictures), fingerprinted (p2p_cli/fingerprint.py). `vae:` unset is
+    left out, so that folders written before the key existed still resume."""
+    recipe = job.recipe.model_dump(mode="json")
+    if recipe.get("vae") is None:
+        recipe.pop("vae", None)
+    return digest({"recipe": recipe, "model": job.spec, "loras": list(job.loras),
                    "source_only": job.source_only, **{k: str(v) for k, v in sorted(how.items())}})
 
 

@@ -109,6 +109,19 @@ def _image(recipe: Recipe, label: str) -> Path | None:
     return resolve_image(recipe, label)
 
 
+def _vae_text(recipe: Recipe, geometry) -> str:
+    """How the pictures are decoded (loading.tile_side): whole, or in tiles of a side."""
+    if recipe.vae == "full":
+        return "whole pictures"
+    if geometry is None or geometry.vae_tile is None:  # the model's files are not here
+        return ("in the VAE's tiles, or of half the picture where it fits in one" if recipe.vae == "tiled"
+                else "in the VAE's tiles where the picture is larger than one")
+    side = geometry.vae_tiles(recipe.vae, recipe.size)
+    if side is None:
+        return f"whole pictures: not larger than the VAE's {geometry.vae_tile} px tile"
+    return f"in {side} px tiles, one picture at a time"
+
+
 def summary(recipe: Recipe, image: Path | None = None) -> str:
     """Indented lines: every setting the recipe resolves to (defaults filled in), then each edit."""
     geometry = model_geometry(recipe.model)
@@ -147,6 +160,7 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
         f"  seed: {recipe.seed}  steps: {recipe.steps}  guidance: {guidance}  size: {size}",
         f"  negative_prompt: {json.dumps(recipe.negative_prompt)}",
         layers,
+        f"  vae: {recipe.vae or 'auto'} ({_vae_text(recipe, geometry)})",
     ]
     if recipe.image is not None:
         crop = list(recipe.crop) if recipe.crop else "largest centred box"
