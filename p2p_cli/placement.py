@@ -140,8 +140,13 @@ VAE_STATE = ("use_tiling", "use_slicing", "tile_sample_min_size", "tile_latent_m
 
 def vae_factor(vae: Any) -> int:
     """The VAE's own pixels per latent cell (FLUX.2's family scale adds its 2x2 patch on top)."""
-    ratio = getattr(vae, "spatial_compression_ratio", None)
-    return int(ratio) if ratio else 2 ** (len(vae.config.block_out_channels) - 1)
+    ratio = getattr(vae, "spatial_compression_ratio", None)  # Qwen-Image's
+    if ratio:
+        return int(ratio)
+    sample, latent = getattr(vae, "tile_sample_min_size", None), getattr(vae, "tile_latent_min_size", None)
+    if isinstance(sample, int) and isinstance(latent, int) and latent > 0:  # AutoencoderKL's, FLUX.2's, tiny's
+        return sample // latent
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def vae_tile_now(vae: Any) -> int | None:

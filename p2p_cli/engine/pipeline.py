@@ -232,6 +232,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
     plan = batched.plan
     latent_hw = _check_size(model, recipe, source_name)
     geo = geometry(model, recipe, (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale))
+    vae_tile_for(model.vae, recipe.vae, geo.size)  # a VAE that cannot tile refuses vae: tiled before sampling
     if joint:
         blend_res, self_max_res, blend_places = _joint_layout(model, recipe, latent_hw, source_name)
         self_blocks = family.self_blocks(model, recipe.self_blocks)
