@@ -410,11 +410,17 @@ class Result:
 
 def invert(model: Model | Any, image: Any, prompt: str, *, method: str = "direct", steps: int = 50,
            guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
-           progress: Progress | str | None = "auto", warn: Callable[[str], None] | None = None):
+           progress: Progress | str | None = "auto", warn: Callable[[str], None] | None = None,
+           vae: str | None = None):
     """Invert a picture (a file's path or a PIL image) at the model's size (cached): a files.real.RealPicture to
     pass to edit(..., inversion=...); its .reconstruction(model) is the source picture guided sampling makes from
     it. guidance None: the model family's default; warn(message) hears about a damaged or unwritable cache;
-    progress "auto": a bar when someone watches (a notebook, a terminal)."""
+    progress "auto": a bar when someone watches (a notebook, a terminal); vae: as the recipe key (auto, tiled or
+    full; the edit's recipe must say the same)."""
+    from p2p_cli.loading import VAE_MODES
+
+    if vae not in (None, *VAE_MODES):
+        raise ValueError(f"vae: {vae!r} is not one of {', '.join(VAE_MODES)}")
     model = as_model(model)
     from p2p_cli.engine.inversion import METHODS
     from p2p_cli.engine.pipeline import geometry
@@ -435,7 +441,7 @@ def invert(model: Model | Any, image: Any, prompt: str, *, method: str = "direct
     with _bar(progress, "invert") as update:
         return prepare(model, path.resolve(), prompt, size=size, crop=crop, method=method, steps=steps,
                        guidance=guidance, negative_prompt=negative_prompt, geo=geo, where=str(path), progress=update,
-                       warn=warn)
+                       warn=warn, vae=vae)
 
 
 def edit(model: Model | Any, recipe: RecipeLike | list[RecipeLike], *, baseline: bool = False, maps: Any = True,
@@ -507,7 +513,7 @@ def run_recipe(model: Model | Any, recipe: RecipeLike, *, baseline: bool = False
         real = prepare(model, path, recipe.source, size=recipe.size, crop=recipe.crop,
                        method=recipe.inversion_method, steps=recipe.steps, guidance=recipe.guidance,
                        negative_prompt=recipe.negative_prompt, geo=geometry(model, recipe), where=where,
-                       progress=invert_progress)
+                       progress=invert_progress, vae=recipe.vae)
     if real is not None:
         real.check_matches(recipe, model, where)
         seconds["invert"] = real.seconds

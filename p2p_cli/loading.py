@@ -7,6 +7,7 @@ quantization configs and offload hooks are used; this module holds the names and
     quantize: {transformer: fp8, text_encoder_2: int8}
     quantize: {transformer: flux1-dev-Q4_K_S.gguf}  # a GGUF file of the transformer (diffusers' from_single_file)
     offload: model                                  # none | model | sequential | group
+    vae: auto                                       # auto | tiled | full: diffusers' VAE tiling and slicing
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ GGUF = "gguf"  # a path ending in .gguf: the denoiser read from that file (its o
 PARTS = ("denoiser", "unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
 OFFLOAD = ("none", "model", "sequential", "group")
 DENOISERS = ("unet", "transformer")
+VAE_MODES = ("auto", "tiled", "full")
+QWEN_VAE_TILE = 256  # AutoencoderKLQwenImage's tile (diffusers sets it in code, not in the config)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,33 @@ def gguf_path(kind: str, recipe_path: str | None = None) -> Path:
     if path.is_absolute() or recipe_path in (None, "-"):
         return path
     return Path(recipe_path).parent / path
+
+
+def vae_tile(config: dict) -> int:
+    """The side of a VAE's tile in pixels, from its config: AutoencoderKL's (and FLUX.2's) sample_size, the
+    picture size it was trained at; Qwen-Image's fixed 256."""
+    if "temperal_downsample" in config:
+        return QWEN_VAE_TILE
+    size = config.get("sample_size", 512)
+    return int(min(size) if isinstance(size, (list, tuple)) else size)
+
+
+def tile_side(mode: str | None, size: tuple[int, int], tile: int, scale: int) -> int | None:
+    """The tile side (pixels) diffusers' tiled VAE works in for a picture of `size`, None for one whole pass.
+
+    auto (None too): tiled exactly when the picture is larger than the VAE's tile on a side, in the VAE's own
+    tiles (what diffusers' enable_tiling does there); tiled: always, in the VAE's tiles, or where the picture fits
+    in one, in tiles of half its longer side (a multiple of `scale`, the VAE's pixels per latent cell), so that it
+    is split too; full: never (the picture in one pass, as diffusers' pipelines decode by default)."""
+    if mode not in (None, *VAE_MODES):
+        raise ValueError(f"vae: {mode!r} is not one of {', '.join(VAE_MODES)}")
+    if mode == "full":
+        return None
+    if max(size) > tile:
+        return tile
+    if mode != "tiled":
+        return None
+    return max(scale, max(size) // 2 // scale * scale)
 
 
 # --- the configs (diffusers and transformers imported only here) ----------------------------------------------

@@ -9,6 +9,8 @@ model the run's own check uses; attention stores are counted by that check once 
   published configs built on the meta device by lab/model_sizes.py (no weights, nothing downloaded).
 - Offload: none keeps every network on the device; model keeps one at a time (the largest counts); sequential
   and group keep about one block of the largest network (its size over the denoiser's block count).
+- The VAE: decoded whole, or in tiles where the recipe's `vae:` tiles at this size (loading.tile_side, with the
+  tile its config gives), which the activation model counts one tile at a time.
 
 Torch-free: `p2p validate --memory 16GB` runs it without loading torch. These are estimates: measured against a
 GPU they are not yet (the README's table says so)."""
@@ -24,14 +26,15 @@ from pathlib import Path
 
 from p2p_cli.checks import model_geometry
 from p2p_cli.engine.memory import GIB, estimate_bytes
-from p2p_cli.loading import KINDS, Loading
+from p2p_cli.loading import KINDS, Loading, tile_side, vae_tile
 from p2p_cli.recipe import Recipe
 from p2p_cli.resolve import BUNDLED, WEIGHT_FILES, folder_family, read_json, resolve
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 _SD1 = dict(family="sd", params={"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}, native=512,
-            width=320, latent_channels=4, vae_channels=128, scale=8, patch=1, blocks=9, text=77, multiple=64)
+            width=320, latent_channels=4, vae_channels=128, scale=8, patch=1, blocks=9, text=77, multiple=64,
+            tile=512)
 PUBLISHED = {  # python -m lab.model_sizes: parameters per part, the published configs built on the meta device
     "CompVis/stable-diffusion-v1-4": _SD1,
     "runwayml/stable-diffusion-v1-5": _SD1,
@@ -39,17 +42,18 @@ PUBLISHED = {  # python -m lab.model_sizes: parameters per part, the published c
     "stabilityai/stable-diffusion-xl-base-1.0": dict(
         family="sdxl", params={"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
                                "text_encoder_2": 694_659_840},
-        native=1024, width=320, latent_channels=4, vae_channels=128, scale=8, patch=1, blocks=7, text=77, multiple=32),
+        native=1024, width=320, latent_channels=4, vae_channels=128, scale=8, patch=1, blocks=7, text=77, multiple=32,
+        tile=1024),
     "stabilityai/stable-diffusion-3-medium-diffusers": dict(
         family="sd3", params={"transformer": 2_028_328_000, "vae": 83_819_683, "text_encoder": 123_650_304,
                               "text_encoder_2": 694_659_840, "text_encoder_3": 4_762_310_656},
         native=1024, width=1536, latent_channels=16, vae_channels=128, scale=8, patch=2, blocks=24, text=333,
-        multiple=16),
+        multiple=16, tile=1024),
     "black-forest-labs/FLUX.1-dev": dict(
         family="flux", params={"transformer": 11_901_408_320, "vae": 83_819_683, "text_encoder": 123_060_480,
                                "text_encoder_2": 4_762_310_656},
         native=1024, width=3072, latent_channels=16, vae_channels=128, scale=8, patch=2, blocks=57, text=512,
-        multiple=16),
+        multiple=16, tile=1024),
 }
 
 
@@ -68,6 +72,7 @@ class Sizes:
     blocks: int  # the denoiser's blocks (what sequential/group offload keep one of)
     text: int  # text tokens a transformer's sequence holds
     multiple: int  # the size multiple
+    tile: int = 512  # the side of the VAE's tile in pixels (loading.vae_tile)
     published: bool = False  # from PUBLISHED (the files are not here)
 
     @property
@@ -140,7 +145,8 @@ def model_sizes(spec: str | None) -> Sizes | None:
         blocks = 2 * len(config.get("block_out_channels", [0])) + 1
     return Sizes(family=family, params=params, native=geometry.native, width=width,
                  latent_channels=vae.get("latent_channels", 4), vae_channels=vae.get("block_out_channels", [128])[0],
-                 scale=geometry.vae_scale, patch=patch, blocks=max(1, blocks), text=text, multiple=geometry.multiple)
+                 scale=geometry.vae_scale, patch=patch, blocks=max(1, blocks), text=text, multiple=geometry.multiple,
+                 tile=vae_tile(vae))
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,7 @@ class Plan:
     prompts: int
     dtype: str
     loading: Loading
+    vae: str | None = None  # the recipe's vae: (None: auto)
 
     @property
     def guided(self) -> bool:
@@ -195,7 +202,8 @@ class Plan:
         vae_bytes = 4 if s.family == "sdxl" and self.dtype == "fp16" else dtype_bytes  # SDXL's VAE upcasts
         return estimate_bytes(latent_hw=latent_hw, prompts=prompts or self.prompts, guided=self.guided,
                               width=s.width, denoiser_bytes=dtype_bytes, vae_channels=s.vae_channels,
-                              vae_scale=s.scale, vae_bytes=vae_bytes, latent_channels=s.latent_channels, tokens=tokens)
+                              vae_scale=s.scale, vae_bytes=vae_bytes, latent_channels=s.latent_channels, tokens=tokens,
+                              vae_tile=tile_side(self.vae, (h, w), s.tile, s.scale))
 
     def peak(self, size: tuple[int, int] | None = None, prompts: int | None = None) -> int:
         return self.resident() + self.activations(size, prompts)
@@ -232,7 +240,11 @@ class Plan:
              Loading(((den, "bnb-4bit"), *((p, "int8") for p in text_encoders)), "model")),
             ("offload: sequential", Loading(self.loading.quantize, "sequential")),
         ]
-        found = []
+        found, with_tiles = [], []
+        tiled = replace(self, vae="tiled") if self.vae != "tiled" else None  # the VAE decoded tile by tile
+        if tiled is not None and tiled.peak() <= budget:
+            found.append(f"vae: tiled ({gib(tiled.peak())})")
+            tiled = None  # enough alone: no need to pair it with the others
         for label, loading in candidates:
             if loading == self.loading or device != "cuda" and (
                     loading.offload != "none" or any(k.startswith("bnb") for _, k in loading.quantize)):
@@ -240,6 +252,9 @@ class Plan:
             peak = self.with_loading(loading).peak()
             if peak <= budget:
                 found.append(f"{label} ({gib(peak)})")
+            elif tiled is not None and (peak := tiled.with_loading(loading).peak()) <= budget:
+                with_tiles.append(f"{label}, vae: tiled ({gib(peak)})")
+        found += with_tiles
         if self.prompts > 2 and self.peak(prompts=2) <= budget:
             found.append(f"one edit per recipe ({gib(self.peak(prompts=2))})")
         side = self.largest_size(budget)
@@ -281,4 +296,4 @@ def plan_for(spec: str | None, recipe: Recipe, dtype: str, loading: Loading | No
         return None
     size = tuple(recipe.size) if recipe.size else (sizes.native, sizes.native)
     prompts = 1 + len(recipe.edits) + len(recipe.baseline_edits())
-    return Plan(sizes, size, prompts, dtype, loading or recipe.loading)
+    return Plan(sizes, size, prompts, dtype, loading or recipe.loading, recipe.vae)

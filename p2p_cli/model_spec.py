@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2p_cli.family_defaults import FAMILY_DEFAULTS, FamilyDefaults
+from p2p_cli.loading import tile_side, vae_tile
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,14 @@ class ModelSpec:
     text_parts: tuple[Any, ...] = ()
     prompt_check: Callable[[str], str | None] | None = field(default=None, compare=False)
     unconditional: bool | None = None  # loaded: guidance runs an unconditional batch (distilled: no); None: family's
+    vae_tile: int | None = None  # the side in pixels of the VAE's tile (loading.vae_tile), and its own pixels per
+    vae_factor: int = 8  # latent cell (FLUX.2's vae_scale adds its 2x2 patch): what the recipe's vae: reads
+
+    def vae_tiles(self, mode: str | None, size: tuple[int, int] | None) -> int | None:
+        """The tile side a picture of `size` (None: native) is decoded in under `vae:` (None: whole)."""
+        if self.vae_tile is None:
+            return None
+        return tile_side(mode, size or (self.native, self.native), self.vae_tile, self.vae_factor)
 
     @property
     def cfg(self) -> bool:
@@ -58,6 +67,7 @@ def from_configs(family: str, vae: dict, unet: dict | None = None, transformer: 
         scale = 2 ** len(vae["temperal_downsample"])
     else:
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
+    tiles = dict(vae_tile=vae_tile(vae), vae_factor=scale)
     defaults = FAMILY_DEFAULTS[family]
     if transformer is not None:
         patch = int(transformer.get("patch_size", 2) or 2)
@@ -69,10 +79,10 @@ def from_configs(family: str, vae: dict, unet: dict | None = None, transformer: 
             side = int(transformer["sample_size"])
         blocks = int(transformer.get("num_layers", 0)) + int(transformer.get("num_single_layers", 0) or 0)
         return ModelSpec(defaults, side * scale, scale, scale * patch, blocks=blocks, patch=patch, id=id,
-                         text_parts=text_parts, prompt_check=prompt_check, unconditional=unconditional)
+                         text_parts=text_parts, prompt_check=prompt_check, unconditional=unconditional, **tiles)
     sample = unet["sample_size"]
     side = sample if isinstance(sample, int) else sample[0]
     depths = tuple(i for i, kind in enumerate(unet["down_block_types"]) if "CrossAttn" in kind)
     multiple = scale * 2 ** (len(unet["block_out_channels"]) - 1)
     return ModelSpec(defaults, side * scale, scale, multiple, cross_depths=depths, id=id, text_parts=text_parts,
-                     prompt_check=prompt_check, unconditional=unconditional)
+                     prompt_check=prompt_check, unconditional=unconditional, **tiles)

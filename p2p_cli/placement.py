@@ -1,14 +1,18 @@
 """Quantized parts and offloaded models, through diffusers' and transformers' own machinery only: the
 quantization config each part's from_pretrained takes, a GGUF denoiser read with from_single_file, and the offload
-hooks a diffusers pipeline installs (model, sequential, group) and removes (loading.py names the settings)."""
+hooks a diffusers pipeline installs (model, sequential, group) and removes, and the VAE's tiling and slicing for one
+decode or encode (loading.py names the settings)."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.loading import DENOISERS, KINDS, Loading, diffusers_config, pipeline_config, transformers_config
+from p2p_cli.loading import (DENOISERS, KINDS, Loading, diffusers_config, pipeline_config, tile_side,
+                             transformers_config)
 from p2p_cli.resolve import PIPELINES
 
 
@@ -126,3 +130,74 @@ def has_offload_hooks(module: Any) -> bool:
     from diffusers.hooks.group_offloading import _is_group_offload_enabled
 
     return any(hasattr(m, "_hf_hook") for m in module.modules()) or _is_group_offload_enabled(module)
+
+
+# the VAE attributes diffusers' tiling and slicing read (AutoencoderKL and AutoencoderKLFlux2: one tile side;
+# AutoencoderKLQwenImage: height, width and the strides between tiles)
+VAE_STATE = ("use_tiling", "use_slicing", "tile_sample_min_size", "tile_latent_min_size", "tile_sample_min_height",
+             "tile_sample_min_width", "tile_sample_stride_height", "tile_sample_stride_width")
+
+
+def vae_factor(vae: Any) -> int:
+    """The VAE's own pixels per latent cell (FLUX.2's family scale adds its 2x2 patch on top)."""
+    ratio = getattr(vae, "spatial_compression_ratio", None)  # Qwen-Image's
+    if ratio:
+        return int(ratio)
+    sample, latent = getattr(vae, "tile_sample_min_size", None), getattr(vae, "tile_latent_min_size", None)
+    if isinstance(sample, int) and isinstance(latent, int) and latent > 0:  # AutoencoderKL's, FLUX.2's, tiny's
+        return sample // latent
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def vae_tile_now(vae: Any) -> int | None:
+    """The side of the VAE's tile in pixels as the VAE holds it now (from its config, unless its owner changed
+    it); None for a VAE diffusers cannot tile."""
+    if hasattr(vae, "tile_sample_min_height"):
+        return int(min(vae.tile_sample_min_height, vae.tile_sample_min_width))
+    size = getattr(vae, "tile_sample_min_size", None)
+    if size is None or not hasattr(vae, "use_tiling"):
+        return None
+    return int(min(size) if isinstance(size, (list, tuple)) else size)
+
+
+def vae_tile_for(vae: Any, mode: str | None, size: tuple[int, int]) -> int | None:
+    """The tile side a picture of `size` is decoded or encoded in under `mode` (loading.tile_side), None: whole."""
+    tile = vae_tile_now(vae)
+    if tile is None:
+        if mode == "tiled":
+            raise LoadingError(f"vae: tiled: diffusers cannot tile a {type(vae).__name__}; use auto or full")
+        return None
+    return tile_side(mode, size, tile, vae_factor(vae))
+
+
+@contextmanager
+def vae_tiling(vae: Any, mode: str | None, size: tuple[int, int], rows: int) -> Iterator[int | None]:
+    """diffusers' tiled VAE (enable_tiling) for pictures of `size` where `mode` says so (loading.tile_side), and
+    its slicing (enable_slicing: one picture at a time) when it tiles several rows; otherwise neither. Yields the
+    tile side (None: whole). The VAE's own settings (a user's pipeline's included) are put back afterwards."""
+    side = vae_tile_for(vae, mode, size)
+    saved = {name: getattr(vae, name) for name in VAE_STATE if hasattr(vae, name)}
+    try:
+        if side is None:
+            if "use_tiling" in saved:
+                vae.disable_tiling()
+                vae.disable_slicing()
+        else:
+            vae.enable_tiling()
+            if rows > 1:
+                vae.enable_slicing()
+            else:
+                vae.disable_slicing()
+            listed = isinstance(getattr(vae, "tile_sample_min_size", None), (list, tuple))  # diffusers compares ints
+            if side != vae_tile_now(vae) or listed:  # tiled, a picture within one of the VAE's tiles: smaller tiles
+                factor = vae_factor(vae)
+                if hasattr(vae, "tile_sample_min_height"):
+                    stride = max(factor, side * 3 // 4 // factor * factor)  # the 256 / 192 of diffusers' defaults
+                    vae.tile_sample_min_height = vae.tile_sample_min_width = side
+                    vae.tile_sample_stride_height = vae.tile_sample_stride_width = stride
+                else:
+                    vae.tile_sample_min_size, vae.tile_latent_min_size = side, side // factor
+        yield side
+    finally:
+        for name, value in saved.items():
+            setattr(vae, name, value)

@@ -193,7 +193,7 @@ class Edit(BaseModel):
 # what recipes run in one batch (p2p edit --batch-rows) must share: the batch has one schedule, one size, one
 # guidance, one set of layer rules and SDXL size/crop ids; seeds and negative prompts may differ
 BATCH_SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res", "self_blocks", "blend_blocks",
-                "text_mass", "original_size", "crops_coords_top_left", "target_size", "shift")
+                "text_mass", "original_size", "crops_coords_top_left", "target_size", "shift", "vae")
 
 
 class _Checked(type(BaseModel)):
@@ -246,6 +246,7 @@ class Recipe(BaseModel, metaclass=_Checked):
     loras: list[Lora] = Field(default_factory=list)  # LoRA weights (SD 1.x, SDXL), loaded with diffusers' loader
     quantize: str | dict[str, str] | None = None  # loading.py: int8 / fp8 / bnb-8bit / bnb-4bit / a .gguf, per part
     offload: Literal["none", "model", "sequential", "group"] | None = None  # diffusers' offload hooks
+    vae: Literal["auto", "tiled", "full"] | None = None  # diffusers' VAE tiling and slicing (loading.tile_side)
     edits: list[Edit] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -804,6 +805,8 @@ FIELD_DOCS = {
         "loras": "LoRA files and scales: [{path: style.safetensors, scale: 0.8}]",
         "quantize": "quantize the denoiser (int8, fp8, bnb-8bit, bnb-4bit or a .gguf file), or {part: kind}",
         "offload": "diffusers' offload hooks: none (default), model, sequential or group",
+        "vae": "diffusers' VAE tiling: auto (default: tiled, and sliced by picture, only where the picture is larger"
+               " than the VAE's tile), tiled (always; smaller tiles where the picture fits in one) or full (never)",
     },
     Edit: {
         "target": "the edited prompt",

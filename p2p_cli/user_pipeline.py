@@ -16,7 +16,9 @@ def from_pipeline(pipe: Any) -> Model:
     """A Model on a diffusers pipeline the user already has (StableDiffusionPipeline, StableDiffusionXLPipeline,
     StableDiffusion3Pipeline, FluxPipeline, however its components were built, quantized or offloaded): its
     networks and tokenizers used in place, nothing copied, moved or cast. The engine installs its attention
-    processors for a run and restores the pipeline's own afterwards, so the pipeline generates as before.
+    processors for a run and restores the pipeline's own afterwards, and likewise sets its VAE's tiling and slicing
+    for each decode and encode (placement.vae_tiling: the recipe's `vae:`, from the VAE's tile as the pipeline has
+    it) and puts the pipeline's own settings back, so the pipeline generates as before.
 
     The scheduler is a new one made from the pipeline's config (its own keeps its state): SD and SDXL sample with
     DDIM with the settings SD's config lacks, as a folder loaded by name does. The device is where the pipeline

@@ -36,6 +36,7 @@ def edit(
     seed: o.Seed = None,
     quantize: o.Quantize = None,
     offload: o.Offload = None,
+    vae: o.Vae = None,
     set_: o.Sets = None,
     baseline: o.Baseline = False,
     overwrite: o.Overwrite = False,
@@ -54,7 +55,7 @@ def edit(
     """Edit images as the recipes say; each recipe writes OUT/<name>/ (images, grid.png, run.json). Under torchrun
     or accelerate launch, each process takes its share of the recipes and rank 0 writes OUT/index.jsonl."""
     overrides = overrides_from(set_, steps=steps, seed=seed, image=absolute(image), mask=absolute(mask),
-                               quantize=quantize, offload=offload)
+                               quantize=quantize, offload=offload, vae=vae)
     console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
     log = (lambda msg: None) if quiet else console.print
     with handled(debug):

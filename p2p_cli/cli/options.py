@@ -81,6 +81,9 @@ Memory = Annotated[Optional[str], typer.Option(
 Offload = Annotated[Optional[str], typer.Option(
     "--offload", help="none, model, sequential or group: diffusers' offload hooks (same as --set offload=...;"
                       " default: the recipe's offload:, else none).")]
+Vae = Annotated[Optional[str], typer.Option(
+    "--vae", help="auto, tiled or full: diffusers' tiled VAE (same as --set vae=...; default: the recipe's vae:, else"
+                  " auto: tiled, one picture at a time, only where the picture is larger than the VAE's tile).")]
 Sets = Annotated[
     Optional[list[str]],
     typer.Option(

@@ -23,12 +23,12 @@ from p2p_cli.recipe import Recipe, RecipeError
 def validate(recipes: o.OptionalRecipeArgs = None, prompt: o.InlinePrompts = None, set_: o.Sets = None,
              trust_recipe: o.TrustRecipe = False, name: o.InlineNames = None, memory: o.Memory = None,
              device: o.DeviceOpt = o.Device.auto, dtype: o.DtypeOpt = o.Dtype.auto, quantize: o.Quantize = None,
-             offload: o.Offload = None, debug: o.Debug = False) -> None:
+             offload: o.Offload = None, vae: o.Vae = None, debug: o.Debug = False) -> None:
     """Check recipes (schema, picture, words and token counts against CLIP's tokenizer, and an SD3 or FLUX.1
     model's T5 when it is on disk or in the Hugging Face cache) without loading a model; print every setting each
     resolves to; with --memory, the memory plan on a card of that size."""
     code = EXIT_OK
-    set_ = overrides_from(set_, quantize=quantize, offload=offload)
+    set_ = overrides_from(set_, quantize=quantize, offload=offload, vae=vae)
     with handled(debug):
         budgets = _budgets(memory)
         recipes = recipes or []
@@ -110,6 +110,19 @@ def _image(recipe: Recipe, label: str) -> Path | None:
     return resolve_image(recipe, label)
 
 
+def _vae_text(recipe: Recipe, geometry) -> str:
+    """How the pictures are decoded (loading.tile_side): whole, or in tiles of a side."""
+    if recipe.vae == "full":
+        return "whole pictures"
+    if geometry is None or geometry.vae_tile is None:  # the model's files are not here
+        return ("in the VAE's tiles, or of half the picture where it fits in one" if recipe.vae == "tiled"
+                else "in the VAE's tiles where the picture is larger than one")
+    side = geometry.vae_tiles(recipe.vae, recipe.size)
+    if side is None:
+        return f"whole pictures: not larger than the VAE's {geometry.vae_tile} px tile"
+    return f"in {side} px tiles, one picture at a time"
+
+
 def summary(recipe: Recipe, image: Path | None = None) -> str:
     """Indented lines: every setting the recipe resolves to (defaults filled in), then each edit."""
     geometry = model_geometry(recipe.model)
@@ -148,6 +161,7 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
         f"  seed: {recipe.seed}  steps: {recipe.steps}  guidance: {guidance}  size: {size}",
         f"  negative_prompt: {json.dumps(recipe.negative_prompt)}",
         layers,
+        f"  vae: {recipe.vae or 'auto'} ({_vae_text(recipe, geometry)})",
     ]
     if recipe.image is not None:
         crop = list(recipe.crop) if recipe.crop else "largest centred box"

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from p2p_cli.models import Model
 from p2p_cli.families import Conditioning, Geometry
+from p2p_cli.placement import vae_tiling
 from p2p_cli.engine.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict, sample, schedule_for
 from p2p_cli.engine.sampler import FlowSchedule, NoisySchedule, Schedule
 
@@ -78,9 +79,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def encode_image(model: Model, images: torch.Tensor) -> torch.Tensor:
-    """Latents (N, C, h, w), float32, of images (N, 3, H, W) in [0, 1]: the VAE posterior mean, scaled."""
-    with torch.no_grad():
+def encode_image(model: Model, images: torch.Tensor, vae: str | None = None) -> torch.Tensor:
+    """Latents (N, C, h, w), float32, of images (N, 3, H, W) in [0, 1]: the VAE posterior mean, scaled; tiled
+    (diffusers' tiled encoder) where the recipe's `vae:` says so at this size (loading.tile_side)."""
+    with torch.no_grad(), vae_tiling(model.vae, vae, tuple(images.shape[-2:]), images.shape[0]):
         return model.family.to_latent(model, images.to(model.device, model.vae_dtype) * 2 - 1)
 
 
@@ -196,10 +198,11 @@ def null_text_optimisation(model: Model, trajectory: torch.Tensor, cond: Conditi
 
 def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "null-text", steps: int = 50,
            guidance: float = 7.5, negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings(),
-           progress: Progress | None = None, geo: Geometry | None = None) -> Inversion:
+           progress: Progress | None = None, geo: Geometry | None = None, vae: str | None = None) -> Inversion:
     """Invert a picture (3, H, W) in [0, 1] at the model's DDIM schedule for `steps` steps.
 
-    geo: the size and crop ids the edit will use (SDXL); by default the picture's size.
+    geo: the size and crop ids the edit will use (SDXL); by default the picture's size. vae: the recipe's `vae:`
+    (tiled encoding and decoding, pipeline.decode_latents).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
@@ -219,7 +222,7 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
 
     # frozen throughout: every UNet call sees the same parameter flags (one compiled graph fewer)
     with frozen(model.denoiser, model.vae, model.text_encoder):
-        z0 = encode_image(model, image[None])  # (1, C, h, w)
+        z0 = encode_image(model, image[None], vae)  # (1, C, h, w)
         geo = geo or Geometry(size=tuple(image.shape[-2:]))
         with torch.no_grad():
             cond = model.family.with_guidance(model, encode_prompts(model, [prompt], geo), guidance)
@@ -244,8 +247,10 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     seconds = time.perf_counter() - tic
 
     with torch.no_grad():
-        vae_psnr = psnr(decode_latents(model, z0)[0], image)
+        vae_psnr = psnr(decode_latents(model, z0, vae=vae)[0], image)
     settings = dict(method=method, prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance)
+    if vae is not None:
+        settings["vae"] = vae
     if geo.shift is not None:
         settings["shift"] = geo.shift
     if method == "null-text":
@@ -279,6 +284,8 @@ def reconstruct_latent(model: Model, inversion: Inversion, prompt: str, guidance
 
 def reconstruct(model: Model, inversion: Inversion, prompt: str, guidance: float,
                 geo: Geometry | None = None) -> torch.Tensor:
-    """The source picture (3, H, W) in [0, 1] that guided sampling makes from an inversion (no edit)."""
+    """The source picture (3, H, W) in [0, 1] that guided sampling makes from an inversion (no edit), decoded as
+    the inversion's `vae:` says."""
     with torch.inference_mode():
-        return decode_latents(model, reconstruct_latent(model, inversion, prompt, guidance, geo))[0]
+        latent = reconstruct_latent(model, inversion, prompt, guidance, geo)
+        return decode_latents(model, latent, vae=inversion.settings.get("vae"))[0]

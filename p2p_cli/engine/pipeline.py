@@ -21,6 +21,7 @@ from p2p_cli.engine.control.blend import LocalBlend
 from p2p_cli.engine.control.store import AttentionStore
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.models import Model
+from p2p_cli.placement import vae_tile_for, vae_tiling
 from p2p_cli.engine.plan import EditPlan, UncheckedRecipe, check_recipe, combine_plans, compile_plan
 from p2p_cli.family_defaults import default_blend_side as blend_side_for, nearest_side, with_family_defaults
 from p2p_cli.recipe import BATCH_SHARED, Recipe
@@ -72,11 +73,17 @@ def initial_latent(seed: int, channels: int, latent_hw: tuple[int, int]) -> torc
     return torch.randn((1, channels, *latent_hw), generator=gen, dtype=torch.float32)
 
 
-def decode_latents(model: Model, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """Images (N, 3, H, W) in [0, 1], float32 on CPU (in the VAE's dtype: float32 for SDXL under fp16)."""
+def decode_latents(model: Model, latents: torch.Tensor, chunk: int = 8, vae: str | None = None) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1], float32 on CPU (in the VAE's dtype: float32 for SDXL under fp16).
+
+    vae: the recipe's `vae:` (auto when None): diffusers' tiled VAE, one picture at a time, where it says so
+    (loading.tile_side). Tiles are blended over their overlap, so a tiled picture differs slightly from a whole one
+    near the seams (tests/engine/test_vae_tiling.py bounds it); full decodes as diffusers' pipelines do."""
     out = []
+    size = (latents.shape[-2] * model.vae_scale, latents.shape[-1] * model.vae_scale)
     for part in latents.split(chunk):
-        pixels = model.family.to_pixels(model, part.to(model.device, model.vae_dtype))
+        with vae_tiling(model.vae, vae, size, part.shape[0]):
+            pixels = model.family.to_pixels(model, part.to(model.device, model.vae_dtype))
         out.append((pixels.float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
 
@@ -117,11 +124,13 @@ def _check_size(model: Model, recipe: Recipe, source: str) -> tuple[int, int]:
 
 
 def run_bytes(model: Model, latent_hw: tuple[int, int], n_prompts: int, guided: bool, stores: list[AttentionStore],
-              explicit: bool, text_length: int) -> int:
-    """memory.estimate_bytes for a run of this model at a latent size, with these stores (before they allocate)."""
+              explicit: bool, text_length: int, vae_mode: str | None = None) -> int:
+    """memory.estimate_bytes for a run of this model at a latent size, with these stores (before they allocate),
+    and the VAE tiled as the recipe's `vae:` says at that size."""
     maps, stored = [], []
+    tile = vae_tile_for(model.vae, vae_mode, (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale))
     vae = dict(vae_channels=model.family.vae_width(model), vae_scale=model.vae_scale,
-               vae_bytes=torch.finfo(model.vae_dtype).bits // 8, latent_channels=model.latent_channels)
+               vae_bytes=torch.finfo(model.vae_dtype).bits // 8, latent_channels=model.latent_channels, vae_tile=tile)
     if model.family.denoiser == "unet":
         sides = level_sides(model, latent_hw)
         for name, info in layer_infos(model.unet).items():
@@ -223,6 +232,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
     plan = batched.plan
     latent_hw = _check_size(model, recipe, source_name)
     geo = geometry(model, recipe, (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale))
+    vae_tile_for(model.vae, recipe.vae, geo.size)  # a VAE that cannot tile refuses vae: tiled before sampling
     if joint:
         blend_res, self_max_res, blend_places = _joint_layout(model, recipe, latent_hw, source_name)
         self_blocks = family.self_blocks(model, recipe.self_blocks)
@@ -295,7 +305,8 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
         shapes = {info: grids[name] for name, info in model_layers(model).items()}
         size = (latent_hw[0] * model.vae_scale, latent_hw[1] * model.vae_scale)
         check_fits(lambda hw: run_bytes(model, (hw[0] // model.vae_scale, hw[1] // model.vae_scale), n_prompts,
-                                        guided, all_stores, attention == "explicit", cond.hidden.shape[1]),
+                                        guided, all_stores, attention == "explicit", cond.hidden.shape[1],
+                                        recipe.vae),
                    size, size_multiple(model), device, explicit=attention == "explicit")
         for store in all_stores:
             store.prepare(shapes, n_prompts, cond.hidden.shape[1], device)
@@ -338,7 +349,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
         seconds["sample"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        images = decode_latents(model, latents)
+        images = decode_latents(model, latents, vae=recipe.vae)
         seconds["decode"] = time.perf_counter() - tic
 
     masks = {}  # target number in the batch (from 1) -> mask

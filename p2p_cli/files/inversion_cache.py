@@ -19,6 +19,7 @@ from p2p_cli.families import Geometry
 from p2p_cli.files import FileWarning
 from p2p_cli.engine.inversion import Inversion, NullTextSettings, Progress, invert
 from p2p_cli.models import Model
+from p2p_cli.placement import vae_tile_for
 from p2p_cli.paths import check_regular
 
 FORMAT = "p2p-inversion/1"
@@ -68,8 +69,9 @@ def model_fingerprint(model: Model) -> str:
 
 def inversion_key(image: torch.Tensor, model: Model, *, prompt: str, method: str, steps: int, guidance: float,
                   negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings(),
-                  geo: Geometry | None = None) -> dict:
-    """What an inversion depends on, with its hash under "key": the picture, prompt, model and settings."""
+                  geo: Geometry | None = None, vae: str | None = None) -> dict:
+    """What an inversion depends on, with its hash under "key": the picture, prompt, model and settings (and the
+    VAE's tile where the picture is encoded in tiles)."""
     what = {
         "format": FORMAT,
         "image_sha256": hashlib.sha256(image_bytes(image)).hexdigest(),
@@ -89,6 +91,9 @@ def inversion_key(image: torch.Tensor, model: Model, *, prompt: str, method: str
         what["model"]["loras"] = [(lora["sha256"], lora["scale"]) for lora in model.loras]
     if geo is not None and geo.shift is not None:  # SD3 / FLUX: a recipe's sampler shift moves every step
         what["shift"] = float(geo.shift)
+    tile = vae_tile_for(model.vae, vae, tuple(image.shape[-2:]))
+    if tile is not None:  # diffusers' tiled encoder gives a slightly different latent
+        what["vae_tile"] = tile
     if model.family.uses_micro_conditioning:  # SDXL: the size and crop ids condition every step
         geo = geo or Geometry(size=tuple(image.shape[-2:]))
         what["geometry"] = model.family.time_ids(geo, 1)[0].tolist()
@@ -224,7 +229,7 @@ def check_fits(inversion: Inversion, model: Model, image: torch.Tensor, *, metho
 def cached_invert(model: Model, image: torch.Tensor, *, prompt: str, method: str, steps: int, guidance: float,
                   negative_prompt: str = "", null_text: NullTextSettings = NullTextSettings(),
                   progress: Progress | None = None, cache: Path | None = None,
-                  geo: Geometry | None = None,
+                  geo: Geometry | None = None, vae: str | None = None,
                   warn: Callable[[str], None] | None = None) -> tuple[Inversion, bool]:
     """(inversion, whether it came from the cache): invert only when no earlier inversion matches.
 
@@ -235,12 +240,14 @@ def cached_invert(model: Model, image: torch.Tensor, *, prompt: str, method: str
     """
     warn = warn or (lambda message: warnings.warn(message, FileWarning, stacklevel=3))
     what = inversion_key(image, model, prompt=prompt, method=method, steps=steps, guidance=guidance,
-                         negative_prompt=negative_prompt, null_text=null_text, geo=geo)
+                         negative_prompt=negative_prompt, null_text=null_text, geo=geo, vae=vae)
     key = what["key"]
     path = (cache or cache_dir()) / f"{key}.safetensors"
     try:
         found = read_inversion(path, key)
         check_fits(found, model, image, method=method, steps=steps, prompt=prompt)
+        found.settings.pop("vae", None)  # the key holds the tile: this call's vae: encodes the picture alike
+        found.settings.update({} if vae is None else {"vae": vae})
         return found, True
     except FileNotFoundError:
         pass
@@ -251,7 +258,7 @@ def cached_invert(model: Model, image: torch.Tensor, *, prompt: str, method: str
         except OSError:
             pass
     inversion = invert(model, image, prompt, method=method, steps=steps, guidance=guidance,
-                       negative_prompt=negative_prompt, null_text=null_text, progress=progress, geo=geo)
+                       negative_prompt=negative_prompt, null_text=null_text, progress=progress, geo=geo, vae=vae)
     inversion.settings.update(key=key, image_sha256=what["image_sha256"], model=what["model"])
     try:
         save_inversion(inversion, path, key)

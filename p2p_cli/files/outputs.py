@@ -259,7 +259,7 @@ def resolved_recipe(recipe: Recipe, size: tuple[int, int] | None = None, model_i
         data["model"] = data["model"].removeprefix("bundled:")  # recipes name it "shapes" / "shapes-mmdit"
     data["cross_replace"] = _cross_yaml(recipe.cross_replace) if recipe.cross_replace else None
     data["self_replace"] = list(recipe.self_replace) if recipe.self_replace else None
-    for key in ("quantize", "offload"):  # loading settings: recorded when given (loading.py), else left out
+    for key in ("quantize", "offload", "vae"):  # loading settings: recorded when given (loading.py), else left out
         if data.get(key) is None:
             data.pop(key, None)
     for edit, out in zip(recipe.edits, data["edits"]):

@@ -99,6 +99,9 @@ class RealPicture:
         if "prompt" in settings and settings["prompt"] != recipe.source:
             problems.append(f"source: the inversion was made for the prompt {settings['prompt']!r}, not"
                             f" {recipe.source!r}; invert again with the recipe's source")
+        if settings.get("vae") != recipe.vae:
+            problems.append(f"vae: the inversion was made with vae {settings.get('vae') or 'auto'} and the recipe has"
+                            f" {recipe.vae or 'auto'}; invert again with the recipe's vae")
         if settings.get("shift") != recipe.shift:
             problems.append(f"shift: the inversion was made with shift {settings.get('shift')} and the recipe has"
                             f" {recipe.shift}; invert again with the recipe's shift")
@@ -130,7 +133,7 @@ def resolve_image(recipe: Recipe, recipe_path: str) -> Path | None:
 
 
 def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str, steps: int,
-            guidance: float, negative_prompt: str, geo=None, where: str = "recipe",
+            guidance: float, negative_prompt: str, geo=None, where: str = "recipe", vae: str | None = None,
             progress: Callable[[int, int], None] | None = None,
             warn: Callable[[str], None] | None = None) -> RealPicture:
     """Load the picture at the model's size and invert it, or take its inversion from the cache.
@@ -147,7 +150,7 @@ def prepare(model, path: Path, prompt: str, *, size: tuple[int, int] | None, cro
     except ImageError as err:
         raise RecipeError([f"image: {err}"], where) from None
     inversion, cached = cached_invert(model, picture, prompt=prompt, method=method, steps=steps, guidance=guidance,
-                                      negative_prompt=negative_prompt, progress=progress, geo=geo, warn=warn)
+                                      negative_prompt=negative_prompt, progress=progress, geo=geo, vae=vae, warn=warn)
     return RealPicture(path, crop, picture, inversion, cached, time.perf_counter() - start)
 
 

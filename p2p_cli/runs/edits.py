@@ -57,8 +57,12 @@ class Job(runner.Work):
 
     def fingerprint(self, **how: Any) -> str:
         """What makes its folder: the recipe as given, the model and LoRAs, and the options that change the
-        pictures (baseline, attention, attention pictures)."""
-        return fingerprint({"recipe": self.recipe.model_dump(mode="json"), "model": self.spec,
+        pictures (baseline, attention, attention pictures). `vae:` unset is left out, so that folders written
+        before the key existed still resume."""
+        recipe = self.recipe.model_dump(mode="json")
+        if recipe.get("vae") is None:
+            recipe.pop("vae", None)
+        return fingerprint({"recipe": recipe, "model": self.spec,
                             "loras": list(self.loras), "source_only": self.source_only,
                             **{k: str(v) for k, v in sorted(how.items())}})
 

@@ -83,7 +83,8 @@ def test_the_estimate_grows_with_size_rows_and_explicit_attention(tiny_model):
     from p2p_cli.engine.pipeline import run_bytes
 
     small = run_bytes(tiny_model, (16, 16), 2, True, [], False, 77)
-    assert run_bytes(tiny_model, (32, 32), 2, True, [], False, 77) > 3 * small
+    assert run_bytes(tiny_model, (32, 32), 2, True, [], False, 77, "full") > 3 * small  # whole: 4x the pixels
+    assert run_bytes(tiny_model, (32, 32), 2, True, [], False, 77) > 2 * small  # auto: tiled above the 128 px tile
     assert run_bytes(tiny_model, (16, 16), 4, True, [], False, 77) > 1.5 * small
     unguided = run_bytes(tiny_model, (64, 64), 2, False, [], False, 77)
     assert unguided <= run_bytes(tiny_model, (64, 64), 2, True, [], False, 77)
@@ -126,10 +127,10 @@ def test_a_joint_run_that_cannot_fit_is_refused_before_sampling_with_the_size_th
     guided = joint_model.family.name == "sd3"
     text = 77 + 256 if guided else 512
     side = 256 // joint_model.vae_scale
-    free = run_bytes(joint_model, (side, side), 2, guided, [], False, text)  # what 256 px needs
+    free = run_bytes(joint_model, (side, side), 2, guided, [], False, text, "full")  # what 256 px needs, whole
     monkeypatch.setattr(memory, "available_bytes", lambda device: free)
     recipe = parse_recipe({"source": "a cat on a mat", "edits": [{"target": "a dog on a mat"}], "steps": 2,
-                           "size": 512})
+                           "size": 512, "vae": "full"})  # whole pictures (tiled, Qwen-Image fits 480 px)
     with pytest.raises(memory.NotEnoughMemory, match=r"size 512x512 needs about .* the largest size that fits is "
                                                      r"about size: (256|2[0-9][0-9]) "):
         run_edit(joint_model, recipe)
@@ -140,7 +141,7 @@ def test_the_joint_estimate_grows_with_size_rows_and_explicit_attention(joint_mo
     from p2p_cli.engine.pipeline import run_bytes
 
     def need(side, prompts=2, explicit=False):
-        return run_bytes(joint_model, (side, side), prompts, False, [], explicit, 512)
+        return run_bytes(joint_model, (side, side), prompts, False, [], explicit, 512, "full")  # whole pictures
 
     assert need(32) > 3 * need(16)
     assert need(16, prompts=4) > 1.5 * need(16)
