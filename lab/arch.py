@@ -279,6 +279,23 @@ def tiny_flux_components(seed: int = 0, guidance: bool = True) -> dict:
                 scheduler=scheduler)
 
 
+def tiny_chroma_components(seed: int = 0) -> dict:
+    """Tiny random Chroma-shaped components: FLUX.1's tiny layout (latent 16x16 packed 2x2, two double- and two
+    single-stream blocks, the same VAE and T5) with Chroma's transformer (one pruned modulation approximator, no
+    pooled projection, no guidance input) and no CLIP."""
+    from diffusers import ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(seed)
+    transformer = ChromaTransformer2DModel(patch_size=1, in_channels=16, num_layers=2, num_single_layers=2,
+                                           attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                           axes_dims_rope=(4, 4, 8), approximator_num_channels=16,
+                                           approximator_hidden_dim=32, approximator_layers=2)
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=_tiny_flow_vae(seed, 0.3611, 0.1159),
+                text_encoder=_tiny_t5(seed + 2, 32), tokenizer=t5_tokenizer(), scheduler=scheduler)
+
+
 def bench_sd3_components(seed: int = 0) -> dict:
     """SD3's layout scaled down for CPU benchmarks: 16 latent channels, patch 2, 4 joint blocks of 8 heads x 64
     (SD3-medium: 24 blocks of 24 heads), CLIP-L / CLIP-G stand-ins and a small T5 (77 + 256 text positions, as SD3)."""
