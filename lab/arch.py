@@ -334,6 +334,24 @@ def bench_flux_components(seed: int = 0) -> dict:
                 text_encoder_2=_tiny_t5(seed, 512), tokenizer_2=t5_tokenizer(), scheduler=scheduler)
 
 
+def bench_chroma_components(seed: int = 0) -> dict:
+    """Chroma's layout scaled down for CPU benchmarks: bench_flux_components' transformer shape with Chroma's
+    approximator (Chroma1-HD: 19 + 38 blocks of 24 heads x 128), a small T5 (512), no CLIP."""
+    from diffusers import ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(seed)
+    transformer = ChromaTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4,
+                                           attention_head_dim=64, num_attention_heads=8, joint_attention_dim=512,
+                                           axes_dims_rope=(16, 24, 24), approximator_hidden_dim=512)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64), latent_channels=16,
+                        norm_num_groups=16, sample_size=256, scaling_factor=0.3611, shift_factor=0.1159)
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=_tiny_t5(seed, 512), tokenizer=t5_tokenizer(),
+                scheduler=scheduler)
+
+
 def flux_dev_components(seed: int = 0) -> dict:
     """FLUX.1-dev's published architecture (transformer, VAE; CLIP-L and T5-XXL text encoders), random weights: for
     GPU benchmarks (about 12B + 4.7B parameters)."""

@@ -13,11 +13,11 @@ pruned to one timestep approximator; FLUX.1's adapter with what differs.
   that passes a boolean mask shows up there. (Chroma's authors meant a boolean mask: diffusers issues #12116,
   #13619.)
 - The mask and word-level control: the control edits an image query's probabilities after the mask has shaped
-  them (P and S are each row's own masked softmax). A target's text block inside the cross window is the source's,
-  moved by the mapper, so it carries the source's mask: a longer target's extra words read the source's padding
-  (scored 1 lower), as its own padding positions do in FLUX.1's unmasked T5 sequence; refine's inserted words and
-  every word outside the window keep the target's own mask. Every padding position is read (`text_used` is None),
-  so no position is dropped from a run.
+  them (P and S are each row's own masked softmax). Inside the cross window a target's aligned positions take the
+  source's probabilities through the mapper, so the source's mask rules them: past its own words a target of
+  another length reads what the source's positions there got (a word, the end token, or padding scored 1 lower),
+  as the mappers do for every family; refine's inserted words and every position outside the window keep the
+  target's own mask. Every padding position is read (`text_used` is None): none is dropped from a run.
 - Guidance: true classifier-free guidance over the negative prompt (default "", 5.0 as the pipeline); guidance 1
   runs no unconditional batch, as the pipeline.
 - Latents: FLUX.1's 16 channels packed 2x2, the (1, C, h, w) draw, the VAE's shift and scale; flow matching with
@@ -60,9 +60,6 @@ class Chroma(Flux):
 
     def with_guidance(self, model: Any, cond: Conditioning, guidance: float) -> Conditioning:
         return cond  # no guidance input: true CFG
-
-    def unconditional(self, model: Any) -> bool:
-        return True
 
     def denoise(self, model: Any, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                 attention_kwargs: dict | None = None) -> torch.Tensor:
