@@ -214,12 +214,13 @@ def _image_rows(mask: torch.Tensor | None, image: slice) -> torch.Tensor | None:
 
 
 def _masked(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Scores with an SDPA mask applied as SDPA applies it: a boolean one masks where False, a float one is added."""
+    """Scores (a tensor of the caller's own, changed in place) with an SDPA mask applied as SDPA applies it: a boolean
+    one masks where False, a float one is added."""
     if mask is None:
         return scores
     if mask.dtype == torch.bool:
-        return scores.masked_fill(~mask, float("-inf"))
-    return scores + mask
+        return scores.masked_fill_(~mask, float("-inf"))
+    return scores.add_(mask)
 
 
 def _rows(mask: torch.Tensor | None, start: int) -> torch.Tensor | None:

@@ -96,6 +96,16 @@ def test_edits_run_fused_as_explicit(tiny_chroma_model, kind):
         assert torch.equal(fused.masks[1], explicit.masks[1])
 
 
+def test_blend_maps_from_the_text_block_alone_read_the_mask(tiny_chroma_model):
+    """At 384 px (576 image tokens, more than the 512 text positions) the fused path makes local blend's maps from
+    the text block alone (the share SDPA and the text softmax, each with the image queries' mask): the explicit
+    path's masks and pictures (the maps themselves: the random-input test below)."""
+    r = recipe(EDITS["blend"], size=384, steps=2)
+    fused, explicit = run_edit(tiny_chroma_model, r), run_edit(tiny_chroma_model, r, attention="explicit")
+    assert torch.equal(fused.masks[1], explicit.masks[1])
+    assert torch.allclose(fused.latents, explicit.latents, atol=2e-4)
+
+
 @pytest.mark.parametrize("attention", ["fused", "explicit"])
 def test_an_identity_edit_gives_the_source(tiny_chroma_model, attention):
     """A target equal to the source under full windows is the source exactly: the control's own softmax and SDPA
@@ -138,3 +148,9 @@ def test_a_full_mask_is_applied_fused_as_explicit_and_as_sdpa(boolean):
     assert torch.allclose(closed, sdpa, atol=1e-5)
     unmasked = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     assert not torch.allclose(sdpa[:, :, image], unmasked[:, :, image], atol=1e-3)  # the mask matters here
+    # local blend's maps without the image-key block: the text block of the whole masked softmax
+    rows = mask[:, :, image]
+    scores = q[:, :, image] @ k.transpose(-1, -2) * 8 ** -0.5
+    whole = torch.softmax(scores.masked_fill(~rows, float("-inf")) if boolean else scores + rows, dim=-1)
+    alone = JointControl(0, "b", control(False, 1.0))._text_probs(q[:, :, image], k, text, 8 ** -0.5, rows)
+    assert torch.allclose(alone, whole[..., text], atol=1e-6)
