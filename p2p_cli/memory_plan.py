@@ -50,6 +50,10 @@ PUBLISHED = {  # python -m lab.model_sizes: parameters per part, the published c
                                "text_encoder_2": 4_762_310_656},
         native=1024, width=3072, latent_channels=16, vae_channels=128, scale=8, patch=2, blocks=57, text=512,
         multiple=16),
+    "lodestones/Chroma1-HD": dict(
+        family="chroma", params={"transformer": 8_899_983_424, "vae": 83_819_683, "text_encoder": 4_762_310_656},
+        native=1024, width=3072, latent_channels=16, vae_channels=128, scale=8, patch=2, blocks=57, text=512,
+        multiple=16),
 }
 
 
