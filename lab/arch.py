@@ -280,20 +280,19 @@ def tiny_flux_components(seed: int = 0, guidance: bool = True) -> dict:
 
 
 def tiny_chroma_components(seed: int = 0) -> dict:
-    """Tiny random Chroma-shaped components: FLUX.1's tiny layout (latent 16x16 packed 2x2, two double- and two
-    single-stream blocks, the same VAE and T5) with Chroma's transformer (one pruned modulation approximator, no
-    pooled projection, no guidance input) and no CLIP."""
-    from diffusers import ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+    """Tiny random Chroma-shaped components: tiny_flux_components' VAE, T5 and scheduler (latent 16x16 packed 2x2)
+    with a Chroma transformer of its shape (two double- and two single-stream blocks, one pruned modulation
+    approximator, no pooled projection, no guidance input), no CLIP."""
+    from diffusers import ChromaTransformer2DModel
 
+    flux = tiny_flux_components(seed)
     torch.manual_seed(seed)
     transformer = ChromaTransformer2DModel(patch_size=1, in_channels=16, num_layers=2, num_single_layers=2,
                                            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
                                            axes_dims_rope=(4, 4, 8), approximator_num_channels=16,
                                            approximator_hidden_dim=32, approximator_layers=2)
-    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
-                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
-    return dict(transformer=transformer.eval(), vae=_tiny_flow_vae(seed, 0.3611, 0.1159),
-                text_encoder=_tiny_t5(seed + 2, 32), tokenizer=t5_tokenizer(), scheduler=scheduler)
+    return dict(transformer=transformer.eval(), vae=flux["vae"], text_encoder=flux["text_encoder_2"],
+                tokenizer=flux["tokenizer_2"], scheduler=flux["scheduler"])
 
 
 def bench_sd3_components(seed: int = 0) -> dict:
@@ -335,21 +334,17 @@ def bench_flux_components(seed: int = 0) -> dict:
 
 
 def bench_chroma_components(seed: int = 0) -> dict:
-    """Chroma's layout scaled down for CPU benchmarks: bench_flux_components' transformer shape with Chroma's
-    approximator (Chroma1-HD: 19 + 38 blocks of 24 heads x 128), a small T5 (512), no CLIP."""
-    from diffusers import ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+    """Chroma's layout scaled down for CPU benchmarks: bench_flux_components' VAE, T5 and scheduler with a Chroma
+    transformer of its shape (Chroma1-HD: 19 + 38 blocks of 24 heads x 128), no CLIP."""
+    from diffusers import ChromaTransformer2DModel
 
+    flux = bench_flux_components(seed)
     torch.manual_seed(seed)
     transformer = ChromaTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4,
                                            attention_head_dim=64, num_attention_heads=8, joint_attention_dim=512,
                                            axes_dims_rope=(16, 24, 24), approximator_hidden_dim=512)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64), latent_channels=16,
-                        norm_num_groups=16, sample_size=256, scaling_factor=0.3611, shift_factor=0.1159)
-    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
-                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
-    return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=_tiny_t5(seed, 512), tokenizer=t5_tokenizer(),
-                scheduler=scheduler)
+    return dict(transformer=transformer.eval(), vae=flux["vae"], text_encoder=flux["text_encoder_2"],
+                tokenizer=flux["tokenizer_2"], scheduler=flux["scheduler"])
 
 
 def flux_dev_components(seed: int = 0) -> dict:

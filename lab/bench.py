@@ -159,8 +159,8 @@ def plain_pipeline(model: Model):
     """diffusers' own pipeline of the model's family (StableDiffusionPipeline, StableDiffusionXLPipeline, DDIM;
     StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline, Flux2KleinPipeline, ChromaPipeline, flow matching;
     default fused attention) on the same components."""
-    from diffusers import (ChromaPipeline, Flux2KleinPipeline, FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline,
-                           StableDiffusionPipeline, StableDiffusionXLPipeline)
+    from diffusers import (ChromaPipeline, Flux2KleinPipeline, FluxPipeline, QwenImagePipeline,
+                           StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline)
 
     if model.family.denoiser == "transformer":
         parts = {k: v for k, v in model.parts().items() if k != "unet"}

@@ -76,7 +76,8 @@ class Chroma(Flux):
 
     def scheduler_kwargs(self, model: Any, steps: int, latent_hw: tuple[int, int]) -> dict:
         h, w = self.token_grid(model, latent_hw)
-        return {"sigmas": np.linspace(1.0, 1 / steps, steps), "mu": calculate_shift(h * w, model.scheduler.config, 1.15)}
+        mu = calculate_shift(h * w, model.scheduler.config, 1.15)
+        return {"sigmas": np.linspace(1.0, 1 / steps, steps), "mu": mu}
 
     @staticmethod
     def matches(parts: dict) -> bool:
