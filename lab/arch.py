@@ -279,6 +279,22 @@ def tiny_flux_components(seed: int = 0, guidance: bool = True) -> dict:
                 scheduler=scheduler)
 
 
+def tiny_chroma_components(seed: int = 0) -> dict:
+    """Tiny random Chroma-shaped components: tiny_flux_components' VAE, T5 and scheduler (latent 16x16 packed 2x2)
+    with a Chroma transformer of its shape (two double- and two single-stream blocks, one pruned modulation
+    approximator, no pooled projection, no guidance input), no CLIP."""
+    from diffusers import ChromaTransformer2DModel
+
+    flux = tiny_flux_components(seed)
+    torch.manual_seed(seed)
+    transformer = ChromaTransformer2DModel(patch_size=1, in_channels=16, num_layers=2, num_single_layers=2,
+                                           attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                           axes_dims_rope=(4, 4, 8), approximator_num_channels=16,
+                                           approximator_hidden_dim=32, approximator_layers=2)
+    return dict(transformer=transformer.eval(), vae=flux["vae"], text_encoder=flux["text_encoder_2"],
+                tokenizer=flux["tokenizer_2"], scheduler=flux["scheduler"])
+
+
 def bench_sd3_components(seed: int = 0) -> dict:
     """SD3's layout scaled down for CPU benchmarks: 16 latent channels, patch 2, 4 joint blocks of 8 heads x 64
     (SD3-medium: 24 blocks of 24 heads), CLIP-L / CLIP-G stand-ins and a small T5 (77 + 256 text positions, as SD3)."""
@@ -315,6 +331,20 @@ def bench_flux_components(seed: int = 0) -> dict:
                                                 max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
     return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
                 text_encoder_2=_tiny_t5(seed, 512), tokenizer_2=t5_tokenizer(), scheduler=scheduler)
+
+
+def bench_chroma_components(seed: int = 0) -> dict:
+    """Chroma's layout scaled down for CPU benchmarks: bench_flux_components' VAE, T5 and scheduler with a Chroma
+    transformer of its shape (Chroma1-HD: 19 + 38 blocks of 24 heads x 128), no CLIP."""
+    from diffusers import ChromaTransformer2DModel
+
+    flux = bench_flux_components(seed)
+    torch.manual_seed(seed)
+    transformer = ChromaTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4,
+                                           attention_head_dim=64, num_attention_heads=8, joint_attention_dim=512,
+                                           axes_dims_rope=(16, 24, 24), approximator_hidden_dim=512)
+    return dict(transformer=transformer.eval(), vae=flux["vae"], text_encoder=flux["text_encoder_2"],
+                tokenizer=flux["tokenizer_2"], scheduler=flux["scheduler"])
 
 
 def flux_dev_components(seed: int = 0) -> dict:

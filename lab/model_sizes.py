@@ -4,7 +4,9 @@ are not on this machine. `python -m lab.model_sizes` prints them.
 
 SD 1.x (CompVis/stable-diffusion-v1-4, runwayml/stable-diffusion-v1-5), SDXL base 1.0 and FLUX.1-dev come from
 lab.arch's published layouts; SD3 medium's transformer is its published config (24 joint blocks, 24 heads of 64,
-patch 2, 16 latent channels, pos_embed_max_size 192) with CLIP-L, OpenCLIP bigG and T5-XXL."""
+patch 2, 16 latent channels, pos_embed_max_size 192) with CLIP-L, OpenCLIP bigG and T5-XXL; Chroma1-HD's is
+ChromaTransformer2DModel's default config (19 + 38 blocks of 24 heads x 128: 8.9B, as published) with FLUX.1's VAE
+and T5-XXL."""
 
 from __future__ import annotations
 
@@ -34,6 +36,16 @@ def sd3_medium_components() -> dict:
     return dict(transformer=transformer, vae=vae, text_encoder=clip_l, text_encoder_2=clip_g, text_encoder_3=t5)
 
 
+def chroma_hd_components() -> dict:
+    """Chroma1-HD's published architecture: FLUX.1-dev's VAE and T5-XXL, no CLIP (random weights where not on meta)."""
+    from diffusers import ChromaTransformer2DModel
+
+    from lab.arch import flux_dev_components
+
+    parts = flux_dev_components()
+    return dict(transformer=ChromaTransformer2DModel(), vae=parts["vae"], text_encoder=parts["text_encoder_2"])
+
+
 def counts() -> dict[str, dict[str, int]]:
     """Model id -> {part: parameters}, every architecture built on the meta device."""
     from lab.arch import flux_dev_components, sd15_components, sdxl_components
@@ -41,7 +53,8 @@ def counts() -> dict[str, dict[str, int]]:
     builders = {"CompVis/stable-diffusion-v1-4": sd15_components,
                 "stabilityai/stable-diffusion-xl-base-1.0": sdxl_components,
                 "stabilityai/stable-diffusion-3-medium-diffusers": sd3_medium_components,
-                "black-forest-labs/FLUX.1-dev": flux_dev_components}
+                "black-forest-labs/FLUX.1-dev": flux_dev_components,
+                "lodestones/Chroma1-HD": chroma_hd_components}
     out = {}
     for name, build in builders.items():
         with torch.device("meta"):

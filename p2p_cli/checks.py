@@ -35,14 +35,14 @@ def clip_tokenizer():
 
 def check_tokenizers(spec: str | None, clip: Any) -> list:
     """The tokenizers whose positions a model's denoiser reads, for torch-free checks: CLIP's (SD v1's shipped
-    BPE stands in for every CLIP), plus T5's from a local or cached SD3 folder; a local or cached FLUX.1 folder's
-    T5 alone (its CLIP gives only the pooled embedding, which diffusers truncates silently). Each sized as its
-    pipeline pads it."""
+    BPE stands in for every CLIP), plus T5's from a local or cached SD3 folder; a local or cached FLUX.1 or Chroma
+    folder's T5 alone (FLUX.1's CLIP gives only the pooled embedding, which diffusers truncates silently). Each sized
+    as its pipeline pads it."""
     geometry = model_geometry(spec) if resolve(spec).key != "shapes" else None
     family = geometry.family.name if geometry else None
     if family in ("qwen-image", "flux2-klein"):
         return [_template_tokenizer(spec, family)]
-    if family not in ("sd3", "flux"):
+    if family not in ("sd3", "flux", "chroma"):
         return [clip]
     t5 = _t5_tokenizer(spec, family)
     if t5 is None:
@@ -54,12 +54,12 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
 def _t5_tokenizer(spec: str, family: str) -> Any:
     from transformers import AutoTokenizer
 
-    folder = model_folder(spec) / ("tokenizer_3" if family == "sd3" else "tokenizer_2")
+    folder = model_folder(spec) / {"sd3": "tokenizer_3", "flux": "tokenizer_2"}.get(family, "tokenizer")
     if not folder.is_dir():
         return None
     t5 = AutoTokenizer.from_pretrained(str(folder))
-    flux_dev = family == "flux" and _flux_guidance(spec)
-    t5.model_max_length = 256 if family == "sd3" or not flux_dev else 512
+    long = family == "chroma" or (family == "flux" and _flux_guidance(spec))  # FLUX.1-dev and Chroma: 512
+    t5.model_max_length = 512 if long else 256
     return t5
 
 

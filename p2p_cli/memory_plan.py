@@ -54,6 +54,10 @@ PUBLISHED = {  # python -m lab.model_sizes: parameters per part, the published c
                                "text_encoder_2": 4_762_310_656},
         native=1024, width=3072, latent_channels=16, vae_channels=128, scale=8, patch=2, blocks=57, text=512,
         multiple=16, tile=1024),
+    "lodestones/Chroma1-HD": dict(
+        family="chroma", params={"transformer": 8_899_983_424, "vae": 83_819_683, "text_encoder": 4_762_310_656},
+        native=1024, width=3072, latent_channels=16, vae_channels=128, scale=8, patch=2, blocks=57, text=512,
+        multiple=16, tile=1024),
 }
 
 
@@ -136,9 +140,9 @@ def model_sizes(spec: str | None) -> Sizes | None:
     if "transformer" in params:
         config = read_json(folder / "transformer" / "config.json") or {}
         width = config.get("num_attention_heads", 1) * config.get("attention_head_dim", 1)
-        patch = config.get("patch_size", 1) if family != "flux" else 2
+        patch = config.get("patch_size", 1) if family not in ("flux", "chroma") else 2
         blocks = config.get("num_layers", 1) + config.get("num_single_layers", 0)
-        text = 333 if family == "sd3" else 512 if config.get("guidance_embeds") else 256
+        text = 333 if family == "sd3" else 512 if config.get("guidance_embeds") or family == "chroma" else 256
     else:
         config = read_json(folder / "unet" / "config.json") or {}
         width, patch, text = config.get("block_out_channels", [320])[0], 1, 77

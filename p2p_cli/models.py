@@ -426,9 +426,10 @@ def _check_safe(folder: Path, allow_pickle: bool) -> None:
 
 def load_pipeline_folder(folder: Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
                          id: str | None = None, parts: dict | None = None, loading: Loading | None = None) -> Model:
-    """An SD3 / SD3.5, FLUX.1, Qwen-Image or FLUX.2 klein folder (transformer/, vae/, text encoders, tokenizers, scheduler/), read by the
-    family's diffusers pipeline class as it reads a hub snapshot; parts: components given instead of read from
-    the folder (the bundled transformer shapes model shares its VAE and text encoders with the UNet model)."""
+    """An SD3 / SD3.5, FLUX.1, Qwen-Image, FLUX.2 klein or Chroma folder (transformer/, vae/, text encoders,
+    tokenizers, scheduler/), read by the family's diffusers pipeline class as it reads a hub snapshot; parts:
+    components given instead of read from the folder (the bundled transformer shapes model shares its VAE and text
+    encoders with the UNet model)."""
     import json
 
     import diffusers

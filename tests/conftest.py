@@ -13,6 +13,7 @@ import torch
 
 from lab.arch import (
     clip_tokenizer,
+    tiny_chroma_components,
     tiny_components,
     tiny_flux2_klein_components,
     tiny_flux_components,
@@ -89,8 +90,16 @@ def tiny_flux2_klein_model():
     return from_components(tiny_flux2_klein_components(seed=0), id="tiny-flux2-klein")
 
 
+@pytest.fixture(scope="session")
+def tiny_chroma_model():
+    """Tiny Chroma-shaped model: FLUX.1's tiny layout with Chroma's transformer, T5 text (512) run with its mask, the
+    transformer's attention mask (prompt, end token and one padding token kept); true CFG."""
+    return from_components(tiny_chroma_components(seed=0), id="tiny-chroma")
+
+
 @pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model", "tiny_qwen_image_model",
-                                         "tiny_flux2_klein_model"], ids=["sd3", "flux", "qwen-image", "flux2-klein"])
+                                         "tiny_flux2_klein_model", "tiny_chroma_model"],
+                ids=["sd3", "flux", "qwen-image", "flux2-klein", "chroma"])
 def joint_model(request):
     """Each joint-attention (transformer, flow-matching) family's tiny model in turn."""
     return request.getfixturevalue(request.param)
@@ -120,7 +129,7 @@ def tiny_clip_dir(tmp_path_factory):
 def _save_tiny_model(folder: Path, seed: int = 0, family: str = "sd", **kwargs) -> Path:
     """arch.tiny_components() (family "sdxl": tiny_xl_components(), "sd3", "flux", "qwen-image": theirs) saved with
     save_pretrained, laid out as a diffusers pipeline folder."""
-    if family in ("sd3", "flux", "qwen-image", "flux2-klein"):  # by the family's own pipeline, as hub snapshots are
+    if family in ("sd3", "flux", "qwen-image", "flux2-klein", "chroma"):  # by the family's own pipeline, as hubs are
         from diffusers import FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
 
         if family == "qwen-image":
@@ -129,6 +138,10 @@ def _save_tiny_model(folder: Path, seed: int = 0, family: str = "sd", **kwargs) 
             from diffusers import Flux2KleinPipeline
 
             Flux2KleinPipeline(**tiny_flux2_klein_components(seed, **kwargs)).save_pretrained(folder)
+        elif family == "chroma":
+            from diffusers import ChromaPipeline
+
+            ChromaPipeline(**tiny_chroma_components(seed, **kwargs)).save_pretrained(folder)
         elif family == "sd3":
             parts = {"text_encoder_3": None, "tokenizer_3": None, **tiny_sd3_components(seed, **kwargs)}
             StableDiffusion3Pipeline(**parts).save_pretrained(folder)

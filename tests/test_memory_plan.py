@@ -37,7 +37,8 @@ def test_weights_are_read_from_the_safetensors_headers(save_tiny_model, tmp_path
     assert sizes.native == model.native_size[0] and sizes.width == model.unet.config.block_out_channels[0]
 
 
-@pytest.mark.parametrize("model", ["black-forest-labs/FLUX.1-dev", "stabilityai/stable-diffusion-xl-base-1.0"])
+@pytest.mark.parametrize("model", ["black-forest-labs/FLUX.1-dev", "stabilityai/stable-diffusion-xl-base-1.0",
+                                   "lodestones/Chroma1-HD"])
 def test_the_estimate_grows_with_size_rows_and_precision(model):
     plan = plan_for(model, recipe(model), "fp16")
     assert plan.sizes.published

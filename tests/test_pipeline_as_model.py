@@ -15,7 +15,7 @@ RECIPE = {"source": "a red cat on a sofa", "steps": 2, "seed": 3, "size": 128,
           "edits": [{"target": "a blue cat on a sofa", "type": "replace"}, {"target": "a red cat on a sofa",
                                                                             "type": "reweight", "reweight": {"red": 2}}]}
 PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline",
-             "flux": "FluxPipeline"}
+             "flux": "FluxPipeline", "chroma": "ChromaPipeline"}
 
 
 @pytest.fixture(scope="module", params=list(PIPELINES))
@@ -31,7 +31,8 @@ def folder_and_pipe(request, tmp_path_factory, save_tiny_model):
 
 def generate(pipe) -> torch.Tensor:
     """The pipeline's own picture for one prompt and seed."""
-    kwargs = {"height": 128, "width": 128} if type(pipe).__name__ in ("StableDiffusion3Pipeline", "FluxPipeline") else {}
+    kwargs = {"height": 128, "width": 128} if type(pipe).__name__ in ("StableDiffusion3Pipeline", "FluxPipeline",
+                                                                     "ChromaPipeline") else {}
     return pipe("a red cat on a sofa", num_inference_steps=2, generator=torch.Generator().manual_seed(1),
                 output_type="pt", **kwargs).images
 

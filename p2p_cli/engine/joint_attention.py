@@ -33,7 +33,9 @@ text values; the image values for injection) and the target's own (gated own tex
 
 Masked text keys (Qwen-Image pads each prompt's sequence and masks the padding out): every softmax and SDPA call
 takes the key mask of the rows whose queries and keys it uses, so a masked key has probability 0 in P and S; the
-mappers move nothing onto a target's padding (text/template.py), so it stays 0 in E.
+mappers move nothing onto a target's padding (text/template.py), so it stays 0 in E. A full (B, 1, S, S) mask as a
+diffusers block hands it to its processor (Chroma) is read as SDPA reads it, boolean (False: masked) or float
+(added to the scores), for every query in the whole-layer call and for the image queries' rows in the control's.
 """
 
 from __future__ import annotations
@@ -74,11 +76,12 @@ class JointControl:
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text: slice, image: slice,
                p2p: dict[str, torch.Tensor] | None, scale: float | None = None,
                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention over (B, heads, S, d) with the control applied to the targets' image queries; mask (B, S)
-        bool: the keys each row may attend to (None: all)."""
+        """Attention over (B, heads, S, d) with the control applied to the targets' image queries; mask: None (all
+        keys), (B, S) bool (the keys each row may attend to) or an SDPA mask (B, 1, S, S), bool or float."""
         out = F.scaled_dot_product_attention(q, k, v, scale=scale, attn_mask=_keys(mask))
         if p2p is None:
             return out
+        mask = _image_rows(mask, image)  # (B, 1, 1 or N, S): what the image queries' scores get
         ctl = self.control
         scale = scale if scale is not None else q.shape[-1] ** -0.5
         c0, n = ctl.cond, ctl.n_targets
@@ -95,9 +98,7 @@ class JointControl:
                 store.add(view, grid, edited, p2p["step"])
         elif ctl.explicit or stores:
             scores = (q[c0:, :, image] @ k[c0:].transpose(-1, -2)).float() * scale
-            if mask is not None:
-                scores = scores.masked_fill(~_keys(mask[c0:]), float("-inf"))
-            probs = torch.softmax(scores, dim=-1)
+            probs = torch.softmax(_masked(scores, _rows(mask, c0)), dim=-1)
             used = self._used(probs, p2p, text, image, inject)  # (Bc, heads, N, S)
             for store, view in stores:
                 store.add(view, grid, used[..., text] if view.is_cross else used[..., image], p2p["step"])
@@ -112,14 +113,13 @@ class JointControl:
     def _text_probs(q: torch.Tensor, k: torch.Tensor, text: slice, scale: float,
                     mask: torch.Tensor | None = None) -> torch.Tensor:
         """The text-key block of the joint probabilities, (B, heads, N, L), without the image-key block: a softmax
-        over the text keys alone, times the text's share of the whole softmax (one fused SDPA of an indicator)."""
+        over the text keys alone, times the text's share of the whole softmax (one fused SDPA of an indicator);
+        mask: the image queries' (B, 1, 1 or N, S) (_image_rows)."""
         indicator = torch.zeros_like(k)
         indicator[:, :, text, 0] = 1
-        share = F.scaled_dot_product_attention(q, k, indicator, scale=scale, attn_mask=_keys(mask))[..., :1].float()
+        share = F.scaled_dot_product_attention(q, k, indicator, scale=scale, attn_mask=mask)[..., :1].float()
         scores = (q @ k[:, :, text].transpose(-1, -2)).float() * scale
-        if mask is not None:
-            scores = scores.masked_fill(~_keys(mask[:, text]), float("-inf"))
-        return torch.softmax(scores, dim=-1) * share
+        return torch.softmax(_masked(scores, None if mask is None else mask[..., text]), dim=-1) * share
 
     def _used_text(self, text_probs: torch.Tensor, p2p: dict[str, torch.Tensor]) -> torch.Tensor:
         """The text blocks (B, heads, N, L) as each row uses them: the targets' edited (module doc)."""
@@ -180,11 +180,11 @@ class JointControl:
 
         from_src = widened(mapped_values(vt[:, :, text], ctl.mapper_v, p2p["src_gate"]), p2p["mass_src"])
         from_own = widened(vt[:, :, text] * p2p["own_gate"], p2p["mass_own"])
-        src_mask = None if mask is None else _keys(ctl.sources_of_targets(mask, c0))
+        src_mask = None if mask is None else ctl.sources_of_targets(mask, c0)
         a = F.scaled_dot_product_attention(ctl.sources_of_targets(q, c0)[:, :, image], ctl.sources_of_targets(k, c0),
                                            from_src, scale=scale, attn_mask=src_mask)
         b = F.scaled_dot_product_attention(q[rows, :, image], k[rows], from_own, scale=scale,
-                                           attn_mask=None if mask is None else _keys(mask[rows]))
+                                           attn_mask=None if mask is None else mask[rows])
         text_out = a[..., :d] + b[..., :d]
         mass = a[..., 2 * d] + b[..., 2 * d]  # (n, heads, N)
         img, text_mass = b[..., d : 2 * d], b[..., 2 * d + 1]
@@ -199,8 +199,28 @@ class JointControl:
 
 
 def _keys(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """A (B, S) key mask as SDPA's (B, 1, 1, S)."""
-    return None if mask is None else mask[:, None, None, :]
+    """A (B, S) key mask as SDPA's (B, 1, 1, S); an SDPA mask (B, 1, S, S) as it is."""
+    if mask is None or mask.dim() == 4:
+        return mask
+    return mask[:, None, None, :]
+
+
+def _image_rows(mask: torch.Tensor | None, image: slice) -> torch.Tensor | None:
+    """The part of a layer's mask (_keys) the image queries' scores get: (B, 1, 1, S) of a key mask, the image
+    query rows (B, 1, N, S) of a full one (a view)."""
+    if mask is None or mask.dim() == 2:
+        return _keys(mask)
+    return mask if mask.shape[2] == 1 else mask[:, :, image]
+
+
+def _masked(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Scores (a tensor of the caller's own, changed in place) with an SDPA mask applied as SDPA applies it: a boolean
+    one masks where False, a float one is added."""
+    if mask is None:
+        return scores
+    if mask.dtype == torch.bool:
+        return scores.masked_fill_(~mask, float("-inf"))
+    return scores.add_(mask)
 
 
 def _rows(mask: torch.Tensor | None, start: int) -> torch.Tensor | None:
@@ -250,7 +270,7 @@ class SD3JointProcessor:
 
 class FluxJointProcessor:
     """diffusers' FluxAttnProcessor ([text; image], rotary embeddings; single-stream blocks get the joined
-    sequence) with the control in the attention."""
+    sequence; Chroma's blocks pass an attention mask, used as SDPA reads it) with the control in the attention."""
 
     def __init__(self, joint: JointControl, text_length: int):
         self.joint = joint
@@ -277,7 +297,7 @@ class FluxJointProcessor:
             k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)
         n_text = encoder_hidden_states.shape[1] if joined else self.text_length
         out = self.joint.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), text=slice(0, n_text),
-                                image=slice(n_text, None), p2p=p2p, scale=None)
+                                image=slice(n_text, None), p2p=p2p, scale=None, mask=attention_mask)
         out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)
         if not joined:
             return out

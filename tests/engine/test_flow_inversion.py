@@ -53,7 +53,7 @@ def test_plain_flow_inversion_at_guidance_1_retraces_its_path(joint_model, pictu
     assert (back - z0).abs().mean() < 0.2 * (elsewhere - z0).abs().mean()
 
 
-@pytest.mark.parametrize("name", ["tiny_sd3_model", "tiny_qwen_image_model"])
+@pytest.mark.parametrize("name", ["tiny_sd3_model", "tiny_qwen_image_model", "tiny_chroma_model"])
 def test_null_text_beats_plain_inversion_where_there_is_an_unconditional_batch(request, name, picture):
     model = request.getfixturevalue(name)
     guidance = model.family.default_guidance
