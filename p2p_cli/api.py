@@ -1,15 +1,16 @@
 """The Python API: what a notebook needs, and what every `p2p` command stands on.
 
     import p2p_cli as p2p
-    model = p2p.load_model("shapes")        # SD 1.x/2.x, SDXL, SD3, FLUX.1 or a bundled model
+    model = p2p.load_model("shapes")        # a hub id, a folder, a single file or a bundled model
     result = p2p.edit(model, "a big [red->blue] circle on the left on a white background")
     result = p2p.edit(model, "recipes/shapes-replace.yaml")   # a Recipe, a dict, a file or an inline prompt
     result.images        # PIL pictures: the source, then each edit in recipe order
     result.maps.word("red", prompt=1)
     result.save("outputs/mine")   # the files `p2p edit --save-attention` writes
 
-Every function that takes a model also takes a diffusers pipeline the user already has (StableDiffusionPipeline,
-StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline): its components are used in place and its
+Every function that takes a model also takes a diffusers pipeline the user already has of a family p2p serves
+(StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline,
+Flux2KleinPipeline, ChromaPipeline): its components are used in place and its
 attention processors are restored after each run (user_pipeline.from_pipeline).
 
 Inputs are checked here with the recipe's error style (RecipeError lines name the field and the fix).

@@ -49,8 +49,8 @@ class Group(TyperGroup):
 app = typer.Typer(
     name="p2p",
     cls=Group,
-    help="Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX.1,"
-         " and on the bundled shapes models.",
+    help="Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion 1.x/2.x, SDXL, SD3, FLUX.1,"
+         " Qwen-Image, FLUX.2 [klein] and Chroma, and on the bundled shapes models.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -73,7 +73,7 @@ def _root(
         typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
-    """Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX.1."""
+    """Prompt-to-Prompt image editing (cross-attention control) on the diffusers families p2p serves."""
 
 
 for _name, _fn in (("edit", edit), ("validate", validate), ("attn-viz", attn_viz), ("invert", invert),
