@@ -555,30 +555,38 @@ def _check_loras(model: Model, recipe: Recipe, recipe_file: str | None, where: s
 
 
 def edit_many(model: Model | Any, recipes: list, *, baseline: bool = False, attention: str = "fused", progress=None,
-              recipe_files: list[str | None] | None = None, overrides: list[str] | tuple = ()) -> list[Result]:
-    """Several recipes in ONE batch (`p2p edit --batch-rows`): a Result per recipe, each the same pictures as
-    edit() of that recipe alone. The recipes must share steps, size, guidance and the layer settings
-    (recipe.BATCH_SHARED); generated pictures only (no `image:` or `mask:`), no attention maps."""
+              batch_rows: int | None = None, recipe_files: list[str | None] | None = None,
+              overrides: list[str] | tuple = ()) -> list[Result]:
+    """Several recipes, a Result each in order, each the same pictures as edit() of that recipe alone. Those that
+    share their settings (recipe.BATCH_SHARED: steps, size, guidance, the layer settings) run in one batch
+    (recipe.batch_groups, the rule `p2p edit --batch-rows` uses; at most `batch_rows` denoiser rows a batch, None:
+    no limit); a recipe with a real picture or a mask, or settings of its own, runs alone. No attention maps."""
     model = as_model(model)
     from p2p_cli.engine.pipeline import run_edits
     from p2p_cli.files.outputs import check_latents
+    from p2p_cli.recipe import batch_groups
 
-    start = time.perf_counter()
     recipes = [as_recipe(r) for r in recipes]
     files = list(recipe_files) if recipe_files is not None else [None] * len(recipes)
     wheres = [f or r.name or "recipe" for f, r in zip(files, recipes)]
     for r, where, f in zip(recipes, wheres, files):
         _check_loras(model, r, f, where)
-        if r.image is not None or r.mask is not None:
-            raise ValueError(f"{where}: edit_many runs generated pictures only; edit a real picture or a masked"
-                             " recipe with edit()")
-    recipes = [resolve_recipe(model, r, w) for r, w in zip(recipes, wheres)]
-    runs = run_edits(model, recipes, baseline=baseline, attention=attention, progress=progress, source_names=wheres)
-    results = []
-    for r, run, f in zip(recipes, runs, files):
-        check_latents(run.latents, run.roles, r)
-        results.append(Result(recipe=r, model=model, run=run, maps=None, attention=attention, recipe_file=f,
-                              overrides=list(overrides), seconds=dict(run.seconds), started=start))
+    recipes = [resolve_recipe(model, r, w) for r, w in zip(recipes, wheres)]  # every problem before any sampling
+    results: list[Result | None] = [None] * len(recipes)
+    for group in batch_groups(recipes, baseline, batch_rows):
+        start = time.perf_counter()
+        if len(group) == 1:
+            k = group[0]
+            results[k] = run_recipe(model, recipes[k], baseline=baseline, maps=False, attention=attention,
+                                    progress=progress, recipe_file=files[k], overrides=overrides)
+            continue
+        runs = run_edits(model, [recipes[k] for k in group], baseline=baseline, attention=attention,
+                         progress=progress, source_names=[wheres[k] for k in group])
+        for k, run in zip(group, runs):
+            check_latents(run.latents, run.roles, recipes[k])
+            results[k] = Result(recipe=recipes[k], model=model, run=run, maps=None, attention=attention,
+                                recipe_file=files[k], overrides=list(overrides), seconds=dict(run.seconds),
+                                started=start)
     return results
 
 

@@ -196,6 +196,37 @@ BATCH_SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res"
                 "text_mass", "original_size", "crops_coords_top_left", "target_size", "shift", "vae")
 
 
+def batch_groups(recipes: list, baseline: bool = False, limit: int | None = None,
+                 alone: list[bool] | None = None) -> list[list[int]]:
+    """The batches several recipes run in (`p2p edit --batch-rows`, p2p.edit_many): each recipe in order with the
+    later ones that share its model and what BATCH_SHARED names, up to `limit` denoiser rows a batch (None: no
+    limit; a recipe with more rows than it runs alone). A real picture or a mask (and alone[k]) runs alone.
+    Returns lists of indices, each recipe in exactly one."""
+    def rows(r) -> int:  # its prompts (source, edits, baselines), twice with guidance above 1
+        return (1 + len(r.edits) + len(r.baseline_edits(baseline))) * (2 if r.guidance and r.guidance > 1 else 1)
+
+    def solo(k: int) -> bool:
+        return bool(recipes[k].image is not None or recipes[k].mask is not None or (alone and alone[k]))
+
+    def key(r) -> list[str]:
+        return [repr(getattr(r, k)) for k in ("model", *BATCH_SHARED)]
+
+    placed, groups = set(), []
+    for first in range(len(recipes)):
+        if first in placed:
+            continue
+        group, used = [first], rows(recipes[first])
+        if not solo(first):
+            for other in range(first + 1, len(recipes)):
+                if (other not in placed and not solo(other) and key(recipes[other]) == key(recipes[first])
+                        and (limit is None or used + rows(recipes[other]) <= limit)):
+                    group.append(other)
+                    used += rows(recipes[other])
+        placed.update(group)
+        groups.append(group)
+    return groups
+
+
 class _Checked(type(BaseModel)):
     """Recipe(...) raises RecipeError, with every problem and its field, instead of pydantic's ValidationError
     (a metaclass, so pydantic's own validation, which does not go through it, is unchanged)."""

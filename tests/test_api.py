@@ -153,3 +153,26 @@ def test_one_progress_callback_hears_the_inversion_and_the_sampling(shapes, tmp_
     assert [h for h in heard if h[0] == "invert"] and heard[-1] == ("sample", 3, 3)
     assert heard.index(next(h for h in heard if h[0] == "sample")) > max(
         i for i, h in enumerate(heard) if h[0] == "invert")  # the inversion comes first
+
+
+def test_edit_many_batches_what_can_share_a_batch_and_runs_the_rest_alone(shapes, monkeypatch):
+    """p2p.edit_many takes any recipes: those with the same settings share one batch (the rule of `p2p edit
+    --batch-rows`, recipe.batch_groups), one with other steps runs alone; each gives the pictures edit() gives."""
+    import p2p_cli.engine.pipeline as pipeline
+
+    batches = []
+    real = pipeline.run_edits
+
+    def spy(model, recipes, **kwargs):
+        batches.append(len(recipes))
+        return real(model, recipes, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_edits", spy)
+    recipes = [dict(FAST_RECIPE, seed=1), dict(FAST_RECIPE, seed=2, steps=FAST_RECIPE["steps"] + 1),
+               dict(FAST_RECIPE, seed=3)]
+    many = p2p.edit_many(shapes, recipes)
+    assert batches == [2]  # recipes 1 and 3 together; recipe 2 (other steps) through edit()'s own path
+    for recipe, result in zip(recipes, many):
+        alone = p2p.edit(shapes, recipe, maps=False)
+        assert result.recipe.steps == recipe["steps"]
+        assert torch.allclose(result.run.images, alone.run.images, atol=1e-4)

@@ -18,13 +18,12 @@ from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.files.real import resolve_mask
 from p2p_cli.manifests import read_recipes
 from p2p_cli.overrides import inline_recipes
-from p2p_cli.recipe import BATCH_SHARED, Recipe, RecipeError, name_problem
+from p2p_cli.recipe import Recipe, RecipeError, batch_groups, name_problem
 from p2p_cli.resolve import key as model_key
 from p2p_cli.runs import runner
 from p2p_cli.runs.records import InvalidRecipes, UsageError, invalid_row, is_manifest_line
 
 STDIN_ONCE = "name standard input (-) once; it may hold several recipes (--- between them, or JSON lines)"
-SHARED = ("model", *BATCH_SHARED)  # what the recipes of one batch must share
 
 
 @dataclass
@@ -280,29 +279,13 @@ def run_jobs(jobs: list[Job], device, dtype: str, options: Options, *, report: r
                on_done=on_done)
 
 
-def rows_of(job: Job, baseline: bool) -> int:
-    """Denoiser rows of a recipe: its prompts (source, edits, baselines), twice with guidance above 1."""
-    r = job.recipe
-    return (1 + len(r.edits) + len(r.baseline_edits(baseline))) * (2 if r.guidance > 1 else 1)
-
-
-def batchable(job: Job) -> bool:
-    return not (job.done or job.source_only or job.attention_only or job.recipe.image or job.recipe.mask)
-
-
 def batch_of(first: Job, jobs: list[Job], limit: int, baseline: bool) -> list[Job]:
-    """first and the jobs after it that can run in its batch: same model, what recipe.BATCH_SHARED names equal, no
-    real picture or mask, at most `limit` rows in all (a recipe with more rows than that runs alone)."""
-    if not batchable(first):
-        return [first]
-    group, rows = [first], rows_of(first, baseline)
-    key = [repr(getattr(first.recipe, k)) for k in SHARED]
-    for other in jobs[jobs.index(first) + 1:]:
-        if (other.key == first.key and batchable(other) and [repr(getattr(other.recipe, k)) for k in SHARED] == key
-                and rows + rows_of(other, baseline) <= limit):
-            group.append(other)
-            rows += rows_of(other, baseline)
-    return group
+    """first and the jobs after it that can run in its batch (recipe.batch_groups: the same model and settings,
+    no real picture or mask, at most `limit` rows in all); never a done, source-only or attention-only job, nor
+    one on another loaded model (LoRAs, quantization)."""
+    later = [j for j in jobs[jobs.index(first):] if j is first or (j.key == first.key and not j.done)]
+    alone = [j.done or j.source_only or j.attention_only for j in later]
+    return [later[k] for k in batch_groups([j.recipe for j in later], baseline, limit, alone)[0]]
 
 
 def _bars(bars: Bars | None, job: Job, label: str) -> AbstractContextManager:
