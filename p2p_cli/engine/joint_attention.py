@@ -78,25 +78,29 @@ class JointControl:
                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attention over (B, heads, S, d) with the control applied to the targets' image queries; mask: None (all
         keys), (B, S) bool (the keys each row may attend to) or an SDPA mask (B, 1, S, S), bool or float."""
-        out = F.scaled_dot_product_attention(q, k, v, scale=scale, attn_mask=_keys(mask))
         if p2p is None:
-            return out
-        mask = _image_rows(mask, image)  # (B, 1, 1 or N, S): what the image queries' scores get
+            return F.scaled_dot_product_attention(q, k, v, scale=scale, attn_mask=_keys(mask))
         ctl = self.control
-        scale = scale if scale is not None else q.shape[-1] ** -0.5
         c0, n = ctl.cond, ctl.n_targets
-        grid = ctl.layer_hw(q[:, :, image].shape[2])
+        n_image, n_text = q[:, :, image].shape[2], k[:, :, text].shape[2]
+        grid = ctl.layer_hw(n_image)
         side = max(grid)
         inject = self.block in ctl.self_blocks
         stores = [(s, view) for s in ctl.stores for view in (self.text_view, self.image_view) if s.wants(view, side)]
-        n_image, n_text = q[:, :, image].shape[2], k[:, :, text].shape[2]
-        if stores and not ctl.explicit and all(view.is_cross for _, view in stores) and n_image > n_text:
+        text_alone = bool(stores) and not ctl.explicit and all(view.is_cross for _, view in stores) and n_image > n_text
+        whole = not text_alone and (ctl.explicit or bool(stores))  # the conditional rows' probabilities are made
+        # the image queries of the rows the control writes are left out of the plain attention (not made twice)
+        out = _attention_except(q, k, v, scale, mask, slice(c0, None) if whole else ctl.targets if n else None,
+                                text, image)
+        mask = _image_rows(mask, image)  # (B, 1, 1 or N, S): what the image queries' scores get
+        scale = scale if scale is not None else q.shape[-1] ** -0.5
+        if text_alone:
             # only text maps wanted (local blend) and the image x image map would be the larger: make the text
             # block alone; the output stays fused (at small sizes the whole softmax is cheaper, and no larger)
             edited = self._used_text(self._text_probs(q[c0:, :, image], k[c0:], text, scale, _rows(mask, c0)), p2p)
             for store, view in stores:
                 store.add(view, grid, edited, p2p["step"])
-        elif ctl.explicit or stores:
+        elif whole:
             scores = (q[c0:, :, image] @ k[c0:].transpose(-1, -2)).float() * scale
             probs = torch.softmax(_masked(scores, _rows(mask, c0)), dim=-1)
             used = self._used(probs, p2p, text, image, inject)  # (Bc, heads, N, S)
@@ -196,6 +200,29 @@ class JointControl:
             img = torch.where(pick, a[..., d : 2 * d], img)
             text_mass = torch.where(pick[..., 0], a[..., 2 * d + 1], text_mass)
         return text_out + img * ((1 - mass) / (1 - text_mass).clamp_min(EPS))[..., None]
+
+
+def _attention_except(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None,
+                      mask: torch.Tensor | None, rows: slice | None, text: slice, image: slice) -> torch.Tensor:
+    """A joint layer's attention output (B, heads, S, d) for every row and query except the image queries of
+    `rows`, which the control makes itself: those are left empty (not computed twice). One SDPA call without rows,
+    else one for the text queries of every row and one for the image queries of the other rows."""
+    keys = _keys(mask)
+    if rows is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, attn_mask=keys)
+
+    def queries(m: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+        return m if m is None or m.shape[2] == 1 else m[:, :, part]
+
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    out[:, :, text] = F.scaled_dot_product_attention(q[:, :, text], k, v, scale=scale, attn_mask=queries(keys, text))
+    others = [r for r in range(q.shape[0]) if not rows.start <= r < (q.shape[0] if rows.stop is None else rows.stop)]
+    if others:
+        idx = torch.tensor(others, device=q.device)
+        sub = None if keys is None else queries(keys, image).index_select(0, idx)
+        out[idx, :, image] = F.scaled_dot_product_attention(q[idx][:, :, image], k[idx], v[idx], scale=scale,
+                                                            attn_mask=sub)
+    return out
 
 
 def _keys(mask: torch.Tensor | None) -> torch.Tensor | None:
