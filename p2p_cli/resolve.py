@@ -28,6 +28,7 @@ PIPELINES = {
     "FluxPipeline": "flux",
     "QwenImagePipeline": "qwen-image",
     "Flux2KleinPipeline": "flux2-klein",
+    "Flux2Pipeline": "flux2-dev",
 }
 # the joint-attention families: folders read whole by their pipeline class (models.load_pipeline_folder)
 TRANSFORMER_FAMILIES = tuple(name for name, family in FAMILY_DEFAULTS.items() if family.joint)
