@@ -98,7 +98,8 @@ def tiny_flux2_dev_model():
 
 
 @pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model", "tiny_qwen_image_model",
-                                         "tiny_flux2_klein_model"], ids=["sd3", "flux", "qwen-image", "flux2-klein"])
+                                         "tiny_flux2_klein_model", "tiny_flux2_dev_model"],
+                ids=["sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev"])
 def joint_model(request):
     """Each joint-attention (transformer, flow-matching) family's tiny model in turn."""
     return request.getfixturevalue(request.param)
