@@ -185,6 +185,11 @@ class Flux2Dev(Flux2Klein):
 
         return chat_template(self.text_tokenizer(model), system=model.options.get("system_message", SYSTEM_MESSAGE))
 
+    def check_prompt(self, model: Any, prompt: str) -> str | None:
+        if "[IMG]" in prompt:  # format_input drops it: the pipeline would read other positions than the plan's
+            return 'Flux2Pipeline removes "[IMG]" from a prompt before reading it: remove it from the prompt'
+        return None
+
     with_guidance = Flux.with_guidance  # the guidance as an input where the transformer embeds it
 
     @staticmethod

@@ -10,6 +10,7 @@ from diffusers.pipelines.flux2.pipeline_flux2 import format_input
 
 import p2p_cli as p2p
 from lab.arch import tiny_flux2_dev_components
+from p2p_cli.checks import model_problems
 from p2p_cli.engine.pipeline import encode_prompts, run_edit, text_tokenizers
 from p2p_cli.models import from_components
 from p2p_cli.recipe import parse_recipe
@@ -83,6 +84,14 @@ def test_the_text_sequence_is_the_pipelines_and_the_system_message_is_no_word(pa
         with pytest.raises(PromptError):
             find_tokens(tok, SOURCE, word)
     assert tok.model_max_length == cond.hidden.shape[1] == 512
+
+
+def test_a_prompt_the_pipeline_would_change_is_a_recipe_error(tiny_flux2_dev_model):
+    """format_input drops "[IMG]" from prompts: such a prompt is refused with its field, not read differently."""
+    data = {"source": SOURCE, "steps": 2, "edits": [{"target": "a big red [IMG] squirrel on the left"}]}
+    problems = model_problems(parse_recipe(data), tiny_flux2_dev_model.spec)
+    assert len(problems) == 1 and problems[0].startswith('edits[0].target: Flux2Pipeline removes "[IMG]"')
+    assert model_problems(parse_recipe({**data, "edits": [{"target": TARGET}]}), tiny_flux2_dev_model.spec) == []
 
 
 def test_the_users_own_flux2_pipeline_is_a_model(parts):
