@@ -129,7 +129,7 @@ def tiny_clip_dir(tmp_path_factory):
 def _save_tiny_model(folder: Path, seed: int = 0, family: str = "sd", **kwargs) -> Path:
     """arch.tiny_components() (family "sdxl": tiny_xl_components(), "sd3", "flux", "qwen-image": theirs) saved with
     save_pretrained, laid out as a diffusers pipeline folder."""
-    if family in ("sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev"):  # by the family's own pipeline, as hub snapshots are
+    if family in ("sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev"):  # saved by the family's own pipeline
         from diffusers import FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
 
         if family == "qwen-image":

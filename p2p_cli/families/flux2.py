@@ -107,7 +107,8 @@ class Flux2Klein(FlowFamily):
         guidance = cond.added.get("guidance")  # FLUX.2 [dev]'s, float32 as the pipeline passes it
         out = model.transformer(
             hidden_states=pack(x.to(model.dtype)), timestep=t.reshape(1).expand(b).to(model.dtype) / 1000,
-            guidance=None if guidance is None else guidance.float(), encoder_hidden_states=cond.hidden.to(model.dtype), txt_ids=txt_ids, img_ids=img_ids,
+            guidance=None if guidance is None else guidance.float(), encoder_hidden_states=cond.hidden.to(model.dtype),
+            txt_ids=txt_ids, img_ids=img_ids,
             joint_attention_kwargs=attention_kwargs, return_dict=False)[0]
         return unpack(out.float(), (h, w))
 

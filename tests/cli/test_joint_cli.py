@@ -109,7 +109,7 @@ def test_attention_pictures_on_the_token_grid(cli, joint_dir, recipe_file, tmp_p
 
 
 def test_the_shipped_family_recipe_runs(cli, joint_dir, tmp_path):
-    """recipes/{sd3,flux,qwen-image,flux2-klein,flux2-dev}-cat-tiger.yaml as shipped, on the tiny model of their family."""
+    """recipes/{sd3,flux,qwen-image,flux2-klein,flux2-dev}-cat-tiger.yaml as shipped, on their family's tiny model."""
     from pathlib import Path
 
     family, folder = joint_dir
