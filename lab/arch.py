@@ -557,8 +557,9 @@ def _tiny_mistral3(seed: int, vocab: int, hidden: int = 16, pad: int = 11):
     10, 20 and 30) and a one-layer Pixtral vision tower the pipeline never calls."""
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
-    text = dict(model_type="mistral", vocab_size=vocab, hidden_size=hidden, intermediate_size=24,
-                num_hidden_layers=30, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+    heads = hidden // 8  # heads of 8
+    text = dict(model_type="mistral", vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 3 // 2,
+                num_hidden_layers=30, num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=8,
                 max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=pad)
     vision = dict(model_type="pixtral", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
                   num_attention_heads=2, head_dim=8, image_size=32, patch_size=16)
@@ -580,5 +581,23 @@ def tiny_flux2_dev_components(seed: int = 0) -> dict:
         num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
         guidance_embeds=True).eval()
     parts["text_encoder"] = _tiny_mistral3(seed + 2, len(tok), pad=tok.pad_token_id)
+    parts["tokenizer"] = tok
+    return parts
+
+
+def bench_flux2_dev_components(seed: int = 0) -> dict:
+    """FLUX.2 [dev]'s layout scaled down for CPU benchmarks: klein's bench transformer with the guidance embedding
+    (dev: 8 + 48 blocks of 48 heads x 128), its VAE and scheduler, a 30-layer Mistral3 of width 64 (layers 10, 20,
+    30 read) behind the offline Mistral tokenizer."""
+    from diffusers import Flux2Transformer2DModel
+
+    parts = bench_flux2_klein_components(seed)
+    tok = mistral_tokenizer()
+    torch.manual_seed(seed)
+    parts["transformer"] = Flux2Transformer2DModel(
+        patch_size=1, in_channels=128, num_layers=1, num_single_layers=4, attention_head_dim=64, num_attention_heads=8,
+        joint_attention_dim=192, timestep_guidance_channels=256, axes_dims_rope=(16, 16, 16, 16),
+        guidance_embeds=True).eval()
+    parts["text_encoder"] = _tiny_mistral3(seed + 2, len(tok), hidden=64, pad=tok.pad_token_id)
     parts["tokenizer"] = tok
     return parts

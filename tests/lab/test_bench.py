@@ -123,10 +123,10 @@ def test_bench_json_writes_one_report(tmp_path):
     assert report["config"]["threads"] == 1 and report["cases"]
 
 
-@pytest.mark.parametrize("name", ["tiny_qwen_image_model", "tiny_flux2_klein_model"])
+@pytest.mark.parametrize("name", ["tiny_qwen_image_model", "tiny_flux2_klein_model", "tiny_flux2_dev_model"])
 def test_the_llm_families_are_benchmarked_against_their_own_pipeline_on_the_same_work(request, name):
-    """--arch qwen-image / flux2: plain is QwenImagePipeline (true CFG over the recipe's negative prompt) /
-    Flux2KleinPipeline given the same noise; with the windows at 0 its pictures are p2p's, so the ratio compares
+    """--arch qwen-image / flux2 / flux2-dev: plain is QwenImagePipeline (true CFG over the recipe's negative
+    prompt) / Flux2KleinPipeline / Flux2Pipeline given the same noise; with the windows at 0 its pictures are p2p's, so the ratio compares
     equal work."""
     import torch
 
