@@ -123,10 +123,12 @@ def test_bench_json_writes_one_report(tmp_path):
     assert report["config"]["threads"] == 1 and report["cases"]
 
 
-@pytest.mark.parametrize("name", ["tiny_qwen_image_model", "tiny_flux2_klein_model", "tiny_chroma_model"])
+@pytest.mark.parametrize("name", ["tiny_qwen_image_model", "tiny_flux2_klein_model", "tiny_flux2_dev_model",
+                                  "tiny_chroma_model"])
 def test_the_new_families_are_benchmarked_against_their_own_pipeline_on_the_same_work(request, name):
-    """--arch qwen-image / flux2 / chroma: plain is QwenImagePipeline (true CFG over the recipe's negative prompt) /
-    Flux2KleinPipeline / ChromaPipeline (CFG over the negative prompt) given the same noise; with the windows at 0 its pictures are p2p's, so the ratio compares
+    """--arch qwen-image / flux2 / flux2-dev / chroma: plain is QwenImagePipeline (true CFG over the recipe's
+    negative prompt) / Flux2KleinPipeline / Flux2Pipeline / ChromaPipeline (CFG over the negative prompt) given the
+    same noise; with the windows at 0 its pictures are p2p's, so the ratio compares
     equal work."""
     import torch
 
@@ -135,7 +137,8 @@ def test_the_new_families_are_benchmarked_against_their_own_pipeline_on_the_same
 
     model = request.getfixturevalue(name)
     recipe = parse_recipe({"source": "a cat on a bench", "steps": 2, "seed": 1, "size": 128, "cross_replace": 0.0,
-                           "self_replace": 0.0, "negative_prompt": "" if "klein" in name else "blurry",  # klein's: ""
+                           "self_replace": 0.0,
+                           "negative_prompt": "blurry" if ("qwen" in name or "chroma" in name) else "",  # klein, dev: ""
                            "edits": [{"target": "a dog on a bench"}]})
     fns = variant_fns(model, recipe)
     assert torch.allclose(fns["plain"](), fns["p2p"](), atol=1e-4)
