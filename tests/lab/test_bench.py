@@ -27,6 +27,7 @@ def test_case_recipes_have_n_targets(case, kind):
     assert all(bool(e.reweight) == (case == "refine+reweight") for e in recipe.edits)
 
 
+@pytest.mark.slow  # a whole benchmark run; `make test-slow`
 def test_one_run_of_each_variant_makes_a_report(tmp_path):
     cfg = BenchConfig(steps=2, repeats=2, warmup=0, memory=False, threads=1)
     report = run_bench(cfg, command="test")
@@ -40,8 +41,9 @@ def test_one_run_of_each_variant_makes_a_report(tmp_path):
     assert (tmp_path / "R.md").read_text().count("### tiny") == 2
 
 
-@pytest.mark.parametrize("attention", ["fused", pytest.param("explicit", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("case", ["replace+blend", pytest.param("refine+reweight", marks=pytest.mark.slow)])
+@pytest.mark.slow  # torch.compile of the tiny model: 15-35 s; `make test-slow`
+@pytest.mark.parametrize("attention", ["fused", "explicit"])
+@pytest.mark.parametrize("case", ["replace+blend", "refine+reweight"])
 def test_no_graph_breaks_in_the_processors(tiny_model, case, attention):
     """torch._dynamo.explain finds one graph and no break at step 0 and step 1 (about 8 s each)."""
     found = graph_breaks(tiny_model, case_recipe(case, BenchConfig(steps=2)), attention)
