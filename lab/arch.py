@@ -530,3 +530,104 @@ def bench_flux2_klein_components(seed: int = 0) -> dict:
                                                 max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
     return dict(transformer=transformer.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=tok,
                 scheduler=scheduler)
+
+
+# --- FLUX.2 [dev]: a Mistral Small 3.1 text encoder behind an offline byte-level BPE in the Mistral format --------
+
+# Mistral's control tokens as the Tekken tokenizer orders them (the ones FLUX.2 [dev]'s processor uses)
+MISTRAL_SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]",
+                    "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")
+# Mistral Small 3.1's chat template as it renders a system message and user messages, each given as a string or as
+# text parts ({"type": "text", "text": ...}), as Flux2Pipeline's format_input builds them
+MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['content'] is string %}"
+    "{% set text = message['content'] %}{% else %}{% set text = message['content'] | selectattr('type', 'equalto',"
+    " 'text') | map(attribute='text') | join('') %}{% endif %}{% if message['role'] == 'system' %}"
+    "[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]{% elif message['role'] == 'user' %}[INST]{{ text }}[/INST]"
+    "{% else %}{{ text }}{{ eos_token }}{% endif %}{% endfor %}")
+
+
+def mistral_tokenizer(vocab_size: int = 900):
+    """A small byte-level BPE in the Mistral (Tekken) format, trained offline by the `tokenizers` library on the
+    project's word lists and Flux2Pipeline's system message: Mistral's control tokens, `<s>` added in front of a
+    text as the real tokenizer does (the pipeline's template holds it, so the pipeline adds none), right padding
+    with `<pad>`, Mistral Small 3.1's chat template. FLUX.2 [dev] ships it inside a PixtralProcessor, which needs
+    torchvision; Flux2Pipeline calls only its apply_chat_template, which for text renders and tokenizes exactly as
+    the tokenizer's own, so the tokenizer stands in for the processor here."""
+    import json
+
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    from p2p_cli.shapes import vocabulary as v
+
+    words = [*v.SHAPES, *v.COLOURS, *v.BACKGROUNDS, *v.SIZES, *v.PLACE.values(), *v.JOINING, _QWEN_EXTRA]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(MISTRAL_SPECIALS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([" ".join(words)] * 20 + [SYSTEM_MESSAGE] * 50, trainer)
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                       special_tokens=[("<s>", bpe.token_to_id("<s>"))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(json.loads(bpe.to_str()))),
+                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                  additional_special_tokens=list(MISTRAL_SPECIALS[3:]), model_max_length=131072,
+                                  chat_template=MISTRAL_CHAT_TEMPLATE)
+    return tok
+
+
+def _tiny_mistral3(seed: int, vocab: int, hidden: int = 16, pad: int = 11):
+    """A tiny random Mistral3ForConditionalGeneration: a 30-layer Mistral text model (Flux2Pipeline reads layers
+    10, 20 and 30) and a one-layer Pixtral vision tower the pipeline never calls."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    heads = hidden // 8  # heads of 8
+    text = dict(model_type="mistral", vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 3 // 2,
+                num_hidden_layers=30, num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=8,
+                max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=pad)
+    vision = dict(model_type="pixtral", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                  num_attention_heads=2, head_dim=8, image_size=32, patch_size=16)
+    torch.manual_seed(seed)
+    return Mistral3ForConditionalGeneration(Mistral3Config(text_config=text, vision_config=vision,
+                                                           image_token_index=10)).eval()
+
+
+def tiny_flux2_dev_components(seed: int = 0) -> dict:
+    """Tiny random FLUX.2 [dev]-shaped components: klein's tiny transformer with the guidance embedding, its VAE and
+    scheduler, a 30-layer Mistral3 of width 16 behind the offline Mistral tokenizer."""
+    from diffusers import Flux2Transformer2DModel
+
+    parts = tiny_flux2_klein_components(seed)
+    tok = mistral_tokenizer()
+    torch.manual_seed(seed)
+    parts["transformer"] = Flux2Transformer2DModel(
+        patch_size=1, in_channels=128, num_layers=1, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=True).eval()
+    parts["text_encoder"] = _tiny_mistral3(seed + 2, len(tok), pad=tok.pad_token_id)
+    parts["tokenizer"] = tok
+    return parts
+
+
+def bench_flux2_dev_components(seed: int = 0) -> dict:
+    """FLUX.2 [dev]'s layout scaled down for CPU benchmarks: klein's bench transformer with the guidance embedding
+    (dev: 8 + 48 blocks of 48 heads x 128), its VAE and scheduler, a 30-layer Mistral3 of width 64 (layers 10, 20,
+    30 read) behind the offline Mistral tokenizer."""
+    from diffusers import Flux2Transformer2DModel
+
+    parts = bench_flux2_klein_components(seed)
+    tok = mistral_tokenizer()
+    torch.manual_seed(seed)
+    parts["transformer"] = Flux2Transformer2DModel(
+        patch_size=1, in_channels=128, num_layers=1, num_single_layers=4, attention_head_dim=64, num_attention_heads=8,
+        joint_attention_dim=192, timestep_guidance_channels=256, axes_dims_rope=(16, 16, 16, 16),
+        guidance_embeds=True).eval()
+    parts["text_encoder"] = _tiny_mistral3(seed + 2, len(tok), hidden=64, pad=tok.pad_token_id)
+    parts["tokenizer"] = tok
+    return parts

@@ -90,12 +90,12 @@ class BenchConfig:
         return args
 
 
-# arch -> native image side. sd3 / flux / qwen-image / flux2 / chroma: the families' layouts scaled down to run on a
-# CPU (bench_*_components in lab/arch.py; flux2 is FLUX.2 klein); flux-dev: FLUX.1-dev's published architecture (12B
-# parameters: a GPU's)
+# arch -> native image side. sd3 / flux / qwen-image / flux2 / flux2-dev / chroma: the families' layouts scaled down
+# to run on a CPU (bench_*_components in lab/arch.py; flux2 is FLUX.2 klein, flux2-dev FLUX.2 dev); flux-dev:
+# FLUX.1-dev's published architecture (12B parameters: a GPU's)
 ARCHS = {"tiny": 128, "tiny-xl": 128, "sd15": 512, "sdxl": 1024, "sd3": 256, "flux": 256, "flux-dev": 1024,
-         "qwen-image": 256, "flux2": 256, "chroma": 256}
-JOINT_ARCHS = ("sd3", "flux", "flux-dev", "qwen-image", "flux2", "chroma")
+         "qwen-image": 256, "flux2": 256, "flux2-dev": 256, "chroma": 256}
+JOINT_ARCHS = ("sd3", "flux", "flux-dev", "qwen-image", "flux2", "flux2-dev", "chroma")
 
 
 def case_recipe(case: str, cfg: BenchConfig) -> Recipe:
@@ -116,7 +116,8 @@ def case_recipe(case: str, cfg: BenchConfig) -> Recipe:
 
 def build_model(cfg: BenchConfig) -> Model:
     """Random components of cfg.arch on cfg's device and dtype; the UNet compiled when cfg.compile."""
-    from lab.arch import (bench_chroma_components, bench_flux2_klein_components, bench_flux_components,
+    from lab.arch import (bench_chroma_components, bench_flux2_dev_components, bench_flux2_klein_components,
+                          bench_flux_components,
                           bench_qwen_image_components, bench_sd3_components,
                           flux_dev_components, sd15_components, sdxl_components, tiny_components, tiny_xl_components)
 
@@ -124,7 +125,8 @@ def build_model(cfg: BenchConfig) -> Model:
     build = {"tiny": tiny_components, "tiny-xl": tiny_xl_components, "sd15": sd15_components,
              "sdxl": sdxl_components, "sd3": bench_sd3_components, "flux": bench_flux_components,
              "flux-dev": flux_dev_components, "qwen-image": bench_qwen_image_components,
-             "flux2": bench_flux2_klein_components, "chroma": bench_chroma_components}[cfg.arch]
+             "flux2": bench_flux2_klein_components, "flux2-dev": bench_flux2_dev_components,
+             "chroma": bench_chroma_components}[cfg.arch]
     with torch.device(device) if device.type == "cuda" else contextlib.nullcontext():  # random init on the GPU: fast
         parts = build(seed=cfg.seed)
     parts["scheduler"] = type(parts["scheduler"]).from_config(parts["scheduler"].config)  # its tensors on the CPU
@@ -157,9 +159,9 @@ def quantized(model: Model, cfg: BenchConfig) -> Model:
 
 def plain_pipeline(model: Model):
     """diffusers' own pipeline of the model's family (StableDiffusionPipeline, StableDiffusionXLPipeline, DDIM;
-    StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline, Flux2KleinPipeline, ChromaPipeline, flow matching;
-    default fused attention) on the same components."""
-    from diffusers import (ChromaPipeline, Flux2KleinPipeline, FluxPipeline, QwenImagePipeline,
+    StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline, Flux2KleinPipeline, Flux2Pipeline, ChromaPipeline,
+    flow matching; default fused attention) on the same components."""
+    from diffusers import (ChromaPipeline, Flux2KleinPipeline, Flux2Pipeline, FluxPipeline, QwenImagePipeline,
                            StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline)
 
     if model.family.denoiser == "transformer":
@@ -167,7 +169,7 @@ def plain_pipeline(model: Model):
         if model.family.name == "sd3":
             parts = {"text_encoder_3": None, "tokenizer_3": None, **parts}
         pipe = {"sd3": StableDiffusion3Pipeline, "qwen-image": QwenImagePipeline, "flux2-klein": Flux2KleinPipeline,
-                "chroma": ChromaPipeline}.get(model.family.name, FluxPipeline)(**parts)
+                "flux2-dev": Flux2Pipeline, "chroma": ChromaPipeline}.get(model.family.name, FluxPipeline)(**parts)
         pipe.set_progress_bar_config(disable=True)
         return pipe
     if model.family.name == "sdxl":
@@ -203,7 +205,7 @@ def variant_fns(model: Model, recipe: Recipe, pipe=None) -> dict[str, Callable[[
         scale = {"true_cfg_scale": guidance, "negative_prompt": [recipe.negative_prompt] * len(prompts)}
     if model.family.name == "chroma":  # CFG over the negative prompt, as the p2p run
         scale["negative_prompt"] = [recipe.negative_prompt] * len(prompts)
-    # FLUX.2 klein takes latents (B, 4C, h, w) already patched, as the engine's are: nothing to pack
+    # FLUX.2 klein and dev take latents (B, 4C, h, w) already patched, as the engine's are: nothing to pack
 
     def plain():
         with torch.inference_mode():

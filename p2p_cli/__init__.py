@@ -1,5 +1,5 @@
 """p2p: Prompt-to-Prompt image editing (Hertz et al., ICLR 2023) on Stable Diffusion 1.x/2.x, SDXL, SD3, FLUX.1,
-Qwen-Image, FLUX.2 [klein] and Chroma.
+Qwen-Image, FLUX.2 ([klein], [dev]) and Chroma.
 
     import p2p_cli as p2p
     model = p2p.load_model("shapes")

@@ -10,7 +10,7 @@
 
 Every function that takes a model also takes a diffusers pipeline the user already has of a family p2p serves
 (StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline,
-Flux2KleinPipeline, ChromaPipeline): its components are used in place and its
+Flux2KleinPipeline, Flux2Pipeline, ChromaPipeline): its components are used in place and its
 attention processors are restored after each run (user_pipeline.from_pipeline).
 
 Inputs are checked here with the recipe's error style (RecipeError lines name the field and the fix).

@@ -40,7 +40,7 @@ def check_tokenizers(spec: str | None, clip: Any) -> list:
     as its pipeline pads it."""
     geometry = model_geometry(spec) if resolve(spec).key != "shapes" else None
     family = geometry.family.name if geometry else None
-    if family in ("qwen-image", "flux2-klein"):
+    if family in ("qwen-image", "flux2-klein", "flux2-dev"):
         return [_template_tokenizer(spec, family)]
     if family not in ("sd3", "flux", "chroma"):
         return [clip]
@@ -75,7 +75,12 @@ def _template_tokenizer(spec: str, family: str) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(str(model_folder(spec) / "tokenizer"))
     if family == "qwen-image":
         return TemplateTokenizer(tokenizer, QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_DROP, QWEN_IMAGE_TEXT_LENGTH)
-    out = TemplateTokenizer(tokenizer, chat_template(tokenizer, enable_thinking=False), 0, 512)
+    if family == "flux2-dev":  # Flux2Pipeline's system message and Mistral template, which holds <s>
+        from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+
+        out = TemplateTokenizer(tokenizer, chat_template(tokenizer, system=SYSTEM_MESSAGE), 0, 512, False)
+    else:
+        out = TemplateTokenizer(tokenizer, chat_template(tokenizer, enable_thinking=False), 0, 512)
     out.masked_padding = False
     return out
 

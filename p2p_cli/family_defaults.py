@@ -45,6 +45,8 @@ FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {d.name: d for d in (
                    self_replace=0.2),
     FamilyDefaults("flux2-klein", "FLUX.2 [klein]", "FLUX.2 klein", guidance=4.0, joint=True, sampler="flow",
                    self_replace=0.2),
+    FamilyDefaults("flux2-dev", "FLUX.2 [dev]", "FLUX.2 dev", guidance=4.0, joint=True, sampler="flow", cfg=False,
+                   self_replace=0.2),
     FamilyDefaults("chroma", "Chroma", "Chroma", guidance=5.0, joint=True, sampler="flow", self_replace=0.2),
 )}
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from p2p_cli.checks import model_geometry
 from p2p_cli.engine.memory import GIB, estimate_bytes
+from p2p_cli.family_defaults import FAMILY_DEFAULTS
 from p2p_cli.loading import KINDS, Loading, tile_side, vae_tile
 from p2p_cli.recipe import Recipe
 from p2p_cli.resolve import BUNDLED, WEIGHT_FILES, folder_family, read_json, resolve
@@ -166,7 +167,7 @@ class Plan:
 
     @property
     def guided(self) -> bool:
-        return self.sizes.family != "flux"  # FLUX.1's guidance is an input, not an unconditional batch
+        return FAMILY_DEFAULTS[self.sizes.family].cfg  # FLUX.1's and FLUX.2 dev's guidance is an input, no batch
 
     def weights(self) -> dict[str, int]:
         """Each network's bytes on the device when it is resident."""

@@ -73,7 +73,7 @@ def from_configs(family: str, vae: dict, unet: dict | None = None, transformer: 
         patch = int(transformer.get("patch_size", 2) or 2)
         if family in ("flux", "qwen-image", "chroma"):  # 2x2 packing outside the transformer; no sample_size: 1024 px
             side, patch = 128, 2
-        elif family == "flux2-klein":  # latents sampled already in 2x2 patches: 16 px a cell, one token a cell
+        elif family in ("flux2-klein", "flux2-dev"):  # latents drawn in 2x2 patches: 16 px a cell, one token a cell
             scale, side, patch = scale * 2, 64, 1
         else:
             side = int(transformer["sample_size"])

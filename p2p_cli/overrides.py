@@ -171,7 +171,14 @@ def _top_key(problem: str) -> str:
 
 def _read_recipe(path: str, overrides: list[str] | None, stdin_text: str | None, name: str | None,
                  require_name: bool, trust: bool, model_set: bool) -> Recipe:
-    data = read_document(path, stdin_text) if stdin_text is not None else read_document(path)
+    if stdin_text is not None:
+        data = read_document(path, stdin_text)
+    elif str(path).lower().endswith(".png"):  # a picture p2p wrote holds its recipe
+        from p2p_cli.picture_texts import png_document
+
+        data = png_document(Path(path))
+    else:
+        data = read_document(path)
     return from_document(data, str(path), overrides, name or default_name(path), require_name, trust, model_set)
 
 

@@ -781,10 +781,6 @@ def read_bytes(path: str | Path) -> bytes:
 def read_document(path: str | Path, text: str | None = None) -> Any:
     """The decoded YAML of a recipe file (or of `text`); RecipeError when it cannot be read or parsed."""
     if text is None:
-        if str(path).lower().endswith(".png"):  # a picture p2p wrote holds its recipe (files/metadata.py)
-            from p2p_cli.files.metadata import png_document
-
-            return png_document(Path(path))
         text = decode_text(read_bytes(path), str(path))
     elif len(text) > MAX_RECIPE_BYTES:
         raise RecipeError([f"more than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short text"], str(path))

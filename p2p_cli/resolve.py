@@ -28,6 +28,7 @@ PIPELINES = {
     "FluxPipeline": "flux",
     "QwenImagePipeline": "qwen-image",
     "Flux2KleinPipeline": "flux2-klein",
+    "Flux2Pipeline": "flux2-dev",
     "ChromaPipeline": "chroma",
 }
 # the joint-attention families: folders read whole by their pipeline class (models.load_pipeline_folder)

@@ -44,7 +44,9 @@ def from_pipeline(pipe: Any) -> Model:
     device = getattr(pipe, "_execution_device", None) or pipe.device
     name = pipe.name_or_path
     path = str(Path(name).resolve()) if name and Path(name).is_dir() else None
-    options = {k: pipe.config[k] for k in ("force_zeros_for_empty_prompt",) if k in pipe.config}
+    options = {k: pipe.config[k] for k in ("force_zeros_for_empty_prompt", "is_distilled") if k in pipe.config}
+    if isinstance(getattr(pipe, "system_message", None), str):  # Flux2Pipeline's, which a user may have changed
+        options["system_message"] = pipe.system_message
     return Model(**parts, family=family, options=options, id=path or name or f"pipeline:{type(pipe).__name__}",
                  path=path, device=torch.device(device), dtype=denoiser.dtype, loading=pipeline_loading(parts))
 

@@ -15,6 +15,7 @@ from lab.arch import (
     clip_tokenizer,
     tiny_chroma_components,
     tiny_components,
+    tiny_flux2_dev_components,
     tiny_flux2_klein_components,
     tiny_flux_components,
     tiny_qwen_image_components,
@@ -97,9 +98,16 @@ def tiny_chroma_model():
     return from_components(tiny_chroma_components(seed=0), id="tiny-chroma")
 
 
+@pytest.fixture(scope="session")
+def tiny_flux2_dev_model():
+    """Tiny FLUX.2 [dev]-shaped model: klein's transformer with the guidance embedding, a 30-layer Mistral3 read
+    through the system message and Mistral's template (layers 10, 20, 30); guidance-distilled, no CFG batch."""
+    return from_components(tiny_flux2_dev_components(seed=0), id="tiny-flux2-dev")
+
+
 @pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model", "tiny_qwen_image_model",
-                                         "tiny_flux2_klein_model", "tiny_chroma_model"],
-                ids=["sd3", "flux", "qwen-image", "flux2-klein", "chroma"])
+                                         "tiny_flux2_klein_model", "tiny_flux2_dev_model", "tiny_chroma_model"],
+                ids=["sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev", "chroma"])
 def joint_model(request):
     """Each joint-attention (transformer, flow-matching) family's tiny model in turn."""
     return request.getfixturevalue(request.param)
@@ -129,11 +137,15 @@ def tiny_clip_dir(tmp_path_factory):
 def _save_tiny_model(folder: Path, seed: int = 0, family: str = "sd", **kwargs) -> Path:
     """arch.tiny_components() (family "sdxl": tiny_xl_components(), "sd3", "flux", "qwen-image": theirs) saved with
     save_pretrained, laid out as a diffusers pipeline folder."""
-    if family in ("sd3", "flux", "qwen-image", "flux2-klein", "chroma"):  # by the family's own pipeline, as hubs are
+    if family in ("sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev", "chroma"):  # by the family's own pipeline
         from diffusers import FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
 
         if family == "qwen-image":
             QwenImagePipeline(**tiny_qwen_image_components(seed, **kwargs)).save_pretrained(folder)
+        elif family == "flux2-dev":
+            from diffusers import Flux2Pipeline
+
+            Flux2Pipeline(**tiny_flux2_dev_components(seed, **kwargs)).save_pretrained(folder)
         elif family == "flux2-klein":
             from diffusers import Flux2KleinPipeline
 

@@ -89,3 +89,19 @@ def test_a_distilled_model_refuses_the_inversions_that_need_an_unconditional_bat
     distilled = from_configs("flux2-klein", vae, transformer=transformer, unconditional=False)
     assert not any(p.startswith("inversion:") for p in model_problems(picture, base))
     assert any(p.startswith("inversion: null-text") for p in model_problems(picture, distilled))
+
+
+def test_flux2_dev_is_checked_from_its_config_files_as_a_distilled_family():
+    """FLUX.2 [dev] from config dicts alone (validate before loading): klein's geometry (1024 px, patched latents,
+    16 px cells), and no unconditional batch by its family, so null-text is refused and direct is not."""
+    from p2p_cli.model_spec import from_configs
+
+    spec = from_configs("flux2-dev", {"block_out_channels": [32, 64, 128, 128]},
+                        transformer={"num_layers": 8, "num_single_layers": 48})
+    assert spec.family.label == "FLUX.2 [dev]" and not spec.cfg
+    assert (spec.native, spec.multiple, spec.blocks) == (1024, 16, 56)
+    picture = {"source": SOURCE, "steps": 2, "image": "p.png", "edits": [{"target": TARGET}]}
+    assert any(p.startswith("inversion: null-text")
+               for p in model_problems(parse_recipe({**picture, "inversion": "null-text"}), spec))
+    assert not any(p.startswith("inversion:") for p in model_problems(parse_recipe({**picture, "inversion": "direct"}),
+                                                                        spec))

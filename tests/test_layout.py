@@ -7,11 +7,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "p2p_cli"
-ORDER = ["text", "paths", "fingerprint", "loading", "recipe", "overrides", "manifests", "family_defaults", "resolve", "shapes",
+ORDER = ["text", "paths", "fingerprint", "loading", "recipe", "picture_texts", "overrides", "manifests", "family_defaults", "resolve", "shapes",
          "model_spec", "checks", "families", "placement", "models", "user_pipeline", "loras", "engine", "memory_plan", "analysis", "render",
          "files", "api", "runs", "pie_bench", "app", "cli", "__main__"]
-# A picture p2p wrote can be given as a recipe: the reader hands it to files/metadata.py (imported lazily).
-EXCEPTIONS = {("recipe", "files")}
+EXCEPTIONS: set = set()  # none: a PNG's recipe is read by picture_texts.py, below the recipe reader
 
 
 def part(module: str) -> str | None:

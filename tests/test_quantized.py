@@ -108,7 +108,7 @@ def test_run_json_png_and_cache_key_record_the_settings_and_replay(quantized, tm
 
     from p2p_cli.cli.main import app
     from p2p_cli.files.inversion_cache import inversion_key
-    from p2p_cli.files.metadata import recipe_from_texts
+    from p2p_cli.picture_texts import recipe_from_texts
 
     family, folder, model = quantized
     if family != "sd3":

@@ -50,7 +50,7 @@ app = typer.Typer(
     name="p2p",
     cls=Group,
     help="Prompt-to-Prompt image editing (cross-attention control) on Stable Diffusion 1.x/2.x, SDXL, SD3, FLUX.1,"
-         " Qwen-Image, FLUX.2 [klein] and Chroma, and on the bundled shapes models.",
+         " Qwen-Image, FLUX.2 ([klein], [dev]) and Chroma, and on the bundled shapes models.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

@@ -17,7 +17,7 @@ Pictures = Annotated[list[Path], typer.Argument(help="PNG files written by p2p."
 
 def show(pictures: Pictures, json_: o.JsonShow = False, debug: o.Debug = False) -> None:
     """Print the settings (Automatic1111 "parameters" text) and the recipe stored in pictures p2p wrote."""
-    from p2p_cli.files.metadata import PARAMETERS, RECIPE, recipe_from_texts
+    from p2p_cli.picture_texts import PARAMETERS, RECIPE, recipe_from_texts
     from p2p_cli.render.images import read_png_texts
 
     code = EXIT_OK

@@ -1,5 +1,6 @@
-"""FLUX.2 [klein] (Flux2KleinPipeline): Flux2Transformer2DModel, double- then single-stream blocks over a Qwen3 text
-sequence.
+"""FLUX.2 [klein] (Flux2KleinPipeline) and FLUX.2 [dev] (Flux2Pipeline): Flux2Transformer2DModel, double- then
+single-stream blocks over a language model's text sequence (klein: Qwen3; dev: Mistral Small 3.1). [dev] is klein
+with another text path and a guidance input; the notes below are klein's, `Flux2Dev` says what differs.
 
 - Text sequence, as Flux2KleinPipeline builds it: the prompt rendered by the tokenizer's own chat template (one
   user message, the assistant turn opened, thinking off), padded to 512 tokens (`max_sequence_length`), and the
@@ -28,11 +29,13 @@ import torch
 
 from p2p_cli.families.base import Conditioning, Geometry
 from p2p_cli.families.flow import FlowFamily, double_and_single_blocks
+from p2p_cli.families.flux import Flux
 from p2p_cli.family_defaults import FAMILY_DEFAULTS
 from p2p_cli.text.template import TemplateTokenizer, chat_template
 
 TEXT_LENGTH = 512  # Flux2KleinPipeline's max_sequence_length
 KLEIN_LAYERS = (9, 18, 27)  # its text_encoder_out_layers
+DEV_LAYERS = (10, 20, 30)  # Flux2Pipeline's
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:
@@ -55,6 +58,12 @@ class Flux2Klein(FlowFamily):
     name = "flux2-klein"
     defaults = FAMILY_DEFAULTS["flux2-klein"]
     joint_layout = "flux2"
+    layers = KLEIN_LAYERS  # the pipeline's default text_encoder_out_layers
+    add_special_tokens = True  # as the pipeline tokenizes the rendered template
+
+    def text_tokenizer(self, model: Any) -> Any:
+        """The tokenizer proper (a processor's, as FLUX.2 [dev]'s PixtralProcessor holds one)."""
+        return getattr(model.tokenizer, "tokenizer", model.tokenizer)
 
     def text_length(self, model: Any) -> int:
         return int(model.options.get("max_sequence_length", TEXT_LENGTH))
@@ -64,38 +73,42 @@ class Flux2Klein(FlowFamily):
 
     def text_parts(self, model: Any) -> list:
         length = self.text_length(model)
-        cached = getattr(model.tokenizer, "_p2p_template", None)
+        tokenizer = self.text_tokenizer(model)
+        cached = getattr(tokenizer, "_p2p_template", None)
         if cached is None or cached.model_max_length != length:
-            if getattr(model.tokenizer, "padding_side", "right") != "right":
+            if getattr(tokenizer, "padding_side", "right") != "right":
                 raise ValueError("this FLUX.2 tokenizer pads on the left: word positions would move with the"
                                  " prompt's length, which p2p does not support")
-            cached = TemplateTokenizer(model.tokenizer, self.template(model), 0, length)
+            cached = TemplateTokenizer(tokenizer, self.template(model), 0, length, self.add_special_tokens)
             cached.masked_padding = False  # the transformer reads the padding's states
-            model.tokenizer._p2p_template = cached
+            tokenizer._p2p_template = cached
         return [cached]
 
     def encode(self, model: Any, prompts: list[str], geometry: Geometry) -> Conditioning:
         template = self.template(model)
         length = self.text_length(model)
-        enc = [model.tokenizer(template.replace("{}", p, 1), return_tensors="pt", padding="max_length",
-                               truncation=True, max_length=length) for p in prompts]
+        tokenizer = self.text_tokenizer(model)
+        enc = [tokenizer(template.replace("{}", p, 1), return_tensors="pt", padding="max_length", truncation=True,
+                         max_length=length, add_special_tokens=self.add_special_tokens) for p in prompts]
         out = model.text_encoder(input_ids=torch.cat([e.input_ids for e in enc]).to(model.device),
                                  attention_mask=torch.cat([e.attention_mask for e in enc]).to(model.device),
                                  output_hidden_states=True, use_cache=False)
-        layers = tuple(model.options.get("text_encoder_out_layers", KLEIN_LAYERS))
+        layers = tuple(model.options.get("text_encoder_out_layers", self.layers))
         hidden = torch.stack([out.hidden_states[k] for k in layers], dim=1)  # (B, layers, L, D)
         return Conditioning(hidden.permute(0, 2, 1, 3).flatten(2).to(model.dtype))
 
     def unconditional(self, model: Any) -> bool:
-        return not model.options.get("is_distilled", False)
+        return self.cfg and not model.options.get("is_distilled", False)
 
     def denoise(self, model: Any, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                 attention_kwargs: dict | None = None) -> torch.Tensor:
         b, _, h, w = x.shape
         img_ids, txt_ids = token_ids(h, w, cond.hidden.shape[1], x.device)
+        guidance = cond.added.get("guidance")  # FLUX.2 [dev]'s, float32 as the pipeline passes it
         out = model.transformer(
             hidden_states=pack(x.to(model.dtype)), timestep=t.reshape(1).expand(b).to(model.dtype) / 1000,
-            guidance=None, encoder_hidden_states=cond.hidden.to(model.dtype), txt_ids=txt_ids, img_ids=img_ids,
+            guidance=None if guidance is None else guidance.float(), encoder_hidden_states=cond.hidden.to(model.dtype),
+            txt_ids=txt_ids, img_ids=img_ids,
             joint_attention_kwargs=attention_kwargs, return_dict=False)[0]
         return unpack(out.float(), (h, w))
 
@@ -150,4 +163,41 @@ class Flux2Klein(FlowFamily):
                 and type(parts.get("text_encoder")).__name__.startswith("Qwen3"))
 
 
+class Flux2Dev(Flux2Klein):
+    """FLUX.2 [dev] (Flux2Pipeline): klein's transformer, latents and sampler; what differs is the text path and
+    the guidance.
+
+    - Text sequence: the prompt as the user message after the pipeline's system message (`system_messages.py`),
+      rendered by the processor's chat template with no generation prompt (Mistral's `<s>[SYSTEM_PROMPT]...
+      [/SYSTEM_PROMPT][INST]{prompt}[/INST]`), tokenized without adding special tokens (the template holds `<s>`),
+      padded to 512; the hidden states of Mistral layers 10, 20 and 30 joined. The `<s>` and system prefix are
+      lead tokens (no word), `[/INST]` the end, as klein's template through text/template.py.
+    - Guidance: guidance-distilled: the recipe's `guidance` (4.0 by default, the pipeline's) is an input of the
+      transformer's guidance embedding and there is no unconditional batch or negative prompt, as the pipeline.
+    """
+
+    name = "flux2-dev"
+    defaults = FAMILY_DEFAULTS["flux2-dev"]
+    layers = DEV_LAYERS
+    add_special_tokens = False  # the processor's apply_chat_template adds none to a text that starts with <s>
+
+    def template(self, model: Any) -> str:
+        from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+
+        return chat_template(self.text_tokenizer(model), system=model.options.get("system_message", SYSTEM_MESSAGE))
+
+    def check_prompt(self, model: Any, prompt: str) -> str | None:
+        if "[IMG]" in prompt:  # format_input drops it: the pipeline would read other positions than the plan's
+            return 'Flux2Pipeline removes "[IMG]" from a prompt before reading it: remove it from the prompt'
+        return None
+
+    with_guidance = Flux.with_guidance  # the guidance as an input where the transformer embeds it
+
+    @staticmethod
+    def matches(parts: dict) -> bool:
+        return (type(parts.get("transformer")).__name__.startswith("Flux2Transformer")
+                and type(parts.get("text_encoder")).__name__.startswith("Mistral3"))
+
+
 FAMILY = Flux2Klein()
+DEV = Flux2Dev()

@@ -4,19 +4,16 @@
       <prompt>
       Negative prompt: <negative prompt>
       Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 8888, Size: 512x512, Model: <id>, P2P: edit-1 replace ...
-- "p2p-recipe": the full resolved recipe as JSON, which `p2p edit FILE.png` runs again and `p2p show` prints.
+- "p2p-recipe": the full resolved recipe as JSON, which `p2p edit FILE.png` runs again and `p2p show` prints
+  (picture_texts.py reads both back).
 """
 
 from __future__ import annotations
 
 import json
-import shlex
-from pathlib import Path
 from typing import Any
 
-PARAMETERS = "parameters"
-RECIPE = "p2p-recipe"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from p2p_cli.picture_texts import PARAMETERS, RECIPE
 
 
 def parameters(recipe: dict, role: str, prompt: str, size: tuple[int, int]) -> str:
@@ -61,45 +58,3 @@ def png_texts(recipe: dict, role: str, prompt: str, size: tuple[int, int]) -> di
     """Both text chunks of one picture."""
     return {PARAMETERS: parameters(recipe, role, prompt, size),
             RECIPE: json.dumps(recipe, ensure_ascii=False, sort_keys=True)}
-
-
-def recipe_from_texts(texts: dict[str, str]) -> dict | None:
-    """The recipe stored in a picture's text chunks, or None when it holds none."""
-    from p2p_cli.recipe import MAX_RECIPE_BYTES
-
-    raw = texts.get(RECIPE)
-    if raw is None:
-        return None
-    if len(raw) > MAX_RECIPE_BYTES:
-        raise ValueError(f"it holds {len(raw):,} characters; a recipe is at most {MAX_RECIPE_BYTES // 1024} KiB")
-    try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise ValueError("it is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"the {RECIPE} chunk does not hold a recipe")
-    return data
-
-
-def png_document(path: Path) -> dict:
-    """The recipe a picture written by p2p holds (its "p2p-recipe" text chunk)."""
-    from p2p_cli.recipe import RecipeError
-    from p2p_cli.render.images import read_png_texts
-    from p2p_cli.render.load import ImageError
-
-    try:
-        texts = read_png_texts(path)
-    except OSError as err:
-        raise RecipeError([f"cannot read the picture: {getattr(err, 'strerror', None) or err}"], str(path)) from None
-    except ImageError as err:
-        raise RecipeError([str(err)], str(path)) from None
-    try:
-        data = recipe_from_texts(texts)
-    except ValueError as err:
-        raise RecipeError([f"its {RECIPE} text chunk is not a recipe: {err}"], str(path)) from None
-    if data is None:
-        raise RecipeError([f"this picture holds no recipe (no {RECIPE} text chunk): only pictures written by p2p"
-                           " can be run again. To edit this picture, describe it and the change:"
-                           f" p2p edit --image {shlex.quote(str(path))} --prompt \"a [blue->red] circle\""],
-                          str(path))
-    return data

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from p2p_cli.paths import open_regular
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -85,32 +84,15 @@ def save_png(picture: Image.Image | torch.Tensor, path: Path, texts: dict[str, s
 
 
 def read_png_texts(path: Path) -> dict[str, str]:
-    """The text chunks of a PNG file (empty when it has none). OSError when it cannot be opened, ImageError when it
-    is not a picture that can be read safely (a decompression bomb, a text chunk that inflates beyond Pillow's
-    limit, a damaged file)."""
-    import struct
-    import warnings
+    """The text chunks of a PNG file (empty when it has none; picture_texts.read_texts). OSError when it cannot be
+    opened, ImageError when it is not a picture that can be read safely."""
+    from p2p_cli.picture_texts import UnreadablePicture, read_texts
+    from p2p_cli.render.load import ImageError
 
-    from PIL import UnidentifiedImageError
-
-    from p2p_cli.render.load import ImageError, max_pixels
-
-    with open_regular(path) as f:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(f) as im:
-                    im.load()
-                    return dict(getattr(im, "text", {}) or {})
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise ImageError(f"{path} has more than {max_pixels():,} pixels, the most p2p reads (Pillow's"
-                             " decompression-bomb limit)") from None
-        except UnidentifiedImageError:
-            raise ImageError(f"{path} is not a picture Pillow can read") from None
-        except (ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError, MemoryError, OSError) as err:
-            # "Decompressed Data Too Large": a zTXt / iTXt chunk that inflates beyond Pillow's limit; a damaged file
-            raise ImageError(f"{path} is a damaged or hostile picture ({type(err).__name__}: {str(err)[:200]})") \
-                from None
+    try:
+        return read_texts(path)
+    except UnreadablePicture as err:
+        raise ImageError(str(err)) from None
 
 
 def save_images(

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from p2p_cli.paths import open_regular
+from p2p_cli.picture_texts import max_pixels
 
 if TYPE_CHECKING:
     import torch
@@ -49,11 +50,6 @@ def open_picture(path: str | Path) -> Image.Image:
         # what Pillow's decoders raise on some damaged files
         raise ImageError(f"{path} is a damaged picture ({type(err).__name__}: {err})") from None
     return to_rgb(im)
-
-
-def max_pixels() -> int:
-    """The largest picture read: Pillow's decompression-bomb warning limit (Image.MAX_IMAGE_PIXELS)."""
-    return int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -38,26 +38,36 @@ class Encoded:
     offset_mapping: list[tuple[int, int]] | None = None
 
 
-def chat_template(tokenizer: Any, **kwargs: Any) -> str:
-    """The text a tokenizer's own chat template makes of one user message, with {} where the message goes (as
-    Flux2KleinPipeline renders a prompt: add_generation_prompt, the keyword arguments passed on)."""
+def chat_template(tokenizer: Any, system: str | None = None, **kwargs: Any) -> str:
+    """The text a tokenizer's own chat template makes of one user message, with {} where the message goes: as
+    Flux2KleinPipeline renders a prompt (add_generation_prompt, the keyword arguments passed on), or with a system
+    message as Flux2Pipeline's format_input does (both messages as text parts, no generation prompt)."""
     sentinel = "\x00p2p-prompt\x00"
-    text = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False,
-                                         add_generation_prompt=True, **kwargs)
+    if system is None:
+        messages = [{"role": "user", "content": sentinel}]
+        kwargs = {"add_generation_prompt": True, **kwargs}
+    else:
+        messages = [{"role": role, "content": [{"type": "text", "text": text}]}
+                    for role, text in (("system", system), ("user", sentinel))]
+        kwargs = {"add_generation_prompt": False, **kwargs}
+    text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
     if text.count(sentinel) != 1:
         raise ValueError("the tokenizer's chat template does not show the message once")
     return text.replace(sentinel, "{}")
 
 
 class TemplateTokenizer:
-    """A tokenizer and a chat template, seen from the denoiser: `drop` first tokens cut, `model_max_length` kept."""
+    """A tokenizer and a chat template, seen from the denoiser: `drop` first tokens cut, `model_max_length` kept;
+    add_special_tokens as the pipeline tokenizes the rendered text (False where the template holds them, as
+    Flux2Pipeline's `<s>`)."""
 
     masked_padding = True
 
-    def __init__(self, tokenizer: Any, template: str, drop: int, length: int):
+    def __init__(self, tokenizer: Any, template: str, drop: int, length: int, add_special_tokens: bool = True):
         if template.count("{}") != 1:
             raise ValueError("a prompt template holds one {} where the prompt goes")
         self.tokenizer, self.template, self.drop, self.model_max_length = tokenizer, template, drop, length
+        self.add_special_tokens = add_special_tokens
         self._prefix_text, self._suffix_text = template.split("{}")
         self._start = len(self._prefix_text)
         ids, spans = self._template_tokens("")
@@ -71,7 +81,7 @@ class TemplateTokenizer:
 
     def _template_tokens(self, prompt: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = self.tokenizer(self._prefix_text + prompt + self._suffix_text, return_offsets_mapping=True,
-                             truncation=False, verbose=False)
+                             truncation=False, verbose=False, add_special_tokens=self.add_special_tokens)
         return list(enc.input_ids), [tuple(o) for o in enc.offset_mapping]
 
     def sequence(self, prompt: str) -> tuple[list[int], list[tuple[int, int]]]:

@@ -1,4 +1,4 @@
-"""The commands on tiny random SD3, FLUX.1, Qwen-Image, FLUX.2 klein and Chroma models saved by their own diffusers
+"""The commands on tiny random SD3, FLUX.1, Qwen-Image, FLUX.2 klein and dev, and Chroma models saved by their own diffusers
 pipelines, loaded through the same path as a hub snapshot (the family is found from the components)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import yaml
 from tests.cli.conftest import SMALL
 
 
-@pytest.fixture(scope="module", params=["sd3", "flux", "qwen-image", "flux2-klein", "chroma"])
+@pytest.fixture(scope="module", params=["sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev", "chroma"])
 def joint_dir(request, tmp_path_factory, save_tiny_model):
     return request.param, save_tiny_model(tmp_path_factory.mktemp(f"tiny-{request.param}"), family=request.param)
 
@@ -35,7 +35,7 @@ def test_edit_writes_the_usual_folder_and_records_the_family(cli, joint_dir, rec
     assert {"source.png", "edit-1.png", "edit-2.png", "baseline-1.png", "grid.png", "run.json"} <= names
     run = json.loads((out / "joint" / "run.json").read_text())
     assert run["family"] == family
-    defaults = {"sd3": 7.0, "flux": 3.5, "qwen-image": 4.0, "flux2-klein": 4.0, "chroma": 5.0}
+    defaults = {"sd3": 7.0, "flux": 3.5, "qwen-image": 4.0, "flux2-klein": 4.0, "flux2-dev": 4.0, "chroma": 5.0}
     assert run["recipe"]["guidance"] == defaults[family]  # the family's default, resolved
 
 
@@ -46,7 +46,7 @@ def test_validate_shows_the_blocks_not_the_unet_keys(cli, joint_dir, recipe_file
     text = result.stdout + result.stderr
     assert "self_blocks: [0]" in text and "self_replace_max_res" not in text and "text_mass: self-window" in text
     assert {"sd3": "guidance: 7 ", "flux": "guidance: 3.5 ", "qwen-image": "guidance: 4 ",
-            "flux2-klein": "guidance: 4 ", "chroma": "guidance: 5 "}[family] in text
+            "flux2-klein": "guidance: 4 ", "flux2-dev": "guidance: 4 ", "chroma": "guidance: 5 "}[family] in text
     assert "self_replace 0.2 (the model family's default)" in text
 
 
@@ -77,7 +77,7 @@ def test_a_real_picture_edits_with_direct_inversion(cli, joint_dir, recipe_file,
 
 def test_flux_refuses_null_text_as_a_recipe_error(cli, joint_dir, recipe_file, tmp_path):
     family, folder = joint_dir
-    if family != "flux":
+    if family not in ("flux", "flux2-dev"):  # guidance-distilled: no unconditional batch to optimise
         pytest.skip("the other families run classifier-free guidance: null-text applies")
     from PIL import Image
 
@@ -109,7 +109,8 @@ def test_attention_pictures_on_the_token_grid(cli, joint_dir, recipe_file, tmp_p
 
 
 def test_the_shipped_family_recipe_runs(cli, joint_dir, tmp_path):
-    """recipes/{sd3,flux,qwen-image,flux2-klein,chroma}-cat-tiger.yaml as shipped, on the tiny model of their family."""
+    """recipes/<family>-cat-tiger.yaml as shipped (sd3, flux, qwen-image, flux2-klein, flux2-dev, chroma), on their
+    family's tiny model."""
     from pathlib import Path
 
     family, folder = joint_dir

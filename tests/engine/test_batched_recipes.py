@@ -10,8 +10,9 @@ from p2p_cli.recipe import parse_recipe
 
 
 @pytest.fixture(scope="module", params=["tiny_model", "tiny_xl_model", "tiny_sd3_model", "tiny_flux_model",
-                                                "tiny_qwen_image_model", "tiny_flux2_klein_model", "tiny_chroma_model"],
-                ids=["sd", "sdxl", "sd3", "flux", "qwen-image", "flux2-klein", "chroma"])
+                                                "tiny_qwen_image_model", "tiny_flux2_klein_model",
+                                                "tiny_flux2_dev_model", "tiny_chroma_model"],
+                ids=["sd", "sdxl", "sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev", "chroma"])
 def model(request):
     return request.getfixturevalue(request.param)
 

@@ -86,3 +86,13 @@ def test_the_vae_latents_are_batch_normed_in_patches(tiny_flux2_klein_model):
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     theirs = Flux2KleinPipeline(**model.parts())._encode_vae_image(x, None)
     assert torch.allclose(model.family.to_latent(model, x), theirs, atol=1e-5)
+
+
+def test_a_users_distilled_klein_pipeline_runs_no_unconditional_batch(parts):
+    """from_pipeline reads is_distilled from the pipeline's config, as a folder's model_index.json is read."""
+    from p2p_cli.user_pipeline import from_pipeline
+
+    distilled = from_pipeline(Flux2KleinPipeline(**parts, is_distilled=True))
+    assert not distilled.family.unconditional(distilled)
+    model = from_pipeline(Flux2KleinPipeline(**parts))
+    assert model.family.unconditional(model)

@@ -303,7 +303,7 @@ def test_the_recipe_shift_sets_the_flow_schedule(joint_model):
     if joint_model.family.name in ("flux", "chroma"):  # FluxPipeline's (and ChromaPipeline's) sigmas, shifted
         base = torch.linspace(1.0, 1 / 4, 4)
         assert torch.allclose(five[:-1], 5 * base / (1 + 4 * base), atol=1e-6) and five[-1] == 0
-    elif joint_model.family.name in ("qwen-image", "flux2-klein"):  # their pipelines' sigmas, the scheduler at shift 5
+    elif joint_model.family.name in ("qwen-image", "flux2-klein", "flux2-dev"):  # their pipelines' sigmas, the scheduler at shift 5
         import numpy as np
         from diffusers import FlowMatchEulerDiscreteScheduler
 

@@ -27,6 +27,7 @@ def test_case_recipes_have_n_targets(case, kind):
     assert all(bool(e.reweight) == (case == "refine+reweight") for e in recipe.edits)
 
 
+@pytest.mark.slow  # a whole benchmark run; `make test-slow`
 def test_one_run_of_each_variant_makes_a_report(tmp_path):
     cfg = BenchConfig(steps=2, repeats=2, warmup=0, memory=False, threads=1)
     report = run_bench(cfg, command="test")
@@ -40,8 +41,9 @@ def test_one_run_of_each_variant_makes_a_report(tmp_path):
     assert (tmp_path / "R.md").read_text().count("### tiny") == 2
 
 
-@pytest.mark.parametrize("attention", ["fused", pytest.param("explicit", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("case", ["replace+blend", pytest.param("refine+reweight", marks=pytest.mark.slow)])
+@pytest.mark.slow  # torch.compile of the tiny model: 15-35 s; `make test-slow`
+@pytest.mark.parametrize("attention", ["fused", "explicit"])
+@pytest.mark.parametrize("case", ["replace+blend", "refine+reweight"])
 def test_no_graph_breaks_in_the_processors(tiny_model, case, attention):
     """torch._dynamo.explain finds one graph and no break at step 0 and step 1 (about 8 s each)."""
     found = graph_breaks(tiny_model, case_recipe(case, BenchConfig(steps=2)), attention)
@@ -123,10 +125,12 @@ def test_bench_json_writes_one_report(tmp_path):
     assert report["config"]["threads"] == 1 and report["cases"]
 
 
-@pytest.mark.parametrize("name", ["tiny_qwen_image_model", "tiny_flux2_klein_model", "tiny_chroma_model"])
+@pytest.mark.parametrize("name", ["tiny_qwen_image_model", "tiny_flux2_klein_model", "tiny_flux2_dev_model",
+                                  "tiny_chroma_model"])
 def test_the_new_families_are_benchmarked_against_their_own_pipeline_on_the_same_work(request, name):
-    """--arch qwen-image / flux2 / chroma: plain is QwenImagePipeline (true CFG over the recipe's negative prompt) /
-    Flux2KleinPipeline / ChromaPipeline (CFG over the negative prompt) given the same noise; with the windows at 0 its pictures are p2p's, so the ratio compares
+    """--arch qwen-image / flux2 / flux2-dev / chroma: plain is QwenImagePipeline (true CFG over the recipe's
+    negative prompt) / Flux2KleinPipeline / Flux2Pipeline / ChromaPipeline (CFG over the negative prompt) given the
+    same noise; with the windows at 0 its pictures are p2p's, so the ratio compares
     equal work."""
     import torch
 
@@ -135,7 +139,8 @@ def test_the_new_families_are_benchmarked_against_their_own_pipeline_on_the_same
 
     model = request.getfixturevalue(name)
     recipe = parse_recipe({"source": "a cat on a bench", "steps": 2, "seed": 1, "size": 128, "cross_replace": 0.0,
-                           "self_replace": 0.0, "negative_prompt": "" if "klein" in name else "blurry",  # klein's: ""
+                           "self_replace": 0.0,
+                           "negative_prompt": "blurry" if ("qwen" in name or "chroma" in name) else "",  # klein, dev: ""
                            "edits": [{"target": "a dog on a bench"}]})
     fns = variant_fns(model, recipe)
     assert torch.allclose(fns["plain"](), fns["p2p"](), atol=1e-4)
