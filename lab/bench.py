@@ -158,32 +158,11 @@ def quantized(model: Model, cfg: BenchConfig) -> Model:
 
 
 def plain_pipeline(model: Model):
-    """diffusers' own pipeline of the model's family (StableDiffusionPipeline, StableDiffusionXLPipeline, DDIM;
-    StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline, Flux2KleinPipeline, Flux2Pipeline, ChromaPipeline,
-    flow matching; default fused attention) on the same components."""
-    from diffusers import (ChromaPipeline, Flux2KleinPipeline, Flux2Pipeline, FluxPipeline, QwenImagePipeline,
-                           StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline)
+    """diffusers' own pipeline of the model's family on the same components (models.family_pipeline:
+    StableDiffusionPipeline ... ChromaPipeline; DDIM or flow matching; default fused attention)."""
+    from p2p_cli.models import family_pipeline
 
-    if model.family.denoiser == "transformer":
-        parts = {k: v for k, v in model.parts().items() if k != "unet"}
-        if model.family.name == "sd3":
-            parts = {"text_encoder_3": None, "tokenizer_3": None, **parts}
-        pipe = {"sd3": StableDiffusion3Pipeline, "qwen-image": QwenImagePipeline, "flux2-klein": Flux2KleinPipeline,
-                "flux2-dev": Flux2Pipeline, "chroma": ChromaPipeline}.get(model.family.name, FluxPipeline)(**parts)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-    if model.family.name == "sdxl":
-        pipe = StableDiffusionXLPipeline(
-            vae=model.vae, text_encoder=model.text_encoder, text_encoder_2=model.text_encoder_2,
-            tokenizer=model.tokenizer, tokenizer_2=model.tokenizer_2, unet=model.unet, scheduler=model.scheduler)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-    pipe = StableDiffusionPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
-        scheduler=model.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return family_pipeline(model)
 
 
 def variant_fns(model: Model, recipe: Recipe, pipe=None) -> dict[str, Callable[[], object]]:

@@ -2,9 +2,9 @@
 
 The paper suggests combining Prompt-to-Prompt with styles; a LoRA changes the networks' weights, not the
 attention maths, so every edit, map and inversion works on a model with LoRAs as on any other. Adapters
-are added unfused, each at its scale, with the family's diffusers pipeline as the loader (SD 1.x/2.x:
-StableDiffusionPipeline, SDXL: StableDiffusionXLPipeline), so the same file means the same weights here and
-in diffusers. They need the `peft` package (`pip install 'p2p-cli[lora]'`).
+are added unfused, each at its scale, with the family's own diffusers pipeline as the loader (models.family_pipeline:
+StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline,
+Flux2KleinPipeline, Flux2Pipeline, ChromaPipeline), so the same file means the same weights here and in diffusers. They need the `peft` package (`pip install 'p2p-cli[lora]'`).
 """
 
 from __future__ import annotations
@@ -31,18 +31,13 @@ def file_sha256(path: Path) -> str:
 
 
 def _loader(model: Any) -> Any:
-    """The family's diffusers pipeline around the model's own components (nothing is copied)."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    """The family's diffusers pipeline around the model's own components (nothing is copied): its LoRA loader."""
+    from p2p_cli.models import family_pipeline
 
-    if model.family.name == "sdxl":
-        return StableDiffusionXLPipeline(
-            vae=model.vae, text_encoder=model.text_encoder, text_encoder_2=model.text_encoder_2,
-            tokenizer=model.tokenizer, tokenizer_2=model.tokenizer_2, unet=model.unet, scheduler=model.scheduler)
-    if model.family.name == "sd":
-        return StableDiffusionPipeline(
-            vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
-            scheduler=model.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    raise LoraError(f"LoRA weights are supported for SD 1.x/2.x and SDXL, not {model.family.label}")
+    pipe = family_pipeline(model)
+    if not hasattr(pipe, "load_lora_weights"):
+        raise LoraError(f"diffusers has no LoRA loader for {model.family.label} ({type(pipe).__name__})")
+    return pipe
 
 
 def apply_loras(model: Any, loras: list[tuple[str | Path, float]]) -> list[dict]:
@@ -56,7 +51,7 @@ def apply_loras(model: Any, loras: list[tuple[str | Path, float]]) -> list[dict]
     if model.loras:
         raise LoraError("this model already has LoRA weights; load the model again for another set")
     try:
-        import peft  # noqa: F401
+        import peft  # noqa: F401 - the loader needs it; say so before it fails deep inside diffusers
     except ImportError:
         raise LoraError("LoRA weights need the peft package: pip install 'p2p-cli[lora]' (or pip install peft)") from None
     pipe = _loader(model)

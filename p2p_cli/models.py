@@ -116,6 +116,37 @@ class Model:
         return self.vae.dtype
 
 
+def family_pipeline(model: Model) -> Any:
+    """The model's family's own diffusers pipeline (resolve.PIPELINES: StableDiffusionPipeline ...
+    ChromaPipeline) around the model's components, nothing copied, with the options its folder gave
+    (is_distilled, force_zeros_for_empty_prompt, FLUX.2 dev's system message); the parts a family lacks (safety
+    checker, image encoder, SD3's T5 when left out) None. diffusers' LoRA loader runs on it (loras.py)."""
+    import inspect
+
+    import diffusers
+
+    from p2p_cli.resolve import PIPELINES
+
+    name = next(cls for cls, family in PIPELINES.items() if family == model.family.name)
+    cls = getattr(diffusers, name)
+    parts, options = model.parts(), dict(getattr(model, "options", None) or {})
+    kwargs: dict[str, Any] = {}
+    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if param.name in parts:
+            kwargs[param.name] = parts[param.name]
+        elif param.name in options:
+            kwargs[param.name] = options[param.name]
+        elif param.name == "requires_safety_checker":
+            kwargs[param.name] = False
+        elif param.default is inspect.Parameter.empty:
+            kwargs[param.name] = None
+    pipe = cls(**kwargs)
+    if isinstance(options.get("system_message"), str):
+        pipe.system_message = options["system_message"]
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def from_components(parts: dict, id: str = "components", device: str = "cpu", dtype=torch.float32) -> Model:
     """A Model from a dict of diffusers/transformers parts (as arch.tiny_components() returns); the family
     (SD or SDXL) is detected from the parts."""

@@ -274,7 +274,7 @@ class Recipe(BaseModel, metaclass=_Checked):
     original_size: PairField = None
     crops_coords_top_left: PairField = None
     target_size: PairField = None
-    loras: list[Lora] = Field(default_factory=list)  # LoRA weights (SD 1.x, SDXL), loaded with diffusers' loader
+    loras: list[Lora] = Field(default_factory=list)  # LoRA weights, loaded with the family pipeline's loader
     quantize: str | dict[str, str] | None = None  # loading.py: int8 / fp8 / bnb-8bit / bnb-4bit / a .gguf, per part
     offload: Literal["none", "model", "sequential", "group"] | None = None  # diffusers' offload hooks
     vae: Literal["auto", "tiled", "full"] | None = None  # diffusers' VAE tiling and slicing (loading.tile_side)

@@ -1,5 +1,5 @@
 """LoRA weights: loaded with diffusers' loader, they give the pictures diffusers' pipeline gives with the same
-file and scale (SD and SDXL); a recipe names them and run.json records them with their hashes."""
+file and scale (every family); a recipe names them and run.json records them with their hashes."""
 
 from __future__ import annotations
 
@@ -96,3 +96,44 @@ def test_a_recipe_with_a_lora_records_it_and_a_missing_file_is_a_recipe_error(cl
     assert result.exit_code == 2
     assert "loras[0].path: no file at" in result.stderr
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
+
+
+TRANSFORMER_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+@pytest.mark.parametrize("name", ["tiny_sd3_model", "tiny_flux_model", "tiny_qwen_image_model",
+                                  "tiny_flux2_klein_model", "tiny_chroma_model", "tiny_flux2_dev_model"])
+def test_a_transformer_lora_gives_the_pictures_diffusers_pipeline_gives_with_it(request, name, tmp_path):
+    """The joint-attention families take LoRA files too, through their own pipeline's loader: with the windows
+    at 0 our source and target equal the family's diffusers pipeline that loaded the same file at the same scale
+    (the user's way: pipe.load_lora_weights, set_adapters), on fresh components; and the LoRA changes them."""
+    import copy
+
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from lab.bench import variant_fns
+    from p2p_cli.models import family_pipeline
+
+    base = request.getfixturevalue(name)
+    fresh = lambda: copy.deepcopy(base)  # noqa: E731 - the session's model stays as it is
+    donor = fresh()
+    torch.manual_seed(5)
+    donor.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=TRANSFORMER_LORA_TARGETS,
+                                             init_lora_weights=False))
+    type(family_pipeline(donor)).save_lora_weights(tmp_path, transformer_lora_layers=get_peft_model_state_dict(
+        donor.transformer), safe_serialization=True)
+    lora = str(tmp_path / "pytorch_lora_weights.safetensors")
+    r = parse_recipe({"source": "a cat on a bench", "steps": 2, "seed": 1, "size": 128, "cross_replace": 0.0,
+                      "self_replace": 0.0, "negative_prompt": "blurry" if "qwen" in name or "chroma" in name else "",
+                      "edits": [{"target": "a dog on a bench"}]})
+    styled = fresh()
+    assert apply_loras(styled, [(lora, 0.7)])[0]["scale"] == 0.7
+    ours = run_edit(styled, r).images
+    theirs_model = fresh()
+    pipe = family_pipeline(theirs_model)
+    pipe.load_lora_weights(lora, adapter_name="style")
+    pipe.set_adapters(["style"], adapter_weights=[0.7])
+    theirs = variant_fns(theirs_model, r, pipe)["plain"]()
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+    assert not torch.allclose(ours, run_edit(fresh(), r).images, atol=1e-3)  # the LoRA does something
