@@ -230,3 +230,30 @@ def test_a_pipeline_the_user_quantized_and_offloaded_is_a_model(quantized):
     record = from_pipeline(pipe).loading.record()
     assert record["offload"] == "pipeline"
     assert record["quantize"]["transformer"].startswith("torchao") and "text_encoder" in record["quantize"]
+
+
+@pytest.mark.parametrize("family", ["qwen-image", "flux2-klein", "flux2-dev", "chroma"])
+def test_the_newer_families_quantize_as_their_pipeline_does(family, tmp_path, save_tiny_model):
+    """Qwen-Image, FLUX.2 klein and dev and Chroma: an int8 (torchao weight-only) transformer gives, with both
+    windows 0, the pictures their own diffusers pipeline draws when loaded with the same quantization config."""
+    import diffusers
+
+    from lab.bench import variant_fns
+    from p2p_cli.resolve import PIPELINES as CLASSES
+
+    folder = save_tiny_model(tmp_path / family, family=family)
+    model = load_model(str(folder), device="cpu", dtype="fp32", loading=parse({"transformer": "int8"}))
+    assert type(model.transformer.transformer_blocks[0].attn.to_q.weight).__module__.startswith("torchao")
+    r = parse_recipe({"source": "a cat on a bench", "steps": STEPS, "seed": 5, "size": 128, "cross_replace": 0.0,
+                      "self_replace": 0.0, "negative_prompt": "blurry" if family in ("qwen-image", "chroma") else "",
+                      "edits": [{"target": "a dog on a bench"}]})
+    ours = run_edit(model, r).images
+    name = next(cls for cls, fam in CLASSES.items() if fam == family)
+    pipe = getattr(diffusers, name).from_pretrained(folder, quantization_config=pipeline_config(model.loading,
+                                                                                                torch.float32),
+                                                    torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = variant_fns(model, r, pipe)["plain"]()
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=0), (ours - theirs).abs().max()
+    plain = run_edit(load_model(str(folder), device="cpu", dtype="fp32"), r).images
+    assert not torch.equal(ours, plain)  # the quantization took effect: the check can fail
