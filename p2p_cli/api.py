@@ -169,6 +169,15 @@ def _bar(progress: Progress | str | None, label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
     bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    with bar_task(bar, label) as update:
+        yield update
+
+
+@contextmanager
+def bar_task(bar, label: str):
+    """A progress(done, total) callback that shows one task on a rich Progress bar while it is used: the bar
+    starts at the first update, and stops (its task gone) when the block ends. The API's bar and the CLI's share
+    it."""
     task = None
 
     def update(done: int, total: int) -> None:
@@ -183,6 +192,7 @@ def _bar(progress: Progress | str | None, label: str):
     finally:
         if task is not None:
             bar.stop()
+            bar.remove_task(task)
 
 
 # --- attention maps ----------------------------------------------------------------------------------------

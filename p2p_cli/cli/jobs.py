@@ -62,9 +62,11 @@ def bars(bar):
 
     @contextmanager
     def both(job, label: str):
+        from p2p_cli.api import bar_task
+
         recipe = job.recipe
         with inversion_phases(bar, label, recipe.steps, recipe.inversion_method) as invert, \
-                phase(bar, label) as sample:
+                bar_task(bar, label) as sample:
             yield invert, sample
 
     return both
@@ -73,10 +75,7 @@ def bars(bar):
 @contextmanager
 def inversion_phases(bar, label: str, steps: int, method: str):
     """The inversion's progress callback: one bar per phase (null-text: the DDIM inversion, then the
-    optimisation), each with its own total; None without a bar."""
-    if bar is None:
-        yield None
-        return
+    optimisation), each with its own total."""
     from p2p_cli.cli.common import phase_progress
 
     phases = ["DDIM inversion", "null-text optimisation"] if method == "null-text" else [f"{method} inversion"]
@@ -96,29 +95,6 @@ def inversion_phases(bar, label: str, steps: int, method: str):
         if started:
             bar.stop()
         remove()
-
-
-@contextmanager
-def phase(bar, label: str):
-    """A progress callback (done, total) that shows one bar task while it is used; None without a bar."""
-    if bar is None:
-        yield None
-        return
-    task = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            task = bar.add_task(label, total=total)
-            bar.start()
-        bar.update(task, completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if task is not None:
-            bar.stop()
-            bar.remove_task(task)
 
 
 def default_viz():
