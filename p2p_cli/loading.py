@@ -142,24 +142,25 @@ def diffusers_config(kind: str, compute_dtype):
     """diffusers' own quantization config for a denoiser (or a VAE)."""
     import diffusers
 
-    if kind in ("int8", "fp8"):
-        return diffusers.TorchAoConfig(torchao_type(kind))
-    if kind == "bnb-8bit":
-        return diffusers.BitsAndBytesConfig(load_in_8bit=True)
-    return diffusers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                        bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_use_double_quant=True)
+    return _library_config(diffusers, kind, compute_dtype)
 
 
 def transformers_config(kind: str, compute_dtype):
     """transformers' own quantization config for a text encoder."""
     import transformers
 
+    return _library_config(transformers, kind, compute_dtype)
+
+
+def _library_config(library, kind: str, compute_dtype):
+    """The config of a KINDS name in `library` (diffusers and transformers name theirs alike): torchao weight-only
+    for int8 / fp8, bitsandbytes for bnb-8bit / bnb-4bit (NF4, double quantization)."""
     if kind in ("int8", "fp8"):
-        return transformers.TorchAoConfig(torchao_type(kind))
+        return library.TorchAoConfig(torchao_type(kind))
     if kind == "bnb-8bit":
-        return transformers.BitsAndBytesConfig(load_in_8bit=True)
-    return transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                           bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_use_double_quant=True)
+        return library.BitsAndBytesConfig(load_in_8bit=True)
+    return library.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                      bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_use_double_quant=True)
 
 
 def pipeline_config(loading: Loading, compute_dtype):
