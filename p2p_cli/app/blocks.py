@@ -71,6 +71,21 @@ def checked(c: Controls) -> tuple[str, Any, str]:
     return text, gr.update(choices=choices, value=chosen), line
 
 
+async def in_thread(flag: threading.Event, fn, *args, **kwargs):
+    """fn(*args, **kwargs) in a thread, so that the page stays live: a cancelled event (Stop, a closed page, a
+    client's cancel) sets `flag`, which stops the run between steps; a bad recipe and a stop become the page's
+    error line."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except asyncio.CancelledError:
+        flag.set()
+        raise
+    except RecipeError as err:
+        raise gr.Error(error_text(err), print_exception=False) from None
+    except Stopped as err:
+        raise gr.Error(f"stopped: {err}", print_exception=False) from None
+
+
 def warm_up(runner: Runner, start: Controls) -> None:
     """Read the tokenizers and load the first model before the page asks (in a thread, while the page is served)."""
     checked(start)
@@ -203,16 +218,8 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             key = request.session_hash if request is not None else "default"
             flag = sessions.stop_flag(key)
             progress(0, desc="loading the model")
-            try:  # in a thread: a cancelled event (Stop, a closed page, a client's cancel) stops it between steps
-                out = await asyncio.to_thread(
-                    runner.run, c, progress=lambda done, total: progress((done, total), desc="sampling"), stop=flag)
-            except asyncio.CancelledError:
-                flag.set()
-                raise
-            except RecipeError as err:
-                raise gr.Error(error_text(err), print_exception=False) from None
-            except Stopped as err:
-                raise gr.Error(f"stopped: {err}", print_exception=False) from None
+            out = await in_thread(flag, runner.run, c, stop=flag,
+                                  progress=lambda done, total: progress((done, total), desc="sampling"))
             sessions.finished(key, out)
             role = {caption.split(":")[0]: path for path, caption in out.pictures}
             before = role.get("input", role["source"])  # a real picture: the picture itself, else the source
@@ -226,17 +233,8 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             given = dict(locals())
             c = controls_of([given[name] for name in FIELDS])
             flag = sessions.stop_flag(request.session_hash if request is not None else "default")
-            try:
-                out = await asyncio.to_thread(
-                    runner.sweep, c, taus, self_taus, stop=flag,
-                    progress=lambda done, total: progress((done, total), desc="sampling"))
-            except asyncio.CancelledError:
-                flag.set()
-                raise
-            except RecipeError as err:
-                raise gr.Error(error_text(err), print_exception=False) from None
-            except Stopped as err:
-                raise gr.Error(f"stopped: {err}", print_exception=False) from None
+            out = await in_thread(flag, runner.sweep, c, taus, self_taus, stop=flag,
+                                  progress=lambda done, total: progress((done, total), desc="sampling"))
             return out.pictures[0][0], out.pictures[1][0], out.command, out.files
 
         def on_stop(request: gr.Request = None):
