@@ -13,6 +13,7 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.common import dtype_name, exit_code, overrides_from, progress_bar, use_threads
 from p2p_cli.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, handled
 from p2p_cli.cli.jobs import bars, default_viz, reporter, show_warnings, written
+from p2p_cli.files.outputs import remove_stale
 from p2p_cli.runs import runner
 from p2p_cli.runs.edits import Options, check_folders, check_out, read_jobs, run_jobs
 from p2p_cli.runs.launch import device_for, launch, shard
@@ -88,7 +89,7 @@ def edit(
                 print(f"kept {job.folder}/ ({why})", flush=True)
             elif job.replace:  # this recipe's folder, but a file it lists is gone or changed
                 log(f"{job.folder}/ lacks files its run.json lists: running {job.recipe.name} again (--resume)")
-        if stale := runner.remove_stale(jobs):
+        if stale := remove_stale([job.folder for job in jobs]):
             log(f"removed {len(stale)} temporary folder{'s' * (len(stale) != 1)} that killed runs left:"
                 f" {', '.join(str(p) for p in stale)}")
         check_folders(jobs, overwrite, report)

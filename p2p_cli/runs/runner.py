@@ -81,7 +81,6 @@ class ModelCache:
         self.load = load
         self.models: dict[Hashable, Any] = {} if model is None else {None: model}
         self.left = Counter(work.key for work in works if not work.done)
-        self.loaded: list[Hashable] = []  # keys loaded by this cache, in order
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self.models
@@ -89,7 +88,6 @@ class ModelCache:
     def get(self, work: Work) -> Any:
         if work.key not in self.models:
             self.models[work.key] = self.load(work)
-            self.loaded.append(work.key)
         return self.models[work.key]
 
     def release(self, work: Work) -> None:
@@ -140,13 +138,6 @@ def run(works: list[Work], do: Callable[[list[Work], Any], None], *, models: Mod
             models.release(member)
             if on_done is not None:
                 on_done(member)
-
-
-def remove_stale(works: list[Work]) -> list[Path]:
-    """Remove the temporary folders killed runs left beside these works' folders; returns them."""
-    from p2p_cli.files.outputs import remove_stale as remove
-
-    return remove([work.folder for work in works])
 
 
 @dataclass
