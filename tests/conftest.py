@@ -42,6 +42,42 @@ except ImportError:  # the fuzz tests skip themselves without hypothesis
     pass
 
 
+# The family matrix. A test parametrized over model families checks code that is the same on every family (the
+# family lives below one adapter interface), so the default run (`make test`) takes it on four representatives:
+# SD (a UNet, the bundled model's family), SD 2.x (v-prediction), SD3 (an MMDiT with CLIP + T5) and FLUX.2
+# [klein] (double- and single-stream blocks, a chat template). Every family's own test file runs by default;
+# `make test-slow` and CI (.ci/run) run the matrix on every family. A test whose families include no
+# representative keeps its first one.
+REPRESENTATIVE_FAMILIES = {"sd", "sd2", "sd3", "flux2-klein"}
+_FIXTURE_FAMILY = {"tiny_model": "sd", "tiny_v_model": "sd2", "tiny_xl_model": "sdxl", "tiny_sd3_model": "sd3",
+                   "tiny_flux_model": "flux", "tiny_qwen_image_model": "qwen-image",
+                   "tiny_flux2_klein_model": "flux2-klein", "tiny_flux2_dev_model": "flux2-dev",
+                   "tiny_chroma_model": "chroma"}
+_FAMILY_NAMES = set(_FIXTURE_FAMILY.values())
+
+
+def family_of(item) -> str | None:
+    """The model family a collected test runs on, where it is parametrized over families (None elsewhere)."""
+    for value in getattr(getattr(item, "callspec", None), "params", {}).values():
+        if isinstance(value, str) and (value in _FIXTURE_FAMILY or value in _FAMILY_NAMES):
+            return _FIXTURE_FAMILY.get(value, value)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(config, items):
+    groups: dict[tuple, list] = {}
+    for item in items:
+        family = family_of(item)
+        if family is not None:
+            groups.setdefault((item.path, item.cls, item.originalname), []).append((family, item))
+    for variants in groups.values():
+        kept = {f for f, _ in variants if f in REPRESENTATIVE_FAMILIES} or {variants[0][0]}
+        for family, item in variants:
+            if family not in kept:
+                item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return clip_tokenizer()

@@ -3,6 +3,7 @@ its pictures are the CLI's, a bad prompt gets the validate lines, a cancelled ru
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -15,7 +16,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-pytest.importorskip("gradio", reason="the ui extra (pip install 'p2p-cli[ui]') is not installed")
+# Found, not imported: gradio takes seconds to import, and collection runs in every test worker; the app
+# imports it when a test starts it.
+if importlib.util.find_spec("gradio") is None:
+    pytest.skip("the ui extra (pip install 'p2p-cli[ui]') is not installed", allow_module_level=True)
 gradio_client = pytest.importorskip("gradio_client")
 
 from p2p_cli.app.controls import Controls, error_text, from_recipe  # noqa: E402

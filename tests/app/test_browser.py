@@ -5,6 +5,7 @@ install`: its own browser download is not used)."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import shutil
 import tempfile
@@ -15,7 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("gradio", reason="the ui extra (pip install 'p2p-cli[ui]') is not installed")
+# Found, not imported: gradio takes seconds to import, and collection runs in every test worker; the app
+# imports it when a test starts it.
+if importlib.util.find_spec("gradio") is None:
+    pytest.skip("the ui extra (pip install 'p2p-cli[ui]') is not installed", allow_module_level=True)
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

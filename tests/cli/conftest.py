@@ -23,22 +23,6 @@ SMALL = {
 }
 
 
-# The commands are the same code on every family (the family lives below the API), so the default run drives the
-# heaviest command checks on two representative transformer families: SD3 (CLIP + T5) and FLUX.2 [klein] (a chat
-# template, double- and single-stream blocks). `make test-slow` runs them on every family; the engine's property
-# tests (tests/engine, tests/families) run on every family in the default run.
-HEAVY_ON_EVERY_FAMILY = {"test_sweep_and_invert", "test_attention_pictures_on_the_token_grid"}
-DEFAULT_FAMILIES = {"sd3", "flux2-klein"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        family = getattr(getattr(item, "callspec", None), "params", {}).get("joint_dir")
-        if item.originalname in HEAVY_ON_EVERY_FAMILY and family is not None and family not in DEFAULT_FAMILIES:
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, save_tiny_model) -> Path:
     """A tiny random SD (128 px images) on disk: loaded through the same path as a real model."""
