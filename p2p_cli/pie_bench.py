@@ -130,10 +130,24 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
     return {"kinds": kinds, "overall": means(scored)}
 
 
-def fingerprint(recipe: dict, model_id: str) -> str:
-    """What makes an entry's folder: its recipe (after --set) and the model. --resume keeps a folder whose
-    run.json records the same."""
-    return digest({"recipe": recipe, "model": model_id})
+def fingerprint(recipe: dict, model_id: str, protocol: str) -> str:
+    """What makes an entry's folder: its recipe (after --set), the model and the protocol that made the recipe.
+    --resume keeps a folder whose run.json records the same, so it never mixes entries of two protocols."""
+    return digest({"recipe": recipe, "model": model_id, "protocol": protocol})
+
+
+def recorded_protocol(folder: Path) -> str | None:
+    """The protocol an entry folder's run.json records (its `pie_bench` block; None: none recorded, or no
+    readable run.json)."""
+    from p2p_cli.paths import read_regular_text
+
+    try:
+        record = json.loads(read_regular_text(Path(folder) / "run.json"))
+    except (OSError, ValueError):
+        return None
+    bench = record.get("pie_bench") if isinstance(record, dict) else None
+    protocol = bench.get("protocol") if isinstance(bench, dict) else None
+    return protocol if isinstance(protocol, str) else None
 
 
 def recorded_fingerprint(record: dict) -> str | None:
@@ -166,7 +180,8 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
     out = Path(out)
     works = [EntryWork(entry.id, out / entry.id, index=i, entry=entry,
                        row={"id": entry.id, "kind": entry.kind, "kind_name": entry.kind_name, "image": str(entry.image),
-                            "source": entry.source, "target": entry.target, "folder": str(out / entry.id)})
+                            "source": entry.source, "target": entry.target, "folder": str(out / entry.id),
+                            "protocol": settings.protocol})
              for i, entry in enumerate(entries)]
     rows: list[dict] = []
     started = time.perf_counter()
@@ -176,10 +191,12 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
         for work in members:
             work.started = time.perf_counter()
             entry, row = work.entry, work.row
-            data, notes = entry_job(entry, settings)
+            data, notes = entry_job(entry, settings, joint=model.spec.family.joint)
             for note in notes:
                 log(f"{entry.id}: {note}")
-            work.digest = fingerprint(data, model.id)
+            if notes:
+                row["notes"] = notes
+            work.digest = fingerprint(data, model.id, settings.protocol)
             state = resume_state(work.folder, work.digest, read=recorded_fingerprint) if resume else None
             if state == "finished":
                 row["status"], work.kept = "kept", True
@@ -191,8 +208,8 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
                 label = f"{Path(folder) / 'mapping_file.json'}#{entry.id}"  # run.json's recipe_file
                 result = run_recipe(model, recipe, maps=False, recipe_file=label)
                 result.save(work.folder, overwrite=overwrite or state == "damaged",
-                            extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "fingerprint": work.digest,
-                                                 "folder": str(folder)}})
+                            extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "protocol": settings.protocol,
+                                                 "fingerprint": work.digest, "folder": str(folder)}})
                 row["status"] = "ok"
                 work.pictures = len(result.roles)
             row["scores"] = score_files(entry, work.folder / "edit-1.png", scorers)
@@ -229,7 +246,7 @@ def summary_record(rows: list[dict], entries: list[PieEntry], folder: Path, mode
         "benchmark": "PIE-Bench",
         "folder": str(folder),
         "model": model.id,
-        "settings": {"inversion": settings.inversion, "edit_type": settings.edit_type,
+        "settings": {"protocol": settings.protocol, "inversion": settings.inversion,
                      "reweight": settings.reweight, "blend": settings.blend, "overrides": settings.overrides},
         "measures": {m: {"what": what, "scale": scale, "lower_is_better": lower}
                      for m, (what, scale, lower) in MEASURES.items()},

@@ -51,10 +51,12 @@ def test_every_entry_is_edited_and_written_like_p2p_edit(ran):
         record = json.loads((out / key / "run.json").read_text())
         assert record["pie_bench"]["entry"] == key and record["recipe"]["steps"] == 3
         assert record["recipe"]["cross_replace"] == {"default": [0.0, 0.4]}
-        assert record["recipe"]["self_replace"] == [0.0, 0.6]
+        assert record["recipe"]["self_replace"] == [0.0, 0.6] and record["recipe"]["self_replace_max_res"] == 32
+        assert record["recipe"]["guidance"] == 7.5 and record["pie_bench"]["protocol"] == "reference"
     record = json.loads((out / "111000000000" / "run.json").read_text())
     assert record["recipe"]["edits"][0]["type"] == "refine"  # the benchmark's protocol, though as many words
-    assert record["recipe"]["edits"][0]["local_blend"]["words"] == ["square", "triangle"]
+    blend = record["recipe"]["edits"][0]["local_blend"]
+    assert blend["source_words"] == ["square"] and blend["target_words"] == ["triangle"] and blend["words"] == []
     assert "edit-1-mask.png" in {p.name for p in (out / "111000000000").iterdir()}
     assert not list(out.glob(".*"))  # no temporary folders or files left
 
@@ -89,8 +91,9 @@ def test_scores_match_a_hand_computation_from_the_written_pictures(ran, tiny_cli
     assert summary["kinds"]["change-object"]["means"]["mse"] == pytest.approx(rows[1]["scores"]["mse"])
     assert summary["overall"]["n"] == 3 and summary["overall"]["means"]["lpips"] is None
     assert summary["overall"]["counts"] == {**{m: 3 for m in MEASURES}, "lpips": 0}
-    # the benchmark's protocol by default: every edit refines
-    assert summary["settings"]["edit_type"] == "refine"
+    # the benchmark's protocol by default: every edit refines, and each row says which protocol made it
+    assert summary["settings"]["protocol"] == "reference"
+    assert [r["protocol"] for r in rows] == ["reference"] * 3
     for row in rows:
         assert json.loads((out / row["id"] / "run.json").read_text())["recipe"]["edits"][0]["type"] == "refine"
     assert list(summary["kinds"]) == ["random", "change-object", "change-color"]
@@ -135,7 +138,7 @@ def test_limit_kinds_and_a_missing_network(pie_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     result = invoke(pie_folder, "--out", out, "--steps", STEPS, "--kinds", "1,6", "--limit", "1",
-                    "--dino", tmp_path / "no-dino", "--clip", "none", "--lpips", "none", "--edit-type", "auto")
+                    "--dino", tmp_path / "no-dino", "--clip", "none", "--lpips", "none", "--protocol", "p2p")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["111000000000", "pie-bench.json"]
     assert f"warning: skipping structure_distance: no DINO model folder at {tmp_path / 'no-dino'}" in result.stderr
@@ -143,7 +146,15 @@ def test_limit_kinds_and_a_missing_network(pie_folder, tmp_path, monkeypatch):
     assert summary["entries"][0]["scores"]["structure_distance"] is None
     record = json.loads((out / "111000000000" / "run.json").read_text())
     assert record["recipe"]["edits"][0]["type"] == "replace"  # p2p's rule: as many words, a replacement
-    assert summary["settings"]["edit_type"] == "auto"
+    assert summary["settings"]["protocol"] == "p2p" and summary["entries"][0]["protocol"] == "p2p"
+    assert record["pie_bench"]["protocol"] == "p2p" and record["recipe"]["edits"][0]["cross_replace"] == {"default": [0.0, 0.8]}
+    # --resume under the other protocol stops before loading: it would mix the two in one table
+    again = invoke(pie_folder, "--out", out, "--steps", STEPS, "--kinds", "1,6", "--limit", "1", "--resume",
+                   "--dino", "none", "--clip", "none", "--lpips", "none")
+    assert again.exit_code == 2, again.stderr
+    assert (f"{out / '111000000000'}/ was made under --protocol p2p, this run is --protocol reference: --resume never"
+            " mixes protocols") in again.stderr
+    assert json.loads((out / "pie-bench.json").read_text())["settings"]["protocol"] == "p2p"  # left as it was
 
 
 @pytest.mark.parametrize("args, message", [
