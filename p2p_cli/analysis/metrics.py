@@ -258,7 +258,7 @@ def pie_ssim(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None)
     channels and the picture less its SSIM_BORDER-pixel border (reflected borders), in float32.
 
     This is the evaluator's call, StructuralSimilarityIndexMeasure(data_range=1.0) on float32 pictures, as
-    torchmetrics 1.2.x-1.4.1 computed it (1.2 was current when the benchmark was published; the evaluator pins no
+    torchmetrics up to 1.3.1 computed it (1.2 was current when the benchmark was published; the evaluator pins no
     version): window, padding, means and the final average in the pictures' float32, the padded border left out.
     On the CPU it equals torchmetrics 1.2.1 and 1.3.2 to the last digit (tests/pie_bench/test_pie_metrics.py).
     What changed later, read in torchmetrics' source and changelog: 1.3.2 clamps the variances at 0 (#2378; no
