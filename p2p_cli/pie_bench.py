@@ -110,19 +110,27 @@ def score_files(entry: PieEntry, edited_png: Path, scorers: Scorers) -> dict[str
     return score(source, edited, mask, entry.target, scorers)
 
 
-def summarise(rows: list[dict]) -> dict[str, Any]:
-    """Means of each measure over the scored rows, per kind (in id order) and overall; `n` counts the scored
-    rows, `counts` the values each measure's mean is over: it leaves out the rows where the measure is None (its
-    network skipped, or its region empty: as the evaluator's "nan")."""
+SKIPPED, EMPTY = "skipped", "empty"  # why a measure has no mean: its network was not loaded / no entry had a region
+
+
+def summarise(rows: list[dict], skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """Means of each measure over the scored rows, per kind (in id order) and overall. `entries` counts the
+    scored rows; `counts` the values each measure's mean is over: it leaves out the rows where the measure is None
+    (its network skipped, or its region empty: as the evaluator's "nan"); `unscored` says why a measure has no
+    mean: "skipped" (in `skipped`, measure -> reason: its network was not loaded) or "empty" (no row had a region
+    for it), the table's marks."""
+    skipped = skipped or {}
 
     def means(chosen: list[dict]) -> dict[str, Any]:
-        out: dict[str, Any] = {"n": len(chosen), "means": {}, "counts": {}}
+        out: dict[str, Any] = {"entries": len(chosen), "means": {}, "counts": {}, "unscored": {}}
         for m in MEASURES:
             values = [r["scores"][m] for r in chosen if r["scores"].get(m) is not None]
             finite = [v for v in values if math.isfinite(v)]
             out["means"][m] = (sum(finite) / len(finite) if len(finite) == len(values) else math.inf) if values \
                 else None
             out["counts"][m] = len(values)
+            if not values:
+                out["unscored"][m] = SKIPPED if m in skipped else EMPTY
         return out
 
     scored = [r for r in rows if r.get("scores")]
@@ -256,7 +264,7 @@ def summary_record(rows: list[dict], entries: list[PieEntry], folder: Path, mode
         "failed": sum(r["status"] == "failed" for r in rows),
         "seconds": round(seconds, 3),
         "versions": library_versions(),
-        **summarise(rows),
+        **summarise(rows, scorers.skipped),
         "entries": rows,
     }
 
@@ -283,31 +291,34 @@ def _jsonable(value):
 
 def table(summary: dict[str, Any]) -> str:
     """The summary as the paper's table: one line per kind and one for all, each measure at the paper's scale
-    (Structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2). `n` counts the entries scored; a mean over fewer
-    values (the others had no region to score) says how many, `12.34 (139)`; `skipped` marks a measure whose
-    network was not loaded, `empty` one that no entry of the line had a region for. A legend line says so."""
+    (Structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2), then an `n (all)` line: how many values each of the
+    all line's means is over. `entries` counts the entries scored; a mean over fewer values than its line's
+    entries (the others had no region to score) says how many, `12.34 (139)`; a measure with no mean reads
+    `skipped` (its network was not loaded) or `empty` (no entry of the line had a region for it), as
+    `unscored` says in the JSON. A legend line under the table explains the marks it uses."""
     heads = {"structure_distance": "Struct x1e3 ↓", "psnr": "PSNR ↑", "lpips": "LPIPS x1e3 ↓", "mse": "MSE x1e4 ↓",
              "ssim": "SSIM x1e2 ↑", "clip_whole": "CLIP whole ↑", "clip_edited": "CLIP edited ↑"}
-    skipped = summary.get("skipped_measures", {})
-    lines = [f"{'kind':<18} {'n':>4} " + " ".join(f"{heads[m]:>14}" for m in MEASURES)]
+    lines = [f"{'kind':<18} {'entries':>7} " + " ".join(f"{heads[m]:>14}" for m in MEASURES)]
     groups = [*summary["kinds"].items(), ("all", summary["overall"])]
     used: set[str] = set()
     for name, group in groups:
         cells = []
         for m, (_, scale, _) in MEASURES.items():
-            v, k = group["means"].get(m), group.get("counts", {}).get(m, group["n"])
+            v, k = group["means"].get(m), group["counts"][m]
             if v is None:
-                cell = "skipped" if m in skipped else "empty"
+                cell = group["unscored"][m]
                 used.add(cell)
             else:
                 cell = f"{v * scale:.2f}" if math.isfinite(v) else "inf"
-                if k < group["n"]:
+                if k < group["entries"]:
                     cell += f" ({k})"
                     used.add("fewer")
             cells.append(cell)
-        lines.append(f"{name:<18} {group['n']:>4} " + " ".join(f"{c:>14}" for c in cells))
-    legend = {"fewer": "(k): the mean of k values, the other entries had no region to score",
-              "skipped": "skipped: the measure's network was not loaded (see skipped_measures)",
-              "empty": "empty: no entry had a region to score"}
+        lines.append(f"{name:<18} {group['entries']:>7} " + " ".join(f"{c:>14}" for c in cells))
+    counts = summary["overall"]["counts"]
+    lines.append(f"{'n (all)':<18} {'':>7} " + " ".join(f"{counts[m]:>14}" for m in MEASURES))
+    legend = {"fewer": "(k): the mean of k values, the line's other entries had no region to score",
+              SKIPPED: f"{SKIPPED}: the measure's network was not loaded (see skipped_measures)",
+              EMPTY: f"{EMPTY}: no entry of the line had a region to score"}
     notes = [text for key, text in legend.items() if key in used]
     return "\n".join(lines + (["; ".join(notes)] if notes else []))
