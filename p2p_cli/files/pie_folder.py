@@ -281,8 +281,9 @@ def _own_word(word: str, prompt: str, prompt_words: list[str], which: str, notes
     if not found:
         notes.append(f"blended word {word!r} is not in the {which}: left out of the blend")
     elif not exact:
+        missed = "blend nothing for it" if which == "source" else "neither blend nor reweight it"
         notes.append(f"blended word {word!r} is in the {which} only after p2p's word split (the reference looks"
-                     " words up at spaces, case and punctuation included, and would blend nothing for it)")
+                     f" words up at spaces, case and punctuation included, and would {missed})")
     return [word] if found else []
 
 

@@ -89,6 +89,9 @@ def test_blended_words_the_reference_would_not_find_are_noted(pie_folder):
     assert notes == ["blended word 'square' is in the source only after p2p's word split (the reference looks words"
                      " up at spaces, case and punctuation included, and would blend nothing for it)",
                      "blended words 'extra' after the second are ignored, as the reference does"]
+    _, notes = entry_recipe(replace(entries[1], target="a big green Triangle on the right"))
+    assert notes == ["blended word 'triangle' is in the target only after p2p's word split (the reference looks words"
+                     " up at spaces, case and punctuation included, and would neither blend nor reweight it)"]
     missing = replace(entries[1], blended=["bicycle", "triangle"])
     recipe, notes = entry_recipe(missing)
     assert recipe["edits"][0]["local_blend"] == {"target_words": ["triangle"], "threshold": 0.3, "start": 0.2}
