@@ -131,6 +131,21 @@ def words_in_either(tokenizer: Any, path: str, words: list[str], source: str, ta
     return positions
 
 
+def words_in_one(tokenizer: Any, path: str, words: list[str], prompt: str, which: str,
+                 problems: Problems) -> list[int]:
+    """Token positions of the words in one prompt (`which`: "source" or "target"); a word not in it is a
+    problem."""
+    positions: list[int] = []
+    for word in words:
+        try:
+            positions += find_tokens(tokenizer, prompt, word)
+        except PromptError:
+            close = difflib.get_close_matches(word.lower(), split_words(prompt), n=1, cutoff=0.6)
+            problems.append(f"{path}: \"{word}\" is not in the {which}; {which} words: {', '.join(split_words(prompt))}"
+                            + (f'; did you mean "{close[0]}"?' if close else ""))
+    return positions
+
+
 def recipe_problems(recipe: Recipe, tokenizer: Any) -> list[str]:
     """The problems plan.compile_plan would raise, in its order, as "path: message" lines."""
     problems = Problems()
@@ -157,6 +172,10 @@ def recipe_problems(recipe: Recipe, tokenizer: Any) -> list[str]:
             lb = edit.local_blend
             words_in_either(tokenizer, f"edits[{i}].local_blend.words", lb.words, recipe.source, edit.target,
                             problems)
+            words_in_one(tokenizer, f"edits[{i}].local_blend.source_words", lb.source_words, recipe.source,
+                         "source", problems)
+            words_in_one(tokenizer, f"edits[{i}].local_blend.target_words", lb.target_words, edit.target,
+                         "target", problems)
             words_in_either(tokenizer, f"edits[{i}].local_blend.subtract", lb.subtract, recipe.source, edit.target,
                             problems)
     return list(problems)

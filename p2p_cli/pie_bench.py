@@ -110,19 +110,27 @@ def score_files(entry: PieEntry, edited_png: Path, scorers: Scorers) -> dict[str
     return score(source, edited, mask, entry.target, scorers)
 
 
-def summarise(rows: list[dict]) -> dict[str, Any]:
-    """Means of each measure over the scored rows, per kind (in id order) and overall; `n` counts the scored
-    rows, `counts` the values each measure's mean is over: it leaves out the rows where the measure is None (its
-    network skipped, or its region empty: as the evaluator's "nan")."""
+SKIPPED, EMPTY = "skipped", "empty"  # why a measure has no mean: its network was not loaded / no entry had a region
+
+
+def summarise(rows: list[dict], skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """Means of each measure over the scored rows, per kind (in id order) and overall. `entries` counts the
+    scored rows; `counts` the values each measure's mean is over: it leaves out the rows where the measure is None
+    (its network skipped, or its region empty: as the evaluator's "nan"); `unscored` says why a measure has no
+    mean: "skipped" (in `skipped`, measure -> reason: its network was not loaded) or "empty" (no row had a region
+    for it), the table's marks."""
+    skipped = skipped or {}
 
     def means(chosen: list[dict]) -> dict[str, Any]:
-        out: dict[str, Any] = {"n": len(chosen), "means": {}, "counts": {}}
+        out: dict[str, Any] = {"entries": len(chosen), "means": {}, "counts": {}, "unscored": {}}
         for m in MEASURES:
             values = [r["scores"][m] for r in chosen if r["scores"].get(m) is not None]
             finite = [v for v in values if math.isfinite(v)]
             out["means"][m] = (sum(finite) / len(finite) if len(finite) == len(values) else math.inf) if values \
                 else None
             out["counts"][m] = len(values)
+            if not values:
+                out["unscored"][m] = SKIPPED if m in skipped else EMPTY
         return out
 
     scored = [r for r in rows if r.get("scores")]
@@ -130,10 +138,24 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
     return {"kinds": kinds, "overall": means(scored)}
 
 
-def fingerprint(recipe: dict, model_id: str) -> str:
-    """What makes an entry's folder: its recipe (after --set) and the model. --resume keeps a folder whose
-    run.json records the same."""
-    return digest({"recipe": recipe, "model": model_id})
+def fingerprint(recipe: dict, model_id: str, protocol: str) -> str:
+    """What makes an entry's folder: its recipe (after --set), the model and the protocol that made the recipe.
+    --resume keeps a folder whose run.json records the same, so it never mixes entries of two protocols."""
+    return digest({"recipe": recipe, "model": model_id, "protocol": protocol})
+
+
+def recorded_protocol(folder: Path) -> str | None:
+    """The protocol an entry folder's run.json records (its `pie_bench` block; None: none recorded, or no
+    readable run.json)."""
+    from p2p_cli.paths import read_regular_text
+
+    try:
+        record = json.loads(read_regular_text(Path(folder) / "run.json"))
+    except (OSError, ValueError):
+        return None
+    bench = record.get("pie_bench") if isinstance(record, dict) else None
+    protocol = bench.get("protocol") if isinstance(bench, dict) else None
+    return protocol if isinstance(protocol, str) else None
 
 
 def recorded_fingerprint(record: dict) -> str | None:
@@ -166,7 +188,8 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
     out = Path(out)
     works = [EntryWork(entry.id, out / entry.id, index=i, entry=entry,
                        row={"id": entry.id, "kind": entry.kind, "kind_name": entry.kind_name, "image": str(entry.image),
-                            "source": entry.source, "target": entry.target, "folder": str(out / entry.id)})
+                            "source": entry.source, "target": entry.target, "folder": str(out / entry.id),
+                            "protocol": settings.protocol})
              for i, entry in enumerate(entries)]
     rows: list[dict] = []
     started = time.perf_counter()
@@ -176,10 +199,12 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
         for work in members:
             work.started = time.perf_counter()
             entry, row = work.entry, work.row
-            data, notes = entry_job(entry, settings)
+            data, notes = entry_job(entry, settings, joint=model.spec.family.joint)
             for note in notes:
                 log(f"{entry.id}: {note}")
-            work.digest = fingerprint(data, model.id)
+            if notes:
+                row["notes"] = notes
+            work.digest = fingerprint(data, model.id, settings.protocol)
             state = resume_state(work.folder, work.digest, read=recorded_fingerprint) if resume else None
             if state == "finished":
                 row["status"], work.kept = "kept", True
@@ -191,8 +216,8 @@ def run(model, entries: list[PieEntry], out: Path, settings: Settings, scorers: 
                 label = f"{Path(folder) / 'mapping_file.json'}#{entry.id}"  # run.json's recipe_file
                 result = run_recipe(model, recipe, maps=False, recipe_file=label)
                 result.save(work.folder, overwrite=overwrite or state == "damaged",
-                            extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "fingerprint": work.digest,
-                                                 "folder": str(folder)}})
+                            extra={"pie_bench": {"entry": entry.id, "kind": entry.kind, "protocol": settings.protocol,
+                                                 "fingerprint": work.digest, "folder": str(folder)}})
                 row["status"] = "ok"
                 work.pictures = len(result.roles)
             row["scores"] = score_files(entry, work.folder / "edit-1.png", scorers)
@@ -229,7 +254,7 @@ def summary_record(rows: list[dict], entries: list[PieEntry], folder: Path, mode
         "benchmark": "PIE-Bench",
         "folder": str(folder),
         "model": model.id,
-        "settings": {"inversion": settings.inversion, "edit_type": settings.edit_type,
+        "settings": {"protocol": settings.protocol, "inversion": settings.inversion,
                      "reweight": settings.reweight, "blend": settings.blend, "overrides": settings.overrides},
         "measures": {m: {"what": what, "scale": scale, "lower_is_better": lower}
                      for m, (what, scale, lower) in MEASURES.items()},
@@ -239,7 +264,7 @@ def summary_record(rows: list[dict], entries: list[PieEntry], folder: Path, mode
         "failed": sum(r["status"] == "failed" for r in rows),
         "seconds": round(seconds, 3),
         "versions": library_versions(),
-        **summarise(rows),
+        **summarise(rows, scorers.skipped),
         "entries": rows,
     }
 
@@ -266,31 +291,34 @@ def _jsonable(value):
 
 def table(summary: dict[str, Any]) -> str:
     """The summary as the paper's table: one line per kind and one for all, each measure at the paper's scale
-    (Structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2). `n` counts the entries scored; a mean over fewer
-    values (the others had no region to score) says how many, `12.34 (139)`; `skipped` marks a measure whose
-    network was not loaded, `empty` one that no entry of the line had a region for. A legend line says so."""
+    (Structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2), then an `n (all)` line: how many values each of the
+    all line's means is over. `entries` counts the entries scored; a mean over fewer values than its line's
+    entries (the others had no region to score) says how many, `12.34 (139)`; a measure with no mean reads
+    `skipped` (its network was not loaded) or `empty` (no entry of the line had a region for it), as
+    `unscored` says in the JSON. A legend line under the table explains the marks it uses."""
     heads = {"structure_distance": "Struct x1e3 ↓", "psnr": "PSNR ↑", "lpips": "LPIPS x1e3 ↓", "mse": "MSE x1e4 ↓",
              "ssim": "SSIM x1e2 ↑", "clip_whole": "CLIP whole ↑", "clip_edited": "CLIP edited ↑"}
-    skipped = summary.get("skipped_measures", {})
-    lines = [f"{'kind':<18} {'n':>4} " + " ".join(f"{heads[m]:>14}" for m in MEASURES)]
+    lines = [f"{'kind':<18} {'entries':>7} " + " ".join(f"{heads[m]:>14}" for m in MEASURES)]
     groups = [*summary["kinds"].items(), ("all", summary["overall"])]
     used: set[str] = set()
     for name, group in groups:
         cells = []
         for m, (_, scale, _) in MEASURES.items():
-            v, k = group["means"].get(m), group.get("counts", {}).get(m, group["n"])
+            v, k = group["means"].get(m), group["counts"][m]
             if v is None:
-                cell = "skipped" if m in skipped else "empty"
+                cell = group["unscored"][m]
                 used.add(cell)
             else:
                 cell = f"{v * scale:.2f}" if math.isfinite(v) else "inf"
-                if k < group["n"]:
+                if k < group["entries"]:
                     cell += f" ({k})"
                     used.add("fewer")
             cells.append(cell)
-        lines.append(f"{name:<18} {group['n']:>4} " + " ".join(f"{c:>14}" for c in cells))
-    legend = {"fewer": "(k): the mean of k values, the other entries had no region to score",
-              "skipped": "skipped: the measure's network was not loaded (see skipped_measures)",
-              "empty": "empty: no entry had a region to score"}
+        lines.append(f"{name:<18} {group['entries']:>7} " + " ".join(f"{c:>14}" for c in cells))
+    counts = summary["overall"]["counts"]
+    lines.append(f"{'n (all)':<18} {'':>7} " + " ".join(f"{counts[m]:>14}" for m in MEASURES))
+    legend = {"fewer": "(k): the mean of k values, the line's other entries had no region to score",
+              SKIPPED: f"{SKIPPED}: the measure's network was not loaded (see skipped_measures)",
+              EMPTY: f"{EMPTY}: no entry of the line had a region to score"}
     notes = [text for key, text in legend.items() if key in used]
     return "\n".join(lines + (["; ".join(notes)] if notes else []))

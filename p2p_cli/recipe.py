@@ -144,14 +144,32 @@ SelfField = Annotated[Window | None, BeforeValidator(_parse_self)]
 
 
 class LocalBlend(BaseModel):
-    """Edit only where the words are (paper sec. 3.2, local editing): mask from their cross-attention."""
+    """Edit only where the words are (paper sec. 3.2, local editing): mask from their cross-attention.
+
+    `words` are looked up in both prompts; `source_words` only in the source and `target_words` only in the
+    target, as the reference's LocalBlend takes one word list per prompt ("cat" in the source, "hat" in the
+    target: the hat's mask joined to the cat's, not the target's cat too)."""
 
     model_config = ConfigDict(extra="forbid")
-    words: list[str] = Field(min_length=1)
+    words: list[str] = Field(default_factory=list)
+    source_words: list[str] = Field(default_factory=list)
+    target_words: list[str] = Field(default_factory=list)
     threshold: float = Field(0.3, gt=0.0, lt=1.0)
     start: float = Field(0.2, ge=0.0, le=1.0)
     subtract: list[str] = Field(default_factory=list)
     subtract_threshold: float = Field(0.3, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _some_word(self) -> LocalBlend:
+        if not (self.words or self.source_words or self.target_words):
+            raise ValueError("local_blend needs a word: words (looked up in both prompts), source_words (in the"
+                             " source only) or target_words (in the target only)")
+        return self
+
+    @property
+    def all_words(self) -> list[str]:
+        """Every blend word, each once (words, then the source's, then the target's)."""
+        return list(dict.fromkeys(self.words + self.source_words + self.target_words))
 
 
 class Lora(BaseModel):
@@ -846,6 +864,8 @@ FIELD_DOCS = {
     },
     LocalBlend: {
         "words": "the words (in the source or the target) whose attention marks where the edit may change",
+        "source_words": "blend words looked up in the source only (the reference's per-prompt word lists)",
+        "target_words": "blend words looked up in the target only",
         "threshold": "a word map's share of its maximum above which the edit shows (default 0.3; lower: larger)",
         "start": "the fraction of the steps from which the blend applies (default 0.2)",
         "subtract": "words whose region is kept from the source",

@@ -258,10 +258,15 @@ def pie_ssim(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None)
     channels and the picture less its SSIM_BORDER-pixel border (reflected borders), in float32.
 
     This is the evaluator's call, StructuralSimilarityIndexMeasure(data_range=1.0) on float32 pictures, as
-    torchmetrics computed it up to 1.2 (the releases of 2023, when the benchmark was published: window, padding,
-    means and the final average all in the pictures' float32; the border left out; variances not clamped).
-    Later releases average the whole map and clamp the variances at 0 (1.9 is up to 5e-3 higher on masked
-    pictures); float64 would be 1-4e-4 lower than float32 on the benchmark's pictures (docs/pie-bench.md)."""
+    torchmetrics up to 1.3.1 computed it (1.2 was current when the benchmark was published; the evaluator pins no
+    version): window, padding, means and the final average in the pictures' float32, the padded border left out.
+    On the CPU it equals torchmetrics 1.2.1 and 1.3.2 to the last digit (tests/pie_bench/test_pie_metrics.py).
+    What changed later, read in torchmetrics' source and changelog: 1.3.2 clamps the variances at 0 (#2378; no
+    change where they are not negative, as here), and from 1.4.2 the whole map is averaged, border included
+    (#2721: up to 5e-3 higher on masked pictures). Not in float64: float32's rounding of E[x^2] - E[x]^2 raises
+    SSIM on bright, flat regions (1-4e-4 on the benchmark's pictures), and the published numbers carry it. The
+    evaluator ran on a GPU, whose convolution rounds in another order (and may use TF32), so its float32 noise
+    may differ in the last digits (not measured; docs/pie-bench.md)."""
     a, b, keep = _pair(a, b, keep)
     if keep.sum() == 0:
         return None

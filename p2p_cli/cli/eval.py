@@ -31,9 +31,9 @@ class Inversion(str, Enum):
     ddpm = "ddpm"
 
 
-class EditType(str, Enum):
-    refine = "refine"
-    auto = "auto"
+class Protocol(str, Enum):  # pie_folder.PROTOCOLS
+    reference = "reference"
+    p2p = "p2p"
 
 
 def pie_bench(
@@ -51,10 +51,13 @@ def pie_bench(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, show_default=False,
                                                  help="Run only the first N entries (of the chosen kinds; default:"
                                                       " all of them).")] = None,
-    edit_type: Annotated[EditType, typer.Option(
-        "--edit-type", help="refine: always refine, as the benchmark's own P2P run does (its protocol, so the"
-        " numbers compare with the published ones); auto: p2p's own rule, replace when the prompts have as many"
-        " words, else refine.")] = EditType.refine,
+    protocol: Annotated[Protocol, typer.Option(
+        "--protocol", help="reference: edit as the benchmark's own P2P run does, so the numbers compare with the"
+        " published ones (always refine; cross window 0.4, self window 0.6 in layers of at most 32x32; guidance"
+        " 7.5, 50 steps; blend on the source's blended word in the source and the target's in the target). p2p:"
+        " p2p's own choices (replace when the prompts have as many words, else refine; the model family's"
+        " windows, guidance and steps; blended words looked up in both prompts). Each entry's record says"
+        " which; --resume never mixes them.")] = Protocol.reference,
     reweight: Annotated[float, typer.Option(
         "--reweight", help="Factor on the target's blended word, as the benchmark's P2P run does; 1 for none.")]
     = REWEIGHT,
@@ -97,10 +100,12 @@ def pie_bench(
             raise UsageError(str(err)) from None
         if not entries:
             raise UsageError(f"{folder}: no entries of the kinds {kinds} in mapping_file.json")
-        settings = Settings(inversion=inversion.value, edit_type=edit_type.value, reweight=reweight,
+        settings = Settings(protocol=protocol.value, inversion=inversion.value, reweight=reweight,
                             blend=not no_blend, overrides=overrides_from(set_, steps=steps, seed=seed))
         check_recipes(entries, settings, model)
         check_out(out)
+        if resume and not overwrite:
+            check_protocols(entries, out, settings.protocol)
         if not (resume or overwrite):
             taken = [e.id for e in entries if (out / e.id).exists()]
             if taken:
@@ -125,6 +130,21 @@ def pie_bench(
             done = summary["entries_done"]
             log(f"wrote {out / SUMMARY_FILE} ({done} entr{'y' if done == 1 else 'ies'}, {summary['failed']} failed)")
     raise typer.Exit(EXIT_FAILED if summary["failed"] else EXIT_OK)
+
+
+def check_protocols(entries, out: Path, protocol: str) -> None:
+    """--resume keeps only entries made under this run's protocol: an entry folder another protocol (or a p2p
+    that recorded none) made stops the run before any model loads, exit 2."""
+    from p2p_cli.pie_bench import recorded_protocol
+
+    other = [(e.id, recorded_protocol(out / e.id)) for e in entries if (out / e.id / "run.json").is_file()]
+    other = [(name, found) for name, found in other if found != protocol]
+    if other:
+        name, found = other[0]
+        made = f"--protocol {found}" if found else "no recorded protocol"
+        more = f" (and {len(other) - 1} other entry folder(s))" if len(other) > 1 else ""
+        raise UsageError(f"{out / name}/ was made under {made}{more}, this run is --protocol {protocol}: --resume"
+                         " never mixes protocols; pass --overwrite to edit them again, or another --out")
 
 
 def check_recipes(entries, settings: Settings, model: str | None) -> None:

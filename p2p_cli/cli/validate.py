@@ -187,7 +187,9 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
         if edit.local_blend:
             lb = edit.local_blend
             sub = f", minus {', '.join(lb.subtract)} above {lb.subtract_threshold:g}" if lb.subtract else ""
-            parts.append(f"local blend {', '.join(lb.words)} above {lb.threshold:g} of the maximum from step"
+            words = [*lb.words, *(f"{w} (source)" for w in lb.source_words),
+                     *(f"{w} (target)" for w in lb.target_words)]
+            parts.append(f"local blend {', '.join(words)} above {lb.threshold:g} of the maximum from step"
                          f" fraction {lb.start:g}{sub}")
         if (edit.baseline or recipe.baseline) and edit.type != "reweight":
             parts.append(f"baseline-{k}.png")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from p2p_cli.checks import Problems, words_in_either
+from p2p_cli.checks import Problems, words_in_either, words_in_one
 from p2p_cli.recipe import Recipe, Window
 from p2p_cli.text.mappers import TokenMap, identity_map, refine_map, replace_map
 from p2p_cli.text.tokens import find_tokens, token_ids
@@ -129,6 +129,10 @@ def _compile_edits(recipe: Recipe, tokenizer, steps: int):
             lb = edit.local_blend
             src, tgt = _words_in_either(tokenizer, f"edits[{i}].local_blend.words", lb.words, recipe.source,
                                         edit.target, problems)
+            src[words_in_one(tokenizer, f"edits[{i}].local_blend.source_words", lb.source_words, recipe.source,
+                             "source", problems)] = 1.0
+            tgt[words_in_one(tokenizer, f"edits[{i}].local_blend.target_words", lb.target_words, edit.target,
+                             "target", problems)] = 1.0
             sub_src, sub_tgt = _words_in_either(tokenizer, f"edits[{i}].local_blend.subtract", lb.subtract,
                                                 recipe.source, edit.target, problems)
             blend = dict(src_tokens=src, tgt_tokens=tgt, sub_src_tokens=sub_src, sub_tgt_tokens=sub_tgt,

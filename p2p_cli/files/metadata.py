@@ -38,7 +38,9 @@ def parameters(recipe: dict, role: str, prompt: str, size: tuple[int, int]) -> s
             if edit.get("reweight"):
                 parts.append("reweight " + " ".join(f"{w}:{f:g}" for w, f in edit["reweight"].items()))
             if edit.get("local_blend"):
-                parts.append("blend " + "/".join(edit["local_blend"]["words"]))
+                blend = edit["local_blend"]
+                words = [*blend.get("words", []), *blend.get("source_words", []), *blend.get("target_words", [])]
+                parts.append("blend " + "/".join(dict.fromkeys(words)))
             fields.append("P2P: " + "; ".join(parts))
         fields.append(f"P2P source: {_quote(recipe['source'])}")
     return "\n".join(lines + [", ".join(fields)])

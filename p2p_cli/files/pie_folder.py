@@ -23,8 +23,13 @@ KINDS = {  # editing_type_id -> name (the benchmark's ten folders, 0_random_140 
     0: "random", 1: "change-object", 2: "add-object", 3: "delete-object", 4: "change-content", 5: "change-pose",
     6: "change-color", 7: "change-material", 8: "change-background", 9: "change-style",
 }
-# P2P's settings in the benchmark's own runs (run_editing_p2p.py of cure-lab/PnPInversion)
-CROSS_REPLACE, SELF_REPLACE, REWEIGHT = 0.4, 0.6, 2.0
+# How entries are edited: "reference", the benchmark's own P2P run (run_editing_p2p.py of cure-lab/PnPInversion,
+# entry_recipe says where p2p follows it), or "p2p", p2p's own choices (edit type, windows, blend-word lookup)
+PROTOCOLS = ("reference", "p2p")
+REFERENCE_SETTINGS = {"cross_replace": 0.4, "self_replace": 0.6, "guidance": 7.5, "steps": 50}
+REFERENCE_SELF_MAX_RES = 32  # self-attention injected where a layer has at most 32 x 32 queries
+REFERENCE_BLEND = {"threshold": 0.3, "start": 0.2}  # its LocalBlend's th=(.3, .3) and start_blend=0.2
+REWEIGHT = 2.0  # the target's blended word's attention factor (its eq_params)
 
 
 class PieBenchError(ValueError):
@@ -206,33 +211,91 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def entry_recipe(entry: PieEntry, *, inversion: str = "direct", edit_type: str = "refine",
-                 reweight: float = REWEIGHT, blend: bool = True) -> tuple[dict, list[str]]:
-    """The recipe (a dict, as YAML would give) that edits an entry as the benchmark's P2P runs do, and notes on
-    what was left out: cross-attention window 0.4, self-attention 0.6, a local blend on the blended words that
-    are in the prompts, the target's blended word reweighted by `reweight` (1: none). edit_type "refine" (the
-    default) always refines, as the benchmark's run does (is_replace_controller=False); "auto" is p2p's own rule,
-    replace when the prompts have as many words, else refine. The mask is not used: it only scores."""
-    notes = []
-    source_words, target_words = set(split_words(entry.source)), set(split_words(entry.target))
+def entry_recipe(entry: PieEntry, *, protocol: str = "reference", inversion: str = "direct",
+                 reweight: float = REWEIGHT, blend: bool = True, joint: bool = False) -> tuple[dict, list[str]]:
+    """The recipe (a dict, as YAML would give) that edits an entry under `protocol` (PROTOCOLS), and notes on
+    where it leaves the reference (one line each). The mask is never used: it only scores.
+
+    "reference" follows the benchmark's own P2P run (run_editing_p2p.py, models/p2p_editor.py and
+    models/p2p/attention_control.py of cure-lab/PnPInversion): always a refinement (`is_replace_controller`
+    left False, also when both prompts have as many words); cross window 0.4 and self window 0.6 (steps
+    int(0.4 x 51) and int(0.6 x 50), as p2p counts them); self-attention injected in the layers of at most
+    32 x 32 queries (its `<= 32 ** 2` test; p2p's default is latent side / 4); guidance 7.5 and 50 steps; a
+    local blend (threshold 0.3, from step int(0.2 x 50)) on blended_word's first word looked up in the source
+    only and its second in the target only; the second word's attention x2 (`reweight`; 1: none) inside the
+    cross window. Where it cannot follow, deliberately:
+    - word lookup: the reference finds a word only where it equals a space-separated piece of the prompt, case
+      and punctuation included ("cat" is not found in "a cat, sleeping"), and then blends with an empty mask for
+      that prompt (both missing: the edit is undone after step 10). p2p's rule (case and punctuation ignored)
+      finds it; the note says so, and a word p2p cannot find either is left out (no blend when both are);
+    - a blended_word of one word, which the reference's script cannot run (it indexes the second): the word
+      is looked up in both prompts, not reweighted; a third word and on are ignored, as the reference does;
+    - a joint-attention transformer (SD3, FLUX) has no resolution levels: its self-attention blocks stay the
+      family's (`joint`); local blend reads 16 x 16 maps in the reference, latent side / 4 in p2p (the same at
+      SD 1.x's 512 px).
+    "p2p" is p2p's own choice: the edit type by p2p's rule (replace when both prompts have as many words, else
+    refine), the model family's windows, guidance and steps, and the blended words looked up in both prompts;
+    reweight and blend as above."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: give one of {', '.join(PROTOCOLS)}")
+    notes: list[str] = []
+    source_words, target_words = split_words(entry.source), split_words(entry.target)
     edit: dict = {"target": entry.target}
-    if edit_type == "refine":
+    recipe: dict = {"name": entry.id, "image": str(entry.image), "source": entry.source, "inversion": inversion}
+    reweighted = entry.blended[1] if len(entry.blended) >= 2 else None
+    if protocol == "reference":
+        recipe.update(REFERENCE_SETTINGS)
+        if not joint:
+            recipe["self_replace_max_res"] = REFERENCE_SELF_MAX_RES
         edit["type"] = "refine"
-    words = [w for w in dict.fromkeys(entry.blended) if _in(w, source_words | target_words)]
-    missing = [w for w in dict.fromkeys(entry.blended) if w not in words]
+        if len(entry.blended) >= 2:
+            lists = {"source_words": _own_word(entry.blended[0], entry.source, source_words, "source", notes),
+                     "target_words": _own_word(entry.blended[1], entry.target, target_words, "target", notes)}
+            if len(entry.blended) > 2:
+                notes.append(f"blended words {' '.join(entry.blended[2:])!r} after the second are ignored, as the"
+                             " reference does")
+            lb = {k: v for k, v in lists.items() if v}
+        else:
+            lb = {"words": _either_words(entry.blended, source_words, target_words, notes)}
+            if entry.blended:
+                notes.append(f"one blended word {entry.blended[0]!r} (the reference's script needs two): looked up"
+                             " in both prompts, not reweighted")
+        if blend and any(lb.values()):
+            edit["local_blend"] = {**lb, **REFERENCE_BLEND}
+    else:
+        words = _either_words(entry.blended, source_words, target_words, notes)
+        if blend and words:
+            edit["local_blend"] = {"words": words}
+    if reweight != 1 and reweighted is not None:
+        if _in(reweighted, set(target_words)):
+            edit["reweight"] = {reweighted: reweight}
+        else:
+            notes.append(f"blended word {reweighted!r} is not in the target: not reweighted")
+    recipe["edits"] = [edit]
+    return recipe, notes
+
+
+def _own_word(word: str, prompt: str, prompt_words: list[str], which: str, notes: list[str]) -> list[str]:
+    """[word] when p2p finds it in the prompt (else []), with a note where the reference's exact lookup differs."""
+    found, exact = _in(word, set(prompt_words)), word in prompt.split(" ")
+    if not found:
+        notes.append(f"blended word {word!r} is not in the {which}: left out of the blend")
+    elif not exact:
+        missed = "blend nothing for it" if which == "source" else "neither blend nor reweight it"
+        notes.append(f"blended word {word!r} is in the {which} only after p2p's word split (the reference looks"
+                     f" words up at spaces, case and punctuation included, and would {missed})")
+    return [word] if found else []
+
+
+def _either_words(blended: list[str], source_words: list[str], target_words: list[str],
+                  notes: list[str]) -> list[str]:
+    """The blended words found in either prompt (p2p's local blend looks each up in both), each once."""
+    both = set(source_words) | set(target_words)
+    words = [w for w in dict.fromkeys(blended) if _in(w, both)]
+    missing = [w for w in dict.fromkeys(blended) if w not in words]
     if missing:
         notes.append(f"blended word(s) {', '.join(map(repr, missing))} in neither prompt: left out of the blend")
-    if blend and words:
-        edit["local_blend"] = {"words": words}
-    if reweight != 1 and len(entry.blended) >= 2:
-        word = entry.blended[1]
-        if _in(word, target_words):
-            edit["reweight"] = {word: reweight}
-        else:
-            notes.append(f"blended word {word!r} is not in the target: not reweighted")
-    recipe = {"name": entry.id, "image": str(entry.image), "source": entry.source, "inversion": inversion,
-              "cross_replace": CROSS_REPLACE, "self_replace": SELF_REPLACE, "edits": [edit]}
-    return recipe, notes
+    return words
 
 
 def _in(word: str, words: set[str]) -> bool:
@@ -244,30 +307,33 @@ def _in(word: str, words: set[str]) -> bool:
 class Settings:
     """How every entry is edited (the CLI's options)."""
 
+    protocol: str = "reference"  # PROTOCOLS: the benchmark's own P2P run, or p2p's own choices
     inversion: str = "direct"
-    edit_type: str = "refine"  # the benchmark's protocol; "auto": p2p's replace-or-refine rule
     reweight: float = REWEIGHT
     blend: bool = True
     overrides: list[str] = field(default_factory=list)  # --set, --steps, --seed
 
 
-def entry_job(entry: PieEntry, settings: Settings) -> tuple[dict, list[str]]:
-    """The recipe dict of an entry with the settings and --set applied, and notes on it."""
-    recipe, notes = entry_recipe(entry, inversion=settings.inversion, edit_type=settings.edit_type,
-                                 reweight=settings.reweight, blend=settings.blend)
+def entry_job(entry: PieEntry, settings: Settings, joint: bool = False) -> tuple[dict, list[str]]:
+    """The recipe dict of an entry with the settings and --set applied, and notes on it (`joint`: the model is
+    a joint-attention transformer)."""
+    recipe, notes = entry_recipe(entry, protocol=settings.protocol, inversion=settings.inversion,
+                                 reweight=settings.reweight, blend=settings.blend, joint=joint)
     return apply_overrides(recipe, list(settings.overrides)), notes
 
 
 def invalid_entries(entries: list[PieEntry], settings: Settings, model: str | None) -> list:
     """Each entry whose recipe (with the settings' --set) is invalid on the model's config files, as its
     RecipeError, before any model loads. ValueError when a --set cannot apply (the same for every entry)."""
-    from p2p_cli.checks import problems_before_loading
+    from p2p_cli.checks import model_geometry, problems_before_loading
     from p2p_cli.recipe import RecipeError, parse_recipe
     from p2p_cli.resolve import key
 
+    spec = model_geometry(key(model))
+    joint = spec is not None and spec.family.joint
     invalid = []
     for entry in entries:
-        data, _ = entry_job(entry, settings)
+        data, _ = entry_job(entry, settings, joint)
         try:
             recipe = parse_recipe(data, entry.id)
             if problems := problems_before_loading(recipe, key(model), tokenizers=False):

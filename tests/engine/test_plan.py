@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from p2p_cli.engine.control.edits import edit_cross_explicit, fused_gates, mapped_values
@@ -57,6 +58,29 @@ def test_blend_tokens_come_from_either_prompt(tokenizer):
     assert b["tgt_tokens"][0].nonzero().flatten().tolist() == find_tokens(tokenizer, r.edits[0].target, "lion")
     assert b["sub_src_tokens"][0].sum() > 0 and b["sub_tgt_tokens"][0].sum() > 0
     assert b["start"].tolist() == [10, 0] and b["active"].tolist() == [True, False]
+
+
+def test_blend_words_of_one_prompt_are_looked_up_there_only(tokenizer):
+    """source_words / target_words: the reference's per-prompt lists ("squirrel" in the source only, though the
+    target has it too); a word missing from its prompt is a problem naming the field, as validate reports it."""
+    from p2p_cli.checks import recipe_problems
+
+    target = "A painting of a squirrel eating a lion"
+    r = parse_recipe({"source": SOURCE, "edits": [
+        {"target": target, "local_blend": {"source_words": ["squirrel"], "target_words": ["lion"]}}]})
+    b = compile_plan(r, tokenizer).blend
+    assert b["src_tokens"][0].nonzero().flatten().tolist() == find_tokens(tokenizer, SOURCE, "squirrel")
+    assert b["tgt_tokens"][0].nonzero().flatten().tolist() == find_tokens(tokenizer, target, "lion")
+    both = compile_plan(parse_recipe({"source": SOURCE, "edits": [
+        {"target": target, "local_blend": {"words": ["squirrel", "lion"]}}]}), tokenizer).blend
+    assert both["tgt_tokens"][0].sum() == b["tgt_tokens"][0].sum() + len(find_tokens(tokenizer, target, "squirrel"))
+    wrong = parse_recipe({"source": SOURCE, "edits": [
+        {"target": target, "local_blend": {"source_words": ["lion"], "target_words": ["burger"]}}]})
+    problems = recipe_problems(wrong, tokenizer)
+    assert any(p.startswith('edits[0].local_blend.source_words: "lion" is not in the source') for p in problems)
+    assert any(p.startswith('edits[0].local_blend.target_words: "burger" is not in the target') for p in problems)
+    with pytest.raises(Exception, match="local_blend needs a word"):
+        parse_recipe({"source": SOURCE, "edits": [{"target": target, "local_blend": {"threshold": 0.5}}]})
 
 
 def test_nearest_side():

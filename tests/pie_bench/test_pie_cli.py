@@ -51,10 +51,12 @@ def test_every_entry_is_edited_and_written_like_p2p_edit(ran):
         record = json.loads((out / key / "run.json").read_text())
         assert record["pie_bench"]["entry"] == key and record["recipe"]["steps"] == 3
         assert record["recipe"]["cross_replace"] == {"default": [0.0, 0.4]}
-        assert record["recipe"]["self_replace"] == [0.0, 0.6]
+        assert record["recipe"]["self_replace"] == [0.0, 0.6] and record["recipe"]["self_replace_max_res"] == 32
+        assert record["recipe"]["guidance"] == 7.5 and record["pie_bench"]["protocol"] == "reference"
     record = json.loads((out / "111000000000" / "run.json").read_text())
     assert record["recipe"]["edits"][0]["type"] == "refine"  # the benchmark's protocol, though as many words
-    assert record["recipe"]["edits"][0]["local_blend"]["words"] == ["square", "triangle"]
+    blend = record["recipe"]["edits"][0]["local_blend"]
+    assert blend["source_words"] == ["square"] and blend["target_words"] == ["triangle"] and blend["words"] == []
     assert "edit-1-mask.png" in {p.name for p in (out / "111000000000").iterdir()}
     assert not list(out.glob(".*"))  # no temporary folders or files left
 
@@ -87,10 +89,12 @@ def test_scores_match_a_hand_computation_from_the_written_pictures(ran, tiny_cli
     for m in ("psnr", "mse", "clip_whole"):
         assert summary["overall"]["means"][m] == pytest.approx(np.mean([r["scores"][m] for r in rows]))
     assert summary["kinds"]["change-object"]["means"]["mse"] == pytest.approx(rows[1]["scores"]["mse"])
-    assert summary["overall"]["n"] == 3 and summary["overall"]["means"]["lpips"] is None
+    assert summary["overall"]["entries"] == 3 and summary["overall"]["means"]["lpips"] is None
     assert summary["overall"]["counts"] == {**{m: 3 for m in MEASURES}, "lpips": 0}
-    # the benchmark's protocol by default: every edit refines
-    assert summary["settings"]["edit_type"] == "refine"
+    assert summary["overall"]["unscored"] == {"lpips": "skipped"}  # the table's mark, in the JSON
+    # the benchmark's protocol by default: every edit refines, and each row says which protocol made it
+    assert summary["settings"]["protocol"] == "reference"
+    assert [r["protocol"] for r in rows] == ["reference"] * 3
     for row in rows:
         assert json.loads((out / row["id"] / "run.json").read_text())["recipe"]["edits"][0]["type"] == "refine"
     assert list(summary["kinds"]) == ["random", "change-object", "change-color"]
@@ -100,9 +104,10 @@ def test_the_table_holds_the_paper_scaled_means(ran):
     folder, out, result = ran
     summary = json.loads((out / "pie-bench.json").read_text())
     lines = result.stdout.strip().splitlines()
-    assert lines[0].split()[:2] == ["kind", "n"] and len(lines) == 6  # heading, three kinds, all, legend
+    assert lines[0].split()[:2] == ["kind", "entries"] and len(lines) == 7  # heading, 3 kinds, all, n, legend
     assert lines[-1] == "skipped: the measure's network was not loaded (see skipped_measures)"
-    last = lines[-2].split()
+    assert lines[-2].split() == ["n", "(all)", "3", "3", "0", "3", "3", "3", "3"]  # values per column
+    last = lines[-3].split()
     assert last[:2] == ["all", "3"]
     means = summary["overall"]["means"]
     assert float(last[2]) == pytest.approx(means["structure_distance"] * 1e3, abs=0.006)
@@ -123,7 +128,7 @@ def test_resume_keeps_finished_entries_and_json_prints_the_summary(ran, tmp_path
                   "--resume", "--json", "--kinds", "random,6")
     assert kept.exit_code == 0, kept.stderr
     line = json.loads(kept.stdout)
-    assert line["out"] == str(out / "pie-bench.json") and line["overall"]["n"] == 2
+    assert line["out"] == str(out / "pie-bench.json") and line["overall"]["entries"] == 2
     assert list(line["kinds"]) == ["random", "change-color"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/edit-1.png")} == before  # nothing edited again
     summary = json.loads((out / "pie-bench.json").read_text())
@@ -135,7 +140,7 @@ def test_limit_kinds_and_a_missing_network(pie_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     result = invoke(pie_folder, "--out", out, "--steps", STEPS, "--kinds", "1,6", "--limit", "1",
-                    "--dino", tmp_path / "no-dino", "--clip", "none", "--lpips", "none", "--edit-type", "auto")
+                    "--dino", tmp_path / "no-dino", "--clip", "none", "--lpips", "none", "--protocol", "p2p")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["111000000000", "pie-bench.json"]
     assert f"warning: skipping structure_distance: no DINO model folder at {tmp_path / 'no-dino'}" in result.stderr
@@ -143,7 +148,15 @@ def test_limit_kinds_and_a_missing_network(pie_folder, tmp_path, monkeypatch):
     assert summary["entries"][0]["scores"]["structure_distance"] is None
     record = json.loads((out / "111000000000" / "run.json").read_text())
     assert record["recipe"]["edits"][0]["type"] == "replace"  # p2p's rule: as many words, a replacement
-    assert summary["settings"]["edit_type"] == "auto"
+    assert summary["settings"]["protocol"] == "p2p" and summary["entries"][0]["protocol"] == "p2p"
+    assert record["pie_bench"]["protocol"] == "p2p" and record["recipe"]["edits"][0]["cross_replace"] == {"default": [0.0, 0.8]}
+    # --resume under the other protocol stops before loading: it would mix the two in one table
+    again = invoke(pie_folder, "--out", out, "--steps", STEPS, "--kinds", "1,6", "--limit", "1", "--resume",
+                   "--dino", "none", "--clip", "none", "--lpips", "none")
+    assert again.exit_code == 2, again.stderr
+    assert (f"{out / '111000000000'}/ was made under --protocol p2p, this run is --protocol reference: --resume never"
+            " mixes protocols") in again.stderr
+    assert json.loads((out / "pie-bench.json").read_text())["settings"]["protocol"] == "p2p"  # left as it was
 
 
 @pytest.mark.parametrize("args, message", [
@@ -165,7 +178,7 @@ def test_a_bad_folder_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_table_tells_a_skipped_network_from_an_empty_region_and_counts_each_mean():
+def test_the_table_tells_a_skipped_network_from_an_empty_region_and_counts_each_column():
     from p2p_cli.pie_bench import summarise, table
 
     def row(kind, psnr, clip_edited):
@@ -175,15 +188,20 @@ def test_the_table_tells_a_skipped_network_from_an_empty_region_and_counts_each_
 
     rows = [row(6, 20.0, 30.0), row(6, None, 32.0), row(6, 24.0, 28.0), row(9, None, 31.0), row(9, None, 29.0)]
     rows.append({"kind": 9, "status": "failed", "error": "x"})  # no scores: not counted
-    summary = {**summarise(rows), "skipped_measures": {"lpips": "--lpips none"}}
-    assert summary["overall"]["n"] == 5 and summary["overall"]["counts"]["psnr"] == 2
+    summary = {**summarise(rows, {"lpips": "--lpips none"}), "skipped_measures": {"lpips": "--lpips none"}}
+    assert summary["overall"]["entries"] == 5 and summary["overall"]["counts"]["psnr"] == 2
     assert summary["overall"]["means"]["psnr"] == pytest.approx(22.0)
     assert summary["kinds"]["change-style"]["counts"] == {**{m: 2 for m in MEASURES}, "psnr": 0, "lpips": 0}
+    # the JSON says why a mean is missing, as the table does
+    assert summary["kinds"]["change-style"]["unscored"] == {"psnr": "empty", "lpips": "skipped"}
+    assert summary["overall"]["unscored"] == {"lpips": "skipped"}
     lines = table(summary).splitlines()
+    assert lines[0].split()[:2] == ["kind", "entries"]
     cells = {line.split()[0]: line for line in lines[1:4]}
     # psnr column: the mean over 2 of 3 entries says so; none of change-style's entries had a background
     assert "22.00 (2)" in cells["change-color"] and "empty" in cells["change-style"].split()
     assert "skipped" in cells["all"].split() and "22.00 (2)" in cells["all"] and "(5)" not in cells["all"]
-    assert lines[4].split("; ") == ["(k): the mean of k values, the other entries had no region to score",
+    assert lines[4].split() == ["n", "(all)", "5", "2", "0", "5", "5", "5", "5"]  # values behind each column
+    assert lines[5].split("; ") == ["(k): the mean of k values, the line's other entries had no region to score",
                                     "skipped: the measure's network was not loaded (see skipped_measures)",
-                                    "empty: no entry had a region to score"]
+                                    "empty: no entry of the line had a region to score"]

@@ -4,6 +4,7 @@ run amounts to."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,30 +41,69 @@ def test_kinds_by_id_or_name_and_limit(pie_folder):
     assert read_folder(pie_folder, kinds=[9]) == []
 
 
-def test_entry_recipes_follow_the_benchmarks_p2p_run(pie_folder):
+def test_the_reference_protocol_follows_the_benchmarks_p2p_run(pie_folder):
+    """run_editing_p2p.py's call: refine (is_replace_controller False, though these prompts have as many words),
+    cross 0.4, self 0.6 in layers of <= 32x32 queries, guidance 7.5, 50 steps, LocalBlend(((src word,), (tgt
+    word,))) with th 0.3 and start 0.2, eq_params {tgt word: 2}."""
     entries = read_folder(pie_folder)
     recipe, notes = entry_recipe(entries[1])
-    assert notes == []
-    assert recipe["cross_replace"] == 0.4 and recipe["self_replace"] == 0.6 and recipe["inversion"] == "direct"
-    # the benchmark's run always refines (is_replace_controller=False), also when the prompts have as many words
+    assert notes == [] and Settings().protocol == "reference"
+    assert {k: recipe[k] for k in ("cross_replace", "self_replace", "self_replace_max_res", "guidance", "steps",
+                                   "inversion")} == {"cross_replace": 0.4, "self_replace": 0.6,
+                                                     "self_replace_max_res": 32, "guidance": 7.5, "steps": 50,
+                                                     "inversion": "direct"}
     assert recipe["edits"] == [{"target": "a big green triangle on the right on a white background", "type": "refine",
-                                "local_blend": {"words": ["square", "triangle"]}, "reweight": {"triangle": 2.0}}]
+                                "local_blend": {"source_words": ["square"], "target_words": ["triangle"],
+                                                "threshold": 0.3, "start": 0.2},
+                                "reweight": {"triangle": 2.0}}]
     parsed = parse_recipe(recipe, "x")
     assert parsed.edits[0].type == "refine" and parsed.image == str(entries[1].image) and "mask" not in recipe
-    assert Settings().edit_type == "refine"
-    # p2p's own rule behind --edit-type auto: the same word counts make a replacement
-    auto, _ = entry_recipe(entries[1], edit_type="auto")
-    assert "type" not in auto["edits"][0] and parse_recipe(auto, "x").edits[0].type == "replace"
-
-    refine, _ = entry_recipe(entries[0], reweight=1, inversion="null-text")
-    assert refine["edits"] == [{"target": entries[0].target, "type": "refine", "local_blend": {"words": ["circle"]}}]
-    assert refine["inversion"] == "null-text"
-    plain, _ = entry_recipe(entries[2], edit_type="auto")  # no blended word: no blend, no reweight
-    assert plain["edits"] == [{"target": entries[2].target}]
+    # the same blended word on both sides: the source's circle in the source, the target's in the target
+    same, _ = entry_recipe(entries[0], reweight=1, inversion="null-text")
+    assert same["edits"][0]["local_blend"]["source_words"] == ["circle"] == same["edits"][0]["local_blend"][
+        "target_words"] and "reweight" not in same["edits"][0] and same["inversion"] == "null-text"
+    assert entry_recipe(entries[2])[0]["edits"] == [{"target": entries[2].target, "type": "refine"}]  # no words
     assert entry_recipe(entries[1], blend=False)[0]["edits"][0].get("local_blend") is None
+    # a joint-attention transformer has no resolution levels: its self blocks stay the family's
+    assert "self_replace_max_res" not in entry_recipe(entries[1], joint=True)[0]
 
-    entries[0].blended = ["bicycle", "blue"]
-    recipe, notes = entry_recipe(entries[0])
+
+def test_the_p2p_protocol_is_p2ps_own_choice(pie_folder):
+    entries = read_folder(pie_folder)
+    recipe, notes = entry_recipe(entries[1], protocol="p2p")
+    assert notes == [] and not {"cross_replace", "self_replace", "self_replace_max_res", "guidance", "steps"} & set(
+        recipe)  # the model family's windows, guidance and steps
+    assert recipe["edits"] == [{"target": entries[1].target, "local_blend": {"words": ["square", "triangle"]},
+                                "reweight": {"triangle": 2.0}}]
+    assert parse_recipe(recipe, "x").edits[0].type == "replace"  # as many words: p2p replaces
+    assert entry_recipe(entries[2], protocol="p2p")[0]["edits"] == [{"target": entries[2].target}]
+    with pytest.raises(ValueError, match="protocol 'auto': give one of reference, p2p"):
+        entry_recipe(entries[1], protocol="auto")
+
+
+def test_blended_words_the_reference_would_not_find_are_noted(pie_folder):
+    entries = read_folder(pie_folder)
+    odd = replace(entries[1], source="a big green Square, on the right", blended=["square", "triangle", "extra"])
+    recipe, notes = entry_recipe(odd)
+    assert recipe["edits"][0]["local_blend"]["source_words"] == ["square"]  # p2p's word split finds it
+    assert notes == ["blended word 'square' is in the source only after p2p's word split (the reference looks words"
+                     " up at spaces, case and punctuation included, and would blend nothing for it)",
+                     "blended words 'extra' after the second are ignored, as the reference does"]
+    _, notes = entry_recipe(replace(entries[1], target="a big green Triangle on the right"))
+    assert notes == ["blended word 'triangle' is in the target only after p2p's word split (the reference looks words"
+                     " up at spaces, case and punctuation included, and would neither blend nor reweight it)"]
+    missing = replace(entries[1], blended=["bicycle", "triangle"])
+    recipe, notes = entry_recipe(missing)
+    assert recipe["edits"][0]["local_blend"] == {"target_words": ["triangle"], "threshold": 0.3, "start": 0.2}
+    assert notes == ["blended word 'bicycle' is not in the source: left out of the blend"]
+    recipe, notes = entry_recipe(replace(entries[1], blended=["bicycle", "blue"]))
+    assert "local_blend" not in recipe["edits"][0] and "reweight" not in recipe["edits"][0]
+    assert notes[-1] == "blended word 'blue' is not in the target: not reweighted"
+    recipe, notes = entry_recipe(replace(entries[1], blended=["square"]))
+    assert recipe["edits"][0]["local_blend"]["words"] == ["square"] and "reweight" not in recipe["edits"][0]
+    assert notes == ["one blended word 'square' (the reference's script needs two): looked up in both prompts,"
+                     " not reweighted"]
+    recipe, notes = entry_recipe(replace(entries[0], blended=["bicycle", "blue"]), protocol="p2p")
     assert recipe["edits"][0]["local_blend"] == {"words": ["blue"]} and recipe["edits"][0]["reweight"] == {"blue": 2}
     assert notes == ["blended word(s) 'bicycle' in neither prompt: left out of the blend"]
 
