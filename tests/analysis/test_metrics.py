@@ -86,3 +86,34 @@ def test_clip_unavailable_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MetricUnavailable, match="not in the local Hugging Face cache and HF_HUB_OFFLINE is set"):
         ClipScorer("nobody-p2p-test/not-a-clip").load()
+
+
+def _ssim_map_by_the_book(a, b):
+    """SSIM's five local means, each its own 11x11 Gaussian convolution (Wang et al. 2004), reflected borders."""
+    import torch.nn.functional as F
+
+    from p2p_cli.analysis.metrics import gaussian_window
+
+    window = gaussian_window(11, 1.5, a.dtype)[None, None].expand(3, 1, -1, -1)
+
+    def mean(x):
+        return F.conv2d(F.pad(x, [5] * 4, mode="reflect"), window, groups=3)
+
+    mu_a, mu_b = mean(a), mean(b)
+    var_a, var_b, cov = mean(a * a) - mu_a**2, mean(b * b) - mu_b**2, mean(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_ssim_map_equals_five_separate_2d_convolutions(image, dtype):
+    """float64 (p2p's metric) runs the Gaussian as two 1-D passes: equal to 1e-11; float32 (PIE-Bench's) keeps
+    the 11x11 window, bit for bit, so that it rounds as the benchmark's evaluator does."""
+    from p2p_cli.analysis.metrics import ssim_map
+
+    a, b = image[None].to(dtype), noised(image, 0.1)[None].to(dtype)
+    ours, book = ssim_map(a, b), _ssim_map_by_the_book(a, b)
+    if dtype == torch.float64:
+        assert (ours - book).abs().max() < 1e-11
+    else:
+        assert torch.equal(ours, book)
