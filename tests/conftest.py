@@ -22,7 +22,13 @@ from lab.arch import (
     tiny_sd3_components,
     tiny_xl_components,
 )
+import p2p_cli.models
 from p2p_cli.models import from_components
+from tests.shared_loads import shared
+
+# Before p2p_cli.api imports it: loads of the read-only fixture folders and the bundled models are shared
+# between tests while the model is as loaded (tests/shared_loads.py).
+p2p_cli.models.load_model = shared(p2p_cli.models.load_model)
 
 # The inversion cache of the test run: one folder per test process (never the user's ~/.cache/p2p, never shared
 # between xdist workers); tests that need their own set P2P_CACHE themselves.

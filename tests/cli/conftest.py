@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from p2p_cli.cli.main import app
+from tests.shared_loads import share
 
 SMALL = {
     "name": "small",
@@ -26,7 +27,7 @@ SMALL = {
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, save_tiny_model) -> Path:
     """A tiny random SD (128 px images) on disk: loaded through the same path as a real model."""
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-sd"))
+    return share(save_tiny_model(tmp_path_factory.mktemp("tiny-sd")))
 
 
 @pytest.fixture

@@ -9,11 +9,13 @@ import pytest
 import yaml
 
 from tests.cli.conftest import SMALL
+from tests.shared_loads import share
 
 
 @pytest.fixture(scope="module", params=["sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev", "chroma"])
 def joint_dir(request, tmp_path_factory, save_tiny_model):
-    return request.param, save_tiny_model(tmp_path_factory.mktemp(f"tiny-{request.param}"), family=request.param)
+    folder = save_tiny_model(tmp_path_factory.mktemp(f"tiny-{request.param}"), family=request.param)
+    return request.param, share(folder)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def test_resume_keeps_finished_folders_and_runs_the_rest(cli, tiny_model_dir, tm
     assert third.exit_code == 1 and "already exists" in third.stderr
 
 
-def test_torchrun_splits_the_recipes_and_rank_0_writes_the_index(tiny_model_dir, tmp_path):
+def test_torchrun_splits_the_recipes_and_rank_0_writes_the_index(cli, tiny_model_dir, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun is not installed next to this Python")
@@ -49,15 +49,14 @@ def test_torchrun_splits_the_recipes_and_rank_0_writes_the_index(tiny_model_dir,
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
     done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "29517", "-m", "p2p_cli", "edit",
-                           *paths, "--model", str(tiny_model_dir), "--out", str(out), "--quiet"],
+                           *paths, "--model", str(tiny_model_dir), "--out", str(out), "--quiet", "--threads", "1"],
                           capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
     assert [e["name"] for e in index] == ["x", "y", "z"] and {e["status"] for e in index} == {"ok"}
     assert {e["rank"] for e in index} == {0, 1}  # both processes worked
-    alone = tmp_path / "alone"  # the same recipes in one process: the same pixels
-    subprocess.run([sys.executable, "-m", "p2p_cli", "edit", *paths, "--model", str(tiny_model_dir), "--out",
-                    str(alone), "--quiet"], check=True, capture_output=True, env=env, timeout=240)
+    alone = tmp_path / "alone"  # the same recipes in one process (this one), on as many threads: the same pixels
+    assert cli("edit", *paths, "--model", tiny_model_dir, "--out", alone, "--quiet", "--threads", "1").exit_code == 0
     from PIL import Image
 
     for name in "xyz":

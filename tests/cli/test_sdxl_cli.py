@@ -10,11 +10,12 @@ import yaml
 from PIL import Image
 
 from tests.cli.conftest import SMALL
+from tests.shared_loads import share
 
 
 @pytest.fixture(scope="module")
 def xl_dir(tmp_path_factory, save_tiny_model):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-xl"), family="sdxl")
+    return share(save_tiny_model(tmp_path_factory.mktemp("tiny-xl"), family="sdxl"))
 
 
 @pytest.fixture
