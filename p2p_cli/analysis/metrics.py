@@ -50,10 +50,10 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, size: int = 11, sigma: float = 1.
     """Per-pixel, per-channel SSIM (1, 3, H, W) of (1, 3, H, W) images in [0, 1]; borders reflected.
 
     The five local means (of a, b, a*a, b*b, a*b) come from one depthwise convolution. In float64 (p2p's own
-    metric) the Gaussian is applied as two 1-D passes, 11 + 11 taps instead of 121: the same means to about 1e-15,
-    13-15x faster on the CPU at 128-512 px (tests/analysis/test_metrics.py checks both against each other). Other dtypes take
-    the 11x11 window in one pass, as torchmetrics does, so that PIE-Bench's float32 SSIM rounds as the
-    benchmark's evaluator does (pie_ssim)."""
+    metric) the Gaussian is applied as two 1-D passes, 11 + 11 taps instead of 121: the same means to about
+    1e-15, 13-15x faster on the CPU at 128-512 px (tests/analysis/test_metrics.py checks both against each
+    other). Other dtypes take the 11x11 window in one pass, as torchmetrics does, so that PIE-Bench's float32 SSIM
+    rounds as the benchmark's evaluator does (pie_ssim)."""
     if min(a.shape[-2:]) <= size // 2:
         raise ValueError(f"images of {tuple(a.shape[-2:])} are too small for an {size}x{size} SSIM window")
     c1, c2 = 0.01**2, 0.03**2  # (K * data range)^2 with range 1
