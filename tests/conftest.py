@@ -9,33 +9,36 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
-
-from lab.arch import (
-    clip_tokenizer,
-    tiny_chroma_components,
-    tiny_components,
-    tiny_flux2_dev_components,
-    tiny_flux2_klein_components,
-    tiny_flux_components,
-    tiny_qwen_image_components,
-    tiny_sd3_components,
-    tiny_xl_components,
-)
-import p2p_cli.models
-from p2p_cli.models import from_components
-from tests.shared_loads import shared
-
-# Before p2p_cli.api imports it: loads of the read-only fixture folders and the bundled models are shared
-# between tests while the model is as loaded (tests/shared_loads.py).
-p2p_cli.models.load_model = shared(p2p_cli.models.load_model)
 
 # The inversion cache of the test run: one folder per test process (never the user's ~/.cache/p2p, never shared
 # between xdist workers); tests that need their own set P2P_CACHE themselves.
 os.environ.setdefault("P2P_CACHE", tempfile.mkdtemp(prefix="p2p-test-cache-"))
 
-# Under pytest-xdist (`make test` runs two workers) each worker takes one thread, so two workers fill two cores.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+
+def pytest_configure(config):
+    """Set up each process that runs tests. An xdist controller only hands tests out: it imports no torch (5 s of
+    CPU before the workers start)."""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import torch
+
+    import p2p_cli.models
+    from tests.shared_loads import shared
+
+    # Under pytest-xdist (`make test` runs two workers) each worker takes one thread, so two workers fill two cores.
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+    # Before p2p_cli.api imports it: loads of the read-only fixture folders and the bundled models are shared
+    # between tests while the model is as loaded (tests/shared_loads.py).
+    p2p_cli.models.load_model = shared(p2p_cli.models.load_model)
+
+
+def _tiny(components: str, id: str, **options):
+    """A Model from lab.arch's tiny random components of that name."""
+    import lab.arch
+    from p2p_cli.models import from_components
+
+    return from_components(getattr(lab.arch, components)(**options), id=id)
+
 
 try:  # property-based tests: a few hundred examples by default, many more under `make test-slow`
     from hypothesis import HealthCheck, settings
@@ -86,65 +89,67 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tokenizer():
+    from lab.arch import clip_tokenizer
+
     return clip_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def tiny_model():
     """Tiny epsilon-prediction model: latent 16x16 (128 px), cross-attention layers at sides 16, 8, 4."""
-    return from_components(tiny_components(seed=0), id="tiny")
+    return _tiny("tiny_components", "tiny", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_v_model():
     """The same architecture as a v-prediction model (SD 2.x style)."""
-    return from_components(tiny_components(seed=1, prediction_type="v_prediction"), id="tiny-v")
+    return _tiny("tiny_components", "tiny-v", seed=1, prediction_type="v_prediction")
 
 
 @pytest.fixture(scope="session")
 def tiny_xl_model():
     """Tiny SDXL-shaped model: latent 16x16 (128 px), cross-attention at 8 and 4, two text encoders."""
-    return from_components(tiny_xl_components(seed=0), id="tiny-xl")
+    return _tiny("tiny_xl_components", "tiny-xl", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_sd3_model():
     """Tiny SD3-shaped model: an MMDiT with two joint blocks on an 8x8 token grid, CLIP + T5 text (77 + 256)."""
-    return from_components(tiny_sd3_components(seed=0), id="tiny-sd3")
+    return _tiny("tiny_sd3_components", "tiny-sd3", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux_model():
     """Tiny FLUX.1-dev-shaped model: two double- and two single-stream blocks, T5 text (512), distilled guidance."""
-    return from_components(tiny_flux_components(seed=0), id="tiny-flux")
+    return _tiny("tiny_flux_components", "tiny-flux", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen_image_model():
     """Tiny Qwen-Image-shaped model: two dual-stream blocks, a Qwen2.5-VL text model read through the chat template
     (512 positions, masked padding), a video VAE; true CFG."""
-    return from_components(tiny_qwen_image_components(seed=0), id="tiny-qwen-image")
+    return _tiny("tiny_qwen_image_components", "tiny-qwen-image", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux2_klein_model():
     """Tiny FLUX.2 [klein]-shaped model: one double- and two single-stream blocks, a Qwen3 read through its chat
     template (512 positions, layers 9, 18, 27), latents in 2x2 patches (128 channels, 8x8 at 128 px); CFG."""
-    return from_components(tiny_flux2_klein_components(seed=0), id="tiny-flux2-klein")
+    return _tiny("tiny_flux2_klein_components", "tiny-flux2-klein", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_chroma_model():
     """Tiny Chroma-shaped model: FLUX.1's tiny layout with Chroma's transformer, T5 text (512) run with its mask, the
     transformer's attention mask (prompt, end token and one padding token kept); true CFG."""
-    return from_components(tiny_chroma_components(seed=0), id="tiny-chroma")
+    return _tiny("tiny_chroma_components", "tiny-chroma", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux2_dev_model():
     """Tiny FLUX.2 [dev]-shaped model: klein's transformer with the guidance embedding, a 30-layer Mistral3 read
     through the system message and Mistral's template (layers 10, 20, 30); guidance-distilled, no CFG batch."""
-    return from_components(tiny_flux2_dev_components(seed=0), id="tiny-flux2-dev")
+    return _tiny("tiny_flux2_dev_components", "tiny-flux2-dev", seed=0)
 
 
 @pytest.fixture(scope="session", params=["tiny_sd3_model", "tiny_flux_model", "tiny_qwen_image_model",
@@ -164,6 +169,7 @@ def family_model(request):
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A tiny random CLIPModel (32 px images, 16-d embeddings) saved like a real one, for the sweep's CLIP columns."""
+    import torch
     from transformers import CLIPConfig, CLIPModel
 
     text = dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
@@ -179,6 +185,10 @@ def tiny_clip_dir(tmp_path_factory):
 def _save_tiny_model(folder: Path, seed: int = 0, family: str = "sd", **kwargs) -> Path:
     """arch.tiny_components() (family "sdxl": tiny_xl_components(), "sd3", "flux", "qwen-image": theirs) saved with
     save_pretrained, laid out as a diffusers pipeline folder."""
+    from lab.arch import (tiny_chroma_components, tiny_components, tiny_flux2_dev_components,
+                          tiny_flux2_klein_components, tiny_flux_components, tiny_qwen_image_components,
+                          tiny_sd3_components, tiny_xl_components)
+
     if family in ("sd3", "flux", "qwen-image", "flux2-klein", "flux2-dev", "chroma"):  # by the family's own pipeline
         from diffusers import FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline
 
