@@ -7,13 +7,15 @@ import pytest
 import torch
 
 import p2p_cli.models
+from tests.shared_loads import share
 
 
-def load():
-    return p2p_cli.models.load_model("shapes", device="cpu", dtype="fp32")
+def test_a_model_as_loaded_is_shared_and_a_changed_one_is_loaded_again(tmp_path, save_tiny_model):
+    folder = share(save_tiny_model(tmp_path / "m"))
 
+    def load():
+        return p2p_cli.models.load_model(str(folder), device="cpu", dtype="fp32")
 
-def test_a_model_as_loaded_is_shared_and_a_changed_one_is_loaded_again():
     first = load()
     assert load() is first
     with torch.no_grad():
@@ -31,7 +33,6 @@ def test_a_folder_not_marked_read_only_loads_from_disk_every_time(tmp_path, save
 
 
 def test_the_bundled_model_pointed_elsewhere_is_not_shared(monkeypatch, tmp_path):
-    load()
     monkeypatch.setattr("p2p_cli.models.bundled_weights", lambda: tmp_path / "weights")
     with pytest.raises(p2p_cli.models.ModelLoadError, match="not installed"):
-        load()
+        p2p_cli.models.load_model("shapes", device="cpu", dtype="fp32")
