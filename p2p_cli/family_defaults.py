@@ -99,7 +99,7 @@ def read_folder_defaults(folder: Path | None) -> FolderDefaults | None:
     it is malformed."""
     if folder is None or not folder.is_dir() or not (path := folder / DEFAULTS_FILE).exists():
         return None
-    fix = f"fix or delete {DEFAULTS_FILE} (its keys: docs/shapes.md, \"Real pictures\")"
+    fix = f"fix or delete {DEFAULTS_FILE} (its keys: docs/shapes.md, \"Real pictures at the default inversion\")"
     try:
         if outside(path, folder):  # the folder is not trusted: a link never makes p2p read elsewhere
             raise ValueError("a link to a file outside the model folder")

@@ -50,16 +50,20 @@ def test_a_generated_source_keeps_the_family_defaults(model):
     assert recipe.self_for(recipe.edits[0]) == (0.0, family.self_replace or 0.4)
 
 
-def test_a_setting_the_recipe_or_its_edit_gives_wins():
-    want = shipped("shapes")
+def test_a_setting_the_recipe_or_its_edit_gives_wins(tmp_path):
+    folder = config_folder(tmp_path)
+    (folder / DEFAULTS_FILE).write_text(json.dumps({"image": {"cross_replace": 1, "self_replace": 0.9,
+                                                              "self_replace_max_res": 16}}))
     recipe = parse_recipe({"image": str(PICTURE), "source": SOURCE, "cross_replace": 0.5,
                            "edits": [{"target": TARGET, "self_replace": 0.3}, {"target": TARGET}]})
-    spec = model_geometry("shapes")
+    spec = model_geometry(str(folder))
     out = with_family_defaults(recipe, spec.family, spec.defaults)
     assert out.cross_for(out.edits[0]).default == (0.0, 0.5)
     assert out.self_for(out.edits[0]) == (0.0, 0.3)  # the edit's own window
-    assert out.self_for(out.edits[1]) == (0.0, want["self_replace"])  # the other edit: the model's
-    assert out.self_replace_max_res == want["self_replace_max_res"]
+    assert out.self_for(out.edits[1]) == (0.0, 0.9)  # the other edit: the model's
+    assert out.self_replace_max_res == 16
+    assert with_family_defaults(recipe.model_copy(update={"self_replace_max_res": 4}), spec.family,
+                                spec.defaults).self_replace_max_res == 4
 
 
 def test_validate_shows_the_defaults_and_their_file(cli, tmp_path):
@@ -133,4 +137,4 @@ def test_an_edit_of_a_real_picture_on_the_bundled_model_runs_and_records_them(cl
     assert record["model_defaults"] == {"file": str(BUNDLED["shapes"] / DEFAULTS_FILE), "image": want}
     assert record["recipe"]["edits"][0]["cross_replace"] == {"default": [0.0, want["cross_replace"]]}
     assert record["recipe"]["edits"][0]["self_replace"] == [0.0, want["self_replace"]]
-    assert record["recipe"]["self_replace_max_res"] == want["self_replace_max_res"]
+    assert record["recipe"]["self_replace_max_res"] == want.get("self_replace_max_res")
