@@ -15,7 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.family_defaults import FAMILY_DEFAULTS, default_blend_side, nearest_side, with_family_defaults
+from p2p_cli.family_defaults import (FAMILY_DEFAULTS, default_blend_side, nearest_side, read_folder_defaults,
+                                     with_family_defaults)
 from p2p_cli.model_spec import ModelSpec, from_configs
 from p2p_cli.paths import read_regular_text
 from p2p_cli.recipe import Recipe, RecipeError
@@ -260,9 +261,10 @@ def model_geometry(spec: str | None) -> ModelSpec | None:
     try:
         vae = json.loads(read_regular_text(vae_folder / "vae" / "config.json"))
         config = json.loads(read_regular_text(folder / part / "config.json"))
-        return from_configs(family, vae, **{part: config}, id=name)
+        geometry = from_configs(family, vae, **{part: config}, id=name)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
+    return dataclasses.replace(geometry, defaults=read_folder_defaults(folder))  # a malformed file: RecipeError
 
 
 def size_problem(side: int, multiple: int, native: int) -> str | None:
@@ -354,7 +356,17 @@ def problems_before_loading(recipe: Recipe, model: str | None, tokenizers: bool 
     parts = tuple(check_tokenizers(model, _shipped_clip())) if tokenizers else ()
     if spec is None:
         return recipe_problems_for(recipe, list(parts)) if parts else []
-    return model_problems(recipe, dataclasses.replace(spec, text_parts=parts))
+    spec = dataclasses.replace(spec, text_parts=parts)
+    return model_problems(recipe, spec) or defaults_problems(recipe, spec)
+
+
+def defaults_problems(recipe: Recipe, spec: ModelSpec) -> list[str]:
+    """What the model folder's p2p-defaults.json gives this recipe that the model cannot run (a block it lacks, a
+    key its family does not take), as lines naming the file."""
+    if spec.defaults is None or not spec.defaults.for_recipe(recipe):
+        return []
+    problems = model_problems(with_family_defaults(recipe, spec.family, spec.defaults), spec)
+    return [f"{spec.defaults.file}: {p}" for p in problems]
 
 
 @functools.cache
@@ -364,10 +376,10 @@ def _shipped_clip():
 
 def checked(recipe: Recipe, spec: ModelSpec, source_name: str = "recipe") -> Recipe:
     """The recipe as the engine runs it (its family's defaults filled in), or RecipeError listing every problem."""
-    problems = model_problems(recipe, spec)
+    problems = model_problems(recipe, spec) or defaults_problems(recipe, spec)
     if problems:
         raise RecipeError(problems, source_name)
-    return with_family_defaults(recipe, spec.family)
+    return with_family_defaults(recipe, spec.family, spec.defaults)
 
 
 def blend_side(spec: ModelSpec, recipe: Recipe) -> int:

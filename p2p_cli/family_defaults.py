@@ -1,11 +1,17 @@
-"""Each model family's defaults in one table, without torch: the family adapters (families/) read their defaults
-from here, and so does `p2p validate`, which must not import torch. Why each default: docs/families.md."""
+"""What a recipe gets when it leaves a setting out, without torch: each model family's defaults in one table, and
+the real-picture defaults a model folder may carry (`p2p-defaults.json`). The family adapters (families/), the
+checks and `p2p validate` (which must not import torch) read them here. Why each default: docs/families.md."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
 
-from p2p_cli.recipe import Recipe
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from p2p_cli.paths import outside, read_regular
+from p2p_cli.recipe import CrossSchedule, Recipe, RecipeError
 
 # Stable Flow's "vital layers" of FLUX.1-dev (Avrahami et al., CVPR 2025), numbered double-stream blocks first.
 FLUX_VITAL_BLOCKS = (0, 1, 17, 18, 25, 28, 53, 54, 56)
@@ -51,9 +57,84 @@ FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {d.name: d for d in (
 )}
 
 
-def with_family_defaults(recipe: Recipe, family: FamilyDefaults) -> Recipe:
-    """The recipe with its model family's defaults filled in where it sets none: guidance, and the self window
-    (edits that set theirs keep it)."""
+DEFAULTS_FILE = "p2p-defaults.json"  # a model folder's own defaults for real pictures (FolderDefaults)
+DEFAULTS_FILE_LIMIT = 16_384  # bytes: the file holds a few numbers
+Tau = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ImageDefaults(BaseModel):
+    """The windows a recipe with `image:` gets on this model when it sets none: numbers only, never a path."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    cross_replace: Tau | None = None  # the cross window's end (window [0, tau))
+    self_replace: Tau | None = None  # the self window's end
+    self_replace_max_res: Annotated[int, Field(ge=1)] | None = None  # UNet: the largest layer side injected
+    self_blocks: tuple[Annotated[int, Field(ge=0)], ...] | None = None  # joint families: the blocks injected
+
+
+class FolderDefaults(BaseModel):
+    """A model folder's `p2p-defaults.json`: {"image": {...}}, defaults measured on that model (docs/shapes.md).
+    The folder is not trusted: unknown keys, wrong types and out-of-range numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    image: ImageDefaults = ImageDefaults()
+    _file: str = PrivateAttr("")  # where they were read (read_folder_defaults), for messages
+
+    @property
+    def file(self) -> str:
+        """The file these defaults were read from."""
+        return self._file
+
+    def for_recipe(self, recipe: Recipe) -> dict:
+        """The settings these defaults give `recipe`: a real picture's windows it leaves out (an edit's own window
+        still wins over the recipe's), nothing for a generated source."""
+        if recipe.image is None:
+            return {}
+        wanted = self.image.model_dump(exclude_none=True)
+        return {k: v for k, v in wanted.items() if getattr(recipe, k) is None}
+
+
+def read_folder_defaults(folder: Path | None) -> FolderDefaults | None:
+    """The model folder's p2p-defaults.json (None when it has none); RecipeError naming the file and the field when
+    it is malformed."""
+    if folder is None or not folder.is_dir() or not (path := folder / DEFAULTS_FILE).exists():
+        return None
+    fix = f"fix or delete {DEFAULTS_FILE} (its keys: docs/shapes.md, \"Real pictures at the default inversion\")"
+    try:
+        if outside(path, folder):  # the folder is not trusted: a link never makes p2p read elsewhere
+            raise ValueError("a link to a file outside the model folder")
+        data = read_regular(path, DEFAULTS_FILE_LIMIT)
+        if len(data) > DEFAULTS_FILE_LIMIT:
+            raise ValueError(f"larger than {DEFAULTS_FILE_LIMIT} bytes")
+        defaults = FolderDefaults.model_validate_json(data)
+    except ValidationError as err:
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}; {fix}" for e in err.errors()]
+    except (OSError, ValueError) as err:
+        problems = [f"file: not read ({err}); {fix}"]
+    else:
+        defaults._file = str(path)
+        return defaults
+    raise RecipeError(problems, str(path))
+
+
+def with_folder_defaults(recipe: Recipe, folder: FolderDefaults | None) -> Recipe:
+    """The recipe with the model folder's real-picture windows filled in where it sets none (FolderDefaults)."""
+    update = folder.for_recipe(recipe) if folder is not None else {}
+    if not update:
+        return recipe
+    if "cross_replace" in update:
+        update["cross_replace"] = CrossSchedule(default=(0.0, update["cross_replace"]))
+    if "self_replace" in update:
+        update["self_replace"] = (0.0, update["self_replace"])
+    if "self_blocks" in update:
+        update["self_blocks"] = list(update["self_blocks"])
+    return recipe.model_copy(update=update)
+
+
+def with_family_defaults(recipe: Recipe, family: FamilyDefaults, folder: FolderDefaults | None = None) -> Recipe:
+    """The recipe with its model's defaults filled in where it sets none: a real picture's windows from the model
+    folder's p2p-defaults.json, then the family's guidance and self window (edits that set theirs keep it)."""
+    recipe = with_folder_defaults(recipe, folder)
     if "guidance" not in recipe.model_fields_set and recipe.guidance != family.guidance:
         recipe = recipe.model_copy(update={"guidance": family.guidance})
     if recipe.self_replace is None and family.self_replace is not None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2p_cli.family_defaults import FAMILY_DEFAULTS, FamilyDefaults
+from p2p_cli.family_defaults import FAMILY_DEFAULTS, FamilyDefaults, FolderDefaults
 from p2p_cli.loading import tile_side, vae_tile
 
 
@@ -32,6 +32,7 @@ class ModelSpec:
     unconditional: bool | None = None  # loaded: guidance runs an unconditional batch (distilled: no); None: family's
     vae_tile: int | None = None  # the side in pixels of the VAE's tile (loading.vae_tile), and its own pixels per
     vae_factor: int = 8  # latent cell (FLUX.2's vae_scale adds its 2x2 patch): what the recipe's vae: reads
+    defaults: FolderDefaults | None = None  # the model folder's p2p-defaults.json (real pictures' windows), if any
 
     def vae_tiles(self, mode: str | None, size: tuple[int, int] | None) -> int | None:
         """The tile side a picture of `size` (None: native) is decoded in under `vae:` (None: whole)."""
@@ -61,13 +62,13 @@ class ModelSpec:
 
 def from_configs(family: str, vae: dict, unet: dict | None = None, transformer: dict | None = None, *,
                  id: str = "model", text_parts: tuple = (), prompt_check=None,
-                 unconditional: bool | None = None) -> ModelSpec:
+                 unconditional: bool | None = None, defaults: FolderDefaults | None = None) -> ModelSpec:
     """A ModelSpec from the components' config dicts (as config.json holds them, or `component.config`)."""
     if "temperal_downsample" in vae:  # Qwen-Image's video VAE
         scale = 2 ** len(vae["temperal_downsample"])
     else:
         scale = 2 ** (len(vae["block_out_channels"]) - 1)
-    tiles = dict(vae_tile=vae_tile(vae), vae_factor=scale)
+    tiles = dict(vae_tile=vae_tile(vae), vae_factor=scale, defaults=defaults)
     defaults = FAMILY_DEFAULTS[family]
     if transformer is not None:
         patch = int(transformer.get("patch_size", 2) or 2)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import p2p_cli
-from p2p_cli.family_defaults import FAMILY_DEFAULTS
+from p2p_cli.family_defaults import FAMILY_DEFAULTS, read_folder_defaults
 from p2p_cli.model_spec import ModelSpec, from_configs
 from p2p_cli.loading import Loading
 from p2p_cli.resolve import (BUNDLED, PIPELINES, TRANSFORMER_FAMILIES, WEIGHT_FILES, HubUnavailable, NotASingleFile,
@@ -49,6 +49,7 @@ class Model:
     loras: list = field(default_factory=list)  # LoRA weights loaded into the networks: [{path, scale, sha256}]
     loading: Loading = field(default_factory=Loading)  # how it was loaded: quantization per part, offload
     offload: Any = None  # the diffusers pipeline holding its offload hooks (placement.install_offload), if any
+    defaults: Any = None  # family_defaults.FolderDefaults: its folder's p2p-defaults.json (real pictures), if any
 
     def __post_init__(self) -> None:
         if self.family is None:
@@ -98,7 +99,7 @@ class Model:
                             transformer=dict(self.transformer.config) if self.transformer is not None else None,
                             id=self.id, text_parts=tuple(family.text_parts(self)),
                             prompt_check=lambda prompt: family.check_prompt(self, prompt),
-                            unconditional=family.unconditional(self))
+                            unconditional=family.unconditional(self), defaults=self.defaults)
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Model:
         """Move every network to device/dtype (in place) and return self."""
@@ -305,6 +306,7 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
     except LoadingError as err:
         raise ModelLoadError(str(err)) from None
     source = resolve(spec)
+    defaults = read_folder_defaults(source.path if source.kind in ("bundled", "folder") else None)  # before weights
     if not loading.plain and source.kind == "file":
         raise ModelLoadError(f"{spec}: quantize and offload apply to model folders and hub ids; a single-file"
                              " checkpoint loads as it is (save it as a folder with save_pretrained first)")
@@ -337,6 +339,7 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allo
         folder, revision = _hub_snapshot(spec, allow_pickle)
         model = load_folder(folder, allow_pickle, dt, id=spec, loading=loading)
         model.revision = revision
+    model.defaults = defaults if source.kind != "hub" else read_folder_defaults(folder)
     if model.loading.offload == "none":
         return model.to(dev, dt)
     from p2p_cli.placement import install_offload

@@ -289,7 +289,7 @@ def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "
     """
     from p2p_cli.engine.inversion import invert, psnr
 
-    rows, psnrs, ceilings, seconds = [], [], [], []
+    rows, baseline, psnrs, ceilings, seconds = [], [], [], [], []
     for case in swap_cases(n, "colour", seed=seed):
         picture = render(case.scene)  # (64, 64, 3) uint8
         image = torch.from_numpy(picture).permute(2, 0, 1).float() / 255
@@ -300,10 +300,11 @@ def eval_real(model: Model, n: int, steps: int, guidance: float, method: str = "
         imgs = to_uint8(out.images)
         o, new = case.scene.objects[case.k], case.target.objects[case.k]
         rows.append(_swap_outcome(picture, imgs[1], o, new, "colour"))
+        baseline.append(_swap_outcome(picture, imgs[2], o, new, "colour"))  # the target alone from the inversion
         psnrs.append(psnr(out.images[0], image))
         ceilings.append(inv.vae_psnr)
         seconds.append(inv.seconds)
-    return {"method": method, "settings": recipe or {}, **_swap_summary(rows),
+    return {"method": method, "settings": recipe or {}, **_swap_summary(rows), "baseline": _swap_summary(baseline),
             "reconstruction_psnr": float(np.mean(psnrs)), "vae_ceiling_psnr": float(np.mean(ceilings)),
             "seconds_per_inversion": float(np.median(seconds))}
 
@@ -333,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="self_replace of the real-picture edits (default: the model family's, as the swaps)")
     ap.add_argument("--real-self-replace-max-res", type=int, default=None,
                     help="self_replace_max_res of the real-picture edits (default: latent side / 4)")
+    ap.add_argument("--real-model-defaults", action="store_true",
+                    help="the real-picture edits take the windows the model folder's p2p-defaults.json gives an"
+                         " `image:` recipe (the --real-* options above still win)")
     args = ap.parse_args(argv)
     settings = {}
     for item in args.settings:
@@ -345,6 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     from p2p_cli.models import load_model
 
     model = load_model(args.model, device="cpu", dtype="fp32")
+    if args.real_model_defaults:
+        if model.defaults is None:
+            ap.error(f"--real-model-defaults: {args.model or 'shapes'} has no p2p-defaults.json")
+        shipped = {k: list(v) if isinstance(v, tuple) else v
+                   for k, v in model.defaults.image.model_dump(exclude_none=True).items()}
+        real = shipped | real
     common = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}
     results, t0 = {**common, "settings": settings}, time.time()
     edits = {**common, "settings": settings}

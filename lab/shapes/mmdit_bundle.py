@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from p2p_cli.family_defaults import DEFAULTS_FILE
 from p2p_cli.models import bundle_mmdit_weights, bundled_weights, shapes_mmdit_parts
 
 SHIPPED = ("model_index.json", "scheduler", "transformer")
@@ -27,7 +28,7 @@ SHIPPED = ("model_index.json", "scheduler", "transformer")
 
 def export(checkpoint: Path, out: Path | None = None) -> Path:
     """Copy a train_mmdit checkpoint's own parts (SHIPPED) into out (default: the bundle folder), replacing it
-    whole; refuse a checkpoint whose VAE or text encoder is not the bundled UNet model's."""
+    whole but for its p2p-defaults.json; refuse a checkpoint whose VAE or text encoder is not the bundled UNet model's."""
     from safetensors.torch import load_file
 
     out = out or bundle_mmdit_weights()
@@ -49,6 +50,10 @@ def export(checkpoint: Path, out: Path | None = None) -> Path:
         for name in SHIPPED:
             src = checkpoint / name
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)
+        if (out / DEFAULTS_FILE).is_file():  # the bundle's real-picture defaults (docs/shapes.md) stay with it
+            shutil.copy2(out / DEFAULTS_FILE, tmp / DEFAULTS_FILE)
+            print(f"kept {DEFAULTS_FILE}: it was measured on the previous weights; measure it again (docs/shapes.md,"
+                  " \"Real pictures at the default inversion\")")
         old = out.with_name(out.name + ".old")
         if out.exists():
             out.rename(old)

@@ -13,7 +13,7 @@ from p2p_cli.cli.jobs import warn
 from p2p_cli.runs.edits import STDIN_ONCE, check_name, check_names
 from p2p_cli.cli.errors import EXIT_INVALID, EXIT_OK, UsageError, handled, printable, report
 from p2p_cli.checks import blend_side, missing_model_problems, model_geometry, problems_before_loading
-from p2p_cli.family_defaults import FAMILY_DEFAULTS
+from p2p_cli.family_defaults import FAMILY_DEFAULTS, with_folder_defaults
 from p2p_cli.files.real import recipe_loras
 from p2p_cli.manifests import read_recipes
 from p2p_cli.overrides import inline_recipes
@@ -126,6 +126,8 @@ def _vae_text(recipe: Recipe, geometry) -> str:
 def summary(recipe: Recipe, image: Path | None = None) -> str:
     """Indented lines: every setting the recipe resolves to (defaults filled in), then each edit."""
     geometry = model_geometry(recipe.model)
+    applied = geometry.defaults.for_recipe(recipe) if geometry and geometry.defaults else {}
+    recipe = with_folder_defaults(recipe, geometry.defaults) if applied else recipe
     if recipe.size:
         size = "x".join(map(str, recipe.size))
     else:
@@ -166,6 +168,9 @@ def summary(recipe: Recipe, image: Path | None = None) -> str:
     if recipe.image is not None:
         crop = list(recipe.crop) if recipe.crop else "largest centred box"
         lines.append(f"  image: {image or recipe.image}  crop: {crop}  inversion: {recipe.inversion_method}")
+    if applied:
+        given = "  ".join(f"{k}: {list(v) if isinstance(v, tuple) else v}" for k, v in applied.items())
+        lines.append(f"  {given} (this model's defaults for real pictures, from {geometry.defaults.file})")
     sdxl = {k: list(v) for k in ("original_size", "crops_coords_top_left", "target_size")
             if (v := getattr(recipe, k, None)) is not None}
     if sdxl:

@@ -217,7 +217,7 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
          source_trajectory=None, user_mask=None, noise_maps=None) -> list[EditResult]:
     if attention not in ("fused", "explicit"):
         raise ValueError(f"attention must be 'fused' or 'explicit', not {attention!r}")
-    recipes = [with_family_defaults(r, model.family.defaults) for r in recipes]  # checked: checks.checked
+    recipes = [with_family_defaults(r, model.family.defaults, model.defaults) for r in recipes]  # checks.checked's
     recipe, source_name = recipes[0], source_names[0]
     differ = [key for key in BATCH_SHARED if len({repr(getattr(r, key)) for r in recipes}) > 1]
     if differ:

@@ -312,6 +312,9 @@ def run_record(
         "seed": recipe.seed,
         "model": {"id": model.id, "revision": model.revision, "path": model.path},
         "family": model.family.name,
+        # the model folder's real-picture defaults (p2p-defaults.json), which the recipe's windows may come from
+        **({"model_defaults": {"file": model.defaults.file, **model.defaults.model_dump(exclude_none=True)}}
+           if getattr(model, "defaults", None) is not None and recipe.image is not None else {}),
         "loras": model.loras,  # [{path, scale, sha256}]
         **({} if model.loading.plain else {"loading": model.loading.record()}),  # quantize per part, offload
         "device": str(model.device),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -105,3 +106,19 @@ def test_set_options_reach_every_measured_edit(monkeypatch, capsys):
     ev.main(["--n", "2", "--only", "colour,blend", "--set", "self_replace=0.2", "--set", "text_mass=target"])
     assert len(seen) >= 3 and all(r.self_replace == (0.0, 0.2) and r.text_mass == "target" for r in seen)
     assert '"text_mass": "target"' in capsys.readouterr().out
+
+
+def test_real_model_defaults_measure_the_windows_the_model_folder_ships(monkeypatch):
+    """`--real-model-defaults` edits the real pictures with the model's p2p-defaults.json; a --real-* option wins."""
+    from types import SimpleNamespace
+
+    from p2p_cli.family_defaults import read_folder_defaults
+    from p2p_cli.resolve import BUNDLED
+
+    defaults, seen = read_folder_defaults(BUNDLED["shapes"]), {}
+    monkeypatch.setattr("p2p_cli.models.load_model", lambda *a, **k: SimpleNamespace(defaults=defaults))
+    monkeypatch.setattr(ev, "eval_real", lambda model, n, steps, guidance, method, recipe, seed: seen.update(recipe))
+    ev.main(["--only", "real", "--real-methods", "direct", "--real-model-defaults", "--real-self-replace", "0.3"])
+    assert seen == {**defaults.image.model_dump(exclude_none=True), "self_replace": 0.3}
+    assert seen["cross_replace"] == json.loads((BUNDLED["shapes"] / "p2p-defaults.json").read_text())["image"][
+        "cross_replace"]

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from p2p_cli.engine.pipeline import initial_latent, run_edit
+from p2p_cli.family_defaults import DEFAULTS_FILE
 from p2p_cli.models import bundle_mmdit_weights, bundled_weights, load_model, shapes_mmdit_parts
 from p2p_cli.recipe import parse_recipe
+
 from lab.shapes.mmdit_bundle import SHIPPED, export
 from lab.shapes.train_mmdit import Config, build_transformer, save
 
@@ -46,7 +48,7 @@ def test_the_bundle_samples_what_diffusers_pipeline_samples():
 @needs_bundles
 def test_the_bundle_ships_the_transformer_and_shares_the_rest():
     shipped = {p.name for p in bundle_mmdit_weights().iterdir()}
-    assert shipped == set(SHIPPED)
+    assert shipped == set(SHIPPED) | {DEFAULTS_FILE}  # its parts, and its measured real-picture windows
     size = sum(p.stat().st_size for p in bundle_mmdit_weights().rglob("*") if p.is_file())
     assert size <= 40_000_000  # the limit; the shared parts live in the UNet model's folder
     parts = shapes_mmdit_parts(bundled_weights())
@@ -71,6 +73,8 @@ def test_export_takes_a_trained_folder_and_refuses_one_with_other_parts(tmp_path
     bundled = load_transformer_folder(out, parts=shapes_mmdit_parts(bundled_weights()))
     r = parse_recipe({"source": SOURCE, "seed": 0, "steps": 2, "edits": [{"target": TARGET}]})
     assert torch.equal(run_edit(whole, r).images, run_edit(bundled, r).images)
+    (out / DEFAULTS_FILE).write_text('{"image": {"self_replace": 0.3}}')  # a bundle's measured windows
+    assert (export(tmp_path / "ckpt", out) / DEFAULTS_FILE).read_text() == '{"image": {"self_replace": 0.3}}'
 
     other = tmp_path / "other"
     shutil.copytree(tmp_path / "ckpt", other)
