@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 
 from p2p_cli.analysis.metrics import ClipScorer, DinoStructure, clip_score, pie_clip_region
 from p2p_cli.cli.main import app
+from p2p_cli.family_defaults import DEFAULTS_FILE
 from p2p_cli.files.pie_folder import decode_mask, read_folder
 from p2p_cli.pie_bench import MEASURES
 from p2p_cli.render.load import picture_at
+from p2p_cli.resolve import BUNDLED
 
 STEPS = "3"
 
@@ -149,7 +151,10 @@ def test_limit_kinds_and_a_missing_network(pie_folder, tmp_path, monkeypatch):
     record = json.loads((out / "111000000000" / "run.json").read_text())
     assert record["recipe"]["edits"][0]["type"] == "replace"  # p2p's rule: as many words, a replacement
     assert summary["settings"]["protocol"] == "p2p" and summary["entries"][0]["protocol"] == "p2p"
-    assert record["pie_bench"]["protocol"] == "p2p" and record["recipe"]["edits"][0]["cross_replace"] == {"default": [0.0, 0.8]}
+    assert record["pie_bench"]["protocol"] == "p2p"
+    # p2p's choice for a real picture: the model's own real-picture window (the bundled model's p2p-defaults.json)
+    own = json.loads((BUNDLED["shapes"] / DEFAULTS_FILE).read_text())["image"]["cross_replace"]
+    assert record["recipe"]["edits"][0]["cross_replace"] == {"default": [0.0, own]}
     # --resume under the other protocol stops before loading: it would mix the two in one table
     again = invoke(pie_folder, "--out", out, "--steps", STEPS, "--kinds", "1,6", "--limit", "1", "--resume",
                    "--dino", "none", "--clip", "none", "--lpips", "none")
