@@ -19,6 +19,8 @@ def shapes_model():
     return load_model(None, device="cpu", dtype="fp32")
 
 
+@pytest.mark.slow  # the shipped weights' plain pictures (lab.shapes.evaluate measures them); plain sampling
+# itself is checked against diffusers' pipeline in tests/engine/test_pipeline.py
 def test_plain_generation_follows_the_caption(shapes_model):
     scores = ev.eval_plain(shapes_model, 8, STEPS, 7.5, batch=8)
     assert scores["colour"] >= 0.75, scores
