@@ -1,12 +1,13 @@
 """`p2p ui` in a real browser: Debian's Chromium, driven by Playwright through its executable path, types an inline
-edit, presses Run, and gets the pictures `p2p edit` writes for the command line the page shows; the screenshot is
-README's (docs/images/ui.png). Needs `apt-get install chromium` and `pip install playwright` (never `playwright
-install`: its own browser download is not used)."""
+edit, presses Run, and gets the pictures `p2p edit` writes for the command line the page shows. The screenshot goes
+to the test's folder; P2P_UI_SCREENSHOT=docs/images/ui.png remakes README's. Needs `apt-get install chromium` and
+`pip install playwright` (never `playwright install`: its own browser download is not used)."""
 
 from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import shutil
 import tempfile
 import time
@@ -28,7 +29,6 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "images" / "ui.png"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PROMPT = "a big [red->green] circle and a small blue square on a white background"
@@ -66,13 +66,15 @@ def test_an_inline_edit_in_the_browser_gives_the_pictures_of_the_cli(tmp_path):
             page.evaluate("window.scrollTo(0, 0)")
             page.mouse.move(0, 0)
             page.wait_for_timeout(500)  # let the slider and the file list settle
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            screenshot = Path(os.environ.get("P2P_UI_SCREENSHOT") or tmp_path / "ui.png")
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot))
             browser.close()
     finally:
         served.close()
         shutil.rmtree(profile, ignore_errors=True)
     print(f"browser test: {time.perf_counter() - started:.1f} s to the screenshot")
+    assert Image.open(screenshot).size[0] > 0
 
     assert command.startswith(f"p2p edit --prompt '{PROMPT}' --model shapes-mmdit --seed 1 --steps 50")
     import shlex
