@@ -9,7 +9,7 @@ DEMO_RECIPES := $(wildcard recipes/shapes-*.yaml)
 help:
 	@echo "make demo        edit the bundled shapes scenes into outputs/"
 	@echo "make test        the default test suite (CPU only)"
-	@echo "make test-rest   what make test leaves out: the family matrix on every family, the long checks"
+	@echo "make test-rest   what make test leaves out: the family matrix on every family, lab tests, long checks"
 	@echo "make test-slow   all of it, with many more property-test examples"
 	@echo "make dev         only make $(VENV)"
 

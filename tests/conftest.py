@@ -73,10 +73,17 @@ def family_of(item) -> str | None:
     return None
 
 
+# The lab's own tests (training, evaluation, benchmark internals: tests/lab/) test code the package does not ship;
+# they run in `make test-rest` and CI, not in the default run.
+LAB_TESTS = Path(__file__).parent / "lab"
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(config, items):
     groups: dict[tuple, list] = {}
     for item in items:
+        if LAB_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.slow)
         family = family_of(item)
         if family is not None:
             groups.setdefault((item.path, item.cls, item.originalname), []).append((family, item))
