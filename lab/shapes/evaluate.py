@@ -188,20 +188,28 @@ def _free_outcome(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[bool, b
     return got.colour_name == new.colour, dist <= KEEP_PX, dist
 
 
-def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
-              settings: dict | None = None) -> dict:
-    """Colour swaps in the wide world on captions without place words, where the text does not pin the layout:
-    P2P (cross 0.8, the family's self window) against the uncontrolled target from the same noise. Cases whose source picture
-    lacks the object are counted as failures for both."""
-    rows = {"p2p": [], "baseline": []}
+def free_runs(model: Model, n: int, steps: int, guidance: float, fresh: int = 0, settings: dict | None = None):
+    """eval_free's cases, each run: (case, out.images (source, P2P, no control), {"p2p": outcome, "baseline":
+    outcome}) with _free_outcome's (colour right, place kept, distance)."""
     scene_seed, first = fresh_seeds(fresh, 4)
     for case in free_swap_cases(n, seed=scene_seed, first_seed=first):
         new = case.target.objects[case.k]
         out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance,
                                           settings))
         imgs = to_uint8(out.images)  # source, edit-1, baseline-1
-        rows["p2p"].append(_free_outcome(imgs[0], imgs[1], case.scene, case.k, new))
-        rows["baseline"].append(_free_outcome(imgs[0], imgs[2], case.scene, case.k, new))
+        yield case, out.images, {"p2p": _free_outcome(imgs[0], imgs[1], case.scene, case.k, new),
+                                 "baseline": _free_outcome(imgs[0], imgs[2], case.scene, case.k, new)}
+
+
+def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
+              settings: dict | None = None) -> dict:
+    """Colour swaps in the wide world on captions without place words, where the text does not pin the layout:
+    P2P (cross 0.8, the family's self window) against the uncontrolled target from the same noise. Cases whose source picture
+    lacks the object are counted as failures for both."""
+    rows = {"p2p": [], "baseline": []}
+    for _, _, outcomes in free_runs(model, n, steps, guidance, fresh, settings):
+        for name, outcome in outcomes.items():
+            rows[name].append(outcome)
     return {name: _swap_summary(rs) for name, rs in rows.items()}
 
 

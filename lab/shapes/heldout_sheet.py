@@ -13,7 +13,10 @@ import torch
 from p2p_cli.render.grid import Tile, make_grid
 
 from .captions import caption
-from .evaluate import _free_outcome, edit_recipe, free_swap_cases, run_edit, to_uint8
+from .evaluate import free_runs
+
+
+LABELS = {"p2p": "P2P", "baseline": "no control"}
 
 
 def verdict(colour_right: bool, kept: bool) -> str:
@@ -21,20 +24,17 @@ def verdict(colour_right: bool, kept: bool) -> str:
 
 
 def sheet_tiles(model, n: int, steps: int, guidance: float) -> tuple[list[Tile], dict]:
-    """Tiles of the first n cases the evaluator's reported `free` set draws (cases 0..n-1, noise seeds 0..n-1),
-    and the counts of the oracle's verdicts."""
-    tiles, counts = [], {"p2p": [0, 0], "no control": [0, 0]}
-    for i, case in enumerate(free_swap_cases(n)):
-        out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance))
-        imgs = to_uint8(out.images)  # source, edit-1, baseline-1
-        new = case.target.objects[case.k]
-        tiles.append(Tile(out.images[0], f"case {i + 1} · source", caption(case.scene), col=i))
-        for row, (name, img) in enumerate((("p2p", imgs[1]), ("no control", imgs[2])), start=1):
-            right, kept, _ = _free_outcome(imgs[0], img, case.scene, case.k, new)
-            counts[name][0] += right and kept
-            counts[name][1] += right
-            tiles.append(Tile(out.images[row], f"{'P2P' if name == 'p2p' else 'no control'} · {verdict(right, kept)}",
-                              caption(case.target), col=i, row=row))
+    """Tiles of the first n cases of the evaluator's reported `free` set (evaluate.free_runs, fresh 0), and the
+    counts of the oracle's verdicts."""
+    tiles, counts = [], {"p2p": [0, 0], "baseline": [0, 0]}  # [right and in place, colour right]
+    for i, (case, images, outcomes) in enumerate(free_runs(model, n, steps, guidance)):
+        tiles.append(Tile(images[0], f"case {i + 1} · source", caption(case.scene), col=i))
+        for row, key in enumerate(("p2p", "baseline"), start=1):
+            right, kept, _ = outcomes[key]
+            counts[key][0] += right and kept
+            counts[key][1] += right
+            tiles.append(Tile(images[row], f"{LABELS[key]} · {verdict(right, kept)}", caption(case.target),
+                              col=i, row=row))
     return tiles, counts
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     tiles, counts = sheet_tiles(model, args.n, args.steps, args.guidance)
     make_grid(tiles).save(args.out, optimize=True)
     for name, (both, right) in counts.items():
-        print(f"{name}: colour right and place kept {both}/{args.n}, colour right {right}/{args.n}")
+        print(f"{LABELS[name]}: colour right and place kept {both}/{args.n}, colour right {right}/{args.n}")
 
 
 if __name__ == "__main__":
