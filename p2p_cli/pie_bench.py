@@ -147,21 +147,22 @@ def fingerprint(recipe: dict, model_id: str, protocol: str) -> str:
 def recorded_protocol(folder: Path) -> str | None:
     """The protocol an entry folder's run.json records (its `pie_bench` block; None: none recorded, or no
     readable run.json)."""
-    from p2p_cli.paths import read_regular_text
+    from p2p_cli.files.outputs import read_record
 
-    try:
-        record = json.loads(read_regular_text(Path(folder) / "run.json"))
-    except (OSError, ValueError):
-        return None
-    bench = record.get("pie_bench") if isinstance(record, dict) else None
-    protocol = bench.get("protocol") if isinstance(bench, dict) else None
-    return protocol if isinstance(protocol, str) else None
+    record = read_record(folder)
+    return _recorded(record, "protocol") if record is not None else None
 
 
 def recorded_fingerprint(record: dict) -> str | None:
     """The fingerprint an entry's run.json holds (its `pie_bench` block)."""
+    return _recorded(record, "fingerprint")
+
+
+def _recorded(record: dict, key: str) -> str | None:
+    """A text value of a run.json's `pie_bench` block (None when the block or the value is not there)."""
     bench = record.get("pie_bench")
-    return bench.get("fingerprint") if isinstance(bench, dict) else None
+    value = bench.get(key) if isinstance(bench, dict) else None
+    return value if isinstance(value, str) else None
 
 
 @dataclass

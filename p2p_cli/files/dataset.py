@@ -19,8 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.files.outputs import atomic_folder, intact, write_record
-from p2p_cli.paths import read_regular_text
+from p2p_cli.files.outputs import atomic_folder, intact, read_record, write_record
 
 PAIRS = "pairs"
 RECORD = "pair.json"
@@ -38,19 +37,9 @@ def finished_pair(folder: Path, digest: str) -> dict | None:
     return record if record is not None and intact(folder, record) else None
 
 
-def damaged_pair(folder: Path, digest: str) -> bool:
-    """Whether `folder` is this pair's and these settings' folder with a file missing or changed (--resume makes
-    it again in its place)."""
-    record = _same_pair(folder, digest)
-    return record is not None and not intact(folder, record)
-
-
 def _same_pair(folder: Path, digest: str) -> dict | None:
-    try:
-        record = json.loads(read_regular_text(Path(folder) / RECORD))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("input_sha256") == digest else None
+    record = read_record(folder, RECORD)
+    return record if record is not None and record.get("input_sha256") == digest else None
 
 
 def write_pair(folder: Path, record: dict, pictures: dict[str, Any], overwrite: bool = False) -> Path:

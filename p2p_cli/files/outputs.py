@@ -18,6 +18,7 @@ from typing import Any
 
 import p2p_cli
 from p2p_cli.files import interrupts
+from p2p_cli.paths import read_regular_text
 from p2p_cli.recipe import Recipe
 
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
@@ -342,6 +343,16 @@ def write_record(folder: Path, name: str, record: dict) -> Path:
     """The folder's record (run.json, pair.json) with the size of every other file it holds (SIZES)."""
     record[SIZES] = file_sizes(folder, name)
     return write_json(Path(folder) / name, record)
+
+
+def read_record(folder: Path, record_file: str = "run.json") -> dict | None:
+    """A folder's record (run.json, a dataset pair's pair.json) as a JSON object; None when it is missing,
+    unreadable or not an object."""
+    try:
+        record = json.loads(read_regular_text(Path(folder) / record_file))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def intact(folder: Path, record: Any) -> bool:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2p_cli.paths import read_regular_text
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2  # a run's codes: 2 invalid input, 1 a failure while running
 
@@ -39,15 +38,13 @@ def resume_state(folder: Path, digest: str, record_file: str = "run.json",
     """"finished" (the folder's record holds this fingerprint and every file it lists is there, of its size),
     "damaged" (this work's folder with a file missing or changed: --resume makes it again in its place) or None
     (another work's folder, an unreadable record, or none)."""
-    from p2p_cli.files.outputs import intact
+    from p2p_cli.files.outputs import intact, read_record
 
-    try:
-        record = json.loads(read_regular_text(Path(folder) / record_file))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or read(record) != digest:
+    record = read_record(folder, record_file)
+    if record is None or read(record) != digest:
         return None
     return "finished" if intact(folder, record) else "damaged"
+
 
 
 def write_lines(path: Path, rows: list[dict]) -> Path:
