@@ -25,7 +25,7 @@ def launch(model: str | None = None, *, host: str = "127.0.0.1", port: int | Non
 
     import threading
 
-    from p2p_cli.app.blocks import CSS, build, warm_up
+    from p2p_cli.app.blocks import CSS, build, checked, warm_up
     from p2p_cli.app.controls import Controls, family_defaults
     from p2p_cli.app.runs import Runner
 
@@ -37,6 +37,7 @@ def launch(model: str | None = None, *, host: str = "127.0.0.1", port: int | Non
                          "a big [red->blue] circle on the left on a white background", model=model,
                          guidance=d["guidance"], self_window=d["self_window"])
     app = build(runner, models=[model] if model else None, start=start)
+    checked(app.start)  # the tokenizers read here, before any other thread imports transformers (warm_up)
     threading.Thread(target=warm_up, args=(runner, app.start), daemon=True).start()
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=host, server_port=port or free_port(host), share=share, prevent_thread_lock=not block,

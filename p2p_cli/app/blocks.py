@@ -87,8 +87,9 @@ async def in_thread(flag: threading.Event, fn, *args, **kwargs):
 
 
 def warm_up(runner: Runner, start: Controls) -> None:
-    """Read the tokenizers and load the first model before the page asks (in a thread, while the page is served)."""
-    checked(start)
+    """Load the first model before the page asks (in a thread, while the page is served; launch has read the
+    tokenizers first, in its caller's thread: a first import of transformers racing another thread's can see the
+    package half made and fail)."""
     try:
         runner.model(start.model)
     except Exception:  # noqa: BLE001 - the first run reports it, with the page's error wording
@@ -205,9 +206,15 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
         def check(*values):
             return checked(controls_of(values))
 
-        def on_model(name):
-            d = family_defaults(name)
-            return d["guidance"], d["self_window"]
+        def on_model(name, editor):
+            """A model chosen: its guidance and windows (a real picture's when one is given: p2p-defaults.json)."""
+            d = family_defaults(name, image=bool(editor.get("background") if isinstance(editor, dict) else editor))
+            return d["guidance"], d["cross"], d["self_window"]
+
+        def on_picture(name, editor):
+            """A picture given or cleared: the model's windows for a real picture, or for a generated one."""
+            d = family_defaults(name, image=bool(editor.get("background") if isinstance(editor, dict) else editor))
+            return d["cross"], d["self_window"]
 
         async def run_edit(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
                            attention, image, inversion, word_windows, request: gr.Request,
@@ -289,7 +296,9 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             box.change(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
         blend.input(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
         app.load(check, inputs, [recipe, blend, command], api_name=False, queue=False)
-        model.input(on_model, model, [guidance, self_window], api_name=False, queue=False)
+        model.input(on_model, [model, image], [guidance, cross, self_window], api_name=False, queue=False)
+        for event in (image.upload, image.clear):
+            event(on_picture, [model, image], [cross, self_window], api_name=False, queue=False)
         new_seed.click(lambda: random.randrange(2**31), None, seed, api_name=False, queue=False)
         running = run.click(run_edit, inputs, [gallery, slider, files, recipe, command, row], api_name="run",
                             concurrency_limit=1, concurrency_id="model")

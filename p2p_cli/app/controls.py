@@ -28,14 +28,24 @@ def family_of(model: str) -> str:
     return geo.family.name if geo else "sd"
 
 
-def family_defaults(model: str) -> dict[str, float]:
-    """The guidance and windows a run on this model uses when a recipe sets none."""
+def family_defaults(model: str, image: bool = False) -> dict[str, float]:
+    """The guidance and windows a run on this model uses when a recipe sets none; `image`: a real picture's, which
+    the model folder's p2p-defaults.json may set apart (a malformed file is reported by the recipe check)."""
     from p2p_cli.family_defaults import FAMILY_DEFAULTS
     from p2p_cli.recipe import DEFAULT_SELF_REPLACE
 
     family = FAMILY_DEFAULTS[family_of(model)]
-    return {"guidance": family.guidance, "cross": DEFAULT_CROSS_REPLACE,
-            "self_window": family.self_replace if family.self_replace is not None else DEFAULT_SELF_REPLACE}
+    windows = {"cross": DEFAULT_CROSS_REPLACE,
+               "self_window": family.self_replace if family.self_replace is not None else DEFAULT_SELF_REPLACE}
+    if image:
+        try:
+            folder = getattr(model_geometry(model), "defaults", None)
+        except RecipeError:
+            folder = None
+        if folder is not None:
+            own = {"cross": folder.image.cross_replace, "self_window": folder.image.self_replace}
+            windows |= {k: v for k, v in own.items() if v is not None}
+    return {"guidance": family.guidance, **windows}
 
 
 @dataclass

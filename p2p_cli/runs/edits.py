@@ -12,7 +12,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.checks import problems_before_loading
+from p2p_cli.checks import model_geometry, problems_before_loading
 from p2p_cli.fingerprint import fingerprint
 from p2p_cli.files.outputs import OutputPathError, check_free, check_out_dir
 from p2p_cli.files.real import resolve_mask
@@ -56,13 +56,17 @@ class Job(runner.Work):
 
     def fingerprint(self, **how: Any) -> str:
         """What makes its folder: the recipe as given, the model and LoRAs, and the options that change the
-        pictures (baseline, attention, attention pictures). `vae:` unset is left out, so that folders written
-        before the key existed still resume."""
+        pictures (baseline, attention, attention pictures), and the windows the model folder's p2p-defaults.json
+        gives a real picture that sets none (a changed file runs such a recipe again). `vae:` unset and no folder
+        defaults applied are left out, so that folders written before either existed still resume."""
         recipe = self.recipe.model_dump(mode="json")
         if recipe.get("vae") is None:
             recipe.pop("vae", None)
+        geometry = model_geometry(self.spec)  # cached; checked before any job is made
+        applied = geometry.defaults.for_recipe(self.recipe) if geometry and geometry.defaults else {}
         return fingerprint({"recipe": recipe, "model": self.spec,
                             "loras": list(self.loras), "source_only": self.source_only,
+                            **({"model_defaults": applied} if applied else {}),
                             **{k: str(v) for k, v in sorted(how.items())}})
 
 

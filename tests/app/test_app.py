@@ -70,6 +70,14 @@ def cli_pictures(command: str, out: Path) -> Path:
     return folder
 
 
+def test_the_library_works_beside_the_app_the_moment_launch_returns(served):
+    """launch(block=False) returns while its thread loads the model: a recipe checked at once in the caller's thread
+    (a notebook's next cell) must not meet transformers half imported by that thread."""
+    recipe = Controls(prompt=INLINE, model="shapes", image=str(ROOT / "recipes" / "pictures" / "blue-circle.png"),
+                      steps=3).recipe()
+    assert recipe.image is not None and recipe.edits[0].target.startswith("a big blue circle")
+
+
 @pytest.mark.parametrize("model, prompt, guidance, self_window", [
     ("shapes", INLINE, 7.5, 0.4),
     ("shapes-mmdit", "a big [red->green] circle and a small blue square on a white background", 7.0, 0.2),
@@ -271,3 +279,31 @@ def test_p2p_ui_without_the_ui_extra_says_how_to_install_it():
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2, done.stderr[-2000:]
     assert "p2p ui needs the ui extra: pip install 'p2p-cli[ui]'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("model", ["shapes", "shapes-mmdit"])
+def test_a_picture_given_moves_the_windows_to_the_models_own_for_real_pictures(served, model):
+    """Uploading a picture sets the cross and self sliders to what an `image:` recipe that names no windows gets on
+    this model (its folder's p2p-defaults.json), so the page's edit is the CLI's default edit; clearing it puts the
+    generated pictures' windows back."""
+    from p2p_cli.family_defaults import FAMILY_DEFAULTS, with_family_defaults
+    from p2p_cli.recipe import parse_recipe
+    from p2p_cli.checks import model_geometry
+
+    blocks, _ = served
+    image = next(b for b in blocks.blocks.values() if type(b).__name__ == "ImageEditor")
+    handlers = {event: fn.fn for fn in blocks.fns.values() for target, event in fn.targets if target == image._id
+                and event in ("upload", "clear")}
+    picked = str(ROOT / "recipes" / "pictures" / "blue-circle.png")
+    cross, self_window = handlers["upload"](model, {"background": picked, "layers": []})
+    if model == "shapes":  # its real pictures' cross window (1.0) is not its generated pictures' (0.8)
+        assert (cross, self_window) != handlers["clear"](model, None)
+    geometry = model_geometry(model)
+    plain = parse_recipe({"source": "a big blue circle on the left on a white background", "image": picked,
+                          "edits": [{"target": "a big red circle on the left on a white background"}]}, "r.yaml")
+    cli = with_family_defaults(plain, FAMILY_DEFAULTS[geometry.family.name], geometry.defaults)
+    page = Controls(prompt="a big [blue->red] circle on the left on a white background", model=model, cross=cross,
+                    self_window=self_window, image=picked).recipe()
+    page = with_family_defaults(page, FAMILY_DEFAULTS[geometry.family.name], geometry.defaults)
+    for key in ("cross_replace", "self_replace", "self_replace_max_res", "self_blocks"):
+        assert getattr(page, key) == getattr(cli, key), key

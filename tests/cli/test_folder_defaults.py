@@ -138,3 +138,31 @@ def test_an_edit_of_a_real_picture_on_the_bundled_model_runs_and_records_them(cl
     assert record["recipe"]["edits"][0]["cross_replace"] == {"default": [0.0, want["cross_replace"]]}
     assert record["recipe"]["edits"][0]["self_replace"] == [0.0, want["self_replace"]]
     assert record["recipe"]["self_replace_max_res"] == want.get("self_replace_max_res")
+
+
+def test_resume_keeps_a_real_pictures_folder_only_while_the_models_windows_for_it_are_unchanged(cli, tmp_path):
+    """--resume keeps a folder only when what made it is unchanged: for an `image:` recipe that sets no window, the
+    model folder's p2p-defaults.json is part of that (a changed file makes it another run's folder, refused as a
+    changed recipe's is); a generated recipe does not depend on the file."""
+    folder = tmp_path / "model"
+    shutil.copytree(BUNDLED["shapes"], folder)
+    shutil.copy(PICTURE, tmp_path / "p.png")
+    real = f"model: {folder}\nimage: p.png\nsource: {SOURCE}\nsteps: 2\nedits:\n  - target: {TARGET}\n"
+    (tmp_path / "real.yaml").write_text(real)
+    (tmp_path / "plain.yaml").write_text(real.replace("image: p.png\n", ""))
+    out, env = tmp_path / "out", {"P2P_CACHE": str(tmp_path / "cache")}
+
+    def edit(*args):
+        return cli("edit", tmp_path / "real.yaml", tmp_path / "plain.yaml", "--out", out, *args, env=env)
+
+    assert edit().exit_code == 0
+    again = edit("--resume")
+    assert again.exit_code == 0 and f"kept {out / 'real'}/" in again.stdout and f"kept {out / 'plain'}/" in again.stdout
+    (folder / DEFAULTS_FILE).write_text(json.dumps({"image": {**shipped("shapes"), "cross_replace": 0.6}}))
+    model_geometry.cache_clear()  # a new process reads the file again; this one cached it
+    changed = edit("--resume")
+    assert changed.exit_code == 1 and f"kept {out / 'plain'}/" in changed.stdout
+    assert f"{out / 'real'}/ already exists; pass --overwrite" in changed.output
+    assert edit("--overwrite").exit_code == 0
+    record = json.loads((out / "real" / "run.json").read_text())
+    assert record["recipe"]["edits"][0]["cross_replace"] == {"default": [0.0, 0.6]}
