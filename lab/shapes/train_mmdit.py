@@ -67,6 +67,7 @@ class Config:
     caption_dropout: float = 0.1
     attn_loss: float = 0.05  # weight of the word-localisation loss
     pad_shuffle: bool = True
+    anneal: bool = False  # the learning rate falls along a cosine to 0 over the run (its minutes or max steps)
 
 
 def build_transformer(cfg: Config, seed: int, text_dim: int, pooled_dim: int) -> SD3Transformer2DModel:
@@ -197,7 +198,8 @@ def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator,
                            timestep=sigma * 1000).sample
         flow = F.mse_loss(pred, noise - z)
         aux = localisation_loss(recorder.maps, targets, select)
-        optimiser_step(opt, flow + cfg.attn_loss * aux, params, cfg.lr, step, cfg.warmup)
+        lr = cfg.lr * annealed(time.time() - t0, minutes * 60, step, max_steps) if cfg.anneal else cfg.lr
+        optimiser_step(opt, flow + cfg.attn_loss * aux, params, lr, step, cfg.warmup)
         step += 1
         ema_update([(ema, transformer)], step, cfg.ema)
         avg = flow.item() if avg is None else 0.98 * avg + 0.02 * flow.item()
@@ -206,6 +208,15 @@ def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator,
             el = time.time() - t0
             log(f"step {step} flow {avg:.4f} localisation {avg_aux:.3f} {step * cfg.batch / el:.1f} img/s"
                 f" {el / 60:.1f} min")
+
+
+def annealed(seconds: float, budget: float, step: int, max_steps: int | None) -> float:
+    """The share of the learning rate left: a cosine from 1 to 0 over the run, by whichever of its limits (the
+    minutes, the steps) is nearer; a run on constant learning rate stops at a noisy point, the anneal settles it."""
+    done = seconds / budget
+    if max_steps is not None:
+        done = max(done, step / max_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,12 +238,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", type=int, default=Config.layers)
     ap.add_argument("--attn-loss", type=float, default=Config.attn_loss)
     ap.add_argument("--no-pad-shuffle", action="store_true")
+    ap.add_argument("--anneal", action="store_true", help="learning rate along a cosine to 0 over the run")
     ap.add_argument("--keep", action="store_true", help="also keep each checkpoint as OUT-step<N>")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     cfg = Config(batch=args.batch, lr=args.lr, layers=args.layers, attn_loss=args.attn_loss,
-                 pad_shuffle=not args.no_pad_shuffle)
+                 pad_shuffle=not args.no_pad_shuffle, anneal=args.anneal)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     if args.resume is not None:

@@ -87,3 +87,13 @@ def test_a_few_steps_write_a_folder_diffusers_loads(tmp_path):
     assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
     model = load_model(str(tmp_path / "m"), device="cpu", dtype="fp32")  # the path a hub SD3 folder takes
     assert model.family.name == "sd3" and model.text_encoder_3 is None and model.transformer.config.num_layers == 4
+
+
+def test_the_anneal_falls_from_the_full_rate_to_nothing_by_the_nearer_limit():
+    from lab.shapes.train_mmdit import annealed
+
+    assert annealed(0, 600, 0, None) == 1.0
+    assert annealed(300, 600, 10, None) == pytest.approx(0.5)
+    assert annealed(600, 600, 10, None) == pytest.approx(0.0) and annealed(900, 600, 10, None) == pytest.approx(0.0)
+    assert annealed(60, 600, 50, 100) == pytest.approx(0.5)  # the steps are the nearer limit
+    assert annealed(60, 600, 5, 100) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.1)))
