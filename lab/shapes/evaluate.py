@@ -177,15 +177,35 @@ def free_swap_cases(n: int, seed: int = 0, first_seed: int = 0) -> list[SwapCase
     return cases
 
 
-def _free_outcome(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[bool, bool, float]:
-    """_swap_outcome for a caption without places: the source object is the one of its colour (match_unplaced),
-    wherever the model put it; the edited one is the object nearest its centroid in the edited picture."""
+def _free_match(src_img, img, scene: Scene, k: int) -> tuple[Found | None, Found | None]:
+    """(the source object: the one of its colour, wherever the model put it (match_unplaced); the object nearest
+    its centroid in the edited picture), either None when not found."""
     src_obj = match_unplaced(scene, read(src_img))[k]
-    got = nearest_found(read(img), src_obj.centroid) if src_obj is not None else None
+    return src_obj, (nearest_found(read(img), src_obj.centroid) if src_obj is not None else None)
+
+
+def _free_outcome(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[bool, bool, float]:
+    """_swap_outcome for a caption without places (_free_match's objects)."""
+    src_obj, got = _free_match(src_img, img, scene, k)
     if got is None:
         return False, False, float("inf")
     dist = float(np.hypot(got.centroid[0] - src_obj.centroid[0], got.centroid[1] - src_obj.centroid[1]))
     return got.colour_name == new.colour, dist <= KEEP_PX, dist
+
+
+FREE_MISSES = ("no source object", "nothing there", "source colour", "another colour")
+
+
+def free_miss(src_img, img, scene: Scene, k: int, new: Obj) -> str | None:
+    """Why a colour swap on a caption without places is not right (None when it is): the source picture lacks the
+    object, the edited picture has none near it, the object there kept the source colour, or it has another
+    (mostly another object: the edited one shrank or vanished)."""
+    src_obj, got = _free_match(src_img, img, scene, k)
+    if src_obj is None or got is None:
+        return FREE_MISSES[0] if src_obj is None else FREE_MISSES[1]
+    if got.colour_name == new.colour:
+        return None
+    return FREE_MISSES[2] if got.colour_name == scene.objects[k].colour else FREE_MISSES[3]
 
 
 def free_runs(model: Model, n: int, steps: int, guidance: float, fresh: int = 0, settings: dict | None = None):
@@ -206,11 +226,14 @@ def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
     """Colour swaps in the wide world on captions without place words, where the text does not pin the layout:
     P2P (cross 0.8, the family's self window) against the uncontrolled target from the same noise. Cases whose source picture
     lacks the object are counted as failures for both."""
-    rows = {"p2p": [], "baseline": []}
-    for _, _, outcomes in free_runs(model, n, steps, guidance, fresh, settings):
-        for name, outcome in outcomes.items():
+    rows, misses = {"p2p": [], "baseline": []}, {"p2p": [], "baseline": []}
+    for case, images, outcomes in free_runs(model, n, steps, guidance, fresh, settings):
+        imgs = to_uint8(images)
+        for row, (name, outcome) in enumerate(outcomes.items(), start=1):
             rows[name].append(outcome)
-    return {name: _swap_summary(rs) for name, rs in rows.items()}
+            misses[name].append(free_miss(imgs[0], imgs[row], case.scene, case.k, case.target.objects[case.k]))
+    return {name: {**_swap_summary(rs), "misses": {kind: misses[name].count(kind) for kind in FREE_MISSES}}
+            for name, rs in rows.items()}
 
 
 def _outside_change(src_img, img, o: Obj) -> float | None:

@@ -90,6 +90,24 @@ def test_free_place_outcome_finds_the_source_object_by_colour_wherever_it_is():
     assert not kept and dist > 3
 
 
+def test_a_free_place_miss_says_why():
+    """free_miss: right (None), the source colour kept, another colour there, nothing there, no source object."""
+    import numpy as np
+    from lab.shapes.world import wide_heldout_scenes
+
+    scene = next(s for s in wide_heldout_scenes(40, seed=0) if len(s.objects) == 1)
+    o = scene.objects[0]
+    new, other = (replace(o, colour=c) for c in [c for c in ("red", "green", "blue", "yellow") if c != o.colour][:2])
+    src = render(Scene([o], scene.background))
+    blank = np.broadcast_to(src[0, 0], src.shape).copy()  # the background alone
+    drawn = {name: render(Scene([x], scene.background)) for name, x in (("new", new), ("other", other))}
+    assert ev.free_miss(src, drawn["new"], scene, 0, new) is None
+    assert ev.free_miss(src, src, scene, 0, new) == "source colour"
+    assert ev.free_miss(src, drawn["other"], scene, 0, new) == "another colour"
+    assert ev.free_miss(src, blank, scene, 0, new) == "nothing there"
+    assert ev.free_miss(blank, drawn["new"], scene, 0, new) == "no source object"
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # blank pictures: local blend's means are of no case
 def test_set_options_reach_every_measured_edit(monkeypatch, capsys):
     """`evaluate --set KEY=VALUE` applies a recipe-level setting to each edit it measures (here: what the swaps
