@@ -419,13 +419,14 @@ class Result:
         return record
 
 
-def invert(model: Model | Any, image: Any, prompt: str, *, method: str = "direct", steps: int = 50,
+def invert(model: Model | Any, image: Any, prompt: str, *, method: str | None = None, steps: int = 50,
            guidance: float | None = None, negative_prompt: str = "", crop=None, size=None,
            progress: Progress | str | None = "auto", warn: Callable[[str], None] | None = None,
            vae: str | None = None):
     """Invert a picture (a file's path or a PIL image) at the model's size (cached): a files.real.RealPicture to
     pass to edit(..., inversion=...); its .reconstruction(model) is the source picture guided sampling makes from
-    it. guidance None: the model family's default; warn(message) hears about a damaged or unwritable cache;
+    it. method None: the model's (its folder's p2p-defaults.json `inversion`, else direct); guidance None: the
+    model family's default; warn(message) hears about a damaged or unwritable cache;
     progress "auto": a bar when someone watches (a notebook, a terminal); vae: as the recipe key (auto, tiled or
     full; the edit's recipe must say the same)."""
     from p2p_cli.loading import VAE_MODES
@@ -435,9 +436,11 @@ def invert(model: Model | Any, image: Any, prompt: str, *, method: str = "direct
     model = as_model(model)
     from p2p_cli.engine.inversion import METHODS
     from p2p_cli.engine.pipeline import geometry
+    from p2p_cli.family_defaults import default_inversion
     from p2p_cli.files.real import picture_file, prepare
     from p2p_cli.render.load import ImageError, check_picture
 
+    method = default_inversion(getattr(model, "defaults", None)) if method is None else method
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if not prompt.strip():
@@ -507,6 +510,8 @@ def run_recipe(model: Model | Any, recipe: RecipeLike, *, baseline: bool = False
         recipe = recipe.model_copy(update={"mask": str(mask)})  # run.json's recipe replays from anywhere
     where = recipe_file or recipe.name or "recipe"
     _check_loras(model, recipe, recipe_file, where)
+    if inversion is not None and recipe.image is not None and recipe.inversion is None:
+        recipe = recipe.model_copy(update={"inversion": inversion.inversion.method})  # the one given, not a default
     recipe = resolve_recipe(model, recipe, where)
     seconds: dict[str, float] = {}
     store = res = spec = None

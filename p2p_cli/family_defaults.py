@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from p2p_cli.paths import outside, read_regular
-from p2p_cli.recipe import CrossSchedule, Recipe, RecipeError
+from p2p_cli.recipe import DEFAULT_INVERSION, CrossSchedule, InversionMethod, Recipe, RecipeError
 
 # Stable Flow's "vital layers" of FLUX.1-dev (Avrahami et al., CVPR 2025), numbered double-stream blocks first.
 FLUX_VITAL_BLOCKS = (0, 1, 17, 18, 25, 28, 53, 54, 56)
@@ -63,13 +63,15 @@ Tau = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ImageDefaults(BaseModel):
-    """The windows a recipe with `image:` gets on this model when it sets none: numbers only, never a path."""
+    """What a recipe with `image:` gets on this model when it sets none: windows and the inversion method, never a
+    path."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     cross_replace: Tau | None = None  # the cross window's end (window [0, tau))
     self_replace: Tau | None = None  # the self window's end
     self_replace_max_res: Annotated[int, Field(ge=1)] | None = None  # UNet: the largest layer side injected
     self_blocks: tuple[Annotated[int, Field(ge=0)], ...] | None = None  # joint families: the blocks injected
+    inversion: InversionMethod | None = None  # how the picture is inverted (else direct, every model's default)
 
 
 class FolderDefaults(BaseModel):
@@ -86,8 +88,8 @@ class FolderDefaults(BaseModel):
         return self._file
 
     def for_recipe(self, recipe: Recipe) -> dict:
-        """The settings these defaults give `recipe`: a real picture's windows it leaves out (an edit's own window
-        still wins over the recipe's), nothing for a generated source."""
+        """The settings these defaults give `recipe`: a real picture's windows and inversion it leaves out (an
+        edit's own window still wins over the recipe's), nothing for a generated source."""
         if recipe.image is None:
             return {}
         wanted = self.image.model_dump(exclude_none=True)
@@ -117,8 +119,14 @@ def read_folder_defaults(folder: Path | None) -> FolderDefaults | None:
     raise RecipeError(problems, str(path))
 
 
+def default_inversion(folder: FolderDefaults | None) -> InversionMethod:
+    """How a real picture is inverted on this model when nothing says: its folder's `inversion`, else direct."""
+    return (folder.image.inversion if folder is not None else None) or DEFAULT_INVERSION
+
+
 def with_folder_defaults(recipe: Recipe, folder: FolderDefaults | None) -> Recipe:
-    """The recipe with the model folder's real-picture windows filled in where it sets none (FolderDefaults)."""
+    """The recipe with the model folder's real-picture windows and inversion filled in where it sets none
+    (FolderDefaults)."""
     update = folder.for_recipe(recipe) if folder is not None else {}
     if not update:
         return recipe

@@ -90,6 +90,26 @@ def test_a_real_picture_and_an_inversion_that_does_not_fit(shapes, tmp_path, mon
     assert all("--" not in line for line in (str(e) for e in [p2p.RecipeError(["x"])]))
 
 
+def test_a_picture_is_inverted_as_the_model_says_unless_the_caller_or_recipe_says(shapes, tmp_path, monkeypatch):
+    """The bundled UNet model's folder names ddpm for real pictures: p2p.invert without a method and a recipe
+    without `inversion` both take it; an inversion handed to edit() serves a recipe that names none (run.json's
+    recipe says which) and is refused by one that names another."""
+    monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)).save(
+        tmp_path / "photo.png")
+    want = json.loads((ROOT / "p2p_cli" / "shapes" / "weights" / "p2p-defaults.json").read_text())["image"]
+    recipe = p2p.load_recipe(recipe_file(tmp_path, image="photo.png"))
+    assert recipe.inversion is None
+    assert p2p.edit(shapes, recipe).real.inversion.method == want["inversion"] == "ddpm"
+    given = p2p.invert(shapes, tmp_path / "photo.png", recipe.source, steps=4, method="ddim")
+    assert p2p.invert(shapes, tmp_path / "photo.png", recipe.source, steps=4).inversion.method == "ddpm"
+    result = p2p.edit(shapes, recipe, inversion=given)
+    assert result.recipe.inversion == "ddim" and result.real.inversion.method == "ddim"
+    with pytest.raises(p2p.RecipeError, match="inversion: the picture was inverted with ddim and the recipe asks"):
+        p2p.edit(shapes, recipe.model_copy(update={"inversion": "ddpm"}), inversion=given)
+
+
 def test_readme_python_section_runs(tmp_path, monkeypatch):
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Python", 1)[1].split("\n## ", 1)[0]

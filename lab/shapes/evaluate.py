@@ -353,8 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fresh", type=int, default=0,
                     help="K > 0: another set of held-out prompts and noise seeds for every measurement but real "
                          "(0: the reported set); to check a choice made on the reported set")
-    ap.add_argument("--real-methods", default="direct,null-text,negative-prompt,ddim",
-                    help="inversions for --only real (also: ddpm)")
+    ap.add_argument("--real-methods", default=None,
+                    help="inversions for --only real (default: direct,null-text,negative-prompt,ddim, or with"
+                         " --real-model-defaults the model's own; also: ddpm)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                     help="a recipe-level setting for every edit measured (YAML value; repeatable), e.g."
                          " --set self_replace=0.2 --set text_mass=source")
@@ -385,7 +386,11 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"--real-model-defaults: {args.model or 'shapes'} has no p2p-defaults.json")
         shipped = {k: list(v) if isinstance(v, tuple) else v
                    for k, v in model.defaults.image.model_dump(exclude_none=True).items()}
+        own = shipped.pop("inversion", None)  # a method, not a recipe setting: eval_real inverts with each method
         real = shipped | real
+        if args.real_methods is None and own is not None:
+            args.real_methods = own
+    args.real_methods = args.real_methods or "direct,null-text,negative-prompt,ddim"
     common = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}
     results, t0 = {**common, "settings": settings}, time.time()
     edits = {**common, "settings": settings}

@@ -207,14 +207,15 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             return checked(controls_of(values))
 
         def on_model(name, editor):
-            """A model chosen: its guidance and windows (a real picture's when one is given: p2p-defaults.json)."""
+            """A model chosen: its guidance, windows and inversion (a real picture's when one is given: its
+            p2p-defaults.json)."""
             d = family_defaults(name, image=bool(editor.get("background") if isinstance(editor, dict) else editor))
-            return d["guidance"], d["cross"], d["self_window"]
+            return d["guidance"], d["cross"], d["self_window"], d["inversion"]
 
         def on_picture(name, editor):
-            """A picture given or cleared: the model's windows for a real picture, or for a generated one."""
+            """A picture given or cleared: the model's windows and inversion for a real picture, or for none."""
             d = family_defaults(name, image=bool(editor.get("background") if isinstance(editor, dict) else editor))
-            return d["cross"], d["self_window"]
+            return d["cross"], d["self_window"], d["inversion"]
 
         async def run_edit(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
                            attention, image, inversion, word_windows, request: gr.Request,
@@ -296,9 +297,9 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             box.change(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
         blend.input(check, inputs, [recipe, blend, command], api_name=False, queue=False, show_progress="hidden")
         app.load(check, inputs, [recipe, blend, command], api_name=False, queue=False)
-        model.input(on_model, [model, image], [guidance, cross, self_window], api_name=False, queue=False)
+        model.input(on_model, [model, image], [guidance, cross, self_window, inversion], api_name=False, queue=False)
         for event in (image.upload, image.clear):
-            event(on_picture, [model, image], [cross, self_window], api_name=False, queue=False)
+            event(on_picture, [model, image], [cross, self_window, inversion], api_name=False, queue=False)
         new_seed.click(lambda: random.randrange(2**31), None, seed, api_name=False, queue=False)
         running = run.click(run_edit, inputs, [gallery, slider, files, recipe, command, row], api_name="run",
                             concurrency_limit=1, concurrency_id="model")

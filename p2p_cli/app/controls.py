@@ -28,24 +28,26 @@ def family_of(model: str) -> str:
     return geo.family.name if geo else "sd"
 
 
-def family_defaults(model: str, image: bool = False) -> dict[str, float]:
-    """The guidance and windows a run on this model uses when a recipe sets none; `image`: a real picture's, which
-    the model folder's p2p-defaults.json may set apart (a malformed file is reported by the recipe check)."""
-    from p2p_cli.family_defaults import FAMILY_DEFAULTS
+def family_defaults(model: str, image: bool = False) -> dict[str, Any]:
+    """The guidance, windows and inversion a run on this model uses when a recipe sets none; `image`: a real
+    picture's, which the model folder's p2p-defaults.json may set apart (a malformed file is reported by the recipe
+    check)."""
+    from p2p_cli.family_defaults import FAMILY_DEFAULTS, default_inversion
     from p2p_cli.recipe import DEFAULT_SELF_REPLACE
 
     family = FAMILY_DEFAULTS[family_of(model)]
     windows = {"cross": DEFAULT_CROSS_REPLACE,
                "self_window": family.self_replace if family.self_replace is not None else DEFAULT_SELF_REPLACE}
+    folder = None
     if image:
         try:
             folder = getattr(model_geometry(model), "defaults", None)
         except RecipeError:
-            folder = None
+            pass
         if folder is not None:
             own = {"cross": folder.image.cross_replace, "self_window": folder.image.self_replace}
             windows |= {k: v for k, v in own.items() if v is not None}
-    return {"guidance": family.guidance, **windows}
+    return {"guidance": family.guidance, **windows, "inversion": default_inversion(folder)}
 
 
 @dataclass

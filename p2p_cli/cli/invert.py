@@ -17,7 +17,7 @@ from p2p_cli.cli import options as o
 from p2p_cli.cli.errors import EXIT_OK, UsageError, handled
 from p2p_cli.files.outputs import DTYPE_NAMES, atomic_folder, check_free, library_versions, write_json
 from p2p_cli.files.real import RealPicture
-from p2p_cli.recipe import DEFAULT_INVERSION, RecipeError
+from p2p_cli.recipe import RecipeError
 
 if TYPE_CHECKING:  # the engine is imported once the command runs a model, not for help
     from p2p_cli.api import Model
@@ -66,9 +66,10 @@ Image = Annotated[Path, typer.Argument(help="The picture to invert (any format P
                                        show_default=False)]
 Prompt = Annotated[str, typer.Option("--prompt", "-p", help="What the picture shows: the source prompt of later edits.",
                                      show_default=False)]
-MethodOpt = Annotated[Method, typer.Option(
-    "--method", help="direct (exact and fast; the default), null-text (optimised), negative-prompt (fast), ddim, or"
-                " ddpm (edit-friendly noise maps; SD, SDXL).")]
+MethodOpt = Annotated[Optional[Method], typer.Option(
+    "--method", show_default=False,
+    help="direct (exact and fast), null-text (optimised), negative-prompt (fast), ddim, or ddpm (edit-friendly noise"
+         " maps; SD, SDXL). Default: the model's, as an edit's (its p2p-defaults.json; else direct).")]
 InvSteps = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps (edits must use the same).")]
 Guidance = Annotated[Optional[float], typer.Option(
     "--guidance", min=0.0, show_default=False,
@@ -83,7 +84,7 @@ Name = Annotated[Optional[str], typer.Option("--name", help="Output folder name 
 def invert(
     image: Image,
     prompt: Prompt,
-    method: MethodOpt = Method(DEFAULT_INVERSION),
+    method: MethodOpt = None,
     steps: InvSteps = 50,
     guidance: Guidance = None,
     negative_prompt: Negative = "",
@@ -136,6 +137,9 @@ def invert(
                          allow_pickle=allow_pickle)
         guidance = net.family.default_guidance if guidance is None else guidance
         from p2p_cli.checks import DDIM_GUIDANCE, ddim_warning
+        from p2p_cli.family_defaults import default_inversion
+
+        method = Method(default_inversion(getattr(net, "defaults", None))) if method is None else method
 
         if method.value == "ddim" and guidance > DDIM_GUIDANCE:
             print(f"warning: {ddim_warning('--method', guidance)}", file=sys.stderr)

@@ -86,7 +86,8 @@ class RealPicture:
         return reconstruct(model, self.inversion, settings["prompt"], float(settings["guidance"]))
 
     def check_matches(self, recipe: Recipe, model, where: str = "recipe") -> None:
-        """An inversion serves an edit only with the same steps, guidance, prompt and model: RecipeError if not."""
+        """An inversion serves an edit only with the same steps, guidance, prompt, method and model: RecipeError if
+        not."""
         settings = self.inversion.settings
         problems = []
         steps = self.inversion.uncond.shape[0]
@@ -105,6 +106,9 @@ class RealPicture:
         if settings.get("shift") != recipe.shift:
             problems.append(f"shift: the inversion was made with shift {settings.get('shift')} and the recipe has"
                             f" {recipe.shift}; invert again with the recipe's shift")
+        if recipe.inversion is not None and recipe.inversion != self.inversion.method:
+            problems.append(f"inversion: the picture was inverted with {self.inversion.method} and the recipe asks"
+                            f" for {recipe.inversion}; invert again with method={recipe.inversion!r}")
         made_for = (settings.get("model") or {}).get("id")
         if made_for is not None and made_for != model.id:
             problems.append(f"model: the inversion was made with {made_for}, not {model.id}; invert again with"

@@ -332,7 +332,6 @@ def run_one(job: Job, model, options: Options, *, start: float, log, written, ba
     recipe = job.recipe
     what = "source only" if job.source_only else f"{len(recipe.edits)} edit(s)"
     log(f"{job.label}: {recipe.name}, {what}, {recipe.steps} steps")
-    method = recipe.inversion_method
     try:
         with _bars(bars, job, recipe.name) as (invert_progress, progress):
             result = run_recipe(model, recipe, baseline=options.baseline, maps=options.viz or False,
@@ -343,7 +342,7 @@ def run_one(job: Job, model, options: Options, *, start: float, log, written, ba
         raise UsageError(spec_error.as_option() if hasattr(spec_error, "as_option") else str(err)) from None
     real = result.real
     if real is not None:
-        name = Path(real.path).name
+        name, method = Path(real.path).name, real.inversion.method  # the model's default when the recipe names none
         if real.cached:
             log(f"{recipe.name}: reusing the {method} inversion of {name} from the cache"
                 f" ({real.seconds:.1f} s now; inverting it took {real.inversion.seconds:.1f} s)")

@@ -283,9 +283,9 @@ def test_p2p_ui_without_the_ui_extra_says_how_to_install_it():
 
 @pytest.mark.parametrize("model", ["shapes", "shapes-mmdit"])
 def test_a_picture_given_moves_the_windows_to_the_models_own_for_real_pictures(served, model):
-    """Uploading a picture sets the cross and self sliders to what an `image:` recipe that names no windows gets on
-    this model (its folder's p2p-defaults.json), so the page's edit is the CLI's default edit; clearing it puts the
-    generated pictures' windows back."""
+    """Uploading a picture sets the cross and self sliders and the inversion to what an `image:` recipe that names
+    none gets on this model (its folder's p2p-defaults.json), so the page's edit is the CLI's default edit;
+    clearing it puts the generated pictures' windows back."""
     from p2p_cli.family_defaults import FAMILY_DEFAULTS, with_family_defaults
     from p2p_cli.recipe import parse_recipe
     from p2p_cli.checks import model_geometry
@@ -295,15 +295,15 @@ def test_a_picture_given_moves_the_windows_to_the_models_own_for_real_pictures(s
     handlers = {event: fn.fn for fn in blocks.fns.values() for target, event in fn.targets if target == image._id
                 and event in ("upload", "clear")}
     picked = str(ROOT / "recipes" / "pictures" / "blue-circle.png")
-    cross, self_window = handlers["upload"](model, {"background": picked, "layers": []})
-    if model == "shapes":  # its real pictures' cross window (1.0) is not its generated pictures' (0.8)
-        assert (cross, self_window) != handlers["clear"](model, None)
+    cross, self_window, inversion = handlers["upload"](model, {"background": picked, "layers": []})
+    if model == "shapes":  # its real pictures' cross window (1.0) and inversion (ddpm) are not the generic ones
+        assert (cross, self_window, inversion) != handlers["clear"](model, None)
     geometry = model_geometry(model)
     plain = parse_recipe({"source": "a big blue circle on the left on a white background", "image": picked,
                           "edits": [{"target": "a big red circle on the left on a white background"}]}, "r.yaml")
     cli = with_family_defaults(plain, FAMILY_DEFAULTS[geometry.family.name], geometry.defaults)
     page = Controls(prompt="a big [blue->red] circle on the left on a white background", model=model, cross=cross,
-                    self_window=self_window, image=picked).recipe()
+                    self_window=self_window, image=picked, inversion=inversion).recipe()
     page = with_family_defaults(page, FAMILY_DEFAULTS[geometry.family.name], geometry.defaults)
-    for key in ("cross_replace", "self_replace", "self_replace_max_res", "self_blocks"):
+    for key in ("cross_replace", "self_replace", "self_replace_max_res", "self_blocks", "inversion_method"):
         assert getattr(page, key) == getattr(cli, key), key

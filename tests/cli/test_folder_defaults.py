@@ -40,6 +40,9 @@ def test_an_image_recipe_that_sets_no_window_gets_the_bundled_models_own(model):
     assert recipe.self_for(edit) == (0.0, want["self_replace"])
     assert recipe.self_replace_max_res == want.get("self_replace_max_res")
     assert recipe.self_blocks == (list(want["self_blocks"]) if "self_blocks" in want else None)
+    assert recipe.inversion_method == want.get("inversion", "direct")
+    mine = resolved(model, image=str(PICTURE), inversion="ddim")
+    assert mine.inversion == "ddim"  # the recipe's own wins
 
 
 @pytest.mark.parametrize("model", ["shapes", "shapes-mmdit"])
@@ -95,6 +98,7 @@ def config_folder(tmp_path: Path) -> Path:
     ('{"image": {"image": "/etc/passwd"}}', "image.image: Extra inputs are not permitted"),
     ('{"unet": "other.safetensors"}', "unet: Extra inputs are not permitted"),
     ("{cross_replace: 1}", "file: Invalid JSON"),
+    ('{"image": {"inversion": "pickle"}}', "image.inversion: Input should be 'direct', 'null-text'"),
 ])
 def test_a_malformed_file_is_refused_naming_the_file_and_the_field(cli, tmp_path, text, problem):
     folder = config_folder(tmp_path)
@@ -124,6 +128,20 @@ def test_defaults_the_model_cannot_run_are_problems_of_the_file(tmp_path):
     assert problems and all(p.startswith(f"{folder / DEFAULTS_FILE}: self_blocks") for p in problems)
     generated = real.model_copy(update={"image": None})
     assert problems_before_loading(generated, str(folder), tokenizers=False) == []
+
+
+def test_an_inversion_the_model_cannot_run_is_a_problem_of_the_file(tmp_path):
+    folder = tmp_path / "model"
+    for name, model in (("model_index.json", "shapes-mmdit"), ("transformer/config.json", "shapes-mmdit"),
+                        ("vae/config.json", "shapes")):  # the transformer model shares the UNet model's VAE
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(BUNDLED[model] / name, folder / name)
+    (folder / DEFAULTS_FILE).write_text('{"image": {"inversion": "ddpm"}}')  # a flow model samples an ODE
+    real = parse_recipe({"model": str(folder), "image": str(PICTURE), "source": SOURCE, "edits": [{"target": TARGET}]})
+    problems = problems_before_loading(real, str(folder), tokenizers=False)
+    assert problems and all(p.startswith(f"{folder / DEFAULTS_FILE}: inversion: ddpm") for p in problems)
+    own = real.model_copy(update={"inversion": "ddim"})
+    assert problems_before_loading(own, str(folder), tokenizers=False) == []
 
 
 def test_an_edit_of_a_real_picture_on_the_bundled_model_runs_and_records_them(cli, tmp_path):

@@ -118,3 +118,20 @@ def test_a_tampered_cache_entry_is_a_warning_and_the_edit_goes_on(cli, tiny_mode
     assert f"warning: p: the cached inversion {path} is damaged (latent holds NaN or infinite values)" in result.stderr
     run = json.loads((tmp_path / "out" / "p" / "run.json").read_text())
     assert run["inversion"]["cached"] is False and run["inversion"]["psnr"] > 0
+
+
+def test_invert_without_a_method_fills_the_cache_the_models_default_edit_reads(cli, write_recipe, tmp_path,
+                                                                               monkeypatch):
+    """On the bundled UNet model (its p2p-defaults.json: ddpm for real pictures) `p2p invert` with no --method
+    inverts as an `image:` recipe that names no inversion will, so that edit reads the cache."""
+    monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
+    source = "a big blue circle on the left on a white background"
+    Image.fromarray(np.full((64, 64, 3), 255, np.uint8)).save(tmp_path / "photo.png")
+    result = cli("invert", tmp_path / "photo.png", "--prompt", source, "--steps", 2, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "photo" / "run.json").read_text())["inversion"]["method"] == "ddpm"
+    recipe = {"name": "real", "source": source, "steps": 2, "image": "photo.png",
+              "edits": [{"target": source.replace("blue", "red")}]}
+    result = cli("edit", write_recipe(recipe, name="real"), "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "reusing the ddpm inversion of photo.png from the cache" in result.stderr

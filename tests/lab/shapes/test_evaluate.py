@@ -127,16 +127,25 @@ def test_set_options_reach_every_measured_edit(monkeypatch, capsys):
 
 
 def test_real_model_defaults_measure_the_windows_the_model_folder_ships(monkeypatch):
-    """`--real-model-defaults` edits the real pictures with the model's p2p-defaults.json; a --real-* option wins."""
+    """`--real-model-defaults` edits the real pictures with the model's p2p-defaults.json (its windows, and its
+    inversion unless --real-methods names others); a --real-* option wins."""
     from types import SimpleNamespace
 
     from p2p_cli.family_defaults import read_folder_defaults
     from p2p_cli.resolve import BUNDLED
 
-    defaults, seen = read_folder_defaults(BUNDLED["shapes"]), {}
+    defaults, seen, methods = read_folder_defaults(BUNDLED["shapes"]), {}, []
+
+    def eval_real(model, n, steps, guidance, method, recipe, seed):
+        seen.update(recipe)
+        methods.append(method)
+
     monkeypatch.setattr("p2p_cli.models.load_model", lambda *a, **k: SimpleNamespace(defaults=defaults))
-    monkeypatch.setattr(ev, "eval_real", lambda model, n, steps, guidance, method, recipe, seed: seen.update(recipe))
+    monkeypatch.setattr(ev, "eval_real", eval_real)
     ev.main(["--only", "real", "--real-methods", "direct", "--real-model-defaults", "--real-self-replace", "0.3"])
-    assert seen == {**defaults.image.model_dump(exclude_none=True), "self_replace": 0.3}
+    windows = defaults.image.model_dump(exclude_none=True, exclude={"inversion"})
+    assert seen == {**windows, "self_replace": 0.3} and methods == ["direct"]
+    ev.main(["--only", "real", "--real-model-defaults"])
+    assert methods == ["direct", defaults.image.inversion] and defaults.image.inversion == "ddpm"
     assert seen["cross_replace"] == json.loads((BUNDLED["shapes"] / "p2p-defaults.json").read_text())["image"][
         "cross_replace"]
