@@ -440,7 +440,7 @@ def invert(model: Model | Any, image: Any, prompt: str, *, method: str | None = 
     from p2p_cli.files.real import picture_file, prepare
     from p2p_cli.render.load import ImageError, check_picture
 
-    method = default_inversion(getattr(model, "defaults", None)) if method is None else method
+    method = default_inversion(model.defaults) if method is None else method
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     if not prompt.strip():

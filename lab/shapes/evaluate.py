@@ -28,6 +28,7 @@ from .oracle import Found, check, estimate_background, match_unplaced, nearest, 
 from .world import (ANCHORS, BACKGROUNDS, COLOURS, POSITIONS, SHAPES, Obj, Scene, heldout_scenes, is_heldout,
                     render, wide_heldout_scenes)
 
+REAL_METHODS = "direct,null-text,negative-prompt,ddim"  # --only real's inversions unless told
 KEEP_PX = 3.0  # centroid distance (pixels) up to which the layout counts as kept
 BLEND_MAX_CHANGE = 0.03  # mean |change| (0-1 scale) outside the edited object allowed with local blend
 
@@ -177,48 +178,57 @@ def free_swap_cases(n: int, seed: int = 0, first_seed: int = 0) -> list[SwapCase
     return cases
 
 
-def _free_match(src_img, img, scene: Scene, k: int) -> tuple[Found | None, Found | None]:
-    """(the source object: the one of its colour, wherever the model put it (match_unplaced); the object nearest
-    its centroid in the edited picture), either None when not found."""
-    src_obj = match_unplaced(scene, read(src_img))[k]
-    return src_obj, (nearest_found(read(img), src_obj.centroid) if src_obj is not None else None)
-
-
-def _free_outcome(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[bool, bool, float]:
-    """_swap_outcome for a caption without places (_free_match's objects)."""
-    src_obj, got = _free_match(src_img, img, scene, k)
-    if got is None:
-        return False, False, float("inf")
-    dist = float(np.hypot(got.centroid[0] - src_obj.centroid[0], got.centroid[1] - src_obj.centroid[1]))
-    return got.colour_name == new.colour, dist <= KEEP_PX, dist
-
-
 FREE_MISSES = ("no source object", "nothing there", "source colour", "another colour")
 
 
-def free_miss(src_img, img, scene: Scene, k: int, new: Obj) -> str | None:
-    """Why a colour swap on a caption without places is not right (None when it is): the source picture lacks the
+def _free_judged(src_obj: Found | None, got: Found | None, scene: Scene, k: int,
+                 new: Obj) -> tuple[tuple[bool, bool, float], str | None]:
+    """A colour swap on a caption without places, from the source object (the one of its colour, wherever the
+    model put it: match_unplaced) and the object nearest its centroid in the edited picture: _swap_outcome's
+    (colour right, place kept, distance), and why it is not right (None when it is): the source picture lacks the
     object, the edited picture has none near it, the object there kept the source colour, or it has another
     (mostly another object: the edited one shrank or vanished)."""
-    src_obj, got = _free_match(src_img, img, scene, k)
     if src_obj is None or got is None:
-        return FREE_MISSES[0] if src_obj is None else FREE_MISSES[1]
-    if got.colour_name == new.colour:
-        return None
-    return FREE_MISSES[2] if got.colour_name == scene.objects[k].colour else FREE_MISSES[3]
+        return (False, False, float("inf")), FREE_MISSES[0] if src_obj is None else FREE_MISSES[1]
+    dist = float(np.hypot(got.centroid[0] - src_obj.centroid[0], got.centroid[1] - src_obj.centroid[1]))
+    right = got.colour_name == new.colour
+    miss = None if right else FREE_MISSES[2] if got.colour_name == scene.objects[k].colour else FREE_MISSES[3]
+    return (right, dist <= KEEP_PX, dist), miss
+
+
+def _free_judge(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[tuple[bool, bool, float], str | None]:
+    """_free_judged, reading the source and the edited picture."""
+    src_obj = match_unplaced(scene, read(src_img))[k]
+    got = nearest_found(read(img), src_obj.centroid) if src_obj is not None else None
+    return _free_judged(src_obj, got, scene, k, new)
+
+
+def _free_outcome(src_img, img, scene: Scene, k: int, new: Obj) -> tuple[bool, bool, float]:
+    """_swap_outcome for a caption without places (_free_judged)."""
+    return _free_judge(src_img, img, scene, k, new)[0]
+
+
+def free_miss(src_img, img, scene: Scene, k: int, new: Obj) -> str | None:
+    """Why a colour swap on a caption without places is not right, None when it is (_free_judged)."""
+    return _free_judge(src_img, img, scene, k, new)[1]
 
 
 def free_runs(model: Model, n: int, steps: int, guidance: float, fresh: int = 0, settings: dict | None = None):
     """eval_free's cases, each run: (case, out.images (source, P2P, no control), {"p2p": outcome, "baseline":
-    outcome}) with _free_outcome's (colour right, place kept, distance)."""
+    outcome}, {"p2p": miss, "baseline": miss}) with _free_judged's outcome (colour right, place kept, distance)
+    and miss; the source picture is read once for both edits."""
     scene_seed, first = fresh_seeds(fresh, 4)
     for case in free_swap_cases(n, seed=scene_seed, first_seed=first):
         new = case.target.objects[case.k]
         out = run_edit(model, edit_recipe(caption(case.scene), caption(case.target), case.seed, steps, guidance,
                                           settings))
         imgs = to_uint8(out.images)  # source, edit-1, baseline-1
-        yield case, out.images, {"p2p": _free_outcome(imgs[0], imgs[1], case.scene, case.k, new),
-                                 "baseline": _free_outcome(imgs[0], imgs[2], case.scene, case.k, new)}
+        src_obj = match_unplaced(case.scene, read(imgs[0]))[case.k]
+        judged = {name: _free_judged(src_obj, nearest_found(read(imgs[row]), src_obj.centroid)
+                                     if src_obj is not None else None, case.scene, case.k, new)
+                  for row, name in enumerate(("p2p", "baseline"), start=1)}
+        yield (case, out.images, {name: outcome for name, (outcome, _) in judged.items()},
+               {name: miss for name, (_, miss) in judged.items()})
 
 
 def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
@@ -227,11 +237,10 @@ def eval_free(model: Model, n: int, steps: int, guidance: float, fresh: int = 0,
     P2P (cross 0.8, the family's self window) against the uncontrolled target from the same noise. Cases whose source picture
     lacks the object are counted as failures for both."""
     rows, misses = {"p2p": [], "baseline": []}, {"p2p": [], "baseline": []}
-    for case, images, outcomes in free_runs(model, n, steps, guidance, fresh, settings):
-        imgs = to_uint8(images)
-        for row, (name, outcome) in enumerate(outcomes.items(), start=1):
-            rows[name].append(outcome)
-            misses[name].append(free_miss(imgs[0], imgs[row], case.scene, case.k, case.target.objects[case.k]))
+    for _, _, outcomes, kinds in free_runs(model, n, steps, guidance, fresh, settings):
+        for name in rows:
+            rows[name].append(outcomes[name])
+            misses[name].append(kinds[name])
     return {name: {**_swap_summary(rs), "misses": {kind: misses[name].count(kind) for kind in FREE_MISSES}}
             for name, rs in rows.items()}
 
@@ -354,8 +363,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="K > 0: another set of held-out prompts and noise seeds for every measurement but real "
                          "(0: the reported set); to check a choice made on the reported set")
     ap.add_argument("--real-methods", default=None,
-                    help="inversions for --only real (default: direct,null-text,negative-prompt,ddim, or with"
-                         " --real-model-defaults the model's own; also: ddpm)")
+                    help=f"inversions for --only real (default: {REAL_METHODS}, or with --real-model-defaults the"
+                         " model's own; also: ddpm)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                     help="a recipe-level setting for every edit measured (YAML value; repeatable), e.g."
                          " --set self_replace=0.2 --set text_mass=source")
@@ -390,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         real = shipped | real
         if args.real_methods is None and own is not None:
             args.real_methods = own
-    args.real_methods = args.real_methods or "direct,null-text,negative-prompt,ddim"
+    args.real_methods = args.real_methods or REAL_METHODS
     common = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}
     results, t0 = {**common, "settings": settings}, time.time()
     edits = {**common, "settings": settings}

@@ -27,7 +27,7 @@ def sheet_tiles(model, n: int, steps: int, guidance: float) -> tuple[list[Tile],
     """Tiles of the first n cases of the evaluator's reported `free` set (evaluate.free_runs, fresh 0), and the
     counts of the oracle's verdicts."""
     tiles, counts = [], {"p2p": [0, 0], "baseline": [0, 0]}  # [right and in place, colour right]
-    for i, (case, images, outcomes) in enumerate(free_runs(model, n, steps, guidance)):
+    for i, (case, images, outcomes, _) in enumerate(free_runs(model, n, steps, guidance)):
         tiles.append(Tile(images[0], f"case {i + 1} · source", caption(case.scene), col=i))
         for row, key in enumerate(("p2p", "baseline"), start=1):
             right, kept, _ = outcomes[key]

@@ -86,6 +86,11 @@ async def in_thread(flag: threading.Event, fn, *args, **kwargs):
         raise gr.Error(f"stopped: {err}", print_exception=False) from None
 
 
+def picture_of(editor) -> str | None:
+    """The picture in the editor's value (its background; a plain path as the API may send), None for none."""
+    return editor.get("background") if isinstance(editor, dict) else editor
+
+
 def warm_up(runner: Runner, start: Controls) -> None:
     """Load the first model before the page asks (in a thread, while the page is served; launch has read the
     tokenizers first, in its caller's thread: a first import of transformers racing another thread's can see the
@@ -192,7 +197,7 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             """Controls from the widgets' values; the editor's picture, and with `painted` its mask (a file)."""
             given = dict(zip(FIELDS, values))
             editor = given.pop("image") or {}
-            given["image"] = editor.get("background") if isinstance(editor, dict) else editor
+            given["image"] = picture_of(editor)
             layers = [layer for layer in (editor.get("layers") or []) if layer] if isinstance(editor, dict) else []
             if painted and given["image"] and layers:
                 from p2p_cli.render.images import painted_mask
@@ -207,15 +212,14 @@ def build(runner: Runner, models: list[str] | None = None, start: Controls | Non
             return checked(controls_of(values))
 
         def on_model(name, editor):
-            """A model chosen: its guidance, windows and inversion (a real picture's when one is given: its
+            """A model chosen: its guidance, windows and inversion, a real picture's when one is given (its
             p2p-defaults.json)."""
-            d = family_defaults(name, image=bool(editor.get("background") if isinstance(editor, dict) else editor))
+            d = family_defaults(name, image=bool(picture_of(editor)))
             return d["guidance"], d["cross"], d["self_window"], d["inversion"]
 
         def on_picture(name, editor):
-            """A picture given or cleared: the model's windows and inversion for a real picture, or for none."""
-            d = family_defaults(name, image=bool(editor.get("background") if isinstance(editor, dict) else editor))
-            return d["cross"], d["self_window"], d["inversion"]
+            """A picture given or cleared: on_model's windows and inversion (its guidance stays)."""
+            return on_model(name, editor)[1:]
 
         async def run_edit(prompt, source, targets, model, seed, steps, guidance, cross, self_window, blend, baseline,
                            attention, image, inversion, word_windows, request: gr.Request,

@@ -30,23 +30,19 @@ def family_of(model: str) -> str:
 
 def family_defaults(model: str, image: bool = False) -> dict[str, Any]:
     """The guidance, windows and inversion a run on this model uses when a recipe sets none; `image`: a real
-    picture's, which the model folder's p2p-defaults.json may set apart (a malformed file is reported by the recipe
-    check)."""
+    picture's, which the model folder's p2p-defaults.json may set apart (a malformed file: RecipeError, from
+    model_geometry)."""
     from p2p_cli.family_defaults import FAMILY_DEFAULTS, default_inversion
     from p2p_cli.recipe import DEFAULT_SELF_REPLACE
 
     family = FAMILY_DEFAULTS[family_of(model)]
+    geo = model_geometry(model) if image else None  # cached: family_of has read it
+    folder = geo.defaults if geo is not None else None
     windows = {"cross": DEFAULT_CROSS_REPLACE,
                "self_window": family.self_replace if family.self_replace is not None else DEFAULT_SELF_REPLACE}
-    folder = None
-    if image:
-        try:
-            folder = getattr(model_geometry(model), "defaults", None)
-        except RecipeError:
-            pass
-        if folder is not None:
-            own = {"cross": folder.image.cross_replace, "self_window": folder.image.self_replace}
-            windows |= {k: v for k, v in own.items() if v is not None}
+    if folder is not None:
+        own = {"cross": folder.image.cross_replace, "self_window": folder.image.self_replace}
+        windows |= {k: v for k, v in own.items() if v is not None}
     return {"guidance": family.guidance, **windows, "inversion": default_inversion(folder)}
 
 

@@ -139,7 +139,7 @@ def invert(
         from p2p_cli.checks import DDIM_GUIDANCE, ddim_warning
         from p2p_cli.family_defaults import default_inversion
 
-        method = Method(default_inversion(getattr(net, "defaults", None))) if method is None else method
+        method = Method(default_inversion(net.defaults)) if method is None else method
 
         if method.value == "ddim" and guidance > DDIM_GUIDANCE:
             print(f"warning: {ddim_warning('--method', guidance)}", file=sys.stderr)
