@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,11 +291,25 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+_LOADING = threading.RLock()  # one load at a time in a process (load_model)
+
+
 def load_model(spec: str | None, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
                threads: int | None = None, loading: Loading | None = None) -> Model:
     """A Model from a hub id, a local save_pretrained folder or the bundled model (spec None or "shapes"); torch's
     CPU threads set first (use_threads: `threads`, else the CLI's default unless the user chose); loading:
-    quantization per part and offload (loading.py), through diffusers' and transformers' own configs and hooks."""
+    quantization per part and offload (loading.py), through diffusers' and transformers' own configs and hooks.
+
+    One load at a time in a process: two threads loading at once (`p2p ui`'s warm-up beside a notebook's own
+    load) failed, diffusers and transformers being half imported by the other thread, or their weights built on
+    the meta device that the other thread's load had switched on for the whole process."""
+    with _LOADING:
+        return _load_model(spec, device, dtype, allow_pickle, threads, loading)
+
+
+def _load_model(spec: str | None, device: str, dtype: str, allow_pickle: bool, threads: int | None,
+                loading: Loading | None) -> Model:
+    """load_model, in its lock."""
     from p2p_cli.placement import LoadingError, check_backend
 
     use_threads(threads)

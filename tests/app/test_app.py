@@ -71,11 +71,15 @@ def cli_pictures(command: str, out: Path) -> Path:
 
 
 def test_the_library_works_beside_the_app_the_moment_launch_returns(served):
-    """launch(block=False) returns while its thread loads the model: a recipe checked at once in the caller's thread
-    (a notebook's next cell) must not meet transformers half imported by that thread."""
+    """launch(block=False) returns while its thread loads the model: a recipe checked and another model loaded at
+    once in the caller's thread (a notebook's next cells) must not meet transformers or diffusers half imported, or
+    a load half done, by that thread."""
+    from p2p_cli.models import load_model
+
     recipe = Controls(prompt=INLINE, model="shapes", image=str(ROOT / "recipes" / "pictures" / "blue-circle.png"),
                       steps=3).recipe()
     assert recipe.image is not None and recipe.edits[0].target.startswith("a big blue circle")
+    assert load_model("shapes-mmdit", device="cpu", dtype="fp32").id == "bundled:shapes-mmdit"
 
 
 @pytest.mark.parametrize("model, prompt, guidance, self_window", [
