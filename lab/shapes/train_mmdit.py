@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import os
 import shutil
@@ -46,7 +47,7 @@ from lab.arch import clip_tokenizer  # noqa: E402
 from p2p_cli.models import shapes_mmdit_parts  # noqa: E402
 from .train import (WORLDS, Tokens, attention_targets, donor_captions, ema_update,  # noqa: E402
                     localisation_loss, log, optimiser_step, save_whole, scenes_batch, shuffle_padding)
-from .world import sample_wide_scene  # noqa: E402
+from .world import WIDE_COUNTS, sample_wide_scene  # noqa: E402
 
 T5_ROWS = 256  # StableDiffusion3Pipeline's default max_sequence_length: zero rows appended without a T5
 
@@ -78,6 +79,46 @@ def build_transformer(cfg: Config, seed: int, text_dim: int, pooled_dim: int) ->
         caption_projection_dim=cfg.heads * cfg.head_dim, pooled_projection_dim=pooled_dim,
         pos_embed_max_size=16 // cfg.patch * 2, qk_norm="rms_norm",
     )  # fmt: skip
+
+
+def grow(transformer: SD3Transformer2DModel, extra: int) -> SD3Transformer2DModel:
+    """The same transformer with `extra` more joint blocks, drawing exactly what it drew: each new block, put
+    before the last (context-only) block, is a copy of the block before it with its adaLN gates at zero (DiT's
+    adaLN-Zero start), so it adds nothing to either stream until training opens its gates. A run can so add
+    depth to a trained model instead of training a deeper one from scratch."""
+    cfg = dict(transformer.config)
+    n = cfg["num_layers"]
+    cfg["num_layers"] = n + extra
+    torch.manual_seed(0)
+    bigger = SD3Transformer2DModel.from_config(cfg)
+    old = transformer.state_dict()
+    new = {}
+    for key, value in old.items():
+        if not key.startswith("transformer_blocks."):
+            new[key] = value
+            continue
+        _, index, rest = key.split(".", 2)
+        i = int(index)
+        if i == n - 1:  # the context-only last block stays last
+            new[f"transformer_blocks.{n - 1 + extra}.{rest}"] = value
+            continue
+        new[key] = value
+        if i == n - 2:
+            for j in range(n - 1, n - 1 + extra):
+                new[f"transformer_blocks.{j}.{rest}"] = _gates_shut(rest, value)
+    bigger.load_state_dict(new)
+    return bigger
+
+
+def _gates_shut(name: str, value: torch.Tensor) -> torch.Tensor:
+    """A copied block's tensor, with the rows of its adaLN linears that make the residual gates zeroed
+    (AdaLayerNormZero's chunks: shift, scale, gate of the attention, then shift, scale, gate of the MLP)."""
+    value = value.clone()
+    if name.split(".")[0] in ("norm1", "norm1_context") and ".linear." in f".{name}":
+        d = value.shape[0] // 6
+        value[2 * d:3 * d] = 0
+        value[5 * d:6 * d] = 0
+    return value
 
 
 def bundled_parts(folder: Path) -> tuple[AutoencoderKL, CLIPTextModelWithProjection]:
@@ -240,7 +281,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-pad-shuffle", action="store_true")
     ap.add_argument("--anneal", action="store_true", help="learning rate along a cosine to 0 over the run")
     ap.add_argument("--keep", action="store_true", help="also keep each checkpoint as OUT-step<N>")
+    ap.add_argument("--grow", type=int, default=0,
+                    help="with --resume: add this many joint blocks, each starting as nothing (adaLN gates at 0)")
+    ap.add_argument("--counts", default=None, metavar="P1,P2,P3",
+                    help=f"wide world: the probability of 1, 2, 3 objects (default {','.join(map(str, WIDE_COUNTS))})")
     args = ap.parse_args(argv)
+    if args.grow and args.resume is None:
+        ap.error("--grow adds blocks to a trained model: give --resume (a model from scratch takes --layers)")
+    sampler = WORLDS[args.world]
+    if args.counts is not None:
+        if args.world != "wide":
+            ap.error("--counts weights the wide world's scenes: give --world wide")
+        try:
+            counts = tuple(float(c) for c in args.counts.split(","))
+        except ValueError:
+            ap.error(f"--counts {args.counts!r}: write three probabilities, e.g. 0.2,0.4,0.4")
+        if len(counts) != len(WIDE_COUNTS) or min(counts) < 0 or abs(sum(counts) - 1) > 1e-6:
+            ap.error(f"--counts {args.counts!r}: three probabilities (1, 2, 3 objects) that sum to 1")
+        sampler = functools.partial(sample_wide_scene, counts=counts)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     cfg = Config(batch=args.batch, lr=args.lr, layers=args.layers, attn_loss=args.attn_loss,
@@ -253,12 +311,16 @@ def main(argv: list[str] | None = None) -> None:
         transformer = SD3Transformer2DModel.from_pretrained(args.resume / "transformer")
         cfg.shift = FlowMatchEulerDiscreteScheduler.from_pretrained(args.resume / "scheduler").config.shift
         log(f"resumed from {args.resume}")
+        if args.grow:
+            transformer = grow(transformer, args.grow)
+            log(f"grown by {args.grow} joint blocks to {transformer.config.num_layers}")
     else:
         vae, text = bundled_parts(args.parts or bundled_weights())
         transformer = build_transformer(cfg, args.seed, 2 * text.config.hidden_size, 2 * text.config.projection_dim)
     n = sum(p.numel() for p in transformer.parameters())
-    log(f"transformer params {n:,}; world {args.world}; {cfg}")
-    steps = train(transformer, vae, text, cfg, rng, args.minutes, args.out, args.save_every, WORLDS[args.world],
+    counts = args.counts or ",".join(map(str, WIDE_COUNTS))
+    log(f"transformer params {n:,}; world {args.world} (object counts {counts}); {cfg}")
+    steps = train(transformer, vae, text, cfg, rng, args.minutes, args.out, args.save_every, sampler,
                   args.max_steps, args.keep)
     log(f"finished: {steps} steps")
 

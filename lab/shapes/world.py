@@ -182,9 +182,11 @@ def _draw_wide_object(rng: np.random.Generator) -> Obj:
     )  # fmt: skip
 
 
-def _draw_wide_scene(rng: np.random.Generator, keep, places: bool | None = None) -> Scene:
-    """A random wide scene whose objects all pass keep(obj); places None: drawn (WIDE_PLACES)."""
-    n = 1 + int(rng.choice(len(WIDE_COUNTS), p=WIDE_COUNTS))
+def _draw_wide_scene(rng: np.random.Generator, keep, places: bool | None = None,
+                     counts: tuple[float, ...] = WIDE_COUNTS) -> Scene:
+    """A random wide scene whose objects all pass keep(obj); places None: drawn (WIDE_PLACES); counts: the
+    probability of 1, 2, 3 objects."""
+    n = 1 + int(rng.choice(len(counts), p=counts))
     background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
     named = bool(rng.random() < WIDE_PLACES) if places is None else places
     while True:
@@ -197,9 +199,10 @@ def _draw_wide_scene(rng: np.random.Generator, keep, places: bool | None = None)
                     return Scene(objs, background, places=named)
 
 
-def sample_wide_scene(rng: np.random.Generator) -> Scene:
-    """A wide-world training scene, never containing an object whose (shape, colour, cell) is held out."""
-    return _draw_wide_scene(rng, lambda o: not is_heldout(o))
+def sample_wide_scene(rng: np.random.Generator, counts: tuple[float, ...] = WIDE_COUNTS) -> Scene:
+    """A wide-world training scene, never containing an object whose (shape, colour, cell) is held out; counts:
+    the probability of 1, 2, 3 objects (a training run may weight the crowded scenes more than the world does)."""
+    return _draw_wide_scene(rng, lambda o: not is_heldout(o), counts=counts)
 
 
 def wide_heldout_scenes(n: int = 100, seed: int = 0, places: bool = False) -> list[Scene]:

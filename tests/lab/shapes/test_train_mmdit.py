@@ -97,3 +97,47 @@ def test_the_anneal_falls_from_the_full_rate_to_nothing_by_the_nearer_limit():
     assert annealed(600, 600, 10, None) == pytest.approx(0.0) and annealed(900, 600, 10, None) == pytest.approx(0.0)
     assert annealed(60, 600, 50, 100) == pytest.approx(0.5)  # the steps are the nearer limit
     assert annealed(60, 600, 5, 100) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.1)))
+
+
+def test_a_grown_transformer_draws_what_it_drew_until_training_opens_its_new_blocks():
+    from lab.shapes.train_mmdit import grow
+
+    cfg = Config(layers=3, heads=2, head_dim=8)
+    small = build_transformer(cfg, 0, 32, 32).eval()
+    with torch.no_grad():  # gates that a trained model has: nothing is zero by chance
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    big = grow(small, 2).eval()
+    assert big.config.num_layers == 5 and big.transformer_blocks[-1].context_pre_only
+    assert not any(b.context_pre_only for b in big.transformer_blocks[:-1])
+    g = torch.Generator().manual_seed(1)
+    x, text = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 7, 32, generator=g)
+    pooled = torch.randn(2, 32, generator=g)
+    t = torch.tensor([300.0, 800.0])
+    with torch.no_grad():
+        want = small(hidden_states=x, encoder_hidden_states=text, pooled_projections=pooled, timestep=t).sample
+        got = big(hidden_states=x, encoder_hidden_states=text, pooled_projections=pooled, timestep=t).sample
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # the new blocks are not dead: their gates get a gradient, so training can open them
+    big.train()
+    out = big(hidden_states=x, encoder_hidden_states=text, pooled_projections=pooled, timestep=t).sample
+    out.square().mean().backward()
+    gate = big.transformer_blocks[2].norm1.linear.weight.grad
+    d = gate.shape[0] // 6
+    assert gate[2 * d:3 * d].abs().sum() > 0 and gate[5 * d:6 * d].abs().sum() > 0
+
+
+def test_counts_weight_the_wide_worlds_scenes_and_bad_counts_are_refused(capsys):
+    from lab.shapes.train_mmdit import main
+    from lab.shapes.world import sample_wide_scene
+
+    rng = np.random.default_rng(0)
+    n = [len(sample_wide_scene(rng, counts=(0.0, 0.25, 0.75)).objects) for _ in range(400)]
+    assert 1 not in n and 0.65 < n.count(3) / len(n) < 0.85
+    for bad, said in [("0.5,0.5", "sum to 1"), ("a,b,c", "three probabilities"), ("0.5,0.6,-0.1", "sum to 1")]:
+        with pytest.raises(SystemExit) as e:
+            main(["--out", "unused", "--counts", bad])
+        assert e.value.code == 2 and said in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", "--grow", "2"])
+    assert "give --resume" in capsys.readouterr().err
