@@ -387,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         settings[key.strip()] = yaml.safe_load(value)
     real = settings | {k: v for k, v in (("cross_replace", args.real_cross_replace), ("self_replace", args.real_self_replace),
                               ("self_replace_max_res", args.real_self_replace_max_res)) if v is not None}
+    from p2p_cli.family_defaults import default_inversion
     from p2p_cli.models import load_model
 
     model = load_model(args.model, device="cpu", dtype="fp32")
@@ -395,10 +396,10 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"--real-model-defaults: {args.model or 'shapes'} has no p2p-defaults.json")
         shipped = {k: list(v) if isinstance(v, tuple) else v
                    for k, v in model.defaults.image.model_dump(exclude_none=True).items()}
-        own = shipped.pop("inversion", None)  # a method, not a recipe setting: eval_real inverts with each method
+        shipped.pop("inversion", None)  # a method, not a recipe setting: eval_real inverts with each method
         real = shipped | real
-        if args.real_methods is None and own is not None:
-            args.real_methods = own
+        if args.real_methods is None:  # the inversion an image: recipe that names none gets on this model
+            args.real_methods = default_inversion(model.defaults)
     args.real_methods = args.real_methods or REAL_METHODS
     common = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "fresh": args.fresh}
     results, t0 = {**common, "settings": settings}, time.time()

@@ -127,8 +127,8 @@ def test_set_options_reach_every_measured_edit(monkeypatch, capsys):
 
 
 def test_real_model_defaults_measure_the_windows_the_model_folder_ships(monkeypatch):
-    """`--real-model-defaults` edits the real pictures with the model's p2p-defaults.json (its windows, and its
-    inversion unless --real-methods names others); a --real-* option wins."""
+    """`--real-model-defaults` edits the real pictures with the model's p2p-defaults.json (its windows, and the
+    inversion an image: recipe gets there unless --real-methods names others); a --real-* option wins."""
     from types import SimpleNamespace
 
     from p2p_cli.family_defaults import read_folder_defaults
@@ -149,3 +149,9 @@ def test_real_model_defaults_measure_the_windows_the_model_folder_ships(monkeypa
     assert methods == ["direct", defaults.image.inversion] and defaults.image.inversion == "ddpm"
     assert seen["cross_replace"] == json.loads((BUNDLED["shapes"] / "p2p-defaults.json").read_text())["image"][
         "cross_replace"]
+    # a folder that names no inversion (the transformer model's) is measured at the one its recipes get, direct,
+    # not at every method (which ran null-text inversion a hundred times for a line that reads one)
+    defaults = read_folder_defaults(BUNDLED["shapes-mmdit"])
+    assert defaults.image.inversion is None
+    ev.main(["--only", "real", "--real-model-defaults"])
+    assert methods[-1:] == ["direct"] and len(methods) == 3
