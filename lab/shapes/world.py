@@ -205,6 +205,15 @@ def sample_wide_scene(rng: np.random.Generator, counts: tuple[float, ...] = WIDE
     return _draw_wide_scene(rng, lambda o: not is_heldout(o), counts=counts)
 
 
+MIXED_GRID = 0.5  # share of the mixed world's scenes drawn from the grid world
+
+
+def sample_mixed_scene(rng: np.random.Generator) -> Scene:
+    """A training scene from the grid world (MIXED_GRID of them) or the wide one: a model trained on the grid
+    world learns captions without places and continuous layouts while still seeing what it was good at."""
+    return sample_scene(rng) if rng.random() < MIXED_GRID else sample_wide_scene(rng)
+
+
 def wide_heldout_scenes(n: int = 100, seed: int = 0, places: bool = False) -> list[Scene]:
     """n wide scenes each with at least one held-out object (its (shape, colour, cell) never drawn in training);
     places False: captions without place words (the text no longer pins the layout)."""

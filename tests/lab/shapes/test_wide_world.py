@@ -88,3 +88,15 @@ def test_free_swaps_change_one_colour_word_to_an_unused_colour():
         new = case.target.objects[case.k].colour
         assert new not in {o.colour for o in case.scene.objects}
         assert not PLACE_WORDS & set(src)
+
+
+def test_the_mixed_world_draws_half_its_scenes_from_each_world_and_no_heldout_object():
+    from lab.shapes.world import sample_mixed_scene
+
+    rng = np.random.default_rng(3)
+    scenes = [sample_mixed_scene(rng) for _ in range(600)]
+    grid = [s for s in scenes if all(o.radius == -1 for o in s.objects)]  # the grid world's objects have no radius
+    assert 0.43 < len(grid) / len(scenes) < 0.57
+    wide_scenes = [s for s in scenes if s not in grid]
+    assert any(not s.places for s in wide_scenes) and all(s.places for s in grid)
+    assert not any(is_heldout(o) for s in scenes for o in s.objects)
