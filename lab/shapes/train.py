@@ -481,7 +481,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-pad-shuffle", action="store_true", help="let the UNet read the padding embeddings")
     ap.add_argument("--world", choices=sorted(WORLDS), default=Config.world,
                     help="grid: nine named places (the shipped model's stages 1-5); wide: continuous sizes and "
-                         "places, one to three objects, half the captions without place words")
+                         "places, one to three objects, half the captions without place words; mixed: half "
+                         "the scenes from each")
     ap.add_argument("--decoder-only", action="store_true",
                     help="with --resume: only fine-tune the VAE decoder for --minutes (encoder, UNet and text "
                          "encoder unchanged), then save to --out")
