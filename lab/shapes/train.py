@@ -6,7 +6,8 @@ python -m lab.shapes.train --resume DIR --out DIR2 --world wide --minutes 60 --l
 
 Data is drawn on the fly from the world --world names (WORLDS: the grid world, world.sample_scene, by default;
 `wide`: world.sample_wide_scene, sizes and places continuous, one to three objects, half the captions without
-place words; `mixed`: world.sample_mixed_scene, half the scenes from each) with a numpy Generator seeded by
+place words; `mixed`: world.sample_mixed_scene, half the scenes from each; `grid-unplaced`: the grid world with
+half the captions naming no place) with a numpy Generator seeded by
 --seed; torch is seeded too, so a run is reproducible in what it draws, though CPU thread scheduling can make it not bit-exact. EMA weights
 are saved with save_pretrained (safetensors, StableDiffusionPipeline layout) into --out every few minutes and
 at the end, so a partial run is usable. The learning-rate schedule is fixed in steps; --minutes only ends it.
@@ -35,10 +36,11 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from lab.arch import clip_tokenizer
 from p2p_cli.families.sd import SD_SCHEDULER
 from .captions import caption
-from .world import render, sample_mixed_scene, sample_scene, sample_wide_scene
+from .world import render, sample_grid_unplaced_scene, sample_mixed_scene, sample_scene, sample_wide_scene
 
 # --world: what the pictures and captions are drawn from
-WORLDS = {"grid": sample_scene, "wide": sample_wide_scene, "mixed": sample_mixed_scene}
+WORLDS = {"grid": sample_scene, "wide": sample_wide_scene, "mixed": sample_mixed_scene,
+          "grid-unplaced": sample_grid_unplaced_scene}
 
 
 @dataclass
@@ -482,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--world", choices=sorted(WORLDS), default=Config.world,
                     help="grid: nine named places (the shipped model's stages 1-5); wide: continuous sizes and "
                          "places, one to three objects, half the captions without place words; mixed: half "
-                         "the scenes from each")
+                         "the scenes from each; grid-unplaced: grid scenes, half the captions without places")
     ap.add_argument("--decoder-only", action="store_true",
                     help="with --resume: only fine-tune the VAE decoder for --minutes (encoder, UNet and text "
                          "encoder unchanged), then save to --out")

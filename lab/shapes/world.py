@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -212,6 +212,13 @@ def sample_mixed_scene(rng: np.random.Generator) -> Scene:
     """A training scene from the grid world (MIXED_GRID of them) or the wide one: a model trained on the grid
     world learns captions without places and continuous layouts while still seeing what it was good at."""
     return sample_scene(rng) if rng.random() < MIXED_GRID else sample_wide_scene(rng)
+
+
+def sample_grid_unplaced_scene(rng: np.random.Generator) -> Scene:
+    """A grid-world training scene whose caption names no place half the time (WIDE_PLACES): the layouts stay on
+    the nine cells the place words bind to, only the text stops pinning them."""
+    scene = sample_scene(rng)
+    return replace(scene, places=bool(rng.random() < WIDE_PLACES))
 
 
 def wide_heldout_scenes(n: int = 100, seed: int = 0, places: bool = False) -> list[Scene]:

@@ -100,3 +100,16 @@ def test_the_mixed_world_draws_half_its_scenes_from_each_world_and_no_heldout_ob
     wide_scenes = [s for s in scenes if s not in grid]
     assert any(not s.places for s in wide_scenes) and all(s.places for s in grid)
     assert not any(is_heldout(o) for s in scenes for o in s.objects)
+
+
+def test_the_unplaced_grid_world_keeps_grid_layouts_and_drops_the_place_words_from_half_the_captions():
+    from lab.shapes.world import POSITIONS, sample_grid_unplaced_scene
+
+    rng = np.random.default_rng(4)
+    scenes = [sample_grid_unplaced_scene(rng) for _ in range(400)]
+    unplaced = [s for s in scenes if not s.places]
+    assert 0.4 < len(unplaced) / len(scenes) < 0.6
+    assert all(o.radius == -1 and o.position in POSITIONS for s in scenes for o in s.objects)
+    assert not any(p in caption(s) for s in unplaced for p in PLACE.values() if p)
+    assert all(any(p in caption(s) for p in PLACE.values() if p) for s in scenes if s.places)
+    assert not any(is_heldout(o) for s in scenes for o in s.objects)
