@@ -7,10 +7,10 @@ python -m lab.shapes.train --resume DIR --out DIR2 --world wide --minutes 60 --l
 Data is drawn on the fly from the world --world names (WORLDS: the grid world, world.sample_scene, by default;
 `wide`: world.sample_wide_scene, sizes and places continuous, one to three objects, half the captions without
 place words; `mixed`: world.sample_mixed_scene, half the scenes from each; `grid-unplaced`: the grid world with
-half the captions naming no place) with a numpy Generator seeded by
---seed; torch is seeded too, so a run is reproducible in what it draws, though CPU thread scheduling can make it not bit-exact. EMA weights
-are saved with save_pretrained (safetensors, StableDiffusionPipeline layout) into --out every few minutes and
-at the end, so a partial run is usable. The learning-rate schedule is fixed in steps; --minutes only ends it.
+half the captions naming no place) with a numpy Generator seeded by --seed; torch is seeded too, so a run is
+reproducible in what it draws, though CPU thread scheduling can make it not bit-exact. EMA weights are saved
+with save_pretrained (safetensors, StableDiffusionPipeline layout) into --out every few minutes and at the end,
+so a partial run is usable. The learning-rate schedule is fixed in steps; --minutes only ends it.
 """
 
 from __future__ import annotations

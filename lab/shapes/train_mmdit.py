@@ -89,8 +89,7 @@ def grow(transformer: SD3Transformer2DModel, extra: int) -> SD3Transformer2DMode
     cfg = dict(transformer.config)
     n = cfg["num_layers"]
     cfg["num_layers"] = n + extra
-    torch.manual_seed(0)
-    bigger = SD3Transformer2DModel.from_config(cfg)
+    bigger = SD3Transformer2DModel.from_config(cfg)  # its random start is all overwritten below (strict load)
     old = transformer.state_dict()
     new = {}
     for key, value in old.items():
@@ -114,7 +113,7 @@ def _gates_shut(name: str, value: torch.Tensor) -> torch.Tensor:
     """A copied block's tensor, with the rows of its adaLN linears that make the residual gates zeroed
     (AdaLayerNormZero's chunks: shift, scale, gate of the attention, then shift, scale, gate of the MLP)."""
     value = value.clone()
-    if name.split(".")[0] in ("norm1", "norm1_context") and ".linear." in f".{name}":
+    if name.startswith(("norm1.linear.", "norm1_context.linear.")):
         d = value.shape[0] // 6
         value[2 * d:3 * d] = 0
         value[5 * d:6 * d] = 0
@@ -318,8 +317,8 @@ def main(argv: list[str] | None = None) -> None:
         vae, text = bundled_parts(args.parts or bundled_weights())
         transformer = build_transformer(cfg, args.seed, 2 * text.config.hidden_size, 2 * text.config.projection_dim)
     n = sum(p.numel() for p in transformer.parameters())
-    counts = args.counts or ",".join(map(str, WIDE_COUNTS))
-    log(f"transformer params {n:,}; world {args.world} (object counts {counts}); {cfg}")
+    drawn = args.counts or ",".join(map(str, WIDE_COUNTS))
+    log(f"transformer params {n:,}; world {args.world} (object counts {drawn}); {cfg}")
     steps = train(transformer, vae, text, cfg, rng, args.minutes, args.out, args.save_every, sampler,
                   args.max_steps, args.keep)
     log(f"finished: {steps} steps")

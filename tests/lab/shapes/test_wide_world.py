@@ -95,9 +95,10 @@ def test_the_mixed_world_draws_half_its_scenes_from_each_world_and_no_heldout_ob
 
     rng = np.random.default_rng(3)
     scenes = [sample_mixed_scene(rng) for _ in range(600)]
-    grid = [s for s in scenes if all(o.radius == -1 for o in s.objects)]  # the grid world's objects have no radius
+    from_grid = [all(o.radius == -1 for o in s.objects) for s in scenes]  # the grid world's objects have no radius
+    grid = [s for s, g in zip(scenes, from_grid) if g]
+    wide_scenes = [s for s, g in zip(scenes, from_grid) if not g]
     assert 0.43 < len(grid) / len(scenes) < 0.57
-    wide_scenes = [s for s in scenes if s not in grid]
     assert any(not s.places for s in wide_scenes) and all(s.places for s in grid)
     assert not any(is_heldout(o) for s in scenes for o in s.objects)
 
