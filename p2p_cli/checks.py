@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from p2p_cli.family_defaults import (FAMILY_DEFAULTS, default_blend_side, nearest_side, read_folder_defaults,
-                                     with_family_defaults)
+                                     sampler_problem, with_family_defaults)
 from p2p_cli.model_spec import ModelSpec, from_configs
 from p2p_cli.paths import read_regular_text
 from p2p_cli.recipe import Recipe, RecipeError
@@ -307,9 +307,9 @@ def model_problems(recipe: Recipe, spec: ModelSpec) -> list[str]:
                      f" {spec.id} is {family.label}" + (": use self_replace_max_res / blend_res" if k.endswith("blocks")
                                                         else "")
                      for k in ("self_blocks", "blend_blocks", "shift", "text_mass") if getattr(recipe, k) is not None]
-    if recipe.image is not None and family.sampler == "flow" and recipe.inversion_method == "ddpm":
-        problems.append(f"inversion: ddpm inverts a DDPM sampler's noise; {family.label} samples an ODE (flow"
-                        " matching): use direct (the default) or ddim")
+    if recipe.image is not None and (problem := sampler_problem(recipe.inversion_method, family.sampler,
+                                                                  family.label)) is not None:
+        problems.append(f"inversion: {problem}")
     if recipe.image is not None and not spec.cfg and recipe.inversion_method in ("null-text", "negative-prompt"):
         problems.append(f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
                         f" batch, which {family.label} does not run (its guidance is distilled); use direct"

@@ -72,6 +72,7 @@ class ImageDefaults(BaseModel):
     self_replace_max_res: Annotated[int, Field(ge=1)] | None = None  # UNet: the largest layer side injected
     self_blocks: tuple[Annotated[int, Field(ge=0)], ...] | None = None  # joint families: the blocks injected
     inversion: InversionMethod | None = None  # how the picture is inverted (else direct, every model's default)
+    edit_start: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None  # the steps the edits take from the source
 
 
 class FolderDefaults(BaseModel):
@@ -117,6 +118,21 @@ def read_folder_defaults(folder: Path | None) -> FolderDefaults | None:
         defaults._file = str(path)
         return defaults
     raise RecipeError(problems, str(path))
+
+
+INVERSION_SAMPLER = {"ddpm": "ddim", "flowedit": "flow"}  # the inversions that need one sampler, and which
+
+
+def sampler_problem(method: str, sampler: str, label: str) -> str | None:
+    """Why `method` cannot invert a picture on a family whose sampler is `sampler` ("ddim" | "flow"), with the
+    method to use there; None when it can."""
+    if INVERSION_SAMPLER.get(method, sampler) == sampler:
+        return None
+    if method == "ddpm":
+        return (f"ddpm inverts a DDPM sampler's noise; {label} samples an ODE (flow matching): use flowedit (its flow"
+                " counterpart), direct (the default) or ddim")
+    return (f"flowedit inverts a flow-matching ODE; {label} samples with DDIM: use ddpm (its DDPM counterpart),"
+            " direct (the default) or ddim")
 
 
 def default_inversion(folder: FolderDefaults | None) -> InversionMethod:

@@ -21,7 +21,7 @@ DEFAULT_CROSS_REPLACE = 0.8
 DEFAULT_SELF_REPLACE = 0.4
 
 EditType = Literal["replace", "refine", "reweight"]
-InversionMethod = Literal["direct", "null-text", "negative-prompt", "ddim", "ddpm"]
+InversionMethod = Literal["direct", "null-text", "negative-prompt", "ddim", "ddpm", "flowedit"]
 DEFAULT_INVERSION: InversionMethod = "direct"
 Window = tuple[float, float]
 
@@ -211,7 +211,7 @@ class Edit(BaseModel):
 # what recipes run in one batch (p2p edit --batch-rows) must share: the batch has one schedule, one size, one
 # guidance, one set of layer rules and SDXL size/crop ids; seeds and negative prompts may differ
 BATCH_SHARED = ("steps", "size", "guidance", "self_replace_max_res", "blend_res", "self_blocks", "blend_blocks",
-                "text_mass", "original_size", "crops_coords_top_left", "target_size", "shift", "vae")
+                "text_mass", "original_size", "crops_coords_top_left", "target_size", "shift", "vae", "edit_start")
 
 
 def batch_groups(recipes: list, baseline: bool = False, limit: int | None = None,
@@ -283,6 +283,10 @@ class Recipe(BaseModel, metaclass=_Checked):
     # keys): the source's, the target's own, or the source's while the self window is open and the target's own
     # after it (None: self-window); engine/joint_attention.py says why
     text_mass: Literal["source", "target", "self-window"] | None = None
+    # the fraction of the steps every target (and baseline) takes from its source before it edits: after each of
+    # the first int(edit_start x steps) steps the rows are set to the source's latent (edit-friendly DDPM's T_skip,
+    # FlowEdit's n_max = T - that); None: 0, every step edits
+    edit_start: float | None = Field(None, ge=0.0, lt=1.0)
     baseline: bool = False
     image: str | None = Field(None, min_length=1)  # a real picture to edit (relative to the recipe file)
     mask: str | None = Field(None, min_length=1)  # where the edits may change the picture (white), relative too
@@ -839,11 +843,14 @@ FIELD_DOCS = {
         "blend_blocks": "SD3 / FLUX.1: the blocks whose text attention local blend reads",
         "shift": "SD3 / FLUX.1: the flow sampler's fixed shift (default: the family's)",
         "text_mass": "SD3 / FLUX.1: whose share of attention an edited row gives the text (default self-window)",
+        "edit_start": "fraction of the steps the edits take from the source before they edit (default 0; keeps the"
+                      " layout, too late and colours cannot change)",
         "baseline": "also render every edit's prompt without control",
         "image": "a real picture to edit (a path, relative to the recipe file; the API also takes a PIL image)",
         "mask": "a picture: every edit may change only its white part",
         "crop": "(left, top, right, bottom) pixels of image (default: the largest centred box)",
-        "inversion": "how image is inverted: direct (default), null-text, negative-prompt, ddim, ddpm",
+        "inversion": "how image is inverted: direct (default), null-text, negative-prompt, ddim, ddpm (SD, SDXL), flowedit"
+                     " (SD3, FLUX)",
         "original_size": "SDXL: the size id, (height, width)",
         "crops_coords_top_left": "SDXL: the crop id, (top, left)",
         "target_size": "SDXL: the target size id, (height, width)",

@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
                          "(0: the reported set); to check a choice made on the reported set")
     ap.add_argument("--real-methods", default=None,
                     help=f"inversions for --only real (default: {REAL_METHODS}, or with --real-model-defaults the"
-                         " model's own; also: ddpm)")
+                         " model's own; also: ddpm (SD), flowedit (flow models))")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                     help="a recipe-level setting for every edit measured (YAML value; repeatable), e.g."
                          " --set self_replace=0.2 --set text_mass=source")

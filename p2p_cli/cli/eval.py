@@ -29,6 +29,7 @@ class Inversion(str, Enum):
     negative_prompt = "negative-prompt"
     ddim = "ddim"
     ddpm = "ddpm"
+    flowedit = "flowedit"
 
 
 class Protocol(str, Enum):  # pie_folder.PROTOCOLS

@@ -29,6 +29,7 @@ class Method(str, Enum):
     negative_prompt = "negative-prompt"
     ddim = "ddim"
     ddpm = "ddpm"
+    flowedit = "flowedit"
 
 
 def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str,
@@ -68,8 +69,9 @@ Prompt = Annotated[str, typer.Option("--prompt", "-p", help="What the picture sh
                                      show_default=False)]
 MethodOpt = Annotated[Optional[Method], typer.Option(
     "--method", show_default=False,
-    help="direct (exact and fast), null-text (optimised), negative-prompt (fast), ddim, or ddpm (edit-friendly noise"
-         " maps; SD, SDXL). Default: the model's, as an edit's (its p2p-defaults.json; else direct).")]
+    help="direct (exact and fast), null-text (optimised), negative-prompt (fast), ddim, ddpm (edit-friendly noise"
+         " maps; SD, SDXL) or flowedit (their flow counterpart; SD3, FLUX). Default: the model's, as an edit's (its"
+         " p2p-defaults.json; else direct).")]
 InvSteps = Annotated[int, typer.Option("--steps", min=1, max=1000, help="DDIM steps (edits must use the same).")]
 Guidance = Annotated[Optional[float], typer.Option(
     "--guidance", min=0.0, show_default=False,

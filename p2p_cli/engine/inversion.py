@@ -18,6 +18,12 @@ stays on that trajectory:
   DDPM step (eta = 1) from x_i with the guided prediction lands on x_{i+1}; sampling adds the same maps to every
   row, so the source reconstructs exactly and the targets edit with the picture's noise. It has no DDIM
   trajectory, and needs a DDPM sampler: not for SD3 / FLUX.
+- flowedit: the same idea on a flow ODE (SD3, FLUX): each step starts from the picture noised independently
+  (x_i = (1 - s_i) z0 + s_i e_i), and a residual map per step is solved so that the guided Euler step from x_i
+  lands on x_{i+1}; sampling adds the same maps to every row. A target row then moves from the source's noised
+  copies only by the difference of its velocity and the source's, which is FlowEdit (Kulikov et al., 2024,
+  Algorithm 1) with n_avg = 1 over every step (n_max = T, n_min = 0), here inside the one batched loop so that
+  attention control applies on top. Flow samplers only (its DDPM counterpart is ddpm).
 """
 
 from __future__ import annotations
@@ -31,14 +37,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from p2p_cli.family_defaults import sampler_problem
 from p2p_cli.models import Model
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.placement import vae_tiling
 from p2p_cli.engine.pipeline import decode_latents, encode_negative, encode_prompts, guided_predict, sample, schedule_for
 from p2p_cli.engine.sampler import FlowSchedule, NoisySchedule, Schedule
 
-METHODS = ("direct", "null-text", "negative-prompt", "ddim", "ddpm")
-DDPM_SEED = 0  # the edit-friendly noise of ddpm inversion is drawn from this seed (the same inversion every run)
+METHODS = ("direct", "null-text", "negative-prompt", "ddim", "ddpm", "flowedit")
+NOISE_MAPS = ("ddpm", "flowedit")  # the methods whose inversion carries per-step maps (Inversion.noise)
+DDPM_SEED = 0  # the noise of ddpm and flowedit inversion is drawn from this seed (the same inversion every run)
 NEEDS_CFG = ("null-text", "negative-prompt")  # not for FLUX.1 (no unconditional batch)
 # progress(done, total) after each inversion step (null-text: T backward steps, then T optimised steps)
 Progress = Callable[[int, int], None]
@@ -68,7 +76,7 @@ class Inversion:
     uncond_added: dict[str, torch.Tensor] = field(default_factory=dict)
     # direct: the DDIM trajectory (T + 1, C, h, w), [i] the latent sampling step i starts from, [T] the picture's
     trajectory: torch.Tensor | None = None
-    noise: torch.Tensor | None = None  # ddpm: the noise map (T, C, h, w) each sampling step adds
+    noise: torch.Tensor | None = None  # ddpm, flowedit: the map (T, C, h, w) each sampling step adds
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -126,6 +134,30 @@ def ddpm_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, negative:
             mean = ddpm.mean(predict(x, t, i).float(), x, i)
             s = ddpm.sigma(i)
             maps.append((xs[i + 1 : i + 2] - mean) / s if s > 0 else torch.zeros_like(mean))
+            if progress is not None:
+                progress(i + 1)
+    return xs, torch.cat(maps)
+
+
+def flowedit_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, negative: Conditioning,
+                       schedule: FlowSchedule, guidance: float, progress: Callable[[int], None] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """FlowEdit's noise as an inversion: the latents x_0 .. x_T (T + 1, C, h, w) ([i] where step i starts at
+    sigma_i, [T] = z0), z0 noised independently at each level (from DDPM_SEED), and the residuals (T, C, h, w)
+    that make guided Euler steps (the negative prompt as the unconditional rows) go through them exactly."""
+    gen = torch.Generator("cpu").manual_seed(DDPM_SEED)
+    steps = len(schedule.timesteps)
+    noises = torch.randn((steps, *z0.shape[1:]), generator=gen).to(z0.device)
+    sigma = schedule.sigmas[:steps].to(z0.device)[:, None, None, None]
+    xs = torch.cat([(1 - sigma) * z0 + sigma * noises, z0.float()])  # (T + 1, C, h, w)
+    guided = guidance > 1.0 and model.family.unconditional(model)
+    both = Conditioning.cat([negative, cond]) if guided else cond
+    predict = guided_predict(model, lambda i: both, guidance if guided else 1.0)
+    maps = []
+    with torch.no_grad():
+        for i, t in enumerate(schedule.timesteps):
+            x = xs[i : i + 1]
+            maps.append(xs[i + 1 : i + 2] - schedule.step(predict(x, t, i).float(), x, i))
             if progress is not None:
                 progress(i + 1)
     return xs, torch.cat(maps)
@@ -206,9 +238,8 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    if method == "ddpm" and model.family.sampler != "ddim":
-        raise ValueError(f"ddpm inversion inverts a DDPM sampler's noise; {model.family.label} samples an ODE (flow"
-                         " matching): use direct or ddim")
+    if (problem := sampler_problem(method, model.family.sampler, model.family.label)) is not None:
+        raise ValueError(problem)
     if method in NEEDS_CFG and not model.family.unconditional(model):
         raise ValueError(f"{method} inversion works on the unconditional half of classifier-free guidance, which"
                          f" {model.family.label} does not run (its guidance is distilled): use direct or ddim")
@@ -231,6 +262,8 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
         noise = None
         if method == "ddpm":
             trajectory, noise = ddpm_inversion(model, z0, cond, negative, schedule, guidance, report(0))
+        elif method == "flowedit":
+            trajectory, noise = flowedit_inversion(model, z0, cond, negative, schedule, guidance, report(0))
         else:
             trajectory = ddim_inversion(model, z0, cond, schedule, report(0))
         if optimise:

@@ -25,7 +25,8 @@ from p2p_cli.placement import vae_tile_for, vae_tiling
 from p2p_cli.engine.plan import EditPlan, UncheckedRecipe, check_recipe, combine_plans, compile_plan
 from p2p_cli.family_defaults import default_blend_side as blend_side_for, nearest_side, with_family_defaults
 from p2p_cli.recipe import BATCH_SHARED, Recipe
-from p2p_cli.engine.sampler import FlowSchedule, NoisySchedule, Predict, Schedule, sample_ddim, sample_flow
+from p2p_cli.engine.sampler import (FlowSchedule, NoisySchedule, Predict, ResidualFlowSchedule, Schedule, sample_ddim,
+                                    sample_flow)
 
 __all__ = ["EditResult", "run_edit", "run_edits", "run_bytes", "check_recipe", "encode_prompts", "encode_negative", "initial_latent",
            "decode_latents", "generate", "geometry"]
@@ -192,7 +193,7 @@ def run_edit(
     at picture size (white = may change, grey soft): after every step each target is confined to it,
     x_edit := x_src + m * (x_edit - x_src) with m averaged down to the latent; with local blend the edit may
     change only where both allow (their product), and the masks returned are that product. noise_maps
-    (T, C, h, w): ddpm inversion's maps: DDPM steps that add map i at step i to every row.
+    (T, C, h, w): ddpm or flowedit inversion's maps: steps that add map i at step i to every row.
     """
     return _run(model, [recipe], baseline=baseline, attention=attention, progress=progress, stores=stores,
                 source_names=[source_name], latent=latent, uncond_per_step=uncond_per_step, uncond_added=uncond_added,
@@ -330,14 +331,23 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
         if user_mask is not None:
             latent_mask = F.adaptive_avg_pool2d(user_mask.float()[None, None].to(device), latent_hw)  # (1, 1, h, w)
 
+        shared_steps = int((recipe.edit_start or 0.0) * steps)  # the edits start from their source after these
+        own_source = torch.tensor(batched.row_recipe, device=device)  # each row's source row
+
         def after_step(i: int, x: torch.Tensor) -> torch.Tensor:
             if trajectory is not None:  # direct inversion: the source row back on the inverted trajectory
                 x = torch.cat([trajectory[i + 1 : i + 2], x[1:]])
+            if i < shared_steps:  # edit_start: every row is still its source
+                x = x[own_source]
+                return _reported(i, x)
             if blend is not None:
                 x = blend(i, x)
             if latent_mask is not None and plan.n_targets:  # the user's mask confines every target
                 n = plan.n_targets
                 x = torch.cat([x[:1], x[:1] + latent_mask * (x[1 : 1 + n] - x[:1]), x[1 + n :]])
+            return _reported(i, x)
+
+        def _reported(i: int, x: torch.Tensor) -> torch.Tensor:
             if progress is not None:
                 progress(i + 1, steps)
             return x
@@ -417,9 +427,11 @@ def schedule_for(model: Model, steps: int, latent_hw: tuple[int, int], shift: fl
 def sample(model: Model, predict, x: torch.Tensor, steps: int, latent_hw: tuple[int, int], callback=None,
            shift: float | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """The family's sampler from the initial latent: DDIM, or flow matching's Euler ODE; with noise maps (T, C, h, w)
-    (ddpm inversion) DDPM steps that add them."""
+    DDPM steps that add them (ddpm inversion), or Euler steps that add them (flowedit inversion)."""
     schedule = schedule_for(model, steps, latent_hw, shift)
     if model.family.sampler == "flow":
+        if noise is not None:
+            schedule = ResidualFlowSchedule(schedule, noise.to(model.device, torch.float32))
         return sample_flow(predict, x, schedule, callback)
     if noise is not None:
         schedule = NoisySchedule(schedule, noise.to(model.device, torch.float32))

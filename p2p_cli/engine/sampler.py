@@ -1,5 +1,6 @@
 """Deterministic samplers over a narrow "predict" callable, and their inversion: DDIM (Song et al., 2021; eta = 0)
-for SD and SDXL, and flow matching's Euler ODE for SD3 and FLUX. Both schedules have step(out, x, i) and
+for SD and SDXL, and flow matching's Euler ODE for SD3 and FLUX; and their variants that add per-step maps
+(edit-friendly DDPM inversion, flowedit inversion). Both schedules have step(out, x, i) and
 unstep(out, x, i) (inversion), so the loops and the inversion code serve both."""
 
 from __future__ import annotations
@@ -132,12 +133,34 @@ def euler_step(v: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor, sigma_next
     return x + (sigma_next - sigma) * v
 
 
-def sample_flow(predict: Predict, x: torch.Tensor, schedule: FlowSchedule, callback: Callback | None = None) -> torch.Tensor:
+@dataclass(frozen=True)
+class ResidualFlowSchedule:
+    """Euler steps that also add a given residual map r_i (the same (1, C, h, w) for every row) after step i:
+    flowedit inversion's maps (inversion.flowedit_inversion), which make the source row retrace the picture's
+    noised copies exactly, so each target moves from them only by its velocity difference (FlowEdit)."""
+
+    base: FlowSchedule
+    noise: torch.Tensor  # (T, C, h, w)
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.base.timesteps
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        return self.base.sigmas
+
+    def step(self, out: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+        return self.base.step(out, x, i) + self.noise[i]
+
+
+def sample_flow(predict: Predict, x: torch.Tensor, schedule: FlowSchedule | ResidualFlowSchedule,
+                callback: Callback | None = None) -> torch.Tensor:
     """Integrate x (B, C, h, w) from sigma 1 to 0 with Euler steps; x stays float32 (as diffusers' scheduler)."""
     x = x.float()
     for i, t in enumerate(schedule.timesteps):
         v = predict(x, t, i).float()
-        x = euler_step(v, x, schedule.sigmas[i], schedule.sigmas[i + 1])
+        x = schedule.step(v, x, i)
         if callback is not None:
             x = callback(i, x)
     return x

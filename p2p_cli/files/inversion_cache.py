@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from p2p_cli.fingerprint import fingerprint
 from p2p_cli.families import Geometry
 from p2p_cli.files import FileWarning
-from p2p_cli.engine.inversion import Inversion, NullTextSettings, Progress, invert
+from p2p_cli.engine.inversion import NOISE_MAPS, Inversion, NullTextSettings, Progress, invert
 from p2p_cli.models import Model
 from p2p_cli.placement import vae_tile_for
 from p2p_cli.paths import check_regular
@@ -154,7 +154,7 @@ def read_inversion(path: Path, key: str | None = None) -> Inversion:
                 raise CacheEntryError("made for another picture, prompt, model or settings than its name says")
             extra = {n for n in names if n.startswith("uncond_added.")}  # SDXL: the unconditional rows' extras
             wanted = {"latent", "uncond"} | ({"trajectory"} if meta.get("method") == "direct" else set()) | (
-                {"noise"} if meta.get("method") == "ddpm" else set())
+                {"noise"} if meta.get("method") in NOISE_MAPS else set())
             if names - extra != wanted:
                 raise CacheEntryError(f"holds the tensors {sorted(names)}, not {' and '.join(sorted(wanted))}")
             latent, uncond = f.get_tensor("latent"), f.get_tensor("uncond")

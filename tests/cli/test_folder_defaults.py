@@ -41,6 +41,7 @@ def test_an_image_recipe_that_sets_no_window_gets_the_bundled_models_own(model):
     assert recipe.self_replace_max_res == want.get("self_replace_max_res")
     assert recipe.self_blocks == (list(want["self_blocks"]) if "self_blocks" in want else None)
     assert recipe.inversion_method == want.get("inversion", "direct")
+    assert recipe.edit_start == want.get("edit_start")
     mine = resolved(model, image=str(PICTURE), inversion="ddim")
     assert mine.inversion == "ddim"  # the recipe's own wins
 
@@ -99,6 +100,7 @@ def config_folder(tmp_path: Path) -> Path:
     ('{"unet": "other.safetensors"}', "unet: Extra inputs are not permitted"),
     ("{cross_replace: 1}", "file: Invalid JSON"),
     ('{"image": {"inversion": "pickle"}}', "image.inversion: Input should be 'direct', 'null-text'"),
+    ('{"image": {"edit_start": 1}}', "image.edit_start: Input should be less than 1"),
 ])
 def test_a_malformed_file_is_refused_naming_the_file_and_the_field(cli, tmp_path, text, problem):
     folder = config_folder(tmp_path)

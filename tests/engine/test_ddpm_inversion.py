@@ -38,7 +38,7 @@ def test_the_cache_keeps_the_noise_maps(tiny_model, picture, tmp_path):
 
 
 def test_flow_families_refuse_ddpm(joint_model, picture):
-    with pytest.raises(ValueError, match="use direct or ddim"):
+    with pytest.raises(ValueError, match="use flowedit"):
         invert(joint_model, picture, PROMPT, method="ddpm", steps=2, guidance=3.5)
     recipe = parse_recipe({"source": PROMPT, "steps": 2, "image": "p.png", "inversion": "ddpm",
                            "edits": [{"target": PROMPT + " at night"}]})
