@@ -135,3 +135,13 @@ def test_invert_without_a_method_fills_the_cache_the_models_default_edit_reads(c
     result = cli("edit", write_recipe(recipe, name="real"), "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "reusing the ddpm inversion of photo.png from the cache" in result.stderr
+
+
+@pytest.mark.parametrize("model, method, fix", [("shapes", "flowedit", "use ddpm"),
+                                                ("shapes-mmdit", "ddpm", "use flowedit")])
+def test_a_method_the_models_sampler_cannot_run_is_a_clear_error(cli, tmp_path, model, method, fix):
+    Image.fromarray(np.full((64, 64, 3), 255, np.uint8)).save(tmp_path / "photo.png")
+    result = cli("invert", tmp_path / "photo.png", "--prompt", "a white background", "--model", model,
+                 "--method", method, "--steps", 2, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and f"--method {method}: " in result.stderr and fix in result.stderr
+    assert "unexpected" not in result.stderr and not (tmp_path / "out").exists()
