@@ -309,5 +309,6 @@ def test_a_picture_given_moves_the_windows_to_the_models_own_for_real_pictures(s
     page = Controls(prompt="a big [blue->red] circle on the left on a white background", model=model, cross=cross,
                     self_window=self_window, image=picked, inversion=inversion).recipe()
     page = with_family_defaults(page, FAMILY_DEFAULTS[geometry.family.name], geometry.defaults)
-    for key in ("cross_replace", "self_replace", "self_replace_max_res", "self_blocks", "inversion_method"):
+    for key in ("cross_replace", "self_replace", "self_replace_max_res", "self_blocks", "inversion_method",
+                "edit_start"):
         assert getattr(page, key) == getattr(cli, key), key

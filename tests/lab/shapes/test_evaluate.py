@@ -131,7 +131,7 @@ def test_real_model_defaults_measure_the_windows_the_model_folder_ships(monkeypa
     inversion an image: recipe gets there unless --real-methods names others); a --real-* option wins."""
     from types import SimpleNamespace
 
-    from p2p_cli.family_defaults import read_folder_defaults
+    from p2p_cli.family_defaults import FolderDefaults, ImageDefaults, read_folder_defaults
     from p2p_cli.resolve import BUNDLED
 
     defaults, seen, methods = read_folder_defaults(BUNDLED["shapes"]), {}, []
@@ -149,9 +149,12 @@ def test_real_model_defaults_measure_the_windows_the_model_folder_ships(monkeypa
     assert methods == ["direct", defaults.image.inversion] and defaults.image.inversion == "ddpm"
     assert seen["cross_replace"] == json.loads((BUNDLED["shapes"] / "p2p-defaults.json").read_text())["image"][
         "cross_replace"]
-    # a folder that names no inversion (the transformer model's) is measured at the one its recipes get, direct,
-    # not at every method (which ran null-text inversion a hundred times for a line that reads one)
+    # the transformer model's folder: flowedit, and its edit_start reaches the edits as a window does
     defaults = read_folder_defaults(BUNDLED["shapes-mmdit"])
-    assert defaults.image.inversion is None
     ev.main(["--only", "real", "--real-model-defaults"])
-    assert methods[-1:] == ["direct"] and len(methods) == 3
+    assert methods[-1:] == ["flowedit"] and seen["edit_start"] == defaults.image.edit_start == 0.1
+    # a folder that names no inversion is measured at the one its recipes get, direct, not at every method (which
+    # ran null-text inversion a hundred times for a line that reads one)
+    defaults = FolderDefaults(image=ImageDefaults(cross_replace=0.8))
+    ev.main(["--only", "real", "--real-model-defaults"])
+    assert methods[-1:] == ["direct"] and len(methods) == 4
