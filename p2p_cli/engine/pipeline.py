@@ -339,15 +339,12 @@ def _run(model: Model, recipes: list[Recipe], *, baseline: bool, attention: str,
                 x = torch.cat([trajectory[i + 1 : i + 2], x[1:]])
             if i < shared_steps:  # edit_start: every row is still its source
                 x = x[own_source]
-                return _reported(i, x)
-            if blend is not None:
-                x = blend(i, x)
-            if latent_mask is not None and plan.n_targets:  # the user's mask confines every target
-                n = plan.n_targets
-                x = torch.cat([x[:1], x[:1] + latent_mask * (x[1 : 1 + n] - x[:1]), x[1 + n :]])
-            return _reported(i, x)
-
-        def _reported(i: int, x: torch.Tensor) -> torch.Tensor:
+            else:
+                if blend is not None:
+                    x = blend(i, x)
+                if latent_mask is not None and plan.n_targets:  # the user's mask confines every target
+                    n = plan.n_targets
+                    x = torch.cat([x[:1], x[:1] + latent_mask * (x[1 : 1 + n] - x[:1]), x[1 + n :]])
             if progress is not None:
                 progress(i + 1, steps)
             return x
