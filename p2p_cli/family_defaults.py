@@ -121,6 +121,7 @@ def read_folder_defaults(folder: Path | None) -> FolderDefaults | None:
 
 
 INVERSION_SAMPLER = {"ddpm": "ddim", "flowedit": "flow"}  # the inversions that need one sampler, and which
+NEEDS_CFG = ("null-text", "negative-prompt")  # the inversions that need an unconditional batch (not FLUX.1's)
 
 
 def sampler_problem(method: str, sampler: str, label: str) -> str | None:

@@ -34,8 +34,7 @@ class Method(str, Enum):
 
 def method_problem(method: str, net: Model) -> str | None:
     """Why the loaded model cannot invert with `method` (its sampler, or no unconditional batch), with the fix."""
-    from p2p_cli.engine.inversion import NEEDS_CFG
-    from p2p_cli.family_defaults import sampler_problem
+    from p2p_cli.family_defaults import NEEDS_CFG, sampler_problem
 
     if method in NEEDS_CFG and not net.family.unconditional(net):
         return (f"works on classifier-free guidance's unconditional batch, which {net.family.label} does not run (its"

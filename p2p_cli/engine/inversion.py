@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.family_defaults import sampler_problem
+from p2p_cli.family_defaults import NEEDS_CFG, sampler_problem
 from p2p_cli.models import Model
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.placement import vae_tiling
@@ -47,7 +47,6 @@ from p2p_cli.engine.sampler import FlowSchedule, NoisySchedule, Schedule
 METHODS = ("direct", "null-text", "negative-prompt", "ddim", "ddpm", "flowedit")
 NOISE_MAPS = ("ddpm", "flowedit")  # the methods whose inversion carries per-step maps (Inversion.noise)
 DDPM_SEED = 0  # the noise of ddpm and flowedit inversion is drawn from this seed (the same inversion every run)
-NEEDS_CFG = ("null-text", "negative-prompt")  # not for FLUX.1 (no unconditional batch)
 # progress(done, total) after each inversion step (null-text: T backward steps, then T optimised steps)
 Progress = Callable[[int, int], None]
 
