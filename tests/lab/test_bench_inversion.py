@@ -10,6 +10,9 @@ from lab.bench_inversion import InversionBenchConfig, main, markdown, run_invers
 def test_config_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown method 'fast'.*unknown arch 'sdxl'"):
         InversionBenchConfig(methods=("fast",), arch="sdxl")
+    with pytest.raises(ValueError, match="flowedit: every arch here is a UNet"):
+        InversionBenchConfig(methods=("flowedit",))
+    assert "flowedit" not in InversionBenchConfig().methods and "ddpm" in InversionBenchConfig().methods
 
 
 @pytest.mark.slow  # long; make test-slow
