@@ -25,7 +25,7 @@ import torch
 
 from lab.bench import BenchConfig, _loadavg, _ProbeUNet, build_model, environment, write_results
 from p2p_cli.engine.inversion import METHODS, invert
-from p2p_cli.family_defaults import sampler_problem
+from p2p_cli.family_defaults import inversion_problem
 from p2p_cli.models import Model, load_model
 
 PROMPT = "a big red circle on the left on a white background"
@@ -40,7 +40,7 @@ class InversionBenchConfig:
     steps: int = 50
     guidance: float = 7.5
     # every arch here is a UNet: the methods a DDIM sampler runs (not flowedit)
-    methods: tuple[str, ...] = tuple(m for m in METHODS if sampler_problem(m, "ddim", "") is None)
+    methods: tuple[str, ...] = tuple(m for m in METHODS if inversion_problem(m, "ddim", True, "") is None)
     repeats: int = 3
     warmup: int = 1
     compile: bool = False  # torch.compile the UNet (null-text also compiles its backward pass)
@@ -51,7 +51,7 @@ class InversionBenchConfig:
         self.methods = tuple(self.methods)
         problems = [f"unknown method {m!r} (methods: {', '.join(METHODS)})" for m in self.methods if m not in METHODS]
         problems += [f"{m}: every arch here is a UNet (DDIM); {m} inverts a flow model" for m in self.methods
-                     if m in METHODS and sampler_problem(m, "ddim", "") is not None]
+                     if m in METHODS and inversion_problem(m, "ddim", True, "") is not None]
         if self.arch not in ("shapes", "tiny", "sd15"):
             problems.append(f"unknown arch {self.arch!r}: use shapes, tiny or sd15")
         if self.repeats < 1 or self.warmup < 0 or self.steps < 1:

@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from p2p_cli.family_defaults import (FAMILY_DEFAULTS, NEEDS_CFG, default_blend_side, nearest_side,
-                                     read_folder_defaults, sampler_problem, with_family_defaults)
+from p2p_cli.family_defaults import (FAMILY_DEFAULTS, default_blend_side, inversion_problem, nearest_side,
+                                     read_folder_defaults, with_family_defaults)
 from p2p_cli.model_spec import ModelSpec, from_configs
 from p2p_cli.paths import read_regular_text
 from p2p_cli.recipe import Recipe, RecipeError
@@ -307,13 +307,9 @@ def model_problems(recipe: Recipe, spec: ModelSpec) -> list[str]:
                      f" {spec.id} is {family.label}" + (": use self_replace_max_res / blend_res" if k.endswith("blocks")
                                                         else "")
                      for k in ("self_blocks", "blend_blocks", "shift", "text_mass") if getattr(recipe, k) is not None]
-    if recipe.image is not None and (problem := sampler_problem(recipe.inversion_method, family.sampler,
-                                                                  family.label)) is not None:
+    if recipe.image is not None and (problem := inversion_problem(recipe.inversion_method, family.sampler, spec.cfg,
+                                                                    family.label)) is not None:
         problems.append(f"inversion: {problem}")
-    if recipe.image is not None and not spec.cfg and recipe.inversion_method in NEEDS_CFG:
-        problems.append(f"inversion: {recipe.inversion_method} works on classifier-free guidance's unconditional"
-                        f" batch, which {family.label} does not run (its guidance is distilled); use direct"
-                        " (the default) or ddim")
     if problems:
         return problems  # the rest reads the family's own keys
     if spec.prompt_check is not None:

@@ -124,10 +124,14 @@ INVERSION_SAMPLER = {"ddpm": "ddim", "flowedit": "flow"}  # the inversions that 
 NEEDS_CFG = ("null-text", "negative-prompt")  # the inversions that need an unconditional batch (not FLUX.1's)
 
 
-def sampler_problem(method: str, sampler: str, label: str) -> str | None:
-    """Why `method` cannot invert a picture on a family whose sampler is `sampler` ("ddim" | "flow"), with the
-    method to use there; None when it can."""
+def inversion_problem(method: str, sampler: str, cfg: bool, label: str) -> str | None:
+    """Why `method` cannot invert a picture on a model whose sampler is `sampler` ("ddim" | "flow") and whose
+    guidance runs an unconditional batch or not (`cfg`), with the method to use there; None when it can. The one
+    message the engine, the checks and `p2p invert` give."""
     if INVERSION_SAMPLER.get(method, sampler) == sampler:
+        if method in NEEDS_CFG and not cfg:
+            return (f"{method} works on classifier-free guidance's unconditional batch, which {label} does not run"
+                    " (its guidance is distilled): use direct or ddim")
         return None
     if method == "ddpm":
         return (f"ddpm inverts a DDPM sampler's noise; {label} samples an ODE (flow matching): use flowedit (its flow"

@@ -32,16 +32,6 @@ class Method(str, Enum):
     flowedit = "flowedit"
 
 
-def method_problem(method: str, net: Model) -> str | None:
-    """Why the loaded model cannot invert with `method` (its sampler, or no unconditional batch), with the fix."""
-    from p2p_cli.family_defaults import NEEDS_CFG, sampler_problem
-
-    if method in NEEDS_CFG and not net.family.unconditional(net):
-        return (f"works on classifier-free guidance's unconditional batch, which {net.family.label} does not run (its"
-                " guidance is distilled): use direct or ddim")
-    return sampler_problem(method, net.family.sampler, net.family.label)
-
-
 def invert_source(model: Model, path: Path, prompt: str, *, size: tuple[int, int] | None, crop, method: str,
                   steps: int, guidance: float, negative_prompt: str, label: str, log, bar) -> RealPicture:
     """api.invert with a progress bar and a log line (a cache hit says how long the inversion once took)."""
@@ -149,10 +139,10 @@ def invert(
                          allow_pickle=allow_pickle)
         guidance = net.family.default_guidance if guidance is None else guidance
         from p2p_cli.checks import DDIM_GUIDANCE, ddim_warning
-        from p2p_cli.family_defaults import default_inversion
+        from p2p_cli.family_defaults import default_inversion, inversion_problem
 
         method = Method(default_inversion(net.defaults)) if method is None else method
-        if why := method_problem(method.value, net):
+        if why := inversion_problem(method.value, net.family.sampler, net.family.unconditional(net), net.family.label):
             raise UsageError(f"--method {method.value}: {why}")
 
         if method.value == "ddim" and guidance > DDIM_GUIDANCE:

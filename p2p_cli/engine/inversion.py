@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from p2p_cli.family_defaults import NEEDS_CFG, sampler_problem
+from p2p_cli.family_defaults import inversion_problem
 from p2p_cli.models import Model
 from p2p_cli.families import Conditioning, Geometry
 from p2p_cli.placement import vae_tiling
@@ -118,24 +118,16 @@ def ddpm_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, negative:
     """Edit-friendly DDPM inversion: the latents x_0 .. x_T (T + 1, C, h, w) ([i] where step i starts, [T] = z0)
     and the noise maps (T, C, h, w) that make DDPM steps with the guided prediction (the negative prompt as the
     unconditional rows) go through them exactly. The x_i are z0 noised independently, from DDPM_SEED."""
-    gen = torch.Generator("cpu").manual_seed(DDPM_SEED)
-    steps = len(schedule.timesteps)
-    noises = torch.randn((steps, *z0.shape[1:]), generator=gen).to(z0.device)
+    noises = picture_noise(z0, len(schedule.timesteps))
     alpha = schedule.alpha.to(z0.device)[:, None, None, None]
     xs = torch.cat([alpha.sqrt() * z0 + (1 - alpha).sqrt() * noises, z0.float()])  # (T + 1, C, h, w)
     ddpm = NoisySchedule(schedule, torch.zeros_like(noises))
-    both = Conditioning.cat([negative, cond]) if guidance > 1.0 else cond
-    predict = guided_predict(model, lambda i: both, guidance)
-    maps = []
-    with torch.no_grad():
-        for i, t in enumerate(schedule.timesteps):
-            x = xs[i : i + 1]
-            mean = ddpm.mean(predict(x, t, i).float(), x, i)
-            s = ddpm.sigma(i)
-            maps.append((xs[i + 1 : i + 2] - mean) / s if s > 0 else torch.zeros_like(mean))
-            if progress is not None:
-                progress(i + 1)
-    return xs, torch.cat(maps)
+
+    def noise_map(i: int, out: torch.Tensor, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
+        mean, s = ddpm.mean(out, x, i), ddpm.sigma(i)
+        return (x_next - mean) / s if s > 0 else torch.zeros_like(mean)
+
+    return xs, step_maps(model, xs, cond, negative, schedule, guidance, noise_map, progress)
 
 
 def flowedit_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, negative: Conditioning,
@@ -144,11 +136,30 @@ def flowedit_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, negat
     """FlowEdit's noise as an inversion: the latents x_0 .. x_T (T + 1, C, h, w) ([i] where step i starts at
     sigma_i, [T] = z0), z0 noised independently at each level (from DDPM_SEED), and the residuals (T, C, h, w)
     that make guided Euler steps (the negative prompt as the unconditional rows) go through them exactly."""
-    gen = torch.Generator("cpu").manual_seed(DDPM_SEED)
     steps = len(schedule.timesteps)
-    noises = torch.randn((steps, *z0.shape[1:]), generator=gen).to(z0.device)
     sigma = schedule.sigmas[:steps].to(z0.device)[:, None, None, None]
-    xs = torch.cat([(1 - sigma) * z0 + sigma * noises, z0.float()])  # (T + 1, C, h, w)
+    xs = torch.cat([(1 - sigma) * z0 + sigma * picture_noise(z0, steps), z0.float()])  # (T + 1, C, h, w)
+
+    def residual(i: int, out: torch.Tensor, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
+        return x_next - schedule.step(out, x, i)
+
+    return xs, step_maps(model, xs, cond, negative, schedule, guidance, residual, progress)
+
+
+def picture_noise(z0: torch.Tensor, steps: int) -> torch.Tensor:
+    """The independent noise (T, C, h, w) ddpm and flowedit inversion add to the picture at each step, from
+    DDPM_SEED on the CPU (the same inversion every run, on any device)."""
+    gen = torch.Generator("cpu").manual_seed(DDPM_SEED)
+    return torch.randn((steps, *z0.shape[1:]), generator=gen).to(z0.device)
+
+
+def step_maps(model: Model, xs: torch.Tensor, cond: Conditioning, negative: Conditioning,
+              schedule: Schedule | FlowSchedule, guidance: float,
+              solve: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+              progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """The maps (T, C, h, w) of ddpm and flowedit inversion: at each step i, solve(i, guided prediction at xs[i],
+    xs[i], xs[i + 1]), the guided prediction as an edit's source row makes it (the negative prompt as the
+    unconditional rows, where the model runs them)."""
     guided = guidance > 1.0 and model.family.unconditional(model)
     both = Conditioning.cat([negative, cond]) if guided else cond
     predict = guided_predict(model, lambda i: both, guidance if guided else 1.0)
@@ -156,10 +167,10 @@ def flowedit_inversion(model: Model, z0: torch.Tensor, cond: Conditioning, negat
     with torch.no_grad():
         for i, t in enumerate(schedule.timesteps):
             x = xs[i : i + 1]
-            maps.append(xs[i + 1 : i + 2] - schedule.step(predict(x, t, i).float(), x, i))
+            maps.append(solve(i, predict(x, t, i).float(), x, xs[i + 1 : i + 2]))
             if progress is not None:
                 progress(i + 1)
-    return xs, torch.cat(maps)
+    return torch.cat(maps)
 
 
 @contextmanager
@@ -237,11 +248,9 @@ def invert(model: Model, image: torch.Tensor, prompt: str, *, method: str = "nul
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    if (problem := sampler_problem(method, model.family.sampler, model.family.label)) is not None:
+    family = model.family
+    if (problem := inversion_problem(method, family.sampler, family.unconditional(model), family.label)) is not None:
         raise ValueError(problem)
-    if method in NEEDS_CFG and not model.family.unconditional(model):
-        raise ValueError(f"{method} inversion works on the unconditional half of classifier-free guidance, which"
-                         f" {model.family.label} does not run (its guidance is distilled): use direct or ddim")
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
     device = model.device
