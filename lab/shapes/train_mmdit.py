@@ -69,6 +69,9 @@ class Config:
     attn_loss: float = 0.05  # weight of the word-localisation loss
     pad_shuffle: bool = True
     anneal: bool = False  # the learning rate falls along a cosine to 0 over the run (its minutes or max steps)
+    edit_sources: int = 0  # per step, captions the averaged model draws and turns into edit pairs (edit_pairs.py)
+    edit_steps: int = 16  # Euler steps of those drawings
+    edit_guidance: float = 7.5  # their classifier-free guidance (the evaluation's)
 
 
 def build_transformer(cfg: Config, seed: int, text_dim: int, pooled_dim: int) -> SD3Transformer2DModel:
@@ -133,9 +136,9 @@ class JointRecorder:
     log(T5_ROWS) to the logit of the single zero-T5 row appended to the text (see the module docstring).
     """
 
-    def __init__(self, clip_tokens: int = 77, t5_rows: int = T5_ROWS):
+    def __init__(self, clip_tokens: int = 77, t5_rows: int = T5_ROWS, record: bool = True):
         self.maps: list[torch.Tensor] = []
-        self.clip_tokens, self.log_rows = clip_tokens, math.log(t5_rows)
+        self.clip_tokens, self.log_rows, self.record = clip_tokens, math.log(t5_rows), record
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
         b, n_img, _ = hidden_states.shape
@@ -156,7 +159,8 @@ class JointRecorder:
         bias = torch.zeros(k.shape[2], dtype=logits.dtype)
         bias[n_img + self.clip_tokens :] = self.log_rows
         probs = torch.softmax(logits + bias, dim=-1)
-        self.maps.append(probs[:, :, :n_img, n_img : n_img + self.clip_tokens].mean(1))
+        if self.record:
+            self.maps.append(probs[:, :, :n_img, n_img : n_img + self.clip_tokens].mean(1))
         out = (probs @ v).transpose(1, 2).reshape(b, -1, heads * q.shape[-1])
         img, ctx = out[:, :n_img], out[:, n_img:]
         if not attn.context_pre_only:
@@ -189,6 +193,66 @@ def sigmas_for(n: int, shift: float, generator=None) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
+class SelfDrawnPairs:
+    """Each call: cfg.edit_sources captions drawn by `model` (the averaged weights) from fresh noise, read back and
+    turned into (source, edit) pairs (edit_pairs.py). Returns their crisp renderings (2P, 3, 64, 64) in [-1, 1]
+    ordered source, edit, source, edit..., the captions, scenes, background flags, the noise each row is paired
+    with (2P, 4, 16, 16: a pair shares its drawing's noise), and how many drawings were kept."""
+
+    def __init__(self, model, vae, text_encoder, tokens, sampler, cfg: Config):
+        self.model, self.vae, self.text_encoder, self.tokens, self.sampler, self.cfg = (
+            model, vae, text_encoder, tokens, sampler, cfg)
+        model.set_attn_processor(JointRecorder(record=False))  # the training forward's attention, no maps kept
+
+    @torch.no_grad()
+    def draw(self, captions: list[str], noise: torch.Tensor) -> np.ndarray:
+        """The captions' pictures from noise, (B, 64, 64, 3) uint8: Euler with classifier-free guidance, the text
+        made as the pipeline makes it (no padding donors; the empty caption unconditional)."""
+        from .edit_pairs import euler_sample
+
+        cond, pooled = encode(self.text_encoder, self.tokens(captions + [""]))
+        text = torch.cat([cond, cond.new_zeros(cond.shape[0], 1, cond.shape[2])], 1)
+        b = len(captions)
+        text = torch.cat([text[-1:].expand(b, -1, -1), text[:-1]])
+        pooled = torch.cat([pooled[-1:].expand(b, -1), pooled[:-1]])
+        g = self.cfg.edit_guidance
+
+        def velocity(x, sigma):
+            v = self.model(hidden_states=torch.cat([x, x]), encoder_hidden_states=text, pooled_projections=pooled,
+                           timestep=torch.full((2 * b,), sigma * 1000.0)).sample
+            uncond, c = v.chunk(2)
+            return uncond + g * (c - uncond)
+
+        z = euler_sample(velocity, noise, self.cfg.edit_steps)
+        img = self.vae.decode(z / self.vae.config.scaling_factor + self.vae.config.shift_factor).sample
+        return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    def __call__(self, rng: np.random.Generator):
+        from .captions import caption
+        from .edit_pairs import edited, redraw
+        from .world import render
+
+        _, caps, scenes, with_bg = scenes_batch(rng, self.cfg.edit_sources, self.sampler)
+        noise = torch.randn(len(caps), 4, 16, 16)
+        imgs = self.draw(caps, noise)
+        rows, out_caps, out_scenes, out_bg, out_noise = [], [], [], [], []
+        for i, (scene, bg) in enumerate(zip(scenes, with_bg)):
+            source = redraw(scene, imgs[i])
+            target = edited(rng, source) if source is not None else None
+            if target is None:
+                continue
+            for s in (source, target):
+                rows.append(render(s))
+                out_caps.append(caption(s, background=bg))
+                out_scenes.append(s)
+                out_bg.append(bg)
+                out_noise.append(noise[i])
+        if not rows:
+            return None, [], [], [], None, 0
+        x = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return x, out_caps, out_scenes, out_bg, torch.stack(out_noise), len(rows) // 2
+
+
 def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator, minutes: float, out: Path,
           save_every: float, sampler=sample_wide_scene, max_steps: int | None = None, keep: bool = False) -> int:
     """Flow matching with the localisation loss and padding/pooled donors; saves EMA weights into out (keep: also
@@ -201,6 +265,8 @@ def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator,
     transformer.train()
     recorder = JointRecorder()
     transformer.set_attn_processor(recorder)
+    pairs = SelfDrawnPairs(ema, vae, text_encoder, tokens, sampler, cfg) if cfg.edit_sources else None
+    kept_pairs = drawn = 0
     t0, last_save, step, avg, avg_aux = time.time(), time.time(), 0, None, None
     while True:
         done = time.time() - t0 >= minutes * 60 or (max_steps is not None and step >= max_steps)
@@ -215,6 +281,16 @@ def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator,
         x, caps, scenes, with_bg = scenes_batch(rng, cfg.batch, sampler)
         kept = [rng.random() >= cfg.caption_dropout for _ in caps]
         caps = [c if k else "" for c, k in zip(caps, kept)]
+        noise = torch.randn(x.shape[0], 4, 16, 16)
+        sigma = sigmas_for(x.shape[0], cfg.shift)
+        if pairs is not None:
+            px, pcaps, pscenes, pbg, pnoise, n_pairs = pairs(rng)
+            drawn, kept_pairs = drawn + cfg.edit_sources, kept_pairs + n_pairs
+            if n_pairs:  # the pair rows: captioned, their drawing's noise, one sigma per pair
+                x, caps, scenes = torch.cat([x, px]), caps + pcaps, scenes + pscenes
+                with_bg, kept = with_bg + pbg, kept + [True] * len(pcaps)
+                noise = torch.cat([noise, pnoise])
+                sigma = torch.cat([sigma, sigmas_for(n_pairs, cfg.shift).repeat_interleave(2)])
         targets, select = attention_targets(scenes, with_bg, kept)
         ids = tokens(caps)
         with torch.no_grad():
@@ -229,8 +305,6 @@ def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator,
                     pooled = pooled.clone()
                     pooled[rows] = d_pooled
         text = torch.cat([cond, cond.new_zeros(cond.shape[0], 1, cond.shape[2])], 1)  # + the zero-T5 row
-        noise = torch.randn_like(z)
-        sigma = sigmas_for(z.shape[0], cfg.shift)
         s = sigma.view(-1, 1, 1, 1)
         noisy = (1 - s) * z + s * noise
         recorder.maps.clear()
@@ -246,8 +320,9 @@ def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator,
         avg_aux = aux.item() if avg_aux is None else 0.98 * avg_aux + 0.02 * aux.item()
         if step % 20 == 0:
             el = time.time() - t0
+            kept_share = f" pairs kept {kept_pairs}/{drawn}" if pairs is not None else ""
             log(f"step {step} flow {avg:.4f} localisation {avg_aux:.3f} {step * cfg.batch / el:.1f} img/s"
-                f" {el / 60:.1f} min")
+                f" {el / 60:.1f} min{kept_share}")
 
 
 def annealed(seconds: float, budget: float, step: int, max_steps: int | None) -> float:
@@ -280,6 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-pad-shuffle", action="store_true")
     ap.add_argument("--anneal", action="store_true", help="learning rate along a cosine to 0 over the run")
     ap.add_argument("--keep", action="store_true", help="also keep each checkpoint as OUT-step<N>")
+    ap.add_argument("--edit-sources", type=int, default=0, metavar="N",
+                    help="per step, N captions the averaged model draws, read back and turned into (source, edit)"
+                         " pairs trained from their drawing's noise (lab/shapes/edit_pairs.py); 0: off")
+    ap.add_argument("--edit-steps", type=int, default=Config.edit_steps, help="Euler steps of those drawings")
     ap.add_argument("--grow", type=int, default=0,
                     help="with --resume: add this many joint blocks, each starting as nothing (adaLN gates at 0)")
     ap.add_argument("--counts", default=None, metavar="P1,P2,P3",
@@ -301,7 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     cfg = Config(batch=args.batch, lr=args.lr, layers=args.layers, attn_loss=args.attn_loss,
-                 pad_shuffle=not args.no_pad_shuffle, anneal=args.anneal)
+                 pad_shuffle=not args.no_pad_shuffle, anneal=args.anneal, edit_sources=args.edit_sources,
+                 edit_steps=args.edit_steps)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     if args.resume is not None:

@@ -1,0 +1,98 @@
+"""Edit pairs the model draws itself: a training signal for keeping the layout when one word changes.
+
+Five fine-tuning runs of the transformer shapes model (DEVELOPERS.md, issue 31) changed its length, schedule,
+depth and scene mix and left its edit lines where they were: flow matching pairs every picture with fresh noise,
+so nothing in it asks that two captions differing in one word draw the same layout from the same noise, which is
+what an edit (controlled or not) relies on. This module builds that signal from the model's own drawings:
+
+1. draw a source caption's picture from noise e with the model (Euler, classifier-free guidance, as sampling does);
+2. read it back with the oracle and pair each object the caption names with a drawn one (redraw); drawings that
+   cannot be paired (an object missing or merged, the wrong background, a named place missed, a held-out object)
+   are dropped;
+3. render that layout crisply (the caption's shapes and sizes at the drawn places), and the same layout with one
+   object's colour or shape changed (edited).
+
+Training then asks both captions to draw their rendering from the same e (flow matching on the pair (e, picture)
+instead of fresh noise: rectified flow's "reflow" coupling, applied to the source and to its edit). The source
+row reinforces the noise-to-layout map the model already has (and a crisp version of its own correct drawings);
+the target row asks that a one-word change keep that map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from p2p_cli.shapes.vocabulary import SHAPES
+
+from .oracle import estimate_background, match_unplaced, nearest, read
+from .world import BACKGROUNDS, COLOURS, SIDE, WIDE_RADII, Obj, Scene, _apart, cell, is_heldout, shape_mask
+
+SHAPE_SWAPS = 0.25  # share of edits that change a shape rather than a colour
+
+
+def _radius(o: Obj, bbox: tuple[int, int, int, int]) -> float:
+    """The radius (half the bounding-box side world.shape_mask takes) of a drawn object's box, for o's shape,
+    within its size's range."""
+    half = max(bbox[2] - bbox[0], bbox[3] - bbox[1]) / 2
+    if o.shape == "square":
+        half /= 0.9  # shape_mask draws a square of half-side 0.9 r
+    lo, hi = WIDE_RADII[o.size]
+    return float(min(hi, max(lo, half)))
+
+
+def redraw(scene: Scene, img: np.ndarray) -> Scene | None:
+    """The scene as the model laid it out in img (64, 64, 3 uint8): each object the caption names at the place and
+    size of the drawn object paired with it (oracle.match_unplaced: by colour), in the caption's shape and size
+    range; None when the drawing cannot stand for the caption: a different object count, an object unpaired, the
+    background wrong, a named place missed, objects overlapping, or a held-out (shape, colour, place)."""
+    found = read(img)
+    if len(found) != len(scene.objects):
+        return None
+    if nearest(estimate_background(img), BACKGROUNDS) != scene.background:
+        return None
+    objs = []
+    for o, f in zip(scene.objects, match_unplaced(scene, found)):
+        if f is None:
+            return None
+        r = _radius(o, f.bbox)
+        cx = min(SIDE - r - 1, max(r + 1, (f.bbox[0] + f.bbox[2]) / 2))
+        cy = min(SIDE - r - 1, max(r + 1, (f.bbox[1] + f.bbox[3]) / 2))
+        ys, xs = np.nonzero(shape_mask(o.shape, cx, cy, r))
+        place = cell(xs.mean() + 0.5, ys.mean() + 0.5)
+        if scene.places and place != o.position:
+            return None
+        objs.append(replace(o, cx=float(cx), cy=float(cy), radius=r, position=place))
+    if any(is_heldout(o) for o in objs) or not all(_apart(a, b) for i, a in enumerate(objs) for b in objs[i + 1:]):
+        return None
+    return replace(scene, objects=objs)
+
+
+def edited(rng: np.random.Generator, scene: Scene) -> Scene | None:
+    """The scene with one object's colour (or, SHAPE_SWAPS of the time, its shape) changed to one no other object
+    has (so the edited object stays the only one of its colour where a colour changes); None when every choice
+    would make a held-out object."""
+    k = int(rng.integers(len(scene.objects)))
+    o = scene.objects[k]
+    if rng.random() < SHAPE_SWAPS:
+        options = [replace(o, shape=s) for s in SHAPES if s != o.shape]
+    else:
+        taken = {p.colour for p in scene.objects}
+        options = [replace(o, colour=c) for c in COLOURS if c not in taken]
+    options = [p for p in options if not is_heldout(p)]
+    if not options:
+        return None
+    new = options[int(rng.integers(len(options)))]
+    return replace(scene, objects=[new if i == k else p for i, p in enumerate(scene.objects)])
+
+
+def euler_sample(step_fn, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    """Flow matching's Euler sampler from sigma 1 to 0 in `steps` even steps; step_fn(x, sigma) is the (guided)
+    velocity noise - x0."""
+    sigmas = torch.linspace(1.0, 0.0, steps + 1)
+    x = noise
+    for i in range(steps):
+        x = x + (sigmas[i + 1] - sigmas[i]) * step_fn(x, sigmas[i].item())
+    return x
