@@ -27,8 +27,9 @@ import torch
 
 from p2p_cli.shapes.vocabulary import SHAPES
 
+from .captions import caption
 from .oracle import estimate_background, match_unplaced, nearest, read
-from .world import BACKGROUNDS, COLOURS, SIDE, WIDE_RADII, Obj, Scene, _apart, cell, is_heldout, shape_mask
+from .world import BACKGROUNDS, COLOURS, SIDE, WIDE_RADII, Obj, Scene, _apart, cell, is_heldout, render, shape_mask
 
 SHAPE_SWAPS = 0.25  # share of edits that change a shape rather than a colour
 
@@ -96,3 +97,28 @@ def euler_sample(step_fn, noise: torch.Tensor, steps: int) -> torch.Tensor:
     for i in range(steps):
         x = x + (sigmas[i + 1] - sigmas[i]) * step_fn(x, sigmas[i].item())
     return x
+
+
+def pairs_from(rng: np.random.Generator, scenes: list[Scene], with_bg: list[bool], drawings: np.ndarray,
+               noise: torch.Tensor):
+    """Training rows from drawings (B, 64, 64, 3 uint8) of the scenes' captions (with_bg: whether each caption names
+    the background) made from noise (B, 4, 16, 16): for each drawing that redraw() keeps and edited() can change, its
+    source row then its edit's row. Returns the crisp renderings (2P, 3, 64, 64) in [-1, 1], their captions, scenes,
+    background flags, the noise each row is paired with (2P, 4, 16, 16: a pair shares its drawing's), and P; with
+    no pair, (None, [], [], [], None, 0)."""
+    rows, caps, out_scenes, bgs, out_noise = [], [], [], [], []
+    for i, (scene, bg) in enumerate(zip(scenes, with_bg)):
+        source = redraw(scene, drawings[i])
+        target = edited(rng, source) if source is not None else None
+        if target is None:
+            continue
+        for s in (source, target):
+            rows.append(render(s))
+            caps.append(caption(s, background=bg))
+            out_scenes.append(s)
+            bgs.append(bg)
+            out_noise.append(noise[i])
+    if not rows:
+        return None, [], [], [], None, 0
+    x = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, caps, out_scenes, bgs, torch.stack(out_noise), len(rows) // 2

@@ -194,10 +194,8 @@ def sigmas_for(n: int, shift: float, generator=None) -> torch.Tensor:
 
 
 class SelfDrawnPairs:
-    """Each call: cfg.edit_sources captions drawn by `model` (the averaged weights) from fresh noise, read back and
-    turned into (source, edit) pairs (edit_pairs.py). Returns their crisp renderings (2P, 3, 64, 64) in [-1, 1]
-    ordered source, edit, source, edit..., the captions, scenes, background flags, the noise each row is paired
-    with (2P, 4, 16, 16: a pair shares its drawing's noise), and how many drawings were kept."""
+    """Each call: cfg.edit_sources captions of the training world drawn by `model` (the averaged weights) from
+    fresh noise, then turned into (source, edit) pair rows by edit_pairs.pairs_from."""
 
     def __init__(self, model, vae, text_encoder, tokens, sampler, cfg: Config):
         self.model, self.vae, self.text_encoder, self.tokens, self.sampler, self.cfg = (
@@ -228,29 +226,11 @@ class SelfDrawnPairs:
         return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     def __call__(self, rng: np.random.Generator):
-        from .captions import caption
-        from .edit_pairs import edited, redraw
-        from .world import render
+        from .edit_pairs import pairs_from
 
         _, caps, scenes, with_bg = scenes_batch(rng, self.cfg.edit_sources, self.sampler)
         noise = torch.randn(len(caps), 4, 16, 16)
-        imgs = self.draw(caps, noise)
-        rows, out_caps, out_scenes, out_bg, out_noise = [], [], [], [], []
-        for i, (scene, bg) in enumerate(zip(scenes, with_bg)):
-            source = redraw(scene, imgs[i])
-            target = edited(rng, source) if source is not None else None
-            if target is None:
-                continue
-            for s in (source, target):
-                rows.append(render(s))
-                out_caps.append(caption(s, background=bg))
-                out_scenes.append(s)
-                out_bg.append(bg)
-                out_noise.append(noise[i])
-        if not rows:
-            return None, [], [], [], None, 0
-        x = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1
-        return x, out_caps, out_scenes, out_bg, torch.stack(out_noise), len(rows) // 2
+        return pairs_from(rng, scenes, with_bg, self.draw(caps, noise), noise)
 
 
 def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator, minutes: float, out: Path,
