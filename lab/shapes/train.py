@@ -69,6 +69,9 @@ class Config:
     pad_shuffle: bool = True  # give each caption another caption's end-of-text/padding embeddings (see shuffle_padding)
     pad_keeps_background: bool = False  # the donor names the same background (stage 4 of the shipped weights)
     world: str = "grid"  # a WORLDS key: the scenes every phase (VAE, diffusion, padding donors) is trained on
+    edit_sources: int = 0  # per step, captions the averaged model draws and turns into edit pairs (edit_pairs.py)
+    edit_steps: int = 12  # DDIM steps of those drawings
+    edit_guidance: float = 7.5  # their classifier-free guidance (the evaluation's)
 
 
 def build(cfg: Config, seed: int) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
@@ -394,6 +397,39 @@ def save_whole(pipe, out: Path) -> None:
     tmp.rename(out)
 
 
+class SelfDrawnPairs:
+    """Each call: cfg.edit_sources captions of the training world drawn by the averaged UNet and text encoder from
+    fresh noise (DDIM, eta 0, classifier-free guidance: the pipeline's sampler, so the noise fixes the picture),
+    then turned into (source, edit) pair rows by edit_pairs.pairs_from."""
+
+    def __init__(self, unet, text_encoder, vae, tokens, sampler, cfg: Config):
+        self.unet, self.text_encoder, self.vae, self.tokens, self.sampler, self.cfg = (
+            unet, text_encoder, vae, tokens, sampler, cfg)
+
+    @torch.no_grad()
+    def draw(self, captions: list[str], noise: torch.Tensor) -> np.ndarray:
+        """The captions' pictures from noise (B, 4, 16, 16), (B, 64, 64, 3) uint8."""
+        scheduler = DDIMScheduler(**SD_SCHEDULER)
+        scheduler.set_timesteps(self.cfg.edit_steps)
+        text = self.text_encoder(self.tokens([""] + captions))[0]
+        b = len(captions)
+        text = torch.cat([text[:1].expand(b, -1, -1), text[1:]])
+        x = noise * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            eps = self.unet(torch.cat([x, x]), t, text).sample
+            uncond, cond = eps.chunk(2)
+            x = scheduler.step(uncond + self.cfg.edit_guidance * (cond - uncond), t, x).prev_sample
+        img = self.vae.decode(x / self.vae.config.scaling_factor).sample
+        return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    def __call__(self, rng: np.random.Generator):
+        from .edit_pairs import pairs_from
+
+        _, caps, scenes, with_bg = scenes_batch(rng, self.cfg.edit_sources, self.sampler)
+        noise = torch.randn(len(caps), 4, 16, 16)
+        return pairs_from(rng, scenes, with_bg, self.draw(caps, noise), noise)
+
+
 def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, out: Path, save_every: float,
                     max_steps: int | None = None) -> int:
     """Epsilon-prediction DDPM loss over SD's 1000 scaled-linear steps; UNet and text encoder trained jointly, on
@@ -414,6 +450,8 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
     recorder = AttentionRecorder()
     unet.set_attn_processor({n: recorder if n.endswith("attn2.processor") else p
                              for n, p in unet.attn_processors.items()})
+    pairs = SelfDrawnPairs(ema_unet, ema_text, vae, tokens, sampler, cfg) if cfg.edit_sources else None
+    kept_pairs = drawn = n_pairs = 0
     while True:
         done = time.time() - t0 >= minutes * 60 or (max_steps is not None and step >= max_steps)
         if done or time.time() - last_save >= save_every * 60:
@@ -425,12 +463,22 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         x, caps, scenes, with_bg = scenes_batch(rng, cfg.batch, sampler)
         kept = [rng.random() >= cfg.caption_dropout for _ in caps]
         caps = [c if k else "" for c, k in zip(caps, kept)]
+        if pairs is not None:
+            px, pcaps, pscenes, pbg, pnoise, n_pairs = pairs(rng)
+            drawn, kept_pairs = drawn + cfg.edit_sources, kept_pairs + n_pairs
+            if n_pairs:  # the pair rows: captioned, paired with their drawing's noise, one step per pair
+                x, caps, scenes = torch.cat([x, px]), caps + pcaps, scenes + pscenes
+                with_bg, kept = with_bg + pbg, kept + [True] * len(pcaps)
         targets, select = attention_targets(scenes, with_bg, kept)
         recorder.maps.clear()
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor  # (B, 4, 16, 16)
-        noise = torch.randn_like(z)
-        t = torch.randint(0, 1000, (z.shape[0],))
+        n_own = z.shape[0] - 2 * n_pairs
+        noise = torch.randn(n_own, *z.shape[1:])
+        t = torch.randint(0, 1000, (n_own,))
+        if n_pairs:
+            noise = torch.cat([noise, pnoise])
+            t = torch.cat([t, torch.randint(0, 1000, (n_pairs,)).repeat_interleave(2)])
         a = abar[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         ids = tokens(caps)
@@ -456,8 +504,9 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         avg_read = 0.98 * avg_read + 0.02 * reading.item()
         if step % 20 == 0:
             el = time.time() - t0
+            kept_share = f" pairs kept {kept_pairs}/{drawn}" if pairs is not None else ""
             log(f"step {step} loss {avg:.4f} localisation {avg_aux:.3f} reading {avg_read:.3f}"
-                f" {step * cfg.batch / el:.1f} img/s {el / 60:.1f} min")
+                f" {step * cfg.batch / el:.1f} img/s {el / 60:.1f} min{kept_share}")
 
 
 def count(net) -> int:
@@ -490,13 +539,18 @@ def main(argv: list[str] | None = None) -> None:
                          "encoder unchanged), then save to --out")
     ap.add_argument("--latent-noise", type=float, default=0.2,
                     help="--decoder-only: largest noise added to the latents, in latent standard deviations")
+    ap.add_argument("--edit-sources", type=int, default=0, metavar="N",
+                    help="per step, N captions the averaged model draws, read back and turned into (source, edit)"
+                         " pairs trained from their drawing's noise (lab/shapes/edit_pairs.py); 0: off")
+    ap.add_argument("--edit-steps", type=int, default=Config.edit_steps, help="DDIM steps of those drawings")
     args = ap.parse_args(argv)
     if args.decoder_only and args.resume is None:
         ap.error("--decoder-only needs --resume DIR (the checkpoint whose decoder to fine-tune)")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
     cfg = Config(batch=args.batch, lr=args.lr, pad_shuffle=not args.no_pad_shuffle,
-                 read_loss=args.read_loss, pad_keeps_background=args.pad_keeps_background, world=args.world)
+                 read_loss=args.read_loss, pad_keeps_background=args.pad_keeps_background, world=args.world,
+                 edit_sources=args.edit_sources, edit_steps=args.edit_steps)
     rng = np.random.default_rng(args.seed)
     vae, unet, text_encoder = build(cfg, args.seed)
     t0 = time.time()
