@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lab.shapes.edit_pairs import edited, euler_sample, pairs_from, redraw
+from lab.shapes.oracle import read
 from lab.shapes.world import POSITIONS, is_heldout, render, sample_scene, sample_wide_scene
 
 from p2p_cli.models import bundled_weights
@@ -139,3 +140,27 @@ def test_the_drawing_is_the_sd3_pipelines_own_sampler(tmp_path):
     theirs = np.round(theirs * 255).astype(np.int16)
     assert np.abs(ours.astype(np.int16) - theirs).max() <= 1
 
+
+
+@needs_bundled
+@pytest.mark.slow  # long; make test-slow
+def test_the_unet_drawing_is_the_sd_pipelines_own_sampler():
+    """lab.shapes.train.SelfDrawnPairs.draw (DDIM, guidance) against diffusers' StableDiffusionPipeline on the
+    bundled UNet model, given the same latents, steps and guidance."""
+    from diffusers import StableDiffusionPipeline
+
+    from lab.arch import clip_tokenizer
+    from lab.shapes.train import Config, SelfDrawnPairs, Tokens
+
+    pipe = StableDiffusionPipeline.from_pretrained(bundled_weights(), safety_checker=None, feature_extractor=None,
+                                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    cfg = Config(edit_sources=2, edit_steps=6)
+    captions = ["a big red circle in the top left on a white background", "a small blue square on the right"]
+    noise = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    ours = SelfDrawnPairs(pipe.unet, pipe.text_encoder, pipe.vae, Tokens(clip_tokenizer()), sample_scene,
+                          cfg).draw(captions, noise)
+    theirs = pipe(captions, latents=noise.clone(), num_inference_steps=6, guidance_scale=7.5, output_type="np").images
+    theirs = np.round(theirs * 255).astype(np.int16)
+    assert np.abs(ours.astype(np.int16) - theirs).max() <= 1
+    assert len(read(ours[0])) == 1  # the bundled model draws the one object
