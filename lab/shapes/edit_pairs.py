@@ -122,3 +122,13 @@ def pairs_from(rng: np.random.Generator, scenes: list[Scene], with_bg: list[bool
         return None, [], [], [], None, 0
     x = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return x, caps, out_scenes, bgs, torch.stack(out_noise), len(rows) // 2
+
+
+def drawn_pairs(rng: np.random.Generator, draw, n: int, sampler):
+    """pairs_from on n captions of `sampler`'s world drawn by draw(captions, noise) -> (n, 64, 64, 3) uint8 from
+    fresh noise (n, 4, 16, 16); the trainers' models draw alike (SelfDrawnPairs.draw in train and train_mmdit)."""
+    from .train import captioned_scenes
+
+    captions, scenes, with_bg = captioned_scenes(rng, n, sampler)
+    noise = torch.randn(n, 4, 16, 16)
+    return pairs_from(rng, scenes, with_bg, draw(captions, noise), noise)

@@ -113,15 +113,22 @@ def batch_of(rng: np.random.Generator, n: int, sampler=sample_scene) -> tuple[to
     return x, captions
 
 
-def scenes_batch(rng: np.random.Generator, n: int, sampler=sample_scene):
-    """Pictures (n, 3, 64, 64) in [-1, 1], captions, scenes, and whether each caption names the background;
-    scenes from `sampler` (the grid world's by default)."""
+def captioned_scenes(rng: np.random.Generator, n: int, sampler=sample_scene):
+    """n scenes from `sampler` (the grid world's by default), their captions, and whether each names the
+    background."""
     scenes = [sampler(rng) for _ in range(n)]
-    x = np.stack([render(s) for s in scenes])  # (n, 64, 64, 3) uint8
-    x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
     # the background phrase is left out of some captions, so that refining a prompt by adding it is meaningful
     with_bg = [rng.random() >= BACKGROUND_DROPOUT for _ in scenes]
-    return x, [caption(s, background=b) for s, b in zip(scenes, with_bg)], scenes, with_bg
+    return [caption(s, background=b) for s, b in zip(scenes, with_bg)], scenes, with_bg
+
+
+def scenes_batch(rng: np.random.Generator, n: int, sampler=sample_scene):
+    """Pictures (n, 3, 64, 64) in [-1, 1], captions, scenes, and whether each caption names the background
+    (captioned_scenes)."""
+    captions, scenes, with_bg = captioned_scenes(rng, n, sampler)
+    x = np.stack([render(s) for s in scenes])  # (n, 64, 64, 3) uint8
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, captions, scenes, with_bg
 
 
 class AttentionRecorder:
@@ -419,15 +426,14 @@ class SelfDrawnPairs:
             eps = self.unet(torch.cat([x, x]), t, text).sample
             uncond, cond = eps.chunk(2)
             x = scheduler.step(uncond + self.cfg.edit_guidance * (cond - uncond), t, x).prev_sample
-        img = self.vae.decode(x / self.vae.config.scaling_factor).sample
-        return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        from .evaluate import to_uint8
+
+        return to_uint8(self.vae.decode(x / self.vae.config.scaling_factor).sample / 2 + 0.5)
 
     def __call__(self, rng: np.random.Generator):
-        from .edit_pairs import pairs_from
+        from .edit_pairs import drawn_pairs
 
-        _, caps, scenes, with_bg = scenes_batch(rng, self.cfg.edit_sources, self.sampler)
-        noise = torch.randn(len(caps), 4, 16, 16)
-        return pairs_from(rng, scenes, with_bg, self.draw(caps, noise), noise)
+        return drawn_pairs(rng, self.draw, self.cfg.edit_sources, self.sampler)
 
 
 def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, out: Path, save_every: float,

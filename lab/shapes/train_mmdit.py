@@ -222,15 +222,15 @@ class SelfDrawnPairs:
             return uncond + g * (c - uncond)
 
         z = euler_sample(velocity, noise, self.cfg.edit_steps)
-        img = self.vae.decode(z / self.vae.config.scaling_factor + self.vae.config.shift_factor).sample
-        return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        from .evaluate import to_uint8
+
+        return to_uint8(self.vae.decode(z / self.vae.config.scaling_factor + self.vae.config.shift_factor).sample
+                        / 2 + 0.5)
 
     def __call__(self, rng: np.random.Generator):
-        from .edit_pairs import pairs_from
+        from .edit_pairs import drawn_pairs
 
-        _, caps, scenes, with_bg = scenes_batch(rng, self.cfg.edit_sources, self.sampler)
-        noise = torch.randn(len(caps), 4, 16, 16)
-        return pairs_from(rng, scenes, with_bg, self.draw(caps, noise), noise)
+        return drawn_pairs(rng, self.draw, self.cfg.edit_sources, self.sampler)
 
 
 def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator, minutes: float, out: Path,
