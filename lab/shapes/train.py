@@ -71,6 +71,7 @@ class Config:
     world: str = "grid"  # a WORLDS key: the scenes every phase (VAE, diffusion, padding donors) is trained on
     edit_sources: int = 0  # per step, captions the averaged model draws and turns into edit pairs (edit_pairs.py)
     edit_steps: int = 12  # DDIM steps of those drawings
+    edit_noise: float = 1.0  # the share of the timesteps, from the noisiest, that the pair rows train on
     edit_guidance: float = 7.5  # their classifier-free guidance (the evaluation's)
 
 
@@ -484,7 +485,8 @@ def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, o
         t = torch.randint(0, 1000, (n_own,))
         if n_pairs:
             noise = torch.cat([noise, pnoise])
-            t = torch.cat([t, torch.randint(0, 1000, (n_pairs,)).repeat_interleave(2)])
+            low = min(999, round(1000 * (1.0 - cfg.edit_noise)))
+            t = torch.cat([t, torch.randint(low, 1000, (n_pairs,)).repeat_interleave(2)])
         a = abar[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         ids = tokens(caps)
@@ -549,14 +551,20 @@ def main(argv: list[str] | None = None) -> None:
                     help="per step, N captions the averaged model draws, read back and turned into (source, edit)"
                          " pairs trained from their drawing's noise (lab/shapes/edit_pairs.py); 0: off")
     ap.add_argument("--edit-steps", type=int, default=Config.edit_steps, help="DDIM steps of those drawings")
+    ap.add_argument("--edit-noise", type=float, default=Config.edit_noise, metavar="SHARE",
+                    help="the pair rows train only on this share of the timesteps, the noisiest (where the"
+                         " layout forms); 1: all")
     args = ap.parse_args(argv)
+    if not 0.0 < args.edit_noise <= 1.0:
+        ap.error(f"--edit-noise {args.edit_noise}: a share of the noise levels, above 0 and at most 1")
     if args.decoder_only and args.resume is None:
         ap.error("--decoder-only needs --resume DIR (the checkpoint whose decoder to fine-tune)")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
     cfg = Config(batch=args.batch, lr=args.lr, pad_shuffle=not args.no_pad_shuffle,
                  read_loss=args.read_loss, pad_keeps_background=args.pad_keeps_background, world=args.world,
-                 edit_sources=args.edit_sources, edit_steps=args.edit_steps)
+                 edit_sources=args.edit_sources, edit_steps=args.edit_steps,
+                 edit_noise=args.edit_noise)
     rng = np.random.default_rng(args.seed)
     vae, unet, text_encoder = build(cfg, args.seed)
     t0 = time.time()

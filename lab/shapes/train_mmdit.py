@@ -70,7 +70,8 @@ class Config:
     pad_shuffle: bool = True
     anneal: bool = False  # the learning rate falls along a cosine to 0 over the run (its minutes or max steps)
     edit_sources: int = 0  # per step, captions the averaged model draws and turns into edit pairs (edit_pairs.py)
-    edit_steps: int = 16  # Euler steps of those drawings
+    edit_steps: int = 12  # Euler steps of those drawings
+    edit_noise: float = 1.0  # the share of the noise levels, from the noisiest, that the pair rows train on
     edit_guidance: float = 7.5  # their classifier-free guidance (the evaluation's)
 
 
@@ -187,9 +188,15 @@ def save(out: Path, transformer, vae, text_encoder, tokenizer, shift: float) -> 
     save_whole(pipe, out)
 
 
-def sigmas_for(n: int, shift: float, generator=None) -> torch.Tensor:
-    """n training sigmas: logit-normal (mean 0, std 1) draws moved by the shift, as SD3's training does."""
-    u = torch.sigmoid(torch.randn(n, generator=generator))
+def sigmas_for(n: int, shift: float, generator=None, top: float = 1.0) -> torch.Tensor:
+    """n training sigmas: logit-normal (mean 0, std 1) draws moved by the shift, as SD3's training does; top < 1
+    draws from that distribution's noisiest share `top` only (its quantiles 1 - top to 1)."""
+    if top >= 1.0:
+        n01 = torch.randn(n, generator=generator)
+    else:
+        q = 1.0 - top * torch.rand(n, generator=generator)
+        n01 = math.sqrt(2.0) * torch.erfinv((2.0 * q - 1.0).clamp(max=1.0 - 1e-6))
+    u = torch.sigmoid(n01)
     return shift * u / (1 + (shift - 1) * u)
 
 
@@ -270,7 +277,7 @@ def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator,
                 x, caps, scenes = torch.cat([x, px]), caps + pcaps, scenes + pscenes
                 with_bg, kept = with_bg + pbg, kept + [True] * len(pcaps)
                 noise = torch.cat([noise, pnoise])
-                sigma = torch.cat([sigma, sigmas_for(n_pairs, cfg.shift).repeat_interleave(2)])
+                sigma = torch.cat([sigma, sigmas_for(n_pairs, cfg.shift, top=cfg.edit_noise).repeat_interleave(2)])
         targets, select = attention_targets(scenes, with_bg, kept)
         ids = tokens(caps)
         with torch.no_grad():
@@ -339,11 +346,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="per step, N captions the averaged model draws, read back and turned into (source, edit)"
                          " pairs trained from their drawing's noise (lab/shapes/edit_pairs.py); 0: off")
     ap.add_argument("--edit-steps", type=int, default=Config.edit_steps, help="Euler steps of those drawings")
+    ap.add_argument("--edit-noise", type=float, default=Config.edit_noise, metavar="SHARE",
+                    help="the pair rows train only on this share of the noise levels, the noisiest (where the"
+                         " layout forms); 1: all")
     ap.add_argument("--grow", type=int, default=0,
                     help="with --resume: add this many joint blocks, each starting as nothing (adaLN gates at 0)")
     ap.add_argument("--counts", default=None, metavar="P1,P2,P3",
                     help=f"wide world: the probability of 1, 2, 3 objects (default {','.join(map(str, WIDE_COUNTS))})")
     args = ap.parse_args(argv)
+    if not 0.0 < args.edit_noise <= 1.0:
+        ap.error(f"--edit-noise {args.edit_noise}: a share of the noise levels, above 0 and at most 1")
     if args.grow and args.resume is None:
         ap.error("--grow adds blocks to a trained model: give --resume (a model from scratch takes --layers)")
     sampler = WORLDS[args.world]
@@ -361,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_flush_denormal(True)
     cfg = Config(batch=args.batch, lr=args.lr, layers=args.layers, attn_loss=args.attn_loss,
                  pad_shuffle=not args.no_pad_shuffle, anneal=args.anneal, edit_sources=args.edit_sources,
-                 edit_steps=args.edit_steps)
+                 edit_steps=args.edit_steps, edit_noise=args.edit_noise)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     if args.resume is not None:

@@ -51,6 +51,16 @@ def test_sigmas_follow_the_shift():
     assert (shifted >= plain).all() and shifted.mean() > 0.6
 
 
+def test_pair_sigmas_are_the_noisy_share_of_the_same_distribution():
+    full = sigmas_for(200_000, 3.0, torch.Generator().manual_seed(0))
+    top = sigmas_for(200_000, 3.0, torch.Generator().manual_seed(1), top=0.4)
+    cut = full.quantile(0.6)
+    assert top.min() >= cut - 2e-3  # only the noisiest 40 %
+    upper = full[full >= cut]
+    for q in (0.1, 0.5, 0.9):  # and distributed there as the full draw is
+        assert abs(top.quantile(q).item() - upper.quantile(q).item()) < 5e-3
+
+
 def test_wide_unplaced_captions_have_targets_on_their_objects():
     rng = np.random.default_rng(0)
     scene = next(s for s in (sample_wide_scene(rng) for _ in range(100)) if not s.places and len(s.objects) == 2)
