@@ -554,6 +554,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--edit-noise", type=float, default=Config.edit_noise, metavar="SHARE",
                     help="the pair rows train only on this share of the timesteps, the noisiest (where the"
                          " layout forms); 1: all")
+    ap.add_argument("--edit-guidance", type=float, default=Config.edit_guidance,
+                    help="classifier-free guidance of those drawings (the pictures the pair rows learn: guided"
+                         " drawings taught to the conditional model compound with the guidance it is sampled at)")
     args = ap.parse_args(argv)
     if not 0.0 < args.edit_noise <= 1.0:
         ap.error(f"--edit-noise {args.edit_noise}: a share of the noise levels, above 0 and at most 1")
@@ -564,7 +567,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = Config(batch=args.batch, lr=args.lr, pad_shuffle=not args.no_pad_shuffle,
                  read_loss=args.read_loss, pad_keeps_background=args.pad_keeps_background, world=args.world,
                  edit_sources=args.edit_sources, edit_steps=args.edit_steps,
-                 edit_noise=args.edit_noise)
+                 edit_noise=args.edit_noise,
+                 edit_guidance=args.edit_guidance)
     rng = np.random.default_rng(args.seed)
     vae, unet, text_encoder = build(cfg, args.seed)
     t0 = time.time()

@@ -349,6 +349,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--edit-noise", type=float, default=Config.edit_noise, metavar="SHARE",
                     help="the pair rows train only on this share of the noise levels, the noisiest (where the"
                          " layout forms); 1: all")
+    ap.add_argument("--edit-guidance", type=float, default=Config.edit_guidance,
+                    help="classifier-free guidance of those drawings (the pictures the pair rows learn: guided"
+                         " drawings taught to the conditional model compound with the guidance it is sampled at)")
     ap.add_argument("--grow", type=int, default=0,
                     help="with --resume: add this many joint blocks, each starting as nothing (adaLN gates at 0)")
     ap.add_argument("--counts", default=None, metavar="P1,P2,P3",
@@ -373,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_flush_denormal(True)
     cfg = Config(batch=args.batch, lr=args.lr, layers=args.layers, attn_loss=args.attn_loss,
                  pad_shuffle=not args.no_pad_shuffle, anneal=args.anneal, edit_sources=args.edit_sources,
-                 edit_steps=args.edit_steps, edit_noise=args.edit_noise)
+                 edit_steps=args.edit_steps, edit_noise=args.edit_noise,
+                 edit_guidance=args.edit_guidance)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     if args.resume is not None:
