@@ -20,6 +20,7 @@ the target row asks that a one-word change keep that map.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 
 import numpy as np
@@ -132,3 +133,26 @@ def drawn_pairs(rng: np.random.Generator, draw, n: int, sampler):
     captions, scenes, with_bg = captioned_scenes(rng, n, sampler)
     noise = torch.randn(n, 4, 16, 16)
     return pairs_from(rng, scenes, with_bg, draw(captions, noise), noise)
+
+
+def add_arguments(ap: argparse.ArgumentParser, cfg, sampler: str, levels: str) -> None:
+    """The pair options both trainers take (--edit-*), their defaults from the trainer's Config `cfg`; `sampler`
+    names its drawings' sampler, `levels` its noise levels (timesteps, sigmas) in the help."""
+    ap.add_argument("--edit-sources", type=int, default=0, metavar="N",
+                    help="per step, N captions the averaged model draws, read back and turned into (source, edit)"
+                         " pairs trained from their drawing's noise (lab/shapes/edit_pairs.py); 0: off")
+    ap.add_argument("--edit-steps", type=int, default=cfg.edit_steps, help=f"{sampler} steps of those drawings")
+    ap.add_argument("--edit-noise", type=float, default=cfg.edit_noise, metavar="SHARE",
+                    help=f"the pair rows train only on this share of the {levels}, the noisiest (where the"
+                         " layout forms); 1: all")
+    ap.add_argument("--edit-guidance", type=float, default=cfg.edit_guidance,
+                    help="classifier-free guidance of those drawings (the pictures the pair rows learn: guided"
+                         " drawings taught to the conditional model compound with the guidance it is sampled at)")
+
+
+def settings(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The parsed --edit-* options as Config fields; a share outside (0, 1] is an argparse error."""
+    if not 0.0 < args.edit_noise <= 1.0:
+        ap.error(f"--edit-noise {args.edit_noise}: a share of the noise levels, above 0 and at most 1")
+    return {"edit_sources": args.edit_sources, "edit_steps": args.edit_steps, "edit_noise": args.edit_noise,
+            "edit_guidance": args.edit_guidance}

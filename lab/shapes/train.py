@@ -35,6 +35,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from lab.arch import clip_tokenizer
 from p2p_cli.families.sd import SD_SCHEDULER
+from . import edit_pairs
 from .captions import caption
 from .world import render, sample_grid_unplaced_scene, sample_mixed_scene, sample_scene, sample_wide_scene
 
@@ -432,9 +433,7 @@ class SelfDrawnPairs:
         return to_uint8(self.vae.decode(x / self.vae.config.scaling_factor).sample / 2 + 0.5)
 
     def __call__(self, rng: np.random.Generator):
-        from .edit_pairs import drawn_pairs
-
-        return drawn_pairs(rng, self.draw, self.cfg.edit_sources, self.sampler)
+        return edit_pairs.drawn_pairs(rng, self.draw, self.cfg.edit_sources, self.sampler)
 
 
 def train_diffusion(vae, unet, text_encoder, cfg: Config, rng, minutes: float, out: Path, save_every: float,
@@ -547,28 +546,16 @@ def main(argv: list[str] | None = None) -> None:
                          "encoder unchanged), then save to --out")
     ap.add_argument("--latent-noise", type=float, default=0.2,
                     help="--decoder-only: largest noise added to the latents, in latent standard deviations")
-    ap.add_argument("--edit-sources", type=int, default=0, metavar="N",
-                    help="per step, N captions the averaged model draws, read back and turned into (source, edit)"
-                         " pairs trained from their drawing's noise (lab/shapes/edit_pairs.py); 0: off")
-    ap.add_argument("--edit-steps", type=int, default=Config.edit_steps, help="DDIM steps of those drawings")
-    ap.add_argument("--edit-noise", type=float, default=Config.edit_noise, metavar="SHARE",
-                    help="the pair rows train only on this share of the timesteps, the noisiest (where the"
-                         " layout forms); 1: all")
-    ap.add_argument("--edit-guidance", type=float, default=Config.edit_guidance,
-                    help="classifier-free guidance of those drawings (the pictures the pair rows learn: guided"
-                         " drawings taught to the conditional model compound with the guidance it is sampled at)")
+    edit_pairs.add_arguments(ap, Config, "DDIM", "timesteps")
     args = ap.parse_args(argv)
-    if not 0.0 < args.edit_noise <= 1.0:
-        ap.error(f"--edit-noise {args.edit_noise}: a share of the noise levels, above 0 and at most 1")
+    pair_cfg = edit_pairs.settings(ap, args)
     if args.decoder_only and args.resume is None:
         ap.error("--decoder-only needs --resume DIR (the checkpoint whose decoder to fine-tune)")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU kernels several times slower
     cfg = Config(batch=args.batch, lr=args.lr, pad_shuffle=not args.no_pad_shuffle,
                  read_loss=args.read_loss, pad_keeps_background=args.pad_keeps_background, world=args.world,
-                 edit_sources=args.edit_sources, edit_steps=args.edit_steps,
-                 edit_noise=args.edit_noise,
-                 edit_guidance=args.edit_guidance)
+                 **pair_cfg)
     rng = np.random.default_rng(args.seed)
     vae, unet, text_encoder = build(cfg, args.seed)
     t0 = time.time()

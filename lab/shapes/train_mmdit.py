@@ -45,6 +45,7 @@ from transformers import CLIPTextModelWithProjection  # noqa: E402
 
 from lab.arch import clip_tokenizer  # noqa: E402
 from p2p_cli.models import shapes_mmdit_parts  # noqa: E402
+from . import edit_pairs  # noqa: E402
 from .train import (WORLDS, Tokens, attention_targets, donor_captions, ema_update,  # noqa: E402
                     localisation_loss, log, optimiser_step, save_whole, scenes_batch, shuffle_padding)
 from .world import WIDE_COUNTS, sample_wide_scene  # noqa: E402
@@ -213,8 +214,6 @@ class SelfDrawnPairs:
     def draw(self, captions: list[str], noise: torch.Tensor) -> np.ndarray:
         """The captions' pictures from noise, (B, 64, 64, 3) uint8: Euler with classifier-free guidance, the text
         made as the pipeline makes it (no padding donors; the empty caption unconditional)."""
-        from .edit_pairs import euler_sample
-
         cond, pooled = encode(self.text_encoder, self.tokens(captions + [""]))
         text = torch.cat([cond, cond.new_zeros(cond.shape[0], 1, cond.shape[2])], 1)
         b = len(captions)
@@ -228,16 +227,14 @@ class SelfDrawnPairs:
             uncond, c = v.chunk(2)
             return uncond + g * (c - uncond)
 
-        z = euler_sample(velocity, noise, self.cfg.edit_steps)
+        z = edit_pairs.euler_sample(velocity, noise, self.cfg.edit_steps)
         from .evaluate import to_uint8
 
         return to_uint8(self.vae.decode(z / self.vae.config.scaling_factor + self.vae.config.shift_factor).sample
                         / 2 + 0.5)
 
     def __call__(self, rng: np.random.Generator):
-        from .edit_pairs import drawn_pairs
-
-        return drawn_pairs(rng, self.draw, self.cfg.edit_sources, self.sampler)
+        return edit_pairs.drawn_pairs(rng, self.draw, self.cfg.edit_sources, self.sampler)
 
 
 def train(transformer, vae, text_encoder, cfg: Config, rng: np.random.Generator, minutes: float, out: Path,
@@ -342,23 +339,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-pad-shuffle", action="store_true")
     ap.add_argument("--anneal", action="store_true", help="learning rate along a cosine to 0 over the run")
     ap.add_argument("--keep", action="store_true", help="also keep each checkpoint as OUT-step<N>")
-    ap.add_argument("--edit-sources", type=int, default=0, metavar="N",
-                    help="per step, N captions the averaged model draws, read back and turned into (source, edit)"
-                         " pairs trained from their drawing's noise (lab/shapes/edit_pairs.py); 0: off")
-    ap.add_argument("--edit-steps", type=int, default=Config.edit_steps, help="Euler steps of those drawings")
-    ap.add_argument("--edit-noise", type=float, default=Config.edit_noise, metavar="SHARE",
-                    help="the pair rows train only on this share of the noise levels, the noisiest (where the"
-                         " layout forms); 1: all")
-    ap.add_argument("--edit-guidance", type=float, default=Config.edit_guidance,
-                    help="classifier-free guidance of those drawings (the pictures the pair rows learn: guided"
-                         " drawings taught to the conditional model compound with the guidance it is sampled at)")
+    edit_pairs.add_arguments(ap, Config, "Euler", "noise levels")
     ap.add_argument("--grow", type=int, default=0,
                     help="with --resume: add this many joint blocks, each starting as nothing (adaLN gates at 0)")
     ap.add_argument("--counts", default=None, metavar="P1,P2,P3",
                     help=f"wide world: the probability of 1, 2, 3 objects (default {','.join(map(str, WIDE_COUNTS))})")
     args = ap.parse_args(argv)
-    if not 0.0 < args.edit_noise <= 1.0:
-        ap.error(f"--edit-noise {args.edit_noise}: a share of the noise levels, above 0 and at most 1")
+    pair_cfg = edit_pairs.settings(ap, args)
     if args.grow and args.resume is None:
         ap.error("--grow adds blocks to a trained model: give --resume (a model from scratch takes --layers)")
     sampler = WORLDS[args.world]
@@ -375,9 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     cfg = Config(batch=args.batch, lr=args.lr, layers=args.layers, attn_loss=args.attn_loss,
-                 pad_shuffle=not args.no_pad_shuffle, anneal=args.anneal, edit_sources=args.edit_sources,
-                 edit_steps=args.edit_steps, edit_noise=args.edit_noise,
-                 edit_guidance=args.edit_guidance)
+                 pad_shuffle=not args.no_pad_shuffle, anneal=args.anneal, **pair_cfg)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     if args.resume is not None:

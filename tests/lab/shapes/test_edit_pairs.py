@@ -141,7 +141,6 @@ def test_the_drawing_is_the_sd3_pipelines_own_sampler(tmp_path):
     assert np.abs(ours.astype(np.int16) - theirs).max() <= 1
 
 
-
 @needs_bundled
 @pytest.mark.slow  # long; make test-slow
 def test_the_unet_drawing_is_the_sd_pipelines_own_sampler():
